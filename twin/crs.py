@@ -89,7 +89,9 @@ def _transformer(src_wkt: str, dst_wkt: str) -> tuple[pyproj.Transformer, bool]:
     exact = True
     if src.is_compound or dst.is_compound:
         try:
-            group = pyproj.transformer.TransformerGroup(src, dst, always_xy=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # we warn ourselves, once, in transform()
+                group = pyproj.transformer.TransformerGroup(src, dst, always_xy=True)
             exact = bool(group.best_available) and len(group.transformers) > 0
         except _PyprojCRSError:
             exact = False
