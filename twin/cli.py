@@ -43,5 +43,129 @@ def emit_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
 
+# ---------------------------------------------------------------- synth
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--preset", type=click.Choice(["small", "default"]), default="default",
+              show_default=True, help="Size preset; options below override it.")
+@click.option("--seed", type=int, default=None, help="Random seed (same seed, same bytes).")
+@click.option("--extent", type=float, default=None, help="Side of the square area (m).")
+@click.option("--lon", type=float, default=None, help="Centre longitude (degrees).")
+@click.option("--lat", type=float, default=None, help="Centre latitude (degrees).")
+@click.option("--crs", default=None, help="Survey CRS (default EPSG:4550, CGCS2000 GK CM 123E).")
+@click.option("--dem-resolution", type=float, default=None, help="DEM pixel size (m).")
+@click.option("--lidar-density", type=float, default=None, help="LiDAR points per m².")
+@click.option("--image-size", default=None, metavar="WxH", help="Image size, e.g. 1024x768.")
+@click.option("--duration", type=float, default=None, help="Seconds of entity events.")
+@click.option("--no-lidar", is_flag=True, help="Skip the LiDAR simulation.")
+@click.option("--no-images", is_flag=True, help="Skip the oblique photos.")
+@click.option("--no-events", is_flag=True, help="Skip the entity events.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing survey in OUT.")
+@click.option("--json", "as_json", is_flag=True, help="Print survey.json to stdout.")
+def synth(out, preset, seed, extent, lon, lat, crs, dem_resolution, lidar_density, image_size,
+          duration, no_lidar, no_images, no_events, overwrite, as_json):
+    """Generate a synthetic city survey with exact ground truth into OUT.
+
+    \b
+    Example:
+      twin synth survey --preset small --seed 7
+      twin synth big --extent 1200 --no-images --crs EPSG:32651
+    """
+    from twin.errors import ParameterError
+    from twin.progress import terminal
+    from twin.synth.params import PRESETS
+    from twin.synth.survey import generate
+
+    changes = {
+        k: v
+        for k, v in dict(seed=seed, extent=extent, lon=lon, lat=lat, crs=crs,
+                         dem_resolution=dem_resolution, lidar_density=lidar_density,
+                         duration=duration).items()
+        if v is not None
+    }
+    if image_size:
+        try:
+            w, h = (int(v) for v in image_size.lower().split("x"))
+        except ValueError:
+            raise ParameterError(f"--image-size must look like 1024x768, got {image_size!r}")
+        changes.update(image_width=w, image_height=h)
+    if no_lidar:
+        changes["lidar"] = False
+    if no_images:
+        changes["images"] = False
+    if no_events:
+        changes["events"] = False
+    spec = PRESETS[preset].with_(**changes)
+    survey = generate(out, spec, overwrite=overwrite, progress=None if as_json else terminal())
+    if as_json:
+        emit_json(survey)
+    else:
+        c = survey["counts"]
+        click.echo(f"survey written to {out}: " + ", ".join(f"{v} {k}" for k, v in c.items()))
+
+
+# ---------------------------------------------------------------- build
+@main.command()
+@click.argument("survey", type=click.Path(exists=True))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--dem", type=click.Path(dir_okay=False), default=None,
+              help="DEM GeoTIFF (default: SURVEY/dem.tif).")
+@click.option("--footprints", type=click.Path(dir_okay=False), default=None,
+              help="Footprints (GeoPackage, shapefile, ...; default: SURVEY/footprints.gpkg).")
+@click.option("--lod", type=click.IntRange(1, 2), default=2, show_default=True,
+              help="Building level of detail.")
+@click.option("--terrain-step", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Terrain grid step in DEM pixels.")
+@click.option("--force", is_flag=True, help="Rebuild every stage even if unchanged.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest to stdout.")
+def build(survey, out, dem, footprints, lod, terrain_step, force, as_json):
+    """Build a georeferenced city model (GLB + 3D Tiles) from a survey folder.
+
+    \b
+    Example:
+      twin synth survey --preset small && twin build survey model
+    """
+    from twin.pipeline import BuildParams
+    from twin.pipeline import build as run_build
+    from twin.progress import terminal
+
+    params = BuildParams(lod=lod, terrain_step=terrain_step)
+    manifest = run_build(survey, out, dem=dem, footprints=footprints, params=params,
+                         force=force, progress=None if as_json else terminal())
+    if as_json:
+        emit_json(manifest)
+    else:
+        for o in manifest["outputs"]:
+            click.echo(f"  {o['path']}  ({o['bytes'] / 1e6:.2f} MB)")
+        click.echo(f"model written to {out} (manifest.json has the lineage)")
+
+
+# ---------------------------------------------------------------- demo
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False), default="twin-demo")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--replay-seconds", type=float, default=60.0, show_default=True,
+              help="How much of the event stream to replay into the live store.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def demo(out, seed, replay_seconds, as_json):
+    """Run the whole chain on embedded defaults: synthetic survey -> model -> tiles -> live.
+
+    \b
+    Example:
+      twin demo            # writes ./twin-demo
+    """
+    from twin.demo import run_demo
+    from twin.progress import terminal
+
+    summary = run_demo(out, seed=seed, replay_seconds=replay_seconds,
+                       progress=None if as_json else terminal())
+    if as_json:
+        emit_json(summary)
+    else:
+        from twin.demo import print_summary
+
+        print_summary(summary)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,51 @@
+"""The `twin` command: help, version, and one-line errors for bad input."""
+
+from click.testing import CliRunner
+
+from twin import __version__
+from twin.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_help_lists_the_verbs():
+    r = run("--help")
+    assert r.exit_code == 0
+    for verb in ("demo", "synth", "build"):
+        assert verb in r.output
+
+
+def test_version():
+    r = run("--version")
+    assert r.exit_code == 0 and __version__ in r.output
+
+
+def test_every_verb_has_help_with_an_example():
+    for verb in ("demo", "synth", "build"):
+        r = run(verb, "--help")
+        assert r.exit_code == 0 and "Example" in r.output, verb
+
+
+def test_unknown_crs_is_a_one_line_error(tmp_path):
+    r = CliRunner().invoke(main, ["synth", str(tmp_path / "s"), "--crs", "EPSG:999999"])
+    assert r.exit_code == 2
+    assert "EPSG:999999" in r.output and "Traceback" not in r.output
+
+
+def test_bad_parameter_is_a_one_line_error(tmp_path):
+    r = CliRunner().invoke(main, ["synth", str(tmp_path / "s"), "--extent", "5"])
+    assert r.exit_code == 2 and "extent" in r.output
+
+
+def test_build_without_dem_names_the_file(tmp_path):
+    r = CliRunner().invoke(main, ["build", str(tmp_path), str(tmp_path / "out")])
+    assert r.exit_code == 2 and "dem.tif" in r.output
+
+
+def test_synth_refuses_to_overwrite_a_foreign_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    r = CliRunner().invoke(main, ["synth", str(tmp_path), "--preset", "small"])
+    assert r.exit_code == 2 and "not a twin survey" in r.output
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

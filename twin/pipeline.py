@@ -1,0 +1,304 @@
+"""``twin build``: run the stages on a survey, with lineage and incremental rebuilds.
+
+Stages (each a function of its inputs and parameters only)::
+
+    terrain     dem.tif                     -> terrain mesh (local ENU)
+    buildings   footprints.gpkg + dem.tif   -> LoD1/LoD2 building solids (local ENU)
+    export      meshes                      -> model.glb, tiles/ (3D Tiles 1.1), preview.png
+
+A stage's key is the SHA-256 of its input files' hashes, its parameters and the twin
+version; its arrays are cached in ``OUT/.cache`` and reused when the key has not
+changed. ``manifest.json`` records every input (path, SHA-256, CRS), every parameter,
+the library versions, every stage (built or reused, seconds) and every output with
+its SHA-256: each product can be traced to its sources.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from twin import __version__
+from twin.crs import LocalFrame, crs_label
+from twin.errors import InputError
+from twin.fileio import atomic_path, sha256_file, write_json
+from twin.progress import Progress, ensure
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    lod: int = 2  # building level of detail (1: flat roofs, 2: roof types)
+    terrain_step: int = 2  # terrain grid step in DEM pixels
+    default_height: float = 10.0  # building height where the footprints have none (m)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "twin": __version__}
+    for name in ("numpy", "numba", "pyproj", "rasterio", "geopandas", "shapely", "trimesh",
+                 "open3d", "laspy", "lazrs"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        import pyproj
+        import rasterio
+
+        out["PROJ"] = pyproj.proj_version_str
+        out["GDAL"] = rasterio.__gdal_version__
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+class _Cache:
+    """Per-stage array cache in ``OUT/.cache``, keyed by a hash of inputs + parameters."""
+
+    def __init__(self, root: Path, force: bool) -> None:
+        self.root = root / ".cache"
+        self.force = force
+
+    @staticmethod
+    def key(stage: str, inputs: dict, params: dict) -> str:
+        blob = json.dumps({"stage": stage, "inputs": inputs, "params": params,
+                           "twin": __version__}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def load(self, stage: str, key: str) -> dict | None:
+        p = self.root / f"{stage}.npz"
+        k = self.root / f"{stage}.key"
+        if self.force or not p.exists() or not k.exists() or k.read_text() != key:
+            return None
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {name: z[name] for name in z.files}
+        except (OSError, ValueError):
+            return None
+
+    def save(self, stage: str, key: str, arrays: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.root / f"{stage}.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        (self.root / f"{stage}.key").write_text(key)
+
+
+def _resolve_inputs(survey, dem, footprints) -> tuple[Path, Path | None]:
+    survey = Path(survey)
+    base = survey if survey.is_dir() else survey.parent
+    dem_path = Path(dem) if dem else base / "dem.tif"
+    if not dem_path.exists():
+        raise InputError("no DEM found (give --dem)", path=dem_path)
+    fp_path = Path(footprints) if footprints else base / "footprints.gpkg"
+    if not fp_path.exists():
+        if footprints:
+            raise InputError("footprint file not found", path=fp_path)
+        fp_path = None
+    return dem_path, fp_path
+
+
+def _frame_for(dem) -> LocalFrame:
+    """The local ENU frame of a build: anchored at the DEM's centre, on the ellipsoid."""
+    h, w = dem.heights.shape
+    cx, cy = dem.transform * (w / 2.0, h / 2.0)
+    return LocalFrame.at(cx, cy, 0.0, dem.crs)
+
+
+_GROUND_RGB = np.array([[0.45, 0.55, 0.35], [0.62, 0.58, 0.45]])  # low green -> high tan
+_WALL_RGB = np.array([0.86, 0.84, 0.80])
+_ROOF_RGB = {"flat": (0.55, 0.55, 0.58), "gable": (0.66, 0.30, 0.22), "hip": (0.50, 0.28, 0.25)}
+
+
+def _terrain_colors(z: np.ndarray) -> np.ndarray:
+    t = (z - z.min()) / max(float(np.ptp(z)), 1e-9)
+    return (_GROUND_RGB[0] + t[:, None] * (_GROUND_RGB[1] - _GROUND_RGB[0])).astype(np.float32)
+
+
+def build(
+    survey: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    dem: str | os.PathLike | None = None,
+    footprints: str | os.PathLike | None = None,
+    params: BuildParams | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> dict:
+    """Build a georeferenced model from a survey folder (or explicit ``dem``/``footprints``).
+
+    Writes ``model.glb``, ``tiles/tileset.json`` (+ GLB contents), ``preview.png`` and
+    ``manifest.json`` into ``out_dir``; returns the manifest. Memory grows with the
+    DEM size (divided by ``terrain_step²``) and the number of footprint vertices.
+    """
+    params = params or BuildParams()
+    dem_path, fp_path = _resolve_inputs(survey, dem, footprints)
+
+    from twin.mesh.buildings import building_meshes, merge_meshes
+    from twin.mesh.footprints import read_footprints
+    from twin.terrain.dem import read_dem
+    from twin.terrain.gridmesh import dem_to_mesh
+
+    progress = ensure(progress)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = _Cache(out, force)
+    t_start = time.perf_counter()
+    stages: dict[str, dict] = {}
+
+    inputs = [{"role": "dem", "path": str(dem_path), "sha256": sha256_file(dem_path),
+               "bytes": dem_path.stat().st_size}]
+    if fp_path is not None:
+        inputs.append({"role": "footprints", "path": str(fp_path),
+                       "sha256": sha256_file(fp_path), "bytes": fp_path.stat().st_size})
+    hashes = {i["role"]: i["sha256"] for i in inputs}
+
+    dem_obj = read_dem(dem_path)
+    frame = _frame_for(dem_obj)
+    inputs[0]["crs"] = crs_label(dem_obj.crs)
+
+    # --- terrain
+    key = cache.key("terrain", {"dem": hashes["dem"]}, {"terrain_step": params.terrain_step})
+    t0 = time.perf_counter()
+    with progress.step("terrain mesh"):
+        arrays = cache.load("terrain", key)
+        status = "reused"
+        if arrays is None:
+            v, f = dem_to_mesh(dem_obj, frame, step=params.terrain_step)
+            arrays = {"vertices": v, "faces": f}
+            cache.save("terrain", key, arrays)
+            status = "built"
+    stages["terrain"] = {"status": status, "key": key, "seconds": time.perf_counter() - t0,
+                         "triangles": int(len(arrays["faces"]))}
+    terrain_v, terrain_f = arrays["vertices"], arrays["faces"]
+
+    # --- buildings
+    bld = None
+    building_attrs: list[dict] = []
+    if fp_path is not None:
+        fp = read_footprints(fp_path)
+        inputs[1]["crs"] = crs_label(fp.crs)
+        inputs[1]["features"] = int(len(fp))
+        bparams = {"lod": params.lod, "default_height": params.default_height}
+        key = cache.key("buildings", {"dem": hashes["dem"], "footprints": hashes["footprints"]},
+                        bparams)
+        t0 = time.perf_counter()
+        with progress.step(f"LoD{params.lod} buildings ({len(fp)} footprints)"):
+            arrays = cache.load("buildings", key)
+            status = "reused"
+            if arrays is None:
+                meshes = building_meshes(fp, dem_obj, frame, lod=params.lod,
+                                         default_height=params.default_height)
+                merged = merge_meshes(meshes)
+                attrs = json.dumps([m.attributes for m in meshes], default=str)
+                arrays = {
+                    "vertices": merged.vertices,
+                    "faces": merged.faces,
+                    "face_kind": merged.face_kind,
+                    "feature_id": merged.feature_id,
+                    "attributes": np.frombuffer(attrs.encode(), dtype=np.uint8),
+                }
+                cache.save("buildings", key, arrays)
+                status = "built"
+        bld = arrays
+        building_attrs = json.loads(bytes(arrays["attributes"]).decode())
+        stages["buildings"] = {"status": status, "key": key,
+                               "seconds": time.perf_counter() - t0,
+                               "buildings": len(building_attrs),
+                               "triangles": int(len(arrays["faces"]))}
+
+    # --- export (always rewritten: cheap, and the outputs are what the manifest hashes)
+    t0 = time.perf_counter()
+    with progress.step("GLB, 3D Tiles and preview"):
+        outputs = _export(out, frame, terrain_v, terrain_f, bld, building_attrs, params)
+    stages["export"] = {"status": "built", "seconds": time.perf_counter() - t0}
+
+    manifest = {
+        "twin": __version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "twin build",
+        "inputs": inputs,
+        "frame": frame.to_dict(),
+        "crs": {"source": crs_label(dem_obj.crs), "output": "EPSG:4978 (ECEF) via the root "
+                "transform; content in local ENU metres, glTF y-up"},
+        "heights": "ellipsoidal unless the source CRS says otherwise",
+        "parameters": params.to_dict(),
+        "libraries": library_versions(),
+        "stages": stages,
+        "counts": {
+            "terrain_triangles": int(len(terrain_f)),
+            "building_triangles": int(len(bld["faces"])) if bld is not None else 0,
+            "buildings_modelled": len(building_attrs),
+        },
+        "outputs": [
+            {"path": str(p.relative_to(out)), "sha256": sha256_file(p), "bytes": p.stat().st_size}
+            for p in outputs
+        ],
+        "seconds": round(time.perf_counter() - t_start, 3),
+    }
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _export(out: Path, frame: LocalFrame, terrain_v, terrain_f, bld, building_attrs,
+            params: BuildParams) -> list[Path]:
+    from twin.tiles.gltf import GltfMesh, write_glb
+    from twin.tiles.preview import render_preview
+    from twin.tiles.tileset import TileContent, write_tileset
+
+    meshes = [GltfMesh(name="terrain", positions=terrain_v, indices=terrain_f,
+                       colors=_terrain_colors(terrain_v[:, 2]))]
+    if bld is not None and len(bld["faces"]):
+        meshes.append(_building_gltf(bld, building_attrs))
+
+    model = out / "model.glb"
+    write_glb(model, meshes)
+    tiles = out / "tiles"
+    tiles.mkdir(exist_ok=True)
+    contents = []
+    for m in meshes:
+        glb = tiles / f"{m.name}.glb"
+        write_glb(glb, [m])
+        contents.append(TileContent(uri=glb.name, vertices=m.positions, geometric_error=0.0))
+    tileset = write_tileset(tiles, contents, frame, geometric_error=_root_error(terrain_v))
+    preview = out / "preview.png"
+    render_preview(meshes, preview)
+    return [model, *[tiles / f"{m.name}.glb" for m in meshes], Path(tileset), preview]
+
+
+def _root_error(v: np.ndarray) -> float:
+    """Geometric error of the root tile: the model's size (drawn only when small on screen)."""
+    return float(max(np.ptp(v[:, 0]), np.ptp(v[:, 1])) / 4.0)
+
+
+def _building_gltf(bld: dict, attrs: list[dict]):
+    from twin.tiles.gltf import GltfMesh
+
+    faces = bld["faces"]
+    kind = bld["face_kind"]
+    fid = bld["feature_id"]
+    # Flat-shaded colours: unshare vertices so walls and roofs keep their own colour.
+    v = bld["vertices"][faces.reshape(-1)]
+    f = np.arange(len(v), dtype=np.uint32).reshape(-1, 3)
+    roof_types = [a.get("roof_type", "flat") for a in attrs]
+    face_rgb = np.tile(_WALL_RGB, (len(faces), 1))
+    is_roof = kind == 1
+    if is_roof.any():
+        face_rgb[is_roof] = [_ROOF_RGB.get(roof_types[i], _ROOF_RGB["flat"]) for i in fid[is_roof]]
+    colors = np.repeat(face_rgb, 3, axis=0).astype(np.float32)
+    feature = np.repeat(fid, 3).astype(np.float32)
+    return GltfMesh(name="buildings", positions=v, indices=f, colors=colors, feature_ids=feature)
