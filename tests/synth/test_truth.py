@@ -306,3 +306,20 @@ def test_gable_and_hip_need_rectangles():
     b = Building("B9999", poly, "L", 10.0, 6.8, 9.0, 2, "gable")
     with pytest.raises(ParameterError, match="B9999"):
         building_solid(b)
+
+
+def test_walls_meet_the_terrain_without_a_gap(small_city, small_spec):
+    """Every DEM sample around a footprint's outline is the pad height, so the
+    piecewise-linear truth terrain meets each wall between base and base - 0.5 m."""
+    from twin.synth.terrain import dem_grid
+
+    grid = dem_grid(small_city, small_spec)
+    res = grid.resolution
+    for b in small_city.buildings:
+        ring = b.footprint.exterior
+        d = np.arange(0, ring.length, 0.25 * res)
+        pts = np.array([ring.interpolate(t).coords[0] for t in d])
+        col = np.floor((pts[:, 0] - grid.x[0]) / res).astype(int)
+        row = np.floor((grid.y[0] - pts[:, 1]) / res).astype(int)
+        z = np.stack([grid.heights[row + dr, col + dc] for dr in (0, 1) for dc in (0, 1)], axis=1)
+        assert np.abs(z - b.base_height).max() < 1e-4, b.id

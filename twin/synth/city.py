@@ -16,11 +16,11 @@ Layout rules (the invariants the tests check):
   river, beyond its bank (no bridges); blocks are what is left after roads,
   sidewalks and a 6 m riverside promenade; about one block in seven is a park;
 * blocks start 2.5 m (a sidewalk) from the carriageway; buildings stand inside their
-  parcel shrunk by 3 m, so they never touch a road (>= 5.5 m away), the river or
-  each other (gaps >= 6 m);
+  parcel shrunk by 3.5 m, so they never touch a road (>= 6 m away), the river or
+  each other (gaps >= 7 m);
 * terrain: smooth hills (``spec.relief``) rising away from the valley; under each
-  building a flat pad at ``base_height`` that extends ``pad_margin`` (1 m, or one
-  DEM pixel if coarser) beyond the footprint, so walls meet the ground with no
+  building a flat pad at ``base_height`` that extends ``pad_margin`` (1.5 DEM
+  pixels, at least 1.5 m) beyond the footprint, so walls meet the ground with no
   gap, and blends back to the natural surface over ``PAD_BLEND`` metres
   (smoothstep, C1), ending before the carriageway: roads keep the natural surface.
   On hillsides those blends are steep (a pad is a cut-and-fill terrace).
@@ -43,7 +43,7 @@ from twin.synth.params import SurveySpec
 
 PAD_BLEND = 4.0  # metres over which a building pad blends into the natural terrain
 SIDEWALK = 2.5  # between carriageway and block: keeps pad blends off the roads
-SETBACK = 3.0  # building to parcel edge (m): gaps between buildings >= 6 m
+SETBACK = 3.5  # building to parcel edge (m): gaps between buildings >= 7 m
 AVENUE_WIDTH = 18.0
 STREET_WIDTH = 10.0
 FLOOR_HEIGHT = 3.2
@@ -337,7 +337,9 @@ def make_city(spec: SurveySpec) -> City:
         if block.area > 900.0 and rng_b.uniform() < 0.14:
             parks.append(block)
             continue
-        target = rng_b.uniform(22, 38)
+        # most blocks are cut into 22-38 m parcels; some stay whole (a large
+        # courtyard or U-shaped block building)
+        target = rng_b.uniform(22, 38) if rng_b.uniform() > 0.18 else 70.0
         for parcel in _split(block, target, rng_b):
             inner = parcel.buffer(-SETBACK, join_style="mitre")
             if inner.is_empty:
@@ -352,6 +354,8 @@ def make_city(spec: SurveySpec) -> City:
             h = min(H * rng_b.uniform(0.75, 1.0), 48.0)
             roll = rng_b.uniform()
             m = min(w, h)
+            if m >= 30:  # block-sized parcels: mostly perimeter blocks
+                roll *= 0.5
             if m >= 20 and roll < 0.25:
                 kind = "courtyard"
             elif m >= 18 and roll < 0.45:
@@ -390,7 +394,7 @@ def make_city(spec: SurveySpec) -> City:
 
     # --- building attributes -----------------------------------------------------------
     rng_h = _rng(spec.seed, 4)
-    pad_margin = max(1.0, float(spec.dem_resolution))
+    pad_margin = 1.5 * max(1.0, float(spec.dem_resolution))
     buildings: list[Building] = []
     for i, (poly_uv, kind, axis_angle) in enumerate(footprints_uv):
         poly = shapely.geometry.polygon.orient(xy(poly_uv), sign=1.0)
