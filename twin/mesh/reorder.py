@@ -1,0 +1,117 @@
+"""Triangle and vertex order for GPU caches: vertex cache, vertex fetch, metrics.
+
+- :func:`optimize_vertex_cache` reorders triangles so a post-transform vertex cache
+  (modelled as a FIFO of ``cache_size`` entries, as on real GPUs) misses rarely.
+- :func:`optimize_vertex_fetch` then renumbers vertices in first-use order, so the
+  vertex fetch streams memory linearly (and index deltas stay small for codecs).
+- :func:`acmr` / :func:`atvr` measure the result with a FIFO simulation.
+
+Run cache before fetch: fetch order follows the triangle order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from twin.mesh._kernels import fifo_misses_kernel, first_use_kernel, vertex_cache_kernel
+from twin.mesh.validate import (
+    check_attributes,
+    check_cache_size,
+    check_faces,
+    check_mesh,
+    check_n_vertices,
+)
+
+__all__ = ["acmr", "atvr", "cache_score_tables", "optimize_vertex_cache", "optimize_vertex_fetch"]
+
+#: Valence scores by live-triangle count (index 0 unused, saturates at the last
+#: entry). ``2 / sqrt(live)``: vertices with few triangles left are finished first,
+#: so they leave the cache for good. Tuned on the benchmark meshes (FIFO 16).
+_LIVE_MAX = 8
+
+
+def cache_score_tables(cache_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """The score tables the vertex-cache optimiser uses: ``(cache_scores, live_scores)``.
+
+    FIFO model: every cached vertex scores 1 whatever its slot (a triangle whose
+    three vertices are cached costs nothing on a FIFO cache, however old they are),
+    plus ``2 / sqrt(live)`` for its ``live`` triangles still to draw.
+    """
+    cache_scores = np.ones(cache_size, np.float64)
+    live = np.arange(_LIVE_MAX, dtype=np.float64)
+    live_scores = np.zeros(_LIVE_MAX, np.float64)
+    live_scores[1:] = 2.0 / np.sqrt(live[1:])
+    return cache_scores, live_scores
+
+
+def _faces_nv(faces, n_vertices) -> tuple[np.ndarray, int]:
+    n = check_n_vertices(n_vertices)
+    return check_faces(faces, n), n
+
+
+def optimize_vertex_cache(faces, n_vertices: int, cache_size: int = 16) -> np.ndarray:
+    """Reorder triangles to reduce post-transform vertex cache misses.
+
+    Greedy, linear-time ordering (Forsyth-style scoring, own design): the
+    optimiser simulates a FIFO cache of ``cache_size`` entries and repeatedly draws
+    the best-scoring not-yet-drawn triangle around the cached vertices (score: how
+    many of its vertices are cached, plus a bonus for vertices with few triangles
+    left); at a dead end it resumes next to the most recently used vertex that still
+    has triangles. Degenerate triangles (a repeated index) are drawn last, in input
+    order. Every triangle keeps its corner order (winding).
+
+    ``faces`` (M, 3) integer, ``n_vertices`` the vertex count. Returns uint32 (M, 3).
+    Memory: about 25 bytes per triangle plus 20 per vertex. Time: O(M * cache_size).
+    """
+    f, n = _faces_nv(faces, n_vertices)
+    cache_size = check_cache_size(cache_size)
+    degenerate = (f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 0] == f[:, 2])
+    if degenerate.any():
+        good = np.flatnonzero(~degenerate)
+        body = f[good]
+        order = (
+            good[vertex_cache_kernel(body, n, cache_size, *cache_score_tables(cache_size), True)]
+            if good.size
+            else good
+        )
+        order = np.concatenate([order, np.flatnonzero(degenerate)])
+    else:
+        order = vertex_cache_kernel(f, n, cache_size, *cache_score_tables(cache_size), True)
+    return f[order]
+
+
+def optimize_vertex_fetch(
+    vertices, faces, attributes=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Renumber vertices in order of first use by ``faces``; drop unused vertices.
+
+    Returns ``(vertices float64 (N', 3), faces uint32 (M, 3), attributes float64
+    (N', K) or None, remap int64 (N,))`` where ``remap[i]`` is the new index of input
+    vertex i, or -1 if no face uses it. Faces keep their order and winding.
+    Memory: O(N + M), one int64 per vertex plus the outputs.
+    """
+    v, f = check_mesh(vertices, faces)
+    attrs = check_attributes(attributes, v.shape[0])
+    remap, count = first_use_kernel(f, v.shape[0])
+    inverse = np.empty(count, np.int64)
+    used = remap >= 0
+    inverse[remap[used]] = np.flatnonzero(used)
+    out_f = remap[f].astype(np.uint32)
+    return v[inverse], out_f, (attrs[inverse] if attrs is not None else None), remap
+
+
+def acmr(faces, n_vertices: int, cache_size: int = 16) -> float:
+    """Average cache miss ratio: FIFO cache misses per triangle (0.5 is ideal for
+    a large regular grid, 3.0 is the worst). ``faces`` (M, 3) integer.
+    O(M) time, one int64 per vertex."""
+    f, n = _faces_nv(faces, n_vertices)
+    misses, _ = fifo_misses_kernel(f, n, check_cache_size(cache_size))
+    return misses / f.shape[0]
+
+
+def atvr(faces, n_vertices: int, cache_size: int = 16) -> float:
+    """Average transform to vertex ratio: FIFO cache misses per distinct referenced
+    vertex (1.0 is ideal: every vertex transformed once). O(M) time."""
+    f, n = _faces_nv(faces, n_vertices)
+    misses, unique = fifo_misses_kernel(f, n, check_cache_size(cache_size))
+    return misses / unique

@@ -1,0 +1,174 @@
+"""Input checks shared by every public mesh-storage function.
+
+Each check either returns arrays in the exact layout the Numba kernels expect
+(C-contiguous ``float64`` vertices, C-contiguous ``uint32`` faces, ``float64``
+attributes) or raises :class:`twin.errors.InputError` /
+:class:`twin.errors.ParameterError` with a message naming the offending array (and
+the file, when the caller passes ``path``). Nothing here ever lets a bad index reach
+a kernel, where it would read out of bounds instead of failing.
+
+Memory: a check copies its input only when the dtype or layout differs from the
+kernel layout (one array of the input's size); the range checks allocate nothing
+proportional to the mesh beyond NumPy's reductions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from twin.errors import InputError, ParameterError
+
+#: Largest vertex count a ``uint32`` index buffer can address (index 2**32 - 1 is
+#: reserved as the primitive-restart value by graphics APIs, so it is excluded).
+MAX_VERTICES = 2**32 - 1
+
+PathLike = str | os.PathLike | None
+
+
+def check_vertices(vertices, *, path: PathLike = None, what: str = "vertices") -> np.ndarray:
+    """Return ``vertices`` as a C-contiguous ``float64`` (N, 3) array, or raise.
+
+    Rejects: non-numeric dtypes, a shape other than (N, 3), N == 0, N larger than
+    ``uint32`` indices can address, and NaN or infinite coordinates (the message
+    gives the first bad row).
+    """
+    try:
+        arr = np.asarray(vertices)
+    except Exception as exc:  # ragged lists and the like
+        raise InputError(f"{what} cannot be read as an array: {exc}", path=path) from None
+    if arr.dtype == bool or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise InputError(f"{what} must be a real number array, got dtype {arr.dtype}", path=path)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise InputError(f"{what} must have shape (N, 3), got {arr.shape}", path=path)
+    if arr.shape[0] == 0:
+        raise InputError(f"{what} is empty (a mesh needs at least one vertex)", path=path)
+    if arr.shape[0] > MAX_VERTICES:
+        raise InputError(
+            f"{what} has {arr.shape[0]} rows, more than uint32 indices can address "
+            f"({MAX_VERTICES}); split the mesh into tiles first",
+            path=path,
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise InputError(
+            f"{what} row {bad} is not finite ({arr[bad].tolist()}); "
+            f"{int((~finite).sum())} rows have NaN or infinite coordinates",
+            path=path,
+        )
+    return arr
+
+
+def check_faces(
+    faces, n_vertices: int, *, path: PathLike = None, what: str = "faces", allow_empty=False
+) -> np.ndarray:
+    """Return ``faces`` as a C-contiguous ``uint32`` (M, 3) array, or raise.
+
+    Rejects: non-integer dtypes (a float array of whole numbers is also refused: it
+    usually means the columns were mixed up), a shape other than (M, 3), M == 0
+    (unless ``allow_empty``), negative indices and indices ``>= n_vertices``.
+    """
+    try:
+        arr = np.asarray(faces)
+    except Exception as exc:
+        raise InputError(f"{what} cannot be read as an array: {exc}", path=path) from None
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"{what} must be an integer array, got dtype {arr.dtype}", path=path)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise InputError(f"{what} must have shape (M, 3) (triangles), got {arr.shape}", path=path)
+    if arr.shape[0] == 0:
+        if allow_empty:
+            return np.zeros((0, 3), np.uint32)
+        raise InputError(f"{what} is empty (a mesh needs at least one triangle)", path=path)
+    n_vertices = int(n_vertices)
+    if n_vertices > MAX_VERTICES:
+        raise InputError(
+            f"{n_vertices} vertices is more than uint32 indices can address ({MAX_VERTICES})",
+            path=path,
+        )
+    lo = int(arr.min())
+    hi = int(arr.max())
+    if lo < 0:
+        row = int(np.flatnonzero((arr < 0).any(axis=1))[0])
+        raise InputError(f"{what} row {row} has a negative index ({arr[row].tolist()})", path=path)
+    if hi >= n_vertices:
+        row = int(np.flatnonzero((arr >= n_vertices).any(axis=1))[0])
+        raise InputError(
+            f"{what} row {row} indexes vertex {int(arr[row].max())}, "
+            f"out of range for {n_vertices} vertices",
+            path=path,
+        )
+    return np.ascontiguousarray(arr, dtype=np.uint32)
+
+
+def check_mesh(vertices, faces, *, path: PathLike = None) -> tuple[np.ndarray, np.ndarray]:
+    """Check a triangle mesh; return ``(float64 (N,3) vertices, uint32 (M,3) faces)``.
+
+    Raises :class:`~twin.errors.InputError` for an empty mesh, NaN/inf coordinates,
+    negative or out-of-range indices, wrong shapes or dtypes, or more vertices than
+    ``uint32`` indices allow. ``path`` (the file the mesh came from, if any) is named
+    in the message.
+    """
+    v = check_vertices(vertices, path=path)
+    f = check_faces(faces, v.shape[0], path=path)
+    return v, f
+
+
+def check_attributes(
+    attributes, n_vertices: int, *, path: PathLike = None, what: str = "attributes"
+) -> np.ndarray | None:
+    """Return per-vertex attributes as a C-contiguous ``float64`` (N, K) array (or None).
+
+    A 1-D array of length N is taken as one attribute column. Rows must match the
+    vertex count and every value must be finite.
+    """
+    if attributes is None:
+        return None
+    try:
+        arr = np.asarray(attributes)
+    except Exception as exc:
+        raise InputError(f"{what} cannot be read as an array: {exc}", path=path) from None
+    if arr.dtype == bool or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise InputError(f"{what} must be a real number array, got dtype {arr.dtype}", path=path)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise InputError(f"{what} must have shape (N,) or (N, K), got {arr.shape}", path=path)
+    if arr.shape[0] != n_vertices:
+        raise InputError(
+            f"{what} has {arr.shape[0]} rows but the mesh has {n_vertices} vertices", path=path
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise InputError(f"{what} row {bad} is not finite ({arr[bad].tolist()})", path=path)
+    return arr
+
+
+def check_cache_size(cache_size) -> int:
+    """A post-transform cache size: an integer in [3, 1024]."""
+    if isinstance(cache_size, bool) or not isinstance(cache_size, int | np.integer):
+        raise ParameterError(f"cache_size must be an integer, got {cache_size!r}")
+    if not 3 <= int(cache_size) <= 1024:
+        raise ParameterError(f"cache_size must be in [3, 1024], got {cache_size}")
+    return int(cache_size)
+
+
+def check_n_vertices(n_vertices, faces: np.ndarray | None = None) -> int:
+    """A vertex count: a positive integer that ``uint32`` indices can address."""
+    if isinstance(n_vertices, bool) or not isinstance(n_vertices, int | np.integer):
+        raise ParameterError(f"n_vertices must be an integer, got {n_vertices!r}")
+    n = int(n_vertices)
+    if n <= 0:
+        raise InputError(f"n_vertices must be positive, got {n}")
+    if n > MAX_VERTICES:
+        raise InputError(f"{n} vertices is more than uint32 indices can address ({MAX_VERTICES})")
+    return n
