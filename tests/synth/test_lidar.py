@@ -242,3 +242,17 @@ def test_real_small_city(small_truth, small_spec):
     got = pts.classification[idx]
     agree = np.where(surf == Surface.TREE, np.isin(got, [3, 4, 5]), got == expected)
     assert agree.all()
+
+
+def test_empty_scene_is_an_input_error(scene, tmp_path):
+    from dataclasses import replace
+
+    from twin.errors import InputError
+    from twin.synth.camera import write_images
+    from twin.synth.lidar import simulate_lidar
+
+    empty = replace(scene, faces=np.zeros((0, 3), np.int64), face_surface=np.zeros(0, np.uint8))
+    with pytest.raises(InputError, match="no faces"):
+        simulate_lidar(empty, SPEC, np.random.default_rng(0))
+    with pytest.raises(InputError, match="no faces"):
+        write_images(empty, SPEC, tmp_path, np.random.default_rng(0))

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
+import time as _time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,8 @@ import numpy as np
 
 from twin.errors import InputError, ParameterError
 from twin.synth.params import SurveySpec
+
+log = logging.getLogger(__name__)
 
 OBLIQUE_TILT_DEG = 45.0
 SPEED = 12.0  # m/s, a survey drone / slow aircraft
@@ -138,7 +142,7 @@ class Shot:
 
     def project(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pixel coordinates (N, 2) and camera depth z (N,) of ENU points (N, 3)."""
-        xc = np.asarray(X, dtype=np.float64) @ self.R.T + self.t
+        xc = np.einsum("ij,kj->ik", np.asarray(X, dtype=np.float64), self.R) + self.t
         s = self.sensor
         z = xc[:, 2]
         uv = np.column_stack([s.fx * xc[:, 0] / z + s.cx, s.fy * xc[:, 1] / z + s.cy])
@@ -356,6 +360,8 @@ def write_images(
     from twin.synth.exif import jpeg_bytes
     from twin.synth.render import render
 
+    if len(scene.faces) == 0:
+        raise InputError("the truth scene has no faces: nothing to photograph")
     progress = ensure(progress)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -380,8 +386,6 @@ def write_images(
     covered = [coverage(scene, s) >= MIN_COVERAGE for s in shots]
     images = []
     rays = 0
-    import time as _time
-
     t_render = 0.0
     with progress.step("oblique photos", total=len(shots)) as advance:
         for i, shot in enumerate(shots):
@@ -459,8 +463,13 @@ def write_images(
         "images": images,
     }
     write_json(out / "cameras.json", cams)
-    cams_stats = {"rays": rays, "render_seconds": t_render}
-    scene._twin_render_stats = cams_stats  # type: ignore[attr-defined]
+    log.info(
+        "%d photos, %d rays in %.1f s (%.2f M rays/s)",
+        len(images),
+        rays,
+        t_render,
+        rays / max(t_render, 1e-9) / 1e6,
+    )
     return cams
 
 

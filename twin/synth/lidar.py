@@ -46,12 +46,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from twin.crs import LocalFrame, parse_crs
-from twin.errors import OutputError, ParameterError
+from twin.errors import InputError, OutputError, ParameterError
 from twin.synth.model import ASPRS_CLASS, ASPRS_NOISE, Surface, TruthScene
 from twin.synth.params import SurveySpec
 from twin.synth.render import RayCaster, face_normals, linear_to_srgb8, scene_caster
@@ -215,17 +215,18 @@ def simulate_lidar(scene: TruthScene, spec: SurveySpec, rng: np.random.Generator
     """Fly the LiDAR survey over ``scene`` and return every return (see module docs).
 
     The area is the east/north extent of the scene's vertices. Deterministic for a
-    given ``rng`` state. Memory grows with the number of pulses (about 300 bytes per
-    pulse: density x area), and the embree BVH of the scene.
+    given ``rng`` state. Strips are simulated one at a time: peak memory grows with the
+    pulses of one strip (about 400 bytes each) plus the returned points (about 110
+    bytes per point: density x area) and the embree BVH of the scene.
     """
+    if len(scene.faces) == 0:
+        raise InputError("the truth scene has no faces: nothing to scan")
     x0, y0 = scene.vertices[:, :2].min(axis=0)
     x1, y1 = scene.vertices[:, :2].max(axis=0)
     plan = plan_lidar((x0, y0, x1, y1), spec, frame_h=0.0)
     t_start = adjusted_gps_time(spec.start_time)
     caster = scene_caster(scene)
-    normals = face_normals(scene)
-    H = float(spec.lidar_altitude)
-    parts = []
+    out: list[LidarPoints] = []
     t_strip = t_start
     dur = (plan.x1 - plan.x0) / SPEED
     for k, ys in enumerate(plan.strips_y):
@@ -243,22 +244,59 @@ def simulate_lidar(scene: TruthScene, spec: SurveySpec, rng: np.random.Generator
         edge[:-1] = direction[:-1] != direction[1:]
         face, dist = caster.first_hit(origin, dirs)
         keep = face >= 0
-        parts.append(
-            dict(
-                origin=origin[keep],
-                dirs=dirs[keep],
-                face=face[keep],
-                dist=dist[keep],
-                theta=np.degrees(theta[keep]),
-                time=t_strip + t[keep],
-                strip=np.full(int(keep.sum()), k + 1, np.uint16),
-                sdir=(direction[keep] > 0).astype(np.uint8),
-                edge=edge[keep],
+        out.append(
+            _strip_returns(
+                scene,
+                spec,
+                rng,
+                dict(
+                    origin=origin[keep],
+                    dirs=dirs[keep],
+                    face=face[keep],
+                    dist=dist[keep],
+                    theta=np.degrees(theta[keep]),
+                    time=t_strip + t[keep],
+                    strip=np.full(int(keep.sum()), k + 1, np.uint16),
+                    sdir=(direction[keep] > 0).astype(np.uint8),
+                    edge=edge[keep],
+                ),
             )
         )
         t_strip += dur + TURN_TIME
-    P = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    return LidarPoints(
+        **{f.name: np.concatenate([getattr(p, f.name) for p in out]) for f in fields(LidarPoints)}
+    )
+
+
+def _empty() -> LidarPoints:
+    z = np.zeros
+    return LidarPoints(
+        xyz=z((0, 3)),
+        intensity=z(0, np.uint16),
+        return_number=z(0, np.uint8),
+        number_of_returns=z(0, np.uint8),
+        scan_angle=z(0, np.float32),
+        gps_time=z(0),
+        classification=z(0, np.uint8),
+        point_source_id=z(0, np.uint16),
+        scan_direction_flag=z(0, np.uint8),
+        edge_of_flight_line=z(0, np.uint8),
+        rgb=z((0, 3), np.uint16),
+        face_id=z(0, np.int64),
+        true_xyz=z((0, 3)),
+    )
+
+
+def _strip_returns(
+    scene: TruthScene, spec: SurveySpec, rng: np.random.Generator, P: dict
+) -> LidarPoints:
+    """Returns, noise, classes and intensity of one strip's pulses that hit the scene."""
+    caster = scene_caster(scene)
+    normals = face_normals(scene)
+    H = float(spec.lidar_altitude)
     n_pulse = len(P["face"])
+    if n_pulse == 0:
+        return _empty()
 
     # --- returns per pulse ------------------------------------------------------------------
     first_tree = scene.face_surface[P["face"]] == _TREE

@@ -26,6 +26,7 @@ works in float32), so a hit lies on the truth surface to ~1e-9 m.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,8 @@ _CHUNK = 1 << 19  # rays per embree call: bounds the temporary memory (~100 B pe
 
 
 class RayCaster:
-    """First-hit ray casting (embree through trimesh) on a set of triangles.
+    """First-hit ray casting (embree, through the ``embreex`` binding trimesh uses) on a
+    set of triangles.
 
     ``face_index`` maps the triangles given here back to scene face ids (for a subset
     of the scene, e.g. only the ground). Memory grows with the face count (the embree
@@ -59,9 +61,6 @@ class RayCaster:
     def __init__(
         self, vertices: np.ndarray, faces: np.ndarray, face_index: np.ndarray | None = None
     ):
-        import trimesh
-        from trimesh.ray.ray_pyembree import RayMeshIntersector
-
         vertices = np.asarray(vertices, dtype=np.float64)
         faces = np.asarray(faces, dtype=np.int64)
         self.n_faces = len(faces)
@@ -69,8 +68,17 @@ class RayCaster:
         if self.n_faces == 0:
             self._rmi = None
             return
-        mesh = trimesh.Trimesh(vertices, faces, process=False)
-        self._rmi = RayMeshIntersector(mesh)
+        from embreex import rtcore_scene
+        from embreex.mesh_construction import TriangleMesh
+
+        # embree works in float32: shift the vertices next to the origin first
+        self._shift = vertices.min(axis=0)
+        self._rmi = rtcore_scene.EmbreeScene()
+        TriangleMesh(
+            scene=self._rmi,
+            vertices=(vertices - self._shift).astype(np.float32),
+            indices=faces.astype(np.int32),
+        )
         tri = vertices[faces]
         self.v0 = tri[:, 0]
         n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
@@ -92,7 +100,10 @@ class RayCaster:
         for s in range(0, n, _CHUNK):
             o = origins[s : s + _CHUNK]
             d = dirs[s : s + _CHUNK]
-            tri = np.asarray(self._rmi.intersects_first(o, d), dtype=np.int64)
+            tri = np.asarray(
+                self._rmi.run((o - self._shift).astype(np.float32), d.astype(np.float32)),
+                dtype=np.int64,
+            )
             hit = np.flatnonzero(tri >= 0)
             if len(hit) == 0:
                 continue
@@ -150,14 +161,24 @@ def pixel_rays(sensor, shot, offsets: np.ndarray | None = None) -> np.ndarray:
     """
     if offsets is None:
         offsets = np.array([[0.5, 0.5]])
+    xc = _camera_rays(sensor, np.asarray(offsets, dtype=np.float64).tobytes())
+    # (R.T @ xc.T).T, still unit length; einsum: numpy's matmul is slow for (N, 3) @ (3, 3)
+    return np.einsum("ij,jk->ik", xc, np.asarray(shot.R, dtype=np.float64))
+
+
+@functools.lru_cache(maxsize=8)
+def _camera_rays(sensor, offsets_bytes: bytes) -> np.ndarray:
+    """Unit ray directions in the camera frame (cached per sensor and sub-pixel offsets)."""
+    offsets = np.frombuffer(offsets_bytes, dtype=np.float64).reshape(-1, 2)
     jj, ii = np.mgrid[0 : sensor.height, 0 : sensor.width]
     u = (ii[..., None] + offsets[:, 0]).ravel()
     v = (jj[..., None] + offsets[:, 1]).ravel()
     xc = np.column_stack(
         [(u - sensor.cx) / sensor.fx, (v - sensor.cy) / sensor.fy, np.ones(len(u))]
     )
-    d = xc @ np.asarray(shot.R)  # = (R.T @ xc.T).T
-    return d / np.linalg.norm(d, axis=1, keepdims=True)
+    xc /= np.linalg.norm(xc, axis=1, keepdims=True)
+    xc.flags.writeable = False
+    return xc
 
 
 def sky_color(dirs: np.ndarray) -> np.ndarray:
@@ -176,8 +197,10 @@ def shade(
     shadows: bool = True,
 ) -> tuple[np.ndarray, int]:
     """Linear RGB radiance seen along rays whose hits are known; (N, 3) and shadow rays cast."""
-    out = sky_color(dirs)
-    hit = np.flatnonzero(face >= 0)
+    out = np.empty((len(dirs), 3))
+    miss = face < 0
+    out[miss] = sky_color(dirs[miss])
+    hit = np.flatnonzero(~miss)
     if len(hit) == 0:
         return out, 0
     f = face[hit]
