@@ -1,0 +1,166 @@
+"""DEM GeoTIFF input: :func:`read_dem` and the :class:`Dem` grid with bilinear sampling.
+
+Conventions
+-----------
+* ``Dem.heights`` is a ``(rows, cols)`` float64 array; nodata (and NaN) cells are NaN.
+* ``Dem.transform`` is rasterio's affine map from (col, row) *pixel corner* coordinates
+  to map x/y. Pixel ``(r, c)``'s centre is ``transform * (c + 0.5, r + 0.5)``. GDAL
+  already shifts the transform of a ``PixelIsPoint`` raster by half a pixel, so this
+  holds for both raster types; ``pixel_is_area`` only records what the file said.
+* Heights are in the file's vertical unit, ellipsoidal unless the CRS says otherwise
+  (the convention of :mod:`twin.crs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyproj
+from affine import Affine
+
+from twin.crs import parse_crs
+from twin.errors import CRSError, InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Dem:
+    """A single-band elevation grid in a map CRS.
+
+    ``heights`` (rows, cols) float64 with NaN where the file has no data; ``transform``
+    pixel-corner affine (see the module docstring); ``crs`` a :class:`pyproj.CRS`;
+    ``nodata`` the file's nodata value (None if it has none); ``path`` the source file.
+    """
+
+    heights: np.ndarray
+    transform: Affine
+    crs: pyproj.CRS
+    nodata: float | None = None
+    pixel_is_area: bool = True
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.heights.shape  # type: ignore[return-value]
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Boolean (rows, cols) mask of cells that have a height."""
+        return np.isfinite(self.heights)
+
+    def pixel_centres(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map x, y of the centres of pixels ``(rows, cols)`` (broadcast together)."""
+        t = self.transform
+        c = np.asarray(cols, dtype=np.float64) + 0.5
+        r = np.asarray(rows, dtype=np.float64) + 0.5
+        return t.a * c + t.b * r + t.c, t.d * c + t.e * r + t.f
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) of the raster's outer pixel edges, map units."""
+        rows, cols = self.shape
+        t = self.transform
+        xs, ys = zip(
+            *[t @ (c, r) for c, r in ((0, 0), (cols, 0), (0, rows), (cols, rows))], strict=True
+        )
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def sample(self, x, y) -> np.ndarray:
+        """Bilinear height at map coordinates ``x``, ``y`` (arrays, the DEM's CRS).
+
+        Interpolates between the four surrounding pixel centres. Points in the outer
+        half pixel (between the last centre and the raster edge) take the edge
+        value (clamped); points outside the raster, or whose interpolation touches a
+        nodata cell with a non-zero weight, give NaN. Memory grows with ``len(x)``.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        shape = np.broadcast(x, y).shape
+        x, y = np.broadcast_to(x, shape).ravel(), np.broadcast_to(y, shape).ravel()
+        inv = ~self.transform
+        fc = inv.a * x + inv.b * y + inv.c - 0.5  # fractional index of pixel centres
+        fr = inv.d * x + inv.e * y + inv.f - 0.5
+        rows, cols = self.shape
+        inside = (fc >= -0.5) & (fc <= cols - 0.5) & (fr >= -0.5) & (fr <= rows - 0.5)
+        fc = np.clip(fc, 0.0, cols - 1.0)
+        fr = np.clip(fr, 0.0, rows - 1.0)
+        c0 = np.minimum(np.floor(fc).astype(np.int64), max(cols - 2, 0))
+        r0 = np.minimum(np.floor(fr).astype(np.int64), max(rows - 2, 0))
+        c1 = np.minimum(c0 + 1, cols - 1)
+        r1 = np.minimum(r0 + 1, rows - 1)
+        tc = fc - c0
+        tr = fr - r0
+        h = self.heights
+        out = np.zeros(len(x))
+        for rr, cc, w in (
+            (r0, c0, (1 - tr) * (1 - tc)),
+            (r0, c1, (1 - tr) * tc),
+            (r1, c0, tr * (1 - tc)),
+            (r1, c1, tr * tc),
+        ):
+            v = h[rr, cc]
+            out += np.where(w > 0, w * v, 0.0)  # NaN only where it carries weight
+        out[~inside] = np.nan
+        return out.reshape(shape)
+
+
+def read_dem(path: str | os.PathLike, crs=None) -> Dem:
+    """Read band 1 of a DEM raster (GeoTIFF or anything GDAL reads) into a :class:`Dem`.
+
+    ``crs`` (EPSG code, WKT, ...) is used when the file has no CRS; when the file has
+    one too and they differ, ``crs`` wins and a warning is logged. Raises
+    :class:`InputError` for a missing, unreadable, truncated or corrupt file or one
+    with no valid height, and :class:`CRSError` when no CRS is known. Memory: the
+    full grid as float64 (8 bytes per pixel).
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("DEM file not found", path=path)
+    if path.is_dir():
+        raise InputError("expected a DEM raster file, found a folder", path=path)
+    try:
+        with rasterio.open(path) as ds:
+            if ds.count < 1:
+                raise InputError("the raster has no band", path=path)
+            data = ds.read(1, masked=True)
+            transform = ds.transform
+            file_crs = ds.crs
+            nodata = ds.nodata
+            area = str(ds.tags().get("AREA_OR_POINT", "Area")).lower() != "point"
+    except InputError:
+        raise
+    except RasterioError as exc:
+        raise InputError(
+            f"not a readable raster, or the file is truncated or corrupt ({exc})", path=path
+        ) from None
+    if transform.is_identity:
+        raise InputError("the raster has no georeference (identity geotransform)", path=path)
+    if crs is not None:
+        given = parse_crs(crs, source=path)
+        if file_crs is not None and not given.equals(parse_crs(file_crs, source=path)):
+            log.warning("%s: using the given CRS %s instead of the file's", path, given.name)
+        the_crs = given
+    elif file_crs is not None:
+        the_crs = parse_crs(file_crs, source=path)
+    else:
+        raise CRSError("the DEM has no CRS: give one (e.g. crs='EPSG:4550')", path=path)
+    heights = np.ma.filled(data.astype(np.float64), np.nan)
+    if not np.isfinite(heights).any():
+        what = "nodata" if nodata is not None and np.ma.count_masked(data) else "NaN or infinite"
+        raise InputError(f"every DEM cell is {what}: no height to use", path=path)
+    heights[~np.isfinite(heights)] = np.nan
+    return Dem(
+        heights=heights,
+        transform=transform,
+        crs=the_crs,
+        nodata=None if nodata is None else float(nodata),
+        pixel_is_area=area,
+        path=path,
+    )

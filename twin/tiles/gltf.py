@@ -1,0 +1,311 @@
+"""A small glTF 2.0 binary (GLB) writer and reader of our own.
+
+Frames
+------
+:func:`write_glb` takes positions (and normals) in local **ENU** metres (x east,
+y north, z up) and writes **glTF's y-up** frame: ``(x, y, z)_gltf = (E, U, -N)``.
+3D Tiles applies the standard y-up to z-up rotation to glTF content
+(``(x, y, z) -> (x, -z, y)``), which gives back ENU before the tile transform; so
+a GLB written here and placed with ``frame.enu_to_ecef_matrix()`` lands where the
+ENU coordinates say. :func:`read_glb` returns the stored (y-up) arrays;
+:func:`gltf_to_enu` turns them back.
+
+Layout
+------
+One node, mesh and triangle primitive per :class:`GltfMesh`; one buffer; every
+bufferView starts on a 4-byte boundary; POSITION accessors carry exact min/max;
+indices are uint16 when every index fits below 65535 (the primitive-restart value),
+else uint32. ``COLOR_0`` is float RGB/RGBA (linear) or normalized uint8 RGBA.
+``_FEATURE_ID_0`` (float, one id per vertex) is declared with ``EXT_mesh_features``
+(``featureIds[0].attribute = 0``). The JSON chunk is padded with spaces and the
+BIN chunk with zeros so the BIN data starts on an 8-byte boundary of the file and
+the file length is a multiple of 8 (what 3D Tiles asks of binary content).
+``asset.generator`` is ``"twin <version>"``. Files are written to a temporary name
+and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from twin.errors import InputError, ParameterError
+from twin.fileio import atomic_path
+
+GLB_MAGIC = 0x46546C67  # b"glTF"
+CHUNK_JSON = 0x4E4F534A
+CHUNK_BIN = 0x004E4942
+_FLOAT, _UBYTE, _USHORT, _UINT = 5126, 5121, 5123, 5125
+_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
+_TYPES = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4"}
+_NCOMP = {v: k for k, v in _TYPES.items()}
+_DTYPES = {_FLOAT: np.float32, _UBYTE: np.uint8, _USHORT: np.uint16, _UINT: np.uint32}
+
+
+@dataclass
+class GltfMesh:
+    """One triangle mesh for :func:`write_glb`.
+
+    ``positions`` (N, 3) ENU metres (stored as float32: keep them near the origin,
+    centimetre precision needs |coordinates| < ~100 km); ``indices`` (M, 3) or (3M,)
+    vertex indices; ``normals`` optional (N, 3) ENU unit vectors; ``colors``
+    optional (N, 3|4) float in [0, 1] (linear) or uint8 RGBA; ``feature_ids``
+    optional (N,) integer-valued ids (e.g. the building index);
+    ``base_color`` the material's RGBA factor.
+    """
+
+    positions: np.ndarray
+    indices: np.ndarray
+    name: str = "mesh"
+    normals: np.ndarray | None = None
+    colors: np.ndarray | None = None
+    feature_ids: np.ndarray | None = None
+    base_color: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    metallic: float = 0.0
+    roughness: float = 1.0
+    extras: dict = field(default_factory=dict)
+
+
+def enu_to_gltf(xyz: np.ndarray) -> np.ndarray:
+    """ENU (x east, y north, z up) to glTF y-up: ``(E, U, -N)``."""
+    xyz = np.asarray(xyz)
+    return np.stack([xyz[..., 0], xyz[..., 2], -xyz[..., 1]], axis=-1)
+
+
+def gltf_to_enu(xyz: np.ndarray) -> np.ndarray:
+    """glTF y-up back to ENU: ``(x, -z, y)``."""
+    xyz = np.asarray(xyz)
+    return np.stack([xyz[..., 0], -xyz[..., 2], xyz[..., 1]], axis=-1)
+
+
+class _BinBuilder:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.views: list[dict] = []
+        self.accessors: list[dict] = []
+
+    def add(self, arr: np.ndarray, ctype: int, target: int, *, normalized=False, minmax=False):
+        arr = np.ascontiguousarray(arr, dtype=_DTYPES[ctype])
+        data = arr.tobytes()
+        view = {"buffer": 0, "byteOffset": self.size, "byteLength": len(data), "target": target}
+        self.chunks.append(data)
+        self.size += len(data)
+        pad = (-self.size) % 4
+        if pad:
+            self.chunks.append(b"\x00" * pad)
+            self.size += pad
+        self.views.append(view)
+        ncomp = 1 if arr.ndim == 1 else arr.shape[1]
+        acc = {
+            "bufferView": len(self.views) - 1,
+            "componentType": ctype,
+            "count": int(arr.shape[0]),
+            "type": _TYPES[ncomp],
+        }
+        if normalized:
+            acc["normalized"] = True
+        if minmax:
+            a2 = arr.reshape(len(arr), -1)
+            acc["min"] = [_num(v) for v in a2.min(axis=0)]
+            acc["max"] = [_num(v) for v in a2.max(axis=0)]
+        self.accessors.append(acc)
+        return len(self.accessors) - 1
+
+
+def _num(v):
+    return int(v) if np.issubdtype(type(v), np.integer) else float(v)
+
+
+def _check(m: GltfMesh, i: int) -> tuple[np.ndarray, np.ndarray]:
+    pos = np.asarray(m.positions, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 3 or len(pos) == 0:
+        raise ParameterError(f"mesh {i} ({m.name}): positions must be (N, 3), got {pos.shape}")
+    if not np.all(np.isfinite(pos)):
+        raise ParameterError(f"mesh {i} ({m.name}): positions contain NaN or infinity")
+    idx = np.asarray(m.indices).reshape(-1)
+    if len(idx) == 0 or len(idx) % 3:
+        raise ParameterError(f"mesh {i} ({m.name}): need a positive multiple of 3 indices")
+    if idx.min() < 0 or idx.max() >= len(pos):
+        raise ParameterError(f"mesh {i} ({m.name}): an index is outside 0..{len(pos) - 1}")
+    for attr in ("normals", "colors", "feature_ids"):
+        a = getattr(m, attr)
+        if a is not None and len(a) != len(pos):
+            raise ParameterError(f"mesh {i} ({m.name}): {attr} has {len(a)} rows, not {len(pos)}")
+    return pos, idx
+
+
+def glb_bytes(meshes: list[GltfMesh], node_matrix=None, extras: dict | None = None) -> bytes:
+    """The GLB file content for ``meshes`` (see the module docstring for the layout).
+
+    ``node_matrix``: optional 4x4 row-major matrix (glTF frame) set on every node.
+    Memory grows with the total vertex and index count (about 2x the output size).
+    """
+    from twin import __version__
+
+    if not meshes:
+        raise ParameterError("write_glb needs at least one mesh")
+    b = _BinBuilder()
+    gl_meshes, nodes, materials = [], [], []
+    uses_features = False
+    for i, m in enumerate(meshes):
+        pos, idx = _check(m, i)
+        attrs = {"POSITION": b.add(enu_to_gltf(pos), _FLOAT, _ARRAY_BUFFER, minmax=True)}
+        if m.normals is not None:
+            nrm = enu_to_gltf(np.asarray(m.normals, dtype=np.float64))
+            attrs["NORMAL"] = b.add(nrm, _FLOAT, _ARRAY_BUFFER)
+        if m.colors is not None:
+            col = np.asarray(m.colors)
+            if col.ndim != 2 or col.shape[1] not in (3, 4):
+                raise ParameterError(f"mesh {i} ({m.name}): colors must be (N, 3) or (N, 4)")
+            if col.dtype == np.uint8:
+                if col.shape[1] == 3:
+                    col = np.column_stack([col, np.full(len(col), 255, np.uint8)])
+                attrs["COLOR_0"] = b.add(col, _UBYTE, _ARRAY_BUFFER, normalized=True)
+            else:
+                attrs["COLOR_0"] = b.add(np.clip(col, 0.0, 1.0), _FLOAT, _ARRAY_BUFFER)
+        prim: dict = {"attributes": attrs, "mode": 4, "material": len(materials)}
+        if m.feature_ids is not None:
+            fid = np.asarray(m.feature_ids, dtype=np.float64).reshape(-1)
+            attrs["_FEATURE_ID_0"] = b.add(fid, _FLOAT, _ARRAY_BUFFER)
+            count = int(len(np.unique(fid)))
+            prim["extensions"] = {
+                "EXT_mesh_features": {"featureIds": [{"featureCount": count, "attribute": 0}]}
+            }
+            uses_features = True
+        ctype = _USHORT if len(pos) <= 65535 else _UINT
+        prim["indices"] = b.add(idx, ctype, _ELEMENT_ARRAY_BUFFER)
+        materials.append(
+            {
+                "name": f"{m.name}-material",
+                "pbrMetallicRoughness": {
+                    "baseColorFactor": [float(c) for c in m.base_color],
+                    "metallicFactor": float(m.metallic),
+                    "roughnessFactor": float(m.roughness),
+                },
+                "doubleSided": False,
+            }
+        )
+        mesh = {"name": m.name, "primitives": [prim]}
+        if m.extras:
+            mesh["extras"] = m.extras
+        gl_meshes.append(mesh)
+        node = {"name": m.name, "mesh": i}
+        if node_matrix is not None:
+            mat = np.asarray(node_matrix, dtype=np.float64)
+            if mat.shape != (4, 4):
+                raise ParameterError(f"node_matrix must be 4x4, got {mat.shape}")
+            node["matrix"] = [float(v) for v in mat.T.ravel()]
+        nodes.append(node)
+    doc: dict = {
+        "asset": {"version": "2.0", "generator": f"twin {__version__}"},
+        "scene": 0,
+        "scenes": [{"nodes": list(range(len(nodes)))}],
+        "nodes": nodes,
+        "meshes": gl_meshes,
+        "materials": materials,
+        "accessors": b.accessors,
+        "bufferViews": b.views,
+        "buffers": [{"byteLength": b.size}],
+    }
+    if uses_features:
+        doc["extensionsUsed"] = ["EXT_mesh_features"]
+    if extras:
+        doc["extras"] = extras
+    js = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    js += b" " * ((4 - len(js)) % 8)  # 20 + len(js) + 8 = BIN data start, 8-aligned
+    binary = b"".join(b.chunks)
+    binary += b"\x00" * ((-len(binary)) % 8)
+    total = 12 + 8 + len(js) + 8 + len(binary)
+    return b"".join(
+        [
+            struct.pack("<III", GLB_MAGIC, 2, total),
+            struct.pack("<II", len(js), CHUNK_JSON),
+            js,
+            struct.pack("<II", len(binary), CHUNK_BIN),
+            binary,
+        ]
+    )
+
+
+def write_glb(
+    path: str | os.PathLike,
+    meshes: list[GltfMesh],
+    node_matrix=None,
+    extras: dict | None = None,
+) -> Path:
+    """Write ``meshes`` (ENU) as a GLB file (glTF y-up) atomically; returns the path."""
+    data = glb_bytes(meshes, node_matrix=node_matrix, extras=extras)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def read_glb_json(path: str | os.PathLike) -> tuple[dict, bytes]:
+    """The JSON document and BIN chunk of a GLB file (InputError when malformed)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("GLB file not found", path=path)
+    data = path.read_bytes()
+    if len(data) < 20:
+        raise InputError("too short to be a GLB file", path=path)
+    magic, version, total = struct.unpack_from("<III", data, 0)
+    if magic != GLB_MAGIC or version != 2:
+        raise InputError("not a glTF 2.0 binary (bad magic or version)", path=path)
+    if total != len(data):
+        raise InputError(f"header says {total} bytes, file has {len(data)} (truncated?)", path=path)
+    jlen, jtype = struct.unpack_from("<II", data, 12)
+    if jtype != CHUNK_JSON or 20 + jlen > len(data):
+        raise InputError("first chunk is not a valid JSON chunk", path=path)
+    try:
+        doc = json.loads(data[20 : 20 + jlen])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"JSON chunk does not parse: {exc}", path=path) from None
+    binary = b""
+    off = 20 + jlen
+    if off + 8 <= len(data):
+        blen, btype = struct.unpack_from("<II", data, off)
+        if btype == CHUNK_BIN:
+            binary = data[off + 8 : off + 8 + blen]
+    return doc, binary
+
+
+def _accessor(doc: dict, binary: bytes, i: int) -> np.ndarray:
+    acc = doc["accessors"][i]
+    view = doc["bufferViews"][acc["bufferView"]]
+    dtype = np.dtype(_DTYPES[acc["componentType"]])
+    ncomp = _NCOMP[acc["type"]]
+    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+    arr = np.frombuffer(binary, dtype=dtype, count=acc["count"] * ncomp, offset=start)
+    return arr.reshape(acc["count"], ncomp) if ncomp > 1 else arr
+
+
+def read_glb(path: str | os.PathLike) -> list[dict]:
+    """Read back the triangle primitives of a GLB: one dict per primitive with
+    ``name``, ``positions`` (float32, glTF y-up as stored), ``indices`` ((M, 3)
+    uint32) and, where present, ``normals``, ``colors``, ``feature_ids``."""
+    doc, binary = read_glb_json(path)
+    out = []
+    for mesh in doc.get("meshes", []):
+        for prim in mesh["primitives"]:
+            a = prim["attributes"]
+            item = {
+                "name": mesh.get("name", ""),
+                "positions": _accessor(doc, binary, a["POSITION"]),
+                "indices": _accessor(doc, binary, prim["indices"]).astype(np.uint32).reshape(-1, 3),
+            }
+            for key, name in (
+                ("NORMAL", "normals"),
+                ("COLOR_0", "colors"),
+                ("_FEATURE_ID_0", "feature_ids"),
+            ):
+                if key in a:
+                    item[name] = _accessor(doc, binary, a[key])
+            out.append(item)
+    return out
