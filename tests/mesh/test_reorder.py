@@ -78,15 +78,23 @@ def delaunay_mesh(n, seed):
     return np.column_stack([xy, np.zeros(n)]), Delaunay(xy).simplices.astype(np.uint32)
 
 
-@pytest.mark.parametrize("fifo", [True, False])
+def random_faces(seed):
+    """A non-manifold random index soup (no degenerate triangles)."""
+    f = rng(seed).integers(0, 60, (300, 3))
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
+    return np.zeros((60, 3)), f.astype(np.uint32)
+
+
+@pytest.mark.parametrize("cache_size", [4, 16])
 @pytest.mark.parametrize(
-    "mesh", [shuffled_grid(15, 12, 0), delaunay_mesh(200, 1), delaunay_mesh(150, 2)]
+    "mesh",
+    [shuffled_grid(15, 12, 0), delaunay_mesh(200, 1), delaunay_mesh(150, 2), random_faces(3)],
 )
-def test_cache_kernel_matches_reference(mesh, fifo):
+def test_cache_kernel_matches_reference(mesh, cache_size):
     v, f = mesh
-    tables = cache_score_tables(16)
-    o1 = vertex_cache_kernel(f, len(v), 16, *tables, fifo)
-    o2 = vertex_cache_ref(f, len(v), 16, *tables, fifo)
+    tables = cache_score_tables(cache_size)
+    o1 = vertex_cache_kernel(f, len(v), cache_size, *tables)
+    o2 = vertex_cache_ref(f, len(v), cache_size, *tables)
     np.testing.assert_array_equal(o1, o2)
     np.testing.assert_array_equal(np.sort(o1), np.arange(len(f)))  # a permutation
 

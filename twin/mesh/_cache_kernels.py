@@ -54,21 +54,43 @@ def first_use_kernel(faces, n_vertices):
     return new, count
 
 
+#: FIFO slots at the tail of the cache whose vertices count as about to be evicted.
+URGENT_SLOTS = 2
+
+
+@njit(cache=True, inline="always")
+def _urgency(faces, stamp, misses, cache_size, t):
+    """How many of triangle t's corners sit in the last URGENT_SLOTS FIFO slots."""
+    u = 0
+    for k in range(3):
+        d = misses - stamp[faces[t, k]]  # 1 = newest ... cache_size = oldest
+        if cache_size - URGENT_SLOTS < d <= cache_size:
+            u += 1
+    return u
+
+
 @njit(cache=True)
-def vertex_cache_kernel(faces, n_vertices, cache_size, cache_scores, live_scores, fifo):
-    """Reorder triangles for a small post-transform cache; returns the triangle order.
+def vertex_cache_kernel(faces, n_vertices, cache_size, live_scores, cache_score):
+    """Reorder triangles for a FIFO post-transform cache; returns the triangle order.
 
-    Greedy Forsyth-style ordering on a simulated LRU cache of ``cache_size`` entries.
-    Vertex score = ``cache_scores[position]`` (0 outside the cache) +
-    ``live_scores[min(live, len-1)]`` (live = not yet emitted triangles using the
-    vertex; ``live_scores[0]`` should be 0). Triangle score = sum of its three vertex
-    scores. Each step emits the best-scoring live triangle adjacent to a cached vertex
-    (ties: lowest triangle index); if there is none, the first live triangle in input
-    order. Only triangles around the <= cache_size + 3 touched vertices are rescored,
-    so time is O(M * cache_size * mean valence), linear in M.
+    Greedy ordering (Forsyth-style scoring, own design) on a simulated FIFO cache of
+    ``cache_size`` entries, exactly the cache :func:`fifo_misses_kernel` measures.
+    Integer scores: vertex score = ``cache_score`` if cached +
+    ``live_scores[min(live, len - 1)]`` (live = triangles using the vertex not yet
+    drawn; ``live_scores[0]`` should be 0); triangle score = the sum over its corners.
+    Each step draws, among the live triangles around cached vertices, the one with
+    the highest score; ties go to the triangle with most corners in the last
+    ``URGENT_SLOTS`` FIFO slots (use a vertex once more just before the FIFO drops
+    it), then to the lowest index. With no
+    candidate (dead end) it resumes at the lowest-index live triangle of the most
+    recently drawn vertex that still has some, else the first live triangle in input
+    order. Scores are rescored only for vertices whose score changed (drawn corners,
+    inserted and evicted vertices), so a step costs O(cache_size * valence): linear in
+    M overall. Triangles must not be degenerate (no repeated index).
 
-    Memory: a vertex -> triangle adjacency (3 M int32 + N int64), 3 per-vertex arrays,
-    a per-triangle flag and the int64 order: about 25 bytes per triangle.
+    Memory: vertex -> triangle adjacency (3 M int32 + N int64), 4 per-vertex int64
+    arrays, per-triangle int64 score + flag, the 3 M int64 dead-end stack and the int64
+    order: about 65 bytes per triangle.
     """
     m = faces.shape[0]
     nl = live_scores.shape[0]
@@ -88,22 +110,24 @@ def vertex_cache_kernel(faces, n_vertices, cache_size, cache_scores, live_scores
             adj[fill[v]] = t
             fill[v] += 1
 
-    pos = np.full(n_vertices, -1, np.int32)
-    vscore = np.empty(n_vertices, np.float64)
+    stamp = np.full(n_vertices, _NEVER, np.int64)
+    vscore = np.empty(n_vertices, np.int64)
     for v in range(n_vertices):
         lv = live[v]
         vscore[v] = live_scores[lv if lv < nl else nl - 1]
+    tscore = np.empty(m, np.int64)
     best = 0
-    best_score = -1.0
+    best_score = np.int64(-1)
     for t in range(m):
         s = vscore[faces[t, 0]] + vscore[faces[t, 1]] + vscore[faces[t, 2]]
+        tscore[t] = s
         if s > best_score:
             best_score = s
             best = t
     emitted = np.zeros(m, np.bool_)
-    cache = np.empty(cache_size + 3, np.int64)
-    new_cache = np.empty(cache_size + 3, np.int64)
-    cache_n = 0
+    ring = np.empty(cache_size, np.int64)
+    changed = np.empty(9, np.int64)
+    misses = 0
     order = np.empty(m, np.int64)
     cursor = 0
     stack = np.empty(3 * m, np.int64)
@@ -111,7 +135,7 @@ def vertex_cache_kernel(faces, n_vertices, cache_size, cache_scores, live_scores
     current = best
     for i in range(m):
         if current < 0:
-            # dead end: resume beside the most recently touched vertex that still has
+            # dead end: resume beside the most recently drawn vertex that still has
             # live triangles (keeps the processed front compact), else input order
             while top > 0 and current < 0:
                 top -= 1
@@ -128,33 +152,10 @@ def vertex_cache_kernel(faces, n_vertices, cache_size, cache_scores, live_scores
                 current = cursor
         order[i] = current
         emitted[current] = True
-        a = np.int64(faces[current, 0])
-        b = np.int64(faces[current, 1])
-        c = np.int64(faces[current, 2])
-        new_n = 0
-        if fifo:
-            # FIFO model: only misses enter (at the front), hits keep their slot
-            for k in range(3):
-                v = np.int64(faces[current, k])
-                if pos[v] < 0:
-                    new_cache[new_n] = v
-                    new_n += 1
-            for j in range(cache_n):
-                new_cache[new_n] = cache[j]
-                new_n += 1
-        else:
-            new_cache[0] = a
-            new_cache[1] = b
-            new_cache[2] = c
-            new_n = 3
-            for j in range(cache_n):
-                v = cache[j]
-                if v != a and v != b and v != c:
-                    new_cache[new_n] = v
-                    new_n += 1
-        # drop the emitted triangle from its corners' live adjacency (swap-remove)
+        n_changed = 0
         for k in range(3):
-            v = faces[current, k]
+            v = np.int64(faces[current, k])
+            # drop the drawn triangle from v's live adjacency (swap-remove)
             start = offsets[v]
             end = start + live[v] - 1
             for q in range(start, end + 1):
@@ -166,28 +167,53 @@ def vertex_cache_kernel(faces, n_vertices, cache_size, cache_scores, live_scores
             if live[v] > 0:
                 stack[top] = v
                 top += 1
-        for j in range(new_n):
-            v = new_cache[j]
-            p = j if j < cache_size else -1
-            pos[v] = p
+            changed[n_changed] = v
+            n_changed += 1
+        for k in range(3):
+            v = np.int64(faces[current, k])
+            if misses - stamp[v] > cache_size:  # a miss: v enters the FIFO
+                slot = misses % cache_size
+                if misses >= cache_size:
+                    changed[n_changed] = ring[slot]  # evicted
+                    n_changed += 1
+                ring[slot] = v
+                stamp[v] = misses
+                misses += 1
+        for j in range(n_changed):
+            v = changed[j]
             lv = live[v]
             s = live_scores[lv if lv < nl else nl - 1]
-            if p >= 0:
-                s += cache_scores[p]
-            vscore[v] = s
+            if misses - stamp[v] <= cache_size:
+                s += cache_score
+            if s != vscore[v]:
+                vscore[v] = s
+                start = offsets[v]
+                for q in range(start, start + lv):
+                    t = adj[q]
+                    tscore[t] = vscore[faces[t, 0]] + vscore[faces[t, 1]] + vscore[faces[t, 2]]
+        # one pass over the candidates; the tie-break is computed lazily, on ties only
+        cache_n = misses if misses < cache_size else cache_size
         best = -1
-        best_score = -1.0
-        cache_n = new_n if new_n < cache_size else cache_size
+        best_score = np.int64(-1)
+        best_urgency = -1
         for j in range(cache_n):
-            v = new_cache[j]
+            v = ring[j]
             start = offsets[v]
             for q in range(start, start + live[v]):
                 t = adj[q]
-                s = vscore[faces[t, 0]] + vscore[faces[t, 1]] + vscore[faces[t, 2]]
-                if s > best_score or (s == best_score and t < best):
+                s = tscore[t]
+                if s < best_score or t == best:
+                    continue
+                if s > best_score:
                     best_score = s
                     best = t
-        for j in range(cache_n):
-            cache[j] = new_cache[j]
+                    best_urgency = -1
+                    continue
+                if best_urgency < 0:
+                    best_urgency = _urgency(faces, stamp, misses, cache_size, best)
+                urgency = _urgency(faces, stamp, misses, cache_size, t)
+                if urgency > best_urgency or (urgency == best_urgency and t < best):
+                    best_urgency = urgency
+                    best = t
         current = best
     return order

@@ -104,30 +104,32 @@ def vertex_cache_ref(
     faces: np.ndarray,
     n_vertices: int,
     cache_size: int,
-    cache_scores: np.ndarray,
     live_scores: np.ndarray,
-    fifo: bool,
+    cache_score: int,
+    urgent_slots: int = 2,
 ) -> np.ndarray:
-    """The greedy cache ordering of :func:`~twin.mesh._kernels.vertex_cache_kernel`,
-    recomputing every candidate's score from scratch each step."""
-    f = np.asarray(faces, np.int64).tolist()
+    """The greedy FIFO cache ordering of
+    :func:`~twin.mesh._kernels.vertex_cache_kernel`, with an explicit deque and every
+    candidate's score and tie-break key recomputed from scratch each step."""
+    f = [tuple(t) for t in np.asarray(faces, np.int64).tolist()]
     m = len(f)
     nl = len(live_scores)
     tris: list[set[int]] = [set() for _ in range(n_vertices)]
     for t, tri in enumerate(f):
         for v in tri:
             tris[v].add(t)
-    cache: list[int] = []
+    fifo: deque[int] = deque()  # newest first
 
-    def vscore(v: int) -> float:
-        s = float(live_scores[min(len(tris[v]), nl - 1)])
-        if v in cache[:cache_size]:
-            s += float(cache_scores[cache.index(v)])
-        return s
+    def vscore(v: int) -> int:
+        s = int(live_scores[min(len(tris[v]), nl - 1)])
+        return s + (int(cache_score) if v in fifo else 0)
 
-    def tscore(t: int) -> float:
-        a, b, c = f[t]
-        return vscore(a) + vscore(b) + vscore(c)
+    def tscore(t: int) -> int:
+        return sum(vscore(v) for v in f[t])
+
+    def urgency(t: int) -> int:
+        slots = list(fifo)
+        return sum(1 for v in f[t] if v in fifo and slots.index(v) >= cache_size - urgent_slots)
 
     scores = [tscore(t) for t in range(m)]
     current = int(np.argmax(scores)) if m else -1
@@ -145,20 +147,15 @@ def vertex_cache_ref(
         order.append(current)
         emitted[current] = True
         tri = f[current]
-        if fifo:
-            cache = [v for v in tri if v not in cache] + cache
-        else:
-            cache = list(tri) + [v for v in cache if v not in tri]
-        cache = cache[:cache_size]
         for v in tri:
             tris[v].discard(current)
             if tris[v]:
                 stack.append(v)
-        cands = sorted({t for v in cache for t in tris[v]})
-        best, best_score = -1, -1.0
-        for t in cands:
-            s = tscore(t)
-            if s > best_score:
-                best, best_score = t, s
-        current = best
+        for v in tri:  # corner by corner, exactly as the FIFO metric sees them
+            if v not in fifo:
+                fifo.appendleft(v)
+                if len(fifo) > cache_size:
+                    fifo.pop()
+        cands = {t for v in fifo for t in tris[v]}
+        current = max(cands, key=lambda t: (tscore(t), urgency(t), -t)) if cands else -1
     return np.array(order, np.int64)

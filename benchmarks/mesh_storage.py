@@ -1,0 +1,210 @@
+"""Mesh storage benchmark: twin.mesh kernels side by side with meshoptimizer.
+
+    python benchmarks/mesh_storage.py --json out.json [--size 1000000] [--repeat 3]
+
+For each benchmark mesh (``benchmarks/_meshes.py``: a scan-like irregular noisy
+terrain and a city-like grid + buildings mesh, both about ``--size`` triangles) it
+measures, in one process:
+
+- vertex cache order: ACMR and ATVR (FIFO, 16 entries, our simulation for both),
+  best-of-``repeat`` time, and the first call (Numba compile or cache load) apart;
+- vertex fetch order: time;
+- weld of the mesh's triangle soup (3 vertices per face, exact duplicates):
+  output vertex count and time; meshoptimizer's equivalent is
+  ``generate_vertex_remap`` + ``remap_index_buffer`` + ``remap_vertex_buffer``.
+
+Prints a table and writes JSON with the machine, the versions and every number,
+including our/meshoptimizer ratios. Later rounds add simplification and codecs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._meshes import city_mesh, scan_mesh, soup  # noqa: E402
+from twin.mesh.reorder import acmr, atvr, optimize_vertex_cache, optimize_vertex_fetch  # noqa: E402
+from twin.mesh.weld import weld  # noqa: E402
+
+
+def _timed(fn, repeat: int) -> tuple[float, float, object]:
+    """(first-call seconds, best of ``repeat`` later calls, last result)."""
+    t = time.perf_counter()
+    out = fn()
+    first = time.perf_counter() - t
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return first, best, out
+
+
+def _meshopt():
+    try:
+        import meshoptimizer as mo
+    except ImportError:
+        return None
+    return mo
+
+
+def bench_mesh(name: str, v: np.ndarray, f: np.ndarray, repeat: int) -> dict:
+    mo = _meshopt()
+    nv, nf = len(v), len(f)
+    res: dict = {"mesh": name, "vertices": nv, "triangles": nf}
+    res["input"] = {"acmr": acmr(f, nv), "atvr": atvr(f, nv)}
+
+    first, best, ours = _timed(lambda: optimize_vertex_cache(f, nv), repeat)
+    res["cache_ours"] = {
+        "acmr": acmr(ours, nv),
+        "atvr": atvr(ours, nv),
+        "time_s": best,
+        "first_call_s": first,
+    }
+    first, best, fetched = _timed(lambda: optimize_vertex_fetch(v, ours), repeat)
+    res["fetch_ours"] = {"time_s": best, "first_call_s": first}
+
+    sv, sf = soup(v, f)
+    first, best, welded = _timed(lambda: weld(sv, sf), repeat)
+    res["weld_ours"] = {
+        "input_vertices": len(sv),
+        "vertices": len(welded[0]),
+        "triangles": len(welded[1]),
+        "time_s": best,
+        "first_call_s": first,
+    }
+
+    if mo is not None:
+        idx = np.ascontiguousarray(f.ravel(), dtype=np.uint32)
+
+        def mo_cache():
+            dst = np.empty_like(idx)
+            mo.optimize_vertex_cache(dst, idx, idx.size, nv)
+            return dst.reshape(-1, 3)
+
+        first, best, theirs = _timed(mo_cache, repeat)
+        res["cache_meshopt"] = {
+            "acmr": acmr(theirs, nv),
+            "atvr": atvr(theirs, nv),
+            "time_s": best,
+            "first_call_s": first,
+        }
+        v32 = np.ascontiguousarray(v, dtype=np.float32)
+        tidx = np.ascontiguousarray(theirs.ravel())
+
+        def mo_fetch():
+            dst = np.empty_like(v32)
+            idx2 = tidx.copy()  # meshopt rewrites the indices in place
+            mo.optimize_vertex_fetch(dst, idx2, v32, idx2.size, nv, 12)
+            return dst
+
+        _, best, _ = _timed(mo_fetch, repeat)
+        res["fetch_meshopt"] = {"time_s": best}
+
+        sv32 = np.ascontiguousarray(sv, dtype=np.float32)
+        sidx = np.ascontiguousarray(sf.ravel())
+
+        def mo_weld():
+            # the wrapper passes index_count 0 for indices=None: give the soup's indices
+            remap = np.empty(len(sv32), np.uint32)
+            count = mo.generate_vertex_remap(remap, sidx, sidx.size, sv32, len(sv32), 12)
+            out_i = np.empty(sidx.size, np.uint32)
+            mo.remap_index_buffer(out_i, sidx, sidx.size, remap)
+            out_v = np.empty((count, 3), np.float32)
+            mo.remap_vertex_buffer(out_v, sv32, len(sv32), 12, remap)
+            return count
+
+        _, best, count = _timed(mo_weld, repeat)
+        res["weld_meshopt"] = {"vertices": int(count), "time_s": best}
+
+        res["ratios"] = {
+            "cache_acmr": res["cache_ours"]["acmr"] / res["cache_meshopt"]["acmr"],
+            "cache_time": res["cache_ours"]["time_s"] / res["cache_meshopt"]["time_s"],
+            "fetch_time": res["fetch_ours"]["time_s"] / res["fetch_meshopt"]["time_s"],
+            "weld_time": res["weld_ours"]["time_s"] / res["weld_meshopt"]["time_s"],
+        }
+    return res
+
+
+def print_table(results: list[dict]) -> None:
+    head = (
+        f"{'mesh':6} {'tris':>9} {'method':16} {'ACMR':>7} {'ATVR':>7} {'time s':>8} {'1st s':>7}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        rows = [("input order", r["input"])]
+        rows += [
+            (k.replace("_", " "), r[k]) for k in r if k.startswith(("cache_", "fetch_", "weld_"))
+        ]
+        for label, d in rows:
+            a = f"{d['acmr']:7.4f}" if "acmr" in d else " " * 7
+            t = f"{d['atvr']:7.4f}" if "atvr" in d else " " * 7
+            s = f"{d['time_s']:8.3f}" if "time_s" in d else " " * 8
+            c = f"{d['first_call_s']:7.3f}" if "first_call_s" in d else " " * 7
+            extra = f"  -> {d['vertices']} verts" if "vertices" in d else ""
+            print(f"{r['mesh']:6} {r['triangles']:9d} {label:16} {a} {t} {s} {c}{extra}")
+        if "ratios" in r:
+            ratios = ", ".join(f"{k} {v:.3f}" for k, v in r["ratios"].items())
+            print(f"{'':6} ours/meshopt: {ratios}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--size", type=int, default=1_000_000, help="triangles per mesh")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs (best is kept)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    results = []
+    for name, gen in (("scan", scan_mesh), ("city", city_mesh)):
+        t = time.perf_counter()
+        v, f = gen(args.size, seed=args.seed)
+        gen_s = time.perf_counter() - t
+        r = bench_mesh(name, v, f, args.repeat)
+        r["generate_s"] = gen_s
+        results.append(r)
+    print_table(results)
+    mo = _meshopt()
+    import numba
+
+    doc = {
+        "benchmark": "mesh_storage",
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "versions": {
+            "numpy": np.__version__,
+            "numba": numba.__version__,
+            "meshoptimizer": getattr(mo, "__version__", None) if mo else None,
+        },
+        "parameters": {"size": args.size, "repeat": args.repeat, "seed": args.seed, "cache": 16},
+        "results": results,
+    }
+    if mo is not None and doc["versions"]["meshoptimizer"] is None:
+        from importlib.metadata import version
+
+        doc["versions"]["meshoptimizer"] = version("meshoptimizer")
+    if args.json:
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        tmp.replace(args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
