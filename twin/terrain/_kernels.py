@@ -1,0 +1,877 @@
+"""Numba kernels for terrain triangulation (greedy Delaunay refinement and RTIN).
+
+Every kernel works in *grid coordinates*: x is the column index, y the row index of a
+sample, both integers for the vertices the kernels create. Heights are float64, in the
+units of the raster. Masked (invalid) samples are NaN in the ``herr`` arrays the
+kernels receive: a NaN sample never counts toward an error and is never chosen as a
+vertex (comparisons with NaN are false, so the hot loops need no extra branch).
+
+Plain-Python/NumPy references of the same algorithms live in :mod:`._reference`; the
+tests compare both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# --------------------------------------------------------------------------------------
+# exact integer predicates
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _orient(ax, ay, bx, by, cx, cy):
+    """Twice the signed area of (a, b, c); > 0 when counter-clockwise (x right, y up).
+    Exact for int64 grid coordinates."""
+    return (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+
+
+@njit(cache=True, inline="always")
+def _incircle(ax, ay, bx, by, cx, cy, dx, dy):
+    """> 0 when d lies strictly inside the circumcircle of the CCW triangle (a, b, c).
+    Exact in int64 for coordinates below 2**14 (the public function checks)."""
+    adx = ax - dx
+    ady = ay - dy
+    bdx = bx - dx
+    bdy = by - dy
+    cdx = cx - dx
+    cdy = cy - dy
+    ad = adx * adx + ady * ady
+    bd = bdx * bdx + bdy * bdy
+    cd = cdx * cdx + cdy * cdy
+    return adx * (bdy * cd - bd * cdy) - ady * (bdx * cd - bd * cdx) + ad * (bdx * cdy - bdy * cdx)
+
+
+# --------------------------------------------------------------------------------------
+# exact rasterisation of one triangle with integer vertices
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _span(a, k, lo, hi):
+    """Clip [lo, hi] to the integers x with a*x + k >= 0 (a, k integers).
+
+    The float quotient is correctly rounded, so it is exact when the true quotient is
+    an integer, and otherwise at least 1/|a| (> 1e-5 here) away from one: its
+    ceil/floor is the exact one (a cheaper route than Python-style integer //)."""
+    if a > 0:
+        m = np.int64(np.ceil(-k / a))
+        if m > lo:
+            lo = m
+    elif a < 0:
+        m = np.int64(np.floor(k / -a))
+        if m < hi:
+            hi = m
+    elif k < 0:
+        hi = lo - 1
+    return lo, hi
+
+
+@njit(cache=True)
+def tri_worst(x0, y0, z0, x1, y1, z1, x2, y2, z2, herr):
+    """Worst vertical error of the plane through three integer grid vertices over every
+    grid sample in the closed triangle (edges and corners included).
+
+    Returns ``(err, index)``: the largest ``|plane - h|`` over valid samples and the
+    row-major linear index of the first sample (row-major scan) reaching it; ``(-1.0,
+    -1)`` when the triangle holds no valid sample. Orientation does not matter. Work
+    grows with the triangle's area; memory is constant.
+    """
+    x0 = np.int64(x0)
+    y0 = np.int64(y0)
+    x1 = np.int64(x1)
+    y1 = np.int64(y1)
+    x2 = np.int64(x2)
+    y2 = np.int64(y2)
+    area = _orient(x0, y0, x1, y1, x2, y2)
+    if area < 0:  # make it CCW
+        x1, y1, z1, x2, y2, z2 = x2, y2, z2, x1, y1, z1
+        area = -area
+    best = -1.0
+    besti = -1
+    if area == 0:
+        return best, besti
+    cols = herr.shape[1]
+    fa = float(area)
+    gx = ((z1 - z0) * (y2 - y0) - (z2 - z0) * (y1 - y0)) / fa
+    gy = ((z2 - z0) * (x1 - x0) - (z1 - z0) * (x2 - x0)) / fa
+    xmin = min(x0, min(x1, x2))
+    xmax = max(x0, max(x1, x2))
+    ymin = min(y0, min(y1, y2))
+    ymax = max(y0, max(y1, y2))
+    # edge functions w(x, y) = A x + B y + C >= 0 inside (edges v1v2, v2v0, v0v1)
+    a0 = y1 - y2
+    b0 = x2 - x1
+    c0 = (y2 - y1) * x1 - (x2 - x1) * y1
+    a1 = y2 - y0
+    b1 = x0 - x2
+    c1 = (y0 - y2) * x2 - (x0 - x2) * y2
+    a2 = y0 - y1
+    b2 = x1 - x0
+    c2 = (y1 - y0) * x0 - (x1 - x0) * y0
+    for y in range(ymin, ymax + 1):
+        lo, hi = _span(a0, b0 * y + c0, xmin, xmax)
+        lo, hi = _span(a1, b1 * y + c1, lo, hi)
+        lo, hi = _span(a2, b2 * y + c2, lo, hi)
+        if lo > hi:
+            continue
+        zrow = z0 + gy * (y - y0) - gx * x0
+        for x in range(lo, hi + 1):
+            e = abs(zrow + gx * x - herr[y, x])
+            if e > best:
+                best = e
+                besti = y * cols + x
+    return best, besti
+
+
+# --------------------------------------------------------------------------------------
+# growable flat arrays
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _grow_i32(a, n):
+    b = np.empty(n, np.int32)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit(cache=True)
+def _grow_f64(a, n):
+    b = np.empty(n, np.float64)
+    b[: a.shape[0]] = a
+    return b
+
+
+# --------------------------------------------------------------------------------------
+# max-heap of triangle ids keyed by their error; keys live in the heap array itself so
+# that sifting reads contiguous memory (hpos[t] is t's slot, -1 when not in the heap)
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _before(k1, t1, k2, t2):
+    """Heap order: larger error first, ties broken by the smaller triangle id."""
+    return k1 > k2 or (k1 == k2 and t1 < t2)
+
+
+@njit(cache=True)
+def _sift_up(hkey, heap, hpos, i, key, t):
+    while i > 0:
+        p = (i - 1) >> 1
+        if _before(key, t, hkey[p], heap[p]):
+            hkey[i] = hkey[p]
+            heap[i] = heap[p]
+            hpos[heap[i]] = i
+            i = p
+        else:
+            break
+    hkey[i] = key
+    heap[i] = t
+    hpos[t] = i
+
+
+@njit(cache=True)
+def _sift_down(hkey, heap, hpos, i, n, key, t):
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and _before(hkey[c + 1], heap[c + 1], hkey[c], heap[c]):
+            c += 1
+        if _before(hkey[c], heap[c], key, t):
+            hkey[i] = hkey[c]
+            heap[i] = heap[c]
+            hpos[heap[i]] = i
+            i = c
+        else:
+            break
+    hkey[i] = key
+    heap[i] = t
+    hpos[t] = i
+
+
+@njit(cache=True)
+def _heap_push(hkey, heap, hpos, n, t, key):
+    _sift_up(hkey, heap, hpos, n, key, t)
+    return n + 1
+
+
+@njit(cache=True)
+def _heap_remove(hkey, heap, hpos, n, t):
+    """Remove triangle t from the heap of size n; returns the new size."""
+    i = hpos[t]
+    n -= 1
+    if i != n:
+        key = hkey[n]
+        last = heap[n]
+        if i > 0 and _before(key, last, hkey[(i - 1) >> 1], heap[(i - 1) >> 1]):
+            _sift_up(hkey, heap, hpos, i, key, last)
+        else:
+            _sift_down(hkey, heap, hpos, i, n, key, last)
+    hpos[t] = -1
+    return n
+
+
+# --------------------------------------------------------------------------------------
+# greedy Delaunay refinement
+# --------------------------------------------------------------------------------------
+
+_PENDING = -2
+
+
+@njit(cache=True)
+def _mark(t, hkey, heap, hpos, nheap, pending, npend):
+    """Mark triangle t as changed: out of the heap, onto the pending list (once)."""
+    h = hpos[t]
+    if h == _PENDING:
+        return nheap, npend
+    if h >= 0:
+        nheap = _heap_remove(hkey, heap, hpos, nheap, t)
+    hpos[t] = _PENDING
+    pending[npend] = t
+    return nheap, npend + 1
+
+
+@njit(cache=True)
+def greedy_refine(herr, corner_z, max_error):
+    """Greedy Delaunay refinement of a height grid.
+
+    Starts from the two triangles spanned by the four grid corners (heights
+    ``corner_z`` in the order (0,0), (W,0), (W,H), (0,H) with W = cols-1, H = rows-1)
+    and repeatedly inserts the valid sample with the largest vertical error into the
+    Delaunay triangulation (split the triangle, or the two triangles sharing the edge
+    the sample lies on, then Lawson edge flips with an exact in-circle test), until no
+    valid sample is more than ``max_error`` from the surface. Each new triangle is
+    rasterised once to find its worst sample; triangles wait in a max-heap.
+
+    Returns ``(px, py, pz, tri, tri_err)``: vertex grid columns/rows (int32), heights
+    (float64), triangles as a flat int32 array of vertex indices (3 per triangle, CCW
+    with x = column to the right and y = row upwards) and each triangle's worst error
+    (-1 for a triangle covering no valid sample).
+
+    Memory: about 60 bytes per output triangle plus 16 per vertex (flat arrays grown by
+    1.5x as needed), on top of the 8-byte-per-sample input.
+    """
+    rows, cols = herr.shape
+    W = cols - 1
+    H = rows - 1
+    cap_p = 1024
+    cap_t = 2 * cap_p
+    px = np.empty(cap_p, np.int32)
+    py = np.empty(cap_p, np.int32)
+    pz = np.empty(cap_p, np.float64)
+    tv = np.empty(3 * cap_t, np.int32)
+    he = np.empty(3 * cap_t, np.int32)
+    terr = np.empty(cap_t, np.float64)
+    tcand = np.empty(cap_t, np.int32)
+    hpos = np.empty(cap_t, np.int32)
+    heap = np.empty(cap_t, np.int32)
+    hkey = np.empty(cap_t, np.float64)
+    pending = np.empty(cap_t, np.int32)
+    stack = np.empty(cap_p + 8, np.int32)
+
+    px[0], py[0], pz[0] = 0, 0, corner_z[0]
+    px[1], py[1], pz[1] = W, 0, corner_z[1]
+    px[2], py[2], pz[2] = W, H, corner_z[2]
+    px[3], py[3], pz[3] = 0, H, corner_z[3]
+    # t0 = (0, 1, 2), t1 = (0, 2, 3); the diagonal 0-2 is shared
+    tv[0], tv[1], tv[2] = 0, 1, 2
+    tv[3], tv[4], tv[5] = 0, 2, 3
+    he[0], he[1], he[2] = -1, -1, 3
+    he[3], he[4], he[5] = 2, -1, -1
+    hpos[0] = _PENDING
+    hpos[1] = _PENDING
+    pending[0] = 0
+    pending[1] = 1
+    # npts, ntri, nheap, npend
+    state = np.array([4, 2, 0, 2], np.int64)
+    # The hot loop lives in _refine, which never reallocates (so Numba keeps no
+    # reference counting in it); it returns when the arrays are full and we grow them.
+    while not _refine(
+        herr, max_error, px, py, pz, tv, he, terr, tcand, hpos, heap, hkey, pending, stack, state
+    ):
+        if state[0] + 1 > cap_p:
+            cap_p = cap_p + cap_p // 2 + 1
+            px = _grow_i32(px, cap_p)
+            py = _grow_i32(py, cap_p)
+            pz = _grow_f64(pz, cap_p)
+            # the flip stack holds at most 4 + (degree of the new vertex) edges
+            stack = _grow_i32(stack, cap_p + 8)
+        if state[1] + 2 > cap_t:
+            cap_t = cap_t + cap_t // 2 + 2
+            tv = _grow_i32(tv, 3 * cap_t)
+            he = _grow_i32(he, 3 * cap_t)
+            terr = _grow_f64(terr, cap_t)
+            tcand = _grow_i32(tcand, cap_t)
+            hpos = _grow_i32(hpos, cap_t)
+            heap = _grow_i32(heap, cap_t)
+            hkey = _grow_f64(hkey, cap_t)
+            pending = _grow_i32(pending, cap_t)
+    npts = state[0]
+    ntri = state[1]
+    return (
+        px[:npts].copy(),
+        py[:npts].copy(),
+        pz[:npts].copy(),
+        tv[: 3 * ntri].copy(),
+        terr[:ntri].copy(),
+    )
+
+
+@njit(cache=True)
+def _refine(
+    herr, max_error, px, py, pz, tv, he, terr, tcand, hpos, heap, hkey, pending, stack, state
+):
+    """Refinement steps of :func:`greedy_refine` until done (returns True) or until the
+    arrays have no room for one more step (returns False; nothing is lost)."""
+    cols = herr.shape[1]
+    npts = state[0]
+    ntri = state[1]
+    nheap = state[2]
+    npend = state[3]
+    done = False
+    while True:
+        # (re)rasterise the triangles changed by the last step
+        for k in range(npend):
+            t = pending[k]
+            a = tv[3 * t]
+            b = tv[3 * t + 1]
+            c = tv[3 * t + 2]
+            err, idx = tri_worst(
+                px[a], py[a], pz[a], px[b], py[b], pz[b], px[c], py[c], pz[c], herr
+            )
+            terr[t] = err
+            tcand[t] = idx
+            if err > max_error:
+                nheap = _heap_push(hkey, heap, hpos, nheap, t, err)
+            else:
+                hpos[t] = -1
+        npend = 0
+        if nheap == 0:
+            done = True
+            break
+        if npts + 1 > px.shape[0] or ntri + 2 > hpos.shape[0]:
+            break
+
+        t = heap[0]
+        nheap = _heap_remove(hkey, heap, hpos, nheap, t)
+        idx = np.int64(tcand[t])
+        qx = idx % cols
+        qy = idx // cols
+        e0 = 3 * t
+        v0 = tv[e0]
+        v1 = tv[e0 + 1]
+        v2 = tv[e0 + 2]
+        x0 = np.int64(px[v0])
+        y0 = np.int64(py[v0])
+        x1 = np.int64(px[v1])
+        y1 = np.int64(py[v1])
+        x2 = np.int64(px[v2])
+        y2 = np.int64(py[v2])
+        o0 = _orient(x0, y0, x1, y1, qx, qy)
+        o1 = _orient(x1, y1, x2, y2, qx, qy)
+        o2 = _orient(x2, y2, x0, y0, qx, qy)
+        nzero = (o0 == 0) + (o1 == 0) + (o2 == 0)
+        if nzero >= 2 or o0 < 0 or o1 < 0 or o2 < 0:
+            # a vertex (or outside: cannot happen); never pick it again
+            terr[t] = 0.0
+            hpos[t] = -1
+            continue
+        p = npts
+        px[p] = qx
+        py[p] = qy
+        pz[p] = herr[qy, qx]
+        npts += 1
+        nstack = 0
+
+        if nzero == 0:
+            # split t = (a, b, c) into (a, b, p), (b, c, p), (c, a, p)
+            a, b, c = v0, v1, v2
+            xab = he[e0]
+            xbc = he[e0 + 1]
+            xca = he[e0 + 2]
+            t1 = ntri
+            t2 = ntri + 1
+            ntri += 2
+            f1 = 3 * t1
+            f2 = 3 * t2
+            tv[e0], tv[e0 + 1], tv[e0 + 2] = a, b, p
+            tv[f1], tv[f1 + 1], tv[f1 + 2] = b, c, p
+            tv[f2], tv[f2 + 1], tv[f2 + 2] = c, a, p
+            he[e0], he[e0 + 1], he[e0 + 2] = xab, f1 + 2, f2 + 1
+            he[f1], he[f1 + 1], he[f1 + 2] = xbc, f2 + 2, e0 + 1
+            he[f2], he[f2 + 1], he[f2 + 2] = xca, e0 + 2, f1 + 1
+            if xab >= 0:
+                he[xab] = e0
+            if xbc >= 0:
+                he[xbc] = f1
+            if xca >= 0:
+                he[xca] = f2
+            hpos[t1] = -1
+            hpos[t2] = -1
+            nheap, npend = _mark(t, hkey, heap, hpos, nheap, pending, npend)
+            nheap, npend = _mark(t1, hkey, heap, hpos, nheap, pending, npend)
+            nheap, npend = _mark(t2, hkey, heap, hpos, nheap, pending, npend)
+            stack[0] = e0
+            stack[1] = f1
+            stack[2] = f2
+            nstack = 3
+        else:
+            # p lies on one edge e = a->b of t = (a, b, c); twin f = b->a in (b, a, d)
+            if o0 == 0:
+                e = e0
+            elif o1 == 0:
+                e = e0 + 1
+            else:
+                e = e0 + 2
+            en = e0 + (e - e0 + 1) % 3
+            ep = e0 + (e - e0 + 2) % 3
+            a = tv[e]
+            b = tv[en]
+            c = tv[ep]
+            xbc = he[en]
+            xca = he[ep]
+            f = he[e]
+            T1 = ntri
+            ntri += 1
+            g1 = 3 * T1
+            # T0 = (a, p, c) in slot t, T1 = (p, b, c)
+            tv[e0], tv[e0 + 1], tv[e0 + 2] = a, p, c
+            tv[g1], tv[g1 + 1], tv[g1 + 2] = p, b, c
+            he[e0 + 1] = g1 + 2
+            he[e0 + 2] = xca
+            he[g1 + 1] = xbc
+            he[g1 + 2] = e0 + 1
+            if xca >= 0:
+                he[xca] = e0 + 2
+            if xbc >= 0:
+                he[xbc] = g1 + 1
+            hpos[T1] = -1
+            nheap, npend = _mark(t, hkey, heap, hpos, nheap, pending, npend)
+            nheap, npend = _mark(T1, hkey, heap, hpos, nheap, pending, npend)
+            stack[0] = e0 + 2
+            stack[1] = g1 + 1
+            nstack = 2
+            if f < 0:
+                he[e0] = -1
+                he[g1] = -1
+            else:
+                u = f // 3
+                u0 = 3 * u
+                fn = u0 + (f - u0 + 1) % 3
+                fp = u0 + (f - u0 + 2) % 3
+                d = tv[fp]
+                xad = he[fn]
+                xdb = he[fp]
+                T3 = ntri
+                ntri += 1
+                g3 = 3 * T3
+                # T2 = (b, p, d) in slot u, T3 = (p, a, d)
+                tv[u0], tv[u0 + 1], tv[u0 + 2] = b, p, d
+                tv[g3], tv[g3 + 1], tv[g3 + 2] = p, a, d
+                he[e0] = g3
+                he[g1] = u0
+                he[u0], he[u0 + 1], he[u0 + 2] = g1, g3 + 2, xdb
+                he[g3], he[g3 + 1], he[g3 + 2] = e0, xad, u0 + 1
+                if xdb >= 0:
+                    he[xdb] = u0 + 2
+                if xad >= 0:
+                    he[xad] = g3 + 1
+                hpos[T3] = -1
+                nheap, npend = _mark(u, hkey, heap, hpos, nheap, pending, npend)
+                nheap, npend = _mark(T3, hkey, heap, hpos, nheap, pending, npend)
+                stack[2] = u0 + 2
+                stack[3] = g3 + 1
+                nstack = 4
+
+        # Lawson flips: every edge on the stack has p opposite it in its triangle
+        while nstack > 0:
+            nstack -= 1
+            e = stack[nstack]
+            f = he[e]
+            if f < 0:
+                continue
+            t0 = e // 3
+            t1 = f // 3
+            b0 = 3 * t0
+            b1 = 3 * t1
+            en = b0 + (e - b0 + 1) % 3
+            ep = b0 + (e - b0 + 2) % 3
+            fn = b1 + (f - b1 + 1) % 3
+            fp = b1 + (f - b1 + 2) % 3
+            a = tv[e]
+            b = tv[en]
+            c = tv[ep]
+            d = tv[fp]
+            if (
+                _incircle(
+                    np.int64(px[a]),
+                    np.int64(py[a]),
+                    np.int64(px[b]),
+                    np.int64(py[b]),
+                    np.int64(px[c]),
+                    np.int64(py[c]),
+                    np.int64(px[d]),
+                    np.int64(py[d]),
+                )
+                <= 0
+            ):
+                continue
+            xbc = he[en]
+            xca = he[ep]
+            xad = he[fn]
+            xdb = he[fp]
+            # t0 = (c, a, d), t1 = (d, b, c); new diagonal c-d
+            tv[b0], tv[b0 + 1], tv[b0 + 2] = c, a, d
+            tv[b1], tv[b1 + 1], tv[b1 + 2] = d, b, c
+            he[b0], he[b0 + 1], he[b0 + 2] = xca, xad, b1 + 2
+            he[b1], he[b1 + 1], he[b1 + 2] = xdb, xbc, b0 + 2
+            if xca >= 0:
+                he[xca] = b0
+            if xad >= 0:
+                he[xad] = b0 + 1
+            if xdb >= 0:
+                he[xdb] = b1
+            if xbc >= 0:
+                he[xbc] = b1 + 1
+            nheap, npend = _mark(t0, hkey, heap, hpos, nheap, pending, npend)
+            nheap, npend = _mark(t1, hkey, heap, hpos, nheap, pending, npend)
+            stack[nstack] = b0 + 1
+            stack[nstack + 1] = b1
+            nstack += 2
+
+    state[0] = npts
+    state[1] = ntri
+    state[2] = nheap
+    state[3] = npend
+    return done
+
+
+# --------------------------------------------------------------------------------------
+# RTIN (right-triangulated irregular network) on a (2**k + 1)**2 grid
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def rtin_errors(herr, hvert):
+    """Exact hierarchical errors of the RTIN over a square grid of size s = 2**k + 1.
+
+    Every triangle of the binary hierarchy is rasterised against its own plane (through
+    its three vertices, heights ``hvert``; valid samples ``herr``), so its error covers
+    *every* valid sample inside it, not only its hypotenuse midpoint. The error is
+    stored at the hypotenuse midpoint (shared by the two triangles on that hypotenuse)
+    as the max of both triangles' errors and of the errors stored at their children's
+    midpoints, processed from the finest level up: a triangle is split exactly when its
+    midpoint error exceeds the tolerance, and the result is always conforming.
+
+    Returns a float64 (s, s) array (0 where no triangle has that midpoint). Work grows
+    with s**2 * log2(s); memory is the output (8 bytes per sample) plus a small stack.
+    """
+    s = herr.shape[0]
+    S = s - 1
+    E = np.zeros((s, s), np.float64)
+    depth_max = 0
+    while (1 << (depth_max // 2)) < S:
+        depth_max += 2
+    # a stack of triangles (ax, ay, bx, by, cx, cy, depth): hypotenuse a-b, right angle c
+    st = np.empty((2 * depth_max + 8, 7), np.int64)
+    for level in range(depth_max - 1, -1, -1):
+        n = 0
+        st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = (
+            0,
+            0,
+            S,
+            S,
+            S,
+            0,
+            0,
+        )
+        n += 1
+        st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = (
+            S,
+            S,
+            0,
+            0,
+            0,
+            S,
+            0,
+        )
+        n += 1
+        while n > 0:
+            n -= 1
+            ax, ay, bx, by, cx, cy, dep = (
+                st[n, 0],
+                st[n, 1],
+                st[n, 2],
+                st[n, 3],
+                st[n, 4],
+                st[n, 5],
+                st[n, 6],
+            )
+            mx = (ax + bx) >> 1
+            my = (ay + by) >> 1
+            if dep < level:
+                st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = (
+                    cx,
+                    cy,
+                    ax,
+                    ay,
+                    mx,
+                    my,
+                    dep + 1,
+                )
+                n += 1
+                st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = (
+                    bx,
+                    by,
+                    cx,
+                    cy,
+                    mx,
+                    my,
+                    dep + 1,
+                )
+                n += 1
+                continue
+            err, _ = tri_worst(
+                ax, ay, hvert[ay, ax], bx, by, hvert[by, bx], cx, cy, hvert[cy, cx], herr
+            )
+            if err > E[my, mx]:
+                E[my, mx] = err
+            if dep + 1 < depth_max:
+                # children (c, a, m) and (b, c, m): midpoints of c-a and b-c
+                e1 = E[(cy + ay) >> 1, (cx + ax) >> 1]
+                e2 = E[(by + cy) >> 1, (bx + cx) >> 1]
+                if e1 > E[my, mx]:
+                    E[my, mx] = e1
+                if e2 > E[my, mx]:
+                    E[my, mx] = e2
+    return E
+
+
+@njit(cache=True)
+def rtin_extract(E, max_error):
+    """Triangles of the RTIN whose midpoint errors are within ``max_error``.
+
+    Returns ``(vid, tri)``: an (s, s) int32 map from grid node to vertex index (-1 when
+    unused; vertices numbered in row-major order) and a flat int32 array of vertex
+    indices, 3 per triangle, CCW with x = column, y = row upwards. Memory: 4 bytes per
+    sample plus the output.
+    """
+    s = E.shape[0]
+    S = s - 1
+    depth_max = 0
+    while (1 << (depth_max // 2)) < S:
+        depth_max += 2
+    cap = 1024
+    tri = np.empty(3 * cap, np.int64)
+    nt = 0
+    used = np.zeros((s, s), np.uint8)
+    st = np.empty((2 * depth_max + 8, 7), np.int64)
+    n = 0
+    st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = 0, 0, S, S, S, 0, 0
+    n += 1
+    st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = S, S, 0, 0, 0, S, 0
+    n += 1
+    while n > 0:
+        n -= 1
+        ax, ay, bx, by, cx, cy, dep = (
+            st[n, 0],
+            st[n, 1],
+            st[n, 2],
+            st[n, 3],
+            st[n, 4],
+            st[n, 5],
+            st[n, 6],
+        )
+        mx = (ax + bx) >> 1
+        my = (ay + by) >> 1
+        if dep < depth_max and E[my, mx] > max_error:
+            st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = (
+                cx,
+                cy,
+                ax,
+                ay,
+                mx,
+                my,
+                dep + 1,
+            )
+            n += 1
+            st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = (
+                bx,
+                by,
+                cx,
+                cy,
+                mx,
+                my,
+                dep + 1,
+            )
+            n += 1
+            continue
+        if nt + 1 > cap:
+            cap = cap + cap // 2 + 1
+            t2 = np.empty(3 * cap, np.int64)
+            t2[: 3 * nt] = tri[: 3 * nt]
+            tri = t2
+        if _orient(ax, ay, bx, by, cx, cy) > 0:
+            tri[3 * nt], tri[3 * nt + 1], tri[3 * nt + 2] = ay * s + ax, by * s + bx, cy * s + cx
+        else:
+            tri[3 * nt], tri[3 * nt + 1], tri[3 * nt + 2] = ay * s + ax, cy * s + cx, by * s + bx
+        used[ay, ax] = 1
+        used[by, bx] = 1
+        used[cy, cx] = 1
+        nt += 1
+    vid = np.full((s, s), -1, np.int32)
+    k = 0
+    for y in range(s):
+        for x in range(s):
+            if used[y, x]:
+                vid[y, x] = k
+                k += 1
+    out = np.empty(3 * nt, np.int32)
+    for i in range(3 * nt):
+        node = tri[i]
+        out[i] = vid[node // s, node % s]
+    return vid, out
+
+
+# --------------------------------------------------------------------------------------
+# hole filling for vertex heights
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def fill_nearest(h, valid):
+    """Copy of ``h`` with every invalid sample set to the height of a nearby valid one
+    (two-pass 8-neighbour propagation of the nearest source, squared Euclidean
+    distance; exact for convex holes, within a pixel or so otherwise). Every filled
+    value is one of the valid heights, so fills never leave the valid range around a
+    hole. Memory: 16 bytes per sample."""
+    rows, cols = h.shape
+    src = np.full((rows, cols), -1, np.int64)
+    dist = np.full((rows, cols), np.inf)
+    for y in range(rows):
+        for x in range(cols):
+            if valid[y, x]:
+                src[y, x] = y * cols + x
+                dist[y, x] = 0.0
+    for sweep in range(2):
+        if sweep == 0:
+            ys = range(rows)
+        else:
+            ys = range(rows - 1, -1, -1)
+        for y in ys:
+            xs = range(cols) if sweep == 0 else range(cols - 1, -1, -1)
+            for x in xs:
+                if dist[y, x] == 0.0:
+                    continue
+                for dy in range(-1, 2):
+                    for dx in range(-1, 2):
+                        yy = y + dy
+                        xx = x + dx
+                        if yy < 0 or yy >= rows or xx < 0 or xx >= cols:
+                            continue
+                        s_ = src[yy, xx]
+                        if s_ < 0:
+                            continue
+                        sy = s_ // cols
+                        sx = s_ % cols
+                        d = float((sy - y) * (sy - y) + (sx - x) * (sx - x))
+                        if d < dist[y, x]:
+                            dist[y, x] = d
+                            src[y, x] = s_
+    out = h.copy()
+    for y in range(rows):
+        for x in range(cols):
+            if not valid[y, x]:
+                s_ = src[y, x]
+                out[y, x] = h[s_ // cols, s_ % cols] if s_ >= 0 else np.nan
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# verification: rasterise any TIN (float vertices in grid units) back onto the grid
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def tin_sample_errors(vx, vy, vz, faces, herr):
+    """Rasterise a TIN given in grid coordinates (float vertices allowed) onto the grid.
+
+    For every triangle, each grid sample in its closed footprint (tolerance 1e-9 grid
+    units) gets the plane's height; the error of a sample is the largest
+    ``|tin - h|`` over the triangles covering it. Returns ``(err, tri_err)``: a float64
+    grid (NaN for invalid samples, +inf for valid samples no triangle covers) and each
+    triangle's worst error (-1 when it covers no valid sample). Memory: 8 bytes per
+    sample plus 8 per triangle.
+    """
+    rows, cols = herr.shape
+    err = np.full((rows, cols), -1.0)
+    nf = faces.shape[0]
+    tri_err = np.full(nf, -1.0)
+    eps = 1e-9
+    for f in range(nf):
+        i0 = faces[f, 0]
+        i1 = faces[f, 1]
+        i2 = faces[f, 2]
+        x0, y0, z0 = vx[i0], vy[i0], vz[i0]
+        x1, y1, z1 = vx[i1], vy[i1], vz[i1]
+        x2, y2, z2 = vx[i2], vy[i2], vz[i2]
+        area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+        if area < 0:
+            x1, y1, z1, x2, y2, z2 = x2, y2, z2, x1, y1, z1
+            area = -area
+        if area <= 0:
+            continue
+        gx = ((z1 - z0) * (y2 - y0) - (z2 - z0) * (y1 - y0)) / area
+        gy = ((z2 - z0) * (x1 - x0) - (z1 - z0) * (x2 - x0)) / area
+        ylo = max(0, int(np.ceil(min(y0, min(y1, y2)) - eps)))
+        yhi = min(rows - 1, int(np.floor(max(y0, max(y1, y2)) + eps)))
+        xmn = max(0, int(np.ceil(min(x0, min(x1, x2)) - eps)))
+        xmx = min(cols - 1, int(np.floor(max(x0, max(x1, x2)) + eps)))
+        best = -1.0
+        for y in range(ylo, yhi + 1):
+            lo = float(xmn)
+            hi = float(xmx)
+            # three edges: (p, q) with w = (qx-px)(y-py) - (qy-py)(x-px) >= -eps*len
+            for k in range(3):
+                if k == 0:
+                    ax_, ay_, bx_, by_ = x1, y1, x2, y2
+                elif k == 1:
+                    ax_, ay_, bx_, by_ = x2, y2, x0, y0
+                else:
+                    ax_, ay_, bx_, by_ = x0, y0, x1, y1
+                A = ay_ - by_
+                K = (bx_ - ax_) * (y - ay_) + (by_ - ay_) * ax_
+                tol = eps * (abs(A) + abs(bx_ - ax_))
+                if A > 0:
+                    m = (-K - tol) / A
+                    if m > lo:
+                        lo = m
+                elif A < 0:
+                    m = (K + tol) / (-A)
+                    if m < hi:
+                        hi = m
+                elif K < -tol:
+                    hi = lo - 1.0
+            ilo = int(np.ceil(lo - 1e-12))
+            ihi = int(np.floor(hi + 1e-12))
+            zrow = z0 + gy * (y - y0) - gx * x0
+            for x in range(max(ilo, 0), min(ihi, cols - 1) + 1):
+                h = herr[y, x]
+                if h != h:
+                    continue
+                e = abs(zrow + gx * x - h)
+                if e > best:
+                    best = e
+                if e > err[y, x]:
+                    err[y, x] = e
+        tri_err[f] = best
+    for y in range(rows):
+        for x in range(cols):
+            if herr[y, x] != herr[y, x]:
+                err[y, x] = np.nan
+            elif err[y, x] < 0.0:
+                err[y, x] = np.inf
+    return err, tri_err

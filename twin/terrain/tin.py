@@ -1,0 +1,270 @@
+"""Error-bounded triangulated irregular networks (TIN) from a height grid.
+
+:func:`tin` turns a DEM (a 2D array of heights) into a triangle mesh whose surface is
+within ``max_error`` (vertically) of every valid sample: a guarantee, measured on the
+output by rasterising the TIN back onto the grid. Two modes:
+
+``"greedy"``
+    Greedy Delaunay refinement (:func:`twin.terrain._kernels.greedy_refine`): the
+    fewest triangles for a given error in practice; O(n log n) work.
+``"rtin"``
+    A right-triangulated irregular network (:mod:`twin.terrain.rtin`) on the
+    (2**k + 1)**2 grid that contains the raster: regular triangles, faster, more of
+    them; unlike Martini, its hierarchical errors cover every sample (exact).
+
+Masked samples (nodata, NaN, ``mask == False``) never count toward the error and are
+never used as vertices where a valid sample can be; see :func:`tin` for the exact
+rules. Quantized-mesh tiles and tiled triangulation of large rasters build on this
+module (``twin/terrain/quantized_mesh.py``, ``twin/terrain/tiling.py``: next round).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from twin.errors import InputError, ParameterError
+from twin.terrain import _kernels
+
+#: Largest grid side the greedy mode accepts (its in-circle test is exact in int64 up
+#: to 2**14; larger rasters are triangulated in tiles).
+MAX_GREEDY_SIDE = 2**14 + 1
+
+MODES = ("greedy", "rtin")
+
+
+def _affine6(transform: Any) -> tuple[float, float, float, float, float, float] | None:
+    """(a, b, c, d, e, f) of an affine transform: x = a*col + b*row + c,
+    y = d*col + e*row + f (rasterio ``Affine`` order, not GDAL's geotransform)."""
+    if transform is None:
+        return None
+    if all(hasattr(transform, k) for k in "abcdef"):
+        vals = [transform.a, transform.b, transform.c, transform.d, transform.e, transform.f]
+    else:
+        try:
+            vals = list(transform)
+        except TypeError:
+            vals = []
+        if len(vals) not in (6, 9):
+            raise ParameterError(
+                f"transform must be a rasterio Affine or a 6-tuple (a, b, c, d, e, f), "
+                f"got {transform!r}"
+            )
+        vals = vals[:6]
+    try:
+        out = tuple(float(v) for v in vals)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"transform has non-numeric terms: {transform!r}") from exc
+    a, b, _, d, e, _ = out
+    if not all(math.isfinite(v) for v in out) or a * e - b * d == 0.0:
+        raise ParameterError(f"transform is singular or not finite: {transform!r}")
+    return out  # type: ignore[return-value]
+
+
+def _check_inputs(heights, max_error, mask, mode, constraints):
+    """Validate and normalise the arguments of :func:`tin`; returns (herr, valid)."""
+    if mode not in MODES:
+        raise ParameterError(f"mode must be one of {MODES}, got {mode!r}")
+    try:
+        max_error = float(max_error)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"max_error must be a number, got {max_error!r}") from exc
+    if not math.isfinite(max_error) or max_error <= 0.0:
+        raise ParameterError(f"max_error must be a positive finite number, got {max_error!r}")
+    if constraints is not None:
+        raise NotImplementedError(
+            "tin(constraints=...): constraint edges are not implemented yet; "
+            "triangulate without them (pass constraints=None)"
+        )
+    try:
+        h = np.asarray(heights, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"heights are not a numeric array: {exc}") from exc
+    if h.ndim != 2:
+        raise InputError(f"heights must be a 2D grid (rows, cols), got shape {h.shape}")
+    if h.shape[0] < 2 or h.shape[1] < 2:
+        raise InputError(
+            f"heights must have at least 2 rows and 2 columns to triangulate, got shape {h.shape}"
+        )
+    valid = np.isfinite(h)
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.shape != h.shape:
+            raise InputError(f"mask shape {m.shape} differs from heights shape {h.shape}")
+        valid &= m.astype(bool)
+    if not valid.any():
+        raise InputError("heights have no valid sample (all NaN, nodata or masked)")
+    herr = np.where(valid, h, np.nan)
+    return np.ascontiguousarray(herr), valid, max_error
+
+
+def _nearest_valid(herr: np.ndarray, valid: np.ndarray, row: int, col: int) -> float:
+    """Height of a valid sample near (row, col): the nearest within the smallest square
+    window around it that holds one."""
+    if valid[row, col]:
+        return float(herr[row, col])
+    rows, cols = herr.shape
+    r = 1
+    while True:
+        r0, r1 = max(0, row - r), min(rows, row + r + 1)
+        c0, c1 = max(0, col - r), min(cols, col + r + 1)
+        win = valid[r0:r1, c0:c1]
+        if win.any():
+            yy, xx = np.nonzero(win)
+            d2 = (yy + r0 - row) ** 2 + (xx + c0 - col) ** 2
+            k = int(np.argmin(d2))
+            return float(herr[yy[k] + r0, xx[k] + c0])
+        r *= 2
+
+
+def _greedy(herr: np.ndarray, valid: np.ndarray, max_error: float):
+    rows, cols = herr.shape
+    if max(rows, cols) > MAX_GREEDY_SIDE:
+        raise InputError(
+            f"grid {rows}x{cols} is larger than {MAX_GREEDY_SIDE} samples a side; "
+            "triangulate it in tiles"
+        )
+    corners = np.array(
+        [
+            _nearest_valid(herr, valid, 0, 0),
+            _nearest_valid(herr, valid, 0, cols - 1),
+            _nearest_valid(herr, valid, rows - 1, cols - 1),
+            _nearest_valid(herr, valid, rows - 1, 0),
+        ]
+    )
+    px, py, pz, tri, _ = _kernels.greedy_refine(herr, corners, max_error)
+    return px.astype(np.float64), py.astype(np.float64), pz, tri.reshape(-1, 3)
+
+
+def tin_errors(grid_vertices: np.ndarray, faces: np.ndarray, herr: np.ndarray):
+    """Rasterise a TIN in grid coordinates back onto the grid.
+
+    ``grid_vertices`` (N, 3): (column, row, height); ``faces`` (M, 3) vertex indices;
+    ``herr`` the heights with NaN at invalid samples. Returns ``(err, tri_err)``: per
+    sample ``|tin - h|`` (NaN where invalid, +inf where no triangle covers a valid
+    sample) and per triangle its worst error (-1 when it covers no valid sample).
+    Memory: 8 bytes per sample plus 8 per triangle.
+    """
+    v = np.ascontiguousarray(grid_vertices, dtype=np.float64)
+    f = np.ascontiguousarray(faces, dtype=np.int64)
+    return _kernels.tin_sample_errors(
+        v[:, 0].copy(), v[:, 1].copy(), v[:, 2].copy(), f, np.ascontiguousarray(herr)
+    )
+
+
+def tin(
+    heights,
+    max_error: float,
+    transform=None,
+    mask=None,
+    mode: str = "greedy",
+    constraints=None,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Triangulate a height grid within a guaranteed vertical error.
+
+    Parameters
+    ----------
+    heights
+        2D array (rows, cols) of heights, row 0 first (as a raster is stored). Any
+        numeric dtype; NaN and +-inf are invalid samples.
+    max_error
+        Largest allowed vertical distance between the TIN and any valid sample, in
+        height units (metres for a metric DEM). Must be > 0.
+    transform
+        Affine from pixel to map coordinates (rasterio ``Affine`` or a 6-tuple
+        ``(a, b, c, d, e, f)`` with x = a*col + b*row + c, y = d*col + e*row + f),
+        applied to pixel *centres* (col + 0.5, row + 0.5). ``None``: vertices in pixel
+        units, x = col, y = row (no half-pixel shift).
+    mask
+        Boolean array, True where a sample is valid (default: every finite sample). A
+        sample is valid when it is finite *and* the mask says so.
+    mode
+        ``"greedy"`` (greedy Delaunay refinement, fewest triangles) or ``"rtin"``
+        (right-triangulated irregular network on the enclosing (2**k+1)**2 grid,
+        faster, conforming, more triangles).
+    constraints
+        Polylines to force into the triangulation as edges: not implemented yet
+        (``NotImplementedError``).
+
+    Returns
+    -------
+    vertices
+        (N, 3) float64: map x, map y, height.
+    faces
+        (M, 3) uint32 vertex indices, counter-clockwise seen from above (+z) in map
+        coordinates (orientation follows the sign of the transform's determinant).
+    max_error_reached
+        Largest ``|tin - h|`` over all valid samples, measured by rasterising the
+        output back onto the grid; always ``<= max_error``.
+
+    Nodata
+    ------
+    Invalid samples never count toward the error. Greedy mode never inserts one:
+    every vertex is a valid sample, except a raster corner that is itself invalid,
+    which takes the height of the nearest valid sample. So a nodata hole is *bridged*
+    by triangles whose vertices are valid samples on its rim (the surface stays
+    watertight, as terrain tiles need, and over the hole it interpolates the rim
+    heights). RTIN mode has fixed grid nodes; a node on an invalid sample takes a
+    nearby valid height (nearest-valid fill), and triangles whose closed footprint
+    holds no valid sample are dropped, so a hole larger than the local triangles
+    opens. In both modes every vertex height is a valid height found next to it, so a
+    hole never makes a spike or a pit, and every valid sample stays covered.
+    Vertices only used by dropped triangles are removed.
+
+    Memory
+    ------
+    Greedy: about 25 bytes per input sample (input copy and valid mask), plus about
+    60 bytes per output triangle during refinement (flat arrays grown by 1.5x) and 8
+    bytes per sample for the final error check; about 110 bytes per sample in all on a
+    1025 x 1025 grid at 1 m (measured by ``benchmarks/terrain.py``). RTIN: about 45
+    bytes per sample of the padded (2**k + 1)**2 grid (heights, filled heights,
+    errors, vertex map) plus the output.
+
+    Raises
+    ------
+    InputError
+        heights not 2D, fewer than 2 rows or columns, no valid sample, mask of another
+        shape, grid too large for one greedy triangulation.
+    ParameterError
+        ``max_error`` not a positive finite number, unknown ``mode``, bad transform.
+    NotImplementedError
+        ``constraints`` given.
+    """
+    herr, valid, max_error = _check_inputs(heights, max_error, mask, mode, constraints)
+    aff = _affine6(transform)
+    if mode == "greedy":
+        gx, gy, gz, faces = _greedy(herr, valid, max_error)
+    else:
+        from twin.terrain.rtin import rtin_grid
+
+        gx, gy, gz, faces = rtin_grid(herr, valid, max_error)
+    gv = np.column_stack([gx, gy, gz])
+
+    # verification (and the drop rule): rasterise the TIN back onto the grid
+    err, tri_err = tin_errors(gv, faces, herr)
+    keep = tri_err >= 0.0
+    faces = faces[keep]
+    reached = float(np.nanmax(err)) if valid.any() else 0.0
+    if not reached <= max_error:
+        raise RuntimeError(  # a bug, not a user error: the guarantee failed
+            f"TIN error {reached} exceeds max_error {max_error}"
+        )
+
+    used = np.zeros(gv.shape[0], bool)
+    used[faces.ravel()] = True
+    remap = np.cumsum(used) - 1
+    gv = gv[used]
+    faces = remap[faces]
+
+    if aff is None:
+        verts = gv.copy()
+    else:
+        a, b, c, d, e, f = aff
+        cx = gv[:, 0] + 0.5
+        cy = gv[:, 1] + 0.5
+        verts = np.column_stack([a * cx + b * cy + c, d * cx + e * cy + f, gv[:, 2]])
+        if a * e - b * d < 0.0:  # the transform mirrors: keep faces CCW in map space
+            faces = faces[:, [0, 2, 1]]
+    return verts, np.ascontiguousarray(faces, dtype=np.uint32), reached
