@@ -267,7 +267,7 @@ def streams(draw):
     return evs, draw(st.randoms(use_true_random=False))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
 def test_final_state_independent_of_delivery(data):
     """1 % duplicates and 5 % late: final state == state of the sorted, deduplicated
@@ -281,7 +281,8 @@ def test_final_state_independent_of_delivery(data):
         delivered.insert(rnd.randrange(i, len(delivered)), delivered.pop(i))
     rnd.shuffle(delivered) if rnd.random() < 0.3 else None
     with tempfile.TemporaryDirectory() as d:
-        a, b = SQLiteStore(Path(d) / "a.sqlite"), SQLiteStore(Path(d) / "b.sqlite")
+        a = SQLiteStore(Path(d) / "a.sqlite", synchronous="NORMAL")  # no fsync: faster test
+        b = SQLiteStore(Path(d) / "b.sqlite", synchronous="NORMAL")
         k = rnd.randrange(1, 8)
         for j in range(0, len(delivered), k):
             a.apply(delivered[j : j + k])

@@ -154,17 +154,16 @@ def test_walkers_and_vehicles_on_streets(city, events):
 
 def test_headings_follow_motion(city, events):
     """The reported heading is the bearing from one fix to the next (true north)."""
-    frame = city.frame
     errs = []
     for evs in by_entity(events).values():
         if evs[0]["entity_type"] != "vehicle":
             continue
-        for a, b in zip(evs, evs[1:], strict=False):
+        enu = city.frame.from_crs(map_xyz(city, evs), city.crs)
+        for j in range(len(evs) - 1):
+            a, b = evs[j], evs[j + 1]
             if "heading" not in a or a["status"] != "driving" or b["status"] != "driving":
                 continue
-            pa = frame.from_crs(map_xyz(city, [a])[0], city.crs)
-            pb = frame.from_crs(map_xyz(city, [b])[0], city.crs)
-            d = pb - pa
+            d = enu[j + 1] - enu[j]
             if np.hypot(d[0], d[1]) < 3:
                 continue
             bearing = np.degrees(np.arctan2(d[0], d[1])) % 360

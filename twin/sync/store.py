@@ -171,6 +171,17 @@ _UPD_ENTITY = (
 _INS_HIST = (
     f"INSERT INTO history ({', '.join(_HIST_COLS)}) VALUES ({', '.join('?' * len(_HIST_COLS))})"
 )
+# a history row straight from an in-memory entity row (?1 id and ?2 type unused)
+_INS_HIST_ROW = (
+    f"INSERT INTO history ({', '.join(_HIST_COLS)}) VALUES (?16, ?4, ?5, ?3, "
+    "'applied', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+)
+_COPY_HIST = (
+    f"INSERT INTO history ({', '.join(_HIST_COLS)}) SELECT k, observed_ns, event_id, "
+    "revision, 'applied', source, lon, lat, alt, heading, speed, status, attributes, "
+    "building, floor FROM entities WHERE k IN (SELECT value FROM json_each(?))"
+)
+_new = tuple.__new__
 _STATE_COL = {"reported": 1, "dispatched": 2, "on_scene": 3, "resolved": 4, "closed": 5}
 # history rows read back in entity-row column order, then outcome (index 15)
 _HIST_SEL = (
@@ -323,8 +334,9 @@ class SQLiteStore(Store):
                 (json.dumps(missing),),
             ):
                 cache[r[0]] = list(r)
-        hist: list[tuple] = []
-        new_seen: list[tuple] = []
+        hist: list[tuple] = []  # stale events
+        hist_applied: list[tuple] = []  # applied, superseded within the batch (row order)
+        new_seen: list[str] = []
         dirty: dict[str, list] = {}
         created: set[str] = set()
         incident_rows: list[tuple] = []
@@ -333,9 +345,10 @@ class SQLiteStore(Store):
                 continue
             eid = e.event_id
             if eid in seen:
-                outcomes[i] = Outcome(eid, DUPLICATE)
+                outcomes[i] = _new(Outcome, (eid, DUPLICATE, None, None))
                 continue
-            cur_row = cache.get(e.entity_id)
+            ent_id, ns = e.entity_id, e.observed_ns
+            cur_row = cache.get(ent_id)
             rev = cur_row[2] if cur_row is not None else 0
             if cur_row is not None and cur_row[1] != e.entity_type:
                 outcomes[i] = Outcome(
@@ -354,10 +367,12 @@ class SQLiteStore(Store):
                 )
                 continue
             attrs_json = e.attributes_json
-            if cur_row is not None and (e.observed_ns, eid) <= (cur_row[3], cur_row[4]):
+            if cur_row is not None and (
+                ns < cur_row[3] or (ns == cur_row[3] and eid <= cur_row[4])
+            ):
                 # stale: into history as received, the state stays as it is
                 seen.add(eid)
-                new_seen.append((eid,))
+                new_seen.append(eid)
                 hist.append(
                     (
                         cur_row[15],
@@ -424,12 +439,15 @@ class SQLiteStore(Store):
                 cache[e.entity_id] = row
             else:
                 row = cur_row
+                if ent_id in dirty:  # an earlier state of this batch: keep it
+                    hist_applied.append(tuple(row))
                 row[2] += 1
-                row[3] = e.observed_ns
+                row[3] = ns
                 row[4] = eid
                 row[5] = e.source
-                if e.lon is not None:
-                    row[6], row[7], row[8] = e.lon, e.lat, e.alt
+                lon = e.lon
+                if lon is not None:
+                    row[6], row[7], row[8] = lon, e.lat, e.alt
                 if e.heading is not None:
                     row[9] = e.heading
                 if e.speed is not None:
@@ -445,36 +463,24 @@ class SQLiteStore(Store):
                     else:
                         b, f = e.building, e.floor
                     row[12], row[13], row[14] = attrs_json, b, f
-            dirty[e.entity_id] = row
+            dirty[ent_id] = row
             seen.add(eid)
-            new_seen.append((eid,))
-            hist.append(
-                (
-                    row[15],
-                    row[3],
-                    eid,
-                    row[2],
-                    APPLIED,
-                    row[5],
-                    row[6],
-                    row[7],
-                    row[8],
-                    row[9],
-                    row[10],
-                    row[11],
-                    row[12],
-                    row[13],
-                    row[14],
-                )
-            )
-            outcomes[i] = Outcome(eid, APPLIED, row[2])
+            new_seen.append(eid)
+            outcomes[i] = _new(Outcome, (eid, APPLIED, row[2], None))
         if created:
             cur.executemany(_INS_ENTITY, [dirty[i] for i in created])
         if len(dirty) > len(created):
             cur.executemany(_UPD_ENTITY, [r for i, r in dirty.items() if i not in created])
         if new_seen:
-            cur.executemany("INSERT INTO events_seen VALUES (?)", new_seen)
+            cur.execute(
+                "INSERT INTO events_seen SELECT value FROM json_each(?)", (json.dumps(new_seen),)
+            )
+        if hist:
             cur.executemany(_INS_HIST, hist)
+        if hist_applied:
+            cur.executemany(_INS_HIST_ROW, hist_applied)
+        if dirty:  # the final state of each entity is its last applied history row
+            cur.execute(_COPY_HIST, (json.dumps([r[15] for r in dirty.values()]),))
         if incident_rows:
             cur.executemany(
                 "INSERT INTO incidents VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
