@@ -213,6 +213,19 @@ def test_base_from_the_dem_is_the_minimum_under_the_footprint():
         assert building_meshes(far, dem, FRAME) == []
 
 
+def test_geographic_footprints_are_laid_out_in_metres():
+    from affine import Affine
+
+    tr = Affine(1.0, 0, X0 - 10, 0, -1.0, Y0 + 60)
+    dem = Dem(heights=np.full((80, 80), 25.0), transform=tr, crs=pyproj.CRS(CRS))
+    g = rect(X0 + 20, Y0 + 20, 16, 8, 20.0)
+    lonlat = gpd.GeoDataFrame({"height": [9.0]}, geometry=[g], crs=CRS).to_crs("EPSG:4490")
+    (m,) = building_meshes(lonlat, dem, FRAME, lod=1)
+    t = check_closed(m)
+    assert t.volume == pytest.approx(16 * 8 * 9.0, rel=1e-6)
+    assert m.attributes["base_height"] == pytest.approx(25.0)
+
+
 def test_default_height_and_bad_parameters():
     gdf = frame_gdf([box(X0, Y0, X0 + 10, Y0 + 10)], height=[np.nan], base_height=[1.0])
     (m,) = building_meshes(gdf, None, FRAME, default_height=7.0)

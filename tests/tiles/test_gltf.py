@@ -164,3 +164,30 @@ def test_validator_missing_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TWIN_NODE_MODULES", str(tmp_path / "nowhere"))
     with pytest.raises(TwinError, match="gltf-validator not found|Node.js is not installed"):
         validate_glb(p)
+
+
+def test_preview_shows_the_meshes_in_their_colours(tmp_path):
+    from PIL import Image
+
+    from twin.tiles.preview import _SKY, _SUN, render_preview
+
+    plate = (
+        np.array([[-50, -50, 0], [50, -50, 0], [50, 50, 0], [-50, 50, 0]], float),
+        np.array([[0, 1, 2], [0, 2, 3]]),
+        np.array([0.2, 0.8, 0.2]),
+    )
+    v, f = cube((-10.0, -10.0, 0.0), 20.0)
+    red = GltfMesh(positions=v, indices=f, colors=np.tile([1.0, 0.0, 0.0], (8, 1)))
+    p = render_preview([plate, red], tmp_path / "p.png", view="top", size=(160, 120))
+    img = np.asarray(Image.open(p)).astype(float)
+    assert img.shape == (120, 160, 3)
+    lit = 0.35 + 0.65 * (_SUN / np.linalg.norm(_SUN))[2]  # flat faces facing up
+    assert np.allclose(img[60, 80], np.round(np.array([1.0, 0, 0]) * lit * 255), atol=1)
+    assert np.allclose(img[60, 30], np.round(np.array([0.2, 0.8, 0.2]) * lit * 255), atol=1)
+    # the 100 m plate fills the 120 px height (4 % margin), centred: the corner is sky
+    assert np.allclose(img[0, 0], np.round(_SKY * 255), atol=1)
+    before = p.read_bytes()
+    render_preview([plate, red], p, view="top", size=(160, 120))
+    assert p.read_bytes() == before  # deterministic
+    with pytest.raises(ParameterError, match="unknown view"):
+        render_preview([plate], tmp_path / "x.png", view="side")

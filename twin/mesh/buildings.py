@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.crs import LocalFrame, parse_crs, transform
+from twin.crs import LocalFrame, parse_crs, transform, utm_crs_for
 from twin.errors import InputError, ParameterError
 from twin.terrain.dem import Dem
 
@@ -348,11 +348,10 @@ def _base_from_dem(geoms, fp_crs, dem: Dem) -> np.ndarray:
             xy = transform(xy, fp_crs, dem.crs)[:, :2]
             dem_g = shapely.transform(g, lambda p: transform(p, fp_crs, dem.crs)[:, :2])
         samples = [dem.sample(xy[:, 0], xy[:, 1])]
-        # pixel centres inside the footprint
-        c0, r0, c1, r1 = np.inf, np.inf, -np.inf, -np.inf
-        for x, y in xy:
-            c, r = inv @ (x, y)
-            c0, c1, r0, r1 = min(c0, c), max(c1, c), min(r0, r), max(r1, r)
+        # pixel centres inside the footprint: scan its pixel-index bounding box
+        fc = inv.a * xy[:, 0] + inv.b * xy[:, 1] + inv.c
+        fr = inv.d * xy[:, 0] + inv.e * xy[:, 1] + inv.f
+        c0, c1, r0, r1 = fc.min(), fc.max(), fr.min(), fr.max()
         ca, cb = max(int(np.floor(c0)), 0), min(int(np.ceil(c1)), cols)
         ra, rb = max(int(np.floor(r0)), 0), min(int(np.ceil(r1)), rows)
         if ca < cb and ra < rb:
@@ -385,7 +384,9 @@ def building_meshes(
 
     ``footprints_gdf``: a GeoDataFrame as :func:`twin.mesh.footprints.read_footprints`
     returns (columns ``height``, optional ``eave_height``, ``base_height``,
-    ``roof_type``, ``building_id``; Polygon/MultiPolygon with holes). ``dem``: where
+    ``roof_type``, ``building_id``; Polygon/MultiPolygon with holes); footprints in a
+    geographic CRS are first projected (to the DEM's CRS, else their UTM zone) so
+    roofs are laid out in metres. ``dem``: where
     there is no ``base_height`` (may be None when every row has one). All vertices
     are made in the footprint CRS (x, y, height) and transformed with one
     ``frame.from_crs`` call. Footprints whose base is unknown (outside the DEM) are
@@ -401,6 +402,13 @@ def building_meshes(
     gdf = footprints_gdf
     if gdf.crs is None:
         raise InputError("footprints have no CRS", path=gdf.attrs.get("path"))
+    if parse_crs(gdf.crs).is_geographic:
+        # roofs need metres: work in the DEM's projected CRS, else the UTM zone
+        if dem is not None and dem.crs.is_projected:
+            gdf = gdf.to_crs(dem.crs)
+        else:
+            lon, lat = np.asarray(gdf.geometry.union_all().centroid.coords)[0]
+            gdf = gdf.to_crs(utm_crs_for(float(lon), float(lat)))
     n = len(gdf)
     geoms = list(gdf.geometry.values)
     base = (
@@ -484,7 +492,10 @@ def building_meshes(
 
 
 def merge_meshes(meshes: list[BuildingMesh]) -> MergedMesh:
-    """Concatenate building solids into one mesh; ``feature_id`` = list index per face."""
+    """Concatenate building solids into one mesh; ``feature_id`` = list index per face.
+
+    Vertices are not shared between buildings. Memory: the total size of the inputs.
+    """
     if not meshes:
         return MergedMesh(
             np.zeros((0, 3)),

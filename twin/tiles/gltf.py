@@ -289,7 +289,10 @@ def _accessor(doc: dict, binary: bytes, i: int) -> np.ndarray:
 def read_glb(path: str | os.PathLike) -> list[dict]:
     """Read back the triangle primitives of a GLB: one dict per primitive with
     ``name``, ``positions`` (float32, glTF y-up as stored), ``indices`` ((M, 3)
-    uint32) and, where present, ``normals``, ``colors``, ``feature_ids``."""
+    uint32) and, where present, ``normals``, ``colors``, ``feature_ids``.
+
+    Reads the whole file; arrays are views of it (memory: the file size).
+    Raises :class:`InputError` for a missing, truncated or malformed file."""
     doc, binary = read_glb_json(path)
     out = []
     for mesh in doc.get("meshes", []):
