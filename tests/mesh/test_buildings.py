@@ -12,6 +12,8 @@ import pyproj
 import pytest
 import shapely
 import trimesh
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shapely.affinity import rotate
 from shapely.geometry import MultiPolygon, Polygon, box
 
@@ -285,3 +287,31 @@ def test_synthetic_city_matches_its_truth_solids(tmp_path):
         assert in_map(m)[:, 2].max() == pytest.approx(b.base_height + b.ridge_height, abs=1e-6)
         roofs.add(m.attributes["roof_type"])
     assert roofs == {"flat", "gable", "hip"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    length=st.floats(6.0, 60.0),
+    ratio=st.floats(0.2, 1.0),
+    angle=st.floats(0.0, 180.0),
+    eave=st.floats(2.5, 20.0),
+    rise=st.floats(0.5, 8.0),
+    roof=st.sampled_from(["gable", "hip"]),
+)
+def test_rectangles_at_any_angle_give_the_analytic_volume(length, ratio, angle, eave, rise, roof):
+    width = length * ratio
+    gdf = frame_gdf(
+        [rect(X0 + 20, Y0 - 30, length, width, angle)],
+        height=[eave + rise],
+        eave_height=[eave],
+        base_height=[4.0],
+        roof_type=[roof],
+    )
+    (m,) = building_meshes(gdf, None, FRAME)
+    t = check_closed(m)
+    if roof == "gable":
+        expect = length * width * eave + 0.5 * width * rise * length
+    else:
+        expect = length * width * eave + rise * width * (3 * length - width) / 6
+    assert t.volume == pytest.approx(expect, rel=1e-7)
+    assert in_map(m)[:, 2].max() == pytest.approx(4.0 + eave + rise, abs=1e-6)
