@@ -86,12 +86,12 @@ def generate(
     with atomic_dir(out) as tmp:
         with progress.step("city layout and terrain"):
             city = make_city(spec)
-            write_dem(city, spec, tmp / "dem.tif")
+            grid = write_dem(city, spec, tmp / "dem.tif")
             write_footprints(city, tmp / "footprints.gpkg")
             counts["buildings"] = len(city.buildings)
             counts["trees"] = int(len(city.trees))
         with progress.step("truth mesh"):
-            scene = build_truth(city, spec)
+            scene = build_truth(city, spec, grid)
             write_truth(scene, city, tmp)
             counts["truth_faces"] = int(len(scene.faces))
         if spec.lidar:
