@@ -168,6 +168,10 @@ _UPD_ENTITY = (
     "lon = ?7, lat = ?8, alt = ?9, heading = ?10, speed = ?11, status = ?12, "
     "attributes = ?13, building = ?14, floor = ?15 WHERE k = ?16"
 )
+_UPD_MOVE = (
+    "UPDATE entities SET revision = ?, observed_ns = ?, event_id = ?, lon = ?, lat = ?, "
+    "alt = ?, heading = ?, speed = ? WHERE k = ?"
+)
 _INS_HIST = (
     f"INSERT INTO history ({', '.join(_HIST_COLS)}) VALUES ({', '.join('?' * len(_HIST_COLS))})"
 )
@@ -234,7 +238,7 @@ class SQLiteStore(Store):
     """
 
     def __init__(
-        self, path: str | os.PathLike, *, synchronous: str = "FULL", max_cache: int = 2_000_000
+        self, path: str | os.PathLike, *, synchronous: str = "FULL", max_cache: int = 1_000_000
     ):
         self.path = Path(path)
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
@@ -339,6 +343,7 @@ class SQLiteStore(Store):
         new_seen: list[str] = []
         dirty: dict[str, list] = {}
         created: set[str] = set()
+        wide: set[str] = set()  # updated entities whose source/status/attributes changed
         incident_rows: list[tuple] = []
         for i, e in enumerate(evs):
             if e is None:
@@ -444,7 +449,9 @@ class SQLiteStore(Store):
                 row[2] += 1
                 row[3] = ns
                 row[4] = eid
-                row[5] = e.source
+                if e.source != row[5]:
+                    row[5] = e.source
+                    wide.add(ent_id)
                 lon = e.lon
                 if lon is not None:
                     row[6], row[7], row[8] = lon, e.lat, e.alt
@@ -452,9 +459,11 @@ class SQLiteStore(Store):
                     row[9] = e.heading
                 if e.speed is not None:
                     row[10] = e.speed
-                if e.status is not None:
+                if e.status is not None and e.status != row[11]:
                     row[11] = e.status
+                    wide.add(ent_id)
                 if e.attributes:
+                    wide.add(ent_id)
                     if row[12] != "{}":
                         merged = json.loads(row[12])
                         merged.update(e.attributes)
@@ -470,7 +479,14 @@ class SQLiteStore(Store):
         if created:
             cur.executemany(_INS_ENTITY, [dirty[i] for i in created])
         if len(dirty) > len(created):
-            cur.executemany(_UPD_ENTITY, [r for i, r in dirty.items() if i not in created])
+            narrow = []
+            for i, r in dirty.items():
+                if i not in wide and i not in created:
+                    narrow.append((r[2], r[3], r[4], r[6], r[7], r[8], r[9], r[10], r[15]))
+            if narrow:  # the common case: a move; fewer columns, no index to maintain
+                cur.executemany(_UPD_MOVE, narrow)
+            if wide:
+                cur.executemany(_UPD_ENTITY, [dirty[i] for i in wide if i not in created])
         if new_seen:
             cur.execute(
                 "INSERT INTO events_seen SELECT value FROM json_each(?)", (json.dumps(new_seen),)
