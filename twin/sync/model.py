@@ -201,6 +201,8 @@ def check_time(ns: int, now: int | None, *, what: str = "observed_at") -> int:
 # ----------------------------------------------------------------------------- fields
 def _str(obj: dict, key: str, *, required: bool, limit: int = MAX_ID_CHARS) -> str | None:
     v = obj.get(key)
+    if type(v) is str and 0 < len(v) <= limit:  # fast path
+        return v
     if v is None:
         if required:
             raise EventError(f"missing field {key!r}")
@@ -215,6 +217,8 @@ def _str(obj: dict, key: str, *, required: bool, limit: int = MAX_ID_CHARS) -> s
 
 
 def _num(v, key: str, lo: float, hi: float) -> float:
+    if type(v) is float and lo <= v <= hi:  # fast path (NaN fails the comparison)
+        return v
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise EventError(f"{key} must be a number, got {type(v).__name__}")
     v = float(v)
@@ -238,7 +242,7 @@ def _position(lon, lat, alt) -> tuple[float, float, float]:
 
 
 def _attributes(v) -> tuple[dict, str]:
-    if v is None:
+    if v is None or v == {}:
         return {}, "{}"
     if not isinstance(v, dict):
         raise EventError(f"attributes must be a JSON object, got {type(v).__name__}")
