@@ -9,6 +9,8 @@ measures, in one process:
 - vertex cache order: ACMR and ATVR (FIFO, 16 entries, our simulation for both),
   best-of-``repeat`` time, and the first call (Numba compile or cache load) apart;
 - vertex fetch order: time;
+- first-call cost of every function in fresh processes, with a cold Numba cache
+  (compile) and a warm one (load from disk), apart from the timed runs;
 - weld of the mesh's triangle soup (3 vertices per face, exact duplicates):
   output vertex count and time; meshoptimizer's equivalent is
   ``generate_vertex_remap`` + ``remap_index_buffer`` + ``remap_vertex_buffer``.
@@ -135,6 +137,54 @@ def bench_mesh(name: str, v: np.ndarray, f: np.ndarray, repeat: int) -> dict:
     return res
 
 
+_COMPILE_SNIPPET = """
+import time
+import numpy as np
+t0 = time.perf_counter()
+from twin.mesh.reorder import acmr, optimize_vertex_cache, optimize_vertex_fetch
+from twin.mesh.weld import weld
+t1 = time.perf_counter()
+v = np.random.default_rng(0).uniform(0, 1, (30, 3))
+f = np.array([[i, i + 1, i + 2] for i in range(27)], np.uint32)
+out = {}
+for name, fn in [
+    ("weld", lambda: weld(v, f)),
+    ("weld_tol", lambda: weld(v, f, tol=0.01)),
+    ("optimize_vertex_cache", lambda: optimize_vertex_cache(f, 30)),
+    ("optimize_vertex_fetch", lambda: optimize_vertex_fetch(v, f)),
+    ("acmr", lambda: acmr(f, 30)),
+]:
+    t = time.perf_counter()
+    fn()
+    out[name] = time.perf_counter() - t
+out["import"] = t1 - t0
+print(out)
+"""
+
+
+def compile_times() -> dict:
+    """First-call seconds per function in fresh processes: with an empty Numba cache
+    directory (compile) and again with that directory filled (load from disk)."""
+    import ast
+    import subprocess
+    import tempfile
+
+    res = {}
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as cache_dir:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, PYTHONPATH=str(root))
+        for label in ("cold_compile_s", "warm_cache_load_s"):
+            out = subprocess.run(
+                [sys.executable, "-c", _COMPILE_SNIPPET],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            res[label] = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    return res
+
+
 def print_table(results: list[dict]) -> None:
     head = (
         f"{'mesh':6} {'tris':>9} {'method':16} {'ACMR':>7} {'ATVR':>7} {'time s':>8} {'1st s':>7}"
@@ -175,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         r["generate_s"] = gen_s
         results.append(r)
     print_table(results)
+    compiled = compile_times()
+    for label, times in compiled.items():
+        print(f"first call, {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
     mo = _meshopt()
     import numba
 
@@ -193,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "parameters": {"size": args.size, "repeat": args.repeat, "seed": args.seed, "cache": 16},
         "results": results,
+        "first_call": compiled,
     }
     if mo is not None and doc["versions"]["meshoptimizer"] is None:
         from importlib.metadata import version

@@ -41,17 +41,26 @@ def fifo_misses_kernel(faces, n_vertices, cache_size):
 def first_use_kernel(faces, n_vertices):
     """Vertex order of first use: ``new[v]`` = rank of v's first reference, -1 if unused.
 
-    Returns ``(new, count)``. O(M + N); memory one int64 per vertex.
+    Returns ``(new int64 (N,), count, inverse int64 (count,), out_faces uint32 (M, 3))``
+    where ``inverse[r]`` is the input vertex of rank r and ``out_faces = new[faces]``.
+    One pass, O(M + N); memory one int64 per vertex plus the outputs.
     """
+    m = faces.shape[0]
     new = np.full(n_vertices, -1, np.int64)
+    inverse = np.empty(n_vertices, np.int64)
+    out = np.empty((m, 3), np.uint32)
     count = 0
-    for t in range(faces.shape[0]):
+    for t in range(m):
         for k in range(3):
             v = faces[t, k]
-            if new[v] < 0:
-                new[v] = count
+            r = new[v]
+            if r < 0:
+                r = count
+                new[v] = r
+                inverse[r] = v
                 count += 1
-    return new, count
+            out[t, k] = r
+    return new, count, inverse[:count], out
 
 
 #: FIFO slots at the tail of the cache whose vertices count as about to be evicted.

@@ -32,8 +32,9 @@ def fifo_misses_ref(faces: np.ndarray, n_vertices: int, cache_size: int) -> tupl
     return misses, len(seen)
 
 
-def first_use_ref(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, int]:
-    """``new[v]`` = rank of v's first reference (-1 unused), and the count."""
+def first_use_ref(faces: np.ndarray, n_vertices: int):
+    """``(new, count, inverse, out_faces)`` as
+    :func:`~twin.mesh._kernels.first_use_kernel`, with a dict."""
     new = np.full(n_vertices, -1, np.int64)
     order: dict[int, int] = {}
     for v in np.asarray(faces, np.int64).ravel().tolist():
@@ -41,7 +42,8 @@ def first_use_ref(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, int]:
             order[v] = len(order)
     for v, r in order.items():
         new[v] = r
-    return new, len(order)
+    inverse = np.array(list(order), np.int64)
+    return new, len(order), inverse, new[np.asarray(faces, np.int64)].astype(np.uint32)
 
 
 def weld_exact_ref(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

@@ -100,11 +100,7 @@ def optimize_vertex_fetch(
     """
     v, f = check_mesh(vertices, faces)
     attrs = check_attributes(attributes, v.shape[0])
-    remap, count = first_use_kernel(f, v.shape[0])
-    inverse = np.empty(count, np.int64)
-    used = remap >= 0
-    inverse[remap[used]] = np.flatnonzero(used)
-    out_f = remap[f].astype(np.uint32)
+    remap, _, inverse, out_f = first_use_kernel(f, v.shape[0])
     return v[inverse], out_f, (attrs[inverse] if attrs is not None else None), remap
 
 
