@@ -186,6 +186,18 @@ _COPY_HIST = (
     "building, floor FROM entities WHERE k IN (SELECT value FROM json_each(?))"
 )
 _new = tuple.__new__
+_ASOF_COLS = (
+    "?2, ?3, revision, observed_ns, event_id, source, lon, lat, alt, heading, speed, "
+    "status, attributes, building, floor, outcome"
+)
+_ASOF = (
+    f"SELECT {_ASOF_COLS} FROM history WHERE k = ?1 AND observed_ns <= ?4 "
+    "ORDER BY observed_ns DESC, event_id DESC LIMIT 1"
+)
+_ASOF_APPLIED = (
+    f"SELECT {_ASOF_COLS} FROM history WHERE k = ?1 AND observed_ns <= ?4 "
+    "AND outcome = 'applied' ORDER BY observed_ns DESC, event_id DESC LIMIT 1"
+)
 _STATE_COL = {"reported": 1, "dispatched": 2, "on_scene": 3, "resolved": 4, "closed": 5}
 # history rows read back in entity-row column order, then outcome (index 15)
 _HIST_SEL = (
@@ -520,27 +532,28 @@ class SQLiteStore(Store):
             ).fetchone()
             return None if row is None else _entity(row)
         t = _time_ns(at)
-        h = self._con.execute(
-            f"SELECT {_HIST_SEL} FROM entities AS e JOIN history AS h ON h.k = e.k "
-            "WHERE e.id = ?1 AND h.observed_ns <= ?2 "
-            "ORDER BY h.observed_ns DESC, h.event_id DESC LIMIT 1",
-            (entity_id, t),
-        ).fetchone()
+        # id -> (k, type) never changes once an entity exists: the cache may answer
+        cached = self._cache.get(entity_id)
+        if cached is not None:
+            k, typ = cached[15], cached[1]
+        else:
+            r = self._con.execute(
+                "SELECT k, type FROM entities WHERE id = ?", (entity_id,)
+            ).fetchone()
+            if r is None:
+                return None
+            k, typ = r
+        h = self._con.execute(_ASOF, (k, entity_id, typ, t)).fetchone()
         if h is None:
             return None
         ent = _entity(h)
         if h[15] == STALE and (ent.lon is None or ent.status is None):
-            a = self._con.execute(
-                f"SELECT {_HIST_SEL} FROM entities AS e JOIN history AS h ON h.k = e.k "
-                "WHERE e.id = ?1 AND h.observed_ns <= ?2 AND h.outcome = 'applied' "
-                "ORDER BY h.observed_ns DESC, h.event_id DESC LIMIT 1",
-                (entity_id, t),
-            ).fetchone()
+            a = self._con.execute(_ASOF_APPLIED, (k, entity_id, typ, t)).fetchone()
             if a is not None:
                 base = _entity(a)
-                for k in ("lon", "lat", "alt", "heading", "speed", "status"):
-                    if getattr(ent, k) is None:
-                        setattr(ent, k, getattr(base, k))
+                for f in ("lon", "lat", "alt", "heading", "speed", "status"):
+                    if getattr(ent, f) is None:
+                        setattr(ent, f, getattr(base, f))
                 ent.attributes = {**base.attributes, **ent.attributes}
         return ent
 
