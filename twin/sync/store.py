@@ -281,6 +281,7 @@ class SQLiteStore(Store):
         # Write-through cache of current entity rows (id -> row list, see _COLS + k).
         # Valid while no other connection commits: PRAGMA data_version tells.
         self._cache: dict[str, list] = {}
+        self._batch = 0
         self._next_k = (con.execute("SELECT max(k) FROM entities").fetchone()[0] or 0) + 1
         self._version = self._data_version()
 
@@ -297,21 +298,19 @@ class SQLiteStore(Store):
         applies. If anything else fails (disk full, a bug), the whole batch rolls back
         and the exception propagates: nothing of it is visible.
         """
-        evs: list[Event | None] = []
-        outcomes: list[Outcome | None] = []
-        for e in events:
-            if not isinstance(e, Event):
-                try:
-                    e = parse_event(e, now=now)
-                except EventError as exc:
-                    evs.append(None)
-                    eid = e.get("event_id") if isinstance(e, dict) else None
-                    outcomes.append(
-                        Outcome(eid if isinstance(eid, str) else None, REJECTED, None, exc.reason)
-                    )
-                    continue
-            evs.append(e)
-            outcomes.append(None)
+        evs: list[Event | None] = list(events)
+        outcomes: list[Outcome | None] = [None] * len(evs)
+        for i, e in enumerate(evs):
+            if type(e) is Event:
+                continue
+            try:
+                evs[i] = parse_event(e, now=now)
+            except EventError as exc:
+                evs[i] = None
+                eid = e.get("event_id") if isinstance(e, dict) else None
+                outcomes[i] = Outcome(
+                    eid if isinstance(eid, str) else None, REJECTED, None, exc.reason
+                )
         cur = self._cur
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -349,14 +348,18 @@ class SQLiteStore(Store):
                 f"SELECT {_SEL}, k FROM entities WHERE id IN (SELECT value FROM json_each(?1))",
                 (json.dumps(missing),),
             ):
-                cache[r[0]] = list(r)
+                cache[r[0]] = [*r, 0, 0, 0]
         hist: list[tuple] = []  # stale events
         hist_applied: list[tuple] = []  # applied, superseded within the batch (row order)
         new_seen: list[str] = []
-        dirty: dict[str, list] = {}
-        created: set[str] = set()
-        wide: set[str] = set()  # updated entities whose source/status/attributes changed
+        # rows touched by this batch; marks in each row (no per-event set lookups):
+        # row[16] == token: dirty in this batch, row[17]: wide update, row[18]: created
+        self._batch += 1
+        token = self._batch
+        dirty: list[list] = []
+        created: list[list] = []
         incident_rows: list[tuple] = []
+        cache_get, seen_add, seen_append = cache.get, seen.add, new_seen.append
         for i, e in enumerate(evs):
             if e is None:
                 continue
@@ -365,7 +368,7 @@ class SQLiteStore(Store):
                 outcomes[i] = _new(Outcome, (eid, DUPLICATE, None, None))
                 continue
             ent_id, ns = e.entity_id, e.observed_ns
-            cur_row = cache.get(ent_id)
+            cur_row = cache_get(ent_id)
             rev = cur_row[2] if cur_row is not None else 0
             if cur_row is not None and cur_row[1] != e.entity_type:
                 outcomes[i] = Outcome(
@@ -450,20 +453,27 @@ class SQLiteStore(Store):
                     e.building,
                     e.floor,
                     self._next_k,
+                    token,
+                    0,
+                    token,
                 ]
                 self._next_k += 1
-                created.add(e.entity_id)
-                cache[e.entity_id] = row
+                created.append(row)
+                dirty.append(row)
+                cache[ent_id] = row
             else:
                 row = cur_row
-                if ent_id in dirty:  # an earlier state of this batch: keep it
-                    hist_applied.append(tuple(row))
+                if row[16] == token:  # an earlier state of this batch: keep it
+                    hist_applied.append(row[:16])
+                else:
+                    row[16] = token
+                    dirty.append(row)
                 row[2] += 1
                 row[3] = ns
                 row[4] = eid
                 if e.source != row[5]:
                     row[5] = e.source
-                    wide.add(ent_id)
+                    row[17] = token
                 lon = e.lon
                 if lon is not None:
                     row[6], row[7], row[8] = lon, e.lat, e.alt
@@ -473,9 +483,9 @@ class SQLiteStore(Store):
                     row[10] = e.speed
                 if e.status is not None and e.status != row[11]:
                     row[11] = e.status
-                    wide.add(ent_id)
+                    row[17] = token
                 if e.attributes:
-                    wide.add(ent_id)
+                    row[17] = token
                     if row[12] != "{}":
                         merged = json.loads(row[12])
                         merged.update(e.attributes)
@@ -484,21 +494,24 @@ class SQLiteStore(Store):
                     else:
                         b, f = e.building, e.floor
                     row[12], row[13], row[14] = attrs_json, b, f
-            dirty[ent_id] = row
-            seen.add(eid)
-            new_seen.append(eid)
+            seen_add(eid)
+            seen_append(eid)
             outcomes[i] = _new(Outcome, (eid, APPLIED, row[2], None))
         if created:
-            cur.executemany(_INS_ENTITY, [dirty[i] for i in created])
+            cur.executemany(_INS_ENTITY, [r[:16] for r in created])
         if len(dirty) > len(created):
-            narrow = []
-            for i, r in dirty.items():
-                if i not in wide and i not in created:
+            narrow, wide = [], []
+            for r in dirty:
+                if r[18] == token:
+                    continue
+                if r[17] == token:
+                    wide.append(r[:16])
+                else:
                     narrow.append((r[2], r[3], r[4], r[6], r[7], r[8], r[9], r[10], r[15]))
             if narrow:  # the common case: a move; fewer columns, no index to maintain
                 cur.executemany(_UPD_MOVE, narrow)
             if wide:
-                cur.executemany(_UPD_ENTITY, [dirty[i] for i in wide if i not in created])
+                cur.executemany(_UPD_ENTITY, wide)
         if new_seen:
             cur.execute(
                 "INSERT INTO events_seen SELECT value FROM json_each(?)", (json.dumps(new_seen),)
@@ -508,7 +521,7 @@ class SQLiteStore(Store):
         if hist_applied:
             cur.executemany(_INS_HIST_ROW, hist_applied)
         if dirty:  # the final state of each entity is its last applied history row
-            cur.execute(_COPY_HIST, (json.dumps([r[15] for r in dirty.values()]),))
+            cur.execute(_COPY_HIST, (json.dumps([r[15] for r in dirty]),))
         if incident_rows:
             cur.executemany(
                 "INSERT INTO incidents VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
