@@ -245,8 +245,16 @@ class SQLiteStore(Store):
     event is never lost. The cost is one fsync per batch, negligible with batches of
     thousands of events.
 
-    Memory: ``apply`` holds one batch and the current rows of the entities it touches.
-    Disk grows with the number of history rows (every applied or stale event).
+    Speed: current entity rows are cached in memory (write-through; dropped when
+    another connection commits, which ``PRAGMA data_version`` reveals, or after a
+    rollback), history is an append-only rowid table indexed by (entity key,
+    observed_ns, event_id), and the last applied state of each entity in a batch is
+    copied into history set-based from ``entities``; only superseded and stale
+    rows are bound one by one.
+
+    Memory: one batch, plus the entity cache (about 350 bytes per entity, cleared
+    when it exceeds ``max_cache`` entities). Disk grows with the number of history
+    rows (every applied or stale event).
     """
 
     def __init__(
@@ -322,7 +330,6 @@ class SQLiteStore(Store):
             cur.execute("COMMIT")
         except BaseException:
             self._cache.clear()  # rows were changed in place
-            self._next_k = -1
             cur.execute("ROLLBACK")
             self._next_k = (cur.execute("SELECT max(k) FROM entities").fetchone()[0] or 0) + 1
             raise
