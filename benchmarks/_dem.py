@@ -15,7 +15,7 @@ import numpy as np
 def fractal_dem(
     size: int = 1025,
     relief: float = 600.0,
-    hurst: float = 0.8,
+    hurst: float = 0.7,
     seed: int = 5,
     base: float = 100.0,
 ) -> np.ndarray:

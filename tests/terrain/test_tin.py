@@ -203,7 +203,7 @@ def test_rtin_kernel_matches_reference(size, max_error, seed):
     rng = np.random.default_rng(seed)
     h = np.cumsum(np.cumsum(rng.normal(size=(size, size)), 0), 1) * 0.2
     valid = np.ones(h.shape, bool)
-    E = _kernels.rtin_errors(h, h)
+    E = _kernels.rtin_errors(h, h, max_error)
     vid, tri = _kernels.rtin_extract(E, max_error)
     ys, xs = np.nonzero(vid >= 0)
     node = list(zip(xs.tolist(), ys.tolist(), strict=True))
@@ -358,6 +358,11 @@ def test_bad_max_error(bad):
 def test_bad_heights(heights, kwargs, match, mode):
     with pytest.raises(InputError, match=match):
         tin(heights, 1.0, mode=mode, **kwargs)
+
+
+def test_greedy_refuses_grids_beyond_exact_predicates():
+    with pytest.raises(InputError, match="tiles"):
+        tin(np.zeros((2, 2**14 + 2)), 1.0)
 
 
 def test_bad_mode_transform_constraints():

@@ -68,6 +68,57 @@ def _span(a, k, lo, hi):
     return lo, hi
 
 
+@njit(cache=True, inline="always")
+def _edge_setup(a, b, c, y0):
+    """Exact incremental span bound of the half-plane a*x + b*y + c >= 0 along rows.
+
+    Returns ``(kind, q, r, d, dq, dr)`` for row y0: kind 1 means x >= ceil(q + r/d),
+    kind -1 means x <= q (with r/d < 1 the fraction), kind 0 (a == 0) means the row is
+    inside iff q >= 0. Stepping one row down is :func:`_edge_step`: integer adds, no
+    division (a Bresenham-style quotient/remainder walk)."""
+    if a > 0:
+        m = -(b * y0 + c)
+        d = a
+        dm = -b
+        kind = 1
+    elif a < 0:
+        m = b * y0 + c
+        d = -a
+        dm = b
+        kind = -1
+    else:
+        return 0, b * y0 + c, np.int64(0), np.int64(1), b, np.int64(0)
+    q = m // d
+    r = m - q * d
+    dq = dm // d
+    dr = dm - dq * d
+    return kind, q, r, d, dq, dr
+
+
+@njit(cache=True, inline="always")
+def _edge_bound(kind, q, r, lo, hi):
+    if kind == 1:
+        m = q + (r > 0)
+        if m > lo:
+            lo = m
+    elif kind == -1:
+        if q < hi:
+            hi = q
+    elif q < 0:
+        hi = lo - 1
+    return lo, hi
+
+
+@njit(cache=True, inline="always")
+def _edge_step(q, r, d, dq, dr):
+    q += dq
+    r += dr
+    if r >= d:
+        r -= d
+        q += 1
+    return q, r
+
+
 @njit(cache=True)
 def tri_worst(x0, y0, z0, x1, y1, z1, x2, y2, z2, herr):
     """Worst vertical error of the plane through three integer grid vertices over every
@@ -110,10 +161,16 @@ def tri_worst(x0, y0, z0, x1, y1, z1, x2, y2, z2, herr):
     a2 = y0 - y1
     b2 = x1 - x0
     c2 = (y1 - y0) * x0 - (x1 - x0) * y0
+    k0, q0, r0, d0, dq0, dr0 = _edge_setup(a0, b0, c0, ymin)
+    k1, q1, r1, d1, dq1, dr1 = _edge_setup(a1, b1, c1, ymin)
+    k2, q2, r2, d2, dq2, dr2 = _edge_setup(a2, b2, c2, ymin)
     for y in range(ymin, ymax + 1):
-        lo, hi = _span(a0, b0 * y + c0, xmin, xmax)
-        lo, hi = _span(a1, b1 * y + c1, lo, hi)
-        lo, hi = _span(a2, b2 * y + c2, lo, hi)
+        lo, hi = _edge_bound(k0, q0, r0, xmin, xmax)
+        lo, hi = _edge_bound(k1, q1, r1, lo, hi)
+        lo, hi = _edge_bound(k2, q2, r2, lo, hi)
+        q0, r0 = _edge_step(q0, r0, d0, dq0, dr0)
+        q1, r1 = _edge_step(q1, r1, d1, dq1, dr1)
+        q2, r2 = _edge_step(q2, r2, d2, dq2, dr2)
         if lo > hi:
             continue
         zrow = z0 + gy * (y - y0) - gx * x0
@@ -123,6 +180,129 @@ def tri_worst(x0, y0, z0, x1, y1, z1, x2, y2, z2, herr):
                 best = e
                 besti = y * cols + x
     return best, besti
+
+
+@njit(cache=True)
+def tri_max_capped(x0, y0, z0, x1, y1, z1, x2, y2, z2, herr, cap):
+    """Like :func:`tri_worst` without the argmax, returning as soon as an error above
+    ``cap`` is found (the value returned is then that first error, > cap)."""
+    x0 = np.int64(x0)
+    y0 = np.int64(y0)
+    x1 = np.int64(x1)
+    y1 = np.int64(y1)
+    x2 = np.int64(x2)
+    y2 = np.int64(y2)
+    area = _orient(x0, y0, x1, y1, x2, y2)
+    if area < 0:
+        x1, y1, z1, x2, y2, z2 = x2, y2, z2, x1, y1, z1
+        area = -area
+    best = -1.0
+    if area == 0:
+        return best
+    fa = float(area)
+    gx = ((z1 - z0) * (y2 - y0) - (z2 - z0) * (y1 - y0)) / fa
+    gy = ((z2 - z0) * (x1 - x0) - (z1 - z0) * (x2 - x0)) / fa
+    xmin = min(x0, min(x1, x2))
+    xmax = max(x0, max(x1, x2))
+    ymin = min(y0, min(y1, y2))
+    ymax = max(y0, max(y1, y2))
+    a0 = y1 - y2
+    b0 = x2 - x1
+    c0 = (y2 - y1) * x1 - (x2 - x1) * y1
+    a1 = y2 - y0
+    b1 = x0 - x2
+    c1 = (y0 - y2) * x2 - (x0 - x2) * y2
+    a2 = y0 - y1
+    b2 = x1 - x0
+    c2 = (y1 - y0) * x0 - (x1 - x0) * y0
+    k0, q0, r0, d0, dq0, dr0 = _edge_setup(a0, b0, c0, ymin)
+    k1, q1, r1, d1, dq1, dr1 = _edge_setup(a1, b1, c1, ymin)
+    k2, q2, r2, d2, dq2, dr2 = _edge_setup(a2, b2, c2, ymin)
+    for y in range(ymin, ymax + 1):
+        lo, hi = _edge_bound(k0, q0, r0, xmin, xmax)
+        lo, hi = _edge_bound(k1, q1, r1, lo, hi)
+        lo, hi = _edge_bound(k2, q2, r2, lo, hi)
+        q0, r0 = _edge_step(q0, r0, d0, dq0, dr0)
+        q1, r1 = _edge_step(q1, r1, d1, dq1, dr1)
+        q2, r2 = _edge_step(q2, r2, d2, dq2, dr2)
+        zrow = z0 + gy * (y - y0) - gx * x0
+        for x in range(lo, hi + 1):
+            e = abs(zrow + gx * x - herr[y, x])
+            if e > best:
+                best = e
+                if e > cap:
+                    return e
+    return best
+
+
+@njit(cache=True)
+def tin_max_error_int(px, py, pz, faces, herr):
+    """Verification for a TIN whose vertices are grid samples (integer px, py): each
+    triangle's worst error over the valid samples in its closed footprint (-1 when it
+    covers none, exact spans as in :func:`tri_worst`), and the number of valid samples
+    no triangle covers. Memory: 1 byte per sample plus 8 per triangle."""
+    rows, cols = herr.shape
+    covered = np.zeros((rows, cols), np.uint8)
+    nf = faces.shape[0]
+    tri_err = np.empty(nf, np.float64)
+    for f in range(nf):
+        i0 = faces[f, 0]
+        i1 = faces[f, 1]
+        i2 = faces[f, 2]
+        x0 = np.int64(px[i0])
+        y0 = np.int64(py[i0])
+        z0 = pz[i0]
+        x1 = np.int64(px[i1])
+        y1 = np.int64(py[i1])
+        z1 = pz[i1]
+        x2 = np.int64(px[i2])
+        y2 = np.int64(py[i2])
+        z2 = pz[i2]
+        area = _orient(x0, y0, x1, y1, x2, y2)
+        if area < 0:
+            x1, y1, z1, x2, y2, z2 = x2, y2, z2, x1, y1, z1
+            area = -area
+        best = -1.0
+        if area > 0:
+            fa = float(area)
+            gx = ((z1 - z0) * (y2 - y0) - (z2 - z0) * (y1 - y0)) / fa
+            gy = ((z2 - z0) * (x1 - x0) - (z1 - z0) * (x2 - x0)) / fa
+            xmin = max(min(x0, min(x1, x2)), 0)
+            xmax = min(max(x0, max(x1, x2)), cols - 1)
+            ymin = max(min(y0, min(y1, y2)), 0)
+            ymax = min(max(y0, max(y1, y2)), rows - 1)
+            a0 = y1 - y2
+            b0 = x2 - x1
+            c0 = (y2 - y1) * x1 - (x2 - x1) * y1
+            a1 = y2 - y0
+            b1 = x0 - x2
+            c1 = (y0 - y2) * x2 - (x0 - x2) * y2
+            a2 = y0 - y1
+            b2 = x1 - x0
+            c2 = (y1 - y0) * x0 - (x1 - x0) * y0
+            k0, q0, r0, d0, dq0, dr0 = _edge_setup(a0, b0, c0, ymin)
+            k1, q1, r1, d1, dq1, dr1 = _edge_setup(a1, b1, c1, ymin)
+            k2, q2, r2, d2, dq2, dr2 = _edge_setup(a2, b2, c2, ymin)
+            for y in range(ymin, ymax + 1):
+                lo, hi = _edge_bound(k0, q0, r0, xmin, xmax)
+                lo, hi = _edge_bound(k1, q1, r1, lo, hi)
+                lo, hi = _edge_bound(k2, q2, r2, lo, hi)
+                q0, r0 = _edge_step(q0, r0, d0, dq0, dr0)
+                q1, r1 = _edge_step(q1, r1, d1, dq1, dr1)
+                q2, r2 = _edge_step(q2, r2, d2, dq2, dr2)
+                zrow = z0 + gy * (y - y0) - gx * x0
+                for x in range(lo, hi + 1):
+                    covered[y, x] = 1
+                    e = abs(zrow + gx * x - herr[y, x])
+                    if e > best:
+                        best = e
+        tri_err[f] = best
+    uncovered = 0
+    for y in range(rows):
+        for x in range(cols):
+            if covered[y, x] == 0 and herr[y, x] == herr[y, x]:
+                uncovered += 1
+    return tri_err, uncovered
 
 
 # --------------------------------------------------------------------------------------
@@ -555,7 +735,7 @@ def _refine(
 
 
 @njit(cache=True)
-def rtin_errors(herr, hvert):
+def rtin_errors(herr, hvert, max_error):
     """Exact hierarchical errors of the RTIN over a square grid of size s = 2**k + 1.
 
     Every triangle of the binary hierarchy is rasterised against its own plane (through
@@ -566,8 +746,12 @@ def rtin_errors(herr, hvert):
     midpoints, processed from the finest level up: a triangle is split exactly when its
     midpoint error exceeds the tolerance, and the result is always conforming.
 
-    Returns a float64 (s, s) array (0 where no triangle has that midpoint). Work grows
-    with s**2 * log2(s); memory is the output (8 bytes per sample) plus a small stack.
+    Errors are exact up to ``max_error``: a triangle whose children already exceed it
+    is not rasterised, and rasterising stops at the first sample beyond it, so a value
+    above ``max_error`` only means "split" (:func:`rtin_extract` must use the same or
+    a larger tolerance). Returns a float64 (s, s) array (0 where no triangle has that
+    midpoint). Work grows with s**2 (times log2(s) at worst, for a tolerance no
+    sample exceeds); memory is the output (8 bytes per sample) plus a small stack.
     """
     s = herr.shape[0]
     S = s - 1
@@ -634,20 +818,79 @@ def rtin_errors(herr, hvert):
                 )
                 n += 1
                 continue
-            err, _ = tri_worst(
-                ax, ay, hvert[ay, ax], bx, by, hvert[by, bx], cx, cy, hvert[cy, cx], herr
-            )
-            if err > E[my, mx]:
-                E[my, mx] = err
+            e = E[my, mx]  # the hypotenuse neighbour may have set it already
             if dep + 1 < depth_max:
                 # children (c, a, m) and (b, c, m): midpoints of c-a and b-c
-                e1 = E[(cy + ay) >> 1, (cx + ax) >> 1]
-                e2 = E[(by + cy) >> 1, (bx + cx) >> 1]
-                if e1 > E[my, mx]:
-                    E[my, mx] = e1
-                if e2 > E[my, mx]:
-                    E[my, mx] = e2
+                e = max(e, E[(cy + ay) >> 1, (cx + ax) >> 1])
+                e = max(e, E[(by + cy) >> 1, (bx + cx) >> 1])
+            if e <= max_error:
+                # only needed when nothing below already forces the split
+                e = max(
+                    e,
+                    tri_max_capped(
+                        ax,
+                        ay,
+                        hvert[ay, ax],
+                        bx,
+                        by,
+                        hvert[by, bx],
+                        cx,
+                        cy,
+                        hvert[cy, cx],
+                        herr,
+                        max_error,
+                    ),
+                )
+            E[my, mx] = e
     return E
+
+
+@njit(cache=True)
+def _rtin_walk(E, max_error, vid, out):
+    """Depth-first walk of the RTIN leaves (split while the midpoint error exceeds
+    ``max_error``). First pass (``out`` empty): mark used nodes in ``vid`` (set to 0)
+    and count triangles. Second pass: write CCW triangles of ``vid`` indices."""
+    s = E.shape[0]
+    S = s - 1
+    depth_max = 0
+    while (1 << (depth_max // 2)) < S:
+        depth_max += 2
+    write = out.shape[0] > 0
+    st = np.empty((2 * depth_max + 8, 7), np.int64)
+    st[0, 0], st[0, 1], st[0, 2], st[0, 3], st[0, 4], st[0, 5], st[0, 6] = 0, 0, S, S, S, 0, 0
+    st[1, 0], st[1, 1], st[1, 2], st[1, 3], st[1, 4], st[1, 5], st[1, 6] = S, S, 0, 0, 0, S, 0
+    n = 2
+    nt = 0
+    while n > 0:
+        n -= 1
+        ax = st[n, 0]
+        ay = st[n, 1]
+        bx = st[n, 2]
+        by = st[n, 3]
+        cx = st[n, 4]
+        cy = st[n, 5]
+        dep = st[n, 6]
+        mx = (ax + bx) >> 1
+        my = (ay + by) >> 1
+        if dep < depth_max and E[my, mx] > max_error:
+            st[n, 0], st[n, 1], st[n, 2], st[n, 3] = cx, cy, ax, ay
+            st[n, 4], st[n, 5], st[n, 6] = mx, my, dep + 1
+            n += 1
+            st[n, 0], st[n, 1], st[n, 2], st[n, 3] = bx, by, cx, cy
+            st[n, 4], st[n, 5], st[n, 6] = mx, my, dep + 1
+            n += 1
+            continue
+        if write:
+            if _orient(ax, ay, bx, by, cx, cy) > 0:
+                out[nt, 0], out[nt, 1], out[nt, 2] = vid[ay, ax], vid[by, bx], vid[cy, cx]
+            else:
+                out[nt, 0], out[nt, 1], out[nt, 2] = vid[ay, ax], vid[cy, cx], vid[by, bx]
+        else:
+            vid[ay, ax] = 0
+            vid[by, bx] = 0
+            vid[cy, cx] = 0
+        nt += 1
+    return nt
 
 
 @njit(cache=True)
@@ -655,84 +898,21 @@ def rtin_extract(E, max_error):
     """Triangles of the RTIN whose midpoint errors are within ``max_error``.
 
     Returns ``(vid, tri)``: an (s, s) int32 map from grid node to vertex index (-1 when
-    unused; vertices numbered in row-major order) and a flat int32 array of vertex
-    indices, 3 per triangle, CCW with x = column, y = row upwards. Memory: 4 bytes per
-    sample plus the output.
+    unused; vertices numbered in row-major order) and an (M, 3) int32 array of vertex
+    indices, CCW with x = column, y = row upwards. Two walks of the hierarchy (count,
+    then write). Memory: 4 bytes per sample plus the output.
     """
     s = E.shape[0]
-    S = s - 1
-    depth_max = 0
-    while (1 << (depth_max // 2)) < S:
-        depth_max += 2
-    cap = 1024
-    tri = np.empty(3 * cap, np.int64)
-    nt = 0
-    used = np.zeros((s, s), np.uint8)
-    st = np.empty((2 * depth_max + 8, 7), np.int64)
-    n = 0
-    st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = 0, 0, S, S, S, 0, 0
-    n += 1
-    st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = S, S, 0, 0, 0, S, 0
-    n += 1
-    while n > 0:
-        n -= 1
-        ax, ay, bx, by, cx, cy, dep = (
-            st[n, 0],
-            st[n, 1],
-            st[n, 2],
-            st[n, 3],
-            st[n, 4],
-            st[n, 5],
-            st[n, 6],
-        )
-        mx = (ax + bx) >> 1
-        my = (ay + by) >> 1
-        if dep < depth_max and E[my, mx] > max_error:
-            st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = (
-                cx,
-                cy,
-                ax,
-                ay,
-                mx,
-                my,
-                dep + 1,
-            )
-            n += 1
-            st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = (
-                bx,
-                by,
-                cx,
-                cy,
-                mx,
-                my,
-                dep + 1,
-            )
-            n += 1
-            continue
-        if nt + 1 > cap:
-            cap = cap + cap // 2 + 1
-            t2 = np.empty(3 * cap, np.int64)
-            t2[: 3 * nt] = tri[: 3 * nt]
-            tri = t2
-        if _orient(ax, ay, bx, by, cx, cy) > 0:
-            tri[3 * nt], tri[3 * nt + 1], tri[3 * nt + 2] = ay * s + ax, by * s + bx, cy * s + cx
-        else:
-            tri[3 * nt], tri[3 * nt + 1], tri[3 * nt + 2] = ay * s + ax, cy * s + cx, by * s + bx
-        used[ay, ax] = 1
-        used[by, bx] = 1
-        used[cy, cx] = 1
-        nt += 1
     vid = np.full((s, s), -1, np.int32)
+    nt = _rtin_walk(E, max_error, vid, np.empty((0, 3), np.int32))
     k = 0
     for y in range(s):
         for x in range(s):
-            if used[y, x]:
+            if vid[y, x] == 0:
                 vid[y, x] = k
                 k += 1
-    out = np.empty(3 * nt, np.int32)
-    for i in range(3 * nt):
-        node = tri[i]
-        out[i] = vid[node // s, node % s]
+    out = np.empty((nt, 3), np.int32)
+    _rtin_walk(E, max_error, vid, out)
     return vid, out
 
 

@@ -40,7 +40,7 @@ def rtin_grid(herr: np.ndarray, valid: np.ndarray, max_error: float):
     vp = np.zeros((s, s), bool)
     vp[:rows, :cols] = valid
     hvert = _kernels.fill_nearest(hp, vp)
-    E = _kernels.rtin_errors(hp, hvert)
+    E = _kernels.rtin_errors(hp, hvert, max_error)
     vid, tri = _kernels.rtin_extract(E, max_error)
     ys, xs = np.nonzero(vid >= 0)  # row-major, the kernel's vertex order
     gx = xs.astype(np.float64)

@@ -154,6 +154,19 @@ def tin_errors(grid_vertices: np.ndarray, faces: np.ndarray, herr: np.ndarray):
     )
 
 
+def _verify(gv: np.ndarray, faces: np.ndarray, herr: np.ndarray):
+    """Per-triangle worst error and the count of uncovered valid samples, by
+    rasterising the TIN onto the grid (exact integer spans when every vertex is a grid
+    sample, else the float rasteriser)."""
+    if np.array_equal(gv[:, :2], np.round(gv[:, :2])):
+        f = np.ascontiguousarray(faces, dtype=np.int64)
+        return _kernels.tin_max_error_int(
+            gv[:, 0].astype(np.int64), gv[:, 1].astype(np.int64), gv[:, 2].copy(), f, herr
+        )
+    err, tri_err = tin_errors(gv, faces, herr)
+    return tri_err, int(np.isinf(err).sum())
+
+
 def tin(
     heights,
     max_error: float,
@@ -243,13 +256,13 @@ def tin(
     gv = np.column_stack([gx, gy, gz])
 
     # verification (and the drop rule): rasterise the TIN back onto the grid
-    err, tri_err = tin_errors(gv, faces, herr)
+    tri_err, uncovered = _verify(gv, faces, herr)
     keep = tri_err >= 0.0
     faces = faces[keep]
-    reached = float(np.nanmax(err)) if valid.any() else 0.0
+    reached = float(tri_err.max()) if uncovered == 0 else math.inf
     if not reached <= max_error:
         raise RuntimeError(  # a bug, not a user error: the guarantee failed
-            f"TIN error {reached} exceeds max_error {max_error}"
+            f"TIN error {reached} exceeds max_error {max_error} ({uncovered} samples uncovered)"
         )
 
     used = np.zeros(gv.shape[0], bool)

@@ -1,0 +1,295 @@
+"""Terrain TIN benchmark: twin (greedy, RTIN) against pydelatin and pymartini.
+
+    python benchmarks/terrain.py --json out.json [--size 1025] [--repeat 3]
+
+On a seeded fractal DEM (``benchmarks/_dem.py``, 600 m relief) at max error 1 m and
+5 m, and on the real DEMs in ``../shared/data/dem``: triangle count, time (best of
+``--repeat``; our first call in this process, and a cold Numba compile in a fresh
+process, separately), the max error *measured* for every method with the same
+rasteriser (:func:`twin.terrain.tin.tin_errors`, checked against a NumPy reference in
+the tests) next to the requested one, and peak memory per input sample (peak RSS
+growth of a fresh child process running the method once). Peers get nodata filled with the
+nearest valid height (they cannot skip samples); errors are measured on valid samples
+only. pymartini needs a (2**k+1)**2 grid: other rasters are edge-padded for it.
+Prints a table and writes JSON. Times are CPU-noisy on shared machines: compare the
+ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._dem import fractal_dem  # noqa: E402
+from twin.terrain import _kernels  # noqa: E402
+from twin.terrain.tin import tin, tin_errors  # noqa: E402
+
+SHARED_DEM = ROOT.parent / "shared" / "data" / "dem"
+
+
+# --------------------------------------------------------------------------------------
+# methods: each returns grid-coordinate vertices (col, row, z) and faces
+# --------------------------------------------------------------------------------------
+
+
+def run_twin(mode):
+    def f(h, valid, max_error):
+        v, faces, _ = tin(h, max_error, mask=valid, mode=mode)
+        return v, faces
+
+    return f
+
+
+def run_pydelatin(h, valid, max_error):
+    from pydelatin import Delatin
+
+    filled = _filled(h, valid).astype(np.float32)
+    d = Delatin(filled, max_error=max_error)
+    v = d.vertices.astype(np.float64)
+    gv = np.column_stack([v[:, 0], (h.shape[0] - 1) - v[:, 1], v[:, 2]])  # it flips y
+    return gv, d.triangles
+
+
+def run_pymartini(h, valid, max_error):
+    from pymartini import Martini
+
+    rows, cols = h.shape
+    s = 2
+    while s + 1 < max(rows, cols):
+        s *= 2
+    s += 1
+    filled = _filled(h, valid)
+    padded = np.pad(filled, ((0, s - rows), (0, s - cols)), mode="edge").astype(np.float32)
+    v, faces = Martini(s).create_tile(padded).get_mesh(max_error)
+    v = v.astype(np.int64)
+    gv = np.column_stack([v[:, 0], v[:, 1], padded[v[:, 1], v[:, 0]]]).astype(np.float64)
+    return gv, faces
+
+
+METHODS = {
+    "twin-greedy": run_twin("greedy"),
+    "twin-rtin": run_twin("rtin"),
+    "pydelatin": run_pydelatin,
+    "pymartini": run_pymartini,
+}
+
+
+def _filled(h, valid):
+    if valid.all():
+        return h
+    return _kernels.fill_nearest(np.where(valid, h, np.nan), valid)
+
+
+# --------------------------------------------------------------------------------------
+# measurement
+# --------------------------------------------------------------------------------------
+
+
+def _rss_kib(field):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def _mem_child(name, h, valid, max_error, q):
+    sys.path.insert(0, str(ROOT))
+    fn = METHODS[name]
+    fn(h[:65, :65], valid[:65, :65], max_error)  # load compiled code / warm imports
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset the peak RSS
+    except OSError:
+        pass
+    before = _rss_kib("VmRSS")
+    fn(h, valid, max_error)
+    q.put((_rss_kib("VmHWM") - before) * 1024)
+
+
+def peak_memory(name, h, valid, max_error):
+    ctx = mp.get_context("spawn")  # a fresh heap: freed pages of earlier runs don't hide growth
+    q = ctx.Queue()
+    p = ctx.Process(target=_mem_child, args=(name, h, valid, max_error, q))
+    p.start()
+    out = q.get(timeout=600)
+    p.join()
+    return out
+
+
+def measure(name, h, valid, max_error, repeat, memory=True):
+    fn = METHODS[name]
+    t0 = time.perf_counter()
+    gv, faces = fn(h, valid, max_error)
+    first = time.perf_counter() - t0
+    times, cpu = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        gv, faces = fn(h, valid, max_error)
+        cpu.append(time.process_time() - c0)
+        times.append(time.perf_counter() - t0)
+    herr = np.where(valid, h, np.nan)
+    err, _ = tin_errors(gv, np.asarray(faces, dtype=np.int64), herr)
+    measured = float(np.nanmax(err))
+    uncovered = int(np.isinf(err).sum())
+    row = {
+        "method": name,
+        "max_error": max_error,
+        "triangles": int(len(faces)),
+        "vertices": int(len(gv)),
+        "time_s": min(times),
+        "cpu_s": min(cpu),
+        "first_call_s": first,
+        "measured_max_error": measured,
+        "uncovered_samples": uncovered,
+        "bound_holds": bool(measured <= max_error + 1e-9 and uncovered == 0),
+    }
+    if memory:
+        row["peak_bytes_per_sample"] = peak_memory(name, h, valid, max_error) / h.size
+    return row
+
+
+def cold_compile_seconds():
+    """First call of both modes in a fresh process with an empty Numba cache."""
+    code = (
+        "import time, numpy as np\n"
+        "t = time.perf_counter()\n"
+        "from twin.terrain.tin import tin\n"
+        "h = np.random.default_rng(0).normal(size=(33, 33))\n"
+        "tin(h, 0.5); tin(h, 0.5, mode='rtin')\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, NUMBA_CACHE_DIR=tmp, PYTHONPATH=str(ROOT))
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def real_dems():
+    if not SHARED_DEM.exists():
+        return []
+    import rasterio
+
+    out = []
+    for path in sorted(SHARED_DEM.glob("*.tif")):
+        with rasterio.open(path) as ds:
+            m = ds.read(1, masked=True)
+        valid = ~np.ma.getmaskarray(m) & np.isfinite(m.data)
+        out.append((path.name, np.asarray(m.data, dtype=np.float64), valid))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--size", type=int, default=1025, help="fractal DEM side (samples)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--errors", type=float, nargs="+", default=[1.0, 5.0])
+    ap.add_argument("--real-errors", type=float, nargs="+", default=[1.0, 5.0])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--no-memory", action="store_true", help="skip the forked memory runs")
+    args = ap.parse_args(argv)
+
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "cold_compile_s": cold_compile_seconds(),
+        "runs": [],
+    }
+    # float32-representable heights, as DEMs are stored: pydelatin and pymartini
+    # compute in float32 and would otherwise miss the bound by float rounding
+    h = fractal_dem(args.size, relief=600.0).astype(np.float32).astype(np.float64)
+    datasets = [
+        (f"fractal {args.size}x{args.size}, 600 m relief", h, np.ones(h.shape, bool), args.errors)
+    ]
+    datasets += [(n, h, v, args.real_errors) for n, h, v in real_dems()]
+
+    header = (
+        f"{'dataset':38} {'method':12} {'req':>5} {'triangles':>10} {'time s':>8} "
+        f"{'cpu s':>7} {'1st s':>7} {'measured':>9} {'ok':>3} {'B/sample':>9}"
+    )
+    print(f"cold Numba compile (both modes): {results['cold_compile_s']:.1f} s")
+    print(header)
+    print("-" * len(header))
+    for dname, h, valid, errors in datasets:
+        for max_error in errors:
+            for name in args.methods:
+                row = measure(name, h, valid, max_error, args.repeat, not args.no_memory)
+                row["dataset"] = dname
+                row["samples"] = int(h.size)
+                row["valid_samples"] = int(valid.sum())
+                results["runs"].append(row)
+                print(
+                    f"{dname[:38]:38} {name:12} {max_error:5g} {row['triangles']:10d} "
+                    f"{row['time_s']:8.3f} {row['cpu_s']:7.3f} {row['first_call_s']:7.3f} "
+                    f"{row['measured_max_error']:9.4f} {'yes' if row['bound_holds'] else 'NO':>3} "
+                    f"{row.get('peak_bytes_per_sample', float('nan')):9.1f}",
+                    flush=True,
+                )
+    # ratios to the peers, same run
+    ratios = []
+    for r in results["runs"]:
+        peer = {"twin-greedy": "pydelatin", "twin-rtin": "pymartini"}.get(r["method"])
+        if not peer:
+            continue
+        p = next(
+            (
+                q
+                for q in results["runs"]
+                if q["method"] == peer
+                and q["dataset"] == r["dataset"]
+                and q["max_error"] == r["max_error"]
+            ),
+            None,
+        )
+        if p:
+            ratios.append(
+                {
+                    "dataset": r["dataset"],
+                    "max_error": r["max_error"],
+                    "method": r["method"],
+                    "peer": peer,
+                    "triangle_ratio": r["triangles"] / max(p["triangles"], 1),
+                    "time_ratio": r["time_s"] / p["time_s"],
+                    "cpu_ratio": r["cpu_s"] / p["cpu_s"],
+                }
+            )
+    results["ratios"] = ratios
+    print("\nratios to the peer (same run):")
+    for q in ratios:
+        print(
+            f"  {q['dataset'][:38]:38} {q['max_error']:4g} {q['method']:12} / {q['peer']:10} "
+            f"triangles {q['triangle_ratio']:.4f}  time {q['time_ratio']:.2f}  "
+            f"cpu {q['cpu_ratio']:.2f}"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        tmp.replace(args.json)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
