@@ -29,24 +29,27 @@ def rtin_grid(herr: np.ndarray, valid: np.ndarray, max_error: float):
     """RTIN of ``herr`` (heights, NaN where invalid) within ``max_error``.
 
     Returns ``(gx, gy, gz, faces)``: vertex columns, rows (grid units, float64),
-    heights, and (M, 3) int64 faces, CCW with x = column, y = row. Triangles over
+    heights, and (M, 3) integer faces, CCW with x = column, y = row. Triangles over
     holes are kept here; :func:`twin.terrain.tin.tin` drops those without a valid
     sample. Memory: about 45 bytes per sample of the padded grid.
     """
     rows, cols = herr.shape
     s = rtin_size(rows, cols)
-    hp = np.full((s, s), np.nan)
-    hp[:rows, :cols] = herr
-    vp = np.zeros((s, s), bool)
-    vp[:rows, :cols] = valid
-    hvert = _kernels.fill_nearest(hp, vp)
+    if rows == s and cols == s:
+        hp, vp = herr, valid
+    else:
+        hp = np.full((s, s), np.nan)
+        hp[:rows, :cols] = herr
+        vp = np.zeros((s, s), bool)
+        vp[:rows, :cols] = valid
+    hvert = hp if rows == s and cols == s and valid.all() else _kernels.fill_nearest(hp, vp)
     E = _kernels.rtin_errors(hp, hvert, max_error)
     vid, tri = _kernels.rtin_extract(E, max_error)
     ys, xs = np.nonzero(vid >= 0)  # row-major, the kernel's vertex order
     gx = xs.astype(np.float64)
     gy = ys.astype(np.float64)
     gz = hvert[ys, xs]
-    faces = tri.reshape(-1, 3).astype(np.int64)
+    faces = tri
     if rows < s or cols < s:
         gx, gy, gz, faces = clip_to_extent(gx, gy, gz, faces, cols - 1.0, rows - 1.0)
     return gx, gy, gz, faces
@@ -90,7 +93,7 @@ def clip_to_extent(gx, gy, gz, faces, xmax: float, ymax: float):
     """
     outside = (gx > xmax) | (gy > ymax)
     cross = outside[faces].any(axis=1)
-    kept = faces[~cross]
+    kept = faces[~cross].astype(np.int64)
     verts = [tuple(v) for v in np.column_stack([gx, gy, gz])]
     index = {(v[0], v[1]): i for i, v in enumerate(verts)}
     new_faces = []

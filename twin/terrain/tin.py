@@ -158,11 +158,10 @@ def _verify(gv: np.ndarray, faces: np.ndarray, herr: np.ndarray):
     """Per-triangle worst error and the count of uncovered valid samples, by
     rasterising the TIN onto the grid (exact integer spans when every vertex is a grid
     sample, else the float rasteriser)."""
-    if np.array_equal(gv[:, :2], np.round(gv[:, :2])):
-        f = np.ascontiguousarray(faces, dtype=np.int64)
-        return _kernels.tin_max_error_int(
-            gv[:, 0].astype(np.int64), gv[:, 1].astype(np.int64), gv[:, 2].copy(), f, herr
-        )
+    ix = gv[:, 0].astype(np.int64)
+    iy = gv[:, 1].astype(np.int64)
+    if np.array_equal(ix, gv[:, 0]) and np.array_equal(iy, gv[:, 1]):
+        return _kernels.tin_max_error_int(ix, iy, np.ascontiguousarray(gv[:, 2]), faces, herr)
     err, tri_err = tin_errors(gv, faces, herr)
     return tri_err, int(np.isinf(err).sum())
 
@@ -228,12 +227,15 @@ def tin(
 
     Memory
     ------
-    Greedy: about 25 bytes per input sample (input copy and valid mask), plus about
-    60 bytes per output triangle during refinement (flat arrays grown by 1.5x) and 8
-    bytes per sample for the final error check; about 110 bytes per sample in all on a
-    1025 x 1025 grid at 1 m (measured by ``benchmarks/terrain.py``). RTIN: about 45
-    bytes per sample of the padded (2**k + 1)**2 grid (heights, filled heights,
-    errors, vertex map) plus the output.
+    Grows with the number of samples n and of output triangles M. Greedy: the
+    float64 copy with NaN holes and the mask (9 bytes per sample), about 60 bytes per
+    triangle during refinement (flat arrays grown by 1.5x, so up to ~90), 1 byte per
+    sample and 8 per triangle for the final check, and the output (24 bytes per
+    vertex, 12 per triangle). Measured peak (``benchmarks/terrain.py``, 1025 x 1025
+    fractal, 1.38 M triangles at 1 m): about 170 bytes per input sample; 32 at 5 m.
+    RTIN: the padded (2**k + 1)**2 grid of heights, filled heights, errors and vertex
+    map (about 30 bytes per padded sample) plus the output: about 155 bytes per sample
+    at 1 m (1.65 M triangles), 60 at 5 m.
 
     Raises
     ------
@@ -258,7 +260,8 @@ def tin(
     # verification (and the drop rule): rasterise the TIN back onto the grid
     tri_err, uncovered = _verify(gv, faces, herr)
     keep = tri_err >= 0.0
-    faces = faces[keep]
+    if not keep.all():
+        faces = faces[keep]
     reached = float(tri_err.max()) if uncovered == 0 else math.inf
     if not reached <= max_error:
         raise RuntimeError(  # a bug, not a user error: the guarantee failed
@@ -267,9 +270,10 @@ def tin(
 
     used = np.zeros(gv.shape[0], bool)
     used[faces.ravel()] = True
-    remap = np.cumsum(used) - 1
-    gv = gv[used]
-    faces = remap[faces]
+    if not used.all():
+        remap = np.cumsum(used) - 1
+        gv = gv[used]
+        faces = remap[faces]
 
     if aff is None:
         verts = gv.copy()
