@@ -318,6 +318,13 @@ def _grow_i32(a, n):
 
 
 @njit(cache=True)
+def _grow_u8(a, n):
+    b = np.empty(n, np.uint8)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit(cache=True)
 def _grow_f64(a, n):
     b = np.empty(n, np.float64)
     b[: a.shape[0]] = a
@@ -398,20 +405,16 @@ def _heap_remove(hkey, heap, hpos, n, t):
 # greedy Delaunay refinement
 # --------------------------------------------------------------------------------------
 
-_PENDING = -2
-
 
 @njit(cache=True)
-def _mark(t, hkey, heap, hpos, nheap, pending, npend):
-    """Mark triangle t as changed: out of the heap, onto the pending list (once)."""
-    h = hpos[t]
-    if h == _PENDING:
-        return nheap, npend
-    if h >= 0:
-        nheap = _heap_remove(hkey, heap, hpos, nheap, t)
-    hpos[t] = _PENDING
+def _mark(t, tflag, pending, npend):
+    """Mark triangle t as changed: onto the pending list (once). It stays in the heap
+    with its old key until it is rasterised again (then its key is updated in place)."""
+    if tflag[t]:
+        return npend
+    tflag[t] = 1
     pending[npend] = t
-    return nheap, npend + 1
+    return npend + 1
 
 
 @njit(cache=True)
@@ -461,8 +464,9 @@ def greedy_refine(herr, corner_z, max_error):
     tv[3], tv[4], tv[5] = 0, 2, 3
     he[0], he[1], he[2] = -1, -1, 3
     he[3], he[4], he[5] = 2, -1, -1
-    hpos[0] = _PENDING
-    hpos[1] = _PENDING
+    hpos[0] = -1
+    hpos[1] = -1
+    tflag = np.ones(cap_t, np.uint8)
     pending[0] = 0
     pending[1] = 1
     # npts, ntri, nheap, npend
@@ -470,7 +474,22 @@ def greedy_refine(herr, corner_z, max_error):
     # The hot loop lives in _refine, which never reallocates (so Numba keeps no
     # reference counting in it); it returns when the arrays are full and we grow them.
     while not _refine(
-        herr, max_error, px, py, pz, tv, he, terr, tcand, hpos, heap, hkey, pending, stack, state
+        herr,
+        max_error,
+        px,
+        py,
+        pz,
+        tv,
+        he,
+        terr,
+        tcand,
+        hpos,
+        heap,
+        hkey,
+        tflag,
+        pending,
+        stack,
+        state,
     ):
         if state[0] + 1 > cap_p:
             cap_p = cap_p + cap_p // 2 + 1
@@ -488,6 +507,7 @@ def greedy_refine(herr, corner_z, max_error):
             hpos = _grow_i32(hpos, cap_t)
             heap = _grow_i32(heap, cap_t)
             hkey = _grow_f64(hkey, cap_t)
+            tflag = _grow_u8(tflag, cap_t)
             pending = _grow_i32(pending, cap_t)
     npts = state[0]
     ntri = state[1]
@@ -502,7 +522,7 @@ def greedy_refine(herr, corner_z, max_error):
 
 @njit(cache=True)
 def _refine(
-    herr, max_error, px, py, pz, tv, he, terr, tcand, hpos, heap, hkey, pending, stack, state
+    herr, max_error, px, py, pz, tv, he, terr, tcand, hpos, heap, hkey, tflag, pending, stack, state
 ):
     """Refinement steps of :func:`greedy_refine` until done (returns True) or until the
     arrays have no room for one more step (returns False; nothing is lost)."""
@@ -524,10 +544,18 @@ def _refine(
             )
             terr[t] = err
             tcand[t] = idx
-            if err > max_error:
+            tflag[t] = 0
+            pos = hpos[t]
+            if pos >= 0:  # still queued with its old key: update it in place
+                if err > max_error:
+                    if err > hkey[pos]:
+                        _sift_up(hkey, heap, hpos, pos, err, t)
+                    else:
+                        _sift_down(hkey, heap, hpos, pos, nheap, err, t)
+                else:
+                    nheap = _heap_remove(hkey, heap, hpos, nheap, t)
+            elif err > max_error:
                 nheap = _heap_push(hkey, heap, hpos, nheap, t, err)
-            else:
-                hpos[t] = -1
         npend = 0
         if nheap == 0:
             done = True
@@ -590,10 +618,12 @@ def _refine(
             if xca >= 0:
                 he[xca] = f2
             hpos[t1] = -1
+            tflag[t1] = 0
             hpos[t2] = -1
-            nheap, npend = _mark(t, hkey, heap, hpos, nheap, pending, npend)
-            nheap, npend = _mark(t1, hkey, heap, hpos, nheap, pending, npend)
-            nheap, npend = _mark(t2, hkey, heap, hpos, nheap, pending, npend)
+            tflag[t2] = 0
+            npend = _mark(t, tflag, pending, npend)
+            npend = _mark(t1, tflag, pending, npend)
+            npend = _mark(t2, tflag, pending, npend)
             stack[0] = e0
             stack[1] = f1
             stack[2] = f2
@@ -629,8 +659,9 @@ def _refine(
             if xbc >= 0:
                 he[xbc] = g1 + 1
             hpos[T1] = -1
-            nheap, npend = _mark(t, hkey, heap, hpos, nheap, pending, npend)
-            nheap, npend = _mark(T1, hkey, heap, hpos, nheap, pending, npend)
+            tflag[T1] = 0
+            npend = _mark(t, tflag, pending, npend)
+            npend = _mark(T1, tflag, pending, npend)
             stack[0] = e0 + 2
             stack[1] = g1 + 1
             nstack = 2
@@ -660,8 +691,9 @@ def _refine(
                 if xad >= 0:
                     he[xad] = g3 + 1
                 hpos[T3] = -1
-                nheap, npend = _mark(u, hkey, heap, hpos, nheap, pending, npend)
-                nheap, npend = _mark(T3, hkey, heap, hpos, nheap, pending, npend)
+                tflag[T3] = 0
+                npend = _mark(u, tflag, pending, npend)
+                npend = _mark(T3, tflag, pending, npend)
                 stack[2] = u0 + 2
                 stack[3] = g3 + 1
                 nstack = 4
@@ -716,8 +748,8 @@ def _refine(
                 he[xdb] = b1
             if xbc >= 0:
                 he[xbc] = b1 + 1
-            nheap, npend = _mark(t0, hkey, heap, hpos, nheap, pending, npend)
-            nheap, npend = _mark(t1, hkey, heap, hpos, nheap, pending, npend)
+            npend = _mark(t0, tflag, pending, npend)
+            npend = _mark(t1, tflag, pending, npend)
             stack[nstack] = b0 + 1
             stack[nstack + 1] = b1
             nstack += 2
