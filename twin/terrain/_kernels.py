@@ -563,8 +563,9 @@ def _refine(
         if npts + 1 > px.shape[0] or ntri + 2 > hpos.shape[0]:
             break
 
+        # the worst triangle stays at the heap's root: it is split now, so it is
+        # re-rasterised below and its key updated in place (one sift, not two)
         t = heap[0]
-        nheap = _heap_remove(hkey, heap, hpos, nheap, t)
         idx = np.int64(tcand[t])
         qx = idx % cols
         qy = idx // cols
@@ -584,8 +585,8 @@ def _refine(
         nzero = (o0 == 0) + (o1 == 0) + (o2 == 0)
         if nzero >= 2 or o0 < 0 or o1 < 0 or o2 < 0:
             # a vertex (or outside: cannot happen); never pick it again
+            nheap = _heap_remove(hkey, heap, hpos, nheap, t)
             terr[t] = 0.0
-            hpos[t] = -1
             continue
         p = npts
         px[p] = qx
