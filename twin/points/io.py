@@ -199,12 +199,14 @@ def _dimension_names(header: laspy.LasHeader, fields: Sequence[str] | None) -> l
 
 
 def _record_xyz(points, header) -> np.ndarray:
+    """Scaled coordinates as an (N, 3) float64 view of a column-major block (each
+    coordinate contiguous, as the Numba kernels and the grids want them)."""
     arr = points.array
-    xyz = np.empty((len(arr), 3), dtype=np.float64)
+    cols = np.empty((3, len(arr)), dtype=np.float64)
     for i, d in enumerate(_XYZ):
-        np.multiply(arr[d], header.scales[i], out=xyz[:, i])
-        xyz[:, i] += header.offsets[i]
-    return xyz
+        np.multiply(arr[d], header.scales[i], out=cols[i])
+        cols[i] += header.offsets[i]
+    return cols.T
 
 
 def _record_fields(points, names: list[str]) -> dict[str, np.ndarray]:
@@ -322,40 +324,44 @@ def read(
     """
     path = Path(path)
     bbox = _check_bbox(bbox)
-    with _open(path) as reader:
+    reader = _open(path)
+    with reader:
         h = reader.header
-        copc = _is_copc(h)
-    if copc and (bbox is not None or level is not None):
-        return _read_copc(path, crs, bbox, fields, level)
-    if level is not None:
-        raise ParameterError("level= needs a COPC file")
-    if bbox is not None:
-        parts = list(iter_chunks(path, 1_000_000, crs, bbox=bbox, fields=fields))
-        if parts:
-            return concat(parts)
-        with _open(path) as reader:
-            h = reader.header
-            c, r = _resolve_crs(h, path, crs)
+        if _is_copc(h) and (bbox is not None or level is not None):
+            copc = True
+        elif level is not None:
+            raise ParameterError("level= needs a COPC file")
+        elif bbox is None:
             names = _dimension_names(h, fields)
-            none = reader.read_points(1)[:0]
-            return _make_cloud(none, h, names, c, r, path)
+            the_crs, reason = _resolve_crs(h, path, crs)
+            if h.point_count == 0:
+                raise InputError("the file has no points", path=path)
+            try:
+                points = reader.read_points(-1)
+            except Exception as exc:
+                raise InputError(
+                    f"corrupt or truncated point data: {_why(exc)}", path=path
+                ) from None
+            if len(points) != h.point_count:
+                raise InputError(
+                    f"the file ends after {len(points)} of the header's {h.point_count} "
+                    "points (truncated, or the header's point count is wrong)",
+                    path=path,
+                )
+            return _make_cloud(points, h, names, the_crs, reason, path)
+        else:
+            copc = False
+    if copc:
+        return _read_copc(path, crs, bbox, fields, level)
+    parts = list(iter_chunks(path, 1_000_000, crs, bbox=bbox, fields=fields))
+    if parts:
+        return concat(parts)
     with _open(path) as reader:
         h = reader.header
+        c, r = _resolve_crs(h, path, crs)
         names = _dimension_names(h, fields)
-        the_crs, reason = _resolve_crs(h, path, crs)
-        if h.point_count == 0:
-            raise InputError("the file has no points", path=path)
-        try:
-            points = reader.read_points(-1)
-        except Exception as exc:
-            raise InputError(f"corrupt or truncated point data: {_why(exc)}", path=path) from None
-        if len(points) != h.point_count:
-            raise InputError(
-                f"the file ends after {len(points)} of the header's {h.point_count} points "
-                "(truncated, or the header's point count is wrong)",
-                path=path,
-            )
-        return _make_cloud(points, h, names, the_crs, reason, path)
+        none = reader.read_points(1)[:0]
+        return _make_cloud(none, h, names, c, r, path)
 
 
 def _read_copc(path: Path, crs, bbox, fields, level) -> PointCloud:
@@ -488,16 +494,16 @@ def write(cloud: PointCloud, path: str | os.PathLike, *, compress: bool | None =
     if not np.all(np.isfinite(cloud.xyz)):
         raise OutputError("the cloud has NaN or infinite coordinates", path=path)
     header = _header_for(cloud, path)
-    las = laspy.LasData(header)
-    las.change_scaling(scales=header.scales, offsets=header.offsets)
-    las.x = cloud.xyz[:, 0]
-    las.y = cloud.xyz[:, 1]
-    las.z = cloud.xyz[:, 2]
+    header.point_count = len(cloud)
+    points = laspy.ScaleAwarePointRecord.zeros(len(cloud), header=header)
+    raw = points.array
+    for i, d in enumerate(_XYZ):
+        raw[d] = np.round((cloud.xyz[:, i] - header.offsets[i]) / header.scales[i])
     dims = set(header.point_format.dimension_names)
     for name, arr in cloud.fields.items():
         if name in dims:
-            las[name] = arr
-    header.point_count = len(cloud)
+            points[name] = arr
+    las = laspy.LasData(header, points=points)
     with atomic_path(path) as tmp:
         try:
             las.write(tmp, do_compress=compress, laz_backend=_laz_backend() if compress else None)
@@ -550,7 +556,8 @@ def _header_for(cloud: PointCloud, path: Path) -> laspy.LasHeader:
 
 
 def _fit_offsets(cloud: PointCloud, scales: np.ndarray, path: Path) -> np.ndarray:
-    mins, maxs = cloud.xyz.min(axis=0), cloud.xyz.max(axis=0)
+    mins = np.array([cloud.xyz[:, i].min() for i in range(3)])
+    maxs = np.array([cloud.xyz[:, i].max() for i in range(3)])
     lim = 2**31 - 2
 
     def fits(off):

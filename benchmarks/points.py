@@ -1,0 +1,288 @@
+"""Ground filtering and LAS/LAZ I/O against the peers, in one run.
+
+* Ground: ``twin.points.classify_ground`` (SMRF family, Numba) vs the official cloth
+  simulation filter (PyPI ``cloth-simulation-filter``, module ``CSF``) with its
+  default settings and with the best of a small grid of settings chosen against the
+  truth (an upper bound for a tuned CSF; twin gets the same treatment, "twin_tuned"),
+  on the same clouds: the synthetic test scene of ``twin.points.testing`` (exact
+  labels), the simulator's "small" city (``twin.synth``, exact labels) when available,
+  and the Delft AHN3 tile (AHN's own classes as the reference) when the data is there.
+  Reported: total error, Cohen's kappa, type I/II errors, seconds.
+* I/O: points per second reading LAS and LAZ with twin (all fields and xyz only)
+  vs plain laspy + lazrs doing the same work, and writing.
+
+Usage: ``python benchmarks/points.py [--json PATH] [--quick]``. Needs ``CSF``
+(``pip install cloth-simulation-filter``) for the peer columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from twin.points import io, metrics  # noqa: E402
+from twin.points.ground import classify_ground  # noqa: E402
+from twin.points.testing import make_scene  # noqa: E402
+
+SHARED = Path(
+    os.environ.get("TWIN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+
+
+def _clouds(quick: bool):
+    """(name, xyz, truth ground bool, evaluation mask, cloud) for each test cloud."""
+    out = []
+    s = make_scene(extent=160.0 if quick else 220.0)
+    out.append(("synthetic scene", s.cloud, s.truth == 2, np.ones(len(s.cloud), bool)))
+    try:
+        from twin.synth.city import make_city
+        from twin.synth.lidar import simulate_lidar, write_lidar
+        from twin.synth.params import PRESETS
+        from twin.synth.truth import build_truth
+
+        spec = PRESETS["small"]
+        truth = build_truth(make_city(spec), spec)
+        pts = simulate_lidar(truth, spec, np.random.Generator(np.random.PCG64(spec.seed)))
+        with tempfile.TemporaryDirectory() as d:
+            write_lidar(pts, truth.frame, spec.crs, Path(d) / "lidar.laz")
+            c = io.read(Path(d) / "lidar.laz")
+        cls = c.classification.copy()
+        c.fields["classification"][:] = 1
+        # Water (9) is a flat ground-level surface that no ground filter separates by
+        # geometry: scored without it ("land") and as ground ("surface").
+        out.append(("synth small city (land)", c, cls == 2, cls != 9))
+        out.append(("synth small city (water = ground)", c, np.isin(cls, (2, 9)), None))
+    except ImportError as exc:
+        print(f"(simulator not available: {exc})")
+    delft = SHARED / "delft" / "ahn3_cropped_2.laz"
+    if delft.exists():
+        c = io.read(delft, crs="EPSG:7415")
+        cls = c.classification.copy()
+        c.fields["classification"][:] = 1
+        out.append(("Delft AHN3 (vs AHN classes)", c, cls == 2, None))
+    return out
+
+
+def _csf(xyz: np.ndarray, *, resolution=0.5, rigidness=3, slope_smooth=False, threshold=0.5):
+    import CSF
+
+    f = CSF.CSF()
+    f.params.bSloopSmooth = slope_smooth
+    f.params.cloth_resolution = resolution
+    f.params.rigidness = rigidness
+    f.params.class_threshold = threshold
+    f.params.time_step = 0.65
+    f.params.interations = 500
+    centred = xyz - xyz.mean(axis=0)
+    f.setPointCloud(centred)
+    ground, rest = CSF.VecInt(), CSF.VecInt()
+    with _quiet():  # CSF prints its progress on stdout
+        f.do_filtering(ground, rest, False)
+    out = np.zeros(len(xyz), dtype=bool)
+    out[np.asarray(ground, dtype=np.int64)] = True
+    return out
+
+
+class _quiet:
+    def __enter__(self):
+        sys.stdout.flush()
+        self.saved = os.dup(1)
+        self.null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(self.null, 1)
+
+    def __exit__(self, *exc):
+        os.dup2(self.saved, 1)
+        os.close(self.saved)
+        os.close(self.null)
+
+
+def _score(pred, truth, mask):
+    if mask is not None:
+        pred, truth = pred[mask], truth[mask]
+    m = metrics.summary(pred, truth)
+    return {k: m[k] for k in ("total_error", "kappa", "type1", "type2")}
+
+
+def bench_ground(quick: bool) -> list[dict]:
+    rows = []
+    warm = make_scene(extent=60.0, density=2.0)
+    t = time.perf_counter()
+    classify_ground(warm.cloud)
+    first_call = time.perf_counter() - t
+    print(f"first call (Numba cache load or compile): {first_call:.2f} s")
+    try:
+        import CSF  # noqa: F401
+
+        have_csf = True
+    except ImportError:
+        have_csf = False
+        print("(CSF not installed: pip install cloth-simulation-filter)")
+    csf_grid = [
+        dict(resolution=r, rigidness=k, slope_smooth=s)
+        for r in (0.5, 1.0, 2.0)
+        for k in (1, 2, 3)
+        for s in (False, True)
+    ]
+    twin_grid = [
+        dict(threshold=t, scalar=k, slope=s)
+        for t in (0.3, 0.5)
+        for k in (0.5, 1.25)
+        for s in (0.1, 0.15, 0.3)
+    ]
+    if quick:
+        csf_grid = csf_grid[::3]
+        twin_grid = twin_grid[::3]
+    for name, cloud, truth, mask in _clouds(quick):
+        row = {"cloud": name, "points": len(cloud)}
+        t = time.perf_counter()
+        g = classify_ground(cloud)
+        row["twin"] = {**_score(g, truth, mask), "seconds": time.perf_counter() - t}
+        best = None
+        for p in twin_grid:
+            t = time.perf_counter()
+            g = classify_ground(cloud, **p)
+            sc = {**_score(g, truth, mask), "seconds": time.perf_counter() - t, "params": p}
+            if best is None or sc["kappa"] > best["kappa"]:
+                best = sc
+        row["twin_tuned"] = best
+        if have_csf:
+            t = time.perf_counter()
+            g = _csf(cloud.xyz)
+            row["csf_default"] = {**_score(g, truth, mask), "seconds": time.perf_counter() - t}
+            best = None
+            for p in csf_grid:
+                t = time.perf_counter()
+                g = _csf(cloud.xyz, **p)
+                sc = {**_score(g, truth, mask), "seconds": time.perf_counter() - t, "params": p}
+                if best is None or sc["kappa"] > best["kappa"]:
+                    best = sc
+            row["csf_tuned"] = best
+        rows.append(row)
+        _print_ground(row)
+    return rows
+
+
+def _print_ground(row):
+    print(f"\n{row['cloud']} ({row['points']:,} points)")
+    print(
+        f"  {'method':<14}{'total err %':>12}{'kappa':>8}{'type I %':>10}{'type II %':>10}{'s':>8}"
+    )
+    for k in ("twin", "twin_tuned", "csf_default", "csf_tuned"):
+        if k in row:
+            r = row[k]
+            print(
+                f"  {k:<14}{100 * r['total_error']:>12.2f}{r['kappa']:>8.3f}"
+                f"{100 * r['type1']:>10.2f}{100 * r['type2']:>10.2f}{r['seconds']:>8.2f}"
+                + (f"  {r['params']}" if "params" in r else "")
+            )
+
+
+def bench_io(quick: bool) -> dict:
+    import laspy
+
+    s = make_scene(extent=160.0 if quick else 300.0, density=8.0)
+    reps = 2 if quick else 4
+    big = io.concat([s.cloud] * reps)
+    for i in range(reps):  # shift the copies apart
+        k = len(s.cloud)
+        big.xyz[i * k : (i + 1) * k, 0] += i * 400.0
+    big.fields["intensity"] = np.arange(len(big), dtype=np.uint16)
+    big.fields["gps_time"] = np.linspace(0, 100, len(big))
+    n = len(big)
+    out = {"points": n}
+    with tempfile.TemporaryDirectory() as d:
+        for ext in ("las", "laz"):
+            p = Path(d) / f"big.{ext}"
+            t = time.perf_counter()
+            io.write(big, p)
+            tw = time.perf_counter() - t
+            # plain laspy doing the same work: arrays -> LasData -> file
+            t = time.perf_counter()
+            h = laspy.LasHeader(point_format=6, version="1.4")
+            h.scales = big.scales
+            h.offsets = np.floor(big.xyz.min(axis=0))
+            las = laspy.LasData(h)
+            las.x, las.y, las.z = big.xyz[:, 0], big.xyz[:, 1], big.xyz[:, 2]
+            for k, v in big.fields.items():
+                las[k] = v
+            las.write(Path(d) / f"plain.{ext}")
+            tl = time.perf_counter() - t
+
+            def laspy_all(p=p):
+                las = laspy.read(p)
+                xyz = np.asarray(las.xyz)
+                for dim in las.point_format.dimension_names:
+                    if dim not in ("X", "Y", "Z"):
+                        np.array(las[dim])
+                return xyz
+
+            def laspy_xyz(p=p):
+                return np.asarray(laspy.read(p).xyz)
+
+            res = {}
+            for label, ours, theirs in (
+                ("all fields", lambda p=p: io.read(p), laspy_all),
+                ("xyz only", lambda p=p: io.read(p, fields=[]), laspy_xyz),
+            ):
+                to, tt = [], []
+                for _ in range(3):  # interleaved, best of 3: these machines are noisy
+                    t = time.perf_counter()
+                    ours()
+                    to.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    theirs()
+                    tt.append(time.perf_counter() - t)
+                res[label] = {
+                    "twin_mpts_s": n / min(to) / 1e6,
+                    "laspy_mpts_s": n / min(tt) / 1e6,
+                    "ratio": min(tt) / min(to),
+                }
+            res["write"] = {
+                "twin_mpts_s": n / tw / 1e6,
+                "laspy_mpts_s": n / tl / 1e6,
+                "ratio": tl / tw,
+            }
+            out[ext] = res
+    print(f"\nI/O, {n:,} points (M points/s; ratio = twin speed / laspy speed)")
+    for ext in ("las", "laz"):
+        for k, r in out[ext].items():
+            print(
+                f"  {ext} {k:<11} twin {r['twin_mpts_s']:7.2f}  laspy {r['laspy_mpts_s']:7.2f}"
+                f"  ratio {r['ratio']:.2f}"
+            )
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--quick", action="store_true", help="smaller clouds, fewer CSF settings")
+    args = ap.parse_args(argv)
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "ground": bench_ground(args.quick),
+        "io": bench_io(args.quick),
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
