@@ -49,26 +49,6 @@ def _incircle(ax, ay, bx, by, cx, cy, dx, dy):
 
 
 @njit(cache=True, inline="always")
-def _span(a, k, lo, hi):
-    """Clip [lo, hi] to the integers x with a*x + k >= 0 (a, k integers).
-
-    The float quotient is correctly rounded, so it is exact when the true quotient is
-    an integer, and otherwise at least 1/|a| (> 1e-5 here) away from one: its
-    ceil/floor is the exact one (a cheaper route than Python-style integer //)."""
-    if a > 0:
-        m = np.int64(np.ceil(-k / a))
-        if m > lo:
-            lo = m
-    elif a < 0:
-        m = np.int64(np.floor(k / -a))
-        if m < hi:
-            hi = m
-    elif k < 0:
-        hi = lo - 1
-    return lo, hi
-
-
-@njit(cache=True, inline="always")
 def _edge_setup(a, b, c, y0):
     """Exact incremental span bound of the half-plane a*x + b*y + c >= 0 along rows.
 
@@ -88,11 +68,25 @@ def _edge_setup(a, b, c, y0):
         kind = -1
     else:
         return 0, b * y0 + c, np.int64(0), np.int64(1), b, np.int64(0)
-    q = m // d
-    r = m - q * d
-    dq = dm // d
-    dr = dm - dq * d
+    q, r = _divmod_pos(m, d)
+    dq, dr = _divmod_pos(dm, d)
     return kind, q, r, d, dq, dr
+
+
+@njit(cache=True, inline="always")
+def _divmod_pos(m, d):
+    """Floor division and remainder 0 <= r < d of int64 m by d > 0, through a float
+    division and one correction step: exact for |m| < 2**52, and much cheaper than a
+    64-bit integer division."""
+    q = np.int64(np.floor(m / d))
+    r = m - q * d
+    if r < 0:
+        q -= 1
+        r += d
+    elif r >= d:
+        q += 1
+        r -= d
+    return q, r
 
 
 @njit(cache=True, inline="always")
