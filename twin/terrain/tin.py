@@ -96,7 +96,7 @@ def _check_inputs(heights, max_error, mask, mode, constraints):
         valid &= m.astype(bool)
     if not valid.any():
         raise InputError("heights have no valid sample (all NaN, nodata or masked)")
-    herr = np.where(valid, h, np.nan)
+    herr = h if valid.all() else np.where(valid, h, np.nan)
     return np.ascontiguousarray(herr), valid, max_error
 
 
@@ -276,7 +276,7 @@ def tin(
         faces = remap[faces]
 
     if aff is None:
-        verts = gv.copy()
+        verts = gv  # a fresh array, not shared with the caller
     else:
         a, b, c, d, e, f = aff
         cx = gv[:, 0] + 0.5
@@ -284,4 +284,7 @@ def tin(
         verts = np.column_stack([a * cx + b * cy + c, d * cx + e * cy + f, gv[:, 2]])
         if a * e - b * d < 0.0:  # the transform mirrors: keep faces CCW in map space
             faces = faces[:, [0, 2, 1]]
-    return verts, np.ascontiguousarray(faces, dtype=np.uint32), reached
+    faces = np.ascontiguousarray(faces)
+    if faces.dtype == np.int32:  # indices are >= 0: reinterpret, no copy
+        faces = faces.view(np.uint32)
+    return verts, faces.astype(np.uint32, copy=False), reached
