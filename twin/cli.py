@@ -46,8 +46,13 @@ def emit_json(obj) -> None:
 # ---------------------------------------------------------------- synth
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--preset", type=click.Choice(["small", "default"]), default="default",
-              show_default=True, help="Size preset; options below override it.")
+@click.option(
+    "--preset",
+    type=click.Choice(["small", "default"]),
+    default="default",
+    show_default=True,
+    help="Size preset; options below override it.",
+)
 @click.option("--seed", type=int, default=None, help="Random seed (same seed, same bytes).")
 @click.option("--extent", type=float, default=None, help="Side of the square area (m).")
 @click.option("--lon", type=float, default=None, help="Centre longitude (degrees).")
@@ -62,8 +67,24 @@ def emit_json(obj) -> None:
 @click.option("--no-events", is_flag=True, help="Skip the entity events.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing survey in OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print survey.json to stdout.")
-def synth(out, preset, seed, extent, lon, lat, crs, dem_resolution, lidar_density, image_size,
-          duration, no_lidar, no_images, no_events, overwrite, as_json):
+def synth(
+    out,
+    preset,
+    seed,
+    extent,
+    lon,
+    lat,
+    crs,
+    dem_resolution,
+    lidar_density,
+    image_size,
+    duration,
+    no_lidar,
+    no_images,
+    no_events,
+    overwrite,
+    as_json,
+):
     """Generate a synthetic city survey with exact ground truth into OUT.
 
     \b
@@ -78,16 +99,25 @@ def synth(out, preset, seed, extent, lon, lat, crs, dem_resolution, lidar_densit
 
     changes = {
         k: v
-        for k, v in dict(seed=seed, extent=extent, lon=lon, lat=lat, crs=crs,
-                         dem_resolution=dem_resolution, lidar_density=lidar_density,
-                         duration=duration).items()
+        for k, v in dict(
+            seed=seed,
+            extent=extent,
+            lon=lon,
+            lat=lat,
+            crs=crs,
+            dem_resolution=dem_resolution,
+            lidar_density=lidar_density,
+            duration=duration,
+        ).items()
         if v is not None
     }
     if image_size:
         try:
             w, h = (int(v) for v in image_size.lower().split("x"))
         except ValueError:
-            raise ParameterError(f"--image-size must look like 1024x768, got {image_size!r}")
+            raise ParameterError(
+                f"--image-size must look like 1024x768, got {image_size!r}"
+            ) from None
         changes.update(image_width=w, image_height=h)
     if no_lidar:
         changes["lidar"] = False
@@ -108,14 +138,32 @@ def synth(out, preset, seed, extent, lon, lat, crs, dem_resolution, lidar_densit
 @main.command()
 @click.argument("survey", type=click.Path(exists=True))
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--dem", type=click.Path(dir_okay=False), default=None,
-              help="DEM GeoTIFF (default: SURVEY/dem.tif).")
-@click.option("--footprints", type=click.Path(dir_okay=False), default=None,
-              help="Footprints (GeoPackage, shapefile, ...; default: SURVEY/footprints.gpkg).")
-@click.option("--lod", type=click.IntRange(1, 2), default=2, show_default=True,
-              help="Building level of detail.")
-@click.option("--terrain-step", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="Terrain grid step in DEM pixels.")
+@click.option(
+    "--dem",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="DEM GeoTIFF (default: SURVEY/dem.tif).",
+)
+@click.option(
+    "--footprints",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Footprints (GeoPackage, shapefile, ...; default: SURVEY/footprints.gpkg).",
+)
+@click.option(
+    "--lod",
+    type=click.IntRange(1, 2),
+    default=2,
+    show_default=True,
+    help="Building level of detail.",
+)
+@click.option(
+    "--terrain-step",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Terrain grid step in DEM pixels.",
+)
 @click.option("--force", is_flag=True, help="Rebuild every stage even if unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest to stdout.")
 def build(survey, out, dem, footprints, lod, terrain_step, force, as_json):
@@ -130,8 +178,15 @@ def build(survey, out, dem, footprints, lod, terrain_step, force, as_json):
     from twin.progress import terminal
 
     params = BuildParams(lod=lod, terrain_step=terrain_step)
-    manifest = run_build(survey, out, dem=dem, footprints=footprints, params=params,
-                         force=force, progress=None if as_json else terminal())
+    manifest = run_build(
+        survey,
+        out,
+        dem=dem,
+        footprints=footprints,
+        params=params,
+        force=force,
+        progress=None if as_json else terminal(),
+    )
     if as_json:
         emit_json(manifest)
     else:
@@ -144,8 +199,13 @@ def build(survey, out, dem, footprints, lod, terrain_step, force, as_json):
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False), default="twin-demo")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--replay-seconds", type=float, default=60.0, show_default=True,
-              help="How much of the event stream to replay into the live store.")
+@click.option(
+    "--replay-seconds",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="How much of the event stream to replay into the live store.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo(out, seed, replay_seconds, as_json):
     """Run the whole chain on embedded defaults: synthetic survey -> model -> tiles -> live.
@@ -157,8 +217,9 @@ def demo(out, seed, replay_seconds, as_json):
     from twin.demo import run_demo
     from twin.progress import terminal
 
-    summary = run_demo(out, seed=seed, replay_seconds=replay_seconds,
-                       progress=None if as_json else terminal())
+    summary = run_demo(
+        out, seed=seed, replay_seconds=replay_seconds, progress=None if as_json else terminal()
+    )
     if as_json:
         emit_json(summary)
     else:

@@ -20,8 +20,9 @@ MARKER = ".twin-demo"
 def _prepare(out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).exists():
-            raise OutputError("folder exists and was not made by `twin demo`; not touching it",
-                              path=out)
+            raise OutputError(
+                "folder exists and was not made by `twin demo`; not touching it", path=out
+            )
         for child in out.iterdir():
             if child.name != MARKER:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()

@@ -49,8 +49,18 @@ def library_versions() -> dict:
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "twin": __version__}
-    for name in ("numpy", "numba", "pyproj", "rasterio", "geopandas", "shapely", "trimesh",
-                 "open3d", "laspy", "lazrs"):
+    for name in (
+        "numpy",
+        "numba",
+        "pyproj",
+        "rasterio",
+        "geopandas",
+        "shapely",
+        "trimesh",
+        "open3d",
+        "laspy",
+        "lazrs",
+    ):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -75,8 +85,10 @@ class _Cache:
 
     @staticmethod
     def key(stage: str, inputs: dict, params: dict) -> str:
-        blob = json.dumps({"stage": stage, "inputs": inputs, "params": params,
-                           "twin": __version__}, sort_keys=True)
+        blob = json.dumps(
+            {"stage": stage, "inputs": inputs, "params": params, "twin": __version__},
+            sort_keys=True,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def load(self, stage: str, key: str) -> dict | None:
@@ -115,7 +127,9 @@ def _resolve_inputs(survey, dem, footprints) -> tuple[Path, Path | None]:
 def _frame_for(dem) -> LocalFrame:
     """The local ENU frame of a build: anchored at the DEM's centre, on the ellipsoid."""
     h, w = dem.heights.shape
-    cx, cy = dem.transform * (w / 2.0, h / 2.0)
+    t = dem.transform
+    cx = t.c + t.a * w / 2.0 + t.b * h / 2.0
+    cy = t.f + t.d * w / 2.0 + t.e * h / 2.0
     return LocalFrame.at(cx, cy, 0.0, dem.crs)
 
 
@@ -160,11 +174,23 @@ def build(
     t_start = time.perf_counter()
     stages: dict[str, dict] = {}
 
-    inputs = [{"role": "dem", "path": str(dem_path), "sha256": sha256_file(dem_path),
-               "bytes": dem_path.stat().st_size}]
+    inputs = [
+        {
+            "role": "dem",
+            "path": str(dem_path),
+            "sha256": sha256_file(dem_path),
+            "bytes": dem_path.stat().st_size,
+        }
+    ]
     if fp_path is not None:
-        inputs.append({"role": "footprints", "path": str(fp_path),
-                       "sha256": sha256_file(fp_path), "bytes": fp_path.stat().st_size})
+        inputs.append(
+            {
+                "role": "footprints",
+                "path": str(fp_path),
+                "sha256": sha256_file(fp_path),
+                "bytes": fp_path.stat().st_size,
+            }
+        )
     hashes = {i["role"]: i["sha256"] for i in inputs}
 
     dem_obj = read_dem(dem_path)
@@ -182,8 +208,12 @@ def build(
             arrays = {"vertices": v, "faces": f}
             cache.save("terrain", key, arrays)
             status = "built"
-    stages["terrain"] = {"status": status, "key": key, "seconds": time.perf_counter() - t0,
-                         "triangles": int(len(arrays["faces"]))}
+    stages["terrain"] = {
+        "status": status,
+        "key": key,
+        "seconds": time.perf_counter() - t0,
+        "triangles": int(len(arrays["faces"])),
+    }
     terrain_v, terrain_f = arrays["vertices"], arrays["faces"]
 
     # --- buildings
@@ -194,15 +224,17 @@ def build(
         inputs[1]["crs"] = crs_label(fp.crs)
         inputs[1]["features"] = int(len(fp))
         bparams = {"lod": params.lod, "default_height": params.default_height}
-        key = cache.key("buildings", {"dem": hashes["dem"], "footprints": hashes["footprints"]},
-                        bparams)
+        key = cache.key(
+            "buildings", {"dem": hashes["dem"], "footprints": hashes["footprints"]}, bparams
+        )
         t0 = time.perf_counter()
         with progress.step(f"LoD{params.lod} buildings ({len(fp)} footprints)"):
             arrays = cache.load("buildings", key)
             status = "reused"
             if arrays is None:
-                meshes = building_meshes(fp, dem_obj, frame, lod=params.lod,
-                                         default_height=params.default_height)
+                meshes = building_meshes(
+                    fp, dem_obj, frame, lod=params.lod, default_height=params.default_height
+                )
                 merged = merge_meshes(meshes)
                 attrs = json.dumps([m.attributes for m in meshes], default=str)
                 arrays = {
@@ -216,10 +248,13 @@ def build(
                 status = "built"
         bld = arrays
         building_attrs = json.loads(bytes(arrays["attributes"]).decode())
-        stages["buildings"] = {"status": status, "key": key,
-                               "seconds": time.perf_counter() - t0,
-                               "buildings": len(building_attrs),
-                               "triangles": int(len(arrays["faces"]))}
+        stages["buildings"] = {
+            "status": status,
+            "key": key,
+            "seconds": time.perf_counter() - t0,
+            "buildings": len(building_attrs),
+            "triangles": int(len(arrays["faces"])),
+        }
 
     # --- export (always rewritten: cheap, and the outputs are what the manifest hashes)
     t0 = time.perf_counter()
@@ -233,8 +268,11 @@ def build(
         "command": "twin build",
         "inputs": inputs,
         "frame": frame.to_dict(),
-        "crs": {"source": crs_label(dem_obj.crs), "output": "EPSG:4978 (ECEF) via the root "
-                "transform; content in local ENU metres, glTF y-up"},
+        "crs": {
+            "source": crs_label(dem_obj.crs),
+            "output": "EPSG:4978 (ECEF) via the root "
+            "transform; content in local ENU metres, glTF y-up",
+        },
         "heights": "ellipsoidal unless the source CRS says otherwise",
         "parameters": params.to_dict(),
         "libraries": library_versions(),
@@ -254,14 +292,21 @@ def build(
     return manifest
 
 
-def _export(out: Path, frame: LocalFrame, terrain_v, terrain_f, bld, building_attrs,
-            params: BuildParams) -> list[Path]:
+def _export(
+    out: Path, frame: LocalFrame, terrain_v, terrain_f, bld, building_attrs, params: BuildParams
+) -> list[Path]:
     from twin.tiles.gltf import GltfMesh, write_glb
     from twin.tiles.preview import render_preview
     from twin.tiles.tileset import TileContent, write_tileset
 
-    meshes = [GltfMesh(name="terrain", positions=terrain_v, indices=terrain_f,
-                       colors=_terrain_colors(terrain_v[:, 2]))]
+    meshes = [
+        GltfMesh(
+            name="terrain",
+            positions=terrain_v,
+            indices=terrain_f,
+            colors=_terrain_colors(terrain_v[:, 2]),
+        )
+    ]
     if bld is not None and len(bld["faces"]):
         meshes.append(_building_gltf(bld, building_attrs))
 

@@ -11,9 +11,9 @@ its ellipsoidal height to within the Earth's curvature (< 1 cm over 600 m).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
-from typing import Callable
 
 import numpy as np
 

@@ -1,1 +1,17 @@
-"""twin.tiles"""
+"""twin.tiles: glTF 2.0 / GLB writing, 3D Tiles 1.1 tilesets, validation, previews."""
+
+from twin.tiles.gltf import GltfMesh, read_glb, write_glb
+from twin.tiles.preview import render_preview
+from twin.tiles.tileset import TileContent, write_tileset
+from twin.tiles.validate import validate_glb, validate_tileset
+
+__all__ = [
+    "GltfMesh",
+    "TileContent",
+    "read_glb",
+    "render_preview",
+    "validate_glb",
+    "validate_tileset",
+    "write_glb",
+    "write_tileset",
+]
