@@ -253,6 +253,8 @@ def bench_io(quick: bool) -> dict:
                 "ratio": tl / tw,
             }
             out[ext] = res
+            if ext == "las":
+                out["dtm_memory"] = _dtm_memory(p, Path(d))
     print(f"\nI/O, {n:,} points (M points/s; ratio = twin speed / laspy speed)")
     for ext in ("las", "laz"):
         for k, r in out[ext].items():
@@ -261,6 +263,31 @@ def bench_io(quick: bool) -> dict:
                 f"  ratio {r['ratio']:.2f}"
             )
     return out
+
+
+def _dtm_memory(path: Path, d: Path) -> dict:
+    """Peak traced (Python + NumPy) memory of a streamed DTM, and of reading it all."""
+    import tracemalloc
+
+    from twin.points import raster
+
+    raster.dtm(path, d / "warm.tif", 2.0, ground="classify", chunk_points=200_000)
+    tracemalloc.start()
+    t = time.perf_counter()
+    raster.dtm(path, d / "dtm.tif", 1.0, ground="classify", chunk_points=500_000)
+    secs = time.perf_counter() - t
+    streamed = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    tracemalloc.start()
+    io.read(path)
+    whole = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    r = {"dtm_peak_mb": streamed / 1e6, "read_all_peak_mb": whole / 1e6, "dtm_seconds": secs}
+    print(
+        f"\nDTM from a file, streamed (chunks of 500k points): peak {r['dtm_peak_mb']:.0f} MB"
+        f" traced, vs {r['read_all_peak_mb']:.0f} MB to read the file whole; {secs:.1f} s"
+    )
+    return r
 
 
 def main(argv=None) -> int:

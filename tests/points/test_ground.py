@@ -85,6 +85,16 @@ def test_write_flag(small_scene):
     assert np.all(cls[~g & (before == 2)] == 1)
 
 
+def test_degrees_are_refused(small_scene):
+    from twin.errors import CRSError
+
+    geo = io.reproject(small_scene.cloud, "EPSG:4326")
+    with pytest.raises(CRSError, match="projected coordinates"):
+        classify_ground(geo)
+    utm = io.reproject(geo, "EPSG:32631")  # and back: the same answer (grid shifts a bit)
+    assert (classify_ground(utm) == classify_ground(small_scene.cloud)).mean() > 0.995
+
+
 def test_bad_parameters(small_scene):
     with pytest.raises(ParameterError, match="cell"):
         classify_ground(small_scene.cloud, cell=0)

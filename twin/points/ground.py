@@ -227,6 +227,17 @@ def ground_model(
     return GroundModel(grid, dtm, slope_grid, threshold, scalar, hf, vf)
 
 
+def _check_projected(crs, source) -> None:
+    from twin.errors import CRSError
+
+    if crs is not None and crs.is_geographic:
+        raise CRSError(
+            f"the ground filter needs projected coordinates, not degrees ({crs.name}); "
+            "reproject first (twin.points.reproject, e.g. to the UTM zone)",
+            path=source,
+        )
+
+
 def _candidates(cloud: PointCloud) -> np.ndarray:
     cls = cloud.fields.get("classification")
     if cls is None:
@@ -262,6 +273,7 @@ def classify_ground(
         raise InputError("the cloud has no points", path=cloud.source)
     if not np.all(np.isfinite(cloud.xyz)):
         raise InputError("the cloud has NaN or infinite coordinates", path=cloud.source)
+    _check_projected(cloud.crs, cloud.source)
     hf, vf = unit_factors(cloud.crs)
     cand = _candidates(cloud)
     pts = cloud.xyz[cand]
@@ -344,6 +356,7 @@ def classify_file(
         the_crs = parse_crs(crs, source=src)
     else:
         the_crs = file_crs(header, src)[0]
+    _check_projected(the_crs, src)
     hf, vf = unit_factors(the_crs)
 
     def chunks():

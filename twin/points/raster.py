@@ -180,8 +180,10 @@ def dtm(
     use_filter = ground == "classify" or (ground == "auto" and not has_ground)
     model = None
     if use_filter:
+        from twin.points.ground import _check_projected
         from twin.points.io import unit_factors
 
+        _check_projected(the_crs, source)
         hf, vf = unit_factors(the_crs)
 
         def cand():
