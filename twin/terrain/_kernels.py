@@ -944,6 +944,100 @@ def rtin_extract(E, max_error):
 
 
 # --------------------------------------------------------------------------------------
+# clipping a TIN to the raster extent (RTIN on a padded grid)
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _clip_axis(xs, ys, zs, ids, n, axis, limit, nx, ny, nz, nnew, n0):
+    """Sutherland-Hodgman step of one polygon (xs, ys, zs, ids: n vertices) against
+    coordinate ``axis`` <= limit. Cut points are computed from the segment's endpoints
+    in lexicographic order, so the two triangles sharing an edge get the same bits;
+    they are appended to (nx, ny, nz) with ids n0 + k. Returns the new polygon."""
+    ox = np.empty(8)
+    oy = np.empty(8)
+    oz = np.empty(8)
+    oi = np.empty(8, np.int64)
+    m = 0
+    for i in range(n):
+        j = (i + 1) % n
+        pv = xs[i] if axis == 0 else ys[i]
+        qv = xs[j] if axis == 0 else ys[j]
+        pin = pv <= limit
+        qin = qv <= limit
+        if pin:
+            ox[m], oy[m], oz[m], oi[m] = xs[i], ys[i], zs[i], ids[i]
+            m += 1
+        if pin != qin:
+            ax, ay, az = xs[i], ys[i], zs[i]
+            bx, by, bz = xs[j], ys[j], zs[j]
+            if (ax, ay) > (bx, by):
+                ax, ay, az, bx, by, bz = bx, by, bz, ax, ay, az
+            if axis == 0:
+                t = (limit - ax) / (bx - ax)
+                cx, cy = limit, ay + t * (by - ay)
+            else:
+                t = (limit - ay) / (by - ay)
+                cx, cy = ax + t * (bx - ax), limit
+            nx[nnew] = cx
+            ny[nnew] = cy
+            nz[nnew] = az + t * (bz - az)
+            ox[m], oy[m], oz[m], oi[m] = cx, cy, nz[nnew], n0 + nnew
+            nnew += 1
+            m += 1
+    return ox, oy, oz, oi, m, nnew
+
+
+@njit(cache=True)
+def clip_tin(gx, gy, gz, faces, xmax, ymax):
+    """Clip a TIN in grid units to x <= xmax, y <= ymax on each triangle's own plane.
+
+    Returns ``(nx, ny, nz, out_faces)``: the cut points (ids len(gx) + k, duplicates
+    where triangles share a cut edge, to be merged by position) and the faces: the
+    triangles inside unchanged, the crossing ones fan-triangulated (orientation
+    kept, zero-area pieces dropped). Memory: the output."""
+    n0 = gx.shape[0]
+    nf = faces.shape[0]
+    ncross = 0
+    for f in range(nf):
+        for k in range(3):
+            v = faces[f, k]
+            if gx[v] > xmax or gy[v] > ymax:
+                ncross += 1
+                break
+    nx = np.empty(6 * ncross + 1)
+    ny = np.empty(6 * ncross + 1)
+    nz = np.empty(6 * ncross + 1)
+    out = np.empty((nf + 3 * ncross, 3), np.int64)
+    nnew = 0
+    no = 0
+    xs = np.empty(3)
+    ys = np.empty(3)
+    zs = np.empty(3)
+    ids = np.empty(3, np.int64)
+    for f in range(nf):
+        inside = True
+        for k in range(3):
+            v = faces[f, k]
+            xs[k], ys[k], zs[k], ids[k] = gx[v], gy[v], gz[v], v
+            if gx[v] > xmax or gy[v] > ymax:
+                inside = False
+        if inside:
+            out[no, 0], out[no, 1], out[no, 2] = ids[0], ids[1], ids[2]
+            no += 1
+            continue
+        px, py, pz, pi, m, nnew = _clip_axis(xs, ys, zs, ids, 3, 0, xmax, nx, ny, nz, nnew, n0)
+        if m >= 3:
+            px, py, pz, pi, m, nnew = _clip_axis(px, py, pz, pi, m, 1, ymax, nx, ny, nz, nnew, n0)
+        for k in range(1, m - 1):
+            area = (px[k] - px[0]) * (py[k + 1] - py[0]) - (py[k] - py[0]) * (px[k + 1] - px[0])
+            if area != 0.0:
+                out[no, 0], out[no, 1], out[no, 2] = pi[0], pi[k], pi[k + 1]
+                no += 1
+    return nx[:nnew].copy(), ny[:nnew].copy(), nz[:nnew].copy(), out[:no].copy()
+
+
+# --------------------------------------------------------------------------------------
 # hole filling for vertex heights
 # --------------------------------------------------------------------------------------
 

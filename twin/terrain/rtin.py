@@ -55,72 +55,29 @@ def rtin_grid(herr: np.ndarray, valid: np.ndarray, max_error: float):
     return gx, gy, gz, faces
 
 
-def _cut(p, q, axis: int, limit: float):
-    """Point where segment p-q crosses coordinate ``axis`` == limit, computed from the
-    endpoints in sorted order so both triangles sharing the edge get the same bits."""
-    if (p[0], p[1]) > (q[0], q[1]):
-        p, q = q, p
-    t = (limit - p[axis]) / (q[axis] - p[axis])
-    out = [p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1]), p[2] + t * (q[2] - p[2])]
-    out[axis] = limit
-    return tuple(out)
-
-
-def _clip_poly(poly, axis: int, limit: float):
-    """Sutherland-Hodgman: keep the part of a polygon with coordinate ``axis`` <= limit."""
-    out = []
-    n = len(poly)
-    for i in range(n):
-        p = poly[i]
-        q = poly[(i + 1) % n]
-        pin = p[axis] <= limit
-        qin = q[axis] <= limit
-        if pin:
-            out.append(p)
-        if pin != qin:
-            out.append(_cut(p, q, axis, limit))
-    return out
-
-
 def clip_to_extent(gx, gy, gz, faces, xmax: float, ymax: float):
     """Clip a TIN (grid units) to x <= xmax and y <= ymax.
 
     Triangles inside are kept as they are; the others are clipped on their own plane
     (new vertices interpolate along the cut edges, so the surface does not change) and
-    fan-triangulated, keeping their orientation. Triangles entirely outside vanish.
-    Work is Python-level per clipped triangle (only those crossing the right or bottom
-    edge of the raster).
+    fan-triangulated, keeping their orientation; triangles entirely outside vanish
+    (:func:`twin.terrain._kernels.clip_tin`). Cut points shared by two triangles, or
+    landing on an existing vertex, are merged by position; vertices left unused are
+    removed by the caller.
     """
-    outside = (gx > xmax) | (gy > ymax)
-    cross = outside[faces].any(axis=1)
-    kept = faces[~cross].astype(np.int64)
-    verts = [tuple(v) for v in np.column_stack([gx, gy, gz])]
-    index = {(v[0], v[1]): i for i, v in enumerate(verts)}
-    new_faces = []
-    for tri in faces[cross]:
-        poly = [verts[i] for i in tri]
-        poly = _clip_poly(poly, 0, xmax)
-        if len(poly) >= 3:
-            poly = _clip_poly(poly, 1, ymax)
-        if len(poly) < 3:
-            continue
-        ids = []
-        for v in poly:
-            key = (v[0], v[1])
-            i = index.get(key)
-            if i is None:
-                i = len(verts)
-                verts.append(v)
-                index[key] = i
-            if not ids or ids[-1] != i:
-                ids.append(i)
-        if len(ids) > 1 and ids[0] == ids[-1]:
-            ids.pop()
-        for k in range(1, len(ids) - 1):
-            a, b, c = verts[ids[0]], verts[ids[k]], verts[ids[k + 1]]
-            area = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
-            if area != 0.0:
-                new_faces.append((ids[0], ids[k], ids[k + 1]))
-    v = np.array(verts, dtype=np.float64)
-    f = np.concatenate([kept, np.array(new_faces, dtype=np.int64).reshape(-1, 3)])
-    return v[:, 0].copy(), v[:, 1].copy(), v[:, 2].copy(), f
+    nx, ny, nz, f = _kernels.clip_tin(gx, gy, gz, np.ascontiguousarray(faces), xmax, ymax)
+    vx = np.concatenate([gx, nx])
+    vy = np.concatenate([gy, ny])
+    vz = np.concatenate([gz, nz])
+    if len(nx):
+        # merge by position: the cut points among themselves and with the original
+        # vertices on the cut lines (the only ones they can coincide with)
+        n0 = len(gx)
+        on = np.nonzero((gx == xmax) | (gy == ymax))[0]
+        ids = np.concatenate([on, n0 + np.arange(len(nx))])
+        keys = np.column_stack([vx[ids], vy[ids]])
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        remap = np.arange(len(vx))
+        remap[ids] = ids[first[inverse.ravel()]]
+        f = remap[f]
+    return vx, vy, vz, f
