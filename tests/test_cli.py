@@ -49,3 +49,45 @@ def test_synth_refuses_to_overwrite_a_foreign_folder(tmp_path):
     r = CliRunner().invoke(main, ["synth", str(tmp_path), "--preset", "small"])
     assert r.exit_code == 2 and "not a twin survey" in r.output
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_sync_replay_then_state_and_time_travel(tmp_path):
+    import json
+
+    events = tmp_path / "e.ndjson"
+    base = {"entity_id": "urn:ngsi-ld:Vehicle:V1", "entity_type": "vehicle", "source": "test"}
+    lines = [
+        {
+            **base,
+            "event_id": "a",
+            "observed_at": "2026-05-01T08:00:00.000Z",
+            "position": {"lon": 121.55, "lat": 29.87, "alt": 10.0},
+            "status": "driving",
+        },
+        {
+            **base,
+            "event_id": "b",
+            "observed_at": "2026-05-01T08:00:10.000Z",
+            "position": {"lon": 121.551, "lat": 29.87, "alt": 10.0},
+            "status": "parked",
+        },
+        {
+            **base,
+            "event_id": "a",
+            "observed_at": "2026-05-01T08:00:00.000Z",
+            "position": {"lon": 121.55, "lat": 29.87, "alt": 10.0},
+            "status": "driving",
+        },
+    ]
+    events.write_text("\n".join(json.dumps(e) for e in lines) + "\n{not json\n")
+    db = tmp_path / "live.sqlite"
+    r = CliRunner().invoke(main, ["sync", "replay", str(events), "--db", str(db), "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert (rep["applied"], rep["duplicate"], rep["malformed"]) == (2, 1, 1)
+    r = run("sync", "state", "urn:ngsi-ld:Vehicle:V1", "--db", str(db))
+    assert json.loads(r.output)["status"] == "parked"
+    r = run(
+        "sync", "state", "urn:ngsi-ld:Vehicle:V1", "--db", str(db), "--at", "2026-05-01T08:00:05Z"
+    )
+    assert json.loads(r.output)["status"] == "driving"
