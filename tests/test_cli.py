@@ -91,3 +91,28 @@ def test_sync_replay_then_state_and_time_travel(tmp_path):
         "sync", "state", "urn:ngsi-ld:Vehicle:V1", "--db", str(db), "--at", "2026-05-01T08:00:05Z"
     )
     assert json.loads(r.output)["status"] == "driving"
+
+
+def test_build_with_a_truncated_dem_names_the_file(tmp_path):
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    dem = tmp_path / "dem.tif"
+    with rasterio.open(
+        dem,
+        "w",
+        driver="GTiff",
+        width=64,
+        height=64,
+        count=1,
+        dtype="float32",
+        crs="EPSG:4550",
+        transform=from_origin(360000, 3306000, 1, 1),
+    ) as ds:
+        ds.write(np.random.default_rng(0).random((64, 64), dtype=np.float32), 1)
+    data = dem.read_bytes()
+    dem.write_bytes(data[: len(data) // 2])
+    r = CliRunner().invoke(main, ["build", str(tmp_path), str(tmp_path / "out")])
+    assert r.exit_code == 2 and "dem.tif" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out" / "manifest.json").exists()
