@@ -245,6 +245,37 @@ def _candidates(cloud: PointCloud) -> np.ndarray:
     return ~np.isin(cls, NOISE_CLASSES)
 
 
+def cloud_model(cloud: PointCloud, **params) -> tuple[GroundModel, np.ndarray]:
+    """Steps 1-5 for an in-memory cloud: the :class:`GroundModel` and the candidate
+    mask (non-noise points). ``params`` as :func:`ground_model` (metres)."""
+    from twin.points.io import unit_factors
+
+    if len(cloud) == 0:
+        raise InputError("the cloud has no points", path=cloud.source)
+    if not np.all(np.isfinite(cloud.xyz)):
+        raise InputError("the cloud has NaN or infinite coordinates", path=cloud.source)
+    _check_projected(cloud.crs, cloud.source)
+    hf, vf = unit_factors(cloud.crs)
+    cand = _candidates(cloud)
+    pts = cloud.xyz[cand]
+    if len(pts) == 0:
+        raise InputError("every point is classed as noise", path=cloud.source)
+    mins = np.array([cloud.xyz[:, i].min() for i in range(3)])
+    maxs = np.array([cloud.xyz[:, i].max() for i in range(3)])
+    model = ground_model(lambda: [pts], mins, maxs, hf=hf, vf=vf, source=cloud.source, **params)
+    return model, cand
+
+
+def height_above_ground(
+    cloud: PointCloud, *, progress: Progress | None = None, **params
+) -> np.ndarray:
+    """Height of every point above the filter's provisional DTM, in metres (float64;
+    noise points included). ``params`` as :func:`classify_ground`. The feature the
+    building and vegetation classes start from. Memory: a grid plus N floats."""
+    model, _ = cloud_model(cloud, progress=progress, **params)
+    return model.height_above(cloud.xyz)
+
+
 def classify_ground(
     cloud: PointCloud,
     cell: float = 1.0,
@@ -261,31 +292,15 @@ def classify_ground(
 ) -> np.ndarray:
     """Ground points of an in-memory cloud: a bool array (True = ground).
 
-    Parameters are in metres (see the module doc). With ``write``, class 2 is written
-    into ``cloud.fields["classification"]`` for ground points; points of class 2 that
-    are not ground become 1 (unclassified); other classes stay unless ``reset``, which
-    sets every non-ground, non-noise point to 1. Noise (7, 18) is never ground.
+    Parameters are in metres (see the module doc). With ``write``, the result goes into
+    ``cloud.fields["classification"]``: points of class 0, 1 or 2 become 2 (ground) or
+    1 (unclassified); every other class (buildings, water, ... from the provider) is
+    left unchanged, unless ``reset``, which sets every non-noise point to 2 or 1.
+    Noise (7, 18) is never ground and never changed.
     Raises InputError for an empty cloud or one whose points all share one x, y.
     """
-    from twin.points.io import unit_factors
-
-    if len(cloud) == 0:
-        raise InputError("the cloud has no points", path=cloud.source)
-    if not np.all(np.isfinite(cloud.xyz)):
-        raise InputError("the cloud has NaN or infinite coordinates", path=cloud.source)
-    _check_projected(cloud.crs, cloud.source)
-    hf, vf = unit_factors(cloud.crs)
-    cand = _candidates(cloud)
-    pts = cloud.xyz[cand]
-    if len(pts) == 0:
-        raise InputError("every point is classed as noise", path=cloud.source)
-    mins, maxs = cloud.xyz.min(axis=0), cloud.xyz.max(axis=0)
-    model = ground_model(
-        lambda: [pts],
-        mins,
-        maxs,
-        hf=hf,
-        vf=vf,
+    model, cand = cloud_model(
+        cloud,
         cell=cell,
         slope=slope,
         window=window,
@@ -293,7 +308,6 @@ def classify_ground(
         scalar=scalar,
         low_threshold=low_threshold,
         tile=tile,
-        source=cloud.source,
         progress=progress,
     )
     with ensure(progress).step("ground: label points", total=len(cloud)) as advance:
@@ -305,11 +319,14 @@ def classify_ground(
 
 
 def _write_classes(cls: np.ndarray, ground: np.ndarray, cand: np.ndarray, reset: bool) -> None:
+    """Write the result into ASPRS classes in place (rules in :func:`classify_ground`)."""
     if reset:
         cls[cand] = 1
+        cls[ground] = GROUND
     else:
-        cls[(cls == GROUND) & ~ground] = 1
-    cls[ground] = GROUND
+        free = cls <= GROUND  # 0 created, 1 unclassified, 2 ground: ours to decide
+        cls[free & ~ground] = 1
+        cls[free & ground] = GROUND
 
 
 def classify_file(
@@ -329,8 +346,9 @@ def classify_file(
 ) -> dict:
     """Classify ground in a LAS/LAZ file and write the result to ``dst`` (LAS/LAZ),
     streaming: two passes over ``src``, ``chunk_points`` at a time; the output is
-    written chunk by chunk to a temporary name and renamed at the end. Peak memory:
-    one chunk plus the grid (see the module doc). Returns counts per class written.
+    written chunk by chunk to a temporary name and renamed at the end; class rules as
+    :func:`classify_ground` with ``write=True``. Peak memory: one chunk plus the grid
+    (see the module doc). Returns the count of each class written.
     """
     import laspy
 
@@ -381,6 +399,8 @@ def classify_file(
     counts = np.zeros(256, dtype=np.int64)
     with _open(src) as reader, atomic_path(dst) as tmp:
         out_header = reader.header
+        # the output is a plain LAS/LAZ: drop the COPC records that would claim otherwise
+        out_header.vlrs = [v for v in out_header.vlrs if "Copc" not in type(v).__name__]
         with (
             laspy.open(
                 tmp,
