@@ -116,3 +116,26 @@ def test_build_with_a_truncated_dem_names_the_file(tmp_path):
     r = CliRunner().invoke(main, ["build", str(tmp_path), str(tmp_path / "out")])
     assert r.exit_code == 2 and "dem.tif" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_points_info_and_dtm_on_a_real_file(tmp_path, shared_data):
+    import json
+
+    import rasterio
+
+    src = shared_data / "points" / "pdal_autzen-utm.las"
+    r = run("points", "info", str(src), "--json")
+    d = json.loads(r.output)
+    assert d["count"] == 1065 and d["crs"]["epsg"] == 26910
+    out = tmp_path / "dtm.tif"
+    r = CliRunner().invoke(main, ["points", "dtm", str(src), str(out), "--resolution", "5"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(out) as ds:
+        assert ds.crs.to_epsg() == 26910 and ds.res == (5.0, 5.0)
+
+
+def test_points_dtm_without_a_crs_says_why(tmp_path, shared_data):
+    src = shared_data / "points" / "pdal_sample_c.las"
+    r = CliRunner().invoke(main, ["points", "dtm", str(src), str(tmp_path / "d.tif")])
+    assert r.exit_code == 2 and "sample_c" in r.output and "CRS" in r.output
+    assert not (tmp_path / "d.tif").exists()

@@ -228,6 +228,146 @@ def demo(out, seed, replay_seconds, as_json):
         print_summary(summary)
 
 
+# ---------------------------------------------------------------- points
+@main.group()
+def points():
+    """Point clouds (LAS/LAZ/COPC): info, ground classification, DTM and DSM."""
+
+
+_crs_option = click.option(
+    "--crs", default=None, help="CRS to use when the file has none (EPSG code or WKT)."
+)
+
+
+@points.command("info")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_crs_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def points_info(file, crs, as_json):
+    """Count, bounds, CRS (or why there is none), point format, classes, density.
+
+    \b
+    Example:
+      twin points info survey/lidar.laz --json
+    """
+    from twin.points.io import info
+
+    d = info(file, crs=crs)
+    if as_json:
+        emit_json(d)
+        return
+    c = d.get("crs")
+    click.echo(f"{file}: {d['count']:,} points, LAS {d['version']} format {d['point_format']}")
+    click.echo(f"  CRS: {c['label'] if c else 'none (' + str(d.get('crs_reason')) + ')'}")
+    click.echo(f"  bounds: {d['bounds']['min']} .. {d['bounds']['max']}")
+    if d.get("density"):
+        click.echo(f"  density: {d['density']:.2f} points/m²")
+    if d.get("classes"):
+        click.echo("  classes: " + ", ".join(f"{k}: {v:,}" for k, v in d["classes"].items()))
+
+
+@points.command("classify")
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@_crs_option
+@click.option(
+    "--window",
+    type=float,
+    default=18.0,
+    show_default=True,
+    help="Largest opening window (m): more than half the widest building.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Height threshold above the provisional DTM (m).",
+)
+@click.option("--slope", type=float, default=0.15, show_default=True)
+@click.option("--reset", is_flag=True, help="Reclassify every non-noise point.")
+def points_classify(src, dst, crs, window, threshold, slope, reset):
+    """Classify ground (ASPRS class 2) with a progressive morphological filter.
+
+    \b
+    Example:
+      twin points classify survey/lidar.laz ground.laz
+    """
+    from twin.points.ground import classify_file
+    from twin.progress import terminal
+
+    counts = classify_file(
+        src,
+        dst,
+        crs=crs,
+        window=window,
+        threshold=threshold,
+        slope=slope,
+        reset=reset,
+        progress=terminal(),
+    )
+    click.echo(f"{dst}: " + ", ".join(f"class {k}: {v:,}" for k, v in sorted(counts.items())))
+
+
+def _raster_command(kind: str):
+    @points.command(
+        kind,
+        help=(
+            f"Write a {kind.upper()} Cloud-Optimised GeoTIFF from a LAS/LAZ file.\n\n"
+            f"\b\nExample:\n  twin points {kind} survey/lidar.laz {kind}.tif --resolution 0.5"
+        ),
+    )
+    @click.argument("src", type=click.Path(dir_okay=False))
+    @click.argument("out", type=click.Path(dir_okay=False))
+    @click.option(
+        "--resolution",
+        type=float,
+        default=1.0,
+        show_default=True,
+        help="Cell size in the CRS's horizontal unit.",
+    )
+    @_crs_option
+    @click.option(
+        "--fill",
+        type=click.Choice(["tin", "none"]),
+        default="tin",
+        show_default=True,
+        help="Fill empty cells by TIN interpolation.",
+    )
+    @click.option(
+        "--hillshade",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Also write a hillshade PNG to look at.",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+    def command(src, out, resolution, crs, fill, hillshade, as_json):
+        from twin.points import raster
+        from twin.progress import terminal
+
+        fn = getattr(raster, kind)
+        summary = fn(
+            src,
+            out,
+            resolution=resolution,
+            crs=crs,
+            fill=fill,
+            progress=None if as_json else terminal(),
+        )
+        if hillshade:
+            raster.hillshade_png(out, hillshade)
+        if as_json:
+            emit_json(summary)
+        else:
+            click.echo(f"{kind.upper()} written to {out}")
+
+    return command
+
+
+points_dtm = _raster_command("dtm")
+points_dsm = _raster_command("dsm")
+
+
 # ---------------------------------------------------------------- sync
 @main.group()
 def sync():
