@@ -232,10 +232,10 @@ def tin(
     triangle during refinement (flat arrays grown by 1.5x, so up to ~90), 1 byte per
     sample and 8 per triangle for the final check, and the output (24 bytes per
     vertex, 12 per triangle). Measured peak (``benchmarks/terrain.py``, 1025 x 1025
-    fractal, 1.38 M triangles at 1 m): about 170 bytes per input sample; 32 at 5 m.
-    RTIN: the padded (2**k + 1)**2 grid of heights, filled heights, errors and vertex
-    map (about 30 bytes per padded sample) plus the output: about 155 bytes per sample
-    at 1 m (1.65 M triangles), 60 at 5 m.
+    fractal): about 135 bytes per input sample at 1 m (1.38 M triangles), 20 at 5 m.
+    RTIN: the padded (2**k + 1)**2 grid of heights, filled heights (only with holes
+    or padding), errors and vertex map (12 to 29 bytes per padded sample) plus the
+    output: about 100 bytes per sample at 1 m (1.65 M triangles), 25 at 5 m.
 
     Raises
     ------
