@@ -230,7 +230,7 @@ def tin(
     Grows with the number of samples n and of output triangles M. Greedy: the
     float64 copy with NaN holes and the mask (9 bytes per sample), about 60 bytes per
     triangle during refinement (flat arrays grown by 1.5x, so up to ~90), 1 byte per
-    sample and 8 per triangle for the final check, and the output (24 bytes per
+    sample and 16 per triangle for the final check, and the output (24 bytes per
     vertex, 12 per triangle). Measured peak (``benchmarks/terrain.py``, 1025 x 1025
     fractal): about 135 bytes per input sample at 1 m (1.38 M triangles), 20 at 5 m.
     RTIN: the padded (2**k + 1)**2 grid of heights, filled heights (only with holes
