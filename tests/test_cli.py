@@ -139,3 +139,24 @@ def test_points_dtm_without_a_crs_says_why(tmp_path, shared_data):
     r = CliRunner().invoke(main, ["points", "dtm", str(src), str(tmp_path / "d.tif")])
     assert r.exit_code == 2 and "sample_c" in r.output and "CRS" in r.output
     assert not (tmp_path / "d.tif").exists()
+
+
+def test_terrain_info_and_tin_keep_the_error_bound(tmp_path, shared_data):
+    import json
+
+    import trimesh
+
+    dem = shared_data / "dem" / "stars_olinda_dem_utm25s.tif"
+    info = json.loads(run("terrain", "info", str(dem), "--json").output)
+    assert info["size"] == {"rows": 111, "cols": 111} and "UTM" in info["crs"]
+    out = tmp_path / "t.ply"
+    r = run("terrain", "tin", str(dem), str(out), "--max-error", "5", "--json")
+    s = json.loads(r.output)
+    assert s["max_error_reached"] <= 5.0 and s["triangles"] < 2 * 110 * 110 / 4
+    mesh = trimesh.load(out, process=False)
+    assert len(mesh.faces) == s["triangles"]
+    # map coordinates of the DEM's CRS, inside its bounds
+    b = info["bounds"]
+    assert mesh.vertices[:, 0].min() >= b["xmin"] and mesh.vertices[:, 0].max() <= b["xmax"]
+    r = CliRunner().invoke(main, ["terrain", "tin", str(dem), str(out), "--max-error", "0"])
+    assert r.exit_code == 2 and "max_error" in r.output

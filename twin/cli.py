@@ -368,6 +368,135 @@ points_dtm = _raster_command("dtm")
 points_dsm = _raster_command("dsm")
 
 
+# ---------------------------------------------------------------- terrain
+@main.group()
+def terrain():
+    """Terrain: DEM facts, error-bounded TINs."""
+
+
+@terrain.command("info")
+@click.argument("dem", type=click.Path(dir_okay=False))
+@click.option("--crs", default=None, help="CRS to use when the file has none.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def terrain_info(dem, crs, as_json):
+    """Size, resolution, CRS, bounds, height range and nodata of a DEM.
+
+    \b
+    Example:
+      twin terrain info survey/dem.tif --json
+    """
+    from twin.crs import crs_label
+    from twin.terrain.dem import read_dem
+
+    d = read_dem(dem, crs=crs)
+    valid = d.valid
+    h = d.heights[valid]
+    x0, y0, x1, y1 = d.bounds()
+    out = {
+        "path": str(dem),
+        "size": {"rows": d.shape[0], "cols": d.shape[1]},
+        "resolution": [abs(d.transform.a), abs(d.transform.e)],
+        "crs": crs_label(d.crs),
+        "bounds": {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1},
+        "heights": {"min": float(h.min()), "max": float(h.max()), "mean": float(h.mean())},
+        "nodata": d.nodata,
+        "valid_fraction": float(valid.mean()),
+        "pixel_is_area": d.pixel_is_area,
+    }
+    if as_json:
+        emit_json(out)
+    else:
+        for k, v in out.items():
+            click.echo(f"{k:15s} {v}")
+
+
+@terrain.command("tin")
+@click.argument("dem", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option(
+    "--max-error",
+    type=float,
+    required=True,
+    help="Maximum vertical error (m) of the TIN at every DEM sample: a guarantee.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["greedy", "rtin"]),
+    default="greedy",
+    show_default=True,
+    help="greedy: fewest triangles; rtin: fastest.",
+)
+@click.option("--crs", default=None, help="CRS to use when the file has none.")
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
+def terrain_tin(dem, out, max_error, mode, crs, as_json):
+    """Triangulate a DEM within a guaranteed vertical error; write PLY (map coordinates)
+    or GLB (local ENU frame, y-up, the frame in the GLB's extras).
+
+    \b
+    Example:
+      twin terrain tin survey/dem.tif terrain.glb --max-error 0.5
+    """
+    import time
+    from pathlib import Path
+
+    from twin.errors import ParameterError
+    from twin.terrain.dem import read_dem
+    from twin.terrain.tin import tin
+
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".ply", ".glb"):
+        raise ParameterError(f"output must end in .ply or .glb, got {out!r}")
+    d = read_dem(dem, crs=crs)
+    t0 = time.perf_counter()
+    v, f, reached = tin(d.heights, max_error, transform=d.transform, mask=d.valid, mode=mode)
+    seconds = time.perf_counter() - t0
+    _write_terrain_mesh(out, v, f, d)
+    summary = {
+        "out": str(out),
+        "vertices": int(len(v)),
+        "triangles": int(len(f)),
+        "max_error": max_error,
+        "max_error_reached": float(reached),
+        "mode": mode,
+        "seconds": round(seconds, 3),
+        "dem_samples": int(d.valid.sum()),
+    }
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(
+            f"{out}: {len(f):,} triangles from {summary['dem_samples']:,} samples, "
+            f"max error {reached:.3f} (asked {max_error}) in {seconds:.2f} s"
+        )
+
+
+def _write_terrain_mesh(out, v, f, dem) -> None:
+    from pathlib import Path
+
+    from twin.fileio import atomic_path
+
+    if Path(out).suffix.lower() == ".ply":
+        import trimesh
+
+        mesh = trimesh.Trimesh(v, f, process=False)
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(trimesh.exchange.ply.export_ply(mesh, encoding="binary"))
+        return
+    import numpy as np
+
+    from twin.crs import LocalFrame
+    from twin.tiles.gltf import GltfMesh, write_glb
+
+    cx, cy = v[:, 0].mean(), v[:, 1].mean()
+    frame = LocalFrame.at(cx, cy, 0.0, dem.crs)
+    enu = frame.from_crs(v, dem.crs)
+    write_glb(
+        out,
+        [GltfMesh(name="terrain", positions=enu, indices=np.asarray(f))],
+        extras={"frame": frame.to_dict(), "source_crs": dem.crs.to_wkt()},
+    )
+
+
 # ---------------------------------------------------------------- sync
 @main.group()
 def sync():
