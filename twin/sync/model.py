@@ -83,16 +83,27 @@ class Event:
     attributes: dict = field(default_factory=dict)
     expected_revision: int | None = None
     attributes_json: str = "{}"  # compact, key-sorted JSON of ``attributes``
+    # placement on the model (set by a Placer before the store applies the event):
+    # building and floor found from the position, ENU metres in the model's frame
+    placed_building: str | None = None
+    placed_floor: int | None = None
+    x: float | None = None
+    y: float | None = None
+    z: float | None = None
 
     @property
     def building(self) -> str | None:
+        """``attributes.building_id`` when the event says so, else the placed building."""
         b = self.attributes.get("building_id")
-        return b if isinstance(b, str) else None
+        return b if isinstance(b, str) else self.placed_building
 
     @property
     def floor(self) -> int | None:
+        """``attributes.floor`` when the event says so, else the placed floor."""
         f = self.attributes.get("floor")
-        return f if isinstance(f, int) and not isinstance(f, bool) else None
+        if isinstance(f, int) and not isinstance(f, bool):
+            return f
+        return self.placed_floor
 
     @property
     def observed_at(self) -> str:
@@ -137,14 +148,15 @@ class Entity:
     attributes: dict = field(default_factory=dict)
     source: str | None = None
     event_id: str | None = None
+    building: str | None = None  # from attributes.building_id, else from placement
+    floor: int | None = None  # from attributes.floor, else from placement
+    x: float | None = None  # ENU metres in the model's local frame (when placed)
+    y: float | None = None
+    z: float | None = None
 
     @property
-    def building(self) -> str | None:
-        return self.attributes.get("building_id")
-
-    @property
-    def floor(self) -> int | None:
-        return self.attributes.get("floor")
+    def enu(self) -> tuple[float, float, float] | None:
+        return None if self.x is None else (self.x, self.y, self.z)
 
     @property
     def observed_at(self) -> str:
@@ -234,10 +246,10 @@ def _opt_num(obj: dict, key: str, lo: float, hi: float) -> float | None:
     return None if v is None else _num(v, key, lo, hi)
 
 
-def _position(lon, lat, alt) -> tuple[float, float, float]:
+def _position(lon, lat, alt) -> tuple[float, float, float | None]:
     lon = _num(lon, "position.lon", -180.0, 180.0)
     lat = _num(lat, "position.lat", -90.0, 90.0)
-    alt = 0.0 if alt is None else _num(alt, "position.alt", -12_000.0, 100_000.0)
+    alt = None if alt is None else _num(alt, "position.alt", -12_000.0, 100_000.0)
     return lon, lat, alt
 
 

@@ -50,7 +50,7 @@ from twin.sync.model import (
 )
 
 APPLIED, STALE, DUPLICATE, REJECTED = "applied", "stale", "duplicate", "rejected"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Outcome(NamedTuple):
@@ -107,7 +107,7 @@ CREATE TABLE IF NOT EXISTS entities (
     k INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
     revision INTEGER NOT NULL, observed_ns INTEGER NOT NULL, event_id TEXT NOT NULL,
     source TEXT, lon REAL, lat REAL, alt REAL, heading REAL, speed REAL, status TEXT,
-    attributes TEXT NOT NULL, building TEXT, floor INTEGER
+    attributes TEXT NOT NULL, building TEXT, floor INTEGER, x REAL, y REAL, z REAL
 );
 CREATE INDEX IF NOT EXISTS entities_building ON entities (building, floor)
     WHERE building IS NOT NULL;
@@ -115,7 +115,7 @@ CREATE TABLE IF NOT EXISTS history (
     k INTEGER NOT NULL, observed_ns INTEGER NOT NULL, event_id TEXT NOT NULL,
     revision INTEGER NOT NULL, outcome TEXT NOT NULL, source TEXT,
     lon REAL, lat REAL, alt REAL, heading REAL, speed REAL, status TEXT,
-    attributes TEXT NOT NULL, building TEXT, floor INTEGER
+    attributes TEXT NOT NULL, building TEXT, floor INTEGER, x REAL, y REAL, z REAL
 );
 CREATE INDEX IF NOT EXISTS history_entity_time ON history (k, observed_ns, event_id);
 CREATE TABLE IF NOT EXISTS events_seen (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
@@ -143,6 +143,9 @@ _COLS = (
     "attributes",
     "building",
     "floor",
+    "x",
+    "y",
+    "z",
 )
 _SEL = ", ".join(_COLS)
 _HIST_COLS = (
@@ -161,34 +164,37 @@ _HIST_COLS = (
     "attributes",
     "building",
     "floor",
+    "x",
+    "y",
+    "z",
 )
 _INS_ENTITY = f"INSERT INTO entities ({_SEL}, k) VALUES ({', '.join('?' * len(_COLS))}, ?)"
 _UPD_ENTITY = (
     "UPDATE entities SET revision = ?3, observed_ns = ?4, event_id = ?5, source = ?6, "
     "lon = ?7, lat = ?8, alt = ?9, heading = ?10, speed = ?11, status = ?12, "
-    "attributes = ?13, building = ?14, floor = ?15 WHERE k = ?16"
+    "attributes = ?13, building = ?14, floor = ?15, x = ?16, y = ?17, z = ?18 WHERE k = ?19"
 )
 _UPD_MOVE = (
     "UPDATE entities SET revision = ?, observed_ns = ?, event_id = ?, lon = ?, lat = ?, "
-    "alt = ?, heading = ?, speed = ? WHERE k = ?"
+    "alt = ?, heading = ?, speed = ?, x = ?, y = ?, z = ? WHERE k = ?"
 )
 _INS_HIST = (
     f"INSERT INTO history ({', '.join(_HIST_COLS)}) VALUES ({', '.join('?' * len(_HIST_COLS))})"
 )
 # a history row straight from an in-memory entity row (?1 id and ?2 type unused)
 _INS_HIST_ROW = (
-    f"INSERT INTO history ({', '.join(_HIST_COLS)}) VALUES (?16, ?4, ?5, ?3, "
-    "'applied', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+    f"INSERT INTO history ({', '.join(_HIST_COLS)}) VALUES (?19, ?4, ?5, ?3, "
+    "'applied', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
 )
 _COPY_HIST = (
     f"INSERT INTO history ({', '.join(_HIST_COLS)}) SELECT k, observed_ns, event_id, "
     "revision, 'applied', source, lon, lat, alt, heading, speed, status, attributes, "
-    "building, floor FROM entities WHERE k IN (SELECT value FROM json_each(?))"
+    "building, floor, x, y, z FROM entities WHERE k IN (SELECT value FROM json_each(?))"
 )
 _new = tuple.__new__
 _ASOF_COLS = (
     "?2, ?3, revision, observed_ns, event_id, source, lon, lat, alt, heading, speed, "
-    "status, attributes, building, floor, outcome"
+    "status, attributes, building, floor, x, y, z, outcome"
 )
 _ASOF = (
     f"SELECT {_ASOF_COLS} FROM history WHERE k = ?1 AND observed_ns <= ?4 "
@@ -199,10 +205,11 @@ _ASOF_APPLIED = (
     "AND outcome = 'applied' ORDER BY observed_ns DESC, event_id DESC LIMIT 1"
 )
 _STATE_COL = {"reported": 1, "dispatched": 2, "on_scene": 3, "resolved": 4, "closed": 5}
-# history rows read back in entity-row column order, then outcome (index 15)
+# history rows read back in entity-row column order, then outcome (index 18)
 _HIST_SEL = (
     "e.id, e.type, h.revision, h.observed_ns, h.event_id, h.source, h.lon, h.lat, "
-    "h.alt, h.heading, h.speed, h.status, h.attributes, h.building, h.floor, h.outcome"
+    "h.alt, h.heading, h.speed, h.status, h.attributes, h.building, h.floor, h.x, h.y, h.z, "
+    "h.outcome"
 )
 
 
@@ -232,6 +239,11 @@ def _entity(row) -> Entity:
         {} if a == "{}" else json.loads(a),
         row[5],
         row[4],
+        row[13],
+        row[14],
+        row[15],
+        row[16],
+        row[17],
     )
 
 
@@ -252,15 +264,27 @@ class SQLiteStore(Store):
     copied into history set-based from ``entities``; only superseded and stale
     rows are bound one by one.
 
+    Placement: with a ``placer`` (:class:`twin.sync.placement.Placer`), every event
+    with a position is placed on the model before it is applied: the building and
+    floor it is in (unless its attributes say so) and its ENU position are stored
+    with the entity and its history, so ``query(building=..., floor=...)`` works
+    for raw lon/lat input. The events passed in are updated in place.
+
     Memory: one batch, plus the entity cache (about 350 bytes per entity, cleared
     when it exceeds ``max_cache`` entities). Disk grows with the number of history
     rows (every applied or stale event).
     """
 
     def __init__(
-        self, path: str | os.PathLike, *, synchronous: str = "FULL", max_cache: int = 1_000_000
+        self,
+        path: str | os.PathLike,
+        *,
+        synchronous: str = "FULL",
+        max_cache: int = 1_000_000,
+        placer=None,
     ):
         self.path = Path(path)
+        self.placer = placer
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise InputError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         try:
@@ -319,6 +343,8 @@ class SQLiteStore(Store):
                 outcomes[i] = Outcome(
                     eid if isinstance(eid, str) else None, REJECTED, None, exc.reason
                 )
+        if self.placer is not None:  # building, floor and ENU from the position
+            self.placer.place_events(evs)
         cur = self._cur
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -360,7 +386,7 @@ class SQLiteStore(Store):
         hist_applied: list[tuple] = []  # applied, superseded within the batch (row order)
         new_seen: list[str] = []
         # rows touched by this batch; marks in each row (no per-event set lookups):
-        # row[16] == token: dirty in this batch, row[17]: wide update, row[18]: created
+        # row[19] == token: dirty in this batch, row[20]: wide update, row[21]: created
         self._batch += 1
         token = self._batch
         dirty: list[list] = []
@@ -402,7 +428,7 @@ class SQLiteStore(Store):
                 new_seen.append(eid)
                 hist.append(
                     (
-                        cur_row[15],
+                        cur_row[18],
                         e.observed_ns,
                         eid,
                         rev,
@@ -417,6 +443,9 @@ class SQLiteStore(Store):
                         attrs_json,
                         e.building,
                         e.floor,
+                        e.x,
+                        e.y,
+                        e.z,
                     )
                 )
                 outcomes[i] = Outcome(eid, STALE, rev)
@@ -459,6 +488,9 @@ class SQLiteStore(Store):
                     attrs_json,
                     e.building,
                     e.floor,
+                    e.x,
+                    e.y,
+                    e.z,
                     self._next_k,
                     token,
                     0,
@@ -470,29 +502,30 @@ class SQLiteStore(Store):
                 cache[ent_id] = row
             else:
                 row = cur_row
-                if row[16] == token:  # an earlier state of this batch: keep it
-                    hist_applied.append(row[:16])
+                if row[19] == token:  # an earlier state of this batch: keep it
+                    hist_applied.append(row[:19])
                 else:
-                    row[16] = token
+                    row[19] = token
                     dirty.append(row)
                 row[2] += 1
                 row[3] = ns
                 row[4] = eid
                 if e.source != row[5]:
                     row[5] = e.source
-                    row[17] = token
+                    row[20] = token
                 lon = e.lon
                 if lon is not None:
                     row[6], row[7], row[8] = lon, e.lat, e.alt
+                    row[15], row[16], row[17] = e.x, e.y, e.z
                 if e.heading is not None:
                     row[9] = e.heading
                 if e.speed is not None:
                     row[10] = e.speed
                 if e.status is not None and e.status != row[11]:
                     row[11] = e.status
-                    row[17] = token
+                    row[20] = token
                 if e.attributes:
-                    row[17] = token
+                    row[20] = token
                     if row[12] != "{}":
                         merged = json.loads(row[12])
                         merged.update(e.attributes)
@@ -500,21 +533,45 @@ class SQLiteStore(Store):
                         b, f = merged.get("building_id"), merged.get("floor")
                     else:
                         b, f = e.building, e.floor
-                    row[12], row[13], row[14] = attrs_json, b, f
+                    row[12] = attrs_json
+                    if e.x is not None:  # placed: the model says where, unless told
+                        b = b if "building_id" in e.attributes else e.placed_building
+                        f = f if "floor" in e.attributes else e.placed_floor
+                    row[13], row[14] = b, f
+                elif e.x is not None:  # placed from the position: building and floor
+                    b, f = e.placed_building, e.placed_floor
+                    if b != row[13] or f != row[14]:
+                        row[13], row[14] = b, f
+                        row[20] = token
             seen_add(eid)
             seen_append(eid)
             outcomes[i] = _new(Outcome, (eid, APPLIED, row[2], None))
         if created:
-            cur.executemany(_INS_ENTITY, [r[:16] for r in created])
+            cur.executemany(_INS_ENTITY, [r[:19] for r in created])
         if len(dirty) > len(created):
             narrow, wide = [], []
             for r in dirty:
-                if r[18] == token:
+                if r[21] == token:
                     continue
-                if r[17] == token:
-                    wide.append(r[:16])
+                if r[20] == token:
+                    wide.append(r[:19])
                 else:
-                    narrow.append((r[2], r[3], r[4], r[6], r[7], r[8], r[9], r[10], r[15]))
+                    narrow.append(
+                        (
+                            r[2],
+                            r[3],
+                            r[4],
+                            r[6],
+                            r[7],
+                            r[8],
+                            r[9],
+                            r[10],
+                            r[15],
+                            r[16],
+                            r[17],
+                            r[18],
+                        )
+                    )
             if narrow:  # the common case: a move; fewer columns, no index to maintain
                 cur.executemany(_UPD_MOVE, narrow)
             if wide:
@@ -528,7 +585,7 @@ class SQLiteStore(Store):
         if hist_applied:
             cur.executemany(_INS_HIST_ROW, hist_applied)
         if dirty:  # the final state of each entity is its last applied history row
-            cur.execute(_COPY_HIST, (json.dumps([r[15] for r in dirty]),))
+            cur.execute(_COPY_HIST, (json.dumps([r[18] for r in dirty]),))
         if incident_rows:
             cur.executemany(
                 "INSERT INTO incidents VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -555,7 +612,7 @@ class SQLiteStore(Store):
         # id -> (k, type) never changes once an entity exists: the cache may answer
         cached = self._cache.get(entity_id)
         if cached is not None:
-            k, typ = cached[15], cached[1]
+            k, typ = cached[18], cached[1]
         else:
             r = self._con.execute(
                 "SELECT k, type FROM entities WHERE id = ?", (entity_id,)
@@ -567,7 +624,7 @@ class SQLiteStore(Store):
         if h is None:
             return None
         ent = _entity(h)
-        if h[15] == STALE and (ent.lon is None or ent.status is None):
+        if h[18] == STALE and (ent.lon is None or ent.status is None):
             a = self._con.execute(_ASOF_APPLIED, (k, entity_id, typ, t)).fetchone()
             if a is not None:
                 base = _entity(a)
@@ -586,8 +643,9 @@ class SQLiteStore(Store):
         out = []
         for r in self._con.execute(
             "SELECT observed_ns, event_id, revision, outcome, source, lon, lat, alt, heading, "
-            "speed, status, attributes FROM history WHERE k = (SELECT k FROM entities WHERE "
-            "id = ?1) AND observed_ns BETWEEN ?2 AND ?3 ORDER BY observed_ns, event_id",
+            "speed, status, attributes, building, floor, x, y, z, rowid FROM history "
+            "WHERE k = (SELECT k FROM entities WHERE id = ?1) "
+            "AND observed_ns BETWEEN ?2 AND ?3 ORDER BY observed_ns, event_id",
             (entity_id, lo, hi),
         ):
             out.append(
@@ -605,6 +663,10 @@ class SQLiteStore(Store):
                     "speed": r[9],
                     "status": r[10],
                     "attributes": json.loads(r[11]),
+                    "building": r[12],
+                    "floor": r[13],
+                    "enu": None if r[14] is None else [r[14], r[15], r[16]],
+                    "cursor": r[17],
                 }
             )
         return out

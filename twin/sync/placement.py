@@ -1,0 +1,301 @@
+"""Placement of live entities on the model: local frame, ground height, building, floor.
+
+A :class:`Placer` turns WGS 84 positions (longitude, latitude in degrees, optional
+ellipsoidal altitude in metres) into where they are on the 3D model, vectorised:
+
+* ``enu``: east/north/up metres in the model's local frame
+  (:class:`twin.crs.LocalFrame`), at the *placed* height (see below);
+* ``ground``: terrain height under the point (bilinear DEM sample, the DEM's heights,
+  ellipsoidal by twin's convention), NaN outside the DEM or without one;
+* ``building``: index into the footprints (``-1`` outside every footprint), found by
+  containment with a shapely ``STRtree`` (``predicate="within"``), and its id;
+* ``floor``: the given floor, else ``floor((alt - base_height) / floor_height)``
+  clipped to the building's floors (:data:`NO_FLOOR` outside buildings or when
+  neither floor nor altitude is known);
+* ``height``: the placed ellipsoidal height. Outdoors, ``ground + outdoor_offset``
+  (snapped onto the terrain: consumer GPS heights are off by metres) unless
+  ``snap=False`` and an altitude was given; indoors, the given altitude, else
+  ``base_height + floor * floor_height + indoor_offset``.
+
+Latitude/longitude are taken as WGS 84 and transformed to the DEM's and the
+footprints' CRS with pyproj (for CGCS2000 the two datums agree to well under a metre).
+Memory grows linearly with the number of positions in one call (a few arrays of
+float64 per position); the footprint tree grows with the number of footprints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from twin.crs import LocalFrame, geodetic_to_ecef, parse_crs
+from twin.errors import InputError, ParameterError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twin.sync.model import Event
+    from twin.terrain.dem import Dem
+
+NO_FLOOR = -32768  # floor value of positions outside every building
+WGS84 = "EPSG:4326"
+
+
+@dataclass
+class Placement:
+    """Where a batch of positions lies on the model (one row per input position).
+
+    ``enu`` (n, 3) float64 local-frame metres; ``ground`` (n,) terrain height (m, NaN
+    where unknown); ``height`` (n,) placed ellipsoidal height (m); ``building`` (n,)
+    int64 footprint index or -1; ``building_id`` (n,) object array of ids or None;
+    ``floor`` (n,) int64, :data:`NO_FLOOR` where none; ``x``/``y`` the map coordinates
+    in the terrain's (else the footprints') CRS.
+    """
+
+    enu: np.ndarray
+    ground: np.ndarray
+    height: np.ndarray
+    building: np.ndarray
+    building_id: np.ndarray
+    floor: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ground)
+
+    @property
+    def indoor(self) -> np.ndarray:
+        return self.building >= 0
+
+
+def _transformer(crs):
+    import pyproj
+
+    return pyproj.Transformer.from_crs(WGS84, crs, always_xy=True)
+
+
+class Placer:
+    """Places WGS 84 positions onto a model: ENU frame, terrain, buildings, floors.
+
+    ``frame``: the model's :class:`~twin.crs.LocalFrame` (a dict from ``survey.json``'s
+    ``frame`` works too). ``terrain``: a :class:`~twin.terrain.dem.Dem` or a path read
+    with :func:`~twin.terrain.dem.read_dem`. ``footprints``: a GeoDataFrame with
+    ``building_id`` and ``base_height`` (optional ``floors``) as
+    :func:`~twin.mesh.footprints.read_footprints` returns, or a path read with it.
+    ``floor_height`` metres per storey; ``outdoor_offset`` metres above the terrain
+    for outdoor entities; ``indoor_offset`` metres above the floor slab for indoor
+    ones without an altitude. Memory: the DEM grid plus the footprint tree.
+    """
+
+    def __init__(
+        self,
+        frame: LocalFrame | dict,
+        terrain: Dem | str | os.PathLike | None = None,
+        footprints=None,
+        floor_height: float = 3.2,
+        *,
+        outdoor_offset: float = 0.0,
+        indoor_offset: float = 0.0,
+        snap: bool = True,
+    ):
+        if isinstance(frame, dict):
+            frame = LocalFrame.from_dict(frame)
+        if not isinstance(frame, LocalFrame):
+            raise ParameterError(f"frame must be a LocalFrame, got {type(frame).__name__}")
+        if not (np.isfinite(floor_height) and floor_height > 0):
+            raise ParameterError(
+                f"floor_height must be a positive number of metres, not {floor_height}"
+            )
+        self.frame = frame
+        self.floor_height = float(floor_height)
+        self.outdoor_offset = float(outdoor_offset)
+        self.indoor_offset = float(indoor_offset)
+        self.snap = bool(snap)
+        self._rot = frame.rotation
+        self._origin = frame.origin_ecef
+        if terrain is not None and not hasattr(terrain, "sample"):
+            from twin.terrain.dem import read_dem
+
+            terrain = read_dem(terrain)
+        self.terrain = terrain
+        self._dem_tf = _transformer(terrain.crs) if terrain is not None else None
+        self._tree = None
+        self._fp_tf = None
+        if footprints is not None:
+            self._init_footprints(footprints)
+
+    def _init_footprints(self, footprints) -> None:
+        import shapely
+
+        if isinstance(footprints, (str, os.PathLike)):
+            from twin.mesh.footprints import read_footprints
+
+            footprints = read_footprints(footprints)
+        src = getattr(footprints, "attrs", {}).get("path", "footprints")
+        for col in ("building_id", "geometry"):
+            if col not in footprints.columns:
+                raise InputError(f"footprints have no {col!r} column", path=src)
+        if footprints.crs is None:
+            raise InputError("footprints have no CRS", path=src)
+        fp_crs = parse_crs(footprints.crs)
+        geoms = np.asarray(footprints.geometry.values, dtype=object)
+        self._tree = shapely.STRtree(geoms)
+        self.building_ids = np.asarray(footprints["building_id"].astype(str).values, dtype=object)
+        n = len(geoms)
+        base = (
+            footprints["base_height"].to_numpy(dtype=np.float64)
+            if "base_height" in footprints.columns
+            else np.full(n, np.nan)
+        )
+        floors = (
+            footprints["floors"].to_numpy(dtype=np.float64)
+            if "floors" in footprints.columns
+            else np.full(n, np.nan)
+        )
+        self._top_floor = np.where(np.isfinite(floors) & (floors >= 1), floors - 1, 300).astype(
+            np.int64
+        )
+        if self.terrain is not None and not np.isfinite(base).all():
+            # unknown base: the terrain under the footprint's representative point
+            missing = ~np.isfinite(base)
+            pts = shapely.point_on_surface(geoms[missing])
+            px, py = shapely.get_x(pts), shapely.get_y(pts)
+            if not fp_crs.equals(self.terrain.crs):
+                import pyproj
+
+                tf = pyproj.Transformer.from_crs(fp_crs, self.terrain.crs, always_xy=True)
+                px, py = tf.transform(px, py)
+            base[missing] = self.terrain.sample(px, py)
+        self._base = base
+        same = self.terrain is not None and fp_crs.equals(self.terrain.crs)
+        self._fp_tf = None if same else _transformer(fp_crs)
+
+    # ------------------------------------------------------------------ placing
+    def place(self, lon, lat, alt=None, floor=None) -> Placement:
+        """Place positions (arrays or scalars broadcast together).
+
+        ``lon``/``lat`` WGS 84 degrees; ``alt`` ellipsoidal metres (NaN where unknown);
+        ``floor`` integer floors (:data:`NO_FLOOR` or negative-out-of-range where
+        unknown; a float array may use NaN). Returns a :class:`Placement`. Memory
+        grows linearly with the number of positions.
+        """
+        import shapely
+
+        lon = np.atleast_1d(np.asarray(lon, dtype=np.float64))
+        lat = np.atleast_1d(np.asarray(lat, dtype=np.float64))
+        lon, lat = np.broadcast_arrays(lon, lat)
+        n = lon.size
+        lon, lat = lon.ravel(), lat.ravel()
+        alt_a = (
+            np.full(n, np.nan)
+            if alt is None
+            else np.broadcast_to(np.asarray(alt, dtype=np.float64), (n,)).astype(np.float64)
+        )
+        if floor is None:
+            given_floor = np.zeros(n, dtype=bool)
+            floor_a = np.zeros(n, dtype=np.int64)
+        else:
+            f = np.broadcast_to(np.asarray(floor, dtype=np.float64), (n,))
+            given_floor = np.isfinite(f) & (f != NO_FLOOR)
+            floor_a = np.where(given_floor, f, 0).astype(np.int64)
+        if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+            raise ParameterError("lon/lat must be finite")
+
+        if self._dem_tf is not None:
+            x, y = self._dem_tf.transform(lon, lat)
+            ground = self.terrain.sample(x, y)
+        else:
+            x = y = None
+            ground = np.full(n, np.nan)
+
+        bidx = np.full(n, -1, dtype=np.int64)
+        bid = np.full(n, None, dtype=object)
+        fl = np.full(n, NO_FLOOR, dtype=np.int64)
+        if self._tree is not None:
+            if self._fp_tf is not None:
+                fx, fy = self._fp_tf.transform(lon, lat)
+            else:
+                fx, fy = x, y
+            if x is None:
+                x, y = fx, fy
+            hit = self._tree.query(shapely.points(fx, fy), predicate="within")
+            bidx[hit[0]] = hit[1]
+            inside = bidx >= 0
+            b = bidx[inside]
+            base = self._base[b]
+            base = np.where(np.isfinite(base), base, ground[inside])
+            a = alt_a[inside]
+            from_alt = np.floor((a - base) / self.floor_height)
+            from_alt = np.where(np.isfinite(from_alt), from_alt, 0.0)
+            f_in = np.where(given_floor[inside], floor_a[inside], from_alt).astype(np.int64)
+            f_in = np.clip(f_in, -10, self._top_floor[b])
+            fl[inside] = f_in
+            bid[inside] = self.building_ids[b]
+        else:
+            inside = np.zeros(n, dtype=bool)
+            base = np.zeros(0)
+            f_in = np.zeros(0, dtype=np.int64)
+        if x is None:
+            x, y = lon.copy(), lat.copy()
+
+        # placed height: outdoors on the terrain, indoors on the floor (or as given)
+        height = alt_a.copy()
+        out = ~inside
+        snap_out = out & np.isfinite(ground) & (self.snap | ~np.isfinite(alt_a))
+        height[snap_out] = ground[snap_out] + self.outdoor_offset
+        if inside.any():
+            h_in = alt_a[inside]
+            slab = base + f_in * self.floor_height + self.indoor_offset
+            height[inside] = np.where(np.isfinite(h_in), h_in, slab)
+        height = np.where(np.isfinite(height), height, 0.0)
+
+        ecef = geodetic_to_ecef(lon, lat, height)
+        enu = (ecef - self._origin) @ self._rot.T
+        return Placement(
+            enu=enu,
+            ground=ground,
+            height=height,
+            building=bidx,
+            building_id=bid,
+            floor=fl,
+            x=np.asarray(x, dtype=np.float64),
+            y=np.asarray(y, dtype=np.float64),
+        )
+
+    def place_events(self, events: list[Event | None]) -> int:
+        """Place every event that has a position, in one vectorised call, and set its
+        ``placed_building``, ``placed_floor`` and ``x``/``y``/``z`` (ENU metres).
+
+        An event's ``attributes.floor`` is used as the given floor; ``alt`` as the
+        altitude. Returns the number of events placed. Memory grows with the batch.
+        """
+        idx = [i for i, e in enumerate(events) if e is not None and e.lon is not None]
+        if not idx:
+            return 0
+        evs = [events[i] for i in idx]
+        lon = np.fromiter((e.lon for e in evs), np.float64, len(evs))
+        lat = np.fromiter((e.lat for e in evs), np.float64, len(evs))
+        alt = np.fromiter((np.nan if e.alt is None else e.alt for e in evs), np.float64, len(evs))
+        floor = np.fromiter(
+            (
+                f
+                if isinstance(f := e.attributes.get("floor"), int) and not isinstance(f, bool)
+                else np.nan
+                for e in evs
+            ),
+            np.float64,
+            len(evs),
+        )
+        p = self.place(lon, lat, alt, floor)
+        enu = p.enu.tolist()
+        fl = p.floor.tolist()
+        for e, b, f, (ex, ny, up) in zip(evs, p.building_id.tolist(), fl, enu, strict=True):
+            e.placed_building = b
+            e.placed_floor = None if f == NO_FLOOR else f
+            e.x, e.y, e.z = ex, ny, up
+        return len(evs)
+
+
+__all__ = ["NO_FLOOR", "Placement", "Placer"]
