@@ -298,4 +298,34 @@ class Placer:
         return len(evs)
 
 
-__all__ = ["NO_FLOOR", "Placement", "Placer"]
+def placer_from_folder(folder: str | os.PathLike, floor_height: float | None = None) -> Placer:
+    """A :class:`Placer` for a survey (or build) folder: its ``survey.json`` local
+    frame, ``dem.tif`` and ``footprints.gpkg`` (each used when present). The floor
+    height defaults to the survey's ``floor_height`` parameter, else 3.2 m."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    sj = folder / "survey.json"
+    try:
+        survey = json.loads(sj.read_text())
+        frame = LocalFrame.from_dict(survey["frame"])
+    except FileNotFoundError:
+        raise InputError(
+            "no survey.json (needed for the model's local frame)", path=folder
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"survey.json has no usable frame: {exc}", path=sj) from None
+    if floor_height is None:
+        floor_height = float(survey.get("parameters", {}).get("floor_height", 3.2))
+    dem = folder / "dem.tif"
+    fp = folder / "footprints.gpkg"
+    return Placer(
+        frame,
+        dem if dem.exists() else None,
+        fp if fp.exists() else None,
+        floor_height,
+    )
+
+
+__all__ = ["NO_FLOOR", "Placement", "Placer", "placer_from_folder"]

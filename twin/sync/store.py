@@ -289,7 +289,10 @@ class SQLiteStore(Store):
             raise InputError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.path, isolation_level=None, cached_statements=256)
+            # usable from any thread, one at a time (the server serialises with a lock)
+            con = sqlite3.connect(
+                self.path, isolation_level=None, cached_statements=256, check_same_thread=False
+            )
             con.execute("PRAGMA journal_mode=WAL")
             con.execute(f"PRAGMA synchronous={synchronous}")
             con.execute("PRAGMA temp_store=MEMORY")
@@ -707,6 +710,23 @@ class SQLiteStore(Store):
             f"WHERE h.rn = 1{cond} ORDER BY e.id"
         )
         return [_entity(r) for r in self._con.execute(sql, [_time_ns(at), *args])]
+
+    def cursor(self) -> int:
+        """The newest change cursor: the id of the last history row (0 when empty).
+        Cursors only grow; every applied or stale event gets the next one."""
+        return self._con.execute("SELECT coalesce(max(rowid), 0) FROM history").fetchone()[0]
+
+    def changes(self, since: int = 0, limit: int = 10_000) -> list[tuple[int, Entity]]:
+        """Applied changes after cursor ``since``, oldest first: ``(cursor, entity
+        state after the change)`` pairs, at most ``limit``. Stale rows are skipped (they
+        changed nothing). A subscriber that remembers the last cursor it saw and asks
+        again with it misses nothing and sees each entity's revisions in order.
+        Memory grows with ``limit``."""
+        sql = (
+            f"SELECT {_HIST_SEL}, h.rowid FROM history AS h JOIN entities AS e ON e.k = h.k "
+            "WHERE h.rowid > ? AND h.outcome = 'applied' ORDER BY h.rowid LIMIT ?"
+        )
+        return [(r[19], _entity(r)) for r in self._con.execute(sql, (int(since), int(limit)))]
 
     def incident(self, incident_id: str) -> dict | None:
         """Lifecycle times of an incident (epoch ns of the first time each state was

@@ -1,0 +1,551 @@
+"""HTTP and WebSocket API of the live twin (FastAPI), on top of a :class:`Store`.
+
+Endpoints (every one needs ``Authorization: Bearer <token>``; the WebSocket also
+takes ``?token=`` because browsers cannot set headers on it)::
+
+    POST /events                      batch of events: JSON array, one object, or NDJSON
+    GET  /entities/{id}?at=           current state, or as of a time (time travel)
+    GET  /entities?bbox=&type=&building=&floor=&status=&at=&limit=
+    GET  /entities/{id}/history?t0=&t1=
+    GET  /health                      store counts and the current cursor
+    WS   /ws?bbox=&types=&building=&since=   pushed deltas, resumable with a cursor
+
+Tokens (a dict, or a JSON/TOML file with the same shape)::
+
+    {"s3cret": {"name": "traffic-feed",
+                "scopes": {"write": ["vehicle"], "read": true},
+                "rate": 20000, "burst": 40000}}          # optional, events/s
+
+``write`` lists the entity types the token may write (``"*"`` or ``true``: all);
+``read`` allows the GET and WebSocket endpoints. An event of a type outside the
+token's write scope is rejected *per event* (``reason`` says why) and logged on the
+``twin.sync.server`` logger; the rest of the batch is applied. Unknown or missing
+tokens get 401, tokens without the scope 403 (logged too).
+
+Limits: request bodies over ``max_body`` bytes get 413, batches over ``max_events``
+events 413, and each token has a token bucket (``rate`` events/s refill, ``burst``
+capacity; a GET costs 1, a POST one per event): an empty bucket gets 429 with
+``Retry-After``.
+
+WebSocket push: after each applied batch, every subscriber whose filter matches
+gets ``{"type": "deltas", "cursor": C, "deltas": [...]}`` where each delta is an
+entity state with its ``revision`` and its own ``cursor`` (the history row id:
+strictly increasing). A client that reconnects with ``since=<last cursor it saw>``
+first gets everything after it from the store, then live deltas: nothing is
+missed and nothing repeats. ``since`` omitted: live only. Filters: ``bbox``
+(lon_min,lat_min,lon_max,lat_max), ``types`` (comma list), ``building``.
+
+Concurrency: the store is used from the event loop thread only (SQLite connections
+are single-threaded), so batches are applied one at a time, in arrival order, and
+pushes follow the order of the store's cursor. Memory grows with one request body
+and, per subscriber, the deltas not yet sent (bounded by ``max_queue``; a
+subscriber that falls further behind is disconnected with code 1013 and resumes
+with ``since``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+
+from twin.errors import InputError, ParameterError
+from twin.sync.model import ENTITY_TYPES, Entity, EventError, parse_event, parse_time, to_ngsi_ld
+from twin.sync.store import REJECTED, Outcome, Store
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 16 * 1024 * 1024
+MAX_EVENTS = 50_000
+DEFAULT_RATE = 50_000.0  # events (or requests) per second per token
+DEFAULT_BURST = 100_000.0
+
+
+# ----------------------------------------------------------------------------- tokens
+@dataclass
+class Token:
+    """One API client: its name, which entity types it may write, whether it may read,
+    and its token bucket (``rate`` per second, ``burst`` capacity)."""
+
+    name: str
+    write: frozenset[str]
+    read: bool
+    rate: float = DEFAULT_RATE
+    burst: float = DEFAULT_BURST
+    level: float = field(default=-1.0)
+    stamp: float = 0.0
+
+    def take(self, cost: float, now: float) -> float:
+        """Take ``cost`` from the bucket; 0.0 if allowed, else seconds to wait."""
+        if self.level < 0:
+            self.level, self.stamp = self.burst, now
+        self.level = min(self.burst, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        cost = min(cost, self.burst)  # a batch bigger than the burst waits for a full bucket
+        if self.level >= cost:
+            self.level -= cost
+            return 0.0
+        return (cost - self.level) / self.rate
+
+
+def load_tokens(tokens) -> dict[str, Token]:
+    """Tokens from a dict or a JSON/TOML file (see the module doc) -> {token: Token}.
+
+    Raises :class:`InputError` (naming the file) for a malformed file or entry."""
+    src = None
+    if isinstance(tokens, (str, os.PathLike)):
+        src = Path(tokens)
+        try:
+            text = src.read_text()
+        except OSError as exc:
+            raise InputError(f"cannot read the token file: {exc}", path=src) from None
+        try:
+            if src.suffix.lower() == ".toml":
+                import tomllib
+
+                tokens = tomllib.loads(text)
+            else:
+                tokens = json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"token file is not valid JSON/TOML: {exc}", path=src) from None
+    if not isinstance(tokens, dict):
+        raise InputError("tokens must map token strings to {name, scopes}", path=src)
+    out = {}
+    for tok, spec in tokens.items():
+        if not isinstance(tok, str) or len(tok) < 8:
+            raise InputError("each token must be a string of at least 8 characters", path=src)
+        if not isinstance(spec, dict) or not isinstance(spec.get("scopes", {}), dict):
+            raise InputError(f"token {spec!r:.40}: expected {{name, scopes}}", path=src)
+        scopes = spec.get("scopes", {})
+        w = scopes.get("write", [])
+        if w is True or w == "*" or w == ["*"]:
+            write = frozenset(ENTITY_TYPES)
+        elif isinstance(w, list) and all(isinstance(t, str) for t in w):
+            bad = set(w) - set(ENTITY_TYPES)
+            if bad:
+                raise InputError(f"unknown entity types in a write scope: {sorted(bad)}", path=src)
+            write = frozenset(w)
+        else:
+            raise InputError("scopes.write must be a list of entity types or '*'", path=src)
+        try:
+            rate = float(spec.get("rate", DEFAULT_RATE))
+            burst = float(spec.get("burst", max(DEFAULT_BURST, rate)))
+        except (TypeError, ValueError):
+            raise InputError("rate and burst must be numbers", path=src) from None
+        if not (rate > 0 and burst >= 1 and math.isfinite(rate) and math.isfinite(burst)):
+            raise InputError("rate must be > 0 and burst >= 1", path=src)
+        name = str(spec.get("name", tok[:4] + "…"))
+        out[tok] = Token(name, write, bool(scopes.get("read", False)), rate, burst)
+    return out
+
+
+# ----------------------------------------------------------------------------- helpers
+def entity_dict(e: Entity, cursor: int | None = None) -> dict:
+    """An entity in twin's JSON form (what the API returns and pushes)."""
+    d = {
+        "id": e.id,
+        "type": e.type,
+        "revision": e.revision,
+        "observed_at": e.observed_at,
+        "observed_ns": e.observed_ns,
+        "source": e.source,
+        "event_id": e.event_id,
+        "position": None if e.lon is None else {"lon": e.lon, "lat": e.lat, "alt": e.alt},
+        "heading": e.heading,
+        "speed": e.speed,
+        "status": e.status,
+        "attributes": e.attributes,
+        "building": e.building,
+        "floor": e.floor,
+        "enu": e.enu,
+    }
+    if cursor is not None:
+        d["cursor"] = cursor
+    return d
+
+
+def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None or text == "":
+        return None
+    try:
+        v = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ParameterError(f"bbox {text!r:.60} is not four numbers") from None
+    if len(v) != 4 or not all(math.isfinite(x) for x in v) or v[0] > v[2] or v[1] > v[3]:
+        raise ParameterError("bbox must be lon_min,lat_min,lon_max,lat_max")
+    return v[0], v[1], v[2], v[3]
+
+
+def _types(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    types = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in types if t not in ENTITY_TYPES]
+    if bad:
+        raise ParameterError(f"unknown entity types {bad} (one of {', '.join(ENTITY_TYPES)})")
+    return types
+
+
+def _time(text: str | None, what: str):
+    if text is None or text == "":
+        return None
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        return parse_time(text, what=what)
+    except EventError as exc:
+        raise ParameterError(exc.reason) from None
+
+
+def split_body(body: bytes, content_type: str | None) -> list:
+    """A request body -> list of raw events (dicts, or JSON text of NDJSON lines that
+    the one validation path parses). A JSON array, one JSON object, or NDJSON."""
+    text = body.lstrip()
+    ct = (content_type or "").split(";")[0].strip().lower()
+    if ct not in ("application/x-ndjson", "application/ndjson") and text[:1] in (b"[", b"{"):
+        try:
+            obj = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            if text[:1] == b"[":
+                raise ParameterError("body is not valid JSON") from None
+            obj = None  # maybe NDJSON of objects
+        if isinstance(obj, list):
+            return obj
+        if isinstance(obj, dict):
+            return [obj]
+    return [ln for ln in body.split(b"\n") if ln.strip()]
+
+
+class _Subscriber:
+    def __init__(self, bbox, types, building, cursor: int, max_queue: int):
+        self.bbox = bbox
+        self.types = set(types) if types else None
+        self.building = building
+        self.cursor = cursor
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.loop = asyncio.get_running_loop()
+        self.max_queue = max_queue
+        self.overflow = False
+
+    def match(self, e: Entity) -> bool:
+        if self.types is not None and e.type not in self.types:
+            return False
+        if self.building is not None and e.building != self.building:
+            return False
+        if self.bbox is not None:
+            if e.lon is None:
+                return False
+            x0, y0, x1, y1 = self.bbox
+            if not (x0 <= e.lon <= x1 and y0 <= e.lat <= y1):
+                return False
+        return True
+
+    def offer(self, deltas: list[tuple[int, Entity]]) -> None:
+        if self.queue.qsize() >= self.max_queue:
+            self.overflow = True
+        try:
+            same = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            same = False
+        if same:
+            self.queue.put_nowait(deltas)
+        else:  # published from another thread's loop (e.g. a test client)
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, deltas)
+
+
+class Hub:
+    """Fans the store's new changes out to WebSocket subscribers, in cursor order."""
+
+    def __init__(self, store: Store, max_queue: int):
+        self.store = store
+        self.subs: set[_Subscriber] = set()
+        self.published = store.cursor()
+        self.max_queue = max_queue
+
+    def publish(self) -> None:
+        """Read the changes after the last published cursor once and offer them to
+        every subscriber (each filters and skips what it already has)."""
+        if not self.subs:
+            self.published = self.store.cursor()
+            return
+        while True:
+            rows = self.store.changes(self.published, limit=50_000)
+            if not rows:
+                return
+            self.published = rows[-1][0]
+            for s in list(self.subs):
+                s.offer(rows)
+
+
+# ----------------------------------------------------------------------------- app
+def create_app(
+    store: Store,
+    placer=None,
+    tokens=None,
+    *,
+    max_body: int = MAX_BODY,
+    max_events: int = MAX_EVENTS,
+    max_queue: int = 1000,
+    clock=time.monotonic,
+    now=None,
+):
+    """The FastAPI app serving ``store`` (see the module doc for the endpoints).
+
+    ``placer``: a :class:`~twin.sync.placement.Placer`; given, it is attached to the
+    store so every event with a position is placed on the model. ``tokens``: a dict
+    or a JSON/TOML file path (required: there is no anonymous access). ``clock``
+    (seconds, for the rate limiter) and ``now`` (epoch ns bound for future event
+    times; None = the wall clock) are there for tests.
+    """
+    if tokens is None:
+        raise ParameterError("create_app needs tokens (a dict or a JSON/TOML file)")
+    table = load_tokens(tokens)
+    if placer is not None:
+        store.placer = placer  # type: ignore[attr-defined]
+    hub = Hub(store, max_queue)
+    # the store is used by one thread at a time: uvicorn runs one loop, but test
+    # clients and embedding applications may call from several threads
+    lock = threading.RLock()
+    app = FastAPI(title="twin live sync", version="1")
+    app.state.store, app.state.hub, app.state.tokens = store, hub, table
+
+    def auth(header: str | None, *, need_read: bool, cost: float = 1.0, path: str = "") -> Token:
+        tok_s = None
+        if header and header.startswith("Bearer "):
+            tok_s = header[7:].strip()
+        tok = table.get(tok_s) if tok_s else None
+        if tok is None:
+            log.warning("refused %s: %s token", path, "unknown" if tok_s else "no")
+            raise HTTPException(401, "missing or unknown bearer token")
+        if need_read and not tok.read:
+            log.warning("refused %s: token %s has no read scope", path, tok.name)
+            raise HTTPException(403, f"token {tok.name!r} may not read")
+        wait = tok.take(cost, clock())
+        if wait > 0:
+            log.warning("rate limited %s: token %s", path, tok.name)
+            raise HTTPException(
+                429, "rate limit exceeded", headers={"Retry-After": f"{math.ceil(wait)}"}
+            )
+        return tok
+
+    @app.exception_handler(ParameterError)
+    async def _bad_param(request: Request, exc: ParameterError):
+        return JSONResponse({"detail": exc.reason}, status_code=400)
+
+    @app.post("/events")
+    async def post_events(request: Request):
+        header = request.headers.get("authorization")
+        tok = auth(header, need_read=False, cost=0.0, path="POST /events")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body:
+            raise HTTPException(413, f"request body over {max_body} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                raise HTTPException(413, f"request body over {max_body} bytes")
+            chunks.append(chunk)
+        raw = split_body(b"".join(chunks), request.headers.get("content-type"))
+        if len(raw) > max_events:
+            raise HTTPException(413, f"{len(raw)} events in one batch (limit {max_events})")
+        wait = tok.take(max(1, len(raw)), clock())
+        if wait > 0:
+            log.warning("rate limited POST /events: token %s", tok.name)
+            raise HTTPException(
+                429, "rate limit exceeded", headers={"Retry-After": f"{math.ceil(wait)}"}
+            )
+        t_now = now() if callable(now) else now
+        outcomes: list[Outcome | None] = [None] * len(raw)
+        evs = []
+        where = []
+        for i, r in enumerate(raw):
+            try:
+                ev = parse_event(r, now=t_now)
+            except EventError as exc:
+                eid = r.get("event_id") if isinstance(r, dict) else None
+                outcomes[i] = Outcome(
+                    eid if isinstance(eid, str) else None, REJECTED, None, exc.reason
+                )
+                continue
+            if ev.entity_type not in tok.write:
+                reason = f"token {tok.name!r} may not write {ev.entity_type} entities"
+                log.warning("refused event %s: %s", ev.event_id, reason)
+                outcomes[i] = Outcome(ev.event_id, REJECTED, None, reason)
+                continue
+            evs.append(ev)
+            where.append(i)
+        if evs:
+            with lock:
+                applied = store.apply(evs, now=t_now)
+                hub.publish()
+            for i, o in zip(where, applied, strict=True):
+                outcomes[i] = o
+        counts = {"applied": 0, "stale": 0, "duplicate": 0, "rejected": 0}
+        for o in outcomes:
+            counts[o.result] += 1  # type: ignore[union-attr]
+        return {
+            "counts": counts,
+            "cursor": hub.published,
+            "outcomes": [o._asdict() for o in outcomes],  # type: ignore[union-attr]
+        }
+
+    @app.get("/health")
+    async def health(request: Request):
+        auth(request.headers.get("authorization"), need_read=False, path="GET /health")
+        with lock:
+            return {"status": "ok", "entities": store.count(), "cursor": store.cursor()}
+
+    @app.get("/entities/{entity_id}/history")
+    async def history(
+        request: Request, entity_id: str, t0: str | None = None, t1: str | None = None
+    ):
+        auth(request.headers.get("authorization"), need_read=True, path="GET history")
+        lo, hi = _time(t0, "t0"), _time(t1, "t1")
+        with lock:
+            if store.state(entity_id) is None:
+                raise HTTPException(404, f"no entity {entity_id!r}")
+            rows = store.history(entity_id, lo, hi)
+        return {"id": entity_id, "history": rows}
+
+    @app.get("/entities/{entity_id}")
+    async def entity(request: Request, entity_id: str, at: str | None = None, format: str = "twin"):
+        auth(request.headers.get("authorization"), need_read=True, path="GET entity")
+        t = _time(at, "at")
+        with lock:
+            e = store.state(entity_id, at=t)
+        if e is None:
+            raise HTTPException(404, f"no entity {entity_id!r}" + (f" at {at}" if at else ""))
+        return to_ngsi_ld(e) if format == "ngsi-ld" else entity_dict(e)
+
+    @app.get("/entities")
+    async def entities(
+        request: Request,
+        bbox: str | None = None,
+        type: str | None = None,
+        building: str | None = None,
+        floor: int | None = None,
+        status: str | None = None,
+        at: str | None = None,
+        limit: int = 10_000,
+    ):
+        auth(request.headers.get("authorization"), need_read=True, path="GET entities")
+        args = dict(bbox=_bbox(bbox), types=_types(type), at=_time(at, "at"))
+        with lock:
+            found = store.query(building=building, floor=floor, status=status, **args)
+        return {"count": len(found), "entities": [entity_dict(e) for e in found[: max(0, limit)]]}
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket):
+        q = websocket.query_params
+        header = websocket.headers.get("authorization")
+        if header is None and q.get("token"):
+            header = "Bearer " + q["token"]
+        try:
+            auth(header, need_read=True, path="WS /ws")
+            sub = _Subscriber(
+                _bbox(q.get("bbox")),
+                _types(q.get("types")),
+                q.get("building") or None,
+                0,
+                max_queue,
+            )
+            since = q.get("since")
+            if since is not None and not since.isdigit():
+                raise ParameterError("since must be a cursor (a non-negative integer)")
+        except HTTPException as exc:
+            await websocket.close(code=1008, reason=str(exc.detail))
+            return
+        except ParameterError as exc:
+            await websocket.close(code=1008, reason=exc.reason)
+            return
+        await websocket.accept()
+        # register and read the backlog under the store lock: a batch applied in the
+        # meantime is either in the backlog or offered to the queue, never neither
+        get = recv = None
+        try:
+            with lock:
+                hub.subs.add(sub)
+                head = hub.published
+                sub.cursor = head if since is None else int(since)
+                backlog, c = [], sub.cursor
+                while c < head:
+                    rows = [r for r in store.changes(c, limit=50_000) if r[0] <= head]
+                    if not rows:
+                        break
+                    backlog.append(rows)
+                    c = rows[-1][0]
+            await websocket.send_json({"type": "hello", "cursor": sub.cursor, "head": head})
+            for rows in backlog:
+                await _send(websocket, sub, rows)
+            recv = asyncio.ensure_future(websocket.receive())
+            while True:
+                if get is None:
+                    get = asyncio.ensure_future(sub.queue.get())
+                done, _ = await asyncio.wait({get, recv}, return_when=asyncio.FIRST_COMPLETED)
+                if get in done:
+                    rows, get = get.result(), None
+                    if sub.overflow:
+                        await websocket.close(code=1013, reason="too far behind: resume with since")
+                        return
+                    await _send(websocket, sub, rows)
+                if recv in done:
+                    if recv.result().get("type") == "websocket.disconnect":
+                        return
+                    recv = asyncio.ensure_future(websocket.receive())
+        except WebSocketDisconnect:
+            return
+        finally:
+            hub.subs.discard(sub)
+            for t in (get, recv):
+                if t is not None and not t.done():
+                    t.cancel()
+
+    async def _send(websocket, sub: _Subscriber, rows) -> None:
+        deltas = [entity_dict(e, c) for c, e in rows if c > sub.cursor and sub.match(e)]
+        if rows:
+            sub.cursor = max(sub.cursor, rows[-1][0])
+        if deltas:
+            await websocket.send_json({"type": "deltas", "cursor": sub.cursor, "deltas": deltas})
+
+    return app
+
+
+def serve(
+    db: str | os.PathLike,
+    *,
+    tokens,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    model: str | os.PathLike | None = None,
+    log_level: str = "info",
+) -> None:
+    """Run the API with uvicorn on ``host:port`` over the SQLite store ``db`` (what
+    ``twin sync serve`` calls). ``model``: a survey or build folder with ``dem.tif``,
+    ``footprints.gpkg`` and ``survey.json`` (its local frame) to place entities on."""
+    import uvicorn
+
+    from twin.sync.store import SQLiteStore
+
+    placer = None
+    if model is not None:
+        from twin.sync.placement import placer_from_folder
+
+        placer = placer_from_folder(model)
+    store = SQLiteStore(db, placer=placer)
+    try:
+        app = create_app(store, tokens=tokens)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, ws="websockets")
+    finally:
+        store.close()
+
+
+__all__ = ["Hub", "Token", "create_app", "entity_dict", "load_tokens", "serve", "split_body"]
