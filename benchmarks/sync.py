@@ -1,0 +1,364 @@
+"""Live sync benchmark: store ingest vs a plain set-based SQLite baseline, reads,
+placement and HTTP ingest through a real uvicorn server, all in the same run.
+
+    .venv/bin/python benchmarks/sync.py --json sync.json            # full size
+    .venv/bin/python benchmarks/sync.py --entities 20000 --events 100000 --http-events 20000
+
+Stream (same for both stores): ``--events`` person moves over ``--entities``
+entities in one hour; 5 % are delivered late (20 k - 300 k positions later, scaled
+to the stream), 1 % are delivered twice. Batches of ``--batch`` events, one
+transaction each, ``synchronous=FULL`` (durable) for both.
+
+Baseline: the same tables written set-based with ``executemany`` (dedup against
+``events_seen``, append history, upsert entities where newer), no cache, no
+per-event semantics beyond that (no revisions checks, incidents, merge).
+
+HTTP: a uvicorn server in a child process (stopped at the end), JSON batches of
+``--http-batch`` events POSTed with httpx, ``--http-events`` in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from twin.sync.model import Event, format_time  # noqa: E402
+from twin.sync.store import SQLiteStore  # noqa: E402
+
+T0 = 1_777_622_400_000_000_000  # 2026-05-01T08:00:00Z
+NOW = T0 + 86_400 * 10**9
+
+
+def make_stream(n_ent: int, n_ev: int, seed: int = 0) -> list[Event]:
+    """Events in delivery order: time-sorted moves, 5 % late, 1 % duplicated."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    ent = rng.integers(0, n_ent, n_ev)
+    ts = T0 + np.sort(rng.integers(0, 3_600_000, n_ev)) * 1_000_000
+    evs = [
+        Event(
+            f"e{i:08d}",
+            f"urn:ngsi-ld:Person:P{int(e):06d}",
+            "person",
+            int(t),
+            "bench",
+            121.5 + int(e) * 1e-6,
+            29.8 + (i % 100) * 1e-6,
+            12.0,
+            90.0,
+            1.2,
+            "walking",
+            {},
+            None,
+            "{}",
+        )
+        for i, (e, t) in enumerate(zip(ent.tolist(), ts.tolist(), strict=True))
+    ]
+    scale = n_ev / 500_000
+    key = np.arange(n_ev, dtype=np.float64)
+    late = rng.random(n_ev) < 0.05
+    key[late] += rng.integers(int(20_000 * scale) + 1, int(300_000 * scale) + 2, late.sum())
+    dups = rng.choice(n_ev, n_ev // 100, replace=False)
+    dkey = dups + rng.integers(1, int(20_000 * scale) + 2, len(dups)) + 0.5
+    allkey = np.concatenate([key, dkey])
+    src = np.concatenate([np.arange(n_ev), dups])
+    order = src[np.argsort(allkey, kind="stable")]
+    return [evs[i] for i in order.tolist()]
+
+
+def _fresh(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def bench_twin(stream, batch, path: Path) -> dict:
+    _fresh(path)
+    s = SQLiteStore(path)
+    res: dict[str, int] = {}
+    t, c = time.perf_counter(), time.process_time()
+    for k in range(0, len(stream), batch):
+        for o in s.apply(stream[k : k + batch], now=NOW):
+            res[o.result] = res.get(o.result, 0) + 1
+    dt, dc = time.perf_counter() - t, time.process_time() - c
+    out = {
+        "seconds": round(dt, 3),
+        "events_per_s": round(len(stream) / dt),
+        "cpu_events_per_s": round(len(stream) / dc),
+        "outcomes": res,
+        "entities": s.count(),
+        "history_rows": s.history_count(),
+    }
+    out["reads"] = bench_reads(s, len({e.entity_id for e in stream}))
+    s.close()
+    return out
+
+
+def bench_reads(s: SQLiteStore, n_ent: int, n: int = 20_000) -> dict:
+    rng = np.random.Generator(np.random.PCG64(1))
+    ids = [f"urn:ngsi-ld:Person:P{int(e):06d}" for e in rng.integers(0, n_ent, n)]
+    at = T0 + 1800 * 10**9
+    out = {}
+    for name, fn in (("point", lambda i: s.state(i)), ("asof", lambda i: s.state(i, at=at))):
+        times = []
+        for i in ids:
+            a = time.perf_counter_ns()
+            fn(i)
+            times.append(time.perf_counter_ns() - a)
+        out[f"{name}_median_us"] = round(statistics.median(times) / 1000, 2)
+        out[f"{name}_p99_us"] = round(float(np.percentile(times, 99)) / 1000, 1)
+    return out
+
+
+def bench_plain(stream, batch, path: Path) -> dict:
+    import sqlite3
+
+    _fresh(path)
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("PRAGMA cache_size=-262144")
+    con.executescript(
+        """
+        CREATE TABLE entities (id TEXT PRIMARY KEY, type TEXT, revision INT, observed_ns INT,
+          event_id TEXT, source TEXT, lon REAL, lat REAL, alt REAL, heading REAL, speed REAL,
+          status TEXT, attributes TEXT, building TEXT, floor INT) WITHOUT ROWID;
+        CREATE TABLE history (entity_id TEXT, observed_ns INT, event_id TEXT, source TEXT,
+          lon REAL, lat REAL, alt REAL, heading REAL, speed REAL, status TEXT, attributes TEXT);
+        CREATE INDEX hi ON history (entity_id, observed_ns);
+        CREATE TABLE events_seen (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
+        """
+    )
+    upsert = (
+        "INSERT INTO entities VALUES (?,?,1,?,?,?,?,?,?,?,?,?,?,NULL,NULL) ON CONFLICT(id) DO "
+        "UPDATE SET revision=revision+1, observed_ns=excluded.observed_ns, "
+        "event_id=excluded.event_id, lon=excluded.lon, lat=excluded.lat, alt=excluded.alt, "
+        "heading=excluded.heading, speed=excluded.speed, status=excluded.status "
+        "WHERE excluded.observed_ns > entities.observed_ns"
+    )
+    t, c = time.perf_counter(), time.process_time()
+    for k in range(0, len(stream), batch):
+        b = stream[k : k + batch]
+        con.execute("BEGIN IMMEDIATE")
+        seen = {
+            r[0]
+            for r in con.execute(
+                "SELECT s.event_id FROM json_each(?) j JOIN events_seen s ON s.event_id=j.value",
+                (json.dumps([e.event_id for e in b]),),
+            )
+        }
+        new, ids = [], set()
+        for e in b:
+            if e.event_id not in seen and e.event_id not in ids:
+                ids.add(e.event_id)
+                new.append(e)
+        con.executemany("INSERT INTO events_seen VALUES (?)", [(e.event_id,) for e in new])
+        con.executemany(
+            "INSERT INTO history VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (e.entity_id, e.observed_ns, e.event_id, e.source, e.lon, e.lat, e.alt)
+                + (e.heading, e.speed, e.status, e.attributes_json)
+                for e in new
+            ],
+        )
+        con.executemany(
+            upsert,
+            [
+                (e.entity_id, e.entity_type, e.observed_ns, e.event_id, e.source, e.lon, e.lat)
+                + (e.alt, e.heading, e.speed, e.status, e.attributes_json)
+                for e in new
+            ],
+        )
+        con.execute("COMMIT")
+    dt, dc = time.perf_counter() - t, time.process_time() - c
+    con.close()
+    return {
+        "seconds": round(dt, 3),
+        "events_per_s": round(len(stream) / dt),
+        "cpu_events_per_s": round(len(stream) / dc),
+    }
+
+
+def bench_placement(n: int, tmp: Path) -> dict:
+    import pyproj
+
+    from twin.mesh.footprints import read_footprints
+    from twin.sync.placement import Placer
+    from twin.synth.city import make_city
+    from twin.synth.footprints import write_footprints
+    from twin.synth.params import PRESETS
+    from twin.synth.terrain import write_dem
+    from twin.terrain.dem import read_dem
+
+    spec = PRESETS["small"]
+    city = make_city(spec)
+    write_dem(city, spec, tmp / "dem.tif")
+    write_footprints(city, tmp / "footprints.gpkg")
+    p = Placer(city.frame, read_dem(tmp / "dem.tif"), read_footprints(tmp / "footprints.gpkg"))
+    x0, y0, x1, y1 = city.bounds
+    rng = np.random.Generator(np.random.PCG64(2))
+    tf = pyproj.Transformer.from_crs(city.crs, "EPSG:4326", always_xy=True)
+    lon, lat = tf.transform(rng.uniform(x0, x1, n), rng.uniform(y0, y1, n))
+    p.place(lon[:10], lat[:10])
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        r = p.place(lon, lat)
+        times.append(time.perf_counter() - t)
+    best = min(times)
+    return {
+        "positions": n,
+        "buildings": len(city.buildings),
+        "best_seconds": round(best, 4),
+        "positions_per_s": round(n / best),
+        "median_positions_per_s": round(n / statistics.median(times)),
+        "indoor_fraction": round(float(r.indoor.mean()), 4),
+    }
+
+
+_SERVER = """
+import sys, uvicorn
+sys.path.insert(0, {root!r})
+from twin.sync.server import create_app
+from twin.sync.store import SQLiteStore
+store = SQLiteStore({db!r})
+app = create_app(store, tokens={{"bench-token-0001": {{"name": "bench",
+    "scopes": {{"write": "*", "read": True}}, "rate": 1e9, "burst": 1e9}}}})
+uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
+"""
+
+
+def bench_http(n: int, batch: int, tmp: Path) -> dict:
+    import httpx
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    db = tmp / "http.sqlite"
+    _fresh(db)
+    code = _SERVER.format(root=str(Path(__file__).resolve().parents[1]), db=str(db), port=port)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    headers = {"Authorization": "Bearer bench-token-0001", "Content-Type": "application/json"}
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as c:
+            deadline = time.monotonic() + 30
+            while True:  # wait for the server (bounded)
+                try:
+                    if c.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the uvicorn server did not start")
+                time.sleep(0.1)
+            rng = np.random.Generator(np.random.PCG64(3))
+            bodies = []
+            for k in range(0, n, batch):
+                evs = []
+                for i in range(k, min(n, k + batch)):
+                    e = int(rng.integers(0, 10_000))
+                    evs.append(
+                        {
+                            "event_id": f"h{i:08d}",
+                            "entity_id": f"urn:ngsi-ld:Vehicle:V{e:05d}",
+                            "entity_type": "vehicle",
+                            "observed_at": format_time(T0 + i * 1_000_000),
+                            "source": "bench",
+                            "position": {"lon": 121.5 + e * 1e-6, "lat": 29.8, "alt": 10.0},
+                            "speed": 10.0,
+                            "heading": 90.0,
+                        }
+                    )
+                bodies.append(json.dumps(evs).encode())
+            applied = 0
+            t = time.perf_counter()
+            for b in bodies:
+                r = c.post("/events", content=b)
+                r.raise_for_status()
+                applied += r.json()["counts"]["applied"]
+            dt = time.perf_counter() - t
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {
+        "events": n,
+        "batch": batch,
+        "applied": applied,
+        "seconds": round(dt, 3),
+        "events_per_s": round(n / dt),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--entities", type=int, default=100_000)
+    ap.add_argument("--events", type=int, default=500_000)
+    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--placement", type=int, default=100_000, help="positions per call")
+    ap.add_argument("--http-events", type=int, default=100_000)
+    ap.add_argument("--http-batch", type=int, default=1000)
+    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    a = ap.parse_args(argv)
+    out: dict = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
+        "date": time.strftime("%Y-%m-%d"),
+        "params": vars(a) | {"json": str(a.json) if a.json else None},
+    }
+    with tempfile.TemporaryDirectory(prefix="twin-syncbench-") as d:
+        tmp = Path(d)
+        t = time.perf_counter()
+        stream = make_stream(a.entities, a.events)
+        out["stream"] = {
+            "delivered": len(stream),
+            "seconds_to_make": round(time.perf_counter() - t, 2),
+        }
+        out["twin_store"] = bench_twin(stream, a.batch, tmp / "twin.sqlite")
+        out["plain_sqlite"] = bench_plain(stream, a.batch, tmp / "plain.sqlite")
+        out["ingest_ratio_twin_over_plain"] = round(
+            out["twin_store"]["events_per_s"] / out["plain_sqlite"]["events_per_s"], 2
+        )
+        del stream
+        out["placement"] = bench_placement(a.placement, tmp)
+        if a.http_events > 0:
+            out["http"] = bench_http(a.http_events, a.http_batch, tmp)
+    ts, pl = out["twin_store"], out["plain_sqlite"]
+    print(f"{'what':34} {'value':>14}")
+    rows = [
+        ("twin store ingest (events/s)", ts["events_per_s"]),
+        ("plain SQLite ingest (events/s)", pl["events_per_s"]),
+        ("ratio twin / plain", out["ingest_ratio_twin_over_plain"]),
+        ("point read median (us)", ts["reads"]["point_median_us"]),
+        ("as-of read median (us)", ts["reads"]["asof_median_us"]),
+        ("placement (positions/s)", out["placement"]["positions_per_s"]),
+    ]
+    if "http" in out:
+        rows.append(("HTTP ingest (events/s)", out["http"]["events_per_s"]))
+    for k, v in rows:
+        print(f"{k:34} {v:>14,}" if isinstance(v, int) else f"{k:34} {v:>14}")
+    print("outcomes:", ts["outcomes"])
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
