@@ -121,3 +121,19 @@ def test_zone_helpers():
     assert crs.utm_crs_for(121.55, 29.87).to_epsg() == 32651
     with pytest.raises(CRSError):
         crs.cgcs2000_gk_crs_for(10.0)
+
+
+def test_compound_crs_in_feet_converts_heights_without_a_geoid_model():
+    # NY Long Island state plane (ftUS) + NAVD88 height (ftUS): 100 ftUS is 30.48 m.
+    with pytest.warns(UserWarning, match="geoid"):
+        out = crs.transform([1e6, 2e5, 100.0], "EPSG:2263+6360", "EPSG:4979")
+    assert out[2] == pytest.approx(100 * 0.3048006096, abs=1e-6)
+    back = crs.transform(out, "EPSG:4979", "EPSG:2263+6360")
+    assert back[2] == pytest.approx(100.0, abs=1e-6)
+    assert crs.unit_factors("EPSG:2263+6360") == pytest.approx((0.3048006096, 0.3048006096))
+    assert crs.unit_factors("EPSG:6880") == pytest.approx((0.3048006096, 0.3048006096))
+    assert crs.unit_factors("EPSG:4326") == (1.0, 1.0)
+
+
+def test_utm_zone_at_the_antimeridian():
+    assert crs.utm_crs_for(180.0, 10.0).to_epsg() == 32660

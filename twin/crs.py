@@ -115,14 +115,42 @@ def _as_3d(crs: pyproj.CRS) -> pyproj.CRS:
     return crs.to_3d()
 
 
-def _z_factor(crs: pyproj.CRS, z_unit: str) -> float:
-    """Factor that turns input z into the metres pyproj's 3D promotion expects."""
-    if crs.is_compound or crs.is_geocentric or len(crs.axis_info) >= 3:
-        return 1.0
-    if z_unit in ("metre", "meter", "m"):
+def unit_factors(crs) -> tuple[float, float]:
+    """(metres per horizontal unit, metres per z unit) of a CRS; (1, 1) for None.
+
+    z follows the horizontal unit for a 2D projected CRS (the LAS convention), the
+    vertical sub-CRS's unit for a compound CRS, metres for a geographic CRS."""
+    if crs is None:
+        return 1.0, 1.0
+    crs = parse_crs(crs)
+    h = horizontal_unit_factor(crs)
+    if crs.is_compound and len(crs.sub_crs_list) > 1:
+        ax = crs.sub_crs_list[1].axis_info
+        v = float(ax[0].unit_conversion_factor or 1.0) if ax else 1.0
+    elif crs.is_geographic or crs.is_geocentric:
+        v = 1.0
+    elif len(crs.axis_info) >= 3:
+        v = float(crs.axis_info[2].unit_conversion_factor or 1.0)
+    else:
+        v = h
+    return h, v
+
+
+def _z_factor(crs: pyproj.CRS, z_unit: str, exact: bool) -> float:
+    """Factor that turns input z into the metres the PROJ pipeline expects.
+
+    PROJ converts z itself for 3D and compound CRSs when it has the full operation;
+    when a compound CRS falls back to its horizontal part (no geoid model), z is read
+    in the vertical sub-CRS's unit here; a 2D projected CRS's z is in its horizontal
+    unit (``z_unit="auto"``) or metres."""
+    if z_unit not in ("auto", "metre", "meter", "m"):
+        raise CRSError(f"unknown z_unit {z_unit!r} (use 'auto' or 'metre')")
+    if crs.is_compound:
+        return 1.0 if exact else unit_factors(crs)[1]
+    if crs.is_geocentric or len(crs.axis_info) >= 3:
         return 1.0
     if z_unit != "auto":
-        raise CRSError(f"unknown z_unit {z_unit!r} (use 'auto' or 'metre')")
+        return 1.0
     return horizontal_unit_factor(crs)
 
 
@@ -150,10 +178,10 @@ def transform(xyz, src, dst, *, z_unit: str = "auto") -> np.ndarray:
     arr, single = _check_xyz(xyz)
     s = parse_crs(src)
     d = parse_crs(dst)
-    zs = _z_factor(s, z_unit)
-    zd = _z_factor(d, z_unit)
     s3, d3 = _as_3d(s), _as_3d(d)
     tr, exact = _transformer(s3.to_wkt(), d3.to_wkt())
+    zs = _z_factor(s, z_unit, exact)
+    zd = _z_factor(d, z_unit, exact)
     if not exact:
         key = f"{s.name}->{d.name}"
         if key not in _warned:
@@ -285,7 +313,7 @@ class LocalFrame:
 
 def utm_crs_for(lon: float, lat: float) -> pyproj.CRS:
     """The WGS 84 UTM zone CRS containing a point."""
-    zone = int((lon + 180) // 6) + 1
+    zone = min(int((lon + 180) // 6) + 1, 60)
     return pyproj.CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 

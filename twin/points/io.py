@@ -24,7 +24,7 @@ import laspy
 import numpy as np
 import pyproj
 
-from twin.crs import LocalFrame, crs_label, horizontal_unit_factor, parse_crs
+from twin.crs import LocalFrame, crs_label, parse_crs, unit_factors
 from twin.crs import transform as _transform
 from twin.errors import CRSError, InputError, OutputError, ParameterError
 from twin.fileio import atomic_path
@@ -578,26 +578,6 @@ def _fit_offsets(cloud: PointCloud, scales: np.ndarray, path: Path) -> np.ndarra
 
 
 # ----------------------------------------------------------------------------- CRS
-
-
-def unit_factors(crs: pyproj.CRS | None) -> tuple[float, float]:
-    """(metres per horizontal unit, metres per z unit) of a CRS; (1, 1) for None.
-
-    z follows the horizontal unit for a 2D projected CRS (the LAS convention), the
-    vertical sub-CRS's unit for a compound CRS, metres for a geographic CRS."""
-    if crs is None:
-        return 1.0, 1.0
-    h = horizontal_unit_factor(crs)
-    if crs.is_compound and len(crs.sub_crs_list) > 1:
-        ax = crs.sub_crs_list[1].axis_info
-        v = float(ax[0].unit_conversion_factor or 1.0) if ax else 1.0
-    elif crs.is_geographic:
-        v = 1.0
-    elif len(crs.axis_info) >= 3:
-        v = float(crs.axis_info[2].unit_conversion_factor or 1.0)
-    else:
-        v = h
-    return h, v
 
 
 def reproject(cloud: PointCloud, dst_crs, *, z_unit: str = "auto") -> PointCloud:
