@@ -144,6 +144,7 @@ def test_points_dtm_without_a_crs_says_why(tmp_path, shared_data):
 def test_terrain_info_and_tin_keep_the_error_bound(tmp_path, shared_data):
     import json
 
+    import numpy as np
     import trimesh
 
     dem = shared_data / "dem" / "stars_olinda_dem_utm25s.tif"
@@ -155,6 +156,10 @@ def test_terrain_info_and_tin_keep_the_error_bound(tmp_path, shared_data):
     assert s["max_error_reached"] <= 5.0 and s["triangles"] < 2 * 110 * 110 / 4
     mesh = trimesh.load(out, process=False)
     assert len(mesh.faces) == s["triangles"]
+    # float64 map coordinates: vertices sit exactly on DEM pixel centres
+    res = info["resolution"][0]
+    frac = (mesh.vertices[:, 0] - info["bounds"]["xmin"]) / res - 0.5
+    assert np.abs(frac - np.round(frac)).max() < 1e-6
     # map coordinates of the DEM's CRS, inside its bounds
     b = info["bounds"]
     assert mesh.vertices[:, 0].min() >= b["xmin"] and mesh.vertices[:, 0].max() <= b["xmax"]

@@ -473,14 +473,12 @@ def terrain_tin(dem, out, max_error, mode, crs, as_json):
 def _write_terrain_mesh(out, v, f, dem) -> None:
     from pathlib import Path
 
-    from twin.fileio import atomic_path
+    from twin.fileio import write_ply
 
     if Path(out).suffix.lower() == ".ply":
-        import trimesh
+        from twin.crs import crs_label
 
-        mesh = trimesh.Trimesh(v, f, process=False)
-        with atomic_path(out) as tmp:
-            tmp.write_bytes(trimesh.exchange.ply.export_ply(mesh, encoding="binary"))
+        write_ply(out, v, f, comments=(f"crs {crs_label(dem.crs)}", "twin terrain tin"))
         return
     import numpy as np
 

@@ -315,3 +315,33 @@ def test_rectangles_at_any_angle_give_the_analytic_volume(length, ratio, angle, 
         expect = length * width * eave + rise * width * (3 * length - width) / 6
     assert t.volume == pytest.approx(expect, rel=1e-7)
     assert in_map(m)[:, 2].max() == pytest.approx(4.0 + eave + rise, abs=1e-6)
+
+
+def test_heights_stay_metres_in_a_feet_crs():
+    """A 10 m building on a DEM in US survey feet (EPSG:2263) is 10 m tall in ENU."""
+    import geopandas as gpd
+    import shapely
+    from rasterio.transform import from_origin
+
+    from twin.crs import LocalFrame
+    from twin.mesh.buildings import building_meshes
+    from twin.terrain.dem import Dem
+
+    ft = 0.3048006096
+    x0, y0 = 1_000_000.0, 200_000.0
+    dem = Dem(
+        heights=np.full((40, 40), 100.0),  # 100 ftUS
+        transform=from_origin(x0 - 200, y0 + 200, 10, 10),
+        crs=pyproj.CRS.from_epsg(2263),
+    )
+    fp = gpd.GeoDataFrame(
+        {"building_id": ["b"], "height": [10.0], "roof_type": ["flat"]},
+        geometry=[shapely.box(x0, y0, x0 + 100, y0 + 50)],  # 100 ft x 50 ft
+        crs="EPSG:2263",
+    )
+    frame = LocalFrame.at(x0, y0, 0.0, "EPSG:2263")
+    (b,) = building_meshes(fp, dem, frame, lod=1)
+    z = b.vertices[:, 2]
+    assert z.max() - z.min() == pytest.approx(10.0, abs=1e-3)
+    assert z.min() == pytest.approx(100 * ft, abs=0.01)
+    assert np.ptp(b.vertices[:, 0]) == pytest.approx(100 * ft, rel=1e-3)

@@ -191,3 +191,16 @@ def test_preview_shows_the_meshes_in_their_colours(tmp_path):
     assert p.read_bytes() == before  # deterministic
     with pytest.raises(ParameterError, match="unknown view"):
         render_preview([plate], tmp_path / "x.png", view="side")
+
+
+def test_read_glb_names_the_file_when_the_binary_chunk_is_short(tmp_path):
+    path = tmp_path / "m.glb"
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=np.float64)
+    write_glb(path, [GltfMesh(positions=v, indices=np.array([[0, 1, 2]]))])
+    data = bytearray(path.read_bytes())
+    jlen = struct.unpack_from("<I", data, 12)[0]
+    off = 20 + jlen
+    struct.pack_into("<I", data, off, 4)  # BIN chunk claims 4 bytes only
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="m.glb"):
+        read_glb(path)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.crs import LocalFrame, parse_crs, transform, utm_crs_for
+from twin.crs import LocalFrame, parse_crs, transform, unit_factors, utm_crs_for
 from twin.errors import InputError, ParameterError
 from twin.terrain.dem import Dem
 
@@ -392,6 +392,10 @@ def building_meshes(
     ``frame.from_crs`` call. Footprints whose base is unknown (outside the DEM) are
     skipped with a warning. See the module docstring for the roof rules.
 
+    Units: ``height``, ``eave_height`` and ``base_height`` are metres whatever the CRS;
+    DEM heights are in the DEM CRS's vertical unit (feet for a US state-plane DEM) and
+    are converted.
+
     Memory grows with the total number of footprint vertices (plus the DEM pixels
     under the largest footprint while its base is found).
     """
@@ -422,7 +426,9 @@ def building_meshes(
         if dem is None:
             raise ParameterError("footprints without base_height need a DEM")
         base = base.copy()
-        base[need] = _base_from_dem([geoms[i] for i in np.flatnonzero(need)], gdf.crs, dem)
+        # DEM heights are in the DEM CRS's vertical unit; solids are built in metres.
+        from_dem = _base_from_dem([geoms[i] for i in np.flatnonzero(need)], gdf.crs, dem)
+        base[need] = from_dem * unit_factors(dem.crs)[1]
 
     all_v: list[np.ndarray] = []
     pending: list[tuple[dict, np.ndarray, np.ndarray]] = []
@@ -474,7 +480,9 @@ def building_meshes(
     if not pending:
         return []
     counts = [len(v) for v in all_v]
-    enu = frame.from_crs(np.concatenate(all_v), gdf.crs)
+    xyz = np.concatenate(all_v)
+    xyz[:, 2] /= unit_factors(gdf.crs)[1]  # metres -> the CRS's z unit (feet CRSs)
+    enu = frame.from_crs(xyz, gdf.crs)
     out = []
     start = 0
     for (attrs, f, k), c in zip(pending, counts, strict=True):

@@ -294,6 +294,14 @@ def read_glb(path: str | os.PathLike) -> list[dict]:
     Reads the whole file; arrays are views of it (memory: the file size).
     Raises :class:`InputError` for a missing, truncated or malformed file."""
     doc, binary = read_glb_json(path)
+    try:
+        return _read_primitives(doc, binary)
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise InputError(f"malformed glTF content: {what}", path=path) from None
+
+
+def _read_primitives(doc: dict, binary: bytes) -> list[dict]:
     out = []
     for mesh in doc.get("meshes", []):
         for prim in mesh["primitives"]:
