@@ -93,3 +93,29 @@ def test_rebuild_reuses_unchanged_stages(small_survey, small_model, tmp_path):
     assert m2["stages"]["terrain"]["status"] == "reused"
     assert m2["stages"]["buildings"]["status"] == "built"
     assert m2["counts"]["building_triangles"] < m["counts"]["building_triangles"]
+
+
+def test_model_glb_says_where_its_local_frame_is(small_model):
+    from twin.crs import LocalFrame
+    from twin.tiles.gltf import read_glb_json
+
+    doc, _ = read_glb_json(small_model / "model.glb")
+    frame = LocalFrame.from_dict(doc["extras"]["frame"])
+    ts = json.loads((small_model / "tiles" / "tileset.json").read_text())
+    m = np.array(ts["root"]["transform"], dtype=float).reshape(4, 4).T
+    assert np.allclose(m, frame.enu_to_ecef_matrix(), atol=1e-6)
+
+
+def test_a_failed_rebuild_leaves_no_manifest(small_survey, small_model, tmp_path):
+    import shutil
+
+    from twin.errors import TwinError
+    from twin.pipeline import build
+
+    out = tmp_path / "model"
+    shutil.copytree(small_model, out)
+    bad = tmp_path / "fp.gpkg"
+    bad.write_bytes(b"not a geopackage")
+    with pytest.raises(TwinError, match="fp.gpkg"):
+        build(small_survey, out, footprints=bad)
+    assert not (out / "manifest.json").exists()

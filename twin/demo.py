@@ -18,6 +18,8 @@ MARKER = ".twin-demo"
 
 
 def _prepare(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise OutputError("exists and is not a folder", path=out)
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).exists():
             raise OutputError(

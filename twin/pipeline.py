@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ import numpy as np
 
 from twin import __version__
 from twin.crs import LocalFrame, crs_label
-from twin.errors import InputError
+from twin.errors import InputError, OutputError
 from twin.fileio import atomic_path, sha256_file, write_json
 from twin.progress import Progress, ensure
 
@@ -116,11 +117,15 @@ def _resolve_inputs(survey, dem, footprints) -> tuple[Path, Path | None]:
     dem_path = Path(dem) if dem else base / "dem.tif"
     if not dem_path.exists():
         raise InputError("no DEM found (give --dem)", path=dem_path)
+    if not dem_path.is_file():
+        raise InputError("the DEM is not a file", path=dem_path)
     fp_path = Path(footprints) if footprints else base / "footprints.gpkg"
     if not fp_path.exists():
         if footprints:
             raise InputError("footprint file not found", path=fp_path)
         fp_path = None
+    elif not fp_path.is_file():
+        raise InputError("the footprints are not a file", path=fp_path)
     return dem_path, fp_path
 
 
@@ -169,7 +174,12 @@ def build(
 
     progress = ensure(progress)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError("the output exists and is not a folder", path=out)
     out.mkdir(parents=True, exist_ok=True)
+    # The manifest is written last: while a build runs (or after it failed) there is
+    # none, so a half-updated folder never looks complete.
+    (out / MANIFEST).unlink(missing_ok=True)
     cache = _Cache(out, force)
     t_start = time.perf_counter()
     stages: dict[str, dict] = {}
@@ -311,9 +321,12 @@ def _export(
         meshes.append(_building_gltf(bld, building_attrs))
 
     model = out / "model.glb"
-    write_glb(model, meshes)
+    # model.glb is in the local ENU frame (glTF y-up); its extras say where that is.
+    write_glb(model, meshes, extras={"frame": frame.to_dict(), "generator": "twin build"})
     tiles = out / "tiles"
-    tiles.mkdir(exist_ok=True)
+    if tiles.exists():  # no stale content from an earlier build
+        shutil.rmtree(tiles)
+    tiles.mkdir()
     contents = []
     for m in meshes:
         glb = tiles / f"{m.name}.glb"

@@ -687,11 +687,12 @@ def _to_events(rec: _Rec, city: City, spec: SurveySpec) -> list[dict]:
 def write_events(events: list[dict], path: str | os.PathLike) -> Path:
     """Write events as NDJSON (one compact, key-sorted JSON object per line), sorted
     by ``observed_at`` then ``event_id``; written to a temporary name, then renamed."""
+    from twin.fileio import atomic_path
+
     p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
     ordered = sorted(events, key=lambda e: (e["observed_at"], e["event_id"]))
     try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        with atomic_path(p) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
             for e in ordered:
                 f.write(
                     json.dumps(
@@ -703,9 +704,10 @@ def write_events(events: list[dict], path: str | os.PathLike) -> Path:
                     )
                 )
                 f.write("\n")
-        os.replace(tmp, p)
     except OSError as exc:
         raise OutputError(f"cannot write events: {exc.strerror}", path=p) from None
+    except ValueError as exc:  # NaN/inf in an event: never written as invalid JSON
+        raise OutputError(f"an event is not valid JSON: {exc}", path=p) from None
     return p
 
 

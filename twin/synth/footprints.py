@@ -41,8 +41,12 @@ def write_footprints(city: City, path: str | os.PathLike) -> None:
     and ``eave_height`` above ``base_height``, which is ellipsoidal), in the survey CRS."""
     import pyogrio
 
-    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": _FIXED_DATE})
     gdf = footprints_frame(city)
-    with atomic_path(path) as tmp:
-        tmp.unlink()  # GDAL wants to create the file itself
-        gdf.to_file(tmp, layer=LAYER, driver="GPKG", engine="pyogrio")
+    previous = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": _FIXED_DATE})
+    try:
+        with atomic_path(path) as tmp:
+            tmp.unlink()  # GDAL wants to create the file itself
+            gdf.to_file(tmp, layer=LAYER, driver="GPKG", engine="pyogrio")
+    finally:  # a process-wide GDAL setting: put it back
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": previous})

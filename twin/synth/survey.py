@@ -69,6 +69,8 @@ def generate(
     """
     spec = spec or PRESETS["default"]
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError("exists and is not a folder", path=out)
     if out.exists() and any(out.iterdir()):
         if not _looks_like_survey(out):
             raise OutputError("folder exists and is not a twin survey; not touching it", path=out)
