@@ -235,53 +235,78 @@ from twin.sync.store import SQLiteStore
 store = SQLiteStore({db!r})
 app = create_app(store, tokens={{"bench-token-0001": {{"name": "bench",
     "scopes": {{"write": "*", "read": True}}, "rate": 1e9, "burst": 1e9}}}})
-uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
+uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning", ws_per_message_deflate=False)
 """
 
 
-def bench_http(n: int, batch: int, tmp: Path) -> dict:
+HEADERS = {"Authorization": "Bearer bench-token-0001", "Content-Type": "application/json"}
+
+
+def start_server(db: Path) -> tuple[subprocess.Popen, int]:
+    """A uvicorn server over a fresh store ``db`` in a child process; waits (bounded)
+    until /health answers. The caller stops it with :func:`stop_server`."""
     import httpx
 
     with socket.socket() as sk:
         sk.bind(("127.0.0.1", 0))
         port = sk.getsockname()[1]
-    db = tmp / "http.sqlite"
     _fresh(db)
     code = _SERVER.format(root=str(Path(__file__).resolve().parents[1]), db=str(db), port=port)
     proc = subprocess.Popen([sys.executable, "-c", code])
-    headers = {"Authorization": "Bearer bench-token-0001", "Content-Type": "application/json"}
+    deadline = time.monotonic() + 30
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=HEADERS) as c:
+        while True:
+            try:
+                if c.get("/health").status_code == 200:
+                    return proc, port
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                stop_server(proc)
+                raise RuntimeError("the uvicorn server did not start")
+            time.sleep(0.1)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def _vehicle_events(first: int, n: int, rng, prefix: str = "h") -> list[dict]:
+    out = []
+    for i in range(first, first + n):
+        e = int(rng.integers(0, 10_000))
+        out.append(
+            {
+                "event_id": f"{prefix}{i:08d}",
+                "entity_id": f"urn:ngsi-ld:Vehicle:V{e:05d}",
+                "entity_type": "vehicle",
+                "observed_at": format_time(T0 + i * 1_000_000),
+                "source": "bench",
+                "position": {"lon": 121.5 + e * 1e-6, "lat": 29.8, "alt": 10.0},
+                "speed": 10.0,
+                "heading": 90.0,
+            }
+        )
+    return out
+
+
+def bench_http(n: int, batch: int, tmp: Path) -> dict:
+    import httpx
+
+    proc, port = start_server(tmp / "http.sqlite")
     url = f"http://127.0.0.1:{port}"
     try:
-        with httpx.Client(base_url=url, headers=headers, timeout=60) as c:
-            deadline = time.monotonic() + 30
-            while True:  # wait for the server (bounded)
-                try:
-                    if c.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the uvicorn server did not start")
-                time.sleep(0.1)
+        with httpx.Client(base_url=url, headers=HEADERS, timeout=60) as c:
             rng = np.random.Generator(np.random.PCG64(3))
-            bodies = []
-            for k in range(0, n, batch):
-                evs = []
-                for i in range(k, min(n, k + batch)):
-                    e = int(rng.integers(0, 10_000))
-                    evs.append(
-                        {
-                            "event_id": f"h{i:08d}",
-                            "entity_id": f"urn:ngsi-ld:Vehicle:V{e:05d}",
-                            "entity_type": "vehicle",
-                            "observed_at": format_time(T0 + i * 1_000_000),
-                            "source": "bench",
-                            "position": {"lon": 121.5 + e * 1e-6, "lat": 29.8, "alt": 10.0},
-                            "speed": 10.0,
-                            "heading": 90.0,
-                        }
-                    )
-                bodies.append(json.dumps(evs).encode())
+            bodies = [
+                json.dumps(_vehicle_events(k, min(batch, n - k), rng)).encode()
+                for k in range(0, n, batch)
+            ]
             applied = 0
             t = time.perf_counter()
             for b in bodies:
@@ -290,17 +315,115 @@ def bench_http(n: int, batch: int, tmp: Path) -> dict:
                 applied += r.json()["counts"]["applied"]
             dt = time.perf_counter() - t
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     return {
         "events": n,
         "batch": batch,
         "applied": applied,
         "seconds": round(dt, 3),
         "events_per_s": round(n / dt),
+    }
+
+
+def _ws_listen(port: int, subscribers: int, n_batches: int, batch: int, out: str) -> None:
+    """Child process of :func:`bench_ws`: ``subscribers`` WebSocket clients; writes
+    ``[[batch index, receive time (perf_counter)], ...]`` as JSON to ``out``. Prints
+    "ready" once every client has its hello."""
+    import asyncio
+
+    import websockets
+
+    recv: list[tuple[int, float]] = []
+
+    async def listen(ws) -> None:
+        await ws.recv()  # hello
+        n = 0
+        while n < n_batches:
+            msg = await ws.recv()
+            t = time.perf_counter()
+            i = msg.find('"event_id":"w')
+            if i >= 0:
+                recv.append((int(msg[i + 13 : i + 21]) // batch, t))
+                n += 1
+
+    async def run() -> None:
+        url = f"ws://127.0.0.1:{port}/ws?token=bench-token-0001"
+        conns = [
+            await websockets.connect(url, max_size=None, compression=None)
+            for _ in range(subscribers)
+        ]
+        tasks = [asyncio.create_task(listen(ws)) for ws in conns]
+        await asyncio.sleep(0.5)
+        print("ready", flush=True)
+        try:
+            await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        except TimeoutError:
+            pass
+        for ws in conns:
+            await ws.close()
+
+    asyncio.run(run())
+    Path(out).write_text(json.dumps(recv))
+
+
+def bench_ws(subscribers: int, rate: float, seconds: float, batch: int, tmp: Path) -> dict:
+    """Ingest-to-push latency: ``subscribers`` WebSocket clients (no filter, in a
+    child process) while this process POSTs ``rate`` events/s in batches of
+    ``batch`` for ``seconds``. Latency of a delta message = when a subscriber
+    received it minus when its batch's POST began (CLOCK_MONOTONIC, shared by the
+    processes). Three processes share the machine's cores: server, posts, listeners."""
+    import httpx
+
+    proc, port = start_server(tmp / "ws.sqlite")
+    n_batches = int(rate * seconds / batch)
+    out = tmp / "ws-recv.json"
+    listener = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--_ws-listen",
+            f"{port},{subscribers},{n_batches},{batch},{out}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None
+        if listener.stdout.readline().strip() != "ready":
+            raise RuntimeError("the WebSocket listeners did not start")
+        rng = np.random.Generator(np.random.PCG64(4))
+        bodies = [
+            json.dumps(_vehicle_events(b * batch, batch, rng, "w")).encode()
+            for b in range(n_batches)
+        ]
+        sent_at = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=HEADERS, timeout=60) as c:
+            t0 = time.perf_counter()
+            for b, body in enumerate(bodies):
+                delay = t0 + b * batch / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                sent_at.append(time.perf_counter())
+                c.post("/events", content=body).raise_for_status()
+            wall = time.perf_counter() - t0
+        listener.wait(150)
+        recv = json.loads(out.read_text()) if out.exists() else []
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait(10)
+        stop_server(proc)
+    arr = np.array([t - sent_at[b] for b, t in recv]) * 1000
+    return {
+        "subscribers": subscribers,
+        "target_events_per_s": rate,
+        "events": n_batches * batch,
+        "achieved_events_per_s": round(n_batches * batch / wall),
+        "messages_received": int(len(arr)),
+        "messages_expected": n_batches * subscribers,
+        "latency_ms_p50": round(float(np.percentile(arr, 50)), 2) if len(arr) else None,
+        "latency_ms_p99": round(float(np.percentile(arr, 99)), 2) if len(arr) else None,
+        "ingest_seconds": round(wall, 3),
     }
 
 
@@ -312,8 +435,17 @@ def main(argv=None) -> int:
     ap.add_argument("--placement", type=int, default=100_000, help="positions per call")
     ap.add_argument("--http-events", type=int, default=100_000)
     ap.add_argument("--http-batch", type=int, default=1000)
+    ap.add_argument("--ws-subscribers", type=int, default=100)
+    ap.add_argument("--ws-rate", type=float, default=5000.0, help="events/s while pushing")
+    ap.add_argument("--ws-seconds", type=float, default=5.0)
+    ap.add_argument("--ws-batch", type=int, default=250)
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--_ws-listen", dest="ws_listen", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.ws_listen:
+        port, subs, nb, batch, out = a.ws_listen.split(",", 4)
+        _ws_listen(int(port), int(subs), int(nb), int(batch), out)
+        return 0
     out: dict = {
         "machine": {
             "platform": platform.platform(),
@@ -340,6 +472,8 @@ def main(argv=None) -> int:
         out["placement"] = bench_placement(a.placement, tmp)
         if a.http_events > 0:
             out["http"] = bench_http(a.http_events, a.http_batch, tmp)
+        if a.ws_subscribers > 0:
+            out["websocket"] = bench_ws(a.ws_subscribers, a.ws_rate, a.ws_seconds, a.ws_batch, tmp)
     ts, pl = out["twin_store"], out["plain_sqlite"]
     print(f"{'what':34} {'value':>14}")
     rows = [
@@ -352,6 +486,10 @@ def main(argv=None) -> int:
     ]
     if "http" in out:
         rows.append(("HTTP ingest (events/s)", out["http"]["events_per_s"]))
+    if "websocket" in out:
+        w = out["websocket"]
+        rows.append((f"WS push p99 ms ({w['subscribers']} subs)", w["latency_ms_p99"]))
+        rows.append(("WS achieved ingest (events/s)", w["achieved_events_per_s"]))
     for k, v in rows:
         print(f"{k:34} {v:>14,}" if isinstance(v, int) else f"{k:34} {v:>14}")
     print("outcomes:", ts["outcomes"])

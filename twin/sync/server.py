@@ -249,7 +249,7 @@ class _Subscriber:
                 return False
         return True
 
-    def offer(self, deltas: list[tuple[int, Entity]]) -> None:
+    def offer(self, deltas: _Batch) -> None:
         if self.queue.qsize() >= self.max_queue:
             self.overflow = True
         try:
@@ -260,6 +260,25 @@ class _Subscriber:
             self.queue.put_nowait(deltas)
         else:  # published from another thread's loop (e.g. a test client)
             self.loop.call_soon_threadsafe(self.queue.put_nowait, deltas)
+
+
+class _Batch:
+    """Changes published together: rows, their JSON dicts (made once for every
+    subscriber) and, made on first use, the whole message for subscribers that take
+    all of it."""
+
+    __slots__ = ("rows", "dicts", "text")
+
+    def __init__(self, rows: list[tuple[int, Entity]]):
+        self.rows = rows
+        self.dicts = [entity_dict(e, c) for c, e in rows]
+        self.text: str | None = None
+
+    def full_text(self) -> str:
+        if self.text is None:
+            msg = {"type": "deltas", "cursor": self.rows[-1][0], "deltas": self.dicts}
+            self.text = json.dumps(msg, separators=(",", ":"))
+        return self.text
 
 
 class Hub:
@@ -282,8 +301,9 @@ class Hub:
             if not rows:
                 return
             self.published = rows[-1][0]
+            batch = _Batch(rows)
             for s in list(self.subs):
-                s.offer(rows)
+                s.offer(batch)
 
 
 # ----------------------------------------------------------------------------- app
@@ -485,7 +505,7 @@ def create_app(
                     c = rows[-1][0]
             await websocket.send_json({"type": "hello", "cursor": sub.cursor, "head": head})
             for rows in backlog:
-                await _send(websocket, sub, rows)
+                await _send(websocket, sub, _Batch(rows))
             recv = asyncio.ensure_future(websocket.receive())
             while True:
                 if get is None:
@@ -509,11 +529,18 @@ def create_app(
                 if t is not None and not t.done():
                     t.cancel()
 
-    async def _send(websocket, sub: _Subscriber, rows) -> None:
-        deltas = [entity_dict(e, c) for c, e in rows if c > sub.cursor and sub.match(e)]
-        if rows:
-            sub.cursor = max(sub.cursor, rows[-1][0])
-        if deltas:
+    async def _send(websocket, sub: _Subscriber, batch: _Batch) -> None:
+        rows = batch.rows
+        if not rows:
+            return
+        take = [j for j, (c, e) in enumerate(rows) if c > sub.cursor and sub.match(e)]
+        if len(take) == len(rows):
+            sub.cursor = rows[-1][0]
+            await websocket.send_text(batch.full_text())
+            return
+        sub.cursor = max(sub.cursor, rows[-1][0])
+        if take:
+            deltas = [batch.dicts[j] for j in take]
             await websocket.send_json({"type": "deltas", "cursor": sub.cursor, "deltas": deltas})
 
     return app
@@ -543,7 +570,16 @@ def serve(
     store = SQLiteStore(db, placer=placer)
     try:
         app = create_app(store, tokens=tokens)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, ws="websockets")
+        # no per-message deflate: compressing every delta for every subscriber
+        # costs more CPU than the bytes it saves on a city network
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            ws="websockets",
+            ws_per_message_deflate=False,
+        )
     finally:
         store.close()
 
