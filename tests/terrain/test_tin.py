@@ -373,7 +373,7 @@ def test_bad_mode_transform_constraints():
         tin(h, 1.0, transform=(1.0, 2.0))
     with pytest.raises(ParameterError, match="singular"):
         tin(h, 1.0, transform=(0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
-    with pytest.raises(NotImplementedError, match="constraint"):
+    with pytest.raises(ParameterError, match="constraint"):
         tin(h, 1.0, constraints=[np.array([[0.0, 0.0], [2.0, 2.0]])])
 
 

@@ -3,9 +3,10 @@
 Conventions (the contract for SfM and texturing work)
 -----------------------------------------------------
 * Poses live in the ENU frame of the :class:`~twin.synth.model.TruthScene` (metres).
-* Pinhole cameras, OpenCV/COLMAP convention: camera x right, y down, z forward;
+* Pinhole cameras, COLMAP convention: camera x right, y down, z forward;
   ``x_cam = R @ X_world + t`` with ``t = -R @ centre``; pixel ``u = fx*x/z + cx``,
-  ``v = fy*y/z + cy``; pixel centres at integer + 0.5 (top-left pixel centre (0.5, 0.5)).
+  ``v = fy*y/z + cy``; pixel centres at integer + 0.5 (top-left pixel centre (0.5, 0.5);
+  OpenCV puts them at integers: subtract 0.5 from cx, cy for OpenCV).
   No lens distortion (k1 = k2 = 0). Square pixels, principal point at the image centre.
 * The rig: ``nadir`` (``spec.focal_mm``) and ``forward``, ``backward``, ``left``,
   ``right`` (``spec.oblique_focal_mm``) tilted :data:`OBLIQUE_TILT_DEG` from the vertical

@@ -74,7 +74,7 @@ def _check_inputs(heights, max_error, mask, mode, constraints):
     if not math.isfinite(max_error) or max_error <= 0.0:
         raise ParameterError(f"max_error must be a positive finite number, got {max_error!r}")
     if constraints is not None:
-        raise NotImplementedError(
+        raise ParameterError(
             "tin(constraints=...): constraint edges are not implemented yet; "
             "triangulate without them (pass constraints=None)"
         )
@@ -198,7 +198,7 @@ def tin(
         faster, conforming, more triangles).
     constraints
         Polylines to force into the triangulation as edges: not implemented yet
-        (``NotImplementedError``).
+        (:class:`~twin.errors.ParameterError`).
 
     Returns
     -------
@@ -244,8 +244,7 @@ def tin(
         shape, grid too large for one greedy triangulation.
     ParameterError
         ``max_error`` not a positive finite number, unknown ``mode``, bad transform.
-    NotImplementedError
-        ``constraints`` given.
+        Also raised, for now, when ``constraints`` are given.
     """
     herr, valid, max_error = _check_inputs(heights, max_error, mask, mode, constraints)
     aff = _affine6(transform)
