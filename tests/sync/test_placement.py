@@ -148,3 +148,26 @@ def test_bad_placer_inputs(small_city, tmp_path):
     # without terrain: outdoor heights stay as given
     q = p.place([121.0], [29.0], [12.5])
     assert q.height[0] == 12.5 and q.building[0] == -1 and np.isnan(q.ground[0])
+
+
+def test_placer_from_folder(small_city, placer, tmp_path):
+    import json
+    import shutil
+
+    from twin.sync.placement import placer_from_folder
+
+    with pytest.raises(InputError, match="survey.json"):
+        placer_from_folder(tmp_path)
+    for name in ("dem.tif", "footprints.gpkg"):
+        shutil.copy(small_city.dir / name, tmp_path / name)
+    (tmp_path / "survey.json").write_text(
+        json.dumps({"frame": small_city.city.frame.to_dict(), "parameters": {"floor_height": 3.2}})
+    )
+    p = placer_from_folder(tmp_path)
+    _, lon, lat, alt = _positions(small_city.events[:500])
+    a, b = p.place(lon, lat, alt), placer.place(lon, lat, alt)
+    np.testing.assert_array_equal(a.enu, b.enu)
+    assert (a.building_id == b.building_id).all() and (a.floor == b.floor).all()
+    (tmp_path / "survey.json").write_text("{}")
+    with pytest.raises(InputError, match="frame"):
+        placer_from_folder(tmp_path)

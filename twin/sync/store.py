@@ -91,6 +91,14 @@ class Store(ABC):
         """Number of entities."""
 
     @abstractmethod
+    def cursor(self) -> int:
+        """The newest change cursor (grows with every history row; 0 when empty)."""
+
+    @abstractmethod
+    def changes(self, since: int = 0, limit: int = 10_000) -> list[tuple[int, Entity]]:
+        """Applied changes after cursor ``since``, oldest first, as (cursor, state)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the backend."""
 
