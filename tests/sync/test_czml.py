@@ -98,3 +98,27 @@ def test_czml_unwritable_path(store, tmp_path):
     with pytest.raises(OutputError, match="d.czml"):
         export_czml(store, tmp_path / "d.czml")
     assert not (tmp_path / "d.czml.tmp").exists()
+
+
+def test_geojson_snapshot_now_and_as_of(store, tmp_path):
+    from twin.sync.geojson import export_geojson
+
+    n = export_geojson(store, tmp_path / "now.geojson", types=["person", "vehicle"])
+    doc = json.loads((tmp_path / "now.geojson").read_text())
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == n
+    assert n == store.count(["person", "vehicle"])
+    for f in doc["features"][:50]:
+        e = store.state(f["id"])
+        assert f["geometry"]["coordinates"] == [e.lon, e.lat, e.alt]
+        assert f["properties"]["revision"] == e.revision
+    # as of an early time: fewer entities, older positions
+    first = store.query(types="vehicle")[0]
+    h = store.history(first.id)
+    at = h[3]["observed_ns"]
+    export_geojson(store, tmp_path / "then.geojson", at=at, types=["vehicle"])
+    then = json.loads((tmp_path / "then.geojson").read_text())
+    f = next(x for x in then["features"] if x["id"] == first.id)
+    assert f["geometry"]["coordinates"][:2] == [h[3]["lon"], h[3]["lat"]]
+    (tmp_path / "d.geojson").mkdir()
+    with pytest.raises(OutputError, match="d.geojson"):
+        export_geojson(store, tmp_path / "d.geojson")

@@ -10,10 +10,12 @@
 * :mod:`twin.sync.server`: the FastAPI app (:func:`~twin.sync.server.create_app`,
   :func:`~twin.sync.server.serve`): batch ingest, queries, WebSocket push; imported
   on demand (it needs FastAPI);
-* :mod:`twin.sync.czml`: :func:`export_czml` for Cesium.
+* :mod:`twin.sync.czml`: :func:`export_czml` for Cesium;
+* :mod:`twin.sync.geojson`: :func:`export_geojson` snapshots (now or as of a time).
 """
 
 from twin.sync.czml import export_czml
+from twin.sync.geojson import export_geojson
 from twin.sync.model import Entity, Event, EventError, from_ngsi_ld, parse_event, to_ngsi_ld
 from twin.sync.placement import Placement, Placer, placer_from_folder
 from twin.sync.replay import ReplayReport, replay
@@ -30,6 +32,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "export_czml",
+    "export_geojson",
     "from_ngsi_ld",
     "parse_event",
     "placer_from_folder",
