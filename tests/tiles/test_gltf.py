@@ -13,28 +13,13 @@ from twin.errors import InputError, ParameterError, TwinError
 from twin.tiles.gltf import GltfMesh, gltf_to_enu, read_glb, read_glb_json, write_glb
 from twin.tiles.validate import node_validator_path, validate_glb
 
+from .shapes import box_mesh
+
 
 def cube(offset=(0.0, 0.0, 0.0), size=2.0):
-    """A closed, outward cube in ENU with per-vertex colours and a feature id."""
-    v = np.array([[x, y, z] for z in (0, 1) for y in (0, 1) for x in (0, 1)], float)
-    v = v * size + np.asarray(offset)
-    f = np.array(
-        [
-            [0, 2, 1],
-            [1, 2, 3],
-            [4, 5, 6],
-            [5, 7, 6],
-            [0, 1, 4],
-            [1, 5, 4],
-            [2, 6, 3],
-            [3, 6, 7],
-            [0, 4, 2],
-            [2, 4, 6],
-            [1, 3, 5],
-            [3, 7, 5],
-        ]
-    )
-    return v, f
+    """A closed, outward cube in ENU."""
+    lo = np.asarray(offset, float)
+    return box_mesh(lo, lo + size)
 
 
 def two_meshes():

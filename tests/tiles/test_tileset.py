@@ -15,6 +15,8 @@ from twin.tiles.gltf import GltfMesh, write_glb
 from twin.tiles.tileset import TileContent, write_tileset
 from twin.tiles.validate import schema_dir, validate_tileset
 
+from .shapes import box_mesh
+
 CRS = "EPSG:4550"
 X, Y, H = 360_000.0, 3_306_500.0, 12.0  # near Ningbo in CGCS2000 / GK CM 123E
 
@@ -23,30 +25,6 @@ X, Y, H = 360_000.0, 3_306_500.0, 12.0  # near Ningbo in CGCS2000 / GK CM 123E
 def _schemas():
     if not (schema_dir() / "tileset.schema.json").exists():
         pytest.skip(f"3D Tiles schemas not found at {schema_dir()}")
-
-
-def box_mesh(lo, hi):
-    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
-    v = np.array(
-        [[x, y, z] for z in (lo[2], hi[2]) for y in (lo[1], hi[1]) for x in (lo[0], hi[0])]
-    )
-    f = np.array(
-        [
-            [0, 2, 1],
-            [1, 2, 3],
-            [4, 5, 6],
-            [5, 7, 6],
-            [0, 1, 4],
-            [1, 5, 4],
-            [2, 6, 3],
-            [3, 6, 7],
-            [0, 4, 2],
-            [2, 4, 6],
-            [1, 3, 5],
-            [3, 7, 5],
-        ]
-    )
-    return v, f
 
 
 @pytest.fixture
