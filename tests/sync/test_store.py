@@ -246,6 +246,25 @@ def test_cache_follows_other_writers(tmp_path):
     b.close()
 
 
+def test_cached_reads_equal_the_database(tmp_path):
+    """Current-state reads answered from the write-through cache equal what a fresh
+    connection reads from the file, and follow another connection's writes."""
+    a = SQLiteStore(tmp_path / "c.sqlite")
+    evs = [
+        pev(i % 7, f"e{i}", (i * 37 % 50) / 2, lon=100 + i / 10, attrs={"n": i}) for i in range(200)
+    ]
+    for k in range(0, 200, 30):
+        a.apply(evs[k : k + 30])
+    b = SQLiteStore(tmp_path / "c.sqlite")
+    ids = [e.id for e in b.query()]
+    assert len(ids) == 7
+    assert [a.state(i) for i in ids] == [b.state(i) for i in ids]
+    b.apply([pev(3, "late-writer", 99.0, lon=1.0)])
+    assert a.state(ids[3]).lon == 1.0 and a.state(ids[3]) == b.state(ids[3])
+    a.close()
+    b.close()
+
+
 @st.composite
 def streams(draw):
     n_ent = draw(st.integers(1, 6))

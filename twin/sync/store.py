@@ -623,6 +623,10 @@ class SQLiteStore(Store):
         as of that time, from history: the latest applied or stale event at or before
         ``at`` (a partial stale row is completed from the latest applied row)."""
         if at is None:
+            # the write-through cache answers while no other connection has written
+            cached = self._cache.get(entity_id)
+            if cached is not None and self._data_version() == self._version:
+                return _entity(cached)
             row = self._con.execute(
                 f"SELECT {_SEL} FROM entities WHERE id = ?", (entity_id,)
             ).fetchone()
