@@ -577,7 +577,6 @@ def serve(
             host=host,
             port=port,
             log_level=log_level,
-            ws="websockets",
             ws_per_message_deflate=False,
         )
     finally:
