@@ -197,3 +197,20 @@ def test_to_ngsi_ld_round_trip():
         3,
         1.1,
     )
+
+
+def test_missing_altitude_stays_unknown():
+    from twin.sync.model import parse_event, to_ngsi_ld
+
+    e = parse_event(
+        {
+            "event_id": "a",
+            "entity_id": "P1",
+            "entity_type": "person",
+            "observed_at": "2026-05-01T08:00:00Z",
+            "position": {"lon": 121.5, "lat": 29.8},
+        },
+        now=2_000_000_000_000_000_000,
+    )
+    assert e.alt is None  # not 0 m: placement then snaps to the terrain
+    assert to_ngsi_ld(e)["location"]["value"]["coordinates"] == [121.5, 29.8]

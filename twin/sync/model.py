@@ -13,7 +13,7 @@ Event form (one JSON object; this is what ``events.ndjson`` holds)::
       "entity_type": "person",                 # one of ENTITY_TYPES
       "observed_at": "2026-05-01T08:00:01.000Z", # source time, ISO 8601 (or int epoch ns)
       "source": "synth/gps",                   # who says so (audit trail)
-      "position": {"lon": 121.55, "lat": 29.87, "alt": 13.2},  # optional; WGS 84
+      "position": {"lon": 121.55, "lat": 29.87, "alt": 13.2},  # optional; WGS 84 (alt optional)
       "heading": 87.5,                          # optional; degrees clockwise from true north
       "speed": 1.3,                             # optional; m/s
       "status": "walking",                      # optional; <= 64 chars
@@ -419,7 +419,8 @@ _CAMEL = {v: k for k, v in _SNAKE.items()}
 def to_ngsi_ld(entity: Entity | Event) -> dict:
     """An :class:`Entity` (or :class:`Event`) in NGSI-LD normalized form.
 
-    ``location`` is a GeoProperty Point ``[lon, lat, alt]`` (WGS 84), each Property
+    ``location`` is a GeoProperty Point ``[lon, lat, alt]`` (WGS 84; ``[lon, lat]``
+    when the altitude is unknown), each Property
     carries ``observedAt``; the revision travels as the ``revision`` Property."""
     observed = format_time(entity.observed_ns)
     etype = entity.type if isinstance(entity, Entity) else entity.entity_type
@@ -428,7 +429,12 @@ def to_ngsi_ld(entity: Entity | Event) -> dict:
     if entity.lon is not None:
         out["location"] = {
             "type": "GeoProperty",
-            "value": {"type": "Point", "coordinates": [entity.lon, entity.lat, entity.alt]},
+            "value": {
+                "type": "Point",
+                "coordinates": [entity.lon, entity.lat]
+                if entity.alt is None
+                else [entity.lon, entity.lat, entity.alt],
+            },
             "observedAt": observed,
         }
     for key in ("status", "heading", "speed"):
