@@ -579,5 +579,91 @@ def sync_state(entity_id, db, at, with_history):
     emit_json(out)
 
 
+@sync.command("serve")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False),
+    default="twin-live.sqlite",
+    show_default=True,
+    help="SQLite store (created if absent).",
+)
+@click.option(
+    "--tokens",
+    type=click.Path(dir_okay=False, exists=True),
+    required=True,
+    help="JSON/TOML file: token -> {name, scopes: {write: [types] or '*', read}}.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option(
+    "--model",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="A `twin build` output (or survey) folder: place entities on that model.",
+)
+def sync_serve(db, tokens, host, port, model):
+    """Serve the live store over HTTP (batch POST /events, GET /entities...) and
+    WebSocket (/ws, filtered deltas with a resume cursor), with token auth and scopes.
+
+    \b
+    Example:
+      twin sync serve --db live.sqlite --tokens tokens.json --model twin-demo/model
+    """
+    from twin.sync.server import serve
+
+    serve(db, tokens=tokens, host=host, port=port, model=model)
+
+
+@sync.command("export-czml")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, exists=True),
+    default="twin-live.sqlite",
+    show_default=True,
+)
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--t0", default=None, help="Start time (ISO 8601); default: the first event.")
+@click.option("--t1", default=None, help="End time (ISO 8601); default: the last event.")
+@click.option("--types", default=None, help="Comma-separated entity types.")
+def sync_export_czml(db, out, t0, t1, types):
+    """Export entity history as time-dynamic CZML (for Cesium).
+
+    \b
+    Example:
+      twin sync export-czml --db live.sqlite live.czml --types person,vehicle
+    """
+    from twin.sync.czml import export_czml
+    from twin.sync.store import SQLiteStore
+
+    with SQLiteStore(db) as store:
+        r = export_czml(store, out, t0=t0, t1=t1, types=types.split(",") if types else None)
+    click.echo(f"{out}: {r['entities']} entities, {r['samples']} samples")
+
+
+@sync.command("export-geojson")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, exists=True),
+    default="twin-live.sqlite",
+    show_default=True,
+)
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--at", default=None, help="Snapshot time (ISO 8601); default: now.")
+@click.option("--types", default=None, help="Comma-separated entity types.")
+def sync_export_geojson(db, out, at, types):
+    """Export a GeoJSON snapshot of entity state (current, or as of --at).
+
+    \b
+    Example:
+      twin sync export-geojson --db live.sqlite incidents.geojson --types incident
+    """
+    from twin.sync.geojson import export_geojson
+    from twin.sync.store import SQLiteStore
+
+    with SQLiteStore(db) as store:
+        n = export_geojson(store, out, at=at, types=types.split(",") if types else None)
+    click.echo(f"{out}: {n} features")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

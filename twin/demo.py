@@ -41,6 +41,7 @@ def run_demo(
 ) -> dict:
     """Run the demo into ``out`` and return a summary (paths, counts, sizes, timings)."""
     from twin.pipeline import build
+    from twin.sync.placement import placer_from_folder
     from twin.sync.replay import replay
     from twin.sync.store import SQLiteStore
     from twin.synth.params import PRESETS
@@ -55,7 +56,8 @@ def run_demo(
     survey = generate(survey_dir, PRESETS["small"].with_(seed=seed), progress=progress)
     manifest = build(survey_dir, model_dir, progress=progress)
     with progress.step(f"replay the first {replay_seconds:g} s of live events"):
-        store = SQLiteStore(db)
+        # entities are placed in the model's frame: building, floor and ENU position
+        store = SQLiteStore(db, placer=placer_from_folder(model_dir))
         try:
             report = replay(survey_dir / "events.ndjson", store, until=replay_seconds)
             entities = store.count()

@@ -299,31 +299,46 @@ class Placer:
 
 
 def placer_from_folder(folder: str | os.PathLike, floor_height: float | None = None) -> Placer:
-    """A :class:`Placer` for a survey (or build) folder: its ``survey.json`` local
-    frame, ``dem.tif`` and ``footprints.gpkg`` (each used when present). The floor
-    height defaults to the survey's ``floor_height`` parameter, else 3.2 m."""
+    """A :class:`Placer` for a model or survey folder.
+
+    A ``twin build`` output folder (``manifest.json``): the model's own local frame and
+    the DEM and footprints it was built from, so placements are in the very
+    coordinates of ``model.glb`` and the tiles. A survey folder (``survey.json``): the
+    survey's frame, ``dem.tif`` and ``footprints.gpkg`` (each used when present). The
+    floor height defaults to the survey's ``floor_height`` parameter, else 3.2 m."""
     import json
     from pathlib import Path
 
     folder = Path(folder)
-    sj = folder / "survey.json"
+    manifest = folder / "manifest.json"
+    meta_path = manifest if manifest.exists() else folder / "survey.json"
     try:
-        survey = json.loads(sj.read_text())
-        frame = LocalFrame.from_dict(survey["frame"])
+        meta = json.loads(meta_path.read_text())
+        frame = LocalFrame.from_dict(meta["frame"])
     except FileNotFoundError:
         raise InputError(
-            "no survey.json (needed for the model's local frame)", path=folder
+            "neither manifest.json (a twin build) nor survey.json: no local frame to "
+            "place entities in",
+            path=folder,
         ) from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"survey.json has no usable frame: {exc}", path=sj) from None
+        raise InputError(f"no usable local frame: {exc}", path=meta_path) from None
+    if meta_path == manifest:
+        inputs = {i.get("role"): Path(i["path"]) for i in meta.get("inputs", [])}
+        dem, fp = inputs.get("dem"), inputs.get("footprints")
+        survey_json = dem.parent / "survey.json" if dem is not None else None
+        params = {}
+        if survey_json is not None and survey_json.exists():
+            params = json.loads(survey_json.read_text()).get("parameters", {})
+    else:
+        dem, fp = folder / "dem.tif", folder / "footprints.gpkg"
+        params = meta.get("parameters", {})
     if floor_height is None:
-        floor_height = float(survey.get("parameters", {}).get("floor_height", 3.2))
-    dem = folder / "dem.tif"
-    fp = folder / "footprints.gpkg"
+        floor_height = float(params.get("floor_height", 3.2))
     return Placer(
         frame,
-        dem if dem.exists() else None,
-        fp if fp.exists() else None,
+        dem if dem is not None and dem.exists() else None,
+        fp if fp is not None and fp.exists() else None,
         floor_height,
     )
 
