@@ -161,3 +161,168 @@ def vertex_cache_ref(
         cands = {t for v in fifo for t in tris[v]}
         current = max(cands, key=lambda t: (tscore(t), urgency(t), -t)) if cands else -1
     return np.array(order, np.int64)
+
+
+def simplify_loop_ref(V, F, N0, Q, kind, ib, partner, attrs, weights, target_faces, max_e2, pure):
+    """The collapse loop of :func:`twin.mesh._simplify_kernels.simplify_kernel`, plainly.
+
+    Same inputs (the prepared arrays of :func:`twin.mesh.simplify._prepare`; they are
+    copied, not modified) and the same decisions: candidate keys ``(float32 key bits,
+    push time, u, v)`` in a :mod:`heapq`, vertex -> face adjacency as dict of sets,
+    link condition by set intersection. The per-number geometry (optimal position,
+    face flip test, attribute penalty) is the kernels' own arithmetic run as Python
+    (``.py_func``), so on small meshes the two must make the *same* collapses in the
+    same order. Returns ``(falive, valive, e2max, log)``, ``log`` the list of (u, v).
+    """
+    import heapq
+
+    from twin.mesh._simplify_kernels import INTERIOR, LOCKED, SEAM, attr_penalty, face_ok
+    from twin.mesh._simplify_kernels import plan_position as _pp
+
+    plan_position = _pp.py_func
+    face_ok = face_ok.py_func
+    attr_penalty = attr_penalty.py_func
+    V = np.array(V, np.float64)
+    F = np.array(F, np.int64)
+    Q = np.array(Q, np.float64)
+    attrs = np.array(attrs, np.float64)
+    n, m = V.shape[0], F.shape[0]
+    faces_of: dict[int, set[int]] = {i: set() for i in range(n)}
+    for f in range(m):
+        for k in range(3):
+            faces_of[int(F[f, k])].add(f)
+    falive = np.ones(m, np.uint8)
+    valive = np.ones(n, np.uint8)
+    touch = np.zeros(n, np.int64)
+
+    def edge_faces(a, b):
+        return [f for f in faces_of[a] if b in F[f]]
+
+    def neighbours(a):
+        return {int(w) for f in faces_of[a] for w in F[f]} - {a}
+
+    def plan(u, v):
+        ku, kv = kind[u], kind[v]
+        if ku == LOCKED:
+            return None
+        q = Q[u] + Q[v]
+        optimal = False
+        if ku == INTERIOR:
+            optimal = kv == INTERIOR
+        elif ku == SEAM:
+            if kv != SEAM or len(edge_faces(u, v)) != 1:
+                return None
+            if len(edge_faces(int(partner[u]), int(partner[v]))) != 1:
+                return None
+            q = q + (Q[partner[u]] + Q[partner[v]])
+        else:
+            if kv not in (1, LOCKED) or len(edge_faces(u, v)) != 1:
+                return None
+        x, y, z, e = plan_position(q, *V[u], *V[v], optimal)
+        w = q[10]
+        e2 = max(e / w if w > 0.0 else 0.0, 0.0)
+        key = e2
+        if attrs.shape[1] > 0:
+            key += attr_penalty(attrs, weights, u, v)
+            if ku == SEAM:
+                key += attr_penalty(attrs, weights, partner[u], partner[v])
+        return key, e2, x, y, z
+
+    def best(a, b):
+        p1 = plan(a, b)
+        if kind[a] == INTERIOR and kind[b] == INTERIOR:
+            return (p1[0], a, b) if p1 else None
+        p2 = plan(b, a)
+        if p1 and (not p2 or p1[0] <= p2[0]):
+            return p1[0], a, b
+        return (p2[0], b, a) if p2 else None
+
+    def bits(key):
+        return int(np.array([key], np.float32).view(np.uint32)[0])
+
+    heap = []
+    for a in range(n):
+        for b in neighbours(a):
+            if b > a:
+                r = best(a, b)
+                if r:
+                    heap.append((bits(r[0]), 0, r[1], r[2]))
+    heapq.heapify(heap)
+
+    def link_ok(u, v):
+        shared = len(edge_faces(u, v))
+        if shared == 0 or (ib[u] and ib[v] and shared != 1) or len(faces_of[u]) <= shared:
+            return False
+        return len((neighbours(u) & neighbours(v)) - {u, v}) == shared
+
+    def fan_ok(u, v, p):
+        for f in faces_of[u]:
+            k = list(F[f]).index(u)
+            b, c = int(F[f, (k + 1) % 3]), int(F[f, (k + 2) % 3])
+            if b != v and c != v and not face_ok(*V[u], *V[b], *V[c], *p, *N0[f]):
+                return False
+        return True
+
+    def collapse(u, v, p):
+        d = V[v] - V[u]
+        ll = float(d @ d)
+        t = 1.0
+        if ll > 0.0:
+            t = ((p[0] - V[u, 0]) * d[0] + (p[1] - V[u, 1]) * d[1] + (p[2] - V[u, 2]) * d[2]) / ll
+            t = min(1.0, max(0.0, t))
+        attrs[v] = (1.0 - t) * attrs[u] + t * attrs[v]
+        removed = 0
+        for f in list(faces_of[u]):
+            if v in F[f]:
+                falive[f] = 0
+                removed += 1
+                for w in F[f]:
+                    faces_of[int(w)].discard(f)
+            else:
+                F[f][F[f] == u] = v
+                faces_of[v].add(f)
+        faces_of[u] = set()
+        Q[v] += Q[u]
+        V[v] = p
+        valive[u] = 0
+        return removed
+
+    faces_left, e2max, now, log = m, 0.0, 0, []
+    while heap and faces_left > target_faces:
+        kb, t, u, v = heapq.heappop(heap)
+        if not (valive[u] and valive[v]) or t < touch[u] or t < touch[v]:
+            continue
+        r = plan(u, v)
+        if r is None:
+            continue
+        key, e2, x, y, z = r
+        now += 1
+        if bits(key) != kb:
+            heapq.heappush(heap, (bits(key), now, u, v))
+            continue
+        if e2 > max_e2:
+            if pure:
+                break
+            continue
+        p = (x, y, z)
+        seam = kind[u] == SEAM
+        pu, pv = int(partner[u]), int(partner[v])
+        if not (link_ok(u, v) and fan_ok(u, v, p)):
+            continue
+        if seam and not (link_ok(pu, pv) and fan_ok(pu, pv, p)):
+            continue
+        if tuple(V[v]) != p and not fan_ok(v, u, p):
+            continue
+        faces_left -= collapse(u, v, p)
+        touch[v] = now
+        if seam:
+            faces_left -= collapse(pu, pv, p)
+            touch[pv] = now
+        log.append((u, v))
+        e2max = max(e2max, e2)
+        for a in [v, pv] if seam else [v]:
+            for b in neighbours(a):
+                r = best(a, b)
+                if r:
+                    heapq.heappush(heap, (bits(r[0]), now, r[1], r[2]))
+    return falive, valive, e2max, log

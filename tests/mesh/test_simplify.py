@@ -1,0 +1,348 @@
+"""simplify(): kernel against the plain reference, geometry against ground truth."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from twin.errors import InputError, ParameterError
+from twin.mesh import simplify as S
+from twin.mesh._reference import simplify_loop_ref
+from twin.mesh._simplify_kernels import BORDER, INTERIOR, LOCKED, SEAM
+from twin.mesh.simplify import simplify
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks._distance import surface_distance  # noqa: E402
+from benchmarks._meshes import city_mesh  # noqa: E402
+
+
+def rng(seed=0):
+    return np.random.Generator(np.random.PCG64(seed))
+
+
+def grid(nx=12, ny=9, spacing=1.0, height=None, x0=0.0, y0=0.0):
+    """A regular grid over [x0, x0 + (nx-1) s] x [y0, ...], z = height(x, y)."""
+    x, y = np.meshgrid(x0 + np.arange(nx) * spacing, y0 + np.arange(ny) * spacing)
+    x, y = x.ravel(), y.ravel()
+    z = np.zeros_like(x) if height is None else height(x, y)
+    r, c = np.meshgrid(np.arange(ny - 1), np.arange(nx - 1), indexing="ij")
+    a = (r * nx + c).ravel()
+    f = np.concatenate(
+        [np.column_stack([a, a + 1, a + nx + 1]), np.column_stack([a, a + nx + 1, a + nx])]
+    )
+    return np.column_stack([x, y, z]), f.astype(np.uint32)
+
+
+def hills(x, y):
+    return 0.8 * np.sin(x / 3.0) * np.cos(y / 4.0) + 0.3 * np.sin(x / 1.7 + y / 2.3)
+
+
+def bumpy_sphere(subdivisions=3):
+    s = trimesh.creation.icosphere(subdivisions=subdivisions)
+    v = s.vertices * (1.0 + 0.05 * np.sin(5.0 * s.vertices[:, 0]))[:, None]
+    return v, s.faces.astype(np.uint32)
+
+
+def normals(v, f):
+    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    return n / np.linalg.norm(n, axis=1, keepdims=True)
+
+
+def assert_no_flips(v0, f0, v1, f1, min_dot=0.0):
+    """Every output face normal agrees with the original surface normal at the
+    closest original point to the output face's centroid."""
+    original = trimesh.Trimesh(v0, f0, process=False)
+    centroids = v1[f1].mean(axis=1)
+    _, _, tri = trimesh.proximity.closest_point(original, centroids)
+    dots = np.einsum("ij,ij->i", normals(v1, f1), normals(v0, f0)[tri])
+    assert dots.min() > min_dot, f"flipped face: min normal dot {dots.min():.3f}"
+
+
+def edge_use(f):
+    e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(e, axis=0, return_counts=True)
+    return counts
+
+
+def border_vertices(f):
+    e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    u, counts = np.unique(e, axis=0, return_counts=True)
+    return np.unique(u[counts == 1])
+
+
+# ------------------------------------------------------------------ kernel vs reference
+
+
+def _compare(v, f, target, attrs=None, weights=None, lock=False, max_e2=np.inf):
+    va, fa = S.check_mesh(v, f)
+    p = S._prepare(va, fa, attrs, lock)
+    w = np.ones(p.attrs.shape[1]) if weights is None else np.asarray(weights, float)
+    pure = p.attrs.shape[1] == 0 or not np.any(w > 0)
+    ref = simplify_loop_ref(
+        p.V, p.F, p.N0, p.Q, p.kind, p.ib, p.partner, p.attrs, w, target, max_e2, pure
+    )
+    log = np.zeros((len(f), 2), np.int32)
+    falive, valive, e2, done = S.simplify_kernel(
+        p.V, p.F, p.N0, p.Q, p.head, p.nxt, p.kind, p.ib, p.partner, p.attrs, w, target,
+        max_e2, pure, log,
+    )  # fmt: skip
+    assert done == len(ref[3]) > 0
+    np.testing.assert_array_equal(log[:done], np.array(ref[3]))
+    np.testing.assert_array_equal(falive, ref[0])
+    np.testing.assert_array_equal(valive, ref[1])
+    assert e2 == ref[2]
+    return done
+
+
+def test_kernel_matches_reference_sphere():
+    v, f = bumpy_sphere(2)
+    assert _compare(v, f, 40) > 100
+
+
+def test_kernel_matches_reference_open_terrain_with_error_stop():
+    v, f = grid(10, 8, height=hills)
+    _compare(v, f, 0, max_e2=1e-3)
+
+
+def test_kernel_matches_reference_seams_and_attributes():
+    v, f, uv = seamed_cylinder(12, 6)
+    _compare(v, f, 30, attrs=uv, weights=[0.5, 0.5])
+
+
+# ------------------------------------------------------------------ geometry
+
+
+def test_sphere_to_10_percent_matches_analytic_sag_and_error():
+    s = trimesh.creation.icosphere(subdivisions=4)  # 5120 faces, unit sphere
+    target = len(s.faces) // 10
+    v, f, err = simplify(s.vertices, s.faces, target_faces=target)
+    assert len(f) <= target and len(f) >= target - 2
+    # a well-spread triangulation of M faces deviates from the sphere by about the
+    # sag of an equilateral triangle of area 4 pi / M: r_c**2 / 2 = 8 pi / (3 sqrt(3) M)
+    sag = 8 * np.pi / (3 * np.sqrt(3) * len(f))
+    d = surface_distance(s.vertices, s.faces, v, f, 50_000)
+    assert 0.8 * sag < d["hausdorff"] < 1.6 * sag, (d, sag)  # measured 1.28 x
+    assert abs(err - d["hausdorff"]) < 0.25 * d["hausdorff"], (err, d)  # measured 0.6 %
+    assert_no_flips(s.vertices, s.faces, v, f)
+    assert edge_use(f).max() == 2 and edge_use(f).min() == 2  # still closed, manifold
+
+
+def test_face_count_reaches_target_and_never_increases():
+    v, f = bumpy_sphere(3)
+    last = len(f)
+    for frac in (0.5, 0.2, 0.05):
+        target = int(len(f) * frac)
+        v1, f1, e = simplify(v, f, target_faces=target)
+        assert target - 2 <= len(f1) <= target
+        assert len(f1) <= last
+        last = len(f1)
+    v1, f1, e = simplify(v, f, target_faces=len(f))
+    assert len(f1) == len(f) and e == 0.0
+    np.testing.assert_array_equal(v1, v)
+
+
+def test_planar_grid_collapses_to_two_triangles_with_zero_error():
+    v, f = grid(20, 15)
+    v1, f1, err = simplify(v, f, target_error=1e-9)
+    assert len(f1) == 2
+    assert err < 1e-9
+    assert sorted(map(tuple, v1[:, :2])) == [(0, 0), (0, 14), (19, 0), (19, 14)]
+    assert_no_flips(v, f, v1, f1)
+
+
+def test_target_error_stops_and_error_is_within_target():
+    v, f = grid(30, 30, height=hills)
+    prev = len(f)
+    for tol in (0.001, 0.01, 0.05, 0.2):
+        v1, f1, err = simplify(v, f, target_error=tol)
+        assert err <= tol
+        assert len(f1) <= prev
+        prev = len(f1)
+        d = surface_distance(v, f, v1, f1, 20_000)
+        assert d["hausdorff"] < 2.5 * tol + 1e-6
+    assert prev < len(f) / 10
+
+
+def test_locked_borders_bit_identical_between_tiles():
+    # two tiles of one terrain sharing the column x = 15
+    va, fa = grid(16, 20, spacing=1.0, height=hills)
+    vb, fb = grid(16, 20, spacing=1.0, height=hills, x0=15.0)
+    ra = simplify(va, fa, target_faces=60, lock_border=True)
+    rb = simplify(vb, fb, target_faces=60, lock_border=True)
+    for (v0, f0), r in (((va, fa), ra), ((vb, fb), rb)):
+        b = border_vertices(f0)
+        assert np.isin(b, r.remap).all()  # no border vertex removed
+        kept = np.isin(r.remap, b)
+        np.testing.assert_array_equal(r.vertices[kept], v0[r.remap[kept]])  # bit-identical
+        assert_no_flips(v0, f0, r.vertices, r.faces)
+    shared_a = ra.vertices[np.isclose(ra.vertices[:, 0], 15.0)]
+    shared_b = rb.vertices[np.isclose(rb.vertices[:, 0], 15.0)]
+    assert len(shared_a) == 20
+    np.testing.assert_array_equal(
+        shared_a[np.argsort(shared_a[:, 1])], shared_b[np.argsort(shared_b[:, 1])]
+    )
+    # without the lock the shared edge is simplified too
+    free = simplify(va, fa, target_faces=60)
+    assert np.isclose(free.vertices[:, 0], 15.0).sum() < 20
+
+
+def test_open_border_kept_in_place_without_lock():
+    v, f = grid(25, 25, spacing=0.5, height=hills)
+    v1, f1, _ = simplify(v, f, target_faces=len(f) // 20)
+    b = v1[border_vertices(f1)]
+    on_edge = (
+        np.isclose(b[:, 0], 0) | np.isclose(b[:, 0], 12) | np.isclose(b[:, 1], 0)
+    ) | np.isclose(b[:, 1], 12)
+    assert on_edge.all()  # border vertices only slide along the border
+    assert_no_flips(v, f, v1, f1)
+
+
+def seamed_cylinder(nu=16, nv=8):
+    """An open cylinder whose UV seam at angle 0 splits each vertex there in two
+    (u = 0 and u = 1), as a UV unwrap does."""
+    ang = 2 * np.pi * np.arange(nu + 1) / nu
+    ang[-1] = 0.0  # the seam column: same position as column 0
+    z = np.linspace(0.0, 3.0, nv)
+    a, zz = np.meshgrid(ang, z)
+    v = np.column_stack([np.cos(a.ravel()), np.sin(a.ravel()), zz.ravel()])
+    u, w = np.meshgrid(np.arange(nu + 1) / nu, np.arange(nv) / (nv - 1))
+    uv = np.column_stack([u.ravel(), w.ravel()])
+    nx = nu + 1
+    r, c = np.meshgrid(np.arange(nv - 1), np.arange(nu), indexing="ij")
+    k = (r * nx + c).ravel()
+    f = np.concatenate(
+        [np.column_stack([k, k + 1, k + nx + 1]), np.column_stack([k, k + nx + 1, k + nx])]
+    )
+    return v, f.astype(np.uint32), uv
+
+
+def test_uv_seam_vertices_stay_on_the_seam():
+    v, f, uv = seamed_cylinder(32, 12)
+    va, fa = S.check_mesh(v, f)
+    kinds = S._prepare(va, fa, uv, False).kind[np.argsort(S._morton_order(va))]
+    seam_in = np.flatnonzero(kinds == SEAM)
+    assert len(seam_in) == 2 * 10  # both copies of the 10 inner seam vertices
+    assert set(np.flatnonzero(kinds == BORDER)) | set(seam_in) | set(
+        np.flatnonzero(kinds == INTERIOR)
+    ) | set(np.flatnonzero(kinds == LOCKED)) == set(range(len(v)))
+    r = simplify(v, f, target_faces=len(f) // 6, attributes=uv)
+    assert len(r.faces) <= len(f) // 6 + 2
+    from_seam = np.isin(r.remap, seam_in)
+    assert from_seam.sum() >= 2
+    # each surviving seam vertex: still on the seam line (angle 0) with its input
+    # position and its own side's u, and its twin (same position, other u) survives
+    pos = r.vertices[from_seam]
+    np.testing.assert_array_equal(pos, v[r.remap[from_seam]])
+    assert np.allclose(pos[:, 1], 0.0) and np.allclose(pos[:, 0], 1.0)
+    us = r.attributes[from_seam, 0]
+    assert set(np.round(us, 12)) <= {0.0, 1.0}
+    for p in pos:
+        same = np.flatnonzero((r.vertices == p).all(axis=1))
+        assert sorted(r.attributes[same, 0]) == [0.0, 1.0]
+    # no crack: welding by position leaves only the two rims as borders
+    _, inv = np.unique(r.vertices, axis=0, return_inverse=True)
+    bv = border_vertices(inv.reshape(-1)[r.faces.astype(np.int64)].reshape(-1, 3))
+    welded = np.unique(r.vertices, axis=0)[bv]
+    assert np.isin(np.round(welded[:, 2], 9), [0.0, 3.0]).all()
+    assert_no_flips(v, f, r.vertices, r.faces)
+
+
+def test_attributes_ride_along_interpolated():
+    v, f = grid(12, 12, spacing=1.0, height=hills)
+    colour = np.column_stack([v[:, 0] / 11, v[:, 1] / 11, np.zeros(len(v))])
+    r = simplify(v, f, target_faces=40, attributes=colour, attribute_weights=0.0)
+    # a colour that is linear in x, y stays (nearly) linear after interpolation
+    assert r.attributes.shape == (len(r.vertices), 3)
+    assert np.abs(r.attributes[:, 0] - r.vertices[:, 0] / 11).max() < 0.05
+    plain = simplify(v, f, target_faces=40)
+    np.testing.assert_array_equal(plain.faces, r.faces)  # weight 0: geometry only
+
+
+def test_city_boxes_keep_shape():
+    v, f = city_mesh(6000, seed=1)
+    v1, f1, err = simplify(v, f, target_faces=len(f) // 5)
+    assert len(f1) <= len(f) // 5
+    d = surface_distance(v, f, v1, f1, 30_000)
+    assert d["hausdorff"] < 0.05  # boxes and a gentle ground: nearly lossless
+    assert err < 0.05
+    assert edge_use(f1).max() <= 2
+    assert_no_flips(v, f, v1, f1)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_bad_input():
+    v, f = grid(5, 5)
+    with pytest.raises(InputError):
+        simplify(np.zeros((0, 3)), f, target_faces=1)
+    bad = v.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(InputError, match="row 3"):
+        simplify(bad, f, target_faces=1)
+    with pytest.raises(InputError, match="out of range"):
+        simplify(v, f + 100, target_faces=1)
+    for kw in (
+        {"target_faces": -1},
+        {"target_faces": len(f) + 1},
+        {"target_faces": 2.5},
+        {"target_error": -0.1},
+        {"target_error": float("nan")},
+        {"target_error": "x"},
+        {},
+        {"target_faces": 4, "attribute_weights": [1.0]},
+        {"target_faces": 4, "attributes": v[:, :2], "attribute_weights": [1, 2, 3]},
+        {"target_faces": 4, "attributes": v[:, :2], "attribute_weights": [1, -2]},
+    ):
+        with pytest.raises(ParameterError):
+            simplify(v, f, **kw)
+    with pytest.raises(InputError, match="attributes"):
+        simplify(v, f, target_faces=4, attributes=np.zeros((3, 2)))
+
+
+def test_deterministic():
+    v, f = bumpy_sphere(3)
+    a = simplify(v, f, target_faces=300)
+    b = simplify(v, f, target_faces=300)
+    assert a[0].tobytes() == b[0].tobytes() and a[1].tobytes() == b[1].tobytes()
+    assert a[2] == b[2]
+
+
+# ------------------------------------------------------------------ properties
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    nx=st.integers(3, 14),
+    ny=st.integers(3, 14),
+    amp=st.floats(0.0, 0.5),
+    seed=st.integers(0, 2**16),
+    frac=st.floats(0.0, 1.0),
+    lock=st.booleans(),
+)
+def test_property_random_terrains(nx, ny, amp, seed, frac, lock):
+    g = rng(seed)
+    v, f = grid(nx, ny, height=lambda x, y: amp * g.uniform(-1, 1, x.shape))
+    v = v + np.column_stack([g.uniform(-0.2, 0.2, (len(v), 2)), np.zeros(len(v))])
+    target = int(frac * len(f))
+    r = simplify(v, f, target_faces=target, lock_border=lock)
+    assert 0 < len(r.faces) <= len(f)
+    assert np.isfinite(r.error) and r.error >= 0
+    assert edge_use(r.faces).max() <= 2
+    # no flips: terrains are height fields, every face must still face up
+    n = np.cross(
+        r.vertices[r.faces[:, 1]] - r.vertices[r.faces[:, 0]],
+        r.vertices[r.faces[:, 2]] - r.vertices[r.faces[:, 0]],
+    )
+    assert (n[:, 2] > 0).all()
+    if lock:
+        b = border_vertices(f)
+        assert np.isin(b, r.remap).all()
+        kept = np.isin(r.remap, b)
+        np.testing.assert_array_equal(r.vertices[kept], v[r.remap[kept]])

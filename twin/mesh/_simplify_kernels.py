@@ -1,0 +1,845 @@
+"""Numba kernels of quadric-error edge-collapse simplification (:func:`twin.mesh.simplify`).
+
+Data layout (flat arrays only, nothing Python-side in the loop):
+
+- ``Q`` (N, 11) float64 per-vertex quadrics: ``[aa, ab, ac, bb, bc, cc, ad, bd, cd, dd, w]``
+  for the sum over incident planes ``a x + b y + c z + d = 0`` (unit normals), each
+  weighted by its face area (border constraint planes by the edge length squared);
+  ``w`` is the total weight, so ``Q(p) / w`` is a weighted mean squared distance.
+- vertex -> face adjacency as linked lists of corners: ``head[v]`` is the first
+  corner (``3 * face + k``) of vertex v, ``nxt[c]`` the next one; a collapse splices
+  the removed vertex's list into the kept one's; dead faces are skipped lazily.
+- a 4-ary min-heap of candidate collapses ``(key, time, u, v)`` with lazy
+  invalidation: an entry is stale when ``u`` or ``v`` was touched after ``time``.
+
+The geometric helpers (:func:`plan_position`, :func:`face_ok`, ...) take plain
+numbers so that the Python reference in :mod:`twin.mesh._reference` calls the very
+same arithmetic (through ``.py_func``) while doing the bookkeeping with dicts, sets
+and ``heapq``; the tests compare the two collapse by collapse.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+INTERIOR = 0
+BORDER = 1
+SEAM = 2
+LOCKED = 3
+MIN_COS_ORIGINAL = 0.25  # a face may turn at most ~75.5 degrees from its original normal
+ARITY = 8  # heap fan-out: 8 int64 keys fill one cache line
+
+
+# ---------------------------------------------------------------- quadric algebra
+
+
+@njit(cache=True)
+def add_plane(Q, i, nx, ny, nz, d, w):
+    """Add ``w * (n . p + d)**2`` to quadric row ``i`` (n a unit normal)."""
+    Q[i, 0] += w * nx * nx
+    Q[i, 1] += w * nx * ny
+    Q[i, 2] += w * nx * nz
+    Q[i, 3] += w * ny * ny
+    Q[i, 4] += w * ny * nz
+    Q[i, 5] += w * nz * nz
+    Q[i, 6] += w * nx * d
+    Q[i, 7] += w * ny * d
+    Q[i, 8] += w * nz * d
+    Q[i, 9] += w * d * d
+    Q[i, 10] += w
+
+
+@njit(cache=True, inline="always")
+def quadric_eval(q, x, y, z):
+    """``p^T A p + 2 b.p + c`` for an 11-vector quadric ``q`` at ``(x, y, z)``."""
+    return (
+        q[0] * x * x
+        + 2.0 * q[1] * x * y
+        + 2.0 * q[2] * x * z
+        + q[3] * y * y
+        + 2.0 * q[4] * y * z
+        + q[5] * z * z
+        + 2.0 * (q[6] * x + q[7] * y + q[8] * z)
+        + q[9]
+    )
+
+
+@njit(cache=True, inline="always")
+def plan_position(q, ux, uy, uz, vx, vy, vz, optimal):
+    """Best position for collapsing edge (u, v) under quadric ``q`` (11-vector).
+
+    With ``optimal`` it solves the 3x3 system ``A p = -b`` (Cramer's rule); when the
+    system is ill-conditioned (relative determinant below 1e-6, e.g. flat or ridge
+    neighbourhoods) or the optimum lies more than one edge length from the edge
+    midpoint, it takes the best of v, u and the midpoint (v first on ties).
+    Without ``optimal`` it returns v. Returns ``(x, y, z, q(p))``.
+    """
+    if not optimal:
+        return vx, vy, vz, quadric_eval(q, vx, vy, vz)
+    a00 = q[0]
+    a01 = q[1]
+    a02 = q[2]
+    a11 = q[3]
+    a12 = q[4]
+    a22 = q[5]
+    c0 = a11 * a22 - a12 * a12
+    c1 = a02 * a12 - a01 * a22
+    c2 = a01 * a12 - a02 * a11
+    det = a00 * c0 + a01 * c1 + a02 * c2
+    tr = a00 + a11 + a22
+    mx = 0.5 * (ux + vx)
+    my = 0.5 * (uy + vy)
+    mz = 0.5 * (uz + vz)
+    if tr > 0.0 and abs(det) > 1e-6 * tr * tr * tr:
+        b0 = -q[6]
+        b1 = -q[7]
+        b2 = -q[8]
+        inv = 1.0 / det
+        px = (c0 * b0 + c1 * b1 + c2 * b2) * inv
+        py = (c1 * b0 + (a00 * a22 - a02 * a02) * b1 + (a01 * a02 - a00 * a12) * b2) * inv
+        pz = (c2 * b0 + (a01 * a02 - a00 * a12) * b1 + (a00 * a11 - a01 * a01) * b2) * inv
+        ex = vx - ux
+        ey = vy - uy
+        ez = vz - uz
+        dx = px - mx
+        dy = py - my
+        dz = pz - mz
+        if dx * dx + dy * dy + dz * dz <= ex * ex + ey * ey + ez * ez:
+            return px, py, pz, quadric_eval(q, px, py, pz)
+    best = quadric_eval(q, vx, vy, vz)
+    bx, by, bz = vx, vy, vz
+    e = quadric_eval(q, ux, uy, uz)
+    if e < best:
+        best = e
+        bx, by, bz = ux, uy, uz
+    e = quadric_eval(q, mx, my, mz)
+    if e < best:
+        best = e
+        bx, by, bz = mx, my, mz
+    return bx, by, bz, best
+
+
+@njit(cache=True, inline="always")
+def face_ok(ax, ay, az, bx, by, bz, cx, cy, cz, px, py, pz, ox, oy, oz):
+    """Whether moving corner ``a`` of triangle (a, b, c) to ``p`` keeps it valid.
+
+    Rejects a new normal turned by 90 degrees or more from the old one, or by more
+    than acos(MIN_COS_ORIGINAL) (about 75 degrees) from the face's original unit
+    normal ``o`` (so small turns cannot add up to a flip, and faces do not stand up
+    on edge, e.g. a fan between collinear border vertices), and
+    a new triangle whose area is below 1e-6 of the old (degenerate) or zero.
+    """
+    e1x = bx - ax
+    e1y = by - ay
+    e1z = bz - az
+    e2x = cx - ax
+    e2y = cy - ay
+    e2z = cz - az
+    n0x = e1y * e2z - e1z * e2y
+    n0y = e1z * e2x - e1x * e2z
+    n0z = e1x * e2y - e1y * e2x
+    f1x = bx - px
+    f1y = by - py
+    f1z = bz - pz
+    f2x = cx - px
+    f2y = cy - py
+    f2z = cz - pz
+    n1x = f1y * f2z - f1z * f2y
+    n1y = f1z * f2x - f1x * f2z
+    n1z = f1x * f2y - f1y * f2x
+    dot = n0x * n1x + n0y * n1y + n0z * n1z
+    l0 = n0x * n0x + n0y * n0y + n0z * n0z
+    l1 = n1x * n1x + n1y * n1y + n1z * n1z
+    if l1 <= 0.0 or l1 < 1e-12 * l0:
+        return False
+    return dot > 0.0 and n1x * ox + n1y * oy + n1z * oz > MIN_COS_ORIGINAL * np.sqrt(l1)
+
+
+@njit(cache=True, inline="always")
+def attr_penalty(attrs, weights, u, v):
+    """``0.25 * sum_k (w_k (a_u,k - a_v,k))**2``: the attribute term of a collapse key."""
+    s = 0.0
+    for k in range(attrs.shape[1]):
+        d = weights[k] * (attrs[u, k] - attrs[v, k])
+        s += d * d
+    return 0.25 * s
+
+
+# ---------------------------------------------------------------- set-up
+
+
+@njit(cache=True)
+def build_quadrics(V, F, Q):
+    """Area-weighted plane quadric of every face added to its three corners."""
+    for f in range(F.shape[0]):
+        a = F[f, 0]
+        b = F[f, 1]
+        c = F[f, 2]
+        e1x = V[b, 0] - V[a, 0]
+        e1y = V[b, 1] - V[a, 1]
+        e1z = V[b, 2] - V[a, 2]
+        e2x = V[c, 0] - V[a, 0]
+        e2y = V[c, 1] - V[a, 1]
+        e2z = V[c, 2] - V[a, 2]
+        nx = e1y * e2z - e1z * e2y
+        ny = e1z * e2x - e1x * e2z
+        nz = e1x * e2y - e1y * e2x
+        ln = np.sqrt(nx * nx + ny * ny + nz * nz)
+        if ln == 0.0:
+            continue
+        area = 0.5 * ln
+        nx /= ln
+        ny /= ln
+        nz /= ln
+        d = -(nx * V[a, 0] + ny * V[a, 1] + nz * V[a, 2])
+        add_plane(Q, a, nx, ny, nz, d, area)
+        add_plane(Q, b, nx, ny, nz, d, area)
+        add_plane(Q, c, nx, ny, nz, d, area)
+
+
+@njit(cache=True)
+def add_border_plane(V, F, Q, f, k, weight):
+    """Constraint plane through edge k of face f, perpendicular to the face, weighted
+    by ``weight * length**2``, added to both edge ends."""
+    a = F[f, k]
+    b = F[f, (k + 1) % 3]
+    c = F[f, (k + 2) % 3]
+    ex = V[b, 0] - V[a, 0]
+    ey = V[b, 1] - V[a, 1]
+    ez = V[b, 2] - V[a, 2]
+    gx = V[c, 0] - V[a, 0]
+    gy = V[c, 1] - V[a, 1]
+    gz = V[c, 2] - V[a, 2]
+    nx = ey * gz - ez * gy
+    ny = ez * gx - ex * gz
+    nz = ex * gy - ey * gx
+    # m = e x n lies in the face, perpendicular to the edge
+    mx = ey * nz - ez * ny
+    my = ez * nx - ex * nz
+    mz = ex * ny - ey * nx
+    lm = np.sqrt(mx * mx + my * my + mz * mz)
+    if lm == 0.0:
+        return
+    mx /= lm
+    my /= lm
+    mz /= lm
+    d = -(mx * V[a, 0] + my * V[a, 1] + mz * V[a, 2])
+    w = weight * (ex * ex + ey * ey + ez * ez)
+    add_plane(Q, a, mx, my, mz, d, w)
+    add_plane(Q, b, mx, my, mz, d, w)
+    # constraint planes shape the optimum but are not surface area: keep w the area
+    Q[a, 10] -= w
+    Q[b, 10] -= w
+
+
+@njit(cache=True)
+def face_normals(V, F):
+    """Unnormalised face normals (M, 3) float32 (cross products, mesh units**2)."""
+    N0 = np.empty((F.shape[0], 3), np.float32)
+    for f in range(F.shape[0]):
+        a = F[f, 0]
+        b = F[f, 1]
+        c = F[f, 2]
+        e1x = V[b, 0] - V[a, 0]
+        e1y = V[b, 1] - V[a, 1]
+        e1z = V[b, 2] - V[a, 2]
+        e2x = V[c, 0] - V[a, 0]
+        e2y = V[c, 1] - V[a, 1]
+        e2z = V[c, 2] - V[a, 2]
+        nx = e1y * e2z - e1z * e2y
+        ny = e1z * e2x - e1x * e2z
+        nz = e1x * e2y - e1y * e2x
+        ln = np.sqrt(nx * nx + ny * ny + nz * nz)
+        if ln > 0.0:
+            nx /= ln
+            ny /= ln
+            nz /= ln
+        N0[f, 0] = nx
+        N0[f, 1] = ny
+        N0[f, 2] = nz
+    return N0
+
+
+@njit(cache=True)
+def build_corner_lists(F, n):
+    """Vertex -> corner linked lists: ``(head (n,), nxt (3M,))`` int32, corners in
+    increasing order along each list."""
+    head = np.full(n, -1, np.int32)
+    nxt = np.full(F.shape[0] * 3, -1, np.int32)
+    for c in range(F.shape[0] * 3 - 1, -1, -1):
+        v = F[c // 3, c % 3]
+        nxt[c] = head[v]
+        head[v] = c
+    return head, nxt
+
+
+@njit(cache=True, inline="always")
+def count_edge_faces(F, head, nxt, falive, a, b):
+    """Number of live faces containing both a and b (walks a's list)."""
+    n = 0
+    c = head[a]
+    while c != -1:
+        f = c // 3
+        if falive[f]:
+            if F[f, 0] == b or F[f, 1] == b or F[f, 2] == b:
+                n += 1
+        c = nxt[c]
+    return n
+
+
+@njit(cache=True)
+def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight):
+    """Vertex kinds (INTERIOR, BORDER, SEAM, LOCKED), the index-border flag, the seam
+    partner of each vertex (-1 if none), and border constraint planes added to Q.
+
+    ``pid`` maps each vertex to its position group (vertices at bit-identical
+    positions). A group of one vertex is INTERIOR (no border edge), BORDER (two
+    border edges, a manifold open border) or LOCKED (anything else: bow-ties,
+    non-manifold edges). A group of two whose index-border edges all pair up with
+    the partner's (same positions, opposite sides of an attribute seam) is SEAM;
+    every other multi-vertex group is LOCKED. With ``lock_border`` BORDER is LOCKED.
+    """
+    n = V.shape[0]
+    ng = 0
+    for i in range(n):
+        if pid[i] + 1 > ng:
+            ng = pid[i] + 1
+    gsize = np.zeros(ng, np.int32)
+    gfirst = np.full(ng, -1, np.int32)
+    for i in range(n):
+        g = pid[i]
+        gsize[g] += 1
+        if gfirst[g] == -1:
+            gfirst[g] = i
+    partner = np.full(n, -1, np.int32)
+    for i in range(n):
+        g = pid[i]
+        if gsize[g] == 2 and gfirst[g] != i:
+            j = gfirst[g]
+            partner[i] = j
+            partner[j] = i
+    kind = np.zeros(n, np.uint8)
+    ib = np.zeros(n, np.uint8)
+    # border edges: a directed edge a->b of a face with no face holding b->a or a->b
+    for i in range(n):
+        nb = 0
+        bad = False
+        c = head[i]
+        while c != -1:
+            f = c // 3
+            k = c % 3
+            for side in range(2):
+                o = F[f, (k + 1 + side) % 3]
+                m = count_edge_faces(F, head, nxt, falive, i, o)
+                if m == 1:
+                    nb += 1
+                    if gsize[pid[i]] == 2:
+                        po = partner[o]
+                        if po == -1 or count_edge_faces(F, head, nxt, falive, partner[i], po) != 1:
+                            bad = True
+                    elif side == 0:
+                        add_border_plane(V, F, Q, f, k, border_weight)
+                elif m > 2:
+                    bad = True
+            c = nxt[c]
+        # a border edge has one face, so i sees it exactly once (as next or previous)
+        g = gsize[pid[i]]
+        if head[i] == -1:
+            kind[i] = LOCKED  # unused vertex: never touched
+        elif g == 1:
+            if nb == 0 and not bad:
+                kind[i] = INTERIOR
+            elif nb == 2 and not bad:
+                kind[i] = LOCKED if lock_border else BORDER
+                ib[i] = 1
+            else:
+                kind[i] = LOCKED
+                ib[i] = 1 if nb > 0 else 0
+        elif g == 2 and nb == 2 and not bad:
+            kind[i] = SEAM
+            ib[i] = 1
+        else:
+            kind[i] = LOCKED
+            ib[i] = 1 if nb > 0 else 0
+    # a seam vertex whose partner is not a seam vertex is locked too
+    for i in range(n):
+        if kind[i] == SEAM and kind[partner[i]] != SEAM:
+            kind[i] = LOCKED
+    for i in range(n):
+        if kind[i] == SEAM and kind[partner[i]] != SEAM:
+            kind[i] = LOCKED
+    return kind, ib, partner
+
+
+# ---------------------------------------------------------------- planning
+
+
+@njit(cache=True, inline="always")
+def plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp):
+    """Plan the directed collapse u -> v: ``(ok, key, geometric e2, x, y, z)``.
+
+    Allowed: an INTERIOR u into any v (to the quadric optimum when v is INTERIOR too,
+    else onto v); a BORDER u along a border edge into a BORDER or LOCKED v (onto v);
+    a SEAM u along a seam edge into a SEAM v whose partner edge exists (both sides
+    collapse, onto v). ``e2`` is ``Q(p) / w`` of the merged quadric (a mean squared
+    distance); ``key`` adds the attribute penalty.
+    """
+    ku = kind[u]
+    kv = kind[v]
+    if ku == LOCKED:
+        return False, 0.0, 0.0, 0.0, 0.0, 0.0
+    for j in range(11):
+        tmp[j] = Q[u, j] + Q[v, j]
+    optimal = False
+    if ku == INTERIOR:
+        optimal = kv == INTERIOR
+    elif ku == BORDER:
+        if kv != BORDER and kv != LOCKED:
+            return False, 0.0, 0.0, 0.0, 0.0, 0.0
+        if count_edge_faces(F, head, nxt, falive, u, v) != 1:
+            return False, 0.0, 0.0, 0.0, 0.0, 0.0
+    else:  # SEAM
+        if kv != SEAM:
+            return False, 0.0, 0.0, 0.0, 0.0, 0.0
+        if count_edge_faces(F, head, nxt, falive, u, v) != 1:
+            return False, 0.0, 0.0, 0.0, 0.0, 0.0
+        pu = partner[u]
+        pv = partner[v]
+        if count_edge_faces(F, head, nxt, falive, pu, pv) != 1:
+            return False, 0.0, 0.0, 0.0, 0.0, 0.0
+        for j in range(11):
+            tmp[j] += Q[pu, j] + Q[pv, j]
+    x, y, z, e = plan_position(tmp, V[u, 0], V[u, 1], V[u, 2], V[v, 0], V[v, 1], V[v, 2], optimal)
+    w = tmp[10]
+    e2 = e / w if w > 0.0 else 0.0
+    if e2 < 0.0:
+        e2 = 0.0
+    key = e2
+    if attrs.shape[1] > 0:
+        key += attr_penalty(attrs, weights, u, v)
+        if ku == SEAM:
+            key += attr_penalty(attrs, weights, partner[u], partner[v])
+    return True, key, e2, x, y, z
+
+
+@njit(cache=True, inline="always")
+def best_direction(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp):
+    """The cheaper allowed direction of edge {a, b}: ``(ok, key, u, v)``."""
+    ok1, k1, _, _, _, _ = plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp)
+    if kind[a] == INTERIOR and kind[b] == INTERIOR:
+        return ok1, k1, a, b  # symmetric: same optimum and key both ways
+    ok2, k2, _, _, _, _ = plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, b, a, tmp)
+    if ok1 and (not ok2 or k1 <= k2):
+        return True, k1, a, b
+    if ok2:
+        return True, k2, b, a
+    return False, 0.0, a, b
+
+
+# ---------------------------------------------------------------- checks
+
+
+@njit(cache=True, inline="always")
+def link_ok(F, head, nxt, falive, ib, mark, stamp, u, v):
+    """Link condition for collapsing edge (u, v): the vertices adjacent to both are
+    exactly the apexes of the faces on the edge; two index-border vertices may
+    only merge along a border edge; and u has a face off the edge. ``mark`` is an
+    int32 scratch array (per vertex)."""
+    shared = count_edge_faces(F, head, nxt, falive, u, v)
+    if shared == 0:
+        return False
+    # u must keep a face besides those on the edge, else its whole fan (a lone
+    # triangle, the last ear of a strip) would vanish instead of being simplified
+    rest = 0
+    c = head[u]
+    while c != -1:
+        if falive[c // 3]:
+            rest += 1
+        c = nxt[c]
+    if rest <= shared:
+        return False
+    if ib[u] and ib[v] and shared != 1:
+        return False
+    c = head[u]
+    while c != -1:
+        f = c // 3
+        if falive[f]:
+            for k in range(3):
+                mark[F[f, k]] = stamp
+        c = nxt[c]
+    common = 0
+    c = head[v]
+    while c != -1:
+        f = c // 3
+        if falive[f]:
+            for k in range(3):
+                w = F[f, k]
+                if w != u and w != v and mark[w] == stamp:
+                    mark[w] = stamp - 1  # count once
+                    common += 1
+        c = nxt[c]
+    return common == shared
+
+
+@njit(cache=True, inline="always")
+def fan_ok(V, F, N0, head, nxt, falive, u, v, px, py, pz):
+    """No face of u that survives the collapse (u -> v at p) flips or degenerates."""
+    c = head[u]
+    while c != -1:
+        f = c // 3
+        if falive[f]:
+            k = c % 3
+            b = F[f, (k + 1) % 3]
+            cc = F[f, (k + 2) % 3]
+            if b != v and cc != v:
+                if not face_ok(
+                    V[u, 0], V[u, 1], V[u, 2],
+                    V[b, 0], V[b, 1], V[b, 2],
+                    V[cc, 0], V[cc, 1], V[cc, 2],
+                    px, py, pz,
+                    N0[f, 0], N0[f, 1], N0[f, 2],
+                ):  # fmt: skip
+                    return False
+        c = nxt[c]
+    return True
+
+
+# ---------------------------------------------------------------- apply
+
+
+@njit(cache=True, inline="always")
+def apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz):
+    """Collapse u into v at p: kill the faces on the edge, move u's corners to v,
+    splice the lists (dropping dead corners), merge quadrics, interpolate attributes.
+    Returns the number of faces removed."""
+    # attribute interpolation parameter along the edge (0 at u, 1 at v)
+    ex = V[v, 0] - V[u, 0]
+    ey = V[v, 1] - V[u, 1]
+    ez = V[v, 2] - V[u, 2]
+    ll = ex * ex + ey * ey + ez * ez
+    t = 1.0
+    if ll > 0.0:
+        t = ((px - V[u, 0]) * ex + (py - V[u, 1]) * ey + (pz - V[u, 2]) * ez) / ll
+        t = min(1.0, max(0.0, t))
+    for k in range(attrs.shape[1]):
+        attrs[v, k] = (1.0 - t) * attrs[u, k] + t * attrs[v, k]
+    removed = 0
+    c = head[u]
+    while c != -1:
+        f = c // 3
+        if falive[f]:
+            if F[f, 0] == v or F[f, 1] == v or F[f, 2] == v:
+                falive[f] = 0
+                removed += 1
+            else:
+                F[f, c % 3] = v
+        c = nxt[c]
+    # rebuild v's list: live corners of v, then live corners of u
+    newhead = -1
+    tail = -1
+    for src in (v, u):
+        c = head[src]
+        while c != -1:
+            nc = nxt[c]
+            if falive[c // 3]:
+                if tail == -1:
+                    newhead = c
+                else:
+                    nxt[tail] = c
+                tail = c
+            c = nc
+    if tail != -1:
+        nxt[tail] = -1
+    head[v] = newhead
+    head[u] = -1
+    for j in range(11):
+        Q[v, j] += Q[u, j]
+    V[v, 0] = px
+    V[v, 1] = py
+    V[v, 2] = pz
+    return removed
+
+
+# ---------------------------------------------------------------- heap
+#
+# A 4-ary min-heap in two int64 arrays: ``hk = float32 key bits << 32 | push time``
+# (non-negative float32 bits order like the numbers) and ``huv = u << 32 | v``.
+# Entries compare by hk, then huv. An entry is stale (lazy invalidation) when u or
+# v is dead or was touched (its quadric or position changed) after the push time.
+
+
+@njit(cache=True, inline="always")
+def pack_key(key, now, fbuf, ubuf):
+    """``float32(key)`` bits << 32 | now, via one-element float32/uint32 views."""
+    fbuf[0] = key
+    return (np.int64(ubuf[0]) << 32) | np.int64(now)
+
+
+@njit(cache=True)
+def _less(hk, huv, i, j):
+    if hk[i] != hk[j]:
+        return hk[i] < hk[j]
+    return huv[i] < huv[j]
+
+
+@njit(cache=True, inline="always")
+def _sift_down(hk, huv, i, size):
+    k = hk[i]
+    e = huv[i]
+    while True:
+        first = ARITY * i + 1
+        if first >= size:
+            break
+        best = first
+        last = min(first + ARITY, size)
+        for c in range(first + 1, last):
+            if hk[c] < hk[best] or (hk[c] == hk[best] and huv[c] < huv[best]):
+                best = c
+        if hk[best] < k or (hk[best] == k and huv[best] < e):
+            hk[i] = hk[best]
+            huv[i] = huv[best]
+            i = best
+        else:
+            break
+    hk[i] = k
+    huv[i] = e
+
+
+@njit(cache=True, inline="always")
+def _sift_up(hk, huv, i):
+    k = hk[i]
+    e = huv[i]
+    while i > 0:
+        p = (i - 1) // ARITY
+        if k < hk[p] or (k == hk[p] and e < huv[p]):
+            hk[i] = hk[p]
+            huv[i] = huv[p]
+            i = p
+        else:
+            break
+    hk[i] = k
+    huv[i] = e
+
+
+@njit(cache=True, inline="always")
+def _fresh(hk, huv, i, touch, valive):
+    u = huv[i] >> 32
+    v = huv[i] & 0xFFFFFFFF
+    t = hk[i] & 0xFFFFFFFF
+    return valive[u] and valive[v] and t >= touch[u] and t >= touch[v]
+
+
+@njit(cache=True)
+def _compact(hk, huv, size, touch, valive):
+    """Drop stale entries and re-heapify; returns the new size."""
+    m = 0
+    for i in range(size):
+        if _fresh(hk, huv, i, touch, valive):
+            hk[m] = hk[i]
+            huv[m] = huv[i]
+            m += 1
+    for i in range((m - 2) // ARITY, -1, -1):
+        _sift_down(hk, huv, i, m)
+    return m
+
+
+@njit(cache=True, inline="always")
+def _push(hk, huv, size, key, u, v, now, touch, valive, fbuf, ubuf):
+    if size == hk.shape[0]:
+        size = _compact(hk, huv, size, touch, valive)
+        if size == hk.shape[0]:
+            return size  # full of live entries (cannot happen: 4 N > live edges)
+    hk[size] = pack_key(key, now, fbuf, ubuf)
+    huv[size] = (np.int64(u) << 32) | np.int64(v)
+    _sift_up(hk, huv, size)
+    return size + 1
+
+
+# ---------------------------------------------------------------- main loop
+
+
+@njit(cache=True, inline="always")
+def push_around(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, mark, stamp, a,
+                hk, huv, size, now, touch, valive, tmp, fbuf, ubuf):  # fmt: skip
+    """Push the best direction of every edge at vertex a; returns the heap size."""
+    mark[a] = stamp
+    c = head[a]
+    while c != -1:
+        f = c // 3
+        if falive[f]:
+            for k in range(3):
+                b = F[f, k]
+                if mark[b] != stamp:
+                    mark[b] = stamp
+                    ok, key, uu, vv = best_direction(
+                        V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp
+                    )
+                    if ok:
+                        size = _push(hk, huv, size, key, uu, vv, now, touch, valive, fbuf, ubuf)
+        c = nxt[c]
+    return size
+
+
+@njit(cache=True)
+def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
+                    target_faces, max_e2, pure, log):  # fmt: skip
+    """Greedy edge collapse until ``target_faces`` faces remain or the next collapse's
+    mean squared error ``e2`` exceeds ``max_e2``. Modifies V, F, Q, attrs in place.
+
+    ``N0`` (M, 3) float32: the original face normals (no collapse may turn a face
+    90 degrees or more from its own original normal).
+    Returns ``(falive uint8 (M,), valive uint8 (N,), e2 max reached, collapses)``.
+    ``log`` (K, 2) int32, if it has rows, records the first K collapses (u, v).
+    ``pure``: keys are geometric errors (no attribute term), so the first entry over
+    ``max_e2`` ends the run; otherwise such entries are skipped.
+    Memory: the heap holds at most 4 N + 64 entries of 16 bytes; 9 bytes per vertex
+    of flags and scratch; plus the arrays passed in.
+    """
+    n = V.shape[0]
+    m = F.shape[0]
+    falive = np.ones(m, np.uint8)
+    valive = np.ones(n, np.uint8)
+    touch = np.zeros(n, np.int32)
+    mark = np.zeros(n, np.int32)
+    tmp = np.zeros(11, np.float64)
+    fbuf = np.zeros(1, np.float32)
+    ubuf = fbuf.view(np.uint32)
+    cap = 4 * n + 64
+    hk = np.empty(cap, np.int64)
+    huv = np.empty(cap, np.int64)
+    size = 0
+    stamp = 2
+    now = 0
+    # initial candidates: every edge once, from its smaller endpoint
+    for a in range(n):
+        c = head[a]
+        stamp += 2
+        mark[a] = stamp
+        while c != -1:
+            f = c // 3
+            for k in range(3):
+                b = F[f, k]
+                if b > a and mark[b] != stamp:
+                    mark[b] = stamp
+                    ok, key, uu, vv = best_direction(
+                        V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp
+                    )
+                    if ok and size < cap:
+                        hk[size] = pack_key(key, 0, fbuf, ubuf)
+                        huv[size] = (np.int64(uu) << 32) | np.int64(vv)
+                        size += 1
+            c = nxt[c]
+    for i in range((size - 2) // ARITY, -1, -1):
+        _sift_down(hk, huv, i, size)
+    faces_left = m
+    e2max = 0.0
+    done = 0
+    while size > 0 and faces_left > target_faces:
+        top = hk[0]
+        fresh = _fresh(hk, huv, 0, touch, valive)
+        u = huv[0] >> 32
+        v = huv[0] & 0xFFFFFFFF
+        size -= 1
+        if size > 0:
+            hk[0] = hk[size]
+            huv[0] = huv[size]
+            _sift_down(hk, huv, 0, size)
+        if not fresh:
+            continue
+        ok, key2, e2, px, py, pz = plan(
+            V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp
+        )
+        if not ok:
+            continue
+        now += 1
+        if pack_key(key2, 0, fbuf, ubuf) != (top >> 32) << 32:
+            # a seam partner's quadric changed since the push: re-queue at the new key
+            size = _push(hk, huv, size, key2, u, v, now, touch, valive, fbuf, ubuf)
+            continue
+        if e2 > max_e2:
+            if pure:
+                break
+            continue
+        seam = kind[u] == SEAM
+        pu = partner[u]
+        pv = partner[v]
+        stamp += 2
+        if not link_ok(F, head, nxt, falive, ib, mark, stamp, u, v):
+            continue
+        if not fan_ok(V, F, N0, head, nxt, falive, u, v, px, py, pz):
+            continue
+        if seam:
+            stamp += 2
+            if not link_ok(F, head, nxt, falive, ib, mark, stamp, pu, pv):
+                continue
+            if not fan_ok(V, F, N0, head, nxt, falive, pu, pv, px, py, pz):
+                continue
+        if px != V[v, 0] or py != V[v, 1] or pz != V[v, 2]:
+            if not fan_ok(V, F, N0, head, nxt, falive, v, u, px, py, pz):
+                continue
+        faces_left -= apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz)
+        valive[u] = 0
+        touch[v] = now
+        if seam:
+            faces_left -= apply_collapse(V, F, Q, head, nxt, falive, attrs, pu, pv, px, py, pz)
+            valive[pu] = 0
+            touch[pv] = now
+        if done < log.shape[0]:
+            log[done, 0] = u
+            log[done, 1] = v
+        done += 1
+        if e2 > e2max:
+            e2max = e2
+        stamp += 2
+        size = push_around(
+            V,
+            F,
+            Q,
+            head,
+            nxt,
+            falive,
+            kind,
+            partner,
+            attrs,
+            weights,
+            mark,
+            stamp,
+            v,
+            hk,
+            huv,
+            size,
+            now,
+            touch,
+            valive,
+            tmp,
+            fbuf,
+            ubuf,
+        )
+        if seam:
+            stamp += 2
+            size = push_around(
+                V,
+                F,
+                Q,
+                head,
+                nxt,
+                falive,
+                kind,
+                partner,
+                attrs,
+                weights,
+                mark,
+                stamp,
+                pv,
+                hk,
+                huv,
+                size,
+                now,
+                touch,
+                valive,
+                tmp,
+                fbuf,
+                ubuf,
+            )
+    return falive, valive, e2max, done
