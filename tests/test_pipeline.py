@@ -119,3 +119,28 @@ def test_a_failed_rebuild_leaves_no_manifest(small_survey, small_model, tmp_path
     with pytest.raises(TwinError, match="fp.gpkg"):
         build(small_survey, out, footprints=bad)
     assert not (out / "manifest.json").exists()
+
+
+def test_buildings_carry_their_attributes_for_picking(small_survey, small_model):
+    """EXT_mesh_features ids index an EXT_structural_metadata table of the footprints."""
+    import geopandas as gpd
+
+    from twin.tiles.gltf import read_glb, read_property_tables
+
+    glb = small_model / "tiles" / "buildings.glb"
+    (table,) = read_property_tables(glb)
+    fp = gpd.read_file(small_survey / "footprints.gpkg").set_index("building_id")
+    props = table["properties"]
+    assert table["class"] == "building" and table["count"] == len(fp)
+    for i, bid in enumerate(props["building_id"]):
+        assert props["height"][i] == pytest.approx(fp.loc[bid, "height"])
+        assert props["floors"][i] == fp.loc[bid, "floors"]
+        assert props["roof_type"][i] == fp.loc[bid, "roof_type"]
+    (prim,) = read_glb(glb)
+    fid = prim["feature_ids"].astype(int)
+    # the highest vertex of each feature is its building's ridge (base + height)
+    y_up = prim["positions"][:, 1]
+    for i, bid in enumerate(props["building_id"][:5]):
+        top = y_up[fid == i].max()
+        expected = props["base_height"][i] + props["height"][i]
+        assert abs(top - expected) < 0.05 + 1e-3 * expected

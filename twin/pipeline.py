@@ -359,4 +359,37 @@ def _building_gltf(bld: dict, attrs: list[dict]):
         face_rgb[is_roof] = [_ROOF_RGB.get(roof_types[i], _ROOF_RGB["flat"]) for i in fid[is_roof]]
     colors = np.repeat(face_rgb, 3, axis=0).astype(np.float32)
     feature = np.repeat(fid, 3).astype(np.float32)
-    return GltfMesh(name="buildings", positions=v, indices=f, colors=colors, feature_ids=feature)
+    return GltfMesh(
+        name="buildings",
+        positions=v,
+        indices=f,
+        colors=colors,
+        feature_ids=feature,
+        features=_building_table(attrs),
+    )
+
+
+_BUILDING_COLUMNS = (
+    "building_id",
+    "height",
+    "eave_height",
+    "base_height",
+    "floors",
+    "roof_type",
+    "shape",
+    "usage",
+    "lod",
+    "base_source",
+)
+
+
+def _building_table(attrs: list[dict]):
+    """Per-building attributes for EXT_structural_metadata: a click finds the building."""
+    from twin.tiles.gltf import PropertyTable
+
+    columns = [c for c in _BUILDING_COLUMNS if any(c in a for a in attrs)]
+    return PropertyTable(
+        class_name="building",
+        description="A building: heights in metres (base ellipsoidal), LoD1/LoD2 solid",
+        properties={c: [a.get(c) for a in attrs] for c in columns},
+    )

@@ -17,7 +17,10 @@ bufferView starts on a 4-byte boundary; POSITION accessors carry exact min/max;
 indices are uint16 when every index fits below 65535 (the primitive-restart value),
 else uint32. ``COLOR_0`` is float RGB/RGBA (linear) or normalized uint8 RGBA.
 ``_FEATURE_ID_0`` (float, one id per vertex) is declared with ``EXT_mesh_features``
-(``featureIds[0].attribute = 0``). The JSON chunk is padded with spaces and the
+(``featureIds[0].attribute = 0``); a :class:`PropertyTable` on the mesh adds an
+``EXT_structural_metadata`` schema and property table (binary columns in 8-byte
+aligned bufferViews) that the feature ids index, so a viewer can show a picked
+building's attributes; :func:`read_property_tables` decodes it. The JSON chunk is padded with spaces and the
 BIN chunk with zeros so the BIN data starts on an 8-byte boundary of the file and
 the file length is a multiple of 8 (what 3D Tiles asks of binary content).
 ``asset.generator`` is ``"twin <version>"``. Files are written to a temporary name
@@ -48,6 +51,81 @@ _DTYPES = {_FLOAT: np.float32, _UBYTE: np.uint8, _USHORT: np.uint16, _UINT: np.u
 
 
 @dataclass
+class PropertyTable:
+    """Per-feature attributes for ``EXT_structural_metadata`` (one row per feature id).
+
+    ``properties`` maps a name to a sequence of ``count`` values: strings (STRING),
+    floats (SCALAR FLOAT64: heights need no rounding), integers (SCALAR INT64), or
+    booleans (BOOLEAN). ``None`` in a numeric column becomes its ``noData`` value
+    (NaN for floats, -1 for integers). Row ``i`` belongs to feature id ``i``.
+    """
+
+    class_name: str
+    properties: dict[str, list]
+    description: str = ""
+
+    @property
+    def count(self) -> int:
+        lengths = {len(v) for v in self.properties.values()}
+        if len(lengths) != 1:
+            raise ParameterError(f"property table {self.class_name!r}: columns differ in length")
+        return lengths.pop()
+
+
+_INT_NODATA = -1
+
+
+def _column(values: list) -> tuple[str, np.ndarray | list[str]]:
+    """The metadata type of a column and its values ready for encoding."""
+    present = [v for v in values if v is not None]
+    if all(isinstance(v, (bool, np.bool_)) for v in present):
+        return "BOOLEAN", np.asarray([bool(v) for v in values])
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present):
+        return "INT64", np.asarray([_INT_NODATA if v is None else int(v) for v in values], "<i8")
+    if all(isinstance(v, (int, float, np.integer, np.floating)) for v in present):
+        return "FLOAT64", np.asarray([np.nan if v is None else float(v) for v in values], "<f8")
+    return "STRING", ["" if v is None else str(v) for v in values]
+
+
+def _metadata_extension(b: _BinBuilder, tables: list[PropertyTable]) -> dict:
+    """Schema + property tables (binary columns in 8-byte aligned bufferViews)."""
+    classes: dict = {}
+    out_tables = []
+    for t in tables:
+        props, cols = {}, {}
+        for name, values in t.properties.items():
+            kind, arr = _column(list(values))
+            if kind == "STRING":
+                data = [v.encode("utf-8") for v in arr]
+                offsets = np.zeros(len(data) + 1, dtype="<u4")
+                offsets[1:] = np.cumsum([len(d) for d in data])
+                props[name] = {"type": "STRING"}
+                cols[name] = {
+                    "values": b.add_view(b"".join(data)),
+                    "stringOffsets": b.add_view(offsets.tobytes()),
+                    "stringOffsetType": "UINT32",
+                }
+            elif kind == "BOOLEAN":
+                props[name] = {"type": "BOOLEAN"}
+                cols[name] = {"values": b.add_view(np.packbits(arr, bitorder="little").tobytes())}
+            else:
+                props[name] = {"type": "SCALAR", "componentType": kind}
+                if kind == "INT64" and (arr == _INT_NODATA).any():
+                    props[name]["noData"] = _INT_NODATA
+                if kind == "FLOAT64" and np.isnan(arr).any():
+                    # NaN cannot be written in JSON: use a sentinel for missing values
+                    arr = np.where(np.isnan(arr), -1.0e30, arr)
+                    props[name]["noData"] = -1.0e30
+                cols[name] = {"values": b.add_view(arr.tobytes())}
+        cls = {"properties": props}
+        if t.description:
+            cls["description"] = t.description
+        classes[t.class_name] = cls
+        out_tables.append({"class": t.class_name, "count": t.count, "properties": cols})
+    return {"schema": {"id": "twin", "classes": classes}, "propertyTables": out_tables}
+
+
+@dataclass
 class GltfMesh:
     """One triangle mesh for :func:`write_glb`.
 
@@ -65,6 +143,7 @@ class GltfMesh:
     normals: np.ndarray | None = None
     colors: np.ndarray | None = None
     feature_ids: np.ndarray | None = None
+    features: PropertyTable | None = None
     base_color: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     metallic: float = 0.0
     roughness: float = 1.0
@@ -89,6 +168,17 @@ class _BinBuilder:
         self.size = 0
         self.views: list[dict] = []
         self.accessors: list[dict] = []
+
+    def add_view(self, data: bytes) -> int:
+        """A bufferView without target, starting on an 8-byte boundary (metadata)."""
+        pad = (-self.size) % 8
+        if pad:
+            self.chunks.append(b"\x00" * pad)
+            self.size += pad
+        self.views.append({"buffer": 0, "byteOffset": self.size, "byteLength": len(data)})
+        self.chunks.append(data)
+        self.size += len(data)
+        return len(self.views) - 1
 
     def add(self, arr: np.ndarray, ctype: int, target: int, *, normalized=False, minmax=False):
         arr = np.ascontiguousarray(arr, dtype=_DTYPES[ctype])
@@ -153,6 +243,7 @@ def glb_bytes(meshes: list[GltfMesh], node_matrix=None, extras: dict | None = No
     b = _BinBuilder()
     gl_meshes, nodes, materials = [], [], []
     uses_features = False
+    tables: list[PropertyTable] = []
     for i, m in enumerate(meshes):
         pos, idx = _check(m, i)
         attrs = {"POSITION": b.add(enu_to_gltf(pos), _FLOAT, _ARRAY_BUFFER, minmax=True)}
@@ -174,9 +265,16 @@ def glb_bytes(meshes: list[GltfMesh], node_matrix=None, extras: dict | None = No
             fid = np.asarray(m.feature_ids, dtype=np.float64).reshape(-1)
             attrs["_FEATURE_ID_0"] = b.add(fid, _FLOAT, _ARRAY_BUFFER)
             count = int(len(np.unique(fid)))
-            prim["extensions"] = {
-                "EXT_mesh_features": {"featureIds": [{"featureCount": count, "attribute": 0}]}
-            }
+            fids: dict = {"featureCount": count, "attribute": 0}
+            if m.features is not None:
+                if fid.min() < 0 or fid.max() >= m.features.count:
+                    raise ParameterError(
+                        f"mesh {i} ({m.name}): feature ids must index the "
+                        f"{m.features.count} rows of its property table"
+                    )
+                fids["propertyTable"] = len(tables)
+                tables.append(m.features)
+            prim["extensions"] = {"EXT_mesh_features": {"featureIds": [fids]}}
             uses_features = True
         ctype = _USHORT if len(pos) <= 65535 else _UINT
         prim["indices"] = b.add(idx, ctype, _ELEMENT_ARRAY_BUFFER)
@@ -215,12 +313,21 @@ def glb_bytes(meshes: list[GltfMesh], node_matrix=None, extras: dict | None = No
     }
     if uses_features:
         doc["extensionsUsed"] = ["EXT_mesh_features"]
+    if tables:
+        doc["extensionsUsed"].append("EXT_structural_metadata")
+        doc["extensions"] = {"EXT_structural_metadata": _metadata_extension(b, tables)}
+    # The buffer's length is a multiple of 8, so the BIN chunk needs no padding beyond it
+    # (glTF allows at most 3 padding bytes) and the file length stays a multiple of 8.
+    pad = (-b.size) % 8
+    if pad:
+        b.chunks.append(b"\x00" * pad)
+        b.size += pad
+    doc["buffers"] = [{"byteLength": b.size}]
     if extras:
         doc["extras"] = extras
     js = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
     js += b" " * ((4 - len(js)) % 8)  # 20 + len(js) + 8 = BIN data start, 8-aligned
     binary = b"".join(b.chunks)
-    binary += b"\x00" * ((-len(binary)) % 8)
     total = 12 + 8 + len(js) + 8 + len(binary)
     return b"".join(
         [
@@ -320,3 +427,47 @@ def _read_primitives(doc: dict, binary: bytes) -> list[dict]:
                     item[name] = _accessor(doc, binary, a[key])
             out.append(item)
     return out
+
+
+def read_property_tables(path: str | os.PathLike) -> list[dict]:
+    """Decode a GLB's ``EXT_structural_metadata`` property tables: one dict per table,
+    ``{"class": name, "count": n, "properties": {name: list of values}}``."""
+    doc, binary = read_glb_json(path)
+    ext = doc.get("extensions", {}).get("EXT_structural_metadata")
+    if not ext:
+        return []
+    try:
+        classes = ext["schema"]["classes"]
+        views = doc["bufferViews"]
+
+        def view(i: int) -> bytes:
+            v = views[i]
+            return binary[v.get("byteOffset", 0) : v.get("byteOffset", 0) + v["byteLength"]]
+
+        out = []
+        for t in ext.get("propertyTables", []):
+            n = t["count"]
+            props = {}
+            for name, col in t["properties"].items():
+                meta = classes[t["class"]]["properties"][name]
+                kind = meta["type"]
+                if kind == "STRING":
+                    offs = np.frombuffer(view(col["stringOffsets"]), "<u4")
+                    data = view(col["values"])
+                    props[name] = [data[offs[i] : offs[i + 1]].decode("utf-8") for i in range(n)]
+                elif kind == "BOOLEAN":
+                    bits = np.unpackbits(
+                        np.frombuffer(view(col["values"]), np.uint8), bitorder="little"
+                    )
+                    props[name] = [bool(x) for x in bits[:n]]
+                else:
+                    dt = {"FLOAT64": "<f8", "FLOAT32": "<f4", "INT64": "<i8", "UINT16": "<u2"}
+                    vals = np.frombuffer(view(col["values"]), dt[meta["componentType"]])[:n]
+                    nodata = meta.get("noData")
+                    props[name] = [
+                        None if nodata is not None and v == nodata else v.item() for v in vals
+                    ]
+            out.append({"class": t["class"], "count": n, "properties": props})
+        return out
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        raise InputError(f"malformed EXT_structural_metadata: {exc}", path=path) from None
