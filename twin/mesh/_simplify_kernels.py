@@ -27,7 +27,7 @@ INTERIOR = 0
 BORDER = 1
 SEAM = 2
 LOCKED = 3
-MIN_COS_ORIGINAL = 0.25  # a face may turn at most ~75.5 degrees from its original normal
+MIN_COS_ORIGINAL = 0.5  # a face may turn at most 60 degrees from its original normal
 ARITY = 8  # heap fan-out: 8 int64 keys fill one cache line
 
 
@@ -125,7 +125,7 @@ def face_ok(ax, ay, az, bx, by, bz, cx, cy, cz, px, py, pz, ox, oy, oz):
     """Whether moving corner ``a`` of triangle (a, b, c) to ``p`` keeps it valid.
 
     Rejects a new normal turned by 90 degrees or more from the old one, or by more
-    than acos(MIN_COS_ORIGINAL) (about 75 degrees) from the face's original unit
+    than acos(MIN_COS_ORIGINAL) (60 degrees) from the face's original unit
     normal ``o`` (so small turns cannot add up to a flip, and faces do not stand up
     on edge, e.g. a fan between collinear border vertices), and
     a new triangle whose area is below 1e-6 of the old (degenerate) or zero.
