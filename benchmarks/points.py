@@ -8,11 +8,16 @@
   labels), the simulator's "small" city (``twin.synth``, exact labels) when available,
   and the Delft AHN3 tile (AHN's own classes as the reference) when the data is there.
   Reported: total error, Cohen's kappa, type I/II errors, seconds.
+* Buildings and vegetation: ``twin.points.classify.classify`` (ground filter, local
+  covariance features, voxel regions, returns) on the same clouds: building and
+  vegetation precision/recall, overall accuracy, kappa, seconds; with the footprints
+  where the cloud has them, and for Delft the share of our building points inside the
+  BGT footprints next to the share of AHN's own building points.
 * I/O: points per second reading LAS and LAZ with twin (all fields and xyz only)
   vs plain laspy + lazrs doing the same work, and writing.
 
-Usage: ``python benchmarks/points.py [--json PATH] [--quick]``. Needs ``CSF``
-(``pip install cloth-simulation-filter``) for the peer columns.
+Usage: ``python benchmarks/points.py [--json PATH] [--quick] [--only ground,classify,io]``.
+Needs ``CSF`` (``pip install cloth-simulation-filter``) for the peer columns.
 """
 
 from __future__ import annotations
@@ -187,6 +192,82 @@ def _print_ground(row):
             )
 
 
+def _classify_clouds(quick: bool):
+    """(name, cloud, truth classes, footprints or None, water detection on)."""
+    import geopandas as gpd
+
+    out = []
+    s = make_scene(extent=160.0 if quick else 220.0)
+    out.append(("synthetic scene", s.cloud, s.truth, None, False))
+    try:
+        from twin.synth.params import PRESETS
+        from twin.synth.survey import generate
+
+        with tempfile.TemporaryDirectory() as d:
+            generate(Path(d) / "s", PRESETS["small"].with_(images=False, events=False))
+            c = io.read(Path(d) / "s" / "lidar.laz")
+            fp = gpd.read_file(Path(d) / "s" / "footprints.gpkg")
+        truth = c.classification.copy()
+        c.fields["classification"][:] = 1
+        out.append(("synth small city", c, truth, None, True))
+        out.append(("synth small city + footprints", c, truth, fp, True))
+    except ImportError as exc:
+        print(f"(simulator not available: {exc})")
+    delft = SHARED / "delft" / "ahn3_cropped_2.laz"
+    if delft.exists():
+        c = io.read(delft, crs="EPSG:7415")
+        truth = c.classification.copy()
+        c.fields["classification"][:] = 1
+        # AHN3 class 1 is "everything else": mostly trees here; scored as vegetation
+        truth = np.where(truth == 1, 5, truth).astype(np.uint8)
+        out.append(("Delft AHN3 (vs AHN classes)", c, truth, None, False))
+    return out
+
+
+def bench_classify(quick: bool) -> list[dict]:
+    import geopandas as gpd
+
+    from twin.points.classify import class_report, classify, footprint_index
+
+    warm = make_scene(extent=60.0, density=2.0)
+    classify(warm.cloud)  # Numba cache load / compile
+    rows = []
+    print("\nBuildings (6) and vegetation (3-5) vs truth (P = precision, R = recall, %)")
+    print(
+        f"  {'cloud':<32}{'points':>9}{'bld P':>8}{'bld R':>8}{'veg P':>8}{'veg R':>8}"
+        f"{'OA':>8}{'kappa':>7}{'s':>7}"
+    )
+    for name, cloud, truth, fp, water in _classify_clouds(quick):
+        t = time.perf_counter()
+        pred = classify(cloud, footprints=fp, water=water)
+        secs = time.perf_counter() - t
+        r = {"cloud": name, "points": len(cloud), **class_report(pred, truth), "seconds": secs}
+        if name.startswith("Delft"):
+            bgt = SHARED / "delft" / "bgt_pand.sqlite"
+            if bgt.exists():
+                f = gpd.read_file(bgt)
+                x0, y0, x1, y1 = f.total_bounds
+                cov = (cloud.x >= x0) & (cloud.x <= x1) & (cloud.y >= y0) & (cloud.y <= y1)
+                for who, b in (("twin", pred == 6), ("ahn", truth == 6)):
+                    m = cov & b
+                    r[f"in_footprints_{who}"] = float(
+                        np.mean(footprint_index(cloud, f, mask=m)[m] >= 0)
+                    )
+        rows.append(r)
+        print(
+            f"  {name:<32}{len(cloud):>9,}{100 * r['building_precision']:>8.2f}"
+            f"{100 * r['building_recall']:>8.2f}{100 * r['vegetation_precision']:>8.2f}"
+            f"{100 * r['vegetation_recall']:>8.2f}{100 * r['overall_accuracy']:>8.2f}"
+            f"{r['kappa']:>7.3f}{secs:>7.2f}"
+        )
+        if "in_footprints_twin" in r:
+            print(
+                f"    building points inside BGT footprints (where the layer covers): twin "
+                f"{100 * r['in_footprints_twin']:.1f} %, AHN {100 * r['in_footprints_ahn']:.1f} %"
+            )
+    return rows
+
+
 def bench_io(quick: bool) -> dict:
     import laspy
 
@@ -294,16 +375,20 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--quick", action="store_true", help="smaller clouds, fewer CSF settings")
+    ap.add_argument("--only", default="ground,classify,io", help="comma-separated sections to run")
     args = ap.parse_args(argv)
+    only = set(args.only.split(","))
     result = {
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
-        },
-        "ground": bench_ground(args.quick),
-        "io": bench_io(args.quick),
+        }
     }
+    sections = (("ground", bench_ground), ("classify", bench_classify), ("io", bench_io))
+    for name, fn in sections:
+        if name in only:
+            result[name] = fn(args.quick)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
