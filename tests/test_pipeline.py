@@ -144,3 +144,26 @@ def test_buildings_carry_their_attributes_for_picking(small_survey, small_model)
         top = y_up[fid == i].max()
         expected = props["base_height"][i] + props["height"][i]
         assert abs(top - expected) < 0.05 + 1e-3 * expected
+
+
+def test_terrain_is_an_error_bounded_tin_of_the_dem(small_survey, small_model):
+    import rasterio
+
+    from twin.crs import LocalFrame
+    from twin.tiles.gltf import read_glb
+
+    m = _manifest(small_model)
+    t = m["stages"]["terrain"]
+    assert t["max_error_reached"] <= m["parameters"]["terrain_max_error"] == 0.25
+    assert t["triangles"] < 0.25 * 2 * t["dem_samples"]  # far fewer than the grid
+    frame = LocalFrame.from_dict(m["frame"])
+    (prim,) = read_glb(small_model / "tiles" / "terrain.glb")
+    p = prim["positions"].astype(np.float64)
+    xyz = frame.to_crs(np.column_stack([p[:, 0], -p[:, 2], p[:, 1]]), "EPSG:4550")
+    with rasterio.open(small_survey / "dem.tif") as ds:
+        inv = ~ds.transform
+        cols = np.floor(inv.a * xyz[:, 0] + inv.b * xyz[:, 1] + inv.c).astype(int)
+        rows = np.floor(inv.d * xyz[:, 0] + inv.e * xyz[:, 1] + inv.f).astype(int)
+        z = ds.read(1)[np.clip(rows, 0, ds.height - 1), np.clip(cols, 0, ds.width - 1)]
+    # TIN vertices are DEM samples (float32 content: millimetres)
+    assert np.abs(xyz[:, 2] - z).max() < 0.01

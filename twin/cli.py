@@ -158,15 +158,22 @@ def synth(
     help="Building level of detail.",
 )
 @click.option(
+    "--terrain-max-error",
+    type=click.FloatRange(min=0),
+    default=0.25,
+    show_default=True,
+    help="Terrain TIN vertical error bound (m) at every DEM sample; 0 = regular grid.",
+)
+@click.option(
     "--terrain-step",
     type=click.IntRange(1, 64),
     default=2,
     show_default=True,
-    help="Terrain grid step in DEM pixels.",
+    help="Grid step in DEM pixels when --terrain-max-error is 0.",
 )
 @click.option("--force", is_flag=True, help="Rebuild every stage even if unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest to stdout.")
-def build(survey, out, dem, footprints, lod, terrain_step, force, as_json):
+def build(survey, out, dem, footprints, lod, terrain_max_error, terrain_step, force, as_json):
     """Build a georeferenced city model (GLB + 3D Tiles) from a survey folder.
 
     \b
@@ -177,7 +184,7 @@ def build(survey, out, dem, footprints, lod, terrain_step, force, as_json):
     from twin.pipeline import build as run_build
     from twin.progress import terminal
 
-    params = BuildParams(lod=lod, terrain_step=terrain_step)
+    params = BuildParams(lod=lod, terrain_max_error=terrain_max_error, terrain_step=terrain_step)
     manifest = run_build(
         survey,
         out,

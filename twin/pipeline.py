@@ -39,7 +39,8 @@ MANIFEST = "manifest.json"
 @dataclass(frozen=True)
 class BuildParams:
     lod: int = 2  # building level of detail (1: flat roofs, 2: roof types)
-    terrain_step: int = 2  # terrain grid step in DEM pixels
+    terrain_max_error: float = 0.25  # TIN vertical error bound (m); 0 = regular grid
+    terrain_step: int = 2  # grid step in DEM pixels (when terrain_max_error == 0)
     default_height: float = 10.0  # building height where the footprints have none (m)
 
     def to_dict(self) -> dict:
@@ -170,7 +171,6 @@ def build(
     from twin.mesh.buildings import building_meshes, merge_meshes
     from twin.mesh.footprints import read_footprints
     from twin.terrain.dem import read_dem
-    from twin.terrain.gridmesh import dem_to_mesh
 
     progress = ensure(progress)
     out = Path(out_dir)
@@ -208,14 +208,16 @@ def build(
     inputs[0]["crs"] = crs_label(dem_obj.crs)
 
     # --- terrain
-    key = cache.key("terrain", {"dem": hashes["dem"]}, {"terrain_step": params.terrain_step})
+    tparams = {"terrain_max_error": params.terrain_max_error}
+    if params.terrain_max_error <= 0:
+        tparams["terrain_step"] = params.terrain_step
+    key = cache.key("terrain", {"dem": hashes["dem"]}, tparams)
     t0 = time.perf_counter()
     with progress.step("terrain mesh"):
         arrays = cache.load("terrain", key)
         status = "reused"
         if arrays is None:
-            v, f = dem_to_mesh(dem_obj, frame, step=params.terrain_step)
-            arrays = {"vertices": v, "faces": f}
+            arrays = _terrain_mesh(dem_obj, frame, params)
             cache.save("terrain", key, arrays)
             status = "built"
     stages["terrain"] = {
@@ -223,6 +225,8 @@ def build(
         "key": key,
         "seconds": time.perf_counter() - t0,
         "triangles": int(len(arrays["faces"])),
+        "max_error_reached": float(arrays["max_error_reached"]),
+        "dem_samples": int(dem_obj.valid.sum()),
     }
     terrain_v, terrain_f = arrays["vertices"], arrays["faces"]
 
@@ -300,6 +304,25 @@ def build(
     }
     write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def _terrain_mesh(dem, frame: LocalFrame, params: BuildParams) -> dict:
+    """The terrain surface in ENU: an error-bounded TIN of the DEM (every valid DEM
+    sample within ``terrain_max_error`` of it), or a regular grid when that is 0."""
+    from twin.crs import unit_factors
+    from twin.terrain.gridmesh import dem_to_mesh
+    from twin.terrain.tin import tin
+
+    if params.terrain_max_error <= 0:
+        v, f = dem_to_mesh(dem, frame, step=params.terrain_step)
+        return {"vertices": v, "faces": f, "max_error_reached": np.float64(np.nan)}
+    # the bound is in metres; the DEM's heights are in its CRS's vertical unit
+    z_unit = unit_factors(dem.crs)[1]
+    v, f, reached = tin(
+        dem.heights, params.terrain_max_error / z_unit, transform=dem.transform, mask=dem.valid
+    )
+    enu = frame.from_crs(v, dem.crs)
+    return {"vertices": enu, "faces": f, "max_error_reached": np.float64(reached * z_unit)}
 
 
 def _export(
