@@ -288,3 +288,15 @@ def test_classify_file_bad_input(tmp_path, small_scene):
     with pytest.raises(ParameterError, match="buffer"):
         classify_file(src, tmp_path / "o.las", tile=20.0, buffer=30.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.las"]
+
+
+def test_flat_ground_only():
+    """No objects at all (and no classification field): everything is ground."""
+    rng = _rng(11)
+    xyz = np.column_stack(
+        [rng.uniform(0, 50, 5000), rng.uniform(0, 50, 5000), rng.normal(0, 0.02, 5000)]
+    )
+    cloud = PointCloud(xyz)
+    pred = classify(cloud)
+    assert np.all(pred == 2)
+    assert np.all(building_ids(cloud, pred) == -1)

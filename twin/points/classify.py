@@ -42,8 +42,10 @@ vegetation by step 6.
 
 **Memory.** Step 2 works tile by tile (``tile`` metres square plus a ``buffer``): its
 temporaries (KD-tree, ``k`` neighbour indices, covariances) grow with the points of one
-tile. The per-point outputs (HAG, 4 features, labels: about 40 bytes a point), the
-voxel keys of the building candidates and the ground grid grow with the cloud.
+tile. The per-point arrays (HAG, metre coordinates, 4 features, flags and labels:
+about 100 bytes a point), the voxel keys and the ground grid grow with the cloud;
+:func:`classify_file` streams a file through buffered tiles so that nothing grows with
+the file but the output classes (a memory-mapped byte a point).
 """
 
 from __future__ import annotations
@@ -317,7 +319,7 @@ def classify(
 
     # 2-3. local shape and returns
     feat = point_features(xyz_m, k=k, tile=tile, progress=progress)
-    passing, _multi = _returns(cloud)
+    passing, _ = _returns(cloud)
     pass_o = passing[oi]
     hag_o = hag[oi]
 
@@ -341,11 +343,11 @@ def classify(
     with progress.step("classify: building regions"):
         # 5. regions: components of the candidates' voxels; the voxels of all object
         # points on the same origin give each region's pass-through share
-        origin = xyz_m.min(axis=0) if len(xyz_m) else None
-        ukeys, vox_of = np.unique(voxel_keys(xyz_m, voxel, origin), return_inverse=True)
-        vox_of = vox_of.ravel()
         ci = np.flatnonzero(cand_b)
         if len(ci):
+            origin = xyz_m.min(axis=0)
+            ukeys, vox_of = np.unique(voxel_keys(xyz_m, voxel, origin), return_inverse=True)
+            vox_of = vox_of.ravel()
             lab = voxel_components(xyz_m[ci], voxel, origin)
             nlab = int(lab.max()) + 1
             # roof area per region: unique 1 m cells of roof candidates
@@ -353,11 +355,7 @@ def classify(
             cells = np.floor(xyz_m[ci][:, :2]).astype(np.int64)
             ck = (cells[:, 0] - cells[:, 0].min()) * (1 << 31) + (cells[:, 1] - cells[:, 1].min())
             pair = np.unique(np.column_stack([lab[rc], ck[rc]]), axis=0)
-            area = (
-                np.bincount(pair[:, 0], minlength=nlab).astype(float)
-                if len(pair)
-                else (np.zeros(nlab))
-            )
+            area = np.bincount(pair[:, 0], minlength=nlab).astype(float) if len(pair) else 0.0
             # pass-through share among all object points in the region's voxels
             vreg = np.full(len(ukeys), -1, dtype=np.int64)
             vreg[vox_of[ci]] = lab
@@ -396,9 +394,8 @@ def classify(
     out[oi] = np.where(building_o, BUILDING, veg)
     if low_noise is not None:
         out[oi[hag_o < -abs(low_noise)]] = 7
-    out[kept] = given[kept]
     if given is not None:
-        out[~cand & ~kept] = given[~cand & ~kept]
+        out[kept] = given[kept]
 
     # 8. water
     if water:
