@@ -165,3 +165,27 @@ def test_terrain_info_and_tin_keep_the_error_bound(tmp_path, shared_data):
     assert mesh.vertices[:, 0].min() >= b["xmin"] and mesh.vertices[:, 0].max() <= b["xmax"]
     r = CliRunner().invoke(main, ["terrain", "tin", str(dem), str(out), "--max-error", "0"])
     assert r.exit_code == 2 and "max_error" in r.output
+
+
+def test_points_classify_finds_the_synthetic_buildings(tmp_path, small_survey):
+    import json
+
+    import laspy
+    import numpy as np
+
+    out = tmp_path / "classified.laz"
+    r = run(
+        "points",
+        "classify",
+        str(small_survey / "lidar.laz"),
+        str(out),
+        "--footprints",
+        str(small_survey / "footprints.gpkg"),
+        "--json",
+    )
+    counts = json.loads(r.output)
+    assert counts["6"] > 0 and counts["2"] > 0
+    truth = np.asarray(laspy.read(small_survey / "lidar.laz").classification)
+    got = np.asarray(laspy.read(out).classification)
+    tp = np.sum((got == 6) & (truth == 6))
+    assert tp / np.sum(got == 6) > 0.97 and tp / np.sum(truth == 6) > 0.97

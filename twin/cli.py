@@ -278,42 +278,97 @@ def points_info(file, crs, as_json):
 @click.argument("dst", type=click.Path(dir_okay=False))
 @_crs_option
 @click.option(
+    "--footprints",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Building footprints (any vector file): buildings are matched to them.",
+)
+@click.option("--ground-only", is_flag=True, help="Only classify ground (class 2).")
+@click.option(
     "--window",
     type=float,
     default=18.0,
     show_default=True,
-    help="Largest opening window (m): more than half the widest building.",
+    help="Ground filter: largest opening window (m), > half the widest building.",
 )
 @click.option(
     "--threshold",
     type=float,
     default=0.5,
     show_default=True,
-    help="Height threshold above the provisional DTM (m).",
+    help="Ground filter: height threshold above the provisional DTM (m).",
 )
-@click.option("--slope", type=float, default=0.15, show_default=True)
-@click.option("--reset", is_flag=True, help="Reclassify every non-noise point.")
-def points_classify(src, dst, crs, window, threshold, slope, reset):
-    """Classify ground (ASPRS class 2) with a progressive morphological filter.
+@click.option("--min-building-height", type=float, default=2.5, show_default=True)
+@click.option("--min-building-area", type=float, default=10.0, show_default=True)
+@click.option(
+    "--water/--no-water",
+    default=False,
+    show_default=True,
+    help="Detect large flat water surfaces (class 9).",
+)
+@click.option(
+    "--tile",
+    type=float,
+    default=250.0,
+    show_default=True,
+    help="Tile size (CRS units): memory grows with it, not with the file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the class counts as JSON.")
+def points_classify(
+    src,
+    dst,
+    crs,
+    footprints,
+    ground_only,
+    window,
+    threshold,
+    min_building_height,
+    min_building_area,
+    water,
+    tile,
+    as_json,
+):
+    """Classify ground (2), buildings (6), vegetation (3/4/5), noise (7), optionally
+    water (9), streamed tile by tile.
 
     \b
     Example:
-      twin points classify survey/lidar.laz ground.laz
+      twin points classify survey/lidar.laz classified.laz --footprints survey/footprints.gpkg
     """
-    from twin.points.ground import classify_file
     from twin.progress import terminal
 
-    counts = classify_file(
-        src,
-        dst,
-        crs=crs,
-        window=window,
-        threshold=threshold,
-        slope=slope,
-        reset=reset,
-        progress=terminal(),
-    )
-    click.echo(f"{dst}: " + ", ".join(f"class {k}: {v:,}" for k, v in sorted(counts.items())))
+    progress = None if as_json else terminal()
+    if ground_only:
+        from twin.points.ground import classify_file
+
+        counts = classify_file(
+            src, dst, crs=crs, window=window, threshold=threshold, progress=progress
+        )
+    else:
+        from twin.points.classify import classify_file
+
+        fp = None
+        if footprints:
+            from twin.mesh.footprints import read_footprints
+
+            fp = read_footprints(footprints)
+        counts = classify_file(
+            src,
+            dst,
+            fp,
+            crs=crs,
+            tile=tile,
+            progress=progress,
+            window=window,
+            threshold=threshold,
+            min_building_height=min_building_height,
+            min_building_area=min_building_area,
+            water=water,
+        )
+    if as_json:
+        emit_json({str(k): v for k, v in sorted(counts.items())})
+    else:
+        click.echo(f"{dst}: " + ", ".join(f"class {k}: {v:,}" for k, v in sorted(counts.items())))
 
 
 def _raster_command(kind: str):

@@ -5,12 +5,17 @@
 * :mod:`twin.points.ground`: :func:`classify_ground` (SMRF-family progressive
   morphological filter, Numba kernels), :func:`classify_file` (streamed),
   :func:`height_above_ground`;
+* :mod:`twin.points.classify`: :func:`classify` (ground, building, vegetation, noise,
+  optional water from local shape features, returns and footprints),
+  :func:`classify_points_file` (the same, streamed by tiles), :func:`building_ids`;
 * :mod:`twin.points.raster`: :func:`dtm` / :func:`dsm` Cloud-Optimised GeoTIFFs with
   TIN gap filling;
 * :mod:`twin.points.metrics`: total error, Cohen's kappa, precision/recall.
 """
 
 from twin.points import metrics
+from twin.points.classify import building_ids, class_report, classify
+from twin.points.classify import classify_file as classify_points_file
 from twin.points.cloud import PointCloud
 from twin.points.ground import (
     GroundModel,
@@ -34,6 +39,10 @@ from twin.points.raster import dsm, dtm, hillshade_png
 __all__ = [
     "GroundModel",
     "PointCloud",
+    "building_ids",
+    "class_report",
+    "classify",
+    "classify_points_file",
     "classify_file",
     "classify_ground",
     "concat",
