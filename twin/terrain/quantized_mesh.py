@@ -183,7 +183,9 @@ def horizon_occlusion_point(points: np.ndarray, direction: np.ndarray) -> np.nda
     (the algorithm of CesiumJS's ``EllipsoidalOccluder``). Where no such point exists
     (a tile reaching 90 degrees or more from its centre, e.g. the level-0 tiles) a
     point 10**6 ellipsoid radii out is returned: it is hidden only from cameras that
-    cannot see any point within 90 degrees of the centre direction."""
+    cannot see any point of the ellipsoid within 90 degrees of the centre direction
+    (so a vertex at exactly 90 degrees *and* above the ellipsoid can be culled a
+    fraction of a degree early, at the horizon of a whole-globe view)."""
     ps = np.asarray(points, dtype=np.float64) / WGS84_RADII
     d = np.asarray(direction, dtype=np.float64) / WGS84_RADII
     d = d / np.linalg.norm(d)
