@@ -317,6 +317,16 @@ def test_bad_input_gives_twin_errors(dem_path, tmp_path):
     assert "dem.tif" in str(exc.value)
     with pytest.raises(CRSError):
         write_terrain_tiles(dem_path, tmp_path / "c", crs="+proj=nonsense")
+    # a CRS pyproj reads but cannot place on the Earth (a local engineering frame)
+    local = pyproj.CRS.from_wkt(
+        'ENGCRS["site",EDATUM["site"],CS[Cartesian,2],'
+        'AXIS["x",east,ORDER[1],LENGTHUNIT["metre",1]],'
+        'AXIS["y",north,ORDER[2],LENGTHUNIT["metre",1]]]'
+    )
+    flat = Dem(np.ones((10, 10)), tr, local, path=tmp_path / "site.tif")
+    with pytest.raises(CRSError, match="WGS 84") as exc:
+        write_terrain_tiles(flat, tmp_path / "c")
+    assert "site.tif" in str(exc.value)
     # a folder that is not a pyramid is not replaced; a file is not a folder
     other = tmp_path / "mine"
     other.mkdir()
