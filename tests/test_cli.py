@@ -189,3 +189,19 @@ def test_points_classify_finds_the_synthetic_buildings(tmp_path, small_survey):
     got = np.asarray(laspy.read(out).classification)
     tp = np.sum((got == 6) & (truth == 6))
     assert tp / np.sum(got == 6) > 0.97 and tp / np.sum(truth == 6) > 0.97
+
+
+def test_terrain_tiles_writes_a_quantized_mesh_pyramid(tmp_path, shared_data):
+    import json
+
+    from twin.terrain.quantized_mesh import decode_tile
+
+    dem = shared_data / "dem" / "stars_olinda_dem_utm25s.tif"
+    out = tmp_path / "terrain"
+    s = json.loads(run("terrain", "tiles", str(dem), str(out), "--max-error", "5", "--json").output)
+    layer = json.loads((out / "layer.json").read_text())
+    assert layer["format"] == "quantized-mesh-1.0" and layer["scheme"] == "tms"
+    tiles = sorted(out.rglob("*.terrain"))
+    assert len(tiles) == s["tiles"] > 2
+    t = decode_tile(tiles[-1].read_bytes())
+    assert len(t["faces"]) > 0 and t["max_height"] >= t["min_height"]

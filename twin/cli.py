@@ -532,6 +532,48 @@ def terrain_tin(dem, out, max_error, mode, crs, as_json):
         )
 
 
+@terrain.command("tiles")
+@click.argument("dem", type=click.Path(dir_okay=False))
+@click.argument("outdir", type=click.Path(file_okay=False))
+@click.option(
+    "--max-error",
+    type=float,
+    required=True,
+    help="Vertical error (m) of the finest level; doubles per level up.",
+)
+@click.option(
+    "--max-zoom",
+    type=int,
+    default=None,
+    help="Finest level (default: the DEM's native resolution).",
+)
+@click.option("--crs", default=None, help="CRS to use when the file has none.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def terrain_tiles(dem, outdir, max_error, max_zoom, crs, as_json):
+    """Cut a DEM into quantized-mesh-1.0 tiles for CesiumJS (layer.json + gzipped
+    {z}/{x}/{y}.terrain; serve them with Content-Encoding: gzip).
+
+    \b
+    Example:
+      twin terrain tiles survey/dem.tif terrain/ --max-error 0.5
+    """
+    from twin.progress import terminal
+    from twin.terrain.tiling import write_terrain_tiles
+
+    s = write_terrain_tiles(
+        dem,
+        outdir,
+        max_error=max_error,
+        max_zoom=max_zoom,
+        progress=None if as_json else terminal(),
+        crs=crs,
+    )
+    if as_json:
+        emit_json(s)
+    else:
+        click.echo(f"{outdir}: {s['tiles']} tiles, levels 0-{s['max_zoom']}, {s['bytes']:,} bytes")
+
+
 def _write_terrain_mesh(out, v, f, dem) -> None:
     from pathlib import Path
 

@@ -2,7 +2,9 @@
 
 * :func:`read_dem` -> :class:`Dem` (rasterio; nodata masks, custom WKT);
 * :func:`tin` (greedy Delaunay refinement or RTIN, the error bound guaranteed);
-* :func:`dem_to_mesh` (a regular-grid mesh in the local ENU frame).
+* :func:`dem_to_mesh` (a regular-grid mesh in the local ENU frame);
+* :func:`write_terrain_tiles` (quantized-mesh-1.0 pyramid + layer.json for CesiumJS),
+  :func:`encode_tile` / :func:`decode_tile`.
 
 ``twin.terrain.tin`` is the function; the module is ``twin.terrain.tin`` for imports
 (``from twin.terrain.tin import tin_errors``).
@@ -10,6 +12,18 @@
 
 from twin.terrain.dem import Dem, read_dem
 from twin.terrain.gridmesh import dem_to_mesh
+from twin.terrain.quantized_mesh import decode_tile, encode_tile
+from twin.terrain.tiling import tile_bounds, write_terrain_tiles
 from twin.terrain.tin import tin, tin_errors
 
-__all__ = ["Dem", "dem_to_mesh", "read_dem", "tin", "tin_errors"]
+__all__ = [
+    "Dem",
+    "decode_tile",
+    "dem_to_mesh",
+    "encode_tile",
+    "read_dem",
+    "tile_bounds",
+    "tin",
+    "tin_errors",
+    "write_terrain_tiles",
+]
