@@ -15,8 +15,19 @@ measures, in one process:
   output vertex count and time; meshoptimizer's equivalent is
   ``generate_vertex_remap`` + ``remap_index_buffer`` + ``remap_vertex_buffer``.
 
+- simplification to 10 % and 1 % of the triangles (``--ratios``): ours
+  (``twin.mesh.simplify``), meshoptimizer's ``simplify`` (positions only, target
+  index count, no error limit), fast-simplification and Open3D's
+  ``simplify_quadric_decimation``: best-of-``repeat`` time (first call apart for
+  ours), output triangles, two-sided Hausdorff and mean distance measured
+  independently (``benchmarks/_distance.py``: area-uniform samples plus vertices,
+  exact point-to-triangle distance), the returned error against the measured
+  Hausdorff (ours; meshoptimizer's relative error times its scale), and peak memory
+  (the rise of the peak RSS while the call runs, in a fresh process, in bytes per
+  input vertex). ``--no-simplify`` skips it.
+
 Prints a table and writes JSON with the machine, the versions and every number,
-including our/meshoptimizer ratios. Later rounds add simplification and codecs.
+including our/meshoptimizer ratios. Later rounds add codecs.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._distance import surface_distance  # noqa: E402
 from benchmarks._meshes import city_mesh, scan_mesh, soup  # noqa: E402
 from twin.mesh.reorder import acmr, atvr, optimize_vertex_cache, optimize_vertex_fetch  # noqa: E402
 from twin.mesh.weld import weld  # noqa: E402
@@ -137,6 +149,150 @@ def bench_mesh(name: str, v: np.ndarray, f: np.ndarray, repeat: int) -> dict:
     return res
 
 
+def _simplifiers(mo, only: str | None = None):
+    """name -> fn(v, f, target_faces) -> (vertices, faces, returned error or None);
+    ``only`` imports just that one (for the memory probe)."""
+    from twin.mesh.simplify import simplify
+
+    out = {"ours": lambda v, f, t: simplify(v, f, target_faces=t)}
+    if mo is not None:
+
+        def mo_simplify(v, f, t):
+            v32 = np.ascontiguousarray(v, dtype=np.float32)
+            idx = np.ascontiguousarray(f.ravel(), dtype=np.uint32)
+            dst = np.empty_like(idx)
+            err = np.zeros(1, np.float32)
+            k = mo.simplify(dst, idx, v32, target_index_count=3 * t, target_error=1e9,
+                            result_error=err)  # fmt: skip
+            return v, dst[:k].reshape(-1, 3), float(err[0]) * mo.simplify_scale(v32)
+
+        out["meshopt"] = mo_simplify
+    if only is not None and only not in ("fast-simplification", "open3d"):
+        return out
+    try:
+        import fast_simplification
+
+        def fs_simplify(v, f, t):
+            pv, pf = fast_simplification.simplify(
+                v.astype(np.float32), f.astype(np.int64), target_reduction=1.0 - t / len(f)
+            )
+            return pv, pf, None
+
+        out["fast-simplification"] = fs_simplify
+    except ImportError:
+        pass
+    try:
+        import open3d as o3d
+
+        def o3d_simplify(v, f, t):
+            m = o3d.geometry.TriangleMesh(
+                o3d.utility.Vector3dVector(v), o3d.utility.Vector3iVector(f.astype(np.int32))
+            )
+            s = m.simplify_quadric_decimation(target_number_of_triangles=t)
+            return np.asarray(s.vertices), np.asarray(s.triangles), None
+
+        out["open3d"] = o3d_simplify
+    except ImportError:
+        pass
+    return out
+
+
+_MEMORY_SNIPPET = """
+import resource, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from benchmarks.mesh_storage import _meshopt, _simplifiers
+fn = _simplifiers(_meshopt() if {name!r} == "meshopt" else None, only={name!r})[{name!r}]
+d = np.load({path!r})
+v, f = d["v"], d["f"]
+fn(v[:30], np.array([[i, i + 1, i + 2] for i in range(27)], np.uint32), 10)  # warm up
+with open("/proc/self/statm") as fh:
+    before = int(fh.read().split()[1]) * resource.getpagesize()
+fn(v, f, {target})
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+"""
+
+
+def peak_memory(name: str, path: str, target: int) -> int | None:
+    """Peak RSS during one simplifier call minus the RSS just before it (bytes), in a
+    fresh process that imports only that simplifier, loads the input and warms the
+    code up first. Includes the call's output arrays."""
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[1])
+    code = _MEMORY_SNIPPET.format(root=root, name=name, path=path, target=target)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"peak memory of {name} failed: {out.stderr.strip()[-300:]}", file=sys.stderr)
+        return None
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def bench_simplify(name, v, f, repeat: int, ratios, samples: int) -> dict:
+    """Simplification of one mesh to each ratio by every available simplifier."""
+    import tempfile
+
+    mo = _meshopt()
+    fns = _simplifiers(mo)
+    res: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "mesh.npz")
+        np.savez(path, v=v, f=f)
+        for ratio in ratios:
+            target = max(4, int(len(f) * ratio))
+            row: dict = {}
+            for method, fn in fns.items():
+                first, best, out = _timed(lambda fn=fn, t=target: fn(v, f, t), repeat)
+                ov, of, err = out[0], out[1], out[2]
+                d = surface_distance(v, f, ov, of, n_samples=samples)
+                mem = peak_memory(method, path, target)
+                row[method] = {
+                    "triangles": int(len(of)),
+                    "time_s": best,
+                    "first_call_s": first,
+                    **d,
+                    "returned_error": err,
+                    "error_over_hausdorff": (err / d["hausdorff"])
+                    if err and d["hausdorff"]
+                    else None,
+                    "peak_bytes_per_vertex": mem / len(v) if mem is not None else None,
+                }
+            if "meshopt" in row:
+                row["ratios"] = {
+                    "hausdorff": row["ours"]["hausdorff"] / row["meshopt"]["hausdorff"],
+                    "mean": row["ours"]["mean"] / row["meshopt"]["mean"],
+                    "time": row["ours"]["time_s"] / row["meshopt"]["time_s"],
+                }
+            res[f"{ratio:g}"] = row
+    return res
+
+
+def print_simplify_table(results: list[dict]) -> None:
+    head = (
+        f"{'mesh':6} {'ratio':>5} {'method':20} {'tris':>8} {'time s':>7} {'Hausdorff':>10} "
+        f"{'mean':>9} {'err/H':>6} {'B/vert':>7}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        for ratio, row in r.get("simplify", {}).items():
+            for method, d in row.items():
+                if method == "ratios":
+                    continue
+                eh = d["error_over_hausdorff"]
+                mem = d["peak_bytes_per_vertex"]
+                eh_s = f"{eh:6.2f}" if eh else " " * 6
+                mem_s = f"{mem:7.0f}" if mem is not None else " " * 7
+                print(
+                    f"{r['mesh']:6} {ratio:>5} {method:20} {d['triangles']:8d} {d['time_s']:7.3f} "
+                    f"{d['hausdorff']:10.4f} {d['mean']:9.5f} "
+                    f"{eh_s} {mem_s}"
+                )
+            if "ratios" in row:
+                ratios = ", ".join(f"{k} {v:.3f}" for k, v in row["ratios"].items())
+                print(f"{'':6} {ratio:>5} ours/meshopt: {ratios}")
+
+
 _COMPILE_SNIPPET = """
 import time
 import numpy as np
@@ -214,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=1_000_000, help="triangles per mesh")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs (best is kept)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-simplify", action="store_true", help="skip simplification")
+    ap.add_argument("--ratios", type=float, nargs="+", default=[0.1, 0.01])
+    ap.add_argument("--samples", type=int, default=200_000, help="distance samples per side")
     args = ap.parse_args(argv)
 
     results = []
@@ -223,8 +382,13 @@ def main(argv: list[str] | None = None) -> int:
         gen_s = time.perf_counter() - t
         r = bench_mesh(name, v, f, args.repeat)
         r["generate_s"] = gen_s
+        if not args.no_simplify:
+            r["simplify"] = bench_simplify(name, v, f, args.repeat, args.ratios, args.samples)
         results.append(r)
     print_table(results)
+    if not args.no_simplify:
+        print()
+        print_simplify_table(results)
     compiled = compile_times()
     for label, times in compiled.items():
         print(f"first call, {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
@@ -244,7 +408,14 @@ def main(argv: list[str] | None = None) -> int:
             "numba": numba.__version__,
             "meshoptimizer": getattr(mo, "__version__", None) if mo else None,
         },
-        "parameters": {"size": args.size, "repeat": args.repeat, "seed": args.seed, "cache": 16},
+        "parameters": {
+            "size": args.size,
+            "repeat": args.repeat,
+            "seed": args.seed,
+            "cache": 16,
+            "simplify_ratios": None if args.no_simplify else args.ratios,
+            "distance_samples": args.samples,
+        },
         "results": results,
         "first_call": compiled,
     }

@@ -65,7 +65,7 @@ def quadric_eval(q, x, y, z):
     )
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def plan_position(q, ux, uy, uz, vx, vy, vz, optimal):
     """Best position for collapsing edge (u, v) under quadric ``q`` (11-vector).
 
@@ -120,7 +120,7 @@ def plan_position(q, ux, uy, uz, vx, vy, vz, optimal):
     return bx, by, bz, best
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def face_ok(ax, ay, az, bx, by, bz, cx, cy, cz, px, py, pz, ox, oy, oz):
     """Whether moving corner ``a`` of triangle (a, b, c) to ``p`` keeps it valid.
 
@@ -156,7 +156,7 @@ def face_ok(ax, ay, az, bx, by, bz, cx, cy, cz, px, py, pz, ox, oy, oz):
     return dot > 0.0 and n1x * ox + n1y * oy + n1z * oz > MIN_COS_ORIGINAL * np.sqrt(l1)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def attr_penalty(attrs, weights, u, v):
     """``0.25 * sum_k (w_k (a_u,k - a_v,k))**2``: the attribute term of a collapse key."""
     s = 0.0
@@ -274,7 +274,7 @@ def build_corner_lists(F, n):
     return head, nxt
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def count_edge_faces(F, head, nxt, falive, a, b):
     """Number of live faces containing both a and b (walks a's list)."""
     n = 0
@@ -375,7 +375,7 @@ def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight):
 # ---------------------------------------------------------------- planning
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp):
     """Plan the directed collapse u -> v: ``(ok, key, geometric e2, x, y, z)``.
 
@@ -423,7 +423,7 @@ def plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp):
     return True, key, e2, x, y, z
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def best_direction(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp):
     """The cheaper allowed direction of edge {a, b}: ``(ok, key, u, v)``."""
     ok1, k1, _, _, _, _ = plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp)
@@ -440,7 +440,7 @@ def best_direction(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a,
 # ---------------------------------------------------------------- checks
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def link_ok(F, head, nxt, falive, ib, mark, stamp, u, v):
     """Link condition for collapsing edge (u, v): the vertices adjacent to both are
     exactly the apexes of the faces on the edge; two index-border vertices may
@@ -482,7 +482,7 @@ def link_ok(F, head, nxt, falive, ib, mark, stamp, u, v):
     return common == shared
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def fan_ok(V, F, N0, head, nxt, falive, u, v, px, py, pz):
     """No face of u that survives the collapse (u -> v at p) flips or degenerates."""
     c = head[u]
@@ -508,7 +508,7 @@ def fan_ok(V, F, N0, head, nxt, falive, u, v, px, py, pz):
 # ---------------------------------------------------------------- apply
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz):
     """Collapse u into v at p: kill the faces on the edge, move u's corners to v,
     splice the lists (dropping dead corners), merge quadrics, interpolate attributes.
@@ -583,7 +583,7 @@ def _less(hk, huv, i, j):
     return huv[i] < huv[j]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _sift_down(hk, huv, i, size):
     k = hk[i]
     e = huv[i]
@@ -606,7 +606,7 @@ def _sift_down(hk, huv, i, size):
     huv[i] = e
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _sift_up(hk, huv, i):
     k = hk[i]
     e = huv[i]
@@ -644,7 +644,7 @@ def _compact(hk, huv, size, touch, valive):
     return m
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _push(hk, huv, size, key, u, v, now, touch, valive, fbuf, ubuf):
     if size == hk.shape[0]:
         size = _compact(hk, huv, size, touch, valive)
@@ -659,7 +659,7 @@ def _push(hk, huv, size, key, u, v, now, touch, valive, fbuf, ubuf):
 # ---------------------------------------------------------------- main loop
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def push_around(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, mark, stamp, a,
                 hk, huv, size, now, touch, valive, tmp, fbuf, ubuf):  # fmt: skip
     """Push the best direction of every edge at vertex a; returns the heap size."""
