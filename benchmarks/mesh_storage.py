@@ -22,9 +22,12 @@ measures, in one process:
   ours), output triangles, two-sided Hausdorff and mean distance measured
   independently (``benchmarks/_distance.py``: area-uniform samples plus vertices,
   exact point-to-triangle distance), the returned error against the measured
-  Hausdorff (ours; meshoptimizer's relative error times its scale), and peak memory
-  (the rise of the peak RSS while the call runs, in a fresh process, in bytes per
-  input vertex). ``--no-simplify`` skips it.
+  Hausdorff (ours; meshoptimizer's relative error times its scale), and the rise
+  of the peak RSS while the call runs (fresh process, bytes per input vertex). The
+  RSS rise is an upper bound: glibc keeps freed mid-size blocks, so it can count
+  transient arrays several times over (ours: 292 at 100 k triangles but ~550-2000
+  at 1 M, against ~280 bytes counted live); compare methods with care.
+  ``--no-simplify`` skips it.
 
 Prints a table and writes JSON with the machine, the versions and every number,
 including our/meshoptimizer ratios. Later rounds add codecs.
@@ -270,7 +273,7 @@ def bench_simplify(name, v, f, repeat: int, ratios, samples: int) -> dict:
 def print_simplify_table(results: list[dict]) -> None:
     head = (
         f"{'mesh':6} {'ratio':>5} {'method':20} {'tris':>8} {'time s':>7} {'Hausdorff':>10} "
-        f"{'mean':>9} {'err/H':>6} {'B/vert':>7}"
+        f"{'mean':>9} {'err/H':>6} {'RSS B/v':>7}"
     )
     print(head)
     print("-" * len(head))

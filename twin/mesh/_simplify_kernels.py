@@ -9,7 +9,7 @@ Data layout (flat arrays only, nothing Python-side in the loop):
 - vertex -> face adjacency as linked lists of corners: ``head[v]`` is the first
   corner (``3 * face + k``) of vertex v, ``nxt[c]`` the next one; a collapse splices
   the removed vertex's list into the kept one's; dead faces are skipped lazily.
-- a 4-ary min-heap of candidate collapses ``(key, time, u, v)`` with lazy
+- an 8-ary min-heap of candidate collapses ``(key, time, u, v)`` with lazy
   invalidation: an entry is stale when ``u`` or ``v`` was touched after ``time``.
 
 The geometric helpers (:func:`plan_position`, :func:`face_ok`, ...) take plain
@@ -563,7 +563,7 @@ def apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz):
 
 # ---------------------------------------------------------------- heap
 #
-# A 4-ary min-heap in two int64 arrays: ``hk = float32 key bits << 32 | push time``
+# An 8-ary min-heap in two int64 arrays: ``hk = float32 key bits << 32 | push time``
 # (non-negative float32 bits order like the numbers) and ``huv = u << 32 | v``.
 # Entries compare by hk, then huv. An entry is stale (lazy invalidation) when u or
 # v is dead or was touched (its quadric or position changed) after the push time.
