@@ -2,7 +2,8 @@
 
 Storage kernels (arrays in, arrays out; Numba with NumPy references in ``_reference``):
 :func:`weld`, :func:`optimize_vertex_cache`, :func:`optimize_vertex_fetch`,
-:func:`acmr`, :func:`atvr`, :func:`quantize` / :func:`dequantize`.
+:func:`acmr`, :func:`atvr`, :func:`quantize` / :func:`dequantize`,
+:func:`simplify` (quadric edge collapse; seams, locked borders, no flips).
 Buildings: :func:`read_footprints`, :func:`building_meshes`, :func:`merge_meshes`.
 """
 
@@ -16,6 +17,7 @@ from twin.mesh.quantize import (
     quantize,
 )
 from twin.mesh.reorder import acmr, atvr, optimize_vertex_cache, optimize_vertex_fetch
+from twin.mesh.simplify import SimplifyResult, simplify
 from twin.mesh.validate import check_mesh
 from twin.mesh.weld import weld
 
@@ -23,6 +25,7 @@ __all__ = [
     "BuildingMesh",
     "MergedMesh",
     "Quantized",
+    "SimplifyResult",
     "acmr",
     "atvr",
     "building_meshes",
@@ -35,5 +38,6 @@ __all__ = [
     "optimize_vertex_fetch",
     "quantize",
     "read_footprints",
+    "simplify",
     "weld",
 ]
