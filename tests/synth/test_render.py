@@ -143,8 +143,13 @@ def test_supersampling_keeps_depth_and_ids(scene, rig, renders):
 
 def test_real_small_city_nadir_and_oblique(small_truth, small_spec):
     # the low, dense flight this test was written for keeps the forward oblique on the city
-    spec = small_spec.with_(image_width=160, image_height=120, flight_height=120.0,
-                            forward_overlap=0.8, side_overlap=0.65)
+    spec = small_spec.with_(
+        image_width=160,
+        image_height=120,
+        flight_height=120.0,
+        forward_overlap=0.8,
+        side_overlap=0.65,
+    )
     v = small_truth.vertices
     shots = plan_flight((*v[:, :2].min(0), *v[:, :2].max(0)), spec)
     mid = min(shots, key=lambda s: np.hypot(*s.centre[:2]))

@@ -20,9 +20,10 @@ else uint32. ``COLOR_0`` is float RGB/RGBA (linear) or normalized uint8 RGBA.
 (``featureIds[0].attribute = 0``); a :class:`PropertyTable` on the mesh adds an
 ``EXT_structural_metadata`` schema and property table (binary columns in 8-byte
 aligned bufferViews) that the feature ids index, so a viewer can show a picked
-building's attributes; :func:`read_property_tables` decodes it. The JSON chunk is padded with spaces and the
-BIN chunk with zeros so the BIN data starts on an 8-byte boundary of the file and
-the file length is a multiple of 8 (what 3D Tiles asks of binary content).
+building's attributes; :func:`read_property_tables` decodes it. The JSON chunk is
+padded with spaces so the BIN data starts on an 8-byte boundary of the file, and the
+buffer's length is a multiple of 8, so the file length is too (what 3D Tiles asks of
+binary content) with no padding past the buffer (glTF allows at most 3 bytes).
 ``asset.generator`` is ``"twin <version>"``. Files are written to a temporary name
 and renamed.
 """
