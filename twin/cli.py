@@ -32,6 +32,7 @@ def main(verbose: int) -> None:
     Start with:  twin demo            (synthetic survey -> model -> tiles -> live replay)
     Then:        twin synth OUT       (a synthetic survey with exact ground truth)
                  twin build SURVEY OUT
+    Every verb has --help with an example; --json where a script wants output.
     """
     import logging
 
@@ -433,7 +434,7 @@ points_dsm = _raster_command("dsm")
 # ---------------------------------------------------------------- terrain
 @main.group()
 def terrain():
-    """Terrain: DEM facts, error-bounded TINs."""
+    """Terrain: DEM facts, error-bounded TINs, quantized-mesh tiles."""
 
 
 @terrain.command("info")
@@ -602,7 +603,7 @@ def _write_terrain_mesh(out, v, f, dem) -> None:
 # ---------------------------------------------------------------- sync
 @main.group()
 def sync():
-    """Live entity state: replay event streams, query state and history."""
+    """Live entity state: replay, serve (HTTP + WebSocket), query, export."""
 
 
 @sync.command("replay")
