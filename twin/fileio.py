@@ -23,7 +23,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create the folder: {exc.strerror}", path=path.parent) from None
+        raise OutputError(
+            f"cannot create its folder {path.parent}: {exc.strerror}", path=path
+        ) from None
     # Keep the extension last: some writers (GDAL) choose the format by it.
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=f".part{path.suffix}", dir=path.parent

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from twin.errors import OutputError, ParameterError
+from twin.fileio import atomic_path
 from twin.synth.model import City
 from twin.synth.params import SurveySpec
 
@@ -100,20 +101,14 @@ def write_dem(city: City, spec: SurveySpec, path: str | os.PathLike) -> DemGrid:
         "compress": "deflate",
         "predictor": 3,
     }
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-            with rasterio.open(tmp, "w", **profile) as ds:
-                ds.write(grid.heights, 1)
-                ds.update_tags(AREA_OR_POINT="Area", HEIGHTS="ellipsoidal metres")
-                ds.set_band_description(1, "terrain height (ellipsoidal, m)")
-                ds.units = ("metre",)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+                with rasterio.open(tmp, "w", **profile) as ds:
+                    ds.write(grid.heights, 1)
+                    ds.update_tags(AREA_OR_POINT="Area", HEIGHTS="ellipsoidal metres")
+                    ds.set_band_description(1, "terrain height (ellipsoidal, m)")
+                    ds.units = ("metre",)
     except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise OutputError(f"cannot write the DEM: {exc}", path=path) from exc
     return grid

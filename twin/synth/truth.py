@@ -36,6 +36,7 @@ import shapely
 from shapely.geometry import Polygon
 
 from twin.errors import InputError, OutputError, ParameterError
+from twin.fileio import atomic_path
 from twin.synth.appearance import ROOF_CODE, Albedo, linear_to_srgb8
 from twin.synth.city import point_in, road_surface
 from twin.synth.model import ASPRS_CLASS, Building, City, Surface, TruthScene
@@ -398,15 +399,12 @@ def write_truth(scene: TruthScene, city: City, out_dir: str | os.PathLike) -> Pa
     ply = d / "mesh.ply"
     lab = d / "labels.json"
     try:
-        tmp = ply.with_name(ply.name + ".tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_path(ply) as tmp, open(tmp, "wb") as fh:
             fh.write(header)
             fh.write(vert.tobytes())
             fh.write(face.tobytes())
-        os.replace(tmp, ply)
-        tmp = lab.with_name(lab.name + ".tmp")
-        tmp.write_text(json.dumps(labels, indent=1) + "\n")
-        os.replace(tmp, lab)
+        with atomic_path(lab) as tmp:
+            tmp.write_text(json.dumps(labels, indent=1) + "\n")
     except OSError as exc:
         raise OutputError(f"cannot write the truth mesh: {exc}", path=d) from exc
     return d
