@@ -17,9 +17,11 @@ from twin.mesh import _meshopt_reference as R
 from twin.mesh import meshopt_codec as M
 from twin.mesh.meshopt_codec import (
     decode_index_buffer,
+    decode_index_sequence,
     decode_meshopt,
     decode_vertex_buffer,
     encode_index_buffer,
+    encode_index_sequence,
     encode_meshopt,
     encode_vertex_buffer,
 )
@@ -370,3 +372,56 @@ def test_huge_counts_are_refused_before_allocating():
     for n, stride in [(0, 4), (1, 4), (300, 8), (1000, 64), (513, 256)]:
         d = np.zeros((n, stride), np.uint8)
         assert len(encode_vertex_buffer(d)) == M._vertex_min_size(n, stride)
+
+
+# ---------------------------------------------------------------- index sequences (mode 2)
+
+
+@pytest.mark.parametrize("case", ["lines", "strip", "random", "wide", "empty"])
+def test_index_sequence_against_reference_and_meshoptimizer(case):
+    g = rng(8)
+    if case == "lines":  # a line list walking two interleaved runs
+        seq = np.column_stack([np.arange(500), np.arange(1000, 1500)]).ravel()
+    elif case == "strip":
+        seq = np.arange(2000) // 2 + (np.arange(2000) % 2) * 700
+    elif case == "random":
+        seq = g.integers(0, 60_000, 3000)
+    elif case == "wide":
+        seq = g.integers(0, 2**30, 500)
+    else:
+        seq = np.zeros(0, np.int64)
+    seq = seq.astype(np.uint32)
+    ours = encode_index_sequence(seq)
+    assert ours == R.encode_sequence_ref(seq)
+    assert ours[0] == 0xD1 and ours[-4:] == b"\0\0\0\0"
+    dec = decode_index_sequence(ours, seq.size)
+    assert dec.dtype == np.uint32 and np.array_equal(dec, seq)
+    assert np.array_equal(R.decode_sequence_ref(ours, seq.size), seq)
+    assert np.array_equal(mo.decode_index_sequence(seq.size, 4, ours).astype(np.uint32), seq)
+    if seq.size:
+        theirs = mo.encode_index_sequence(seq, seq.size, int(seq.max()) + 1)
+        assert np.array_equal(decode_index_sequence(theirs, seq.size), seq)
+        print(f"\n{case}: {len(ours)} bytes vs meshoptimizer {len(theirs)}")
+        assert len(ours) <= 1.10 * len(theirs)
+
+
+def test_index_sequence_bad_input():
+    seq = np.arange(100, dtype=np.uint32)
+    enc = encode_index_sequence(seq)
+    with pytest.raises(InputError, match="truncated"):
+        decode_index_sequence(enc[:50], 100)
+    with pytest.raises(InputError, match="unexpected bytes"):
+        decode_index_sequence(enc, 99)
+    with pytest.raises(InputError, match="header"):
+        decode_index_sequence(b"\xd0" + enc[1:], 100)
+    with pytest.raises(InputError, match="over-long"):
+        decode_index_sequence(b"\xd1" + b"\xff" * 8 + b"\x00" * 5, 1)
+    with pytest.raises(InputError):
+        encode_index_sequence(np.array([1, -2, 3]))
+    with pytest.raises(InputError, match="out of range"):
+        encode_index_sequence(seq, 50)
+    with pytest.raises(InputError, match="2\\*\\*30"):
+        encode_index_sequence(np.array([0, 2**31 + 5, 2**31 + 7], np.uint32))
+    with pytest.raises(ParameterError):
+        decode_index_sequence(enc, 100, index_size=1)
+    assert decode_index_sequence(enc, 100, index_size=2).dtype == np.uint16

@@ -616,3 +616,80 @@ def decode_index_kernel(buf, index_count):
     if d != end:
         return out, -2
     return out, 0
+
+
+# ---------------------------------------------------------------- indices (mode 2)
+
+SEQUENCE_HEADER = 0xD1
+
+
+@njit(cache=True)
+def _zz_seq(idx, base):
+    d = ((idx - base + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+    if d < -(1 << 30) or d >= (1 << 30):
+        return -1
+    return ((d << 1) ^ (d >> 31)) if d < 0 else d << 1
+
+
+@njit(cache=True)
+def encode_sequence_kernel(idx):
+    """Mode 2 encode: ``idx`` (K,) int64 -> (uint8 stream, status); status -6 when an
+    index is more than 2^30 from both baselines. Memory: 5 bytes per index bound."""
+    n = idx.shape[0]
+    out = np.empty(1 + 5 * n + 4, np.uint8)
+    out[0] = SEQUENCE_HEADER
+    p = 1
+    l0 = np.int64(0)
+    l1 = np.int64(0)
+    for i in range(n):
+        v = idx[i]
+        z0 = _zz_seq(v, l0)
+        z1 = _zz_seq(v, l1)
+        if z0 < 0 and z1 < 0:
+            return out[:1].copy(), -6
+        if z1 >= 0 and (z0 < 0 or z1 < z0):
+            p = _put_varint(out, p, (z1 << 1) | 1)
+            l1 = v
+        else:
+            p = _put_varint(out, p, z0 << 1)
+            l0 = v
+    for i in range(4):
+        out[p + i] = 0
+    return out[: p + 4].copy(), 0
+
+
+@njit(cache=True)
+def decode_sequence_kernel(buf, count):
+    """Mode 2 decode: uint8 stream -> ((count,) uint32, status). Memory: the output."""
+    out = np.zeros(count, np.uint32)
+    size = buf.shape[0]
+    if size < 1 + count + 4:
+        return out, -1
+    if buf[0] != SEQUENCE_HEADER:
+        return out, -5
+    end = size - 4
+    p = 1
+    last = np.zeros(2, np.int64)
+    for i in range(count):
+        v = np.int64(0)
+        shift = 0
+        while True:
+            if p >= end:
+                return out, -1
+            byte = np.int64(buf[p])
+            p += 1
+            v |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+            if shift > 28:
+                return out, -4
+        v &= 0xFFFFFFFF
+        b = v & 1
+        z = v >> 1
+        d = ~(z >> 1) if z & 1 else z >> 1
+        last[b] = (last[b] + d) & 0xFFFFFFFF
+        out[i] = last[b]
+    if p != end:
+        return out, -2
+    return out, 0

@@ -449,3 +449,64 @@ def decode_index_ref(buf: bytes, index_count: int) -> np.ndarray:
     if d != end:
         raise ValueError(f"index stream has {end - d} unexpected bytes before its table")
     return out
+
+
+# ---------------------------------------------------------------- indices (mode 2)
+
+SEQUENCE_HEADER = 0xD1
+
+
+def _zz_seq(idx: int, base: int) -> int:
+    """Zigzag of the 32-bit wrapped delta ``idx - base``; -1 if outside [-2^30, 2^30)."""
+    d = ((idx - base + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+    if not -(1 << 30) <= d < (1 << 30):
+        return -1
+    return (d << 1) ^ (d >> 31) if d < 0 else d << 1
+
+
+def encode_sequence_ref(indices: np.ndarray) -> bytes:
+    """Mode 2 (indices), header 0xd1: each index a varint of ``zigzag(delta) << 1 |
+    baseline``, against whichever of the two baselines gives the smaller code."""
+    last = [0, 0]
+    out = bytearray([SEQUENCE_HEADER])
+    for idx in np.asarray(indices, np.int64).tolist():
+        z0, z1 = _zz_seq(idx, last[0]), _zz_seq(idx, last[1])
+        if z0 < 0 and z1 < 0:
+            raise ValueError(f"index {idx} is too far from both baselines")
+        b = 1 if z1 >= 0 and (z0 < 0 or z1 < z0) else 0
+        out += _varint(((z1 if b else z0) << 1) | b)
+        last[b] = idx
+    return bytes(out + bytes(4))
+
+
+def decode_sequence_ref(buf: bytes, count: int) -> np.ndarray:
+    """Inverse of :func:`encode_sequence_ref`: bytes -> (count,) uint32."""
+    if len(buf) < 1 + count + 4:
+        raise ValueError("index sequence is truncated")
+    if buf[0] != SEQUENCE_HEADER:
+        raise ValueError(f"index sequence header 0x{buf[0]:02x} is not 0xd1")
+    end = len(buf) - 4
+    p = 1
+    last = [0, 0]
+    out = np.zeros(count, np.uint32)
+    for i in range(count):
+        v = 0
+        for shift in range(0, 35, 7):
+            if p >= end:
+                raise ValueError("index sequence is truncated")
+            byte = buf[p]
+            p += 1
+            v |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+        else:
+            raise ValueError("index sequence has an over-long varint")
+        v &= 0xFFFFFFFF
+        b = v & 1
+        z = v >> 1
+        d = ~(z >> 1) if z & 1 else z >> 1
+        last[b] = (last[b] + d) & 0xFFFFFFFF
+        out[i] = last[b]
+    if p != end:
+        raise ValueError("index sequence has unexpected bytes before its tail")
+    return out

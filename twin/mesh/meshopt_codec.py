@@ -17,6 +17,8 @@ stores bufferViews in three modes; we write two of them:
   their order is kept. Our encoder picks, per triangle, the rotation with the
   fewest bytes, and builds the ``codeaux`` table from the mesh's own statistics
   (0x00 plus its 13 most frequent new-triangle patterns) in a first pass.
+- ``INDICES`` (mode 2, header ``0xd1``): any index sequence (lines, strips, sparse
+  accessor indices) as varint-7 zigzag deltas against the nearer of two baselines.
 
 :func:`encode_meshopt` is the convenience the tiles writer uses: cache and fetch
 order, ``KHR_mesh_quantization`` (positions ``UNSIGNED_SHORT`` padded to 8 bytes,
@@ -37,9 +39,11 @@ from twin.mesh.validate import MAX_VERTICES, check_faces, check_mesh, check_n_ve
 
 __all__ = [
     "decode_index_buffer",
+    "decode_index_sequence",
     "decode_meshopt",
     "decode_vertex_buffer",
     "encode_index_buffer",
+    "encode_index_sequence",
     "encode_meshopt",
     "encode_vertex_buffer",
 ]
@@ -50,6 +54,7 @@ _STATUS = {
     -3: "has a codeaux table with a 0xf nibble",
     -4: "has an over-long varint",
     -5: "has a wrong header byte",
+    -6: "cannot hold an index more than 2**30 from both baselines",
 }
 
 
@@ -162,6 +167,47 @@ def decode_index_buffer(encoded, index_count: int, index_size: int = 4) -> np.nd
     if index_size == 2:
         if out.size and out.max() > 0xFFFF:
             raise InputError("index stream holds indices above 65535 for index_size 2")
+        return out.astype(np.uint16)
+    return out
+
+
+def encode_index_sequence(indices, n_vertices: int | None = None) -> bytes:
+    """Encode any index sequence as an ``INDICES`` (mode 2, header 0xd1) stream.
+
+    ``indices`` (K,) non-negative integers below ``n_vertices`` (default: max + 1);
+    each index must lie within 2**30 of one of the two running baselines (always so
+    below 2**30). Memory: 5 bytes per index of scratch plus an int64 copy.
+    """
+    a = np.asarray(indices)
+    if a.ndim != 1 or a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+        raise InputError(f"indices must be a 1-D integer array, got {a.dtype} {a.shape}")
+    if a.size and int(a.min()) < 0:
+        raise InputError(f"indices hold a negative value ({int(a.min())})")
+    hi = int(a.max()) if a.size else 0
+    n = check_n_vertices(hi + 1 if n_vertices is None else n_vertices)
+    if a.size and hi >= n:
+        raise InputError(f"index {hi} is out of range for {n} vertices")
+    out, status = K.encode_sequence_kernel(a.astype(np.int64))
+    if status:
+        raise InputError(f"indices {_STATUS[status]}")
+    return out.tobytes()
+
+
+def decode_index_sequence(encoded, index_count: int, index_size: int = 4) -> np.ndarray:
+    """Decode an ``INDICES`` stream to (index_count,) uint32 (uint16 for
+    ``index_size`` 2). Raises :class:`~twin.errors.InputError` for a truncated or
+    corrupt stream. Memory: the output."""
+    index_count = _count(index_count, "index_count")
+    if index_size not in (2, 4):
+        raise ParameterError(f"index_size must be 2 or 4, got {index_size!r}")
+    buf = _as_bytes(encoded, "index sequence")
+    if buf.size < 1 + index_count + 4:  # at least one byte per index, then the tail
+        raise InputError(f"index sequence is truncated ({buf.size} bytes for {index_count})")
+    out, status = K.decode_sequence_kernel(buf, index_count)
+    _raise(status, "index sequence")
+    if index_size == 2:
+        if out.size and out.max() > 0xFFFF:
+            raise InputError("index sequence holds indices above 65535 for index_size 2")
         return out.astype(np.uint16)
     return out
 
