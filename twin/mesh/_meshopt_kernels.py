@@ -1,13 +1,14 @@
 """Numba kernels for the EXT_meshopt_compression bitstream (glTF spec, Appendix A).
 
-Mode 0 (attributes, version 0, header ``0xa0``) and mode 1 (triangles, header
-``0xe1``). Each kernel matches its plain-Python reference in
+Mode 0 (attributes, version 0, header ``0xa0``), mode 1 (triangles, header
+``0xe1``) and mode 2 (indices, header ``0xd1``). Each kernel matches its plain-Python reference in
 :mod:`twin.mesh._meshopt_reference` byte for byte (the tests check this). Kernels
 report bad streams with a negative status instead of raising; the wrappers in
 :mod:`twin.mesh.meshopt_codec` turn that into :class:`~twin.errors.InputError`.
 
 Status codes: 0 ok, -1 truncated, -2 unexpected bytes before the tail, -3 codeaux
-table holds a 0xf nibble, -4 over-long varint, -5 wrong header byte.
+table holds a 0xf nibble, -4 over-long varint, -5 wrong header byte, -6 (encoder)
+an index more than 2**30 from both mode-2 baselines.
 """
 
 from __future__ import annotations
