@@ -3,12 +3,22 @@
 Storage kernels (arrays in, arrays out; Numba with NumPy references in ``_reference``):
 :func:`weld`, :func:`optimize_vertex_cache`, :func:`optimize_vertex_fetch`,
 :func:`acmr`, :func:`atvr`, :func:`quantize` / :func:`dequantize`,
-:func:`simplify` (quadric edge collapse; seams, locked borders, no flips).
+:func:`simplify` (quadric edge collapse; seams, locked borders, no flips),
+:func:`encode_meshopt` / :func:`decode_meshopt` (the EXT_meshopt_compression bitstream,
+our own encoder; meshoptimizer's decoder reads it).
 Buildings: :func:`read_footprints`, :func:`building_meshes`, :func:`merge_meshes`.
 """
 
 from twin.mesh.buildings import BuildingMesh, MergedMesh, building_meshes, merge_meshes
 from twin.mesh.footprints import read_footprints
+from twin.mesh.meshopt_codec import (
+    decode_index_buffer,
+    decode_meshopt,
+    decode_vertex_buffer,
+    encode_index_buffer,
+    encode_meshopt,
+    encode_vertex_buffer,
+)
 from twin.mesh.quantize import (
     Quantized,
     dequantize,
@@ -30,9 +40,15 @@ __all__ = [
     "atvr",
     "building_meshes",
     "check_mesh",
+    "decode_index_buffer",
+    "decode_meshopt",
+    "decode_vertex_buffer",
     "dequantize",
     "dequantize_normals",
     "dequantize_uvs",
+    "encode_index_buffer",
+    "encode_meshopt",
+    "encode_vertex_buffer",
     "merge_meshes",
     "optimize_vertex_cache",
     "optimize_vertex_fetch",
