@@ -133,49 +133,14 @@ CREATE TABLE IF NOT EXISTS incidents (
 ) WITHOUT ROWID;
 """
 
+# The state an event carries, stored alike in entities and history.
+_STATE = ("source", "lon", "lat", "alt", "heading", "speed", "status", "attributes")
+_PLACE = ("building", "floor", "x", "y", "z")
 # Entity rows in memory: the columns of _COLS in this order, then the integer key k.
 # ``k`` (rowid of ``entities``) keys history, so its index stays small.
-_COLS = (
-    "id",
-    "type",
-    "revision",
-    "observed_ns",
-    "event_id",
-    "source",
-    "lon",
-    "lat",
-    "alt",
-    "heading",
-    "speed",
-    "status",
-    "attributes",
-    "building",
-    "floor",
-    "x",
-    "y",
-    "z",
-)
+_COLS = ("id", "type", "revision", "observed_ns", "event_id", *_STATE, *_PLACE)
 _SEL = ", ".join(_COLS)
-_HIST_COLS = (
-    "k",
-    "observed_ns",
-    "event_id",
-    "revision",
-    "outcome",
-    "source",
-    "lon",
-    "lat",
-    "alt",
-    "heading",
-    "speed",
-    "status",
-    "attributes",
-    "building",
-    "floor",
-    "x",
-    "y",
-    "z",
-)
+_HIST_COLS = ("k", "observed_ns", "event_id", "revision", "outcome", *_STATE, *_PLACE)
 _INS_ENTITY = f"INSERT INTO entities ({_SEL}, k) VALUES ({', '.join('?' * len(_COLS))}, ?)"
 _UPD_ENTITY = (
     "UPDATE entities SET revision = ?3, observed_ns = ?4, event_id = ?5, source = ?6, "
