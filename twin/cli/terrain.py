@@ -1,0 +1,178 @@
+"""`twin terrain`: DEM info, TIN, quantized-mesh tiles."""
+
+from __future__ import annotations
+
+import click
+
+from twin.cli._common import emit_json
+
+
+@click.group()
+def terrain():
+    """Terrain: DEM facts, error-bounded TINs, quantized-mesh tiles."""
+
+
+@terrain.command("info")
+@click.argument("dem", type=click.Path(dir_okay=False))
+@click.option("--crs", default=None, help="CRS to use when the file has none.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def terrain_info(dem, crs, as_json):
+    """Size, resolution, CRS, bounds, height range and nodata of a DEM.
+
+    \b
+    Example:
+      twin terrain info survey/dem.tif --json
+    """
+    from twin.crs import crs_label
+    from twin.terrain.dem import read_dem
+
+    d = read_dem(dem, crs=crs)
+    valid = d.valid
+    h = d.heights[valid]
+    x0, y0, x1, y1 = d.bounds()
+    out = {
+        "path": str(dem),
+        "size": {"rows": d.shape[0], "cols": d.shape[1]},
+        "resolution": [abs(d.transform.a), abs(d.transform.e)],
+        "crs": crs_label(d.crs),
+        "bounds": {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1},
+        "heights": {"min": float(h.min()), "max": float(h.max()), "mean": float(h.mean())},
+        "nodata": d.nodata,
+        "valid_fraction": float(valid.mean()),
+        "pixel_is_area": d.pixel_is_area,
+    }
+    if as_json:
+        emit_json(out)
+    else:
+        for k, v in out.items():
+            click.echo(f"{k:15s} {v}")
+
+
+@terrain.command("tin")
+@click.argument("dem", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option(
+    "--max-error",
+    type=float,
+    required=True,
+    help="Maximum vertical error (m) of the TIN at every DEM sample: a guarantee.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["greedy", "rtin"]),
+    default="greedy",
+    show_default=True,
+    help="greedy: fewest triangles; rtin: fastest.",
+)
+@click.option("--crs", default=None, help="CRS to use when the file has none.")
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
+def terrain_tin(dem, out, max_error, mode, crs, as_json):
+    """Triangulate a DEM within a guaranteed vertical error; write PLY (map coordinates)
+    or GLB (local ENU frame, y-up, the frame in the GLB's extras).
+
+    \b
+    Example:
+      twin terrain tin survey/dem.tif terrain.glb --max-error 0.5
+    """
+    import time
+    from pathlib import Path
+
+    from twin.errors import ParameterError
+    from twin.terrain.dem import read_dem
+    from twin.terrain.tin import tin
+
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".ply", ".glb"):
+        raise ParameterError(f"output must end in .ply or .glb, got {out!r}")
+    d = read_dem(dem, crs=crs)
+    t0 = time.perf_counter()
+    v, f, reached = tin(d.heights, max_error, transform=d.transform, mask=d.valid, mode=mode)
+    seconds = time.perf_counter() - t0
+    _write_terrain_mesh(out, v, f, d)
+    summary = {
+        "out": str(out),
+        "vertices": int(len(v)),
+        "triangles": int(len(f)),
+        "max_error": max_error,
+        "max_error_reached": float(reached),
+        "mode": mode,
+        "seconds": round(seconds, 3),
+        "dem_samples": int(d.valid.sum()),
+    }
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(
+            f"{out}: {len(f):,} triangles from {summary['dem_samples']:,} samples, "
+            f"max error {reached:.3f} (asked {max_error}) in {seconds:.2f} s"
+        )
+
+
+@terrain.command("tiles")
+@click.argument("dem", type=click.Path(dir_okay=False))
+@click.argument("outdir", type=click.Path(file_okay=False))
+@click.option(
+    "--max-error",
+    type=float,
+    required=True,
+    help="Vertical error (m) of the finest level; doubles per level up.",
+)
+@click.option(
+    "--max-zoom",
+    type=int,
+    default=None,
+    help="Finest level (default: the DEM's native resolution).",
+)
+@click.option("--crs", default=None, help="CRS to use when the file has none.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def terrain_tiles(dem, outdir, max_error, max_zoom, crs, as_json):
+    """Cut a DEM into quantized-mesh-1.0 tiles for CesiumJS (layer.json + gzipped
+    {z}/{x}/{y}.terrain; serve them with Content-Encoding: gzip).
+
+    \b
+    Example:
+      twin terrain tiles survey/dem.tif terrain/ --max-error 0.5
+    """
+    from twin.progress import terminal
+    from twin.terrain.tiling import write_terrain_tiles
+
+    s = write_terrain_tiles(
+        dem,
+        outdir,
+        max_error=max_error,
+        max_zoom=max_zoom,
+        progress=None if as_json else terminal(),
+        crs=crs,
+    )
+    if as_json:
+        emit_json(s)
+    else:
+        click.echo(f"{outdir}: {s['tiles']} tiles, levels 0-{s['max_zoom']}, {s['bytes']:,} bytes")
+
+
+def _write_terrain_mesh(out, v, f, dem) -> None:
+    from pathlib import Path
+
+    from twin.fileio import write_ply
+
+    if Path(out).suffix.lower() == ".ply":
+        from twin.crs import crs_label
+
+        write_ply(out, v, f, comments=(f"crs {crs_label(dem.crs)}", "twin terrain tin"))
+        return
+    import numpy as np
+
+    from twin.crs import LocalFrame
+    from twin.tiles.gltf import GltfMesh, write_glb
+
+    cx, cy = v[:, 0].mean(), v[:, 1].mean()
+    frame = LocalFrame.at(cx, cy, 0.0, dem.crs)
+    enu = frame.from_crs(v, dem.crs)
+    write_glb(
+        out,
+        [GltfMesh(name="terrain", positions=enu, indices=np.asarray(f))],
+        extras={"frame": frame.to_dict(), "source_crs": dem.crs.to_wkt()},
+    )
+
+
+# ---------------------------------------------------------------- sync
