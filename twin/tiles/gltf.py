@@ -135,7 +135,10 @@ class GltfMesh:
     vertex indices; ``normals`` optional (N, 3) ENU unit vectors; ``colors``
     optional (N, 3|4) float in [0, 1] (linear) or uint8 RGBA; ``feature_ids``
     optional (N,) integer-valued ids (e.g. the building index);
-    ``base_color`` the material's RGBA factor.
+    ``base_color`` the material's RGBA factor; ``texcoords`` optional (N, 2) glTF UVs
+    (u right, v down, (0, 0) the image's top-left corner) and ``texture`` the encoded
+    base-colour image (PNG/JPEG/WebP bytes, ``texture_mime``) they index, embedded in
+    the GLB's buffer (WebP adds ``EXT_texture_webp``).
     """
 
     positions: np.ndarray
@@ -149,6 +152,9 @@ class GltfMesh:
     metallic: float = 0.0
     roughness: float = 1.0
     extras: dict = field(default_factory=dict)
+    texcoords: np.ndarray | None = None
+    texture: bytes | None = None
+    texture_mime: str = "image/jpeg"
 
 
 def enu_to_gltf(xyz: np.ndarray) -> np.ndarray:
@@ -224,7 +230,7 @@ def _check(m: GltfMesh, i: int) -> tuple[np.ndarray, np.ndarray]:
         raise ParameterError(f"mesh {i} ({m.name}): need a positive multiple of 3 indices")
     if idx.min() < 0 or idx.max() >= len(pos):
         raise ParameterError(f"mesh {i} ({m.name}): an index is outside 0..{len(pos) - 1}")
-    for attr in ("normals", "colors", "feature_ids"):
+    for attr in ("normals", "colors", "feature_ids", "texcoords"):
         a = getattr(m, attr)
         if a is not None and len(a) != len(pos):
             raise ParameterError(f"mesh {i} ({m.name}): {attr} has {len(a)} rows, not {len(pos)}")
@@ -243,6 +249,8 @@ def glb_bytes(meshes: list[GltfMesh], node_matrix=None, extras: dict | None = No
         raise ParameterError("write_glb needs at least one mesh")
     b = _BinBuilder()
     gl_meshes, nodes, materials = [], [], []
+    images: list[dict] = []
+    textures: list[dict] = []
     uses_features = False
     tables: list[PropertyTable] = []
     for i, m in enumerate(meshes):
@@ -261,6 +269,11 @@ def glb_bytes(meshes: list[GltfMesh], node_matrix=None, extras: dict | None = No
                 attrs["COLOR_0"] = b.add(col, _UBYTE, _ARRAY_BUFFER, normalized=True)
             else:
                 attrs["COLOR_0"] = b.add(np.clip(col, 0.0, 1.0), _FLOAT, _ARRAY_BUFFER)
+        if m.texcoords is not None:
+            uv = np.asarray(m.texcoords, dtype=np.float64)
+            if uv.ndim != 2 or uv.shape[1] != 2:
+                raise ParameterError(f"mesh {i} ({m.name}): texcoords must be (N, 2)")
+            attrs["TEXCOORD_0"] = b.add(uv, _FLOAT, _ARRAY_BUFFER)
         prim: dict = {"attributes": attrs, "mode": 4, "material": len(materials)}
         if m.feature_ids is not None:
             fid = np.asarray(m.feature_ids, dtype=np.float64).reshape(-1)
@@ -290,6 +303,16 @@ def glb_bytes(meshes: list[GltfMesh], node_matrix=None, extras: dict | None = No
                 "doubleSided": False,
             }
         )
+        if m.texture is not None:
+            if m.texcoords is None:
+                raise ParameterError(f"mesh {i} ({m.name}): a texture needs texcoords")
+            images.append({"bufferView": b.add_view(bytes(m.texture)), "mimeType": m.texture_mime})
+            tex: dict = {"sampler": 0, "source": len(images) - 1}
+            if m.texture_mime == "image/webp":
+                tex = {"sampler": 0, "extensions": {"EXT_texture_webp": {"source": tex["source"]}}}
+            textures.append(tex)
+            pbr = materials[-1]["pbrMetallicRoughness"]
+            pbr["baseColorTexture"] = {"index": len(textures) - 1}
         mesh = {"name": m.name, "primitives": [prim]}
         if m.extras:
             mesh["extras"] = m.extras
@@ -317,6 +340,15 @@ def glb_bytes(meshes: list[GltfMesh], node_matrix=None, extras: dict | None = No
     if tables:
         doc["extensionsUsed"].append("EXT_structural_metadata")
         doc["extensions"] = {"EXT_structural_metadata": _metadata_extension(b, tables)}
+    if images:
+        # linear magnification, trilinear minification, clamp: atlas pages have margins
+        sampler = {"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}
+        doc["samplers"] = [sampler]
+        doc["images"] = images
+        doc["textures"] = textures
+        if any("extensions" in t for t in textures):
+            doc.setdefault("extensionsUsed", []).append("EXT_texture_webp")
+            doc.setdefault("extensionsRequired", []).append("EXT_texture_webp")
     # The buffer's length is a multiple of 8, so the BIN chunk needs no padding beyond it
     # (glTF allows at most 3 padding bytes) and the file length stays a multiple of 8.
     pad = (-b.size) % 8
@@ -397,7 +429,8 @@ def _accessor(doc: dict, binary: bytes, i: int) -> np.ndarray:
 def read_glb(path: str | os.PathLike) -> list[dict]:
     """Read back the triangle primitives of a GLB: one dict per primitive with
     ``name``, ``positions`` (float32, glTF y-up as stored), ``indices`` ((M, 3)
-    uint32) and, where present, ``normals``, ``colors``, ``feature_ids``.
+    uint32) and, where present, ``normals``, ``colors``, ``feature_ids``,
+    ``texcoords`` and the base-colour ``texture`` (encoded bytes) with ``texture_mime``.
 
     Reads the whole file; arrays are views of it (memory: the file size).
     Raises :class:`InputError` for a missing, truncated or malformed file."""
@@ -423,11 +456,30 @@ def _read_primitives(doc: dict, binary: bytes) -> list[dict]:
                 ("NORMAL", "normals"),
                 ("COLOR_0", "colors"),
                 ("_FEATURE_ID_0", "feature_ids"),
+                ("TEXCOORD_0", "texcoords"),
             ):
                 if key in a:
                     item[name] = _accessor(doc, binary, a[key])
+            tex = _base_color_image(doc, binary, prim)
+            if tex is not None:
+                item["texture"], item["texture_mime"] = tex
             out.append(item)
     return out
+
+
+def _base_color_image(doc: dict, binary: bytes, prim: dict) -> tuple[bytes, str] | None:
+    """The encoded base-colour image of a primitive's material (bytes, mime) or None."""
+    if "material" not in prim:
+        return None
+    info = doc["materials"][prim["material"]].get("pbrMetallicRoughness", {})
+    if "baseColorTexture" not in info:
+        return None
+    tex = doc["textures"][info["baseColorTexture"]["index"]]
+    src = tex.get("source", tex.get("extensions", {}).get("EXT_texture_webp", {}).get("source"))
+    img = doc["images"][src]
+    view = doc["bufferViews"][img["bufferView"]]
+    start = view.get("byteOffset", 0)
+    return binary[start : start + view["byteLength"]], img.get("mimeType", "")
 
 
 def read_property_tables(path: str | os.PathLike) -> list[dict]:
