@@ -9,7 +9,7 @@ from twin.cli._common import crs_option, emit_json
 
 @click.group()
 def points():
-    """Point clouds (LAS/LAZ/COPC): info, ground classification, DTM and DSM."""
+    """Point clouds (LAS/LAZ/COPC): info, classify, filter, DTM and DSM."""
 
 
 @points.command("info")
@@ -194,6 +194,121 @@ def _raster_command(kind: str):
 
 points_dtm = _raster_command("dtm")
 points_dsm = _raster_command("dsm")
+
+
+@points.command("filter")
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option(
+    "--outliers",
+    type=click.Choice(["statistical", "radius"]),
+    default=None,
+    help="Remove outliers: statistical (mean k-NN distance) or radius (too few neighbours).",
+)
+@click.option("--k", type=int, default=8, show_default=True, help="Statistical: neighbours.")
+@click.option(
+    "--std-ratio",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Statistical: cut at mean + this many standard deviations.",
+)
+@click.option("--radius", type=float, default=1.0, show_default=True, help="Radius (m).")
+@click.option(
+    "--min-neighbors",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Radius: fewer other points than this within the radius is an outlier.",
+)
+@click.option(
+    "--voxel", type=float, default=None, help="Keep one point per voxel of this size (m)."
+)
+@click.option(
+    "--voxel-mode",
+    type=click.Choice(["centroid", "first"]),
+    default="centroid",
+    show_default=True,
+    help="Voxel point at the centroid, or the voxel's first point.",
+)
+@click.option("--normals", is_flag=True, help="Add normal_x/y/z extra bytes (PCA of k-NN).")
+@click.option("--normal-k", type=int, default=16, show_default=True)
+@click.option(
+    "--hag",
+    is_flag=True,
+    help="Add a height_above_ground extra byte (from --dtm, else the file's class 2).",
+)
+@click.option(
+    "--dtm",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="DTM GeoTIFF (same CRS) for --hag.",
+)
+@crs_option
+@click.option(
+    "--tile",
+    type=float,
+    default=200.0,
+    show_default=True,
+    help="Tile size (m): memory grows with it, not with the file.",
+)
+@click.option("--buffer", type=float, default=10.0, show_default=True, help="Tile halo (m).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def points_filter(
+    src,
+    dst,
+    outliers,
+    k,
+    std_ratio,
+    radius,
+    min_neighbors,
+    voxel,
+    voxel_mode,
+    normals,
+    normal_k,
+    hag,
+    dtm,
+    crs,
+    tile,
+    buffer,
+    as_json,
+):
+    """Remove outliers, downsample to voxels, add normals and height above ground,
+    streamed tile by tile (other fields kept).
+
+    \b
+    Example:
+      twin points filter lidar.laz clean.laz --outliers statistical --voxel 0.5 --normals
+    """
+    from twin.points.filters import filter_file
+    from twin.progress import terminal
+
+    stats = filter_file(
+        src,
+        dst,
+        outliers=outliers,
+        k=k,
+        std_ratio=std_ratio,
+        radius=radius,
+        min_neighbors=min_neighbors,
+        voxel=voxel,
+        voxel_mode=voxel_mode,
+        normals=normals,
+        normal_k=normal_k,
+        hag=hag,
+        dtm=dtm,
+        crs=crs,
+        tile=tile,
+        buffer=buffer,
+        progress=None if as_json else terminal(),
+    )
+    if as_json:
+        emit_json(stats)
+    else:
+        click.echo(
+            f"{dst}: {stats['output_points']:,} of {stats['input_points']:,} points "
+            f"({stats['outliers']:,} outliers removed)"
+        )
 
 
 # ---------------------------------------------------------------- terrain
