@@ -119,7 +119,7 @@ def test_auth_on_every_endpoint_and_scopes(client, caplog):
     assert exc.value.code == 1008
     # a traffic feed may move vehicles, not hydrants; it may not read
     hydrant = ev(2, 5, typ="asset", ent="H1")
-    with caplog.at_level(logging.WARNING, logger="twin.sync.server"):
+    with caplog.at_level(logging.WARNING, logger="twin.sync"):
         r = client.post("/events", json=[ev(1, 5), hydrant], headers=H(TRAFFIC))
     out = r.json()["outcomes"]
     assert out[0]["result"] == "applied"

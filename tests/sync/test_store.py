@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twin.sync.model import Event, parse_time
+from twin.sync.pgstore import PostgresStore
 from twin.sync.store import SQLiteStore
 
 T0 = parse_time("2026-05-01T08:00:00Z")
@@ -44,11 +48,41 @@ def pev(i, eid=None, t=0.0, lon=121.55, status="walking", etype="person", attrs=
     )
 
 
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+def open_backend(backend, name, *, tmp, request=None, dsn=None, **kw):
+    """A store of ``backend``; the same ``name`` opens the same twin again."""
+    if backend == "sqlite":
+        return SQLiteStore(Path(tmp) / f"{name}.sqlite", **kw)
+    dsn = dsn or request.getfixturevalue("postgres")
+    return PostgresStore(dsn, schema=name)
+
+
 @pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(tmp_path / "live.sqlite")
-    yield s
-    s.close()
+def make_store(backend, tmp_path, request):
+    """Factory: ``make_store(name)`` opens a store (a fresh twin per test and name)."""
+    opened = []
+    prefix = "t" + uuid.uuid4().hex[:10]
+
+    def make(name="live", **kw):
+        s = open_backend(backend, f"{prefix}_{name}", tmp=tmp_path, request=request, **kw)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store()
 
 
 def results(outcomes):
@@ -236,8 +270,8 @@ os._exit(9)  # no close, no commit: like kill -9 mid-batch
     s.close()
 
 
-def test_cache_follows_other_writers(tmp_path):
-    a, b = SQLiteStore(tmp_path / "m.sqlite"), SQLiteStore(tmp_path / "m.sqlite")
+def test_cache_follows_other_writers(make_store):
+    a, b = make_store("m"), make_store("m")
     a.apply([pev(1, "x", 1.0)])
     b.apply([pev(1, "y", 2.0, lon=100.0)])  # another connection writes
     out = a.apply([pev(1, "z", 3.0, expected_revision=2)])
@@ -246,16 +280,16 @@ def test_cache_follows_other_writers(tmp_path):
     b.close()
 
 
-def test_cached_reads_equal_the_database(tmp_path):
+def test_cached_reads_equal_the_database(make_store):
     """Current-state reads answered from the write-through cache equal what a fresh
     connection reads from the file, and follow another connection's writes."""
-    a = SQLiteStore(tmp_path / "c.sqlite")
+    a = make_store("c")
     evs = [
         pev(i % 7, f"e{i}", (i * 37 % 50) / 2, lon=100 + i / 10, attrs={"n": i}) for i in range(200)
     ]
     for k in range(0, 200, 30):
         a.apply(evs[k : k + 30])
-    b = SQLiteStore(tmp_path / "c.sqlite")
+    b = make_store("c")
     ids = [e.id for e in b.query()]
     assert len(ids) == 7
     assert [a.state(i) for i in ids] == [b.state(i) for i in ids]
@@ -286,9 +320,13 @@ def streams(draw):
     return evs, draw(st.randoms(use_true_random=False))
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(streams())
-def test_final_state_independent_of_delivery(data):
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=streams())
+def test_final_state_independent_of_delivery(data, backend, request):
     """1 % duplicates and 5 % late: final state == state of the sorted, deduplicated
     stream (here with much more disorder than that: any permutation)."""
     evs, rnd = data
@@ -300,8 +338,10 @@ def test_final_state_independent_of_delivery(data):
         delivered.insert(rnd.randrange(i, len(delivered)), delivered.pop(i))
     rnd.shuffle(delivered) if rnd.random() < 0.3 else None
     with tempfile.TemporaryDirectory() as d:
-        a = SQLiteStore(Path(d) / "a.sqlite", synchronous="NORMAL")  # no fsync: faster test
-        b = SQLiteStore(Path(d) / "b.sqlite", synchronous="NORMAL")
+        kw = {"synchronous": "NORMAL"} if backend == "sqlite" else {}  # no fsync: faster
+        p = "p" + uuid.uuid4().hex[:10]
+        a = open_backend(backend, p + "a", tmp=d, request=request, **kw)
+        b = open_backend(backend, p + "b", tmp=d, request=request, **kw)
         k = rnd.randrange(1, 8)
         for j in range(0, len(delivered), k):
             a.apply(delivered[j : j + k])
@@ -318,7 +358,7 @@ def test_final_state_independent_of_delivery(data):
         b.close()
 
 
-def test_shuffled_batches_random(tmp_path):
+def test_shuffled_batches_random(make_store):
     """A bigger seeded case of the property above, with a batch size of 100."""
     rnd = random.Random(5)
     evs = [
@@ -327,8 +367,85 @@ def test_shuffled_batches_random(tmp_path):
     ]
     delivered = evs + rnd.sample(evs, 30)
     rnd.shuffle(delivered)
-    a, b = SQLiteStore(tmp_path / "a.sqlite"), SQLiteStore(tmp_path / "b.sqlite")
+    a, b = make_store("a"), make_store("b")
     for j in range(0, len(delivered), 100):
         a.apply(delivered[j : j + 100])
     b.apply(sorted(evs, key=lambda e: (e.observed_ns, e.event_id)))
     assert [(x.id, x.lon) for x in a.query()] == [(x.id, x.lon) for x in b.query()]
+
+
+WRITER = """
+import json, pathlib, sys, time
+sys.path.insert(0, {root!r})
+from tests.sync.test_store import open_backend, pev
+evs = [pev(i, eid, t, lon=lon) for i, eid, t, lon in json.loads(sys.argv[1])]
+s = open_backend({backend!r}, {name!r}, tmp={tmp!r}, dsn={dsn!r})
+pathlib.Path(sys.argv[2]).touch()  # ready
+while not pathlib.Path({tmp!r}, "go").exists():  # both start writing together
+    time.sleep(0.001)
+out = []
+for j in range(0, len(evs), 40):
+    out += [(o.event_id, o.result, o.revision) for o in s.apply(evs[j : j + 40])]
+    time.sleep(0.005)  # batches arrive over time, as from a feed
+s.close()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_write_one_twin(backend, tmp_path, request):
+    """Two processes apply interleaved, out-of-order batches to the same entities at
+    once: no lost update (each entity's revision counts its applied events), every
+    event stored once, and the final state equals one ordered replay."""
+    rnd = random.Random(11)
+    specs = [
+        (rnd.randrange(20), f"w{k}", rnd.randrange(4000) / 10, rnd.random()) for k in range(1600)
+    ]
+    dsn = request.getfixturevalue("postgres") if backend == "postgres" else None
+    name = "t" + uuid.uuid4().hex[:10]
+    root = str(Path(__file__).resolve().parents[2])
+    code = WRITER.format(root=root, backend=backend, name=name, tmp=str(tmp_path), dsn=dsn)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(specs[k::2]), str(tmp_path / f"ready{k}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(2)
+    ]
+    t_end = time.monotonic() + 60
+    while not all((tmp_path / f"ready{k}").exists() for k in range(2)):
+        assert time.monotonic() < t_end and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
+    outs = []
+    for p in procs:
+        so, se = p.communicate(timeout=120)
+        assert p.returncode == 0, se
+        outs += json.loads(so)
+    assert len(outs) == len(specs) and {o[1] for o in outs} <= {"applied", "stale"}
+    s = open_backend(backend, name, tmp=tmp_path, dsn=dsn)
+    ref = open_backend(backend, name + "ref", tmp=tmp_path, dsn=dsn)
+    try:
+        assert s.history_count() == len(specs)
+        evs = [pev(i, eid, t, lon=lon) for i, eid, t, lon in specs]
+        ref.apply(sorted(evs, key=lambda e: (e.observed_ns, e.event_id)))
+        key = lambda x: (x.id, x.event_id, x.lon, x.observed_ns)  # noqa: E731
+        assert [key(x) for x in s.query()] == [key(x) for x in ref.query()]
+        applied = dict.fromkeys((e.entity_id for e in evs), 0)
+        by_id = {e.event_id: e.entity_id for e in evs}
+        for eid, result, _rev in outs:
+            if result == "applied":
+                applied[by_id[eid]] += 1
+        assert {x.id: x.revision for x in s.query()} == applied
+        # the two writers really interleaved their batches
+        proc_of = {eid: k % 2 for k, (_i, eid, _t, _l) in enumerate(specs)}
+        rows = sorted(
+            (h["cursor"], proc_of[h["event_id"]]) for x in s.query() for h in s.history(x.id)
+        )
+        switches = sum(a[1] != b[1] for a, b in zip(rows, rows[1:], strict=False))
+        assert switches >= 3
+    finally:
+        s.close()
+        ref.close()

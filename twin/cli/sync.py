@@ -7,6 +7,19 @@ import click
 from twin.cli._common import emit_json
 
 
+def _open(db: str, *, exists: bool, **kw):
+    """The store at ``db`` (SQLite path or postgresql:// URL); ``exists``: a SQLite
+    file must be there already (reading commands)."""
+    from pathlib import Path
+
+    from twin.errors import InputError
+    from twin.sync.store import open_store
+
+    if exists and "://" not in db and not Path(db).is_file():
+        raise InputError("no such store file", path=db)
+    return open_store(db, **kw)
+
+
 @click.group()
 def sync():
     """Live entity state: replay, serve (HTTP + WebSocket), query, export."""
@@ -16,10 +29,9 @@ def sync():
 @click.argument("events", type=click.Path(dir_okay=False))
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False),
     default="twin-live.sqlite",
     show_default=True,
-    help="SQLite store (created if absent).",
+    help="SQLite store file (created if absent), or a postgresql:// URL.",
 )
 @click.option(
     "--speed",
@@ -41,9 +53,8 @@ def sync_replay(events, db, speed, until, batch_size, as_json):
       twin sync replay survey/events.ndjson --db live.sqlite --speed 10
     """
     from twin.sync.replay import replay
-    from twin.sync.store import SQLiteStore
 
-    with SQLiteStore(db) as store:
+    with _open(db, exists=False) as store:
         report = replay(events, store, speed=speed, until=until, batch_size=batch_size)
     d = report.to_dict()
     if as_json:
@@ -62,9 +73,9 @@ def sync_replay(events, db, speed, until, batch_size, as_json):
 @click.argument("entity_id")
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False, exists=True),
     default="twin-live.sqlite",
     show_default=True,
+    help="SQLite store file, or a postgresql:// URL.",
 )
 @click.option("--at", default=None, help="Time travel: the state as of this ISO 8601 time.")
 @click.option("--history", "with_history", is_flag=True, help="Also print the history.")
@@ -78,9 +89,8 @@ def sync_state(entity_id, db, at, with_history):
     import dataclasses
 
     from twin.errors import InputError
-    from twin.sync.store import SQLiteStore
 
-    with SQLiteStore(db) as store:
+    with _open(db, exists=True) as store:
         entity = store.state(entity_id, at=at)
         if entity is None:
             raise InputError(f"no entity {entity_id!r}" + (f" at {at}" if at else ""), path=db)
@@ -93,10 +103,9 @@ def sync_state(entity_id, db, at, with_history):
 @sync.command("serve")
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False),
     default="twin-live.sqlite",
     show_default=True,
-    help="SQLite store (created if absent).",
+    help="SQLite store file (created if absent), or a postgresql:// URL.",
 )
 @click.option(
     "--tokens",
@@ -112,25 +121,40 @@ def sync_state(entity_id, db, at, with_history):
     default=None,
     help="A `twin build` output (or survey) folder: place entities on that model.",
 )
-def sync_serve(db, tokens, host, port, model):
+@click.option(
+    "--mqtt",
+    default=None,
+    metavar="HOST:PORT/TOPIC",
+    help="Also ingest from this MQTT topic (QoS 1, acknowledged after commit; "
+    "outcomes published on TOPIC/outcomes).",
+)
+@click.option(
+    "--mqtt-types",
+    default=None,
+    help="Comma-separated entity types the MQTT feed may write (default: all).",
+)
+def sync_serve(db, tokens, host, port, model, mqtt, mqtt_types):
     """Serve the live store over HTTP (batch POST /events, GET /entities...) and
     WebSocket (/ws, filtered deltas with a resume cursor), with token auth and scopes.
 
     \b
     Example:
       twin sync serve --db live.sqlite --tokens tokens.json --model twin-demo/model
+      twin sync serve --db live.sqlite --tokens tokens.json --mqtt 127.0.0.1:1883/city/events
+      twin sync serve --db postgresql://twin@localhost/twin --tokens tokens.json
     """
     from twin.sync.server import serve
 
-    serve(db, tokens=tokens, host=host, port=port, model=model)
+    types = mqtt_types.split(",") if mqtt_types else None
+    serve(db, tokens=tokens, host=host, port=port, model=model, mqtt=mqtt, mqtt_types=types)
 
 
 @sync.command("export-czml")
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False, exists=True),
     default="twin-live.sqlite",
     show_default=True,
+    help="SQLite store file, or a postgresql:// URL.",
 )
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--t0", default=None, help="Start time (ISO 8601); default: the first event.")
@@ -144,9 +168,8 @@ def sync_export_czml(db, out, t0, t1, types):
       twin sync export-czml --db live.sqlite live.czml --types person,vehicle
     """
     from twin.sync.czml import export_czml
-    from twin.sync.store import SQLiteStore
 
-    with SQLiteStore(db) as store:
+    with _open(db, exists=True) as store:
         r = export_czml(store, out, t0=t0, t1=t1, types=types.split(",") if types else None)
     click.echo(f"{out}: {r['entities']} entities, {r['samples']} samples")
 
@@ -154,9 +177,9 @@ def sync_export_czml(db, out, t0, t1, types):
 @sync.command("export-geojson")
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False, exists=True),
     default="twin-live.sqlite",
     show_default=True,
+    help="SQLite store file, or a postgresql:// URL.",
 )
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--at", default=None, help="Snapshot time (ISO 8601); default: now.")
@@ -169,8 +192,7 @@ def sync_export_geojson(db, out, at, types):
       twin sync export-geojson --db live.sqlite incidents.geojson --types incident
     """
     from twin.sync.geojson import export_geojson
-    from twin.sync.store import SQLiteStore
 
-    with SQLiteStore(db) as store:
+    with _open(db, exists=True) as store:
         n = export_geojson(store, out, at=at, types=types.split(",") if types else None)
     click.echo(f"{out}: {n} features")

@@ -59,8 +59,9 @@ from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconn
 from fastapi.responses import JSONResponse
 
 from twin.errors import InputError, ParameterError
-from twin.sync.model import ENTITY_TYPES, Entity, EventError, parse_event, parse_time, to_ngsi_ld
-from twin.sync.store import REJECTED, Outcome, Store
+from twin.sync.ingest import Ingestor, count_outcomes
+from twin.sync.model import ENTITY_TYPES, Entity, EventError, parse_time, to_ngsi_ld
+from twin.sync.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -333,10 +334,12 @@ def create_app(
         store.placer = placer  # type: ignore[attr-defined]
     hub = Hub(store, max_queue)
     # the store is used by one thread at a time: uvicorn runs one loop, but test
-    # clients and embedding applications may call from several threads
+    # clients, MQTT and embedding applications may call from several threads
     lock = threading.RLock()
+    ingestor = Ingestor(store, lock=lock, now=now, on_applied=hub.publish)
     app = FastAPI(title="twin live sync", version="1")
     app.state.store, app.state.hub, app.state.tokens = store, hub, table
+    app.state.ingestor = ingestor
 
     def auth(header: str | None, *, need_read: bool, cost: float = 1.0, path: str = "") -> Token:
         tok_s = None
@@ -383,39 +386,12 @@ def create_app(
             raise HTTPException(
                 429, "rate limit exceeded", headers={"Retry-After": f"{math.ceil(wait)}"}
             )
-        t_now = now() if callable(now) else now
-        outcomes: list[Outcome | None] = [None] * len(raw)
-        evs = []
-        where = []
-        for i, r in enumerate(raw):
-            try:
-                ev = parse_event(r, now=t_now)
-            except EventError as exc:
-                eid = r.get("event_id") if isinstance(r, dict) else None
-                outcomes[i] = Outcome(
-                    eid if isinstance(eid, str) else None, REJECTED, None, exc.reason
-                )
-                continue
-            if ev.entity_type not in tok.write:
-                reason = f"token {tok.name!r} may not write {ev.entity_type} entities"
-                log.warning("refused event %s: %s", ev.event_id, reason)
-                outcomes[i] = Outcome(ev.event_id, REJECTED, None, reason)
-                continue
-            evs.append(ev)
-            where.append(i)
-        if evs:
-            with lock:
-                applied = store.apply(evs, now=t_now)
-                hub.publish()
-            for i, o in zip(where, applied, strict=True):
-                outcomes[i] = o
-        counts = {"applied": 0, "stale": 0, "duplicate": 0, "rejected": 0}
-        for o in outcomes:
-            counts[o.result] += 1  # type: ignore[union-attr]
+        outcomes = ingestor.ingest(raw, tok)
+        counts = count_outcomes(outcomes)
         return {
             "counts": counts,
             "cursor": hub.published,
-            "outcomes": [o._asdict() for o in outcomes],  # type: ignore[union-attr]
+            "outcomes": [o._asdict() for o in outcomes],
         }
 
     @app.get("/health")
@@ -554,22 +530,36 @@ def serve(
     port: int = 8765,
     model: str | os.PathLike | None = None,
     log_level: str = "info",
+    mqtt: str | None = None,
+    mqtt_types: list[str] | None = None,
 ) -> None:
-    """Run the API with uvicorn on ``host:port`` over the SQLite store ``db`` (what
-    ``twin sync serve`` calls). ``model``: a survey or build folder with ``dem.tif``,
-    ``footprints.gpkg`` and ``survey.json`` (its local frame) to place entities on."""
+    """Run the API with uvicorn on ``host:port`` over the store ``db`` (what
+    ``twin sync serve`` calls): a SQLite file, or a ``postgresql://`` URL.
+    ``model``: a survey or build folder with ``dem.tif``, ``footprints.gpkg`` and
+    ``survey.json`` (its local frame) to place entities on. ``mqtt``:
+    ``HOST:PORT/topic`` to ingest from as well (QoS 1, see :mod:`twin.sync.mqtt`),
+    writing the entity types ``mqtt_types`` (default: all)."""
     import uvicorn
 
-    from twin.sync.store import SQLiteStore
+    from twin.sync.store import open_store
 
     placer = None
     if model is not None:
         from twin.sync.placement import placer_from_folder
 
         placer = placer_from_folder(model)
-    store = SQLiteStore(db, placer=placer)
+    store = open_store(db, placer=placer)
+    source = None
     try:
         app = create_app(store, tokens=tokens)
+        if mqtt is not None:
+            from twin.sync.ingest import Writer
+            from twin.sync.mqtt import MQTTSource, parse_mqtt_url
+
+            types = frozenset(_types(",".join(mqtt_types)) if mqtt_types else ENTITY_TYPES)
+            m_host, m_port, m_topic = parse_mqtt_url(mqtt)
+            source = MQTTSource(m_host, m_port, m_topic, writer=Writer(f"mqtt:{m_topic}", types))
+            source.start(app.state.ingestor)
         # no per-message deflate: compressing every delta for every subscriber
         # costs more CPU than the bytes it saves on a city network
         uvicorn.run(
@@ -580,6 +570,8 @@ def serve(
             ws_per_message_deflate=False,
         )
     finally:
+        if source is not None:
+            source.stop()
         store.close()
 
 

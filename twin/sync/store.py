@@ -220,6 +220,184 @@ def _entity(row) -> Entity:
     )
 
 
+class Plan(NamedTuple):
+    """What a batch writes, decided by :func:`plan_batch` (rows as in ``_COLS`` + k)."""
+
+    hist: list  # stale events: history rows (_HIST_COLS order)
+    hist_applied: list  # applied but superseded within the batch: entity rows [:19]
+    new_seen: list  # event ids to remember
+    dirty: list  # cache rows changed by the batch (their final state)
+    created: list  # cache rows of new entities (also in dirty)
+    incident_rows: list  # (id, reported..closed ns, responder) first-reach times
+    next_k: int  # the next free entity key
+
+
+def plan_batch(evs: list, outcomes: list, seen: set, cache: dict, next_k: int, token: int) -> Plan:
+    """The semantics of one batch, shared by every backend: decides each event's
+    outcome (filling ``outcomes``), merges applied events into the cached current
+    rows ``cache`` (entity id -> row list: ``_COLS``, k, then three marks, updated in
+    place) and returns what to write. ``seen``: event ids already stored (updated);
+    ``next_k``: the key for the next new entity; ``token``: a number unique to this
+    batch (marks rows touched by it). Pure Python, no I/O."""
+    hist: list[tuple] = []  # stale events
+    hist_applied: list[tuple] = []  # applied, superseded within the batch (row order)
+    new_seen: list[str] = []
+    # rows touched by this batch; marks in each row (no per-event set lookups):
+    # row[19] == token: dirty in this batch, row[20]: wide update, row[21]: created
+    dirty: list[list] = []
+    created: list[list] = []
+    incident_rows: list[tuple] = []
+    cache_get, seen_add, seen_append = cache.get, seen.add, new_seen.append
+    for i, e in enumerate(evs):
+        if e is None:
+            continue
+        eid = e.event_id
+        if eid in seen:
+            outcomes[i] = _new(Outcome, (eid, DUPLICATE, None, None))
+            continue
+        ent_id, ns = e.entity_id, e.observed_ns
+        cur_row = cache_get(ent_id)
+        rev = cur_row[2] if cur_row is not None else 0
+        if cur_row is not None and cur_row[1] != e.entity_type:
+            outcomes[i] = Outcome(
+                eid,
+                REJECTED,
+                rev,
+                f"entity {e.entity_id} is a {cur_row[1]}, not a {e.entity_type}",
+            )
+            continue
+        if e.expected_revision is not None and e.expected_revision != rev:
+            outcomes[i] = Outcome(
+                eid,
+                REJECTED,
+                rev,
+                f"revision conflict: expected {e.expected_revision}, current {rev}",
+            )
+            continue
+        attrs_json = e.attributes_json
+        if cur_row is not None and (ns < cur_row[3] or (ns == cur_row[3] and eid <= cur_row[4])):
+            # stale: into history as received, the state stays as it is
+            seen.add(eid)
+            new_seen.append(eid)
+            hist.append(
+                (
+                    cur_row[18],
+                    e.observed_ns,
+                    eid,
+                    rev,
+                    STALE,
+                    e.source,
+                    e.lon,
+                    e.lat,
+                    e.alt,
+                    e.heading,
+                    e.speed,
+                    e.status,
+                    attrs_json,
+                    e.building,
+                    e.floor,
+                    e.x,
+                    e.y,
+                    e.z,
+                )
+            )
+            outcomes[i] = Outcome(eid, STALE, rev)
+            continue
+        if e.entity_type == "incident":
+            old = cur_row[11] if cur_row is not None else None
+            new = e.status if e.status is not None else old
+            if cur_row is None and new is None:
+                outcomes[i] = Outcome(eid, REJECTED, rev, "a new incident needs status 'reported'")
+                continue
+            if new != old and new not in INCIDENT_TRANSITIONS.get(old, ()):
+                outcomes[i] = Outcome(
+                    eid, REJECTED, rev, f"illegal incident transition {old or '(new)'} -> {new}"
+                )
+                continue
+            if new != old:
+                slots = [None] * 5
+                slots[_STATE_COL[new] - 1] = e.observed_ns
+                resp = e.attributes.get("responder")
+                incident_rows.append((e.entity_id, *slots, resp if isinstance(resp, str) else None))
+        # applied: merge into the current row
+        if cur_row is None:
+            row = [
+                e.entity_id,
+                e.entity_type,
+                1,
+                e.observed_ns,
+                eid,
+                e.source,
+                e.lon,
+                e.lat,
+                e.alt,
+                e.heading,
+                e.speed,
+                e.status,
+                attrs_json,
+                e.building,
+                e.floor,
+                e.x,
+                e.y,
+                e.z,
+                next_k,
+                token,
+                0,
+                token,
+            ]
+            next_k += 1
+            created.append(row)
+            dirty.append(row)
+            cache[ent_id] = row
+        else:
+            row = cur_row
+            if row[19] == token:  # an earlier state of this batch: keep it
+                hist_applied.append(row[:19])
+            else:
+                row[19] = token
+                dirty.append(row)
+            row[2] += 1
+            row[3] = ns
+            row[4] = eid
+            if e.source != row[5]:
+                row[5] = e.source
+                row[20] = token
+            lon = e.lon
+            if lon is not None:
+                row[6], row[7], row[8] = lon, e.lat, e.alt
+                row[15], row[16], row[17] = e.x, e.y, e.z
+            if e.heading is not None:
+                row[9] = e.heading
+            if e.speed is not None:
+                row[10] = e.speed
+            if e.status is not None and e.status != row[11]:
+                row[11] = e.status
+                row[20] = token
+            if e.attributes:
+                row[20] = token
+                if row[12] != "{}":
+                    merged = json.loads(row[12])
+                    merged.update(e.attributes)
+                    attrs_json = json.dumps(merged, separators=(",", ":"), sort_keys=True)
+                    b, f = merged.get("building_id"), merged.get("floor")
+                else:
+                    b, f = e.building, e.floor
+                row[12] = attrs_json
+                if e.x is not None:  # placed: the model says where, unless told
+                    b = b if "building_id" in e.attributes else e.placed_building
+                    f = f if "floor" in e.attributes else e.placed_floor
+                row[13], row[14] = b, f
+            elif e.x is not None:  # placed from the position: building and floor
+                b, f = e.placed_building, e.placed_floor
+                if b != row[13] or f != row[14]:
+                    row[13], row[14] = b, f
+                    row[20] = token
+        seen_add(eid)
+        seen_append(eid)
+        outcomes[i] = _new(Outcome, (eid, APPLIED, row[2], None))
+    return Plan(hist, hist_applied, new_seen, dirty, created, incident_rows, next_k)
+
+
 class SQLiteStore(Store):
     """The embedded store: one SQLite file in WAL mode.
 
@@ -366,170 +544,12 @@ class SQLiteStore(Store):
                 (json.dumps(missing),),
             ):
                 cache[r[0]] = [*r, 0, 0, 0]
-        hist: list[tuple] = []  # stale events
-        hist_applied: list[tuple] = []  # applied, superseded within the batch (row order)
-        new_seen: list[str] = []
-        # rows touched by this batch; marks in each row (no per-event set lookups):
-        # row[19] == token: dirty in this batch, row[20]: wide update, row[21]: created
         self._batch += 1
         token = self._batch
-        dirty: list[list] = []
-        created: list[list] = []
-        incident_rows: list[tuple] = []
-        cache_get, seen_add, seen_append = cache.get, seen.add, new_seen.append
-        for i, e in enumerate(evs):
-            if e is None:
-                continue
-            eid = e.event_id
-            if eid in seen:
-                outcomes[i] = _new(Outcome, (eid, DUPLICATE, None, None))
-                continue
-            ent_id, ns = e.entity_id, e.observed_ns
-            cur_row = cache_get(ent_id)
-            rev = cur_row[2] if cur_row is not None else 0
-            if cur_row is not None and cur_row[1] != e.entity_type:
-                outcomes[i] = Outcome(
-                    eid,
-                    REJECTED,
-                    rev,
-                    f"entity {e.entity_id} is a {cur_row[1]}, not a {e.entity_type}",
-                )
-                continue
-            if e.expected_revision is not None and e.expected_revision != rev:
-                outcomes[i] = Outcome(
-                    eid,
-                    REJECTED,
-                    rev,
-                    f"revision conflict: expected {e.expected_revision}, current {rev}",
-                )
-                continue
-            attrs_json = e.attributes_json
-            if cur_row is not None and (
-                ns < cur_row[3] or (ns == cur_row[3] and eid <= cur_row[4])
-            ):
-                # stale: into history as received, the state stays as it is
-                seen.add(eid)
-                new_seen.append(eid)
-                hist.append(
-                    (
-                        cur_row[18],
-                        e.observed_ns,
-                        eid,
-                        rev,
-                        STALE,
-                        e.source,
-                        e.lon,
-                        e.lat,
-                        e.alt,
-                        e.heading,
-                        e.speed,
-                        e.status,
-                        attrs_json,
-                        e.building,
-                        e.floor,
-                        e.x,
-                        e.y,
-                        e.z,
-                    )
-                )
-                outcomes[i] = Outcome(eid, STALE, rev)
-                continue
-            if e.entity_type == "incident":
-                old = cur_row[11] if cur_row is not None else None
-                new = e.status if e.status is not None else old
-                if cur_row is None and new is None:
-                    outcomes[i] = Outcome(
-                        eid, REJECTED, rev, "a new incident needs status 'reported'"
-                    )
-                    continue
-                if new != old and new not in INCIDENT_TRANSITIONS.get(old, ()):
-                    outcomes[i] = Outcome(
-                        eid, REJECTED, rev, f"illegal incident transition {old or '(new)'} -> {new}"
-                    )
-                    continue
-                if new != old:
-                    slots = [None] * 5
-                    slots[_STATE_COL[new] - 1] = e.observed_ns
-                    resp = e.attributes.get("responder")
-                    incident_rows.append(
-                        (e.entity_id, *slots, resp if isinstance(resp, str) else None)
-                    )
-            # applied: merge into the current row
-            if cur_row is None:
-                row = [
-                    e.entity_id,
-                    e.entity_type,
-                    1,
-                    e.observed_ns,
-                    eid,
-                    e.source,
-                    e.lon,
-                    e.lat,
-                    e.alt,
-                    e.heading,
-                    e.speed,
-                    e.status,
-                    attrs_json,
-                    e.building,
-                    e.floor,
-                    e.x,
-                    e.y,
-                    e.z,
-                    self._next_k,
-                    token,
-                    0,
-                    token,
-                ]
-                self._next_k += 1
-                created.append(row)
-                dirty.append(row)
-                cache[ent_id] = row
-            else:
-                row = cur_row
-                if row[19] == token:  # an earlier state of this batch: keep it
-                    hist_applied.append(row[:19])
-                else:
-                    row[19] = token
-                    dirty.append(row)
-                row[2] += 1
-                row[3] = ns
-                row[4] = eid
-                if e.source != row[5]:
-                    row[5] = e.source
-                    row[20] = token
-                lon = e.lon
-                if lon is not None:
-                    row[6], row[7], row[8] = lon, e.lat, e.alt
-                    row[15], row[16], row[17] = e.x, e.y, e.z
-                if e.heading is not None:
-                    row[9] = e.heading
-                if e.speed is not None:
-                    row[10] = e.speed
-                if e.status is not None and e.status != row[11]:
-                    row[11] = e.status
-                    row[20] = token
-                if e.attributes:
-                    row[20] = token
-                    if row[12] != "{}":
-                        merged = json.loads(row[12])
-                        merged.update(e.attributes)
-                        attrs_json = json.dumps(merged, separators=(",", ":"), sort_keys=True)
-                        b, f = merged.get("building_id"), merged.get("floor")
-                    else:
-                        b, f = e.building, e.floor
-                    row[12] = attrs_json
-                    if e.x is not None:  # placed: the model says where, unless told
-                        b = b if "building_id" in e.attributes else e.placed_building
-                        f = f if "floor" in e.attributes else e.placed_floor
-                    row[13], row[14] = b, f
-                elif e.x is not None:  # placed from the position: building and floor
-                    b, f = e.placed_building, e.placed_floor
-                    if b != row[13] or f != row[14]:
-                        row[13], row[14] = b, f
-                        row[20] = token
-            seen_add(eid)
-            seen_append(eid)
-            outcomes[i] = _new(Outcome, (eid, APPLIED, row[2], None))
+        p = plan_batch(evs, outcomes, seen, cache, self._next_k, token)
+        self._next_k = p.next_k
+        hist, hist_applied, new_seen = p.hist, p.hist_applied, p.new_seen
+        dirty, created, incident_rows = p.dirty, p.created, p.incident_rows
         if created:
             cur.executemany(_INS_ENTITY, [r[:19] for r in created])
         if len(dirty) > len(created):
@@ -762,4 +782,25 @@ class SQLiteStore(Store):
             self._con = None  # type: ignore[assignment]
 
 
-__all__ = ["APPLIED", "DUPLICATE", "REJECTED", "STALE", "Outcome", "SQLiteStore", "Store"]
+def open_store(db, *, placer=None, **kw) -> Store:
+    """A store from a path (SQLite file) or a ``postgresql://`` / ``postgres://`` URL
+    (:class:`twin.sync.pgstore.PostgresStore`; ``kw`` may give its ``schema``)."""
+    text = str(db)
+    if text.startswith(("postgresql://", "postgres://")):
+        from twin.sync.pgstore import PostgresStore
+
+        return PostgresStore(text, placer=placer, **kw)
+    return SQLiteStore(db, placer=placer, **kw)
+
+
+__all__ = [
+    "APPLIED",
+    "DUPLICATE",
+    "REJECTED",
+    "STALE",
+    "Outcome",
+    "SQLiteStore",
+    "Store",
+    "open_store",
+    "plan_batch",
+]
