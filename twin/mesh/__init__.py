@@ -5,11 +5,14 @@ Storage kernels (arrays in, arrays out; Numba with NumPy references in ``_refere
 :func:`acmr`, :func:`atvr`, :func:`quantize` / :func:`dequantize`,
 :func:`simplify` (quadric edge collapse; seams, locked borders, no flips),
 :func:`encode_meshopt` / :func:`decode_meshopt` (the EXT_meshopt_compression bitstream,
-our own encoder; meshoptimizer's decoder reads it).
+our own encoder; meshoptimizer's decoder reads it),
+:func:`encode` / :func:`decode` (twin's compact archival codec: Edgebreaker-style
+connectivity, parallelogram prediction, rANS; exact on the quantised mesh).
 Buildings: :func:`read_footprints`, :func:`building_meshes`, :func:`merge_meshes`.
 """
 
 from twin.mesh.buildings import BuildingMesh, MergedMesh, building_meshes, merge_meshes
+from twin.mesh.codec import decode, decode_quantized, encode
 from twin.mesh.footprints import read_footprints
 from twin.mesh.meshopt_codec import (
     decode_index_buffer,
@@ -40,12 +43,15 @@ __all__ = [
     "atvr",
     "building_meshes",
     "check_mesh",
+    "decode",
     "decode_index_buffer",
     "decode_meshopt",
+    "decode_quantized",
     "decode_vertex_buffer",
     "dequantize",
     "dequantize_normals",
     "dequantize_uvs",
+    "encode",
     "encode_index_buffer",
     "encode_meshopt",
     "encode_vertex_buffer",
