@@ -411,7 +411,10 @@ def filter_file(
     file's statistics from the tiles' core points; (3) each buffered tile is
     filtered in memory and its core points are written. Tiles are multiples of the
     voxel, so no voxel straddles two tiles. The halo must exceed the neighbourhoods
-    (``radius``; the ``k`` nearest points) for the result to equal the in-memory one.
+    (``radius``; the ``k`` nearest points) for the result to equal the in-memory one;
+    an isolated point whose neighbours reach past the halo gets its distance within
+    the buffered tile (an upper bound), which widens the statistical cut a little
+    (tests: at least 99.8 % of decisions equal to the in-memory filter's).
     Points come out tile by tile (in file order within a tile).
 
     **Memory** grows with one buffered tile (its points times the record size plus
