@@ -90,7 +90,7 @@ def _compare(v, f, target, attrs=None, weights=None, lock=False, max_e2=np.inf):
         p.V, p.F, p.N0, p.Q, p.kind, p.ib, p.partner, p.attrs, w, target, max_e2, pure
     )
     log = np.zeros((len(f), 2), np.int32)
-    falive, valive, e2, done = S.simplify_kernel(
+    falive, valive, e2, done, into = S.simplify_kernel(
         p.V, p.F, p.N0, p.Q, p.head, p.nxt, p.kind, p.ib, p.partner, p.attrs, w, target,
         max_e2, pure, log,
     )  # fmt: skip
@@ -99,6 +99,7 @@ def _compare(v, f, target, attrs=None, weights=None, lock=False, max_e2=np.inf):
     np.testing.assert_array_equal(falive, ref[0])
     np.testing.assert_array_equal(valive, ref[1])
     assert e2 == ref[2]
+    np.testing.assert_array_equal(into, ref[4])
     return done
 
 

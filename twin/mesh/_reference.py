@@ -167,16 +167,23 @@ def simplify_loop_ref(V, F, N0, Q, kind, ib, partner, attrs, weights, target_fac
     """The collapse loop of :func:`twin.mesh._simplify_kernels.simplify_kernel`, plainly.
 
     Same inputs (the prepared arrays of :func:`twin.mesh.simplify._prepare`; they are
-    copied, not modified) and the same decisions: candidate keys ``(float32 key bits,
-    push time, u, v)`` in a :mod:`heapq`, vertex -> face adjacency as dict of sets,
-    link condition by set intersection. The per-number geometry (optimal position,
-    face flip test, attribute penalty) is the kernels' own arithmetic run as Python
-    (``.py_func``), so on small meshes the two must make the *same* collapses in the
-    same order. Returns ``(falive, valive, e2max, log)``, ``log`` the list of (u, v).
+    copied, not modified) and the same decisions: passes over every live edge sorted
+    by ``(float32 key bits, a, b)`` with Python's ``sorted``, a set of vertices locked
+    per pass, vertex -> face adjacency as dict of sets, link condition by set
+    intersection. The per-number geometry (optimal position, face flip test,
+    attribute penalty) is the kernels' own arithmetic run as Python (``.py_func``), so
+    on small meshes the two must make the *same* collapses in the same order.
+    Returns ``(falive, valive, e2max, log, into)``, ``log`` the list of (u, v) and
+    ``into[u]`` the vertex u collapsed into (-1 if alive).
     """
-    import heapq
-
-    from twin.mesh._simplify_kernels import INTERIOR, LOCKED, SEAM, attr_penalty, face_ok
+    from twin.mesh._simplify_kernels import (
+        INTERIOR,
+        LOCKED,
+        PASS_ERROR_FACTOR,
+        SEAM,
+        attr_penalty,
+        face_ok,
+    )
     from twin.mesh._simplify_kernels import plan_position as _pp
 
     plan_position = _pp.py_func
@@ -193,7 +200,7 @@ def simplify_loop_ref(V, F, N0, Q, kind, ib, partner, attrs, weights, target_fac
             faces_of[int(F[f, k])].add(f)
     falive = np.ones(m, np.uint8)
     valive = np.ones(n, np.uint8)
-    touch = np.zeros(n, np.int64)
+    into = np.full(n, -1, np.int64)
 
     def edge_faces(a, b):
         return [f for f in faces_of[a] if b in F[f]]
@@ -240,14 +247,8 @@ def simplify_loop_ref(V, F, N0, Q, kind, ib, partner, attrs, weights, target_fac
     def bits(key):
         return int(np.array([key], np.float32).view(np.uint32)[0])
 
-    heap = []
-    for a in range(n):
-        for b in neighbours(a):
-            if b > a:
-                r = best(a, b)
-                if r:
-                    heap.append((bits(r[0]), 0, r[1], r[2]))
-    heapq.heapify(heap)
+    def unbits(b):
+        return float(np.array([b], np.uint32).view(np.float32)[0])
 
     def link_ok(u, v):
         shared = len(edge_faces(u, v))
@@ -285,44 +286,63 @@ def simplify_loop_ref(V, F, N0, Q, kind, ib, partner, attrs, weights, target_fac
         Q[v] += Q[u]
         V[v] = p
         valive[u] = 0
+        into[u] = v
         return removed
 
-    faces_left, e2max, now, log = m, 0.0, 0, []
-    while heap and faces_left > target_faces:
-        kb, t, u, v = heapq.heappop(heap)
-        if not (valive[u] and valive[v]) or t < touch[u] or t < touch[v]:
-            continue
-        r = plan(u, v)
-        if r is None:
-            continue
-        key, e2, x, y, z = r
-        now += 1
-        if bits(key) != kb:
-            heapq.heappush(heap, (bits(key), now, u, v))
-            continue
-        if e2 > max_e2:
-            if pure:
-                break
-            continue
-        p = (x, y, z)
-        seam = kind[u] == SEAM
-        pu, pv = int(partner[u]), int(partner[v])
-        if not (link_ok(u, v) and fan_ok(u, v, p)):
-            continue
-        if seam and not (link_ok(pu, pv) and fan_ok(pu, pv, p)):
-            continue
-        if tuple(V[v]) != p and not fan_ok(v, u, p):
-            continue
-        faces_left -= collapse(u, v, p)
-        touch[v] = now
-        if seam:
-            faces_left -= collapse(pu, pv, p)
-            touch[pv] = now
-        log.append((u, v))
-        e2max = max(e2max, e2)
-        for a in [v, pv] if seam else [v]:
+    faces_left, e2max, log = m, 0.0, []
+    stop = False
+    while faces_left > target_faces and not stop:
+        cands = []
+        for a in range(n):
+            if not valive[a]:
+                continue
             for b in neighbours(a):
-                r = best(a, b)
-                if r:
-                    heapq.heappush(heap, (bits(r[0]), now, r[1], r[2]))
-    return falive, valive, e2max, log
+                if b > a and (kind[a] != LOCKED or kind[b] != LOCKED):
+                    r = best(a, b)
+                    if r:
+                        cands.append((bits(r[0]), a, b, r[1], r[2]))
+        cands.sort(key=lambda c: c[:3])
+        goal = faces_left - target_faces
+        error_goal = np.inf
+        if goal // 2 < len(cands):
+            error_goal = PASS_ERROR_FACTOR * unbits(cands[goal // 2][0])
+        locked: set[int] = set()
+        removed = collapses = 0
+        for kb, _, _, u, v in cands:
+            if faces_left <= target_faces:
+                break
+            if unbits(kb) > error_goal and removed > goal // 10:
+                break
+            seam = kind[u] == SEAM
+            pu, pv = int(partner[u]), int(partner[v])
+            if u in locked or v in locked or (seam and (pu in locked or pv in locked)):
+                continue
+            r = plan(u, v)
+            if r is None or bits(r[0]) != kb:
+                continue
+            key, e2, x, y, z = r
+            if e2 > max_e2:
+                if pure:
+                    stop = True
+                    break
+                continue
+            p = (x, y, z)
+            if not (link_ok(u, v) and fan_ok(u, v, p)):
+                continue
+            if seam and not (link_ok(pu, pv) and fan_ok(pu, pv, p)):
+                continue
+            if tuple(V[v]) != p and not fan_ok(v, u, p):
+                continue
+            r = collapse(u, v, p)
+            locked |= {u, v}
+            if seam:
+                r += collapse(pu, pv, p)
+                locked |= {pu, pv}
+            faces_left -= r
+            removed += r
+            collapses += 1
+            log.append((u, v))
+            e2max = max(e2max, e2)
+        if collapses == 0:
+            break
+    return falive, valive, e2max, log, into

@@ -9,8 +9,8 @@ Data layout (flat arrays only, nothing Python-side in the loop):
 - vertex -> face adjacency as linked lists of corners: ``head[v]`` is the first
   corner (``3 * face + k``) of vertex v, ``nxt[c]`` the next one; a collapse splices
   the removed vertex's list into the kept one's; dead faces are skipped lazily.
-- an 8-ary min-heap of candidate collapses ``(key, time, u, v)`` with lazy
-  invalidation: an entry is stale when ``u`` or ``v`` was touched after ``time``.
+- collapses in passes over the live edges sorted by key (see the ``passes``
+  section below), no priority queue.
 
 The geometric helpers (:func:`plan_position`, :func:`face_ok`, ...) take plain
 numbers so that the Python reference in :mod:`twin.mesh._reference` calls the very
@@ -21,14 +21,13 @@ and ``heapq``; the tests compare the two collapse by collapse.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 INTERIOR = 0
 BORDER = 1
 SEAM = 2
 LOCKED = 3
 MIN_COS_ORIGINAL = 0.5  # a face may turn at most 60 degrees from its original normal
-ARITY = 8  # heap fan-out: 8 int64 keys fill one cache line
 
 
 # ---------------------------------------------------------------- quadric algebra
@@ -561,285 +560,248 @@ def apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz):
     return removed
 
 
-# ---------------------------------------------------------------- heap
+# ---------------------------------------------------------------- passes
 #
-# An 8-ary min-heap in two int64 arrays: ``hk = float32 key bits << 32 | push time``
-# (non-negative float32 bits order like the numbers) and ``huv = u << 32 | v``.
-# Entries compare by hk, then huv. An entry is stale (lazy invalidation) when u or
-# v is dead or was touched (its quadric or position changed) after the push time.
+# Collapses run in passes (as meshoptimizer does): every pass lists the live edges
+# (each once, ``a < b``, in (a, b) order), plans the cheaper allowed direction of
+# each, sorts them by the float32 bits of the key (stable, so ties keep (a, b)
+# order) and collapses down that list. A vertex that took part in a collapse is
+# locked for the rest of the pass, so every collapse done in a pass has the exact
+# key it was sorted by (its ends' quadrics are those it was planned with). A pass
+# ends once the target is met, or once keys pass ``PASS_ERROR_FACTOR`` times the key
+# of the ``goal / 2``-th candidate (``goal`` = faces still to remove) after at least
+# a tenth of the goal was removed.
 
-
-@njit(cache=True, inline="always")
-def pack_key(key, now, fbuf, ubuf):
-    """``float32(key)`` bits << 32 | now, via one-element float32/uint32 views."""
-    fbuf[0] = key
-    return (np.int64(ubuf[0]) << 32) | np.int64(now)
-
-
-@njit(cache=True)
-def _less(hk, huv, i, j):
-    if hk[i] != hk[j]:
-        return hk[i] < hk[j]
-    return huv[i] < huv[j]
+PASS_ERROR_FACTOR = 1.5
+RADIX_BITS = 11
 
 
 @njit(cache=True)
-def _sift_down(hk, huv, i, size):
-    k = hk[i]
-    e = huv[i]
-    while True:
-        first = ARITY * i + 1
-        if first >= size:
-            break
-        best = first
-        last = min(first + ARITY, size)
-        for c in range(first + 1, last):
-            if hk[c] < hk[best] or (hk[c] == hk[best] and huv[c] < huv[best]):
-                best = c
-        if hk[best] < k or (hk[best] == k and huv[best] < e):
-            hk[i] = hk[best]
-            huv[i] = huv[best]
-            i = best
+def collect_edges(F, head, nxt, falive, valive, kind, mark, stamp, ea, eb, nbuf, store):
+    """Live edges ``(a, b)``, ``a < b``, into ``ea``/``eb`` in (a, b) order, leaving
+    out edges whose ends are both LOCKED (only counted unless ``store``). Returns
+    ``(count, stamp)``."""
+    n = head.shape[0]
+    count = 0
+    for a in range(n):
+        if not valive[a] or head[a] == -1:
+            continue
+        stamp += 1
+        k = 0
+        c = head[a]
+        while c != -1:
+            f = c // 3
+            if falive[f]:
+                for j in range(3):
+                    b = F[f, j]
+                    if b > a and mark[b] != stamp:
+                        mark[b] = stamp
+                        if kind[a] != LOCKED or kind[b] != LOCKED:
+                            # insertion into the sorted neighbour buffer
+                            i = k
+                            while i > 0 and nbuf[i - 1] > b:
+                                nbuf[i] = nbuf[i - 1]
+                                i -= 1
+                            nbuf[i] = b
+                            k += 1
+            c = nxt[c]
+        if store:
+            for i in range(k):
+                ea[count] = a
+                eb[count] = nbuf[i]
+                count += 1
         else:
-            break
-    hk[i] = k
-    huv[i] = e
+            count += k
+    return count, stamp
+
+
+@njit(cache=True, parallel=True)
+def rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, ea, eb, ek, count):
+    """Plan every listed edge: ``ea``/``eb`` become the chosen direction (u, v) and
+    ``ek`` the float32 bits of its key; edges with no allowed direction get key bits
+    0xFFFFFFFF. Parallel over chunks of edges (read-only on the mesh)."""
+    chunk = 4096
+    nchunks = (count + chunk - 1) // chunk
+    for ci in prange(nchunks):
+        tmp = np.zeros(11, np.float64)
+        fbuf = np.zeros(1, np.float32)
+        ubuf = fbuf.view(np.uint32)
+        for i in range(ci * chunk, min(count, (ci + 1) * chunk)):
+            ok, key, u, v = best_direction(
+                V, F, Q, head, nxt, falive, kind, partner, attrs, weights, ea[i], eb[i], tmp
+            )
+            if ok:
+                fbuf[0] = key
+                ek[i] = ubuf[0]
+                ea[i] = u
+                eb[i] = v
+            else:
+                ek[i] = np.uint32(0xFFFFFFFF)
 
 
 @njit(cache=True)
-def _sift_up(hk, huv, i):
-    k = hk[i]
-    e = huv[i]
-    while i > 0:
-        p = (i - 1) // ARITY
-        if k < hk[p] or (k == hk[p] and e < huv[p]):
-            hk[i] = hk[p]
-            huv[i] = huv[p]
-            i = p
-        else:
-            break
-    hk[i] = k
-    huv[i] = e
-
-
-@njit(cache=True, inline="always")
-def _fresh(hk, huv, i, touch, valive):
-    u = huv[i] >> 32
-    v = huv[i] & 0xFFFFFFFF
-    t = hk[i] & 0xFFFFFFFF
-    return valive[u] and valive[v] and t >= touch[u] and t >= touch[v]
+def sort_candidates(ek, count, vals, scratch):
+    """The collapsible edges (key bits below 0xFFFFFFFF) as ``key bits << 32 | index``
+    in ``vals``, stably sorted by key bits (LSD radix on the 31 key bits; ties keep
+    index order). Returns how many."""
+    k = 0
+    for i in range(count):
+        if ek[i] != np.uint32(0xFFFFFFFF):
+            vals[k] = (np.uint64(ek[i]) << np.uint64(32)) | np.uint64(i)
+            k += 1
+    mask = np.uint64((1 << RADIX_BITS) - 1)
+    hist = np.zeros(1 << RADIX_BITS, np.int64)
+    src = vals
+    dst = scratch
+    for shift in range(32, 64, RADIX_BITS):
+        sh = np.uint64(shift)
+        hist[:] = 0
+        for i in range(k):
+            hist[(src[i] >> sh) & mask] += 1
+        total = 0
+        for b in range(1 << RADIX_BITS):
+            c = hist[b]
+            hist[b] = total
+            total += c
+        for i in range(k):
+            x = src[i]
+            b = (x >> sh) & mask
+            dst[hist[b]] = x
+            hist[b] += 1
+        src, dst = dst, src
+    # three digit passes end in scratch
+    for i in range(k):
+        vals[i] = src[i]
+    return k
 
 
 @njit(cache=True)
-def _compact(hk, huv, size, touch, valive):
-    """Drop stale entries and re-heapify; returns the new size."""
-    m = 0
-    for i in range(size):
-        if _fresh(hk, huv, i, touch, valive):
-            hk[m] = hk[i]
-            huv[m] = huv[i]
-            m += 1
-    for i in range((m - 2) // ARITY, -1, -1):
-        _sift_down(hk, huv, i, m)
-    return m
-
-
-@njit(cache=True)
-def _push(hk, huv, size, key, u, v, now, touch, valive, fbuf, ubuf):
-    if size == hk.shape[0]:
-        size = _compact(hk, huv, size, touch, valive)
-        if size == hk.shape[0]:
-            return size  # full of live entries (cannot happen: 4 N > live edges)
-    hk[size] = pack_key(key, now, fbuf, ubuf)
-    huv[size] = (np.int64(u) << 32) | np.int64(v)
-    _sift_up(hk, huv, size)
-    return size + 1
+def bits_to_float(bits, fbuf, ubuf):
+    ubuf[0] = bits
+    return np.float64(fbuf[0])
 
 
 # ---------------------------------------------------------------- main loop
 
 
 @njit(cache=True)
-def push_around(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, mark, stamp, a,
-                hk, huv, size, now, touch, valive, tmp, fbuf, ubuf):  # fmt: skip
-    """Push the best direction of every edge at vertex a; returns the heap size."""
-    mark[a] = stamp
-    c = head[a]
-    while c != -1:
-        f = c // 3
-        if falive[f]:
-            for k in range(3):
-                b = F[f, k]
-                if mark[b] != stamp:
-                    mark[b] = stamp
-                    ok, key, uu, vv = best_direction(
-                        V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp
-                    )
-                    if ok:
-                        size = _push(hk, huv, size, key, uu, vv, now, touch, valive, fbuf, ubuf)
-        c = nxt[c]
-    return size
-
-
-@njit(cache=True)
 def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
                     target_faces, max_e2, pure, log):  # fmt: skip
-    """Greedy edge collapse until ``target_faces`` faces remain or the next collapse's
-    mean squared error ``e2`` exceeds ``max_e2``. Modifies V, F, Q, attrs in place.
+    """Edge collapse in passes until ``target_faces`` faces remain, the next
+    collapse's mean squared error ``e2`` exceeds ``max_e2`` or no edge can collapse.
+    Modifies V, F, Q, head, nxt, attrs in place.
 
     ``N0`` (M, 3) float32: the original face normals (no collapse may turn a face
     90 degrees or more from its own original normal).
-    Returns ``(falive uint8 (M,), valive uint8 (N,), e2 max reached, collapses)``.
+    Returns ``(falive uint8 (M,), valive uint8 (N,), e2 max reached, collapses,
+    into int32 (N,))``, ``into[u]`` the vertex u collapsed into (-1 if alive).
     ``log`` (K, 2) int32, if it has rows, records the first K collapses (u, v).
-    ``pure``: keys are geometric errors (no attribute term), so the first entry over
-    ``max_e2`` ends the run; otherwise such entries are skipped.
-    Memory: the heap holds at most 4 N + 64 entries of 16 bytes; 9 bytes per vertex
-    of flags and scratch; plus the arrays passed in.
+    ``pure``: keys are geometric errors (no attribute term), so the first candidate
+    over ``max_e2`` ends the run; otherwise such candidates are skipped.
+    Memory: grows with the number of edges E (about 3 N): 28 bytes per edge for the
+    pass lists (ends, key, sorted candidates and sort scratch); 21 bytes per vertex of flags and
+    scratch; plus the arrays passed in.
     """
     n = V.shape[0]
     m = F.shape[0]
     falive = np.ones(m, np.uint8)
     valive = np.ones(n, np.uint8)
-    touch = np.zeros(n, np.int32)
+    into = np.full(n, -1, np.int32)
+    plock = np.zeros(n, np.int32)
     mark = np.zeros(n, np.int32)
     tmp = np.zeros(11, np.float64)
     fbuf = np.zeros(1, np.float32)
     ubuf = fbuf.view(np.uint32)
-    cap = 4 * n + 64
-    hk = np.empty(cap, np.int64)
-    huv = np.empty(cap, np.int64)
-    size = 0
-    stamp = 2
-    now = 0
-    # initial candidates: every edge once, from its smaller endpoint
-    for a in range(n):
-        c = head[a]
-        stamp += 2
-        mark[a] = stamp
-        while c != -1:
-            f = c // 3
-            for k in range(3):
-                b = F[f, k]
-                if b > a and mark[b] != stamp:
-                    mark[b] = stamp
-                    ok, key, uu, vv = best_direction(
-                        V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp
-                    )
-                    if ok and size < cap:
-                        hk[size] = pack_key(key, 0, fbuf, ubuf)
-                        huv[size] = (np.int64(uu) << 32) | np.int64(vv)
-                        size += 1
-            c = nxt[c]
-    for i in range((size - 2) // ARITY, -1, -1):
-        _sift_down(hk, huv, i, size)
+    nbuf = np.empty(n, np.int32)
+    cap, stamp = collect_edges(F, head, nxt, falive, valive, kind, mark, 2, nbuf, nbuf, nbuf, False)
+    ea = np.empty(cap, np.int32)
+    eb = np.empty(cap, np.int32)
+    ek = np.empty(cap, np.uint32)
+    vals = np.empty(cap, np.uint64)
+    scratch = np.empty(cap, np.uint64)
     faces_left = m
     e2max = 0.0
     done = 0
-    while size > 0 and faces_left > target_faces:
-        top = hk[0]
-        fresh = _fresh(hk, huv, 0, touch, valive)
-        u = huv[0] >> 32
-        v = huv[0] & 0xFFFFFFFF
-        size -= 1
-        if size > 0:
-            hk[0] = hk[size]
-            huv[0] = huv[size]
-            _sift_down(hk, huv, 0, size)
-        if not fresh:
-            continue
-        ok, key2, e2, px, py, pz = plan(
-            V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp
+    npass = 0
+    stop = False
+    while faces_left > target_faces and not stop:
+        npass += 1
+        count, stamp = collect_edges(
+            F, head, nxt, falive, valive, kind, mark, stamp, ea, eb, nbuf, True
         )
-        if not ok:
-            continue
-        now += 1
-        if pack_key(key2, 0, fbuf, ubuf) != (top >> 32) << 32:
-            # a seam partner's quadric changed since the push: re-queue at the new key
-            size = _push(hk, huv, size, key2, u, v, now, touch, valive, fbuf, ubuf)
-            continue
-        if e2 > max_e2:
-            if pure:
-                break
-            continue
-        seam = kind[u] == SEAM
-        pu = partner[u]
-        pv = partner[v]
-        stamp += 2
-        if not link_ok(F, head, nxt, falive, ib, mark, stamp, u, v):
-            continue
-        if not fan_ok(V, F, N0, head, nxt, falive, u, v, px, py, pz):
-            continue
-        if seam:
-            stamp += 2
-            if not link_ok(F, head, nxt, falive, ib, mark, stamp, pu, pv):
-                continue
-            if not fan_ok(V, F, N0, head, nxt, falive, pu, pv, px, py, pz):
-                continue
-        if px != V[v, 0] or py != V[v, 1] or pz != V[v, 2]:
-            if not fan_ok(V, F, N0, head, nxt, falive, v, u, px, py, pz):
-                continue
-        faces_left -= apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz)
-        valive[u] = 0
-        touch[v] = now
-        if seam:
-            faces_left -= apply_collapse(V, F, Q, head, nxt, falive, attrs, pu, pv, px, py, pz)
-            valive[pu] = 0
-            touch[pv] = now
-        if done < log.shape[0]:
-            log[done, 0] = u
-            log[done, 1] = v
-        done += 1
-        if e2 > e2max:
-            e2max = e2
-        stamp += 2
-        size = push_around(
-            V,
-            F,
-            Q,
-            head,
-            nxt,
-            falive,
-            kind,
-            partner,
-            attrs,
-            weights,
-            mark,
-            stamp,
-            v,
-            hk,
-            huv,
-            size,
-            now,
-            touch,
-            valive,
-            tmp,
-            fbuf,
-            ubuf,
-        )
-        if seam:
-            stamp += 2
-            size = push_around(
-                V,
-                F,
-                Q,
-                head,
-                nxt,
-                falive,
-                kind,
-                partner,
-                attrs,
-                weights,
-                mark,
-                stamp,
-                pv,
-                hk,
-                huv,
-                size,
-                now,
-                touch,
-                valive,
-                tmp,
-                fbuf,
-                ubuf,
+        rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, ea, eb, ek, count)
+        ncand = sort_candidates(ek, count, vals, scratch)
+        goal = faces_left - target_faces
+        egoal = goal // 2
+        error_goal = np.inf
+        if egoal < ncand:
+            error_goal = PASS_ERROR_FACTOR * bits_to_float(
+                np.uint32(vals[egoal] >> np.uint64(32)), fbuf, ubuf
             )
-    return falive, valive, e2max, done
+        removed = 0
+        collapses = 0
+        for i in range(ncand):
+            if faces_left <= target_faces:
+                break
+            j = np.int64(vals[i] & np.uint64(0xFFFFFFFF))
+            if bits_to_float(ek[j], fbuf, ubuf) > error_goal and removed > goal // 10:
+                break
+            u = ea[j]
+            v = eb[j]
+            if plock[u] == npass or plock[v] == npass:
+                continue
+            seam = kind[u] == SEAM
+            pu = partner[u]
+            pv = partner[v]
+            if seam and (plock[pu] == npass or plock[pv] == npass):
+                continue
+            ok, key2, e2, px, py, pz = plan(
+                V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp
+            )
+            if not ok:
+                continue
+            fbuf[0] = key2
+            if ubuf[0] != ek[j]:
+                continue  # cannot happen: both ends and partners are unchanged
+            if e2 > max_e2:
+                if pure:
+                    stop = True
+                    break
+                continue
+            stamp += 2
+            if not link_ok(F, head, nxt, falive, ib, mark, stamp, u, v):
+                continue
+            if not fan_ok(V, F, N0, head, nxt, falive, u, v, px, py, pz):
+                continue
+            if seam:
+                stamp += 2
+                if not link_ok(F, head, nxt, falive, ib, mark, stamp, pu, pv):
+                    continue
+                if not fan_ok(V, F, N0, head, nxt, falive, pu, pv, px, py, pz):
+                    continue
+            if px != V[v, 0] or py != V[v, 1] or pz != V[v, 2]:
+                if not fan_ok(V, F, N0, head, nxt, falive, v, u, px, py, pz):
+                    continue
+            r = apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz)
+            valive[u] = 0
+            into[u] = v
+            plock[u] = npass
+            plock[v] = npass
+            if seam:
+                r += apply_collapse(V, F, Q, head, nxt, falive, attrs, pu, pv, px, py, pz)
+                valive[pu] = 0
+                into[pu] = pv
+                plock[pu] = npass
+                plock[pv] = npass
+            faces_left -= r
+            removed += r
+            collapses += 1
+            if done < log.shape[0]:
+                log[done, 0] = u
+                log[done, 1] = v
+            done += 1
+            if e2 > e2max:
+                e2max = e2
+        if collapses == 0:
+            break
+    return falive, valive, e2max, done, into

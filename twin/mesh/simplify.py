@@ -181,7 +181,7 @@ def simplify(
     pure = attrs is None or not np.any(weights > 0)
     max_e2 = (target_error / ERROR_SCALE) ** 2 if np.isfinite(target_error) else np.inf
     log = np.zeros((0, 2), np.int32)
-    falive, valive, e2max, _ = simplify_kernel(
+    falive, valive, e2max, _, into = simplify_kernel(
         prep.V, prep.F, prep.N0, prep.Q, prep.head, prep.nxt, prep.kind, prep.ib, prep.partner,
         prep.attrs, weights, target_faces, max_e2, pure, log,
     )  # fmt: skip
