@@ -61,7 +61,8 @@ def open_backend(backend, name, *, tmp, request=None, dsn=None, **kw):
     if backend == "sqlite":
         return SQLiteStore(Path(tmp) / f"{name}.sqlite", **kw)
     dsn = dsn or request.getfixturevalue("postgres")
-    return PostgresStore(dsn, schema=name)
+    kw.pop("synchronous", None)
+    return PostgresStore(dsn, schema=name, **kw)
 
 
 @pytest.fixture

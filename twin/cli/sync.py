@@ -100,6 +100,50 @@ def sync_state(entity_id, db, at, with_history):
     emit_json(out)
 
 
+@sync.command("indicators")
+@click.option(
+    "--db",
+    default="twin-live.sqlite",
+    show_default=True,
+    help="SQLite store file, or a postgresql:// URL.",
+)
+@click.option("--t0", default=None, help="Window start (ISO 8601); default: the first event.")
+@click.option("--t1", default=None, help="Window end (ISO 8601); default: now.")
+@click.option("--types", default=None, help="Comma-separated entity types.")
+@click.option("--cells", default=None, help="Comma-separated cells (grid/IX/IY, district/NAME).")
+@click.option("--json", "as_json", is_flag=True, help="Print the indicators as JSON.")
+def sync_indicators(db, t0, t1, types, cells, as_json):
+    """City vital signs per cell and type: entities (density), open incidents,
+    event rate, mean dispatch and response times over a time window.
+
+    \b
+    Example:
+      twin sync indicators --db live.sqlite --t0 2026-05-01T08:00Z --t1 2026-05-01T09:00Z
+    """
+    with _open(db, exists=True) as store:
+        rows = store.indicators(
+            t0,
+            t1,
+            types=types.split(",") if types else None,
+            cells=cells.split(",") if cells else None,
+        )
+        meta = {"cell_deg": store.cell_deg, "bucket_s": store.bucket_s}
+    if as_json:
+        emit_json({**meta, "indicators": rows})
+        return
+    click.echo(
+        f"{'cell':<22} {'type':<9} {'count':>7} {'open':>5} {'events':>8} "
+        f"{'per s':>8} {'per km2':>9} {'dispatch s':>10} {'response s':>10}"
+    )
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    for d in rows:
+        click.echo(
+            f"{d['cell']:<22} {d['type']:<9} {d['count']:>7} {d['open']:>5} {d['events']:>8} "
+            f"{d['rate_per_s']:>8.2f} {fmt(d['density_per_km2'], '.1f'):>9} "
+            f"{fmt(d['mean_dispatch_s'], '.0f'):>10} {fmt(d['mean_response_s'], '.0f'):>10}"
+        )
+
+
 @sync.command("serve")
 @click.option(
     "--db",

@@ -32,13 +32,16 @@ from twin.sync.store import (
     _COLS,
     _HIST_COLS,
     _SEL,
+    _UPSERT_INDICATORS_PG,
     REJECTED,
     SCHEMA_VERSION,
     STALE,
     Outcome,
     Store,
     _entity,
+    _indicator_settings,
     _time_ns,
+    indicator_rows,
     plan_batch,
 )
 
@@ -67,6 +70,13 @@ CREATE TABLE IF NOT EXISTS events_seen (event_id text PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS incidents (
     id text PRIMARY KEY, reported_ns bigint, dispatched_ns bigint, on_scene_ns bigint,
     resolved_ns bigint, closed_ns bigint, responder text
+);
+CREATE TABLE IF NOT EXISTS indicators (
+    bucket bigint NOT NULL, cell text NOT NULL, type text NOT NULL, is_open integer NOT NULL,
+    d_count bigint NOT NULL, events bigint NOT NULL, n_dispatch bigint NOT NULL,
+    sum_dispatch_s double precision NOT NULL, n_response bigint NOT NULL,
+    sum_response_s double precision NOT NULL,
+    PRIMARY KEY (bucket, cell, type, is_open)
 );
 """
 _ENT_COLS = ", ".join((*_COLS, "k"))
@@ -114,7 +124,17 @@ class PostgresStore(Store):
     :mod:`twin.sync.store`. ``placer`` as for :class:`~twin.sync.store.SQLiteStore`.
     """
 
-    def __init__(self, dsn: str, *, schema: str = "public", placer=None):
+    _ph = "%s"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        placer=None,
+        cell_deg: float | None = None,
+        bucket_s: int | None = None,
+    ):
         import psycopg
 
         if not schema.replace("_", "").isalnum():
@@ -143,6 +163,10 @@ class PostgresStore(Store):
                     f"store schema version {row[0]}, this twin reads {SCHEMA_VERSION}",
                     path=_safe(dsn),
                 )
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+            self.cell_deg, self.bucket_s = _indicator_settings(meta, cell_deg, bucket_s, dsn)
+            for k, v in (("cell_deg", self.cell_deg), ("bucket_s", self.bucket_s)):
+                con.execute("INSERT INTO meta VALUES (%s, %s) ON CONFLICT DO NOTHING", (k, repr(v)))
         con.execute(f'SET search_path TO "{schema}"')
         con.execute("CREATE TEMP TABLE IF NOT EXISTS upd (LIKE entities) ON COMMIT DELETE ROWS")
         self._batch = 0
@@ -176,11 +200,20 @@ class PostgresStore(Store):
             seen = {r[0] for r in cur.fetchall()}
             ents = list({e.entity_id for e in valid})
             cur.execute(f"SELECT {_ENT_COLS} FROM entities WHERE id = ANY(%s)", (ents,))
-            cache = {r[0]: [*r, 0, 0, 0] for r in cur.fetchall()}
+            cache = {r[0]: [*r, 0, 0, 0, None] for r in cur.fetchall()}
             cur.execute("SELECT coalesce(max(k), 0) + 1 FROM entities")
             next_k = cur.fetchone()[0]
             self._batch += 1
-            p = plan_batch(evs, outcomes, seen, cache, next_k, self._batch)
+            p = plan_batch(
+                evs,
+                outcomes,
+                seen,
+                cache,
+                next_k,
+                self._batch,
+                1.0 / self.cell_deg,
+                self.bucket_s * 1_000_000_000,
+            )
             created_k = {r[18] for r in p.created}
             if p.created:
                 with cur.copy(f"COPY entities ({_ENT_COLS}) FROM STDIN") as cp:
@@ -207,9 +240,22 @@ class PostgresStore(Store):
                         cp.write_row(_hist_row(r))
             if p.incident_rows:
                 cur.executemany(_INCIDENT, p.incident_rows)
+            reported = {}
+            if p.transitions:
+                cur.execute(
+                    "SELECT id, reported_ns FROM incidents WHERE id = ANY(%s)",
+                    ([t[0] for t in p.transitions],),
+                )
+                reported = dict(cur.fetchall())
+            rows = indicator_rows(p, reported)
+            if rows:
+                cur.executemany(_UPSERT_INDICATORS_PG, rows)
         return outcomes  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ reads
+    def _rows(self, sql: str, args: Sequence) -> list[tuple]:
+        return self._con.execute(sql, args).fetchall()
+
     def state(self, entity_id: str, at=None) -> Entity | None:
         """Current state, or as of ``at`` (see :meth:`SQLiteStore.state`)."""
         con = self._con

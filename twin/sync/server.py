@@ -7,6 +7,7 @@ takes ``?token=`` because browsers cannot set headers on it)::
     GET  /entities/{id}?at=           current state, or as of a time (time travel)
     GET  /entities?bbox=&type=&building=&floor=&status=&at=&limit=
     GET  /entities/{id}/history?t0=&t1=
+    GET  /indicators?t0=&t1=&types=&cells=   counts, rates, incident timers per cell/type
     GET  /health                      store counts and the current cursor
     WS   /ws?bbox=&types=&building=&since=   pushed deltas, resumable with a cursor
 
@@ -438,6 +439,25 @@ def create_app(
         with lock:
             found = store.query(building=building, floor=floor, status=status, **args)
         return {"count": len(found), "entities": [entity_dict(e) for e in found[: max(0, limit)]]}
+
+    @app.get("/indicators")
+    async def indicators(
+        request: Request,
+        t0: str | None = None,
+        t1: str | None = None,
+        types: str | None = None,
+        cells: str | None = None,
+    ):
+        auth(request.headers.get("authorization"), need_read=True, path="GET indicators")
+        args = dict(types=_types(types), cells=cells.split(",") if cells else None)
+        lo, hi = _time(t0, "t0"), _time(t1, "t1")
+        with lock:
+            rows = store.indicators(lo, hi, **args)
+        return {
+            "cell_deg": store.cell_deg,
+            "bucket_s": store.bucket_s,
+            "indicators": rows,
+        }
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket):

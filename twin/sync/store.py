@@ -32,6 +32,7 @@ Each outcome is an :class:`Outcome` ``(event_id, result, revision, reason)`` wit
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from abc import ABC, abstractmethod
@@ -39,7 +40,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from twin.errors import InputError, OutputError
+from twin.errors import InputError, OutputError, ParameterError
 from twin.sync.model import (
     INCIDENT_TRANSITIONS,
     Entity,
@@ -50,7 +51,9 @@ from twin.sync.model import (
 )
 
 APPLIED, STALE, DUPLICATE, REJECTED = "applied", "stale", "duplicate", "rejected"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+DEFAULT_CELL_DEG = 0.01  # indicator grid cell, degrees (about 1.1 km of latitude)
+DEFAULT_BUCKET_S = 60  # indicator time bucket, seconds
 
 
 class Outcome(NamedTuple):
@@ -102,6 +105,98 @@ class Store(ABC):
     def close(self) -> None:
         """Release the backend."""
 
+    # indicators: both backends keep the same table; only the SQL dialect differs
+    cell_deg: float = DEFAULT_CELL_DEG
+    bucket_s: int = DEFAULT_BUCKET_S
+    _ph = "?"  # the backend's parameter placeholder
+
+    def _rows(self, sql: str, args: Sequence) -> list[tuple]:
+        raise NotImplementedError
+
+    def indicators(self, t0=None, t1=None, *, types=None, cells=None) -> list[dict]:
+        """The city's vital signs per cell and entity type over a time window.
+
+        Kept incrementally by every applied event (no scan of history): per time
+        bucket (``bucket_s``, default 60 s) and key (cell, type, open) the net change
+        in the number of entities, the number of applied events and the incident
+        timers. A cell is the entity's ``attributes.district`` when it has one
+        (``district/<name>``), else its grid cell of ``cell_deg`` degrees
+        (``grid/<ix>/<iy>`` with ``ix = floor(lon / cell_deg)``), else ``none``.
+        The window is widened to whole buckets: ``t0`` (epoch ns or ISO 8601; None =
+        since the first event) to ``t1`` (None = now). Per (cell, type) with anything
+        to say, a dict:
+
+        * ``count``: entities there at the end of the window (the state the live twin
+          had applied; late events that arrived stale do not move it back in time);
+          ``density_per_km2`` for grid cells (``count`` / cell area on the WGS 84
+          sphere), ``bbox`` of a grid cell;
+        * ``open``: incidents there still reported, dispatched or on scene;
+        * ``events`` applied in the window and ``rate_per_s`` (events / window);
+        * ``dispatched`` / ``mean_dispatch_s`` and ``on_scene`` / ``mean_response_s``:
+          incidents dispatched (on scene) in the window and the mean time from their
+          report, in seconds (None without any).
+
+        ``types``/``cells``: keep only these. Cost grows with the number of
+        (bucket, cell, type) rows up to ``t1``, not with events."""
+        ph, bucket_ns = self._ph, self.bucket_s * 1_000_000_000
+        b0 = None if t0 is None else _time_ns(t0) // bucket_ns
+        b1 = None if t1 is None else _time_ns(t1) // bucket_ns
+        lo = -(2**62) if b0 is None else b0
+        hi = 2**62 if b1 is None else b1
+        sql = (
+            "SELECT cell, type, sum(d_count), sum(is_open * d_count), "
+            f"sum(CASE WHEN bucket >= {ph} THEN events ELSE 0 END), "
+            f"sum(CASE WHEN bucket >= {ph} THEN n_dispatch ELSE 0 END), "
+            f"sum(CASE WHEN bucket >= {ph} THEN sum_dispatch_s ELSE 0 END), "
+            f"sum(CASE WHEN bucket >= {ph} THEN n_response ELSE 0 END), "
+            f"sum(CASE WHEN bucket >= {ph} THEN sum_response_s ELSE 0 END), "
+            f"min(bucket), max(bucket) FROM indicators WHERE bucket <= {ph}"
+        )
+        args: list = [lo] * 5 + [hi]
+        if types is not None:
+            types = [types] if isinstance(types, str) else list(types)
+            sql += f" AND type IN ({', '.join([ph] * len(types))})"
+            args += types
+        if cells is not None:
+            cells = [cells] if isinstance(cells, str) else list(cells)
+            sql += f" AND cell IN ({', '.join([ph] * len(cells))})"
+            args += cells
+        sql += " GROUP BY cell, type ORDER BY cell, type"
+        rows = self._rows(sql, args)
+        if not rows:
+            return []
+        first = min(r[9] for r in rows) if b0 is None else b0
+        last = max(r[10] for r in rows) if b1 is None else b1
+        window_s = max(1, last - first + 1) * self.bucket_s
+        out = []
+        for cell, typ, count, n_open, events, nd, sd, nr, sr, _b, _e in rows:
+            count, n_open, events = int(count or 0), int(n_open or 0), int(events or 0)
+            nd, nr = int(nd or 0), int(nr or 0)
+            if not (count or events or nd or nr):
+                continue
+            d = {
+                "cell": cell,
+                "type": typ,
+                "count": count,
+                "open": n_open,
+                "events": events,
+                "rate_per_s": events / window_s,
+                "dispatched": nd,
+                "mean_dispatch_s": sd / nd if nd else None,
+                "on_scene": nr,
+                "mean_response_s": sr / nr if nr else None,
+                "density_per_km2": None,
+                "bbox": None,
+            }
+            if cell.startswith("grid/"):
+                _, ix, iy = cell.split("/")
+                c = self.cell_deg
+                x0, y0 = int(ix) * c, int(iy) * c
+                d["bbox"] = [x0, y0, x0 + c, y0 + c]
+                d["density_per_km2"] = count / cell_area_km2(x0, y0, c)
+            out.append(d)
+        return out
+
     def __enter__(self):
         return self
 
@@ -130,6 +225,12 @@ CREATE TABLE IF NOT EXISTS events_seen (event_id TEXT PRIMARY KEY) WITHOUT ROWID
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY, reported_ns INTEGER, dispatched_ns INTEGER, on_scene_ns INTEGER,
     resolved_ns INTEGER, closed_ns INTEGER, responder TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS indicators (
+    bucket INTEGER NOT NULL, cell TEXT NOT NULL, type TEXT NOT NULL, is_open INTEGER NOT NULL,
+    d_count INTEGER NOT NULL, events INTEGER NOT NULL, n_dispatch INTEGER NOT NULL,
+    sum_dispatch_s REAL NOT NULL, n_response INTEGER NOT NULL, sum_response_s REAL NOT NULL,
+    PRIMARY KEY (bucket, cell, type, is_open)
 ) WITHOUT ROWID;
 """
 
@@ -186,6 +287,41 @@ _HIST_SEL = (
 )
 
 
+_UPSERT_INDICATORS = (
+    "INSERT INTO indicators VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}) "
+    "ON CONFLICT (bucket, cell, type, is_open) DO UPDATE SET "
+    "d_count = indicators.d_count + excluded.d_count, "
+    "events = indicators.events + excluded.events, "
+    "n_dispatch = indicators.n_dispatch + excluded.n_dispatch, "
+    "sum_dispatch_s = indicators.sum_dispatch_s + excluded.sum_dispatch_s, "
+    "n_response = indicators.n_response + excluded.n_response, "
+    "sum_response_s = indicators.sum_response_s + excluded.sum_response_s"
+)
+_UPSERT_INDICATORS_PG = _UPSERT_INDICATORS.format(p="%s")
+_UPSERT_INDICATORS = _UPSERT_INDICATORS.format(p="?")
+
+
+def _indicator_settings(meta: dict, cell_deg, bucket_s, where) -> tuple[float, int]:
+    """Grid cell size and time bucket: stored with the twin when it is created; a
+    different value asked of an existing twin is an error (its deltas use the old)."""
+    out = []
+    for key, asked, default, conv in (
+        ("cell_deg", cell_deg, DEFAULT_CELL_DEG, float),
+        ("bucket_s", bucket_s, DEFAULT_BUCKET_S, int),
+    ):
+        if asked is not None and not (conv(asked) > 0 and math.isfinite(conv(asked))):
+            raise ParameterError(f"{key} must be > 0, got {asked!r}")
+        stored = meta.get(key)
+        if stored is not None:
+            v = conv(stored)
+            if asked is not None and conv(asked) != v:
+                raise ParameterError(f"this twin keeps indicators with {key}={v}, not {asked}")
+        else:
+            v = conv(asked) if asked is not None else default
+        out.append(v)
+    return out[0], out[1]
+
+
 def _time_ns(t) -> int | None:
     if t is None:
         return None
@@ -230,15 +366,93 @@ class Plan(NamedTuple):
     created: list  # cache rows of new entities (also in dirty)
     incident_rows: list  # (id, reported..closed ns, responder) first-reach times
     next_k: int  # the next free entity key
+    ind: dict  # (bucket, (cell, type, open)) -> [d_count, events, 0, 0.0, 0, 0.0]
+    transitions: list  # (incident id, new state, observed ns, bucket, indicator key)
 
 
-def plan_batch(evs: list, outcomes: list, seen: set, cache: dict, next_k: int, token: int) -> Plan:
+_OPEN = frozenset(("reported", "dispatched", "on_scene"))
+_floor = math.floor
+
+
+def ind_key(row: list, inv_cell: float) -> tuple:
+    """The indicator key of an entity row: (cell, type, open). The cell is
+    ``attributes.district`` (a string) when the entity has one, else the grid cell
+    ``(floor(lon / cell_deg), floor(lat / cell_deg))``, else ``None`` (no position);
+    ``open`` is 1 for an incident in an open state (reported, dispatched, on scene)."""
+    a = row[12]
+    cell = None
+    if a != "{}" and '"district"' in a:
+        d = json.loads(a).get("district")
+        if isinstance(d, str):
+            cell = d
+    if cell is None and row[6] is not None:
+        cell = (_floor(row[6] * inv_cell), _floor(row[7] * inv_cell))
+    typ = row[1]
+    return (cell, typ, 1 if typ == "incident" and row[11] in _OPEN else 0)
+
+
+def cell_name(cell) -> str:
+    """The text form of an indicator cell (see :meth:`Store.indicators`)."""
+    if cell is None:
+        return "none"
+    if isinstance(cell, tuple):
+        return f"grid/{cell[0]}/{cell[1]}"
+    return f"district/{cell}"
+
+
+def cell_area_km2(lon0: float, lat0: float, size: float) -> float:
+    """Area of a ``size``-degree grid cell with south-west corner (lon0, lat0), km²,
+    on the sphere of the WGS 84 mean radius."""
+    r = 6371.0088
+    s0 = math.sin(math.radians(max(-90.0, lat0)))
+    s1 = math.sin(math.radians(min(90.0, lat0 + size)))
+    return r * r * math.radians(size) * (s1 - s0)
+
+
+def indicator_rows(plan: Plan, reported: dict) -> list[tuple]:
+    """The indicator deltas of a planned batch as rows (bucket, cell, type, open,
+    d_count, events, n_dispatch, sum_dispatch_s, n_response, sum_response_s), with
+    the incident timers completed from ``reported`` (incident id -> reported ns)."""
+    ind = plan.ind
+    for iid, state, ns, bucket, key in plan.transitions:
+        rep = reported.get(iid)
+        if rep is None:
+            continue
+        acc = ind[(bucket, key)]
+        if state == "dispatched":
+            acc[2] += 1
+            acc[3] += (ns - rep) / 1e9
+        else:
+            acc[4] += 1
+            acc[5] += (ns - rep) / 1e9
+    return [
+        (b, cell_name(k[0]), k[1], k[2], *acc)
+        for (b, k), acc in ind.items()
+        if acc[0] or acc[1] or acc[2] or acc[4]
+    ]
+
+
+def plan_batch(
+    evs: list,
+    outcomes: list,
+    seen: set,
+    cache: dict,
+    next_k: int,
+    token: int,
+    inv_cell: float = 100.0,
+    bucket_ns: int = 60_000_000_000,
+) -> Plan:
     """The semantics of one batch, shared by every backend: decides each event's
     outcome (filling ``outcomes``), merges applied events into the cached current
-    rows ``cache`` (entity id -> row list: ``_COLS``, k, then three marks, updated in
-    place) and returns what to write. ``seen``: event ids already stored (updated);
-    ``next_k``: the key for the next new entity; ``token``: a number unique to this
-    batch (marks rows touched by it). Pure Python, no I/O."""
+    rows ``cache`` (entity id -> row list: ``_COLS``, k, three marks, then the
+    entity's indicator key or None; updated in place) and returns what to write.
+    ``seen``: event ids already stored (updated); ``next_k``: the key for the next
+    new entity; ``token``: a number unique to this batch (marks rows touched by it);
+    ``inv_cell`` (1 / grid cell size in degrees) and ``bucket_ns`` (time bucket)
+    shape the indicator deltas. Pure Python, no I/O."""
+    ind: dict = {}
+    ind_get = ind.get
+    transitions: list = []
     hist: list[tuple] = []  # stale events
     hist_applied: list[tuple] = []  # applied, superseded within the batch (row order)
     new_seen: list[str] = []
@@ -319,8 +533,11 @@ def plan_batch(evs: list, outcomes: list, seen: set, cache: dict, next_k: int, t
                 slots[_STATE_COL[new] - 1] = e.observed_ns
                 resp = e.attributes.get("responder")
                 incident_rows.append((e.entity_id, *slots, resp if isinstance(resp, str) else None))
+                if new in ("dispatched", "on_scene"):
+                    transitions.append([e.entity_id, new, ns])
         # applied: merge into the current row
         if cur_row is None:
+            old_key = None
             row = [
                 e.entity_id,
                 e.entity_type,
@@ -344,6 +561,7 @@ def plan_batch(evs: list, outcomes: list, seen: set, cache: dict, next_k: int, t
                 token,
                 0,
                 token,
+                None,
             ]
             next_k += 1
             created.append(row)
@@ -351,6 +569,9 @@ def plan_batch(evs: list, outcomes: list, seen: set, cache: dict, next_k: int, t
             cache[ent_id] = row
         else:
             row = cur_row
+            old_key = row[22]
+            if old_key is None:
+                old_key = ind_key(row, inv_cell)
             if row[19] == token:  # an earlier state of this batch: keep it
                 hist_applied.append(row[:19])
             else:
@@ -392,10 +613,37 @@ def plan_batch(evs: list, outcomes: list, seen: set, cache: dict, next_k: int, t
                 if b != row[13] or f != row[14]:
                     row[13], row[14] = b, f
                     row[20] = token
+        # indicators: one more event in this bucket, and a move between keys
+        key = ind_key(row, inv_cell)
+        row[22] = key
+        bucket = ns // bucket_ns
+        acc = ind_get((bucket, key))
+        if acc is None:
+            acc = ind[(bucket, key)] = [0, 0, 0, 0.0, 0, 0.0]
+        acc[1] += 1
+        if key != old_key:
+            acc[0] += 1
+            if old_key is not None:
+                acc = ind_get((bucket, old_key))
+                if acc is None:
+                    acc = ind[(bucket, old_key)] = [0, 0, 0, 0.0, 0, 0.0]
+                acc[0] -= 1
+        if transitions and len(transitions[-1]) == 3:  # made by this event
+            transitions[-1] += [bucket, key]
         seen_add(eid)
         seen_append(eid)
         outcomes[i] = _new(Outcome, (eid, APPLIED, row[2], None))
-    return Plan(hist, hist_applied, new_seen, dirty, created, incident_rows, next_k)
+    return Plan(
+        hist,
+        hist_applied,
+        new_seen,
+        dirty,
+        created,
+        incident_rows,
+        next_k,
+        ind,
+        transitions,
+    )
 
 
 class SQLiteStore(Store):
@@ -436,6 +684,8 @@ class SQLiteStore(Store):
         synchronous: str = "FULL",
         max_cache: int = 1_000_000,
         placer=None,
+        cell_deg: float | None = None,
+        bucket_s: int | None = None,
     ):
         self.path = Path(path)
         self.placer = placer
@@ -465,6 +715,10 @@ class SQLiteStore(Store):
                     f"store schema version {row[0]}, this twin reads {SCHEMA_VERSION}",
                     path=self.path,
                 )
+            meta = dict(con.execute("SELECT key, value FROM meta"))
+            self.cell_deg, self.bucket_s = _indicator_settings(meta, cell_deg, bucket_s, self.path)
+            for k, v in (("cell_deg", self.cell_deg), ("bucket_s", self.bucket_s)):
+                con.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (k, repr(v)))
         except sqlite3.DatabaseError as exc:
             raise InputError(f"cannot open the store: {exc}", path=self.path) from None
         except OSError as exc:
@@ -543,10 +797,19 @@ class SQLiteStore(Store):
                 f"SELECT {_SEL}, k FROM entities WHERE id IN (SELECT value FROM json_each(?1))",
                 (json.dumps(missing),),
             ):
-                cache[r[0]] = [*r, 0, 0, 0]
+                cache[r[0]] = [*r, 0, 0, 0, None]
         self._batch += 1
         token = self._batch
-        p = plan_batch(evs, outcomes, seen, cache, self._next_k, token)
+        p = plan_batch(
+            evs,
+            outcomes,
+            seen,
+            cache,
+            self._next_k,
+            token,
+            1.0 / self.cell_deg,
+            self.bucket_s * 1_000_000_000,
+        )
         self._next_k = p.next_k
         hist, hist_applied, new_seen = p.hist, p.hist_applied, p.new_seen
         dirty, created, incident_rows = p.dirty, p.created, p.incident_rows
@@ -601,6 +864,22 @@ class SQLiteStore(Store):
                 "responder = coalesce(excluded.responder, responder)",
                 incident_rows,
             )
+        reported = {}
+        if p.transitions:
+            ids = json.dumps([t[0] for t in p.transitions])
+            reported = dict(
+                cur.execute(
+                    "SELECT id, reported_ns FROM incidents WHERE id IN "
+                    "(SELECT value FROM json_each(?))",
+                    (ids,),
+                )
+            )
+        rows = indicator_rows(p, reported)
+        if rows:
+            cur.executemany(_UPSERT_INDICATORS, rows)
+
+    def _rows(self, sql: str, args: Sequence) -> list[tuple]:
+        return self._con.execute(sql, args).fetchall()
 
     # ------------------------------------------------------------------ reads
     def state(self, entity_id: str, at=None) -> Entity | None:
