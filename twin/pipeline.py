@@ -42,6 +42,7 @@ class BuildParams:
     terrain_max_error: float = 0.25  # TIN vertical error bound (m); 0 = regular grid
     terrain_step: int = 2  # grid step in DEM pixels (when terrain_max_error == 0)
     default_height: float = 10.0  # building height where the footprints have none (m)
+    tile_max_faces: int = 8000  # faces per 3D Tiles content (quadtree LOD)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -273,8 +274,27 @@ def build(
     # --- export (always rewritten: cheap, and the outputs are what the manifest hashes)
     t0 = time.perf_counter()
     with progress.step("GLB, 3D Tiles and preview"):
-        outputs = _export(out, frame, terrain_v, terrain_f, bld, building_attrs, params)
-    stages["export"] = {"status": "built", "seconds": time.perf_counter() - t0}
+        outputs, tiles = _export(out, frame, terrain_v, terrain_f, bld, building_attrs, params)
+    t1 = time.perf_counter()
+    with progress.step("quantized-mesh terrain"):
+        outputs.append(_terrain_tiles(out, dem_obj, params))
+    stages["terrain_tiles"] = {"status": "built", "seconds": time.perf_counter() - t1}
+    stages["export"] = {
+        "status": "built",
+        "seconds": time.perf_counter() - t0,
+        "tiles": {
+            name: {
+                "count": s["tiles"],
+                "levels": s["levels"],
+                "root_error": s["root_error"],
+                "geometric_error_by_level": s["geometric_error_by_level"],
+                "bytes": s["bytes"],
+                "kept": len(s["kept"]),
+                "changed": sorted(s["written"] + s["removed"]),
+            }
+            for name, s in tiles.items()
+        },
+    }
 
     manifest = {
         "twin": __version__,
@@ -325,12 +345,21 @@ def _terrain_mesh(dem, frame: LocalFrame, params: BuildParams) -> dict:
     return {"vertices": enu, "faces": f, "max_error_reached": np.float64(reached * z_unit)}
 
 
+def _terrain_tiles(out: Path, dem, params: BuildParams) -> Path:
+    """``OUT/terrain``: the DEM as quantized-mesh-1.0 tiles (what CesiumJS streams as
+    its globe; ``twin view`` shows the buildings tileset on it)."""
+    from twin.terrain.tiling import write_terrain_tiles
+
+    write_terrain_tiles(dem, out / "terrain", max_error=max(params.terrain_max_error, 0.1))
+    return out / "terrain" / "layer.json"
+
+
 def _export(
     out: Path, frame: LocalFrame, terrain_v, terrain_f, bld, building_attrs, params: BuildParams
 ) -> list[Path]:
     from twin.tiles.gltf import GltfMesh, write_glb
+    from twin.tiles.lod import Layer, LodParams, write_lod_tileset, write_tileset_of_tilesets
     from twin.tiles.preview import render_preview
-    from twin.tiles.tileset import TileContent, write_tileset
 
     meshes = [
         GltfMesh(
@@ -346,24 +375,37 @@ def _export(
     model = out / "model.glb"
     # model.glb is in the local ENU frame (glTF y-up); its extras say where that is.
     write_glb(model, meshes, extras={"frame": frame.to_dict(), "generator": "twin build"})
+    # tiles/<layer>/ is one quadtree LOD tileset per layer; tiles/tileset.json joins them
     tiles = out / "tiles"
-    if tiles.exists():  # no stale content from an earlier build
-        shutil.rmtree(tiles)
-    tiles.mkdir()
-    contents = []
+    if tiles.exists() and not (tiles / "tileset.json").exists():
+        shutil.rmtree(tiles)  # not ours (or half-written): start afresh
+    tiles.mkdir(exist_ok=True)
+    for old in tiles.iterdir():  # an earlier single-level layout or a removed layer
+        if old.name not in {m.name for m in meshes} | {"tileset.json"}:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    summaries = {}
     for m in meshes:
-        glb = tiles / f"{m.name}.glb"
-        write_glb(glb, [m])
-        contents.append(TileContent(uri=glb.name, vertices=m.positions, geometric_error=0.0))
-    tileset = write_tileset(tiles, contents, frame, geometric_error=_root_error(terrain_v))
+        layer = Layer(
+            m.name, m.positions, m.indices, colors=m.colors, feature_ids=m.feature_ids,
+            features=m.features,
+        )  # fmt: skip
+        summaries[m.name] = write_lod_tileset(
+            tiles / m.name,
+            [layer],
+            frame,
+            params=LodParams(max_faces=params.tile_max_faces),
+            cache_dir=out / ".cache" / "tiles" / m.name,
+            overwrite=True,
+        )
+    write_tileset_of_tilesets(tiles, [f"{m.name}/tileset.json" for m in meshes], frame)
     preview = out / "preview.png"
     render_preview(meshes, preview)
-    return [model, *[tiles / f"{m.name}.glb" for m in meshes], Path(tileset), preview]
-
-
-def _root_error(v: np.ndarray) -> float:
-    """Geometric error of the root tile: the model's size (drawn only when small on screen)."""
-    return float(max(np.ptp(v[:, 0]), np.ptp(v[:, 1])) / 4.0)
+    contents = [
+        tiles / name / u
+        for name, s in summaries.items()
+        for u in [*s["written"], *s["kept"], "tileset.json"]
+    ]
+    return [model, *sorted(contents), tiles / "tileset.json", preview], summaries
 
 
 def _building_gltf(bld: dict, attrs: list[dict]):

@@ -1,0 +1,76 @@
+"""`twin view`: what the page gets, and a real browser drawing the city."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from twin.errors import InputError
+from twin.tiles.viewer import chromium_binary, create_viewer_app, snapshot_viewer
+
+
+def test_viewer_serves_model_terrain_and_cesium(small_model):
+    client = TestClient(create_viewer_app(small_model))
+    cfg = client.get("/config.json").json()
+    assert cfg["buildings"] == "model/tiles/buildings/tileset.json"
+    assert cfg["terrain"] == "model/terrain/"
+    assert len(cfg["enu_to_ecef"]) == 16
+    assert client.get("/" + cfg["buildings"]).json()["asset"]["version"] == "1.1"
+    assert "Cesium" in client.get("/").text
+    assert client.get("/cesium/Cesium.js").status_code == 200
+    # quantized-mesh tiles go out as stored (gzip) with the header that says so
+    tile = next((small_model / "terrain").glob("0/*/*.terrain"))
+    rel = tile.relative_to(small_model).as_posix()
+    r = client.get(f"/model/{rel}", headers={"Accept-Encoding": "identity"})
+    assert r.headers["content-encoding"] == "gzip"
+    assert r.headers["content-type"] == "application/vnd.quantized-mesh"
+    assert gzip.decompress(tile.read_bytes())  # stored compressed
+    # nothing outside the model folder
+    assert client.get("/model/../../etc/passwd").status_code == 404
+    assert client.get("/model/%2e%2e/%2e%2e/etc/passwd").status_code == 404
+
+
+def test_viewer_live_store_gets_a_read_only_token(small_model, tmp_path):
+    from twin.sync.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "live.sqlite")
+    client = TestClient(create_viewer_app(small_model, store=store))
+    cfg = client.get("/config.json").json()
+    token = cfg["live"].split("token=")[1]
+    h = {"Authorization": f"Bearer {token}"}
+    assert client.get("/sync/health", headers=h).status_code == 200
+    ev = {
+        "event_id": "e1",
+        "entity_id": "p1",
+        "type": "person",
+        "observed_at": "2026-01-01T00:00:00Z",
+    }
+    r = client.post("/sync/events", json=[ev], headers=h)  # a read-only token cannot write
+    assert r.status_code == 403 or r.json()["counts"].get("applied", 0) == 0, r.text
+    assert store.state("p1") is None
+    assert client.get("/history.czml").json()[0]["id"] == "document"
+    store.close()
+
+
+def test_viewer_refuses_a_folder_without_tiles(tmp_path):
+    with pytest.raises(InputError, match="tileset"):
+        create_viewer_app(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(chromium_binary() is None, reason="Chromium is not installed")
+def test_headless_chromium_draws_the_city(small_model, tmp_path):
+    png = snapshot_viewer(small_model, tmp_path / "view.png", timeout=240)
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert img.shape[0] > 300 and img.shape[1] > 600
+    # not blank: the picture has structure
+    assert img.std() > 10
+    # the buildings' light walls and the roofs' colours are on screen, over terrain
+    walls = (img.min(axis=2) > 200).mean()
+    roofs = ((img[..., 0] > 150) & (img[..., 0] - img[..., 2] > 40)).mean()
+    assert walls > 0.01, walls
+    assert roofs > 0.0005, roofs

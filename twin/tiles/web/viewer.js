@@ -1,0 +1,147 @@
+// twin viewer: the model's 3D Tiles on its quantized-mesh terrain, live entities over
+// a WebSocket, building picking and a time slider over the entity history.
+// Served by `twin view`; needs no network and no access token.
+"use strict";
+
+const params = new URLSearchParams(window.location.search);
+const snapshot = params.has("snapshot");
+const statusBox = document.getElementById("status");
+const say = (msg) => { statusBox.textContent = msg; };
+
+async function main() {
+  const config = await (await fetch("config.json")).json();
+  document.getElementById("title").textContent = "twin · " + (config.name || "model");
+
+  const terrainProvider = config.terrain
+    ? await Cesium.CesiumTerrainProvider.fromUrl(config.terrain, { requestVertexNormals: true })
+    : new Cesium.EllipsoidTerrainProvider();
+  const viewer = new Cesium.Viewer("cesium", {
+    baseLayer: false, baseLayerPicker: false, geocoder: false, homeButton: true,
+    sceneModePicker: false, navigationHelpButton: false, fullscreenButton: false,
+    animation: !snapshot, timeline: !snapshot, infoBox: false, selectionIndicator: true,
+    terrainProvider,
+    contextOptions: { webgl: { preserveDrawingBuffer: true } },
+  });
+  const scene = viewer.scene;
+  scene.globe.baseColor = Cesium.Color.fromCssColorString("#5d6b4f");
+  scene.globe.enableLighting = false;
+  scene.globe.depthTestAgainstTerrain = true;
+  scene.skyAtmosphere.show = false;
+  scene.fog.enabled = false;
+  if (Cesium.defined(viewer.cesiumWidget.creditContainer)) {
+    viewer.cesiumWidget.creditContainer.style.display = "none";
+  }
+
+  const load = async (url) => {
+    const ts = await Cesium.Cesium3DTileset.fromUrl(url, { maximumScreenSpaceError: 8 });
+    scene.primitives.add(ts);
+    return ts;
+  };
+  const buildings = config.buildings ? await load(config.buildings) : null;
+  const terrainMesh = config.terrain_mesh ? await load(config.terrain_mesh) : null;
+  if (terrainMesh) terrainMesh.show = !config.terrain;
+  document.getElementById("show-terrain-mesh").checked = terrainMesh ? terrainMesh.show : false;
+  document.getElementById("show-globe").checked = !!config.terrain;
+  const main = buildings || terrainMesh;
+
+  // look at the city from the south-west, 45 degrees down
+  if (main) {
+    const bs = main.boundingSphere;
+    viewer.camera.viewBoundingSphere(bs, new Cesium.HeadingPitchRange(
+      Cesium.Math.toRadians(30), Cesium.Math.toRadians(-40), bs.radius * 2.2));
+    viewer.camera.lookAtTransform(Cesium.Matrix4.IDENTITY);
+  }
+
+  const toggle = (id, fn) => document.getElementById(id).addEventListener("change", (e) => fn(e.target.checked));
+  toggle("show-buildings", (on) => { if (buildings) buildings.show = on; });
+  toggle("show-terrain-mesh", (on) => { if (terrainMesh) terrainMesh.show = on; });
+  toggle("show-globe", (on) => {
+    scene.globe.show = on;
+    if (on && terrainMesh) { terrainMesh.show = false; document.getElementById("show-terrain-mesh").checked = false; }
+  });
+
+  // building picking: show the feature's properties (EXT_structural_metadata)
+  const picked = document.getElementById("picked");
+  const handler = new Cesium.ScreenSpaceEventHandler(scene.canvas);
+  handler.setInputAction((click) => {
+    const f = scene.pick(click.position);
+    if (f instanceof Cesium.Cesium3DTileFeature) {
+      const rows = f.getPropertyIds().map((k) => `<tr><td>${k}</td><td>${f.getProperty(k)}</td></tr>`);
+      picked.innerHTML = `<table>${rows.join("")}</table>`;
+    } else if (Cesium.defined(f) && f.id instanceof Cesium.Entity) {
+      const e = f.id;
+      picked.innerHTML = `<table><tr><td>entity</td><td>${e.id}</td></tr>` +
+        `<tr><td>type</td><td>${e.properties && e.properties.type ? e.properties.type.getValue() : ""}</td></tr></table>`;
+    } else {
+      picked.innerHTML = "";
+    }
+  }, Cesium.ScreenSpaceEventType.LEFT_CLICK);
+
+  // live entities: WebSocket deltas from the sync store
+  const live = new Cesium.CustomDataSource("live");
+  viewer.dataSources.add(live);
+  const enuToEcef = config.enu_to_ecef ? Cesium.Matrix4.fromRowMajorArray(config.enu_to_ecef) : null;
+  const colors = { person: Cesium.Color.ORANGE, vehicle: Cesium.Color.DODGERBLUE,
+                   incident: Cesium.Color.RED, asset: Cesium.Color.YELLOW, sensor: Cesium.Color.CYAN };
+  const place = (d) => {
+    if (d.enu && enuToEcef) {
+      return Cesium.Matrix4.multiplyByPoint(enuToEcef, new Cesium.Cartesian3(d.enu[0], d.enu[1], d.enu[2] + 1.0), new Cesium.Cartesian3());
+    }
+    if (d.position) return Cesium.Cartesian3.fromDegrees(d.position.lon, d.position.lat, (d.position.alt || 0) + 1.0);
+    return null;
+  };
+  let liveCount = 0;
+  if (config.live) {
+    const ws = new WebSocket(config.live);
+    ws.onmessage = (msg) => {
+      let data;
+      try { data = JSON.parse(msg.data); } catch (e) { return; }
+      for (const d of (data.deltas || [])) {
+        if (!d || !d.id) continue;
+        const pos = place(d);
+        if (!pos) continue;
+        let e = live.entities.getById(d.id);
+        if (!e) {
+          e = live.entities.add({ id: d.id, point: { pixelSize: 7, color: colors[d.type] || Cesium.Color.WHITE,
+            outlineColor: Cesium.Color.BLACK, outlineWidth: 1, disableDepthTestDistance: Number.POSITIVE_INFINITY },
+            properties: { type: d.type } });
+          liveCount += 1;
+        }
+        e.position = pos;
+      }
+    };
+    toggle("show-live", (on) => { live.show = on; });
+  }
+
+  // history: CZML of the stored tracks drives the clock and the timeline
+  let history = null;
+  toggle("show-history", async (on) => {
+    if (on && !history && config.czml) {
+      history = await Cesium.CzmlDataSource.load(config.czml);
+      viewer.dataSources.add(history);
+      viewer.clock.shouldAnimate = true;
+    } else if (history) {
+      history.show = on;
+    }
+  });
+
+  // report loading state; in snapshot mode post the canvas once everything is in
+  let sent = false;
+  const done = () => (!buildings || buildings.tilesLoaded) && (!terrainMesh || !terrainMesh.show || terrainMesh.tilesLoaded) && scene.globe.tilesLoaded;
+  scene.postRender.addEventListener(() => {
+    say(`${done() ? "loaded" : "loading…"}${config.live ? ` · ${liveCount} live entities` : ""}`);
+    if (snapshot && !sent && done()) {
+      sent = true;
+      setTimeout(() => {
+        scene.render();
+        const png = scene.canvas.toDataURL("image/png");
+        fetch("__snapshot", { method: "POST", body: png });
+      }, 500);
+    }
+  });
+}
+
+main().catch((err) => {
+  say("error: " + err);
+  if (snapshot) fetch("__snapshot", { method: "POST", body: "error: " + err });
+});
