@@ -54,7 +54,7 @@ import numpy as np
 
 from twin.crs import LocalFrame, parse_crs, unit_factors
 from twin.errors import CRSError, InputError, ParameterError
-from twin.mesh.buildings import BuildingMesh, _base_from_dem, _roof_for, _Roof, _solid
+from twin.mesh.buildings import BuildingMesh, _base_from_dem, _Roof, _roof_for, _solid
 from twin.progress import Progress, ensure
 
 log = logging.getLogger(__name__)
