@@ -110,8 +110,8 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A real PostgreSQL 15 server (initdb + pg_ctl in a tmp dir, free loopback port,
-    fsync on); yields a DSN. As root, the server runs as the ``postgres`` user."""
+    """A real PostgreSQL 15 server (initdb + pg_ctl in a tmp dir, free loopback port);
+    yields a DSN. As root, the server runs as the ``postgres`` user."""
     import os
     import shutil
     import subprocess
@@ -133,7 +133,12 @@ def postgres():
             raise RuntimeError(f"{cmd[0]} failed: {r.stderr or r.stdout}")
 
     run(initdb, "-D", data, "-A", "trust", "-U", "twin", "--no-sync", "-E", "UTF8")
-    opts = f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c max_connections=40"
+    # no fsync: these tests kill clients, never the machine (the store's own
+    # durability is PostgreSQL's synchronous_commit, on by default)
+    opts = (
+        f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c max_connections=40 "
+        "-c fsync=off -c full_page_writes=off"
+    )
     run(os.path.join(PG_BIN, "pg_ctl"), "-D", data, "-o", opts, "-l", f"{d}/log", "-w", "start")
     try:
         yield f"postgresql://twin@127.0.0.1:{port}/postgres"

@@ -321,15 +321,29 @@ def streams(draw):
     return evs, draw(st.randoms(use_true_random=False))
 
 
-@settings(
-    max_examples=30,
+_PROPERTY = dict(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+
+
+@settings(max_examples=30, **_PROPERTY)
 @given(data=streams())
-def test_final_state_independent_of_delivery(data, backend, request):
+def test_final_state_independent_of_delivery(data):
     """1 % duplicates and 5 % late: final state == state of the sorted, deduplicated
     stream (here with much more disorder than that: any permutation)."""
+    _delivery_property(data, "sqlite", None)
+
+
+@pytest.mark.postgres
+@settings(max_examples=10, **_PROPERTY)
+@given(data=streams())
+def test_final_state_independent_of_delivery_postgres(data, postgres):
+    """The same property on PostgreSQL (fewer examples: a schema per example)."""
+    _delivery_property(data, "postgres", postgres)
+
+
+def _delivery_property(data, backend, dsn):
     evs, rnd = data
     delivered = list(evs)
     for e in rnd.sample(evs, max(1, len(evs) // 100)):  # duplicates
@@ -341,8 +355,8 @@ def test_final_state_independent_of_delivery(data, backend, request):
     with tempfile.TemporaryDirectory() as d:
         kw = {"synchronous": "NORMAL"} if backend == "sqlite" else {}  # no fsync: faster
         p = "p" + uuid.uuid4().hex[:10]
-        a = open_backend(backend, p + "a", tmp=d, request=request, **kw)
-        b = open_backend(backend, p + "b", tmp=d, request=request, **kw)
+        a = open_backend(backend, p + "a", tmp=d, dsn=dsn, **kw)
+        b = open_backend(backend, p + "b", tmp=d, dsn=dsn, **kw)
         k = rnd.randrange(1, 8)
         for j in range(0, len(delivered), k):
             a.apply(delivered[j : j + k])
