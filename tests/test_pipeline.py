@@ -49,20 +49,34 @@ def test_glbs_pass_the_khronos_validator(small_model):
         assert report["issues"]["numErrors"] == 0, (glb.name, report["issues"]["messages"][:5])
 
 
+def _leaves(model, layer):
+    """The full-resolution contents of a layer's LOD tileset (ENU vertices)."""
+    from twin.tiles.lod import read_tile
+
+    base = model / "tiles" / layer
+    doc = json.loads((base / "tileset.json").read_text())
+    out = []
+
+    def walk(tile):
+        if tile.get("children"):
+            for c in tile["children"]:
+                walk(c)
+        elif "content" in tile:
+            for prim in read_tile(base / tile["content"]["uri"]):
+                prim["path"] = base / tile["content"]["uri"]
+                out.append(prim)
+
+    walk(doc["root"])
+    return out
+
+
 def test_buildings_are_placed_on_the_globe_where_the_footprints_are(small_survey, small_model):
     """Root transform x glTF (y-up) content lands each roof over its footprint in EPSG:4550."""
     import geopandas as gpd
 
-    from twin.tiles.gltf import read_glb
-
-    ts = json.loads((small_model / "tiles" / "tileset.json").read_text())
+    ts = json.loads((small_model / "tiles" / "buildings" / "tileset.json").read_text())
     m = np.array(ts["root"]["transform"], dtype=float).reshape(4, 4).T  # column-major
-    uri = next(
-        c["content"]["uri"] for c in ts["root"]["children"] if "building" in c["content"]["uri"]
-    )
-    meshes = read_glb(small_model / "tiles" / uri)
-    pos = np.concatenate([mm["positions"] for mm in meshes]).astype(np.float64)
-    enu = np.column_stack([pos[:, 0], -pos[:, 2], pos[:, 1]])  # glTF y-up -> z-up
+    enu = np.concatenate([p["vertices"] for p in _leaves(small_model, "buildings")])
     ecef = enu @ m[:3, :3].T + m[:3, 3]
     xyz = transform(ecef, "EPSG:4978", "EPSG:4550")
     fp = gpd.read_file(small_survey / "footprints.gpkg")
@@ -88,6 +102,7 @@ def test_rebuild_reuses_unchanged_stages(small_survey, small_model, tmp_path):
         "terrain": "reused",
         "buildings": "reused",
         "export": "built",
+        "terrain_tiles": "built",
     }
     m2 = build(small_survey, out, params=BuildParams(lod=1))
     assert m2["stages"]["terrain"]["status"] == "reused"
@@ -101,7 +116,7 @@ def test_model_glb_says_where_its_local_frame_is(small_model):
 
     doc, _ = read_glb_json(small_model / "model.glb")
     frame = LocalFrame.from_dict(doc["extras"]["frame"])
-    ts = json.loads((small_model / "tiles" / "tileset.json").read_text())
+    ts = json.loads((small_model / "tiles" / "terrain" / "tileset.json").read_text())
     m = np.array(ts["root"]["transform"], dtype=float).reshape(4, 4).T
     assert np.allclose(m, frame.enu_to_ecef_matrix(), atol=1e-6)
 
@@ -125,41 +140,40 @@ def test_buildings_carry_their_attributes_for_picking(small_survey, small_model)
     """EXT_mesh_features ids index an EXT_structural_metadata table of the footprints."""
     import geopandas as gpd
 
-    from twin.tiles.gltf import read_glb, read_property_tables
+    from twin.tiles.gltf import read_property_tables
 
-    glb = small_model / "tiles" / "buildings.glb"
-    (table,) = read_property_tables(glb)
     fp = gpd.read_file(small_survey / "footprints.gpkg").set_index("building_id")
-    props = table["properties"]
-    assert table["class"] == "building" and table["count"] == len(fp)
-    for i, bid in enumerate(props["building_id"]):
-        assert props["height"][i] == pytest.approx(fp.loc[bid, "height"])
-        assert props["floors"][i] == fp.loc[bid, "floors"]
-        assert props["roof_type"][i] == fp.loc[bid, "roof_type"]
-    (prim,) = read_glb(glb)
-    fid = prim["feature_ids"].astype(int)
-    # the highest vertex of each feature is its building's ridge (base + height)
-    y_up = prim["positions"][:, 1]
-    for i in range(min(5, table["count"])):
-        top = y_up[fid == i].max()
-        expected = props["base_height"][i] + props["height"][i]
-        assert abs(top - expected) < 0.05 + 1e-3 * expected
+    seen = set()
+    for prim in _leaves(small_model, "buildings"):
+        (table,) = read_property_tables(prim["path"])
+        props = table["properties"]
+        assert table["class"] == "building"
+        fid = prim["feature_ids"].astype(int)
+        assert table["count"] == len(np.unique(fid))
+        for i, bid in enumerate(props["building_id"]):
+            seen.add(bid)
+            assert props["height"][i] == pytest.approx(fp.loc[bid, "height"])
+            assert props["floors"][i] == fp.loc[bid, "floors"]
+            assert props["roof_type"][i] == fp.loc[bid, "roof_type"]
+            # the highest vertex of each feature is its building's ridge (base + height)
+            top = prim["vertices"][fid == i, 2].max()
+            expected = props["base_height"][i] + props["height"][i]
+            assert abs(top - expected) < 0.05 + 1e-3 * expected
+    assert seen == set(fp.index)
 
 
 def test_terrain_is_an_error_bounded_tin_of_the_dem(small_survey, small_model):
     import rasterio
 
     from twin.crs import LocalFrame
-    from twin.tiles.gltf import read_glb
 
     m = _manifest(small_model)
     t = m["stages"]["terrain"]
     assert t["max_error_reached"] <= m["parameters"]["terrain_max_error"] == 0.25
     assert t["triangles"] < 0.25 * 2 * t["dem_samples"]  # far fewer than the grid
     frame = LocalFrame.from_dict(m["frame"])
-    (prim,) = read_glb(small_model / "tiles" / "terrain.glb")
-    p = prim["positions"].astype(np.float64)
-    xyz = frame.to_crs(np.column_stack([p[:, 0], -p[:, 2], p[:, 1]]), "EPSG:4550")
+    enu = np.concatenate([p["vertices"] for p in _leaves(small_model, "terrain")])
+    xyz = frame.to_crs(enu, "EPSG:4550")
     with rasterio.open(small_survey / "dem.tif") as ds:
         inv = ~ds.transform
         cols = np.floor(inv.a * xyz[:, 0] + inv.b * xyz[:, 1] + inv.c).astype(int)
