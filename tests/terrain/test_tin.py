@@ -373,8 +373,19 @@ def test_bad_mode_transform_constraints():
         tin(h, 1.0, transform=(1.0, 2.0))
     with pytest.raises(ParameterError, match="singular"):
         tin(h, 1.0, transform=(0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
-    with pytest.raises(ParameterError, match="constraint"):
-        tin(h, 1.0, constraints=[np.array([[0.0, 0.0], [2.0, 2.0]])])
+    line = np.array([[0.0, 0.0], [2.0, 2.0]])
+    with pytest.raises(ParameterError, match="greedy"):
+        tin(h, 1.0, constraints=[line], mode="rtin")
+    with pytest.raises(ParameterError, match="greedy"):
+        tin(h, 1.0, tile_size=64, mode="rtin")
+    with pytest.raises(ParameterError, match="NaN"):
+        tin(h, 1.0, constraints=[np.array([[0.0, 0.0], [np.nan, 2.0]])])
+    with pytest.raises(ParameterError, match="shape"):
+        tin(h, 1.0, constraints=[np.zeros((3, 4))])
+    with pytest.raises(ParameterError, match="Point"):
+        import shapely
+
+        tin(h, 1.0, constraints=[shapely.Point(1.0, 1.0)])
 
 
 # --------------------------------------------------------------------------------------

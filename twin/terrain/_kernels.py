@@ -411,8 +411,129 @@ def _heap_remove(hkey, heap, hpos, n, t):
 
 
 # --------------------------------------------------------------------------------------
-# greedy Delaunay refinement
+# greedy Delaunay refinement (with forced vertices and constraint edges)
 # --------------------------------------------------------------------------------------
+#
+# Vertex coordinates are float64 grid units. Grid samples have integral coordinates and
+# every predicate on four integral points is exact (orientation in float64 is exact
+# below 2**26, the in-circle test runs in int64); vertices off the grid (constraint
+# vertices and the points where constraint segments cross edges) use float predicates
+# with a relative tolerance, flipping only when the in-circle test is clearly positive,
+# so flips never cycle. ``hc`` flags constrained half-edges (both halves of an edge):
+# they are never flipped, and splitting one keeps both halves constrained.
+
+#: relative tolerance of the float predicates (a few hundred float64 ulps)
+_REL_TOL = 1e-12
+
+
+@njit(cache=True, inline="always")
+def _orient_tol(ax, ay, bx, by, cx, cy):
+    """Orientation of (a, b, c) in float64 and its zero tolerance (relative to the
+    magnitude of the products; below 1 for integral points, where it is exact)."""
+    l1 = (bx - ax) * (cy - ay)
+    l2 = (by - ay) * (cx - ax)
+    return l1 - l2, _REL_TOL * (abs(l1) + abs(l2))
+
+
+@njit(cache=True, inline="always")
+def _isint(x):
+    return x == np.floor(x)
+
+
+@njit(cache=True)
+def _should_flip(ax, ay, bx, by, cx, cy, dx, dy, allint):
+    """True when d is inside the circumcircle of the CCW triangle (a, b, c): exact for
+    integral points, clearly inside (beyond the float error bound) otherwise.
+    ``allint``: every vertex is known to be integral (skips the checks)."""
+    if allint or (_isint(ax) and _isint(ay) and _isint(bx) and _isint(by)):
+        if allint or (_isint(cx) and _isint(cy) and _isint(dx) and _isint(dy)):
+            return (
+                _incircle(
+                    np.int64(ax),
+                    np.int64(ay),
+                    np.int64(bx),
+                    np.int64(by),
+                    np.int64(cx),
+                    np.int64(cy),
+                    np.int64(dx),
+                    np.int64(dy),
+                )
+                > 0
+            )
+    adx = ax - dx
+    ady = ay - dy
+    bdx = bx - dx
+    bdy = by - dy
+    cdx = cx - dx
+    cdy = cy - dy
+    al = adx * adx + ady * ady
+    bl = bdx * bdx + bdy * bdy
+    cl = cdx * cdx + cdy * cdy
+    det = al * (bdx * cdy - cdx * bdy) + bl * (cdx * ady - adx * cdy) + cl * (adx * bdy - bdx * ady)
+    perm = (
+        al * (abs(bdx * cdy) + abs(cdx * bdy))
+        + bl * (abs(cdx * ady) + abs(adx * cdy))
+        + cl * (abs(adx * bdy) + abs(bdx * ady))
+    )
+    return det > 1e3 * _REL_TOL * perm
+
+
+@njit(cache=True)
+def tri_worst_f(x0, y0, z0, x1, y1, z1, x2, y2, z2, herr):
+    """:func:`tri_worst` for a triangle with float vertices: the worst valid sample
+    among those the insertion predicates see as inside or on the triangle (the same
+    :func:`_orient_tol` tests), ``(err, row-major index)`` or ``(-1.0, -1)``."""
+    area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+    if area < 0:
+        x1, y1, z1, x2, y2, z2 = x2, y2, z2, x1, y1, z1
+        area = -area
+    best = -1.0
+    besti = -1
+    if area <= 0.0:
+        return best, besti
+    rows, cols = herr.shape
+    gx = ((z1 - z0) * (y2 - y0) - (z2 - z0) * (y1 - y0)) / area
+    gy = ((z2 - z0) * (x1 - x0) - (z1 - z0) * (x2 - x0)) / area
+    ylo = max(0, int(np.ceil(min(y0, min(y1, y2)) - 1e-6)))
+    yhi = min(rows - 1, int(np.floor(max(y0, max(y1, y2)) + 1e-6)))
+    xlo = max(0, int(np.ceil(min(x0, min(x1, x2)) - 1e-6)))
+    xhi = min(cols - 1, int(np.floor(max(x0, max(x1, x2)) + 1e-6)))
+    for y in range(ylo, yhi + 1):
+        fy = float(y)
+        zrow = z0 + gy * (fy - y0) - gx * x0
+        for x in range(xlo, xhi + 1):
+            fx = float(x)
+            o, tol = _orient_tol(x0, y0, x1, y1, fx, fy)
+            if o < -tol:
+                continue
+            o, tol = _orient_tol(x1, y1, x2, y2, fx, fy)
+            if o < -tol:
+                continue
+            o, tol = _orient_tol(x2, y2, x0, y0, fx, fy)
+            if o < -tol:
+                continue
+            e = abs(zrow + gx * fx - herr[y, x])
+            if e > best:
+                best = e
+                besti = y * cols + x
+    return best, besti
+
+
+@njit(cache=True)
+def _rasterise(t, px, py, pz, tv, herr, allint):
+    a = tv[3 * t]
+    b = tv[3 * t + 1]
+    c = tv[3 * t + 2]
+    if allint or (
+        _isint(px[a])
+        and _isint(py[a])
+        and _isint(px[b])
+        and _isint(py[b])
+        and _isint(px[c])
+        and _isint(py[c])
+    ):
+        return tri_worst(px[a], py[a], pz[a], px[b], py[b], pz[b], px[c], py[c], pz[c], herr)
+    return tri_worst_f(px[a], py[a], pz[a], px[b], py[b], pz[b], px[c], py[c], pz[c], herr)
 
 
 @njit(cache=True)
@@ -427,35 +548,562 @@ def _mark(t, tflag, pending, npend):
 
 
 @njit(cache=True)
-def greedy_refine(herr, corner_z, max_error):
-    """Greedy Delaunay refinement of a height grid.
+def _locate_in(t, qx, qy, px, py, tv):
+    """Where (qx, qy) lies relative to triangle t: ``(kind, k)`` with kind 0 inside,
+    1 on edge k (half-edge 3t+k), 2 at vertex k, -1 outside (k: an edge it is beyond)."""
+    nzero = 0
+    zk = -1
+    vk = -1
+    for k in range(3):
+        a = tv[3 * t + k]
+        b = tv[3 * t + (k + 1) % 3]
+        o, tol = _orient_tol(px[a], py[a], px[b], py[b], qx, qy)
+        if o < -tol:
+            return -1, k
+        if o <= tol:
+            nzero += 1
+            if zk < 0:
+                zk = k
+            else:
+                # on two edges: the vertex they share
+                vk = k if (zk + 1) % 3 == k else zk
+    if nzero >= 2:
+        return 2, vk
+    if nzero == 1:
+        return 1, zk
+    return 0, 0
+
+
+@njit(cache=True)
+def _locate(qx, qy, start, px, py, tv, he, ntri):
+    """Triangle holding (qx, qy): a walk from triangle ``start`` (rotating which edge
+    is tried first, so it cannot cycle for long), then a scan of all triangles.
+    Returns ``(t, kind, k)`` as :func:`_locate_in`, t = -1 when outside."""
+    t = start
+    for step in range(4 * ntri + 16):
+        kind, k = _locate_in(t, qx, qy, px, py, tv)
+        if kind >= 0:
+            return t, kind, k
+        # try the edges in rotated order; move across the first one q is beyond
+        moved = False
+        for j in range(3):
+            kk = (step + j) % 3
+            a = tv[3 * t + kk]
+            b = tv[3 * t + (kk + 1) % 3]
+            o, tol = _orient_tol(px[a], py[a], px[b], py[b], qx, qy)
+            if o < -tol:
+                n = he[3 * t + kk]
+                if n >= 0:
+                    t = n // 3
+                    moved = True
+                    break
+        if not moved:
+            break
+    for t in range(ntri):
+        kind, k = _locate_in(t, qx, qy, px, py, tv)
+        if kind >= 0:
+            return t, kind, k
+    return -1, -1, -1
+
+
+@njit(cache=True)
+def _insert(
+    t, kind, k, qx, qy, qz, px, py, pz, tv, he, hc, vt, hpos, tflag, pending, stack, state, allint
+):
+    """Insert the point (qx, qy, qz) into triangle t (``kind`` 0: inside; 1: on edge
+    3t+k) and restore the (constrained) Delaunay property by Lawson flips. Changed
+    triangles go onto the pending list. Returns the new vertex id. Needs room for one
+    vertex and two triangles (the caller checks)."""
+    npts = state[0]
+    ntri = state[1]
+    npend = state[3]
+    e0 = 3 * t
+    p = npts
+    px[p] = qx
+    py[p] = qy
+    pz[p] = qz
+    npts += 1
+    nstack = 0
+    if kind == 0:
+        # split t = (a, b, c) into (a, b, p), (b, c, p), (c, a, p)
+        a = tv[e0]
+        b = tv[e0 + 1]
+        c = tv[e0 + 2]
+        xab = he[e0]
+        xbc = he[e0 + 1]
+        xca = he[e0 + 2]
+        cab = hc[e0]
+        cbc = hc[e0 + 1]
+        cca = hc[e0 + 2]
+        t1 = ntri
+        t2 = ntri + 1
+        ntri += 2
+        f1 = 3 * t1
+        f2 = 3 * t2
+        tv[e0], tv[e0 + 1], tv[e0 + 2] = a, b, p
+        tv[f1], tv[f1 + 1], tv[f1 + 2] = b, c, p
+        tv[f2], tv[f2 + 1], tv[f2 + 2] = c, a, p
+        he[e0], he[e0 + 1], he[e0 + 2] = xab, f1 + 2, f2 + 1
+        he[f1], he[f1 + 1], he[f1 + 2] = xbc, f2 + 2, e0 + 1
+        he[f2], he[f2 + 1], he[f2 + 2] = xca, e0 + 2, f1 + 1
+        hc[e0], hc[e0 + 1], hc[e0 + 2] = cab, 0, 0
+        hc[f1], hc[f1 + 1], hc[f1 + 2] = cbc, 0, 0
+        hc[f2], hc[f2 + 1], hc[f2 + 2] = cca, 0, 0
+        if xab >= 0:
+            he[xab] = e0
+        if xbc >= 0:
+            he[xbc] = f1
+        if xca >= 0:
+            he[xca] = f2
+        vt[a] = t
+        vt[b] = t
+        vt[p] = t
+        vt[c] = t1
+        hpos[t1] = -1
+        tflag[t1] = 0
+        hpos[t2] = -1
+        tflag[t2] = 0
+        npend = _mark(t, tflag, pending, npend)
+        npend = _mark(t1, tflag, pending, npend)
+        npend = _mark(t2, tflag, pending, npend)
+        stack[0] = e0
+        stack[1] = f1
+        stack[2] = f2
+        nstack = 3
+    else:
+        # p lies on edge e = a->b of t = (a, b, c); twin f = b->a in (b, a, d)
+        e = e0 + k
+        en = e0 + (k + 1) % 3
+        ep = e0 + (k + 2) % 3
+        a = tv[e]
+        b = tv[en]
+        c = tv[ep]
+        xbc = he[en]
+        xca = he[ep]
+        cbc = hc[en]
+        cca = hc[ep]
+        ce = hc[e]
+        f = he[e]
+        T1 = ntri
+        ntri += 1
+        g1 = 3 * T1
+        # T0 = (a, p, c) in slot t, T1 = (p, b, c)
+        tv[e0], tv[e0 + 1], tv[e0 + 2] = a, p, c
+        tv[g1], tv[g1 + 1], tv[g1 + 2] = p, b, c
+        he[e0 + 1] = g1 + 2
+        he[e0 + 2] = xca
+        he[g1 + 1] = xbc
+        he[g1 + 2] = e0 + 1
+        hc[e0], hc[e0 + 1], hc[e0 + 2] = ce, 0, cca
+        hc[g1], hc[g1 + 1], hc[g1 + 2] = ce, cbc, 0
+        if xca >= 0:
+            he[xca] = e0 + 2
+        if xbc >= 0:
+            he[xbc] = g1 + 1
+        vt[a] = t
+        vt[c] = t
+        vt[p] = t
+        vt[b] = T1
+        hpos[T1] = -1
+        tflag[T1] = 0
+        npend = _mark(t, tflag, pending, npend)
+        npend = _mark(T1, tflag, pending, npend)
+        stack[0] = e0 + 2
+        stack[1] = g1 + 1
+        nstack = 2
+        if f < 0:
+            he[e0] = -1
+            he[g1] = -1
+        else:
+            u = f // 3
+            u0 = 3 * u
+            fn = u0 + (f - u0 + 1) % 3
+            fp = u0 + (f - u0 + 2) % 3
+            d = tv[fp]
+            xad = he[fn]
+            xdb = he[fp]
+            cad = hc[fn]
+            cdb = hc[fp]
+            T3 = ntri
+            ntri += 1
+            g3 = 3 * T3
+            # T2 = (b, p, d) in slot u, T3 = (p, a, d)
+            tv[u0], tv[u0 + 1], tv[u0 + 2] = b, p, d
+            tv[g3], tv[g3 + 1], tv[g3 + 2] = p, a, d
+            he[e0] = g3
+            he[g1] = u0
+            he[u0], he[u0 + 1], he[u0 + 2] = g1, g3 + 2, xdb
+            he[g3], he[g3 + 1], he[g3 + 2] = e0, xad, u0 + 1
+            hc[u0], hc[u0 + 1], hc[u0 + 2] = ce, 0, cdb
+            hc[g3], hc[g3 + 1], hc[g3 + 2] = ce, cad, 0
+            if xdb >= 0:
+                he[xdb] = u0 + 2
+            if xad >= 0:
+                he[xad] = g3 + 1
+            vt[d] = u
+            hpos[T3] = -1
+            tflag[T3] = 0
+            npend = _mark(u, tflag, pending, npend)
+            npend = _mark(T3, tflag, pending, npend)
+            stack[2] = u0 + 2
+            stack[3] = g3 + 1
+            nstack = 4
+
+    # Lawson flips: every edge on the stack has p opposite it in its triangle
+    while nstack > 0:
+        nstack -= 1
+        e = stack[nstack]
+        f = he[e]
+        if f < 0 or hc[e]:
+            continue
+        t0 = e // 3
+        t1 = f // 3
+        b0 = 3 * t0
+        b1 = 3 * t1
+        en = b0 + (e - b0 + 1) % 3
+        ep = b0 + (e - b0 + 2) % 3
+        fn = b1 + (f - b1 + 1) % 3
+        fp = b1 + (f - b1 + 2) % 3
+        a = tv[e]
+        b = tv[en]
+        c = tv[ep]
+        d = tv[fp]
+        if not _should_flip(px[a], py[a], px[b], py[b], px[c], py[c], px[d], py[d], allint):
+            continue
+        xbc = he[en]
+        xca = he[ep]
+        xad = he[fn]
+        xdb = he[fp]
+        cbc = hc[en]
+        cca = hc[ep]
+        cad = hc[fn]
+        cdb = hc[fp]
+        # t0 = (c, a, d), t1 = (d, b, c); new diagonal c-d
+        tv[b0], tv[b0 + 1], tv[b0 + 2] = c, a, d
+        tv[b1], tv[b1 + 1], tv[b1 + 2] = d, b, c
+        he[b0], he[b0 + 1], he[b0 + 2] = xca, xad, b1 + 2
+        he[b1], he[b1 + 1], he[b1 + 2] = xdb, xbc, b0 + 2
+        hc[b0], hc[b0 + 1], hc[b0 + 2] = cca, cad, 0
+        hc[b1], hc[b1 + 1], hc[b1 + 2] = cdb, cbc, 0
+        if xca >= 0:
+            he[xca] = b0
+        if xad >= 0:
+            he[xad] = b0 + 1
+        if xdb >= 0:
+            he[xdb] = b1
+        if xbc >= 0:
+            he[xbc] = b1 + 1
+        vt[a] = t0
+        vt[b] = t1
+        npend = _mark(t0, tflag, pending, npend)
+        npend = _mark(t1, tflag, pending, npend)
+        stack[nstack] = b0 + 1
+        stack[nstack + 1] = b1
+        nstack += 2
+    state[0] = npts
+    state[1] = ntri
+    state[3] = npend
+    return p
+
+
+@njit(cache=True)
+def _set_constrained(e, he, hc):
+    hc[e] = 1
+    if he[e] >= 0:
+        hc[he[e]] = 1
+
+
+@njit(cache=True)
+def _bilinear(h, x, y):
+    """Bilinear height of grid ``h`` (no NaN) at grid coordinates (x, y), clamped."""
+    rows, cols = h.shape
+    x = min(max(x, 0.0), cols - 1.0)
+    y = min(max(y, 0.0), rows - 1.0)
+    c0 = min(int(np.floor(x)), cols - 2) if cols > 1 else 0
+    r0 = min(int(np.floor(y)), rows - 2) if rows > 1 else 0
+    tx = x - c0
+    ty = y - r0
+    c1 = min(c0 + 1, cols - 1)
+    r1 = min(r0 + 1, rows - 1)
+    top = h[r0, c0] * (1.0 - tx) + h[r0, c1] * tx
+    bot = h[r1, c0] * (1.0 - tx) + h[r1, c1] * tx
+    return top * (1.0 - ty) + bot * ty
+
+
+@njit(cache=True)
+def _segment_step(cur, ib, ax, ay, az, bx, by, bz, linear_z, hfill, px, py, tv, he, hc, vt):
+    """One step of forcing the segment from vertex ``cur`` to vertex ``ib`` into the
+    triangulation. Looks at the triangles around ``cur``: a vertex on the segment
+    ends the step there (the edge to it constrained); else the edge the segment
+    leaves through is returned for splitting. Returns ``(next, t, k, x, y, z)``:
+    ``next >= 0`` the vertex reached (nothing to insert); ``next == -1`` insert
+    (x, y, z) on half-edge 3t+k; ``next == -2`` failure (no way found)."""
+    t0 = vt[cur]
+    k0 = 0
+    for j in range(3):
+        if tv[3 * t0 + j] == cur:
+            k0 = j
+    cx = px[cur]
+    cy = py[cur]
+    dx = px[ib] - cx
+    dy = py[ib] - cy
+    dd = dx * dx + dy * dy
+    # rotate counter-clockwise around cur from t0; at a boundary, restart clockwise
+    e = 3 * t0 + k0
+    direction = 1
+    for _ in range(100000):
+        t = e // 3
+        b0 = 3 * t
+        en = b0 + (e - b0 + 1) % 3
+        ep = b0 + (e - b0 + 2) % 3
+        vb = tv[en]
+        vc = tv[ep]
+        if vb == ib:
+            _set_constrained(e, he, hc)
+            return ib, -1, -1, 0.0, 0.0, 0.0
+        if vc == ib:
+            _set_constrained(ep, he, hc)
+            return ib, -1, -1, 0.0, 0.0, 0.0
+        ob, tb = _orient_tol(cx, cy, px[ib], py[ib], px[vb], py[vb])
+        oc, tc = _orient_tol(cx, cy, px[ib], py[ib], px[vc], py[vc])
+        if abs(ob) <= tb:
+            s = (px[vb] - cx) * dx + (py[vb] - cy) * dy
+            if 0.0 < s < dd:
+                _set_constrained(e, he, hc)
+                return vb, -1, -1, 0.0, 0.0, 0.0
+        if abs(oc) <= tc:
+            s = (px[vc] - cx) * dx + (py[vc] - cy) * dy
+            if 0.0 < s < dd:
+                _set_constrained(ep, he, hc)
+                return vc, -1, -1, 0.0, 0.0, 0.0
+        if ob < -tb and oc > tc:
+            # the segment leaves through edge vb -> vc (half-edge en)
+            s = ob / (ob - oc)
+            x = px[vb] + s * (px[vc] - px[vb])
+            y = py[vb] + s * (py[vc] - py[vb])
+            if linear_z:
+                lab = (bx - ax) * (bx - ax) + (by - ay) * (by - ay)
+                u = ((x - ax) * (bx - ax) + (y - ay) * (by - ay)) / lab if lab > 0 else 0.0
+                u = min(max(u, 0.0), 1.0)
+                z = az + u * (bz - az)
+            else:
+                z = _bilinear(hfill, x, y)
+            return -1, t, en - b0, x, y, z
+        # next triangle around cur
+        if direction == 1:
+            f = he[ep]
+            if f < 0:
+                direction = -1
+                e = 3 * t0 + k0
+                f = he[e]
+                if f < 0:
+                    break
+                fb = 3 * (f // 3)
+                e = fb + (f - fb + 1) % 3
+            else:
+                e = f
+                if e == 3 * t0 + k0:
+                    break
+        else:
+            f = he[e]
+            if f < 0:
+                break
+            fb = 3 * (f // 3)
+            e = fb + (f - fb + 1) % 3
+    return -2, -1, -1, 0.0, 0.0, 0.0
+
+
+@njit(cache=True)
+def _constrain(
+    herr,
+    hfill,
+    fx,
+    fy,
+    fz,
+    seg,
+    seg_linear,
+    fid,
+    px,
+    py,
+    pz,
+    tv,
+    he,
+    hc,
+    vt,
+    hpos,
+    tflag,
+    pending,
+    stack,
+    state,
+    allint,
+):
+    """Insert forced vertices and constraint segments (resumable: state[4] is the next
+    forced vertex, state[5] the next segment, state[6] the vertex the current segment
+    has reached or -1). Returns True when done, False when the arrays are full."""
+    nf = fx.shape[0]
+    while state[4] < nf:
+        if state[0] + 1 > px.shape[0] or state[1] + 2 > hpos.shape[0]:
+            return False
+        i = state[4]
+        start = max(state[1] - 1, 0)
+        t, kind, k = _locate(fx[i], fy[i], start, px, py, tv, he, state[1])
+        if t < 0:
+            state[7] += 1  # outside the grid: skipped (the caller clips first)
+            fid[i] = -1
+        elif kind == 2:
+            fid[i] = tv[3 * t + k]  # already a vertex
+        else:
+            fid[i] = _insert(
+                t,
+                kind,
+                k,
+                fx[i],
+                fy[i],
+                fz[i],
+                px,
+                py,
+                pz,
+                tv,
+                he,
+                hc,
+                vt,
+                hpos,
+                tflag,
+                pending,
+                stack,
+                state,
+                allint,
+            )
+        state[4] += 1
+    ns = seg.shape[0]
+    while state[5] < ns:
+        s = state[5]
+        ia = fid[seg[s, 0]]
+        ib = fid[seg[s, 1]]
+        if ia < 0 or ib < 0 or ia == ib:
+            state[5] += 1
+            state[6] = -1
+            continue
+        cur = state[6] if state[6] >= 0 else ia
+        a = seg[s, 0]
+        b = seg[s, 1]
+        while cur != ib:
+            if state[0] + 1 > px.shape[0] or state[1] + 2 > hpos.shape[0]:
+                state[6] = cur
+                return False
+            nxt, t, k, x, y, z = _segment_step(
+                cur,
+                ib,
+                fx[a],
+                fy[a],
+                fz[a],
+                fx[b],
+                fy[b],
+                fz[b],
+                seg_linear[s],
+                hfill,
+                px,
+                py,
+                tv,
+                he,
+                hc,
+                vt,
+            )
+            if nxt == -2:
+                state[7] += 1  # could not force this segment (reported by the caller)
+                break
+            if nxt >= 0:
+                cur = nxt
+                continue
+            p = _insert(
+                t,
+                1,
+                k,
+                x,
+                y,
+                z,
+                px,
+                py,
+                pz,
+                tv,
+                he,
+                hc,
+                vt,
+                hpos,
+                tflag,
+                pending,
+                stack,
+                state,
+                allint,
+            )
+            # the edge cur-p now exists (edges at p are never flipped on insertion)
+            nxt2, _, _, _, _, _ = _segment_step(
+                cur,
+                p,
+                fx[a],
+                fy[a],
+                fz[a],
+                fx[b],
+                fy[b],
+                fz[b],
+                seg_linear[s],
+                hfill,
+                px,
+                py,
+                tv,
+                he,
+                hc,
+                vt,
+            )
+            if nxt2 != p:
+                state[7] += 1
+                break
+            cur = p
+        state[5] += 1
+        state[6] = -1
+    return True
+
+
+@njit(cache=True, nogil=True)
+def greedy_refine_forced(herr, corner_z, max_error, fx, fy, fz, seg, seg_linear, hfill):
+    """Greedy Delaunay refinement of a height grid with forced vertices and edges.
 
     Starts from the two triangles spanned by the four grid corners (heights
-    ``corner_z`` in the order (0,0), (W,0), (W,H), (0,H) with W = cols-1, H = rows-1)
-    and repeatedly inserts the valid sample with the largest vertical error into the
+    ``corner_z`` in the order (0,0), (W,0), (W,H), (0,H) with W = cols-1, H = rows-1),
+    inserts the forced vertices ``(fx, fy, fz)`` (grid units, inside the grid; any
+    float position) and forces each segment ``seg[k] = (i, j)`` between forced
+    vertices in as a chain of constrained edges, splitting the edges it crosses (the
+    new vertex's height interpolated along the segment when ``seg_linear[k]``, else
+    bilinear in ``hfill``, a NaN-free copy of the heights). Then it repeatedly
+    inserts the valid sample with the largest vertical error into the constrained
     Delaunay triangulation (split the triangle, or the two triangles sharing the edge
-    the sample lies on, then Lawson edge flips with an exact in-circle test), until no
-    valid sample is more than ``max_error`` from the surface. Each new triangle is
-    rasterised once to find its worst sample; triangles wait in a max-heap.
+    the sample lies on, then Lawson flips that never cross a constrained edge),
+    until no valid sample is more than ``max_error`` from the surface. Each new
+    triangle is rasterised once to find its worst sample; triangles wait in a
+    max-heap.
 
-    Returns ``(px, py, pz, tri, tri_err)``: vertex grid columns/rows (int32), heights
-    (float64), triangles as a flat int32 array of vertex indices (3 per triangle, CCW
-    with x = column to the right and y = row upwards) and each triangle's worst error
-    (-1 for a triangle covering no valid sample).
+    Returns ``(px, py, pz, tri, tri_err, hc, failed)``: vertex grid columns/rows
+    (float64), heights, triangles as a flat int32 array of vertex indices (3 per
+    triangle, CCW with x = column to the right and y = row upwards), each triangle's
+    worst error (-1 for a triangle covering no valid sample), the constrained flag of
+    each half-edge (3 per triangle, the edge from corner k to corner k+1) and the
+    number of forced vertices or segments that could not be inserted (0 normally).
 
-    Memory: about 60 bytes per output triangle plus 16 per vertex (flat arrays grown by
-    1.5x as needed), on top of the 8-byte-per-sample input.
+    Memory: about 70 bytes per output triangle plus 28 per vertex (flat arrays grown
+    by 1.5x as needed), on top of the 8-byte-per-sample input (and ``hfill``).
     """
     rows, cols = herr.shape
     W = cols - 1
     H = rows - 1
-    cap_p = 1024
+    cap_p = 1024 + 2 * fx.shape[0]
     cap_t = 2 * cap_p
-    px = np.empty(cap_p, np.int32)
-    py = np.empty(cap_p, np.int32)
+    px = np.empty(cap_p, np.float64)
+    py = np.empty(cap_p, np.float64)
     pz = np.empty(cap_p, np.float64)
+    vt = np.empty(cap_p, np.int32)
     tv = np.empty(3 * cap_t, np.int32)
     he = np.empty(3 * cap_t, np.int32)
+    hc = np.zeros(3 * cap_t, np.uint8)
     terr = np.empty(cap_t, np.float64)
     tcand = np.empty(cap_t, np.int32)
     hpos = np.empty(cap_t, np.int32)
@@ -463,54 +1111,93 @@ def greedy_refine(herr, corner_z, max_error):
     hkey = np.empty(cap_t, np.float64)
     pending = np.empty(cap_t, np.int32)
     stack = np.empty(cap_p + 8, np.int32)
+    fid = np.full(fx.shape[0], -1, np.int64)
 
-    px[0], py[0], pz[0] = 0, 0, corner_z[0]
-    px[1], py[1], pz[1] = W, 0, corner_z[1]
+    px[0], py[0], pz[0] = 0.0, 0.0, corner_z[0]
+    px[1], py[1], pz[1] = W, 0.0, corner_z[1]
     px[2], py[2], pz[2] = W, H, corner_z[2]
-    px[3], py[3], pz[3] = 0, H, corner_z[3]
+    px[3], py[3], pz[3] = 0.0, H, corner_z[3]
     # t0 = (0, 1, 2), t1 = (0, 2, 3); the diagonal 0-2 is shared
     tv[0], tv[1], tv[2] = 0, 1, 2
     tv[3], tv[4], tv[5] = 0, 2, 3
     he[0], he[1], he[2] = -1, -1, 3
     he[3], he[4], he[5] = 2, -1, -1
+    vt[0], vt[1], vt[2], vt[3] = 0, 0, 0, 1
     hpos[0] = -1
     hpos[1] = -1
     tflag = np.ones(cap_t, np.uint8)
     pending[0] = 0
     pending[1] = 1
-    # npts, ntri, nheap, npend
-    state = np.array([4, 2, 0, 2], np.int64)
-    # The hot loop lives in _refine, which never reallocates (so Numba keeps no
-    # reference counting in it); it returns when the arrays are full and we grow them.
-    while not _refine(
-        herr,
-        max_error,
-        px,
-        py,
-        pz,
-        tv,
-        he,
-        terr,
-        tcand,
-        hpos,
-        heap,
-        hkey,
-        tflag,
-        pending,
-        stack,
-        state,
-    ):
+    # npts, ntri, nheap, npend, next forced vertex, next segment, segment cursor, failed
+    state = np.array([4, 2, 0, 2, 0, 0, -1, 0], np.int64)
+    allint = seg.shape[0] == 0
+    for i in range(fx.shape[0]):
+        if not (_isint(fx[i]) and _isint(fy[i])):
+            allint = False
+    phase = 0
+    while True:
+        if phase == 0:
+            if _constrain(
+                herr,
+                hfill,
+                fx,
+                fy,
+                fz,
+                seg,
+                seg_linear,
+                fid,
+                px,
+                py,
+                pz,
+                tv,
+                he,
+                hc,
+                vt,
+                hpos,
+                tflag,
+                pending,
+                stack,
+                state,
+                allint,
+            ):
+                phase = 1
+                continue
+        elif _refine(
+            herr,
+            max_error,
+            px,
+            py,
+            pz,
+            tv,
+            he,
+            hc,
+            vt,
+            terr,
+            tcand,
+            hpos,
+            heap,
+            hkey,
+            tflag,
+            pending,
+            stack,
+            state,
+            allint,
+        ):
+            break
+        # grow the arrays (the phases stop, losing nothing, when they are full)
         if state[0] + 1 > cap_p:
             cap_p = cap_p + cap_p // 2 + 1
-            px = _grow_i32(px, cap_p)
-            py = _grow_i32(py, cap_p)
+            px = _grow_f64(px, cap_p)
+            py = _grow_f64(py, cap_p)
             pz = _grow_f64(pz, cap_p)
+            vt = _grow_i32(vt, cap_p)
             # the flip stack holds at most 4 + (degree of the new vertex) edges
             stack = _grow_i32(stack, cap_p + 8)
         if state[1] + 2 > cap_t:
             cap_t = cap_t + cap_t // 2 + 2
             tv = _grow_i32(tv, 3 * cap_t)
             he = _grow_i32(he, 3 * cap_t)
+            hc = _grow_u8(hc, 3 * cap_t)
             terr = _grow_f64(terr, cap_t)
             tcand = _grow_i32(tcand, cap_t)
             hpos = _grow_i32(hpos, cap_t)
@@ -526,31 +1213,72 @@ def greedy_refine(herr, corner_z, max_error):
         pz[:npts].copy(),
         tv[: 3 * ntri].copy(),
         terr[:ntri].copy(),
+        hc[: 3 * ntri].copy(),
+        state[7],
     )
+
+
+@njit(cache=True, nogil=True)
+def greedy_refine(herr, corner_z, max_error):
+    """Greedy Delaunay refinement of a height grid (no forced vertices or edges):
+    :func:`greedy_refine_forced` without them. Returns ``(px, py, pz, tri,
+    tri_err)``."""
+    e = np.empty(0, np.float64)
+    px, py, pz, tri, terr, _, _ = greedy_refine_forced(
+        herr,
+        corner_z,
+        max_error,
+        e,
+        e,
+        e,
+        np.empty((0, 2), np.int64),
+        np.empty(0, np.uint8),
+        np.empty((1, 1), np.float64),
+    )
+    return px, py, pz, tri, terr
 
 
 @njit(cache=True)
 def _refine(
-    herr, max_error, px, py, pz, tv, he, terr, tcand, hpos, heap, hkey, tflag, pending, stack, state
+    herr,
+    max_error,
+    px,
+    py,
+    pz,
+    tv,
+    he,
+    hc,
+    vt,
+    terr,
+    tcand,
+    hpos,
+    heap,
+    hkey,
+    tflag,
+    pending,
+    stack,
+    state,
+    allint,
 ):
-    """Refinement steps of :func:`greedy_refine` until done (returns True) or until the
-    arrays have no room for one more step (returns False; nothing is lost)."""
+    """Refinement steps of :func:`greedy_refine_forced` until done (returns True) or
+    until the arrays have no room for one more step (returns False; nothing is lost)."""
     cols = herr.shape[1]
-    npts = state[0]
-    ntri = state[1]
     nheap = state[2]
-    npend = state[3]
     done = False
     while True:
         # (re)rasterise the triangles changed by the last step
+        npend = state[3]
         for k in range(npend):
             t = pending[k]
-            a = tv[3 * t]
-            b = tv[3 * t + 1]
-            c = tv[3 * t + 2]
-            err, idx = tri_worst(
-                px[a], py[a], pz[a], px[b], py[b], pz[b], px[c], py[c], pz[c], herr
-            )
+            if allint:
+                a = tv[3 * t]
+                b = tv[3 * t + 1]
+                c = tv[3 * t + 2]
+                err, idx = tri_worst(
+                    px[a], py[a], pz[a], px[b], py[b], pz[b], px[c], py[c], pz[c], herr
+                )
+            else:
+                err, idx = _rasterise(t, px, py, pz, tv, herr, allint)
             terr[t] = err
             tcand[t] = idx
             tflag[t] = 0
@@ -565,209 +1293,47 @@ def _refine(
                     nheap = _heap_remove(hkey, heap, hpos, nheap, t)
             elif err > max_error:
                 nheap = _heap_push(hkey, heap, hpos, nheap, t, err)
-        npend = 0
+        state[3] = 0
         if nheap == 0:
             done = True
             break
-        if npts + 1 > px.shape[0] or ntri + 2 > hpos.shape[0]:
+        if state[0] + 1 > px.shape[0] or state[1] + 2 > hpos.shape[0]:
             break
 
         # the worst triangle stays at the heap's root: it is split now, so it is
         # re-rasterised below and its key updated in place (one sift, not two)
         t = heap[0]
         idx = np.int64(tcand[t])
-        qx = idx % cols
-        qy = idx // cols
-        e0 = 3 * t
-        v0 = tv[e0]
-        v1 = tv[e0 + 1]
-        v2 = tv[e0 + 2]
-        x0 = np.int64(px[v0])
-        y0 = np.int64(py[v0])
-        x1 = np.int64(px[v1])
-        y1 = np.int64(py[v1])
-        x2 = np.int64(px[v2])
-        y2 = np.int64(py[v2])
-        o0 = _orient(x0, y0, x1, y1, qx, qy)
-        o1 = _orient(x1, y1, x2, y2, qx, qy)
-        o2 = _orient(x2, y2, x0, y0, qx, qy)
-        nzero = (o0 == 0) + (o1 == 0) + (o2 == 0)
-        if nzero >= 2 or o0 < 0 or o1 < 0 or o2 < 0:
-            # a vertex (or outside: cannot happen); never pick it again
+        qx = float(idx % cols)
+        qy = float(idx // cols)
+        kind, k = _locate_in(t, qx, qy, px, py, tv)
+        if kind < 0 or kind == 2:
+            # at a vertex (or outside: cannot happen); never pick it again
             nheap = _heap_remove(hkey, heap, hpos, nheap, t)
             terr[t] = 0.0
             continue
-        p = npts
-        px[p] = qx
-        py[p] = qy
-        pz[p] = herr[qy, qx]
-        npts += 1
-        nstack = 0
-
-        if nzero == 0:
-            # split t = (a, b, c) into (a, b, p), (b, c, p), (c, a, p)
-            a, b, c = v0, v1, v2
-            xab = he[e0]
-            xbc = he[e0 + 1]
-            xca = he[e0 + 2]
-            t1 = ntri
-            t2 = ntri + 1
-            ntri += 2
-            f1 = 3 * t1
-            f2 = 3 * t2
-            tv[e0], tv[e0 + 1], tv[e0 + 2] = a, b, p
-            tv[f1], tv[f1 + 1], tv[f1 + 2] = b, c, p
-            tv[f2], tv[f2 + 1], tv[f2 + 2] = c, a, p
-            he[e0], he[e0 + 1], he[e0 + 2] = xab, f1 + 2, f2 + 1
-            he[f1], he[f1 + 1], he[f1 + 2] = xbc, f2 + 2, e0 + 1
-            he[f2], he[f2 + 1], he[f2 + 2] = xca, e0 + 2, f1 + 1
-            if xab >= 0:
-                he[xab] = e0
-            if xbc >= 0:
-                he[xbc] = f1
-            if xca >= 0:
-                he[xca] = f2
-            hpos[t1] = -1
-            tflag[t1] = 0
-            hpos[t2] = -1
-            tflag[t2] = 0
-            npend = _mark(t, tflag, pending, npend)
-            npend = _mark(t1, tflag, pending, npend)
-            npend = _mark(t2, tflag, pending, npend)
-            stack[0] = e0
-            stack[1] = f1
-            stack[2] = f2
-            nstack = 3
-        else:
-            # p lies on one edge e = a->b of t = (a, b, c); twin f = b->a in (b, a, d)
-            if o0 == 0:
-                e = e0
-            elif o1 == 0:
-                e = e0 + 1
-            else:
-                e = e0 + 2
-            en = e0 + (e - e0 + 1) % 3
-            ep = e0 + (e - e0 + 2) % 3
-            a = tv[e]
-            b = tv[en]
-            c = tv[ep]
-            xbc = he[en]
-            xca = he[ep]
-            f = he[e]
-            T1 = ntri
-            ntri += 1
-            g1 = 3 * T1
-            # T0 = (a, p, c) in slot t, T1 = (p, b, c)
-            tv[e0], tv[e0 + 1], tv[e0 + 2] = a, p, c
-            tv[g1], tv[g1 + 1], tv[g1 + 2] = p, b, c
-            he[e0 + 1] = g1 + 2
-            he[e0 + 2] = xca
-            he[g1 + 1] = xbc
-            he[g1 + 2] = e0 + 1
-            if xca >= 0:
-                he[xca] = e0 + 2
-            if xbc >= 0:
-                he[xbc] = g1 + 1
-            hpos[T1] = -1
-            tflag[T1] = 0
-            npend = _mark(t, tflag, pending, npend)
-            npend = _mark(T1, tflag, pending, npend)
-            stack[0] = e0 + 2
-            stack[1] = g1 + 1
-            nstack = 2
-            if f < 0:
-                he[e0] = -1
-                he[g1] = -1
-            else:
-                u = f // 3
-                u0 = 3 * u
-                fn = u0 + (f - u0 + 1) % 3
-                fp = u0 + (f - u0 + 2) % 3
-                d = tv[fp]
-                xad = he[fn]
-                xdb = he[fp]
-                T3 = ntri
-                ntri += 1
-                g3 = 3 * T3
-                # T2 = (b, p, d) in slot u, T3 = (p, a, d)
-                tv[u0], tv[u0 + 1], tv[u0 + 2] = b, p, d
-                tv[g3], tv[g3 + 1], tv[g3 + 2] = p, a, d
-                he[e0] = g3
-                he[g1] = u0
-                he[u0], he[u0 + 1], he[u0 + 2] = g1, g3 + 2, xdb
-                he[g3], he[g3 + 1], he[g3 + 2] = e0, xad, u0 + 1
-                if xdb >= 0:
-                    he[xdb] = u0 + 2
-                if xad >= 0:
-                    he[xad] = g3 + 1
-                hpos[T3] = -1
-                tflag[T3] = 0
-                npend = _mark(u, tflag, pending, npend)
-                npend = _mark(T3, tflag, pending, npend)
-                stack[2] = u0 + 2
-                stack[3] = g3 + 1
-                nstack = 4
-
-        # Lawson flips: every edge on the stack has p opposite it in its triangle
-        while nstack > 0:
-            nstack -= 1
-            e = stack[nstack]
-            f = he[e]
-            if f < 0:
-                continue
-            t0 = e // 3
-            t1 = f // 3
-            b0 = 3 * t0
-            b1 = 3 * t1
-            en = b0 + (e - b0 + 1) % 3
-            ep = b0 + (e - b0 + 2) % 3
-            fn = b1 + (f - b1 + 1) % 3
-            fp = b1 + (f - b1 + 2) % 3
-            a = tv[e]
-            b = tv[en]
-            c = tv[ep]
-            d = tv[fp]
-            if (
-                _incircle(
-                    np.int64(px[a]),
-                    np.int64(py[a]),
-                    np.int64(px[b]),
-                    np.int64(py[b]),
-                    np.int64(px[c]),
-                    np.int64(py[c]),
-                    np.int64(px[d]),
-                    np.int64(py[d]),
-                )
-                <= 0
-            ):
-                continue
-            xbc = he[en]
-            xca = he[ep]
-            xad = he[fn]
-            xdb = he[fp]
-            # t0 = (c, a, d), t1 = (d, b, c); new diagonal c-d
-            tv[b0], tv[b0 + 1], tv[b0 + 2] = c, a, d
-            tv[b1], tv[b1 + 1], tv[b1 + 2] = d, b, c
-            he[b0], he[b0 + 1], he[b0 + 2] = xca, xad, b1 + 2
-            he[b1], he[b1 + 1], he[b1 + 2] = xdb, xbc, b0 + 2
-            if xca >= 0:
-                he[xca] = b0
-            if xad >= 0:
-                he[xad] = b0 + 1
-            if xdb >= 0:
-                he[xdb] = b1
-            if xbc >= 0:
-                he[xbc] = b1 + 1
-            npend = _mark(t0, tflag, pending, npend)
-            npend = _mark(t1, tflag, pending, npend)
-            stack[nstack] = b0 + 1
-            stack[nstack + 1] = b1
-            nstack += 2
-
-    state[0] = npts
-    state[1] = ntri
+        _insert(
+            t,
+            kind,
+            k,
+            qx,
+            qy,
+            herr[idx // cols, idx % cols],
+            px,
+            py,
+            pz,
+            tv,
+            he,
+            hc,
+            vt,
+            hpos,
+            tflag,
+            pending,
+            stack,
+            state,
+            allint,
+        )
     state[2] = nheap
-    state[3] = npend
     return done
 
 
@@ -1191,3 +1757,64 @@ def tin_sample_errors(vx, vy, vz, faces, herr):
             elif err[y, x] < 0.0:
                 err[y, x] = np.inf
     return err, tri_err
+
+
+# --------------------------------------------------------------------------------------
+# 1-D refinement of a profile (tile borders)
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def refine_profile(z, pos, zfix, max_error):
+    """Vertices of a polyline along a profile of samples within ``max_error``.
+
+    ``z`` (n,) sample heights along a grid line (NaN: invalid, never a vertex, never
+    counted); ``pos`` (m,) increasing float positions of fixed vertices along it
+    (the first 0, the last n-1; others anywhere between, e.g. where a constraint
+    crosses) with heights ``zfix``. Between consecutive fixed vertices the valid
+    sample farthest (vertically) from the chord is made a vertex, recursively, until
+    every valid sample is within ``max_error`` of the polyline. Returns a uint8 mask
+    of the samples chosen (fixed vertices are not in it). Work grows with n times
+    the depth of the recursion; memory with n.
+    """
+    n = z.shape[0]
+    chosen = np.zeros(n, np.uint8)
+    stack_a = np.empty(n + pos.shape[0] + 2, np.float64)
+    stack_za = np.empty(n + pos.shape[0] + 2, np.float64)
+    stack_b = np.empty(n + pos.shape[0] + 2, np.float64)
+    stack_zb = np.empty(n + pos.shape[0] + 2, np.float64)
+    ns = 0
+    for k in range(pos.shape[0] - 1):
+        stack_a[ns] = pos[k]
+        stack_za[ns] = zfix[k]
+        stack_b[ns] = pos[k + 1]
+        stack_zb[ns] = zfix[k + 1]
+        ns += 1
+    while ns > 0:
+        ns -= 1
+        a = stack_a[ns]
+        za = stack_za[ns]
+        b = stack_b[ns]
+        zb = stack_zb[ns]
+        lo = int(np.floor(a)) + 1 if a == np.floor(a) else int(np.ceil(a))
+        hi = int(np.ceil(b)) - 1 if b == np.ceil(b) else int(np.floor(b))
+        best = max_error
+        bi = -1
+        for i in range(max(lo, 0), min(hi, n - 1) + 1):
+            e = abs(za + (zb - za) * (i - a) / (b - a) - z[i])
+            if e > best:
+                best = e
+                bi = i
+        if bi >= 0:
+            chosen[bi] = 1
+            stack_a[ns] = a
+            stack_za[ns] = za
+            stack_b[ns] = bi
+            stack_zb[ns] = z[bi]
+            ns += 1
+            stack_a[ns] = bi
+            stack_za[ns] = z[bi]
+            stack_b[ns] = b
+            stack_zb[ns] = zb
+            ns += 1
+    return chosen

@@ -20,6 +20,7 @@ module (``twin/terrain/quantized_mesh.py``, ``twin/terrain/tiling.py``: next rou
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -27,6 +28,8 @@ import numpy as np
 
 from twin.errors import InputError, ParameterError
 from twin.terrain import _kernels
+
+log = logging.getLogger(__name__)
 
 #: Largest grid side the greedy mode accepts (its in-circle test is exact in int64 up
 #: to 2**14; larger rasters are triangulated in tiles).
@@ -73,10 +76,9 @@ def _check_inputs(heights, max_error, mask, mode, constraints):
         raise ParameterError(f"max_error must be a number, got {max_error!r}") from exc
     if not math.isfinite(max_error) or max_error <= 0.0:
         raise ParameterError(f"max_error must be a positive finite number, got {max_error!r}")
-    if constraints is not None:
+    if constraints is not None and mode != "greedy":
         raise ParameterError(
-            "tin(constraints=...): constraint edges are not implemented yet; "
-            "triangulate without them (pass constraints=None)"
+            f"constraint edges need mode='greedy' (RTIN has fixed vertices), got mode={mode!r}"
         )
     try:
         h = np.asarray(heights, dtype=np.float64)
@@ -119,12 +121,14 @@ def _nearest_valid(herr: np.ndarray, valid: np.ndarray, row: int, col: int) -> f
         r *= 2
 
 
-def _greedy(herr: np.ndarray, valid: np.ndarray, max_error: float):
+def _greedy(herr: np.ndarray, valid: np.ndarray, max_error: float, forced=None):
+    """Greedy refinement; ``forced`` = (fx, fy, fz, seg, seg_linear, hfill) in grid units
+    (see :func:`twin.terrain._kernels.greedy_refine_forced`) or None."""
     rows, cols = herr.shape
     if max(rows, cols) > MAX_GREEDY_SIDE:
         raise InputError(
             f"grid {rows}x{cols} is larger than {MAX_GREEDY_SIDE} samples a side; "
-            "triangulate it in tiles"
+            "triangulate it in tiles (tin(..., tile_size=1024))"
         )
     corners = np.array(
         [
@@ -134,8 +138,124 @@ def _greedy(herr: np.ndarray, valid: np.ndarray, max_error: float):
             _nearest_valid(herr, valid, rows - 1, 0),
         ]
     )
-    px, py, pz, tri, _ = _kernels.greedy_refine(herr, corners, max_error)
-    return px.astype(np.float64), py.astype(np.float64), pz, tri.reshape(-1, 3)
+    if forced is None:
+        px, py, pz, tri, _ = _kernels.greedy_refine(herr, corners, max_error)
+        return px, py, pz, tri.reshape(-1, 3)
+    fx, fy, fz, seg, seg_linear, hfill = forced
+    px, py, pz, tri, _, _, failed = _kernels.greedy_refine_forced(
+        herr, corners, max_error, fx, fy, fz, seg, seg_linear, hfill
+    )
+    if failed:
+        raise RuntimeError(  # a bug, not a user error
+            f"{failed} constraint vertices or segments could not be forced into the TIN"
+        )
+    return px, py, pz, tri.reshape(-1, 3)
+
+
+def _iter_lines(obj, where="constraints"):
+    """Yield (K, 2) float arrays (polylines) from shapely geometries, arrays, GeoPandas
+    objects or lists of them; polygons give their rings."""
+    if obj is None:
+        return
+    if hasattr(obj, "geometry") and not hasattr(obj, "geom_type"):  # GeoDataFrame
+        obj = list(obj.geometry)
+    if hasattr(obj, "geom_type"):
+        gt = obj.geom_type
+        if obj.is_empty:
+            return
+        if gt in ("LineString", "LinearRing"):
+            yield np.asarray(obj.coords, dtype=np.float64)[:, :2]
+        elif gt == "Polygon":
+            yield np.asarray(obj.exterior.coords, dtype=np.float64)[:, :2]
+            for ring in obj.interiors:
+                yield np.asarray(ring.coords, dtype=np.float64)[:, :2]
+        elif gt in ("MultiLineString", "MultiPolygon", "GeometryCollection"):
+            for g in obj.geoms:
+                yield from _iter_lines(g, where)
+        else:
+            raise ParameterError(f"{where}: a {gt} cannot be a constraint edge")
+        return
+    if isinstance(obj, np.ndarray) and obj.dtype != object:
+        a = obj.astype(np.float64)
+        if a.ndim != 2 or a.shape[1] not in (2, 3) or len(a) < 2:
+            raise ParameterError(
+                f"{where}: a polyline array must have shape (K, 2) with K >= 2, got {a.shape}"
+            )
+        yield a[:, :2]
+        return
+    if isinstance(obj, (list, tuple)) or hasattr(obj, "__iter__"):
+        items = list(obj)
+        if items and all(np.isscalar(v) for v in np.ravel(np.asarray(items, dtype=object))[:4]):
+            # a plain nested list of coordinates
+            yield from _iter_lines(np.asarray(items, dtype=np.float64), where)
+            return
+        for item in items:
+            yield from _iter_lines(item, where)
+        return
+    raise ParameterError(f"{where}: cannot read {type(obj).__name__} as polylines")
+
+
+def constraint_segments(constraints, shape, transform=None, snap: float = 1e-6):
+    """Constraint polylines in grid units, clipped to the grid.
+
+    ``constraints``: shapely geometries (lines, rings, polygons and their multi
+    forms), (K, 2) arrays, GeoPandas objects or lists of these, in map coordinates
+    when ``transform`` is given (pixel centres, as :func:`tin`), else in grid units
+    (x = column, y = row). Returns ``(points, segments)``: unique (P, 2) grid
+    coordinates (values within ``snap`` of an integer snapped to it) and (S, 2) int64
+    indices of the segments between them, clipped to the grid rectangle
+    [0, cols-1] x [0, rows-1]. Memory: linear in the number of vertices.
+    """
+    import shapely
+
+    rows, cols = shape
+    aff = _affine6(transform)
+    box = shapely.box(0.0, 0.0, cols - 1.0, rows - 1.0)
+    pieces = []
+    for line in _iter_lines(constraints):
+        if not np.isfinite(line).all():
+            raise ParameterError("constraints have NaN or infinite coordinates")
+        if aff is not None:
+            a, b, c, d, e, f = aff
+            det = a * e - b * d
+            x = line[:, 0] - c
+            y = line[:, 1] - f
+            col = (e * x - b * y) / det - 0.5
+            row = (-d * x + a * y) / det - 0.5
+            line = np.column_stack([col, row])
+        geom = shapely.LineString(line).intersection(box)
+        for part in _iter_lines_only(geom):
+            pieces.append(part)
+    if not pieces:
+        return np.zeros((0, 2)), np.zeros((0, 2), np.int64)
+    pts = np.concatenate(pieces)
+    near = np.abs(pts - np.round(pts)) <= snap
+    pts = np.where(near, np.round(pts), pts)
+    pts = np.clip(pts, 0.0, [cols - 1.0, rows - 1.0])
+    uniq, inv = np.unique(pts, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    segs = []
+    k = 0
+    for part in pieces:
+        idx = inv[k : k + len(part)]
+        k += len(part)
+        segs.append(np.column_stack([idx[:-1], idx[1:]]))
+    seg = np.concatenate(segs).astype(np.int64)
+    seg = seg[seg[:, 0] != seg[:, 1]]
+    seg = np.unique(np.sort(seg, axis=1), axis=0)
+    return uniq, seg
+
+
+def _iter_lines_only(geom):
+    """Line parts of a clipped geometry (points where a line only touches are dropped)."""
+    if geom.is_empty:
+        return
+    gt = geom.geom_type
+    if gt == "LineString":
+        yield np.asarray(geom.coords, dtype=np.float64)[:, :2]
+    elif gt in ("MultiLineString", "GeometryCollection"):
+        for g in geom.geoms:
+            yield from _iter_lines_only(g)
 
 
 def tin_errors(grid_vertices: np.ndarray, faces: np.ndarray, herr: np.ndarray):
@@ -173,6 +293,8 @@ def tin(
     mask=None,
     mode: str = "greedy",
     constraints=None,
+    tile_size: int | None = None,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Triangulate a height grid within a guaranteed vertical error.
 
@@ -248,8 +370,60 @@ def tin(
     """
     herr, valid, max_error = _check_inputs(heights, max_error, mask, mode, constraints)
     aff = _affine6(transform)
-    if mode == "greedy":
-        gx, gy, gz, faces = _greedy(herr, valid, max_error)
+    forced = None
+    if constraints is not None:
+        pts, seg = constraint_segments(constraints, herr.shape, transform)
+        if len(seg):
+            hfill = filled_heights(herr, valid)
+            fz = bilinear(hfill, pts[:, 0], pts[:, 1])
+            forced = (
+                pts[:, 0].copy(),
+                pts[:, 1].copy(),
+                fz,
+                seg,
+                np.zeros(len(seg), np.uint8),
+                hfill,
+            )
+        else:
+            log.warning("tin: no constraint edge lies on the raster; triangulating without")
+    if tile_size is not None and mode != "greedy":
+        raise ParameterError(f"tile_size needs mode='greedy', got mode={mode!r}")
+    gv, faces, reached = _tin_grid(herr, valid, max_error, mode, forced, tile_size, workers)
+    return _to_map(gv, faces, aff, reached)
+
+
+def filled_heights(herr: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``herr`` with invalid samples set to a nearby valid height (a NaN-free copy
+    only when there are holes). Memory: 24 bytes per sample while filling."""
+    return herr if valid.all() else _kernels.fill_nearest(herr, valid)
+
+
+def bilinear(h: np.ndarray, x, y) -> np.ndarray:
+    """Bilinear heights of the NaN-free grid ``h`` at grid coordinates (x = column,
+    y = row), clamped to the grid."""
+    rows, cols = h.shape
+    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, cols - 1.0)
+    y = np.clip(np.asarray(y, dtype=np.float64), 0.0, rows - 1.0)
+    c0 = np.minimum(np.floor(x).astype(np.int64), max(cols - 2, 0))
+    r0 = np.minimum(np.floor(y).astype(np.int64), max(rows - 2, 0))
+    c1 = np.minimum(c0 + 1, cols - 1)
+    r1 = np.minimum(r0 + 1, rows - 1)
+    tx = x - c0
+    ty = y - r0
+    top = h[r0, c0] * (1.0 - tx) + h[r0, c1] * tx
+    bot = h[r1, c0] * (1.0 - tx) + h[r1, c1] * tx
+    return top * (1.0 - ty) + bot * ty
+
+
+def _tin_grid(herr, valid, max_error, mode, forced=None, tile_size=None, workers=None):
+    """TIN in grid units, verified: ``(gv, faces, reached)`` (unused vertices and
+    triangles over no valid sample removed)."""
+    if tile_size is not None:
+        from twin.terrain.tiled import tin_tiled
+
+        gx, gy, gz, faces = tin_tiled(herr, valid, max_error, tile_size, workers, forced)
+    elif mode == "greedy":
+        gx, gy, gz, faces = _greedy(herr, valid, max_error, forced)
     else:
         from twin.terrain.rtin import rtin_grid
 
@@ -259,14 +433,18 @@ def tin(
     # verification (and the drop rule): rasterise the TIN back onto the grid
     tri_err, uncovered = _verify(gv, faces, herr)
     keep = tri_err >= 0.0
+    if forced is not None:
+        keep[:] = True  # constraint vertices stay, even over nodata
     if not keep.all():
         faces = faces[keep]
     reached = float(tri_err.max()) if uncovered == 0 else math.inf
-    if not reached <= max_error:
+    # off-grid (constraint) vertices: the float rasteriser may see a sample on an edge
+    # from the other triangle, whose plane agrees there to rounding
+    slack = 1e-9 * (1.0 + max_error) if forced is not None else 0.0
+    if not reached <= max_error + slack:
         raise RuntimeError(  # a bug, not a user error: the guarantee failed
             f"TIN error {reached} exceeds max_error {max_error} ({uncovered} samples uncovered)"
         )
-
     used = np.zeros(gv.shape[0], bool)
     used[faces.ravel()] = True
     if not used.all():
@@ -274,6 +452,11 @@ def tin(
         gv = gv[used]
         faces = remap[faces]
 
+    return gv, faces, reached
+
+
+def _to_map(gv, faces, aff, reached):
+    """Grid-unit TIN to map coordinates, faces CCW in map space, uint32."""
     if aff is None:
         verts = gv  # a fresh array, not shared with the caller
     else:
