@@ -108,6 +108,7 @@ def build_twins(faces, n_vertices):
         deg[i + 1] += deg[i]
     fill = deg[:-1].copy()
     out_h = np.empty(deg[n_vertices], np.int64)
+    out_d = np.empty(deg[n_vertices], np.int64)
     for f in range(nf):
         a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
         if a == b or b == c or a == c:
@@ -115,32 +116,29 @@ def build_twins(faces, n_vertices):
         for k in range(3):
             s = faces[f, k]
             out_h[fill[s]] = 3 * f + k
+            out_d[fill[s]] = faces[f, (k + 1) % 3]
             fill[s] += 1
     twin = np.full(3 * nf, -1, np.int64)
-    for f in range(nf):
-        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
-        if a == b or b == c or a == c:
-            continue
-        for k in range(3):
-            h = 3 * f + k
-            s = faces[f, k]
-            d = faces[f, (k + 1) % 3]
+    for s in range(n_vertices):
+        for i in range(deg[s], deg[s + 1]):
+            d = out_d[i]
+            if d < s:
+                continue  # each undirected edge is settled from its smaller end
             same = 0
-            for i in range(deg[s], deg[s + 1]):
-                g = out_h[i]
-                if faces[g // 3, (g % 3 + 1) % 3] == d:
+            for j in range(deg[s], deg[s + 1]):
+                if out_d[j] == d:
                     same += 1
             if same != 1:
                 continue
             rev = 0
             t = -1
-            for i in range(deg[d], deg[d + 1]):
-                g = out_h[i]
-                if faces[g // 3, (g % 3 + 1) % 3] == s:
+            for j in range(deg[d], deg[d + 1]):
+                if out_d[j] == s:
                     rev += 1
-                    t = g
+                    t = out_h[j]
             if rev == 1:
-                twin[h] = t
+                twin[out_h[i]] = t
+                twin[t] = out_h[i]
     return twin
 
 
@@ -276,14 +274,29 @@ def encode_traverse(q, faces, twin, bits):
             op = OP_L
         else:
             op = OP_X
-            x = nxt[n]
+            x = -1
             d = 0
-            while x != p and d < MAX_WALK:
-                if vert[x] == c:
+            if nxt[n] != p:
+                # nearest occurrence of c, forward from after n or backward from before p
+                xf = nxt[n]
+                xb = prv[p]
+                for i in range(MAX_WALK):
+                    if vert[xf] == c:
+                        x = xf
+                        d = 2 * i
+                        break
+                    if xb == xf:
+                        break
+                    if vert[xb] == c:
+                        x = xb
+                        d = 2 * i + 1
+                        break
+                    if nxt[xf] == xb:
+                        break
+                    xf = nxt[xf]
+                    xb = prv[xb]
+                if x >= 0:
                     op = OP_S
-                    break
-                x = nxt[x]
-                d += 1
         sctx[ns] = CTX_OP + prev_op
         ssym[ns] = op
         ns += 1
@@ -426,24 +439,27 @@ def _kill_edge(u, nxt, prv, hed):
 @njit(cache=True)
 def rans_encode(ctx, sym, freq, cum):
     """rANS-encode ``sym[i]`` under the table of ``ctx[i]`` (tables ``freq``/``cum``
-    (n_ctx, NSYM), each context summing to ``PROB_SCALE``). Returns the bytes the
-    decoder reads front to back (4-byte state first). Memory: 2 bytes per symbol."""
+    (n_ctx, NSYM), each used context summing to ``PROB_SCALE``), two interleaved
+    states (symbol ``i`` uses state ``i % 2``). Returns the bytes the decoder reads
+    front to back (the two 4-byte states first). Memory: 2 bytes per symbol."""
     n = sym.shape[0]
     out = np.empty(2 * n + 16, np.uint8)
     pos = out.shape[0]
-    x = np.int64(RANS_L)
+    xs = np.full(2, RANS_L, np.int64)
     for i in range(n - 1, -1, -1):
-        f = freq[ctx[i], sym[i]]
-        c = cum[ctx[i], sym[i]]
+        f = np.int64(freq[ctx[i], sym[i]])
+        c = np.int64(cum[ctx[i], sym[i]])
+        x = xs[i & 1]
         xmax = ((RANS_L >> PROB_BITS) << 8) * f
         while x >= xmax:
             pos -= 1
             out[pos] = x & 255
             x >>= 8
-        x = (x // f) * PROB_SCALE + (x % f) + c
-    for k in range(3, -1, -1):
-        pos -= 1
-        out[pos] = (x >> (8 * k)) & 255
+        xs[i & 1] = (x // f) * PROB_SCALE + (x % f) + c
+    for j in range(1, -1, -1):
+        for k in range(3, -1, -1):
+            pos -= 1
+            out[pos] = (xs[j] >> (8 * k)) & 255
     return out[pos:].copy()
 
 
@@ -472,21 +488,57 @@ def pack_bits(val, length):
 
 @njit(cache=True)
 def decode_tables(freq):
-    """Per-context decode slots: ``sym | (freq - 1) << 8 | (slot - cum) << 20``."""
+    """Decoder tables from (n_ctx, NSYM) frequencies: ``lut`` (slot -> symbol,
+    uint8, n_ctx * PROB_SCALE) and flat int32 ``fq`` / ``cm`` (n_ctx * NSYM)."""
     nctx = freq.shape[0]
-    tab = np.zeros(nctx * PROB_SCALE, np.uint32)
+    lut = np.zeros(nctx * PROB_SCALE, np.uint8)
+    fq = np.ones(nctx * NSYM, np.int32)
+    cm = np.zeros(nctx * NSYM, np.int32)
     for c in range(nctx):
         pos = 0
-        for s in range(freq.shape[1]):
+        for s in range(NSYM):
             f = freq[c, s]
+            if f == 0:
+                continue
+            fq[c * NSYM + s] = f
+            cm[c * NSYM + s] = pos
             for j in range(f):
-                tab[c * PROB_SCALE + pos + j] = s | ((f - 1) << 8) | (j << 20)
+                lut[c * PROB_SCALE + pos + j] = s
             pos += f
-    return tab
+    return lut, fq, cm
 
 
 @njit(cache=True)
-def decode_mesh(rans, raw, tab, nv, nf, bits):
+def _rsym(lut, fq, cm, ctx, x, y, p, rans):
+    """Decode one symbol with state ``x``; returns ``(symbol, y, x', p)`` (the two
+    interleaved states swap roles after every symbol)."""
+    slot = x & (PROB_SCALE - 1)
+    s = np.int64(lut[ctx * PROB_SCALE + slot])
+    k = ctx * NSYM + s
+    x = np.int64(fq[k]) * (x >> PROB_BITS) + slot - cm[k]
+    while x < RANS_L:
+        x = (x << 8) | (np.int64(rans[p]) if p < rans.shape[0] else 0)
+        p += 1
+    return s, y, x, p
+
+
+@njit(cache=True)
+def _rint(lut, fq, cm, ctx, x, y, p, rans, raw, bb, bc, rp):
+    """Decode one integer (token, then its raw low bits)."""
+    t, x, y, p = _rsym(lut, fq, cm, ctx, x, y, p, rans)
+    if t < 16:
+        return t, x, y, p, bb, bc, rp
+    nb = (t - 16) // 2 + 3
+    while bc < nb:
+        bb |= (np.int64(raw[rp]) if rp < raw.shape[0] else 0) << bc
+        rp += 1
+        bc += 8
+    z = ((2 | ((t - 16) & 1)) << nb) | (bb & ((1 << nb) - 1))
+    return z, x, y, p, bb >> nb, bc - nb, rp
+
+
+@njit(cache=True)
+def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits):
     """Decode the symbol streams to ``(q (nv, 3) uint16, faces (nf, 3) uint32,
     status)``; see the module docstring for the status codes. Every index is checked
     before use, so a corrupt stream ends with a negative status, never a wild read.
@@ -495,69 +547,48 @@ def decode_mesh(rans, raw, tab, nv, nf, bits):
     half = 1 << (bits - 1)
     qo = np.zeros((nv, 3), np.uint16)
     fo = np.zeros((nf, 3), np.uint32)
-    q = np.zeros((nv, 3), np.int64)
+    q = np.zeros((nv, 3), np.int32)
     cap = 3 * nf + 8
-    vert = np.empty(cap, np.int64)
-    nxt = np.empty(cap, np.int64)
-    prv = np.empty(cap, np.int64)
-    hed = np.empty(cap, np.int64)
-    opp = np.empty(cap, np.int64)
-    stack = np.empty(cap, np.int64)
+    vert = np.empty(cap, np.int32)
+    nxt = np.empty(cap, np.int32)
+    prv = np.empty(cap, np.int32)
+    hed = np.empty(cap, np.int32)
+    opp = np.empty(cap, np.int32)
+    stack = np.empty(cap, np.int32)
     nodes = 0
     sp = 0
-    nr = rans.shape[0]
-    nraw = raw.shape[0]
-    if nr < 4:
+    if rans.shape[0] < 8:
         return qo, fo, -1
-    x = (np.int64(rans[0]) | np.int64(rans[1]) << 8 | np.int64(rans[2]) << 16) | np.int64(
-        rans[3]
-    ) << 24
-    p = 4
-    bbuf = np.int64(0)
-    bcnt = 0
+    x = np.int64(0)
+    y = np.int64(0)
+    for k in range(4):
+        x |= np.int64(rans[k]) << (8 * k)
+        y |= np.int64(rans[4 + k]) << (8 * k)
+    p = 8
+    bb = np.int64(0)
+    bc = 0
     rp = 0
     nnew = 0
     done = 0
     gate = -1
     prev_op = OP_START
     last = -1
-    status = 0
+    tri = np.empty(3, np.int64)
     while done < nf:
         if gate < 0:
             if sp > 0:
                 sp -= 1
                 gate = stack[sp]
                 continue
-            tri = np.empty(3, np.int64)
             for k in range(3):
-                # symbol: start flag
-                e = tab[CTX_SFLAG * PROB_SCALE + (x & (PROB_SCALE - 1))]
-                flag = e & 255
-                x = (((e >> 8) & 4095) + 1) * (x >> PROB_BITS) + (e >> 20)
-                while x < RANS_L:
-                    x = (x << 8) | (np.int64(rans[p]) if p < nr else 0)
-                    p += 1
+                flag, x, y, p = _rsym(lut, fq, cm, CTX_SFLAG, x, y, p, rans)
                 if flag == 0:
                     if nnew >= nv:
                         return qo, fo, -4
                     for a in range(3):
-                        e = tab[(CTX_DELTA + a) * PROB_SCALE + (x & (PROB_SCALE - 1))]
-                        t = e & 255
-                        x = (((e >> 8) & 4095) + 1) * (x >> PROB_BITS) + (e >> 20)
-                        while x < RANS_L:
-                            x = (x << 8) | (np.int64(rans[p]) if p < nr else 0)
-                            p += 1
-                        if t < 16:
-                            z = np.int64(t)
-                        else:
-                            nb = (t - 16) // 2 + 3
-                            while bcnt < nb:
-                                bbuf |= (np.int64(raw[rp]) if rp < nraw else 0) << bcnt
-                                rp += 1
-                                bcnt += 8
-                            z = ((2 | ((t - 16) & 1)) << nb) | (bbuf & ((1 << nb) - 1))
-                            bbuf >>= nb
-                            bcnt -= nb
+                        z, x, y, p, bb, bc, rp = _rint(
+                            lut, fq, cm, CTX_DELTA + a, x, y, p, rans, raw, bb, bc, rp
+                        )
                         r = (z >> 1) if (z & 1) == 0 else -(z >> 1) - 1
                         base = q[last, a] if last >= 0 else half
                         q[nnew, a] = (base + r) & mask
@@ -565,35 +596,21 @@ def decode_mesh(rans, raw, tab, nv, nf, bits):
                     tri[k] = nnew
                     nnew += 1
                 elif flag == 1:
-                    e = tab[CTX_REF * PROB_SCALE + (x & (PROB_SCALE - 1))]
-                    t = e & 255
-                    x = (((e >> 8) & 4095) + 1) * (x >> PROB_BITS) + (e >> 20)
-                    while x < RANS_L:
-                        x = (x << 8) | (np.int64(rans[p]) if p < nr else 0)
-                        p += 1
-                    if t < 16:
-                        z = np.int64(t)
-                    else:
-                        nb = (t - 16) // 2 + 3
-                        while bcnt < nb:
-                            bbuf |= (np.int64(raw[rp]) if rp < nraw else 0) << bcnt
-                            rp += 1
-                            bcnt += 8
-                        z = ((2 | ((t - 16) & 1)) << nb) | (bbuf & ((1 << nb) - 1))
-                        bbuf >>= nb
-                        bcnt -= nb
+                    z, x, y, p, bb, bc, rp = _rint(
+                        lut, fq, cm, CTX_REF, x, y, p, rans, raw, bb, bc, rp
+                    )
                     idx = nnew - 1 - z
                     if idx < 0:
                         return qo, fo, -3
                     tri[k] = idx
                 else:
                     return qo, fo, -5
-            fo[done, 0] = tri[0]
-            fo[done, 1] = tri[1]
-            fo[done, 2] = tri[2]
+            a0, b0, c0 = tri[0], tri[1], tri[2]
+            fo[done, 0] = a0
+            fo[done, 1] = b0
+            fo[done, 2] = c0
             done += 1
             prev_op = OP_START
-            a0, b0, c0 = tri[0], tri[1], tri[2]
             if a0 != b0 and b0 != c0 and a0 != c0:
                 n0, n1, n2 = nodes, nodes + 1, nodes + 2
                 nodes += 3
@@ -606,12 +623,7 @@ def decode_mesh(rans, raw, tab, nv, nf, bits):
             continue
         u = gate
         v = nxt[u]
-        e = tab[(CTX_OP + prev_op) * PROB_SCALE + (x & (PROB_SCALE - 1))]
-        op = e & 255
-        x = (((e >> 8) & 4095) + 1) * (x >> PROB_BITS) + (e >> 20)
-        while x < RANS_L:
-            x = (x << 8) | (np.int64(rans[p]) if p < nr else 0)
-            p += 1
+        op, x, y, p = _rsym(lut, fq, cm, CTX_OP + prev_op, x, y, p, rans)
         prev_op = op
         if op == OP_B:
             gate = _kill_edge(u, nxt, prv, hed)
@@ -622,59 +634,29 @@ def decode_mesh(rans, raw, tab, nv, nf, bits):
         vv = vert[v]
         pn = prv[u]
         n = nxt[v]
+        if op == OP_C:
+            if nnew >= nv:
+                return qo, fo, -4
+            c = nnew
+            nnew += 1
+            w = opp[u]
+            for a in range(3):
+                qa = q[vu, a]
+                qb = q[vv, a]
+                qw = q[w, a]
+                cls = residual_class(abs(qa - qw), abs(qb - qw))
+                z, x, y, p, bb, bc, rp = _rint(
+                    lut, fq, cm, CTX_RES + a * N_CLASS + cls, x, y, p, rans, raw, bb, bc, rp
+                )
+                r = (z >> 1) if (z & 1) == 0 else -(z >> 1) - 1
+                q[c, a] = (qa + qb - qw + r) & mask
+            last = c
+        elif op == OP_X:
+            z, x, y, p, bb, bc, rp = _rint(lut, fq, cm, CTX_REF, x, y, p, rans, raw, bb, bc, rp)
+            c = nnew - 1 - z
+            if c < 0:
+                return qo, fo, -3
         if op == OP_C or op == OP_X:
-            if op == OP_C:
-                if nnew >= nv:
-                    return qo, fo, -4
-                c = nnew
-                nnew += 1
-                w = opp[u]
-                for a in range(3):
-                    qa = q[vu, a]
-                    qb = q[vv, a]
-                    qw = q[w, a]
-                    cls = residual_class(abs(qa - qw), abs(qb - qw))
-                    e = tab[(CTX_RES + a * N_CLASS + cls) * PROB_SCALE + (x & (PROB_SCALE - 1))]
-                    t = e & 255
-                    x = (((e >> 8) & 4095) + 1) * (x >> PROB_BITS) + (e >> 20)
-                    while x < RANS_L:
-                        x = (x << 8) | (np.int64(rans[p]) if p < nr else 0)
-                        p += 1
-                    if t < 16:
-                        z = np.int64(t)
-                    else:
-                        nb = (t - 16) // 2 + 3
-                        while bcnt < nb:
-                            bbuf |= (np.int64(raw[rp]) if rp < nraw else 0) << bcnt
-                            rp += 1
-                            bcnt += 8
-                        z = ((2 | ((t - 16) & 1)) << nb) | (bbuf & ((1 << nb) - 1))
-                        bbuf >>= nb
-                        bcnt -= nb
-                    r = (z >> 1) if (z & 1) == 0 else -(z >> 1) - 1
-                    q[c, a] = (qa + qb - qw + r) & mask
-                last = c
-            else:
-                e = tab[CTX_REF * PROB_SCALE + (x & (PROB_SCALE - 1))]
-                t = e & 255
-                x = (((e >> 8) & 4095) + 1) * (x >> PROB_BITS) + (e >> 20)
-                while x < RANS_L:
-                    x = (x << 8) | (np.int64(rans[p]) if p < nr else 0)
-                    p += 1
-                if t < 16:
-                    z = np.int64(t)
-                else:
-                    nb = (t - 16) // 2 + 3
-                    while bcnt < nb:
-                        bbuf |= (np.int64(raw[rp]) if rp < nraw else 0) << bcnt
-                        rp += 1
-                        bcnt += 8
-                    z = ((2 | ((t - 16) & 1)) << nb) | (bbuf & ((1 << nb) - 1))
-                    bbuf >>= nb
-                    bcnt -= nb
-                c = nnew - 1 - z
-                if c < 0:
-                    return qo, fo, -3
             k = nodes
             nodes += 1
             vert[k] = c
@@ -704,28 +686,17 @@ def decode_mesh(rans, raw, tab, nv, nf, bits):
             c = vert[pn]
             gate = -1
         else:  # OP_S
-            e = tab[CTX_SOFF * PROB_SCALE + (x & (PROB_SCALE - 1))]
-            t = e & 255
-            x = (((e >> 8) & 4095) + 1) * (x >> PROB_BITS) + (e >> 20)
-            while x < RANS_L:
-                x = (x << 8) | (np.int64(rans[p]) if p < nr else 0)
-                p += 1
-            if t < 16:
-                z = np.int64(t)
-            else:
-                nb = (t - 16) // 2 + 3
-                while bcnt < nb:
-                    bbuf |= (np.int64(raw[rp]) if rp < nraw else 0) << bcnt
-                    rp += 1
-                    bcnt += 8
-                z = ((2 | ((t - 16) & 1)) << nb) | (bbuf & ((1 << nb) - 1))
-                bbuf >>= nb
-                bcnt -= nb
-            if z >= MAX_WALK:
+            z, x, y, p, bb, bc, rp = _rint(lut, fq, cm, CTX_SOFF, x, y, p, rans, raw, bb, bc, rp)
+            if z >= 2 * MAX_WALK:
                 return qo, fo, -5
-            xs = nxt[n]
-            for _ in range(z):
-                xs = nxt[xs]
+            if z & 1:
+                xs = prv[pn]
+                for _ in range(z >> 1):
+                    xs = prv[xs]
+            else:
+                xs = nxt[n]
+                for _ in range(z >> 1):
+                    xs = nxt[xs]
             c = vert[xs]
             c2 = nodes
             nodes += 1
@@ -752,33 +723,20 @@ def decode_mesh(rans, raw, tab, nv, nf, bits):
         done += 1
     while nnew < nv:
         for a in range(3):
-            e = tab[(CTX_DELTA + a) * PROB_SCALE + (x & (PROB_SCALE - 1))]
-            t = e & 255
-            x = (((e >> 8) & 4095) + 1) * (x >> PROB_BITS) + (e >> 20)
-            while x < RANS_L:
-                x = (x << 8) | (np.int64(rans[p]) if p < nr else 0)
-                p += 1
-            if t < 16:
-                z = np.int64(t)
-            else:
-                nb = (t - 16) // 2 + 3
-                while bcnt < nb:
-                    bbuf |= (np.int64(raw[rp]) if rp < nraw else 0) << bcnt
-                    rp += 1
-                    bcnt += 8
-                z = ((2 | ((t - 16) & 1)) << nb) | (bbuf & ((1 << nb) - 1))
-                bbuf >>= nb
-                bcnt -= nb
+            z, x, y, p, bb, bc, rp = _rint(
+                lut, fq, cm, CTX_DELTA + a, x, y, p, rans, raw, bb, bc, rp
+            )
             r = (z >> 1) if (z & 1) == 0 else -(z >> 1) - 1
             base = q[last, a] if last >= 0 else half
             q[nnew, a] = (base + r) & mask
         last = nnew
         nnew += 1
-    if p > nr:
+    status = 0
+    if p > rans.shape[0]:
         status = -1
-    elif rp > nraw:
+    elif rp > raw.shape[0]:
         status = -2
-    elif x != RANS_L:
+    elif x != RANS_L or y != RANS_L:
         status = -1
     for i in range(nv):
         for a in range(3):

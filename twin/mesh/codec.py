@@ -216,8 +216,8 @@ def decode_quantized(data) -> tuple[Quantized, np.ndarray]:
     """Decode an archive to ``(Quantized positions, faces uint32 (M, 3))``."""
     bits, nv, nf, offset, step, tables, raw, stream = _parse(data)
     freq = _read_tables(tables)
-    tab = K.decode_tables(freq)
-    q, faces, status = K.decode_mesh(stream, raw, tab, nv, nf, bits)
+    lut, fq, cm = K.decode_tables(freq)
+    q, faces, status = K.decode_mesh(stream, raw, lut, fq, cm, nv, nf, bits)
     if status != 0:
         raise InputError(f"mesh archive is corrupt: {_STATUS.get(status, status)}")
     return Quantized(positions=q, offset=offset, step=float(step), bits=bits), faces
