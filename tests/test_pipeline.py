@@ -181,3 +181,42 @@ def test_terrain_is_an_error_bounded_tin_of_the_dem(small_survey, small_model):
         z = ds.read(1)[np.clip(rows, 0, ds.height - 1), np.clip(cols, 0, ds.width - 1)]
     # TIN vertices are DEM samples (float32 content: millimetres)
     assert np.abs(xyz[:, 2] - z).max() < 0.01
+
+
+def test_update_rewrites_only_the_tiles_of_changed_buildings(small_survey, small_model, tmp_path):
+    import shutil
+
+    import geopandas as gpd
+
+    from twin.pipeline import BuildParams, build, update
+    from twin.tiles.gltf import read_property_tables
+    from twin.tiles.validate import validate_tileset
+
+    out = tmp_path / "model"
+    shutil.copytree(small_model, out)
+    first = build(small_survey, out, params=BuildParams(tile_max_faces=300))
+    tiles0 = first["stages"]["export"]["tiles"]["buildings"]
+    assert tiles0["levels"] >= 2
+    fp = gpd.read_file(small_survey / "footprints.gpkg")
+    bid = fp.loc[0, "building_id"]
+    fp.loc[0, "height"] += 5.0
+    new = tmp_path / "footprints.gpkg"
+    fp.to_file(new)
+    m = update(out, footprints=new)
+    tiles = m["stages"]["export"]["tiles"]
+    assert m["stages"]["terrain"]["status"] == "reused"
+    assert tiles["terrain"]["changed"] == []
+    changed = tiles["buildings"]["changed"]
+    # the leaf holding the building and its ancestors: one tile per level
+    assert 1 <= len(changed) <= tiles0["levels"]
+    assert sorted(int(u.split("/")[1]) for u in changed) == list(range(len(changed)))
+    assert tiles["buildings"]["kept"] == tiles0["count"] - len(changed)
+    assert validate_tileset(out / "tiles" / "tileset.json") == []
+    # the new height is in the rewritten leaf
+    for prim in _leaves(out, "buildings"):
+        (table,) = read_property_tables(prim["path"])
+        names = table["properties"]["building_id"]
+        if bid in names:
+            i = names.index(bid)
+            assert table["properties"]["height"][i] == pytest.approx(fp.loc[0, "height"])
+            assert prim["path"].relative_to(out / "tiles" / "buildings").as_posix() in changed

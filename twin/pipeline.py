@@ -458,3 +458,34 @@ def _building_table(attrs: list[dict]):
         description="A building: heights in metres (base ellipsoidal), LoD1/LoD2 solid",
         properties={c: [a.get(c) for a in attrs] for c in columns},
     )
+
+
+def update(
+    model_dir: str | os.PathLike,
+    *,
+    dem: str | os.PathLike | None = None,
+    footprints: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Bring a built model up to date after some of its inputs changed.
+
+    The inputs and parameters recorded in ``model_dir/manifest.json`` are used again,
+    with ``dem`` / ``footprints`` replacing theirs when given (e.g. a new survey of a
+    few blocks). Unchanged stages are reused and only the tiles whose content
+    changed, with their ancestors, are rewritten; the new manifest lists them per
+    layer (``stages.export.tiles.<layer>.changed``). Returns the new manifest.
+    """
+    out = Path(model_dir)
+    path = out / MANIFEST
+    if not path.exists():
+        raise InputError("no manifest.json: not a built model (run `twin build` first)", path=out)
+    try:
+        manifest = json.loads(path.read_text())
+        roles = {i["role"]: i["path"] for i in manifest["inputs"]}
+        known = {f.name for f in BuildParams.__dataclass_fields__.values()}
+        params = BuildParams(**{k: v for k, v in manifest["parameters"].items() if k in known})
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"unreadable manifest: {exc}", path=path) from exc
+    dem = dem or roles["dem"]
+    footprints = footprints or roles.get("footprints")
+    return build(dem, out, dem=dem, footprints=footprints, params=params, progress=progress)

@@ -237,9 +237,9 @@ def demo(out, seed, replay_seconds, as_json):
 from twin.cli.points import points  # noqa: E402
 from twin.cli.sync import sync  # noqa: E402
 from twin.cli.terrain import terrain  # noqa: E402
-from twin.cli.tiles import view  # noqa: E402
+from twin.cli.tiles import tiles, view  # noqa: E402
 
-for _group in (points, terrain, sync, view):
+for _group in (points, terrain, sync, tiles, view):
     main.add_command(_group)
 
 if __name__ == "__main__":  # pragma: no cover
