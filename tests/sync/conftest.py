@@ -44,108 +44,42 @@ def placer(small_city):
     return Placer(c.city.frame, read_dem(c.dem), read_footprints(c.footprints), c.city.floor_height)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc, what: str, timeout: float = 15.0) -> None:
-    import socket
-    import time
-
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on port {port}")
-
-
-MOSQUITTO = "/usr/sbin/mosquitto"
-
-
-@pytest.fixture
-def mosquitto(tmp_path):
-    """A real mosquitto broker on a free loopback port (config in tmp): yields the
-    port. QoS 1 window 1000, unlimited queue for persistent sessions."""
-    import os
-    import shutil
-    import subprocess
-
-    exe = MOSQUITTO if os.path.exists(MOSQUITTO) else shutil.which("mosquitto")
-    if exe is None:
-        pytest.skip("the mosquitto broker binary is not installed (Debian package mosquitto)")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_inflight_messages 1000\nmax_queued_messages 0\n"
-    )
-    log = open(tmp_path / "mosquitto.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_port(port, proc, "mosquitto")
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
-
-
-PG_BIN = "/usr/lib/postgresql/15/bin"
-
-
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "postgres: runs against a real PostgreSQL server started for the session"
     )
 
 
+@pytest.fixture
+def mosquitto():
+    """A real mosquitto broker on a free loopback port (config in a tmp dir): yields
+    the port. QoS 1 window 1000, unlimited queue for persistent sessions."""
+    from twin.sync._local import LocalServerMissing, local_mosquitto
+
+    try:
+        ctx = local_mosquitto()
+        port = ctx.__enter__()
+    except LocalServerMissing as exc:
+        pytest.skip(str(exc))
+    try:
+        yield port
+    finally:
+        ctx.__exit__(None, None, None)
+
+
 @pytest.fixture(scope="session")
 def postgres():
-    """A real PostgreSQL 15 server (initdb + pg_ctl in a tmp dir, free loopback port);
-    yields a DSN. As root, the server runs as the ``postgres`` user."""
-    import os
-    import shutil
-    import subprocess
-    import tempfile
+    """A real PostgreSQL 15 server (initdb + pg_ctl in a tmp dir, free loopback port;
+    no fsync: these tests kill clients, never the machine); yields a DSN. As root,
+    the server runs as the ``postgres`` user."""
+    from twin.sync._local import LocalServerMissing, local_postgres
 
-    initdb = os.path.join(PG_BIN, "initdb")
-    if not os.path.exists(initdb):
-        pytest.skip(f"PostgreSQL 15 server binaries are not installed ({PG_BIN})")
-    as_root = os.geteuid() == 0
-    pre = ["runuser", "-u", "postgres", "--"] if as_root else []
-    d = tempfile.mkdtemp(prefix="twin-pg-")
-    if as_root:
-        shutil.chown(d, "postgres", "postgres")
-    data, port = os.path.join(d, "data"), free_port()
-
-    def run(*cmd):
-        r = subprocess.run([*pre, *cmd], capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise RuntimeError(f"{cmd[0]} failed: {r.stderr or r.stdout}")
-
-    run(initdb, "-D", data, "-A", "trust", "-U", "twin", "--no-sync", "-E", "UTF8")
-    # no fsync: these tests kill clients, never the machine (the store's own
-    # durability is PostgreSQL's synchronous_commit, on by default)
-    opts = (
-        f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c max_connections=40 "
-        "-c fsync=off -c full_page_writes=off"
-    )
-    run(os.path.join(PG_BIN, "pg_ctl"), "-D", data, "-o", opts, "-l", f"{d}/log", "-w", "start")
     try:
-        yield f"postgresql://twin@127.0.0.1:{port}/postgres"
+        ctx = local_postgres(fsync=False)
+        dsn = ctx.__enter__()
+    except LocalServerMissing as exc:
+        pytest.skip(str(exc))
+    try:
+        yield dsn
     finally:
-        subprocess.run(
-            [*pre, os.path.join(PG_BIN, "pg_ctl"), "-D", data, "-m", "immediate", "stop"],
-            capture_output=True,
-            timeout=60,
-        )
-        shutil.rmtree(d, ignore_errors=True)
+        ctx.__exit__(None, None, None)
