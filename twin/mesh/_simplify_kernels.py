@@ -440,58 +440,37 @@ def best_direction(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a,
 
 
 @njit(cache=True)
-def link_ok(F, head, nxt, falive, ib, mark, stamp, u, v):
-    """Link condition for collapsing edge (u, v): the vertices adjacent to both are
-    exactly the apexes of the faces on the edge; two index-border vertices may
-    only merge along a border edge; and u has a face off the edge. ``mark`` is an
-    int32 scratch array (per vertex)."""
-    shared = count_edge_faces(F, head, nxt, falive, u, v)
-    if shared == 0:
-        return False
-    # u must keep a face besides those on the edge, else its whole fan (a lone
-    # triangle, the last ear of a strip) would vanish instead of being simplified
+def collapse_ok(V, F, N0, head, nxt, falive, ib, mark, stamp, u, v, px, py, pz,
+                fans, check_v):  # fmt: skip
+    """Whether collapsing u into v at p is allowed, in one walk of each fan.
+
+    Link condition: the vertices adjacent to both are exactly the apexes of the
+    faces on the edge (so manifold input stays manifold); two index-border vertices
+    may only merge along a border edge; and u keeps a face off the edge. With
+    ``fans``, no face of u that survives (u moving to p) may fail :func:`face_ok`
+    (flip, 60-degree turn from its original normal, degeneracy), nor, with
+    ``check_v`` (v moves too), any face of v off the edge. ``mark`` is an int32
+    per-vertex scratch array; ``stamp`` a fresh even value.
+    """
+    shared = 0
     rest = 0
     c = head[u]
     while c != -1:
-        if falive[c // 3]:
+        f = c // 3
+        if falive[f]:
             rest += 1
-        c = nxt[c]
-    if rest <= shared:
-        return False
-    if ib[u] and ib[v] and shared != 1:
-        return False
-    c = head[u]
-    while c != -1:
-        f = c // 3
-        if falive[f]:
-            for k in range(3):
-                mark[F[f, k]] = stamp
-        c = nxt[c]
-    common = 0
-    c = head[v]
-    while c != -1:
-        f = c // 3
-        if falive[f]:
-            for k in range(3):
-                w = F[f, k]
-                if w != u and w != v and mark[w] == stamp:
-                    mark[w] = stamp - 1  # count once
-                    common += 1
-        c = nxt[c]
-    return common == shared
-
-
-@njit(cache=True)
-def fan_ok(V, F, N0, head, nxt, falive, u, v, px, py, pz):
-    """No face of u that survives the collapse (u -> v at p) flips or degenerates."""
-    c = head[u]
-    while c != -1:
-        f = c // 3
-        if falive[f]:
-            k = c % 3
-            b = F[f, (k + 1) % 3]
-            cc = F[f, (k + 2) % 3]
-            if b != v and cc != v:
+            a0 = F[f, 0]
+            a1 = F[f, 1]
+            a2 = F[f, 2]
+            mark[a0] = stamp
+            mark[a1] = stamp
+            mark[a2] = stamp
+            if a0 == v or a1 == v or a2 == v:
+                shared += 1
+            elif fans:
+                k = c % 3
+                b = F[f, (k + 1) % 3]
+                cc = F[f, (k + 2) % 3]
                 if not face_ok(
                     V[u, 0], V[u, 1], V[u, 2],
                     V[b, 0], V[b, 1], V[b, 2],
@@ -501,7 +480,39 @@ def fan_ok(V, F, N0, head, nxt, falive, u, v, px, py, pz):
                 ):  # fmt: skip
                     return False
         c = nxt[c]
-    return True
+    # u must keep a face besides those on the edge, else its whole fan (a lone
+    # triangle, the last ear of a strip) would vanish instead of being simplified
+    if shared == 0 or rest <= shared:
+        return False
+    if ib[u] and ib[v] and shared != 1:
+        return False
+    common = 0
+    c = head[v]
+    while c != -1:
+        f = c // 3
+        if falive[f]:
+            on_edge = False
+            for k in range(3):
+                w = F[f, k]
+                if w == u:
+                    on_edge = True
+                elif w != v and mark[w] == stamp:
+                    mark[w] = stamp - 1  # count once
+                    common += 1
+            if check_v and not on_edge:
+                k = c % 3
+                b = F[f, (k + 1) % 3]
+                cc = F[f, (k + 2) % 3]
+                if not face_ok(
+                    V[v, 0], V[v, 1], V[v, 2],
+                    V[b, 0], V[b, 1], V[b, 2],
+                    V[cc, 0], V[cc, 1], V[cc, 2],
+                    px, py, pz,
+                    N0[f, 0], N0[f, 1], N0[f, 2],
+                ):  # fmt: skip
+                    return False
+        c = nxt[c]
+    return common == shared
 
 
 # ---------------------------------------------------------------- apply
@@ -577,8 +588,8 @@ RADIX_BITS = 11
 
 
 @njit(cache=True)
-def collect_edges(F, head, nxt, falive, valive, kind, mark, stamp, ea, eb, nbuf, store):
-    """Live edges ``(a, b)``, ``a < b``, into ``ea``/``eb`` in (a, b) order, leaving
+def collect_edges(F, head, nxt, falive, valive, kind, mark, stamp, euv, nbuf, store):
+    """Live edges ``a << 32 | b``, ``a < b``, into ``euv`` in (a, b) order, leaving
     out edges whose ends are both LOCKED (only counted unless ``store``). Returns
     ``(count, stamp)``."""
     n = head.shape[0]
@@ -606,9 +617,9 @@ def collect_edges(F, head, nxt, falive, valive, kind, mark, stamp, ea, eb, nbuf,
                             k += 1
             c = nxt[c]
         if store:
+            hi = np.uint64(a) << np.uint64(32)
             for i in range(k):
-                ea[count] = a
-                eb[count] = nbuf[i]
+                euv[count] = hi | np.uint64(nbuf[i])
                 count += 1
         else:
             count += k
@@ -616,8 +627,8 @@ def collect_edges(F, head, nxt, falive, valive, kind, mark, stamp, ea, eb, nbuf,
 
 
 @njit(cache=True, parallel=True)
-def rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, ea, eb, ek, count):
-    """Plan every listed edge: ``ea``/``eb`` become the chosen direction (u, v) and
+def rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, euv, ek, count):
+    """Plan every listed edge: ``euv`` becomes the chosen direction ``u << 32 | v`` and
     ``ek`` the float32 bits of its key; edges with no allowed direction get key bits
     0xFFFFFFFF. Parallel over chunks of edges (read-only on the mesh)."""
     chunk = 4096
@@ -627,52 +638,50 @@ def rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, ea, eb
         fbuf = np.zeros(1, np.float32)
         ubuf = fbuf.view(np.uint32)
         for i in range(ci * chunk, min(count, (ci + 1) * chunk)):
+            a = np.int64(euv[i] >> np.uint64(32))
+            b = np.int64(euv[i] & np.uint64(0xFFFFFFFF))
             ok, key, u, v = best_direction(
-                V, F, Q, head, nxt, falive, kind, partner, attrs, weights, ea[i], eb[i], tmp
+                V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp
             )
             if ok:
                 fbuf[0] = key
                 ek[i] = ubuf[0]
-                ea[i] = u
-                eb[i] = v
+                euv[i] = (np.uint64(u) << np.uint64(32)) | np.uint64(v)
             else:
                 ek[i] = np.uint32(0xFFFFFFFF)
 
 
 @njit(cache=True)
-def sort_candidates(ek, count, vals, scratch):
-    """The collapsible edges (key bits below 0xFFFFFFFF) as ``key bits << 32 | index``
-    in ``vals``, stably sorted by key bits (LSD radix on the 31 key bits; ties keep
-    index order). Returns how many."""
-    k = 0
-    for i in range(count):
-        if ek[i] != np.uint32(0xFFFFFFFF):
-            vals[k] = (np.uint64(ek[i]) << np.uint64(32)) | np.uint64(i)
-            k += 1
-    mask = np.uint64((1 << RADIX_BITS) - 1)
-    hist = np.zeros(1 << RADIX_BITS, np.int64)
-    src = vals
-    dst = scratch
-    for shift in range(32, 64, RADIX_BITS):
-        sh = np.uint64(shift)
+def sort_candidates(ek, euv, count, sk, suv):
+    """The collapsible edges (key bits below 0xFFFFFFFF) sorted stably by key bits
+    into ``sk``/``suv`` (LSD radix on the 31 key bits, three digits; ``ek``/``euv``
+    serve as the middle buffer, so they are overwritten). Returns how many."""
+    nb = 1 << RADIX_BITS
+    mask = nb - 1
+    hist = np.zeros(nb, np.int64)
+    src_k, src_uv, dst_k, dst_uv = ek, euv, sk, suv
+    k = count
+    for d in range(3):
+        shift = d * RADIX_BITS
         hist[:] = 0
         for i in range(k):
-            hist[(src[i] >> sh) & mask] += 1
+            if d > 0 or src_k[i] != np.uint32(0xFFFFFFFF):
+                hist[(src_k[i] >> shift) & mask] += 1
         total = 0
-        for b in range(1 << RADIX_BITS):
+        for b in range(nb):
             c = hist[b]
             hist[b] = total
             total += c
         for i in range(k):
-            x = src[i]
-            b = (x >> sh) & mask
-            dst[hist[b]] = x
-            hist[b] += 1
-        src, dst = dst, src
-    # three digit passes end in scratch
-    for i in range(k):
-        vals[i] = src[i]
-    return k
+            x = src_k[i]
+            if d > 0 or x != np.uint32(0xFFFFFFFF):
+                b = (x >> shift) & mask
+                dst_k[hist[b]] = x
+                dst_uv[hist[b]] = src_uv[i]
+                hist[b] += 1
+        k = total
+        src_k, src_uv, dst_k, dst_uv = dst_k, dst_uv, src_k, src_uv
+    return k  # three passes: the result is in sk/suv
 
 
 @njit(cache=True)
@@ -682,6 +691,97 @@ def bits_to_float(bits, fbuf, ubuf):
 
 
 # ---------------------------------------------------------------- main loop
+
+
+@njit(cache=True)
+def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
+             sk, suv, ncand, state, plock, into, mark, target_faces, max_e2,
+             pure, log):  # fmt: skip
+    """One pass down the sorted candidates ``sk[:ncand]`` (key bits), ``suv`` (u << 32
+    | v). ``state`` (int64) holds ``[faces_left, done, stamp, npass, stop, candidates
+    visited]`` and is updated; returns ``(collapses, e2 max of this pass)``."""
+    faces_left = state[0]
+    done = state[1]
+    stamp = state[2]
+    npass = state[3]
+    tmp = np.zeros(11, np.float64)
+    fbuf = np.zeros(1, np.float32)
+    ubuf = fbuf.view(np.uint32)
+    goal = faces_left - target_faces
+    egoal = goal // 2
+    error_goal = np.inf
+    if egoal < ncand:
+        error_goal = PASS_ERROR_FACTOR * bits_to_float(sk[egoal], fbuf, ubuf)
+    removed = 0
+    collapses = 0
+    e2max = 0.0
+    visited = 0
+    for i in range(ncand):
+        if faces_left <= target_faces:
+            break
+        visited += 1
+        kb = sk[i]
+        if bits_to_float(kb, fbuf, ubuf) > error_goal and removed > goal // 10:
+            break
+        u = np.int64(suv[i] >> np.uint64(32))
+        v = np.int64(suv[i] & np.uint64(0xFFFFFFFF))
+        if plock[u] == npass or plock[v] == npass:
+            continue
+        seam = kind[u] == SEAM
+        pu = partner[u]
+        pv = partner[v]
+        if seam and (plock[pu] == npass or plock[pv] == npass):
+            continue
+        ok, key2, e2, px, py, pz = plan(
+            V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp
+        )
+        if not ok:
+            continue
+        fbuf[0] = key2
+        if ubuf[0] != kb:
+            continue  # cannot happen: both ends and partners are unchanged
+        if e2 > max_e2:
+            if pure:
+                state[4] = 1
+                break
+            continue
+        moved = px != V[v, 0] or py != V[v, 1] or pz != V[v, 2]
+        stamp += 2
+        if not collapse_ok(
+            V, F, N0, head, nxt, falive, ib, mark, stamp, u, v, px, py, pz, True, moved
+        ):
+            continue
+        if seam:
+            stamp += 2
+            if not collapse_ok(
+                V, F, N0, head, nxt, falive, ib, mark, stamp, pu, pv, px, py, pz, True, False
+            ):
+                continue
+        r = apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz)
+        valive[u] = 0
+        into[u] = v
+        plock[u] = npass
+        plock[v] = npass
+        if seam:
+            r += apply_collapse(V, F, Q, head, nxt, falive, attrs, pu, pv, px, py, pz)
+            valive[pu] = 0
+            into[pu] = pv
+            plock[pu] = npass
+            plock[pv] = npass
+        faces_left -= r
+        removed += r
+        collapses += 1
+        if done < log.shape[0]:
+            log[done, 0] = u
+            log[done, 1] = v
+        done += 1
+        if e2 > e2max:
+            e2max = e2
+    state[0] = faces_left
+    state[1] = done
+    state[2] = stamp
+    state[5] += visited
+    return collapses, e2max
 
 
 @njit(cache=True)
@@ -698,9 +798,9 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
     ``log`` (K, 2) int32, if it has rows, records the first K collapses (u, v).
     ``pure``: keys are geometric errors (no attribute term), so the first candidate
     over ``max_e2`` ends the run; otherwise such candidates are skipped.
-    Memory: grows with the number of edges E (about 3 N): 28 bytes per edge for the
-    pass lists (ends, key, sorted candidates and sort scratch); 21 bytes per vertex of flags and
-    scratch; plus the arrays passed in.
+    Memory: grows with the number of edges E (about 3 N): 24 bytes per edge for the
+    pass lists (ends and key, sorted twice over for the radix sort); 21 bytes per vertex
+    of flags and scratch; plus the arrays passed in.
     """
     n = V.shape[0]
     m = F.shape[0]
@@ -709,99 +809,28 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
     into = np.full(n, -1, np.int32)
     plock = np.zeros(n, np.int32)
     mark = np.zeros(n, np.int32)
-    tmp = np.zeros(11, np.float64)
-    fbuf = np.zeros(1, np.float32)
-    ubuf = fbuf.view(np.uint32)
     nbuf = np.empty(n, np.int32)
-    cap, stamp = collect_edges(F, head, nxt, falive, valive, kind, mark, 2, nbuf, nbuf, nbuf, False)
-    ea = np.empty(cap, np.int32)
-    eb = np.empty(cap, np.int32)
+    euv = np.empty(0, np.uint64)
+    cap, stamp = collect_edges(F, head, nxt, falive, valive, kind, mark, 2, euv, nbuf, False)
+    euv = np.empty(cap, np.uint64)
     ek = np.empty(cap, np.uint32)
-    vals = np.empty(cap, np.uint64)
-    scratch = np.empty(cap, np.uint64)
-    faces_left = m
+    suv = np.empty(cap, np.uint64)
+    sk = np.empty(cap, np.uint32)
+    state = np.array([m, 0, stamp, 0, 0, 0], np.int64)
     e2max = 0.0
-    done = 0
-    npass = 0
-    stop = False
-    while faces_left > target_faces and not stop:
-        npass += 1
-        count, stamp = collect_edges(
-            F, head, nxt, falive, valive, kind, mark, stamp, ea, eb, nbuf, True
+    while state[0] > target_faces and state[4] == 0:
+        state[3] += 1
+        count, state[2] = collect_edges(
+            F, head, nxt, falive, valive, kind, mark, state[2], euv, nbuf, True
         )
-        rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, ea, eb, ek, count)
-        ncand = sort_candidates(ek, count, vals, scratch)
-        goal = faces_left - target_faces
-        egoal = goal // 2
-        error_goal = np.inf
-        if egoal < ncand:
-            error_goal = PASS_ERROR_FACTOR * bits_to_float(
-                np.uint32(vals[egoal] >> np.uint64(32)), fbuf, ubuf
-            )
-        removed = 0
-        collapses = 0
-        for i in range(ncand):
-            if faces_left <= target_faces:
-                break
-            j = np.int64(vals[i] & np.uint64(0xFFFFFFFF))
-            if bits_to_float(ek[j], fbuf, ubuf) > error_goal and removed > goal // 10:
-                break
-            u = ea[j]
-            v = eb[j]
-            if plock[u] == npass or plock[v] == npass:
-                continue
-            seam = kind[u] == SEAM
-            pu = partner[u]
-            pv = partner[v]
-            if seam and (plock[pu] == npass or plock[pv] == npass):
-                continue
-            ok, key2, e2, px, py, pz = plan(
-                V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp
-            )
-            if not ok:
-                continue
-            fbuf[0] = key2
-            if ubuf[0] != ek[j]:
-                continue  # cannot happen: both ends and partners are unchanged
-            if e2 > max_e2:
-                if pure:
-                    stop = True
-                    break
-                continue
-            stamp += 2
-            if not link_ok(F, head, nxt, falive, ib, mark, stamp, u, v):
-                continue
-            if not fan_ok(V, F, N0, head, nxt, falive, u, v, px, py, pz):
-                continue
-            if seam:
-                stamp += 2
-                if not link_ok(F, head, nxt, falive, ib, mark, stamp, pu, pv):
-                    continue
-                if not fan_ok(V, F, N0, head, nxt, falive, pu, pv, px, py, pz):
-                    continue
-            if px != V[v, 0] or py != V[v, 1] or pz != V[v, 2]:
-                if not fan_ok(V, F, N0, head, nxt, falive, v, u, px, py, pz):
-                    continue
-            r = apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz)
-            valive[u] = 0
-            into[u] = v
-            plock[u] = npass
-            plock[v] = npass
-            if seam:
-                r += apply_collapse(V, F, Q, head, nxt, falive, attrs, pu, pv, px, py, pz)
-                valive[pu] = 0
-                into[pu] = pv
-                plock[pu] = npass
-                plock[pv] = npass
-            faces_left -= r
-            removed += r
-            collapses += 1
-            if done < log.shape[0]:
-                log[done, 0] = u
-                log[done, 1] = v
-            done += 1
-            if e2 > e2max:
-                e2max = e2
+        rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, euv, ek, count)
+        ncand = sort_candidates(ek, euv, count, sk, suv)
+        collapses, e2 = run_pass(
+            V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
+            sk, suv, ncand, state, plock, into, mark, target_faces, max_e2, pure, log,
+        )  # fmt: skip
+        if e2 > e2max:
+            e2max = e2
         if collapses == 0:
             break
-    return falive, valive, e2max, done, into
+    return falive, valive, e2max, state[1], into
