@@ -296,6 +296,178 @@ def print_simplify_table(results: list[dict]) -> None:
                 print(f"{'':6} {ratio:>5} ours/meshopt: {ratios}")
 
 
+# -- codecs: twin archive, Draco, EXT_meshopt ------------------------------------
+
+
+def cityjson_mesh(path) -> tuple[np.ndarray, np.ndarray]:
+    """Every surface of every city object in a CityJSON file as one indexed triangle
+    mesh (real coordinates, the file's shared vertex list; rings of more than three
+    vertices are fanned from their first vertex, holes ignored)."""
+    doc = json.loads(Path(path).read_text())
+    scale = np.asarray(doc.get("transform", {}).get("scale", [1, 1, 1]), float)
+    shift = np.asarray(doc.get("transform", {}).get("translate", [0, 0, 0]), float)
+    v = np.asarray(doc["vertices"], float) * scale + shift
+    tris: list[list[int]] = []
+
+    def walk(b):
+        if b and isinstance(b[0], int):  # a ring
+            tris.extend([b[0], b[k], b[k + 1]] for k in range(1, len(b) - 1))
+        elif b and isinstance(b[0], list) and b[0] and isinstance(b[0][0], int):
+            walk(b[0])  # a surface: its outer ring
+        else:
+            for x in b:
+                walk(x)
+
+    for obj in doc["CityObjects"].values():
+        for g in obj.get("geometry", []):
+            walk(g.get("boundaries", []))
+    return v - v.min(axis=0), np.asarray(tris, np.uint32)
+
+
+def _best(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def bench_codec(v: np.ndarray, f: np.ndarray, repeat: int, bits: int = 14) -> dict:
+    """Bytes, bytes per triangle, encode and decode time (best of ``repeat``) and
+    decode throughput (float32 positions + uint32 indices out, per second) of twin's
+    archive, Draco (DracoPy, ``compression_level=7``, ``quantization_bits=bits``) and
+    the EXT_meshopt streams of our encoder (decoded by meshoptimizer's decoder, raw
+    and with zlib level 9 on top as a gzip transport would add)."""
+    import zlib
+
+    from twin.mesh.codec import decode, encode
+    from twin.mesh.meshopt_codec import encode_meshopt
+
+    out_bytes = 12 * len(v) + 12 * len(f)
+    res: dict = {}
+
+    def row(size, enc_s, dec_s, **extra):
+        return {
+            "bytes": int(size),
+            "bytes_per_triangle": size / len(f),
+            "encode_s": enc_s,
+            "decode_s": dec_s,
+            "decode_mb_s": out_bytes / dec_s / 1e6 if dec_s else None,
+            **extra,
+        }
+
+    first, enc_s, data = _timed(lambda: encode(v, f, bits=bits), repeat)
+    t = time.perf_counter()
+    dv, df = decode(data)
+    first_dec = time.perf_counter() - t
+    assert len(df) == len(f) and len(dv) == len(v)
+    dec_s = _best(lambda: decode(data), repeat)
+    res["twin"] = row(len(data), enc_s, dec_s, first_encode_s=first, first_decode_s=first_dec)
+    try:
+        import DracoPy
+
+        v32 = np.ascontiguousarray(v, dtype=np.float32)
+
+        def draco_enc():
+            return DracoPy.encode(
+                v32, f, quantization_bits=bits, compression_level=7, preserve_order=False
+            )
+
+        _, enc_s, d = _timed(draco_enc, repeat)
+        dm = DracoPy.decode(d)
+        assert len(np.asarray(dm.faces)) == len(f)
+        res["draco"] = row(len(d), enc_s, _best(lambda: DracoPy.decode(d), repeat))
+    except ImportError:
+        pass
+    mo = _meshopt()
+    _, enc_s, m = _timed(lambda: encode_meshopt(v, f, bits=bits), repeat)
+    pos, idx = m["positions"], m["indices"]
+    size = len(pos["data"]) + len(idx["data"])
+    gz = len(zlib.compress(pos["data"], 9)) + len(zlib.compress(idx["data"], 9))
+    if mo is not None:
+
+        def mo_dec():
+            a = mo.decode_vertex_buffer(pos["count"], pos["byteStride"], pos["data"])
+            b = mo.decode_index_buffer(idx["count"], idx["byteStride"], idx["data"])
+            return a, b
+
+        dec_s = _best(mo_dec, repeat)
+    else:
+        dec_s = None
+    res["meshopt"] = row(size, enc_s, dec_s, vertices_after_fetch=int(m["n_vertices"]))
+    res["meshopt+zlib9"] = {"bytes": gz, "bytes_per_triangle": gz / len(f)}
+    if "draco" in res:
+        res["ratios"] = {
+            "twin/draco bytes": res["twin"]["bytes"] / res["draco"]["bytes"],
+            "draco/twin decode time": res["draco"]["decode_s"] / res["twin"]["decode_s"],
+            "twin/meshopt bytes": res["twin"]["bytes"] / res["meshopt"]["bytes"],
+        }
+    return res
+
+
+def print_codec_table(results: list[dict]) -> None:
+    head = (
+        f"{'mesh':6} {'tris':>9} {'codec':14} {'bytes':>10} {'B/tri':>6} {'enc s':>7} "
+        f"{'dec s':>7} {'dec MB/s':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        for name, d in r.get("codec", {}).items():
+            if name == "ratios":
+                continue
+            enc = f"{d['encode_s']:7.3f}" if d.get("encode_s") else " " * 7
+            dec = f"{d['decode_s']:7.3f}" if d.get("decode_s") else " " * 7
+            mbs = f"{d['decode_mb_s']:8.0f}" if d.get("decode_mb_s") else " " * 8
+            print(
+                f"{r['mesh']:6} {r['triangles']:9d} {name:14} {d['bytes']:10d} "
+                f"{d['bytes_per_triangle']:6.3f} {enc} {dec} {mbs}"
+            )
+        if "ratios" in r.get("codec", {}):
+            ratios = ", ".join(f"{k} {v:.3f}" for k, v in r["codec"]["ratios"].items())
+            print(f"{'':6} {ratios}")
+
+
+_CODEC_COMPILE_SNIPPET = """
+import time
+import numpy as np
+t0 = time.perf_counter()
+from twin.mesh.codec import decode, encode
+t1 = time.perf_counter()
+v = np.random.default_rng(0).uniform(0, 1, (30, 3))
+f = np.array([[i, i + 1, i + 2] for i in range(27)], np.uint32)
+t = time.perf_counter()
+data = encode(v, f)
+t2 = time.perf_counter()
+decode(data)
+t3 = time.perf_counter()
+print({"import": t1 - t0, "encode": t2 - t, "decode": t3 - t2})
+"""
+
+
+def codec_compile_times() -> dict:
+    """First encode/decode call in fresh processes: cold Numba cache, then warm."""
+    import ast
+    import subprocess
+    import tempfile
+
+    res = {}
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as cache_dir:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, PYTHONPATH=str(root))
+        for label in ("cold_compile_s", "warm_cache_load_s"):
+            out = subprocess.run(
+                [sys.executable, "-c", _CODEC_COMPILE_SNIPPET],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            res[label] = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    return res
+
+
 _COMPILE_SNIPPET = """
 import time
 import numpy as np
@@ -376,6 +548,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-simplify", action="store_true", help="skip simplification")
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.1, 0.01])
     ap.add_argument("--samples", type=int, default=200_000, help="distance samples per side")
+    ap.add_argument("--no-codec", action="store_true", help="skip the codec comparison")
+    ap.add_argument(
+        "--real-mesh",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared/data/delft/delft.json",
+        help="a CityJSON file for the codec comparison on real data",
+    )
     args = ap.parse_args(argv)
 
     results = []
@@ -387,12 +566,28 @@ def main(argv: list[str] | None = None) -> int:
         r["generate_s"] = gen_s
         if not args.no_simplify:
             r["simplify"] = bench_simplify(name, v, f, args.repeat, args.ratios, args.samples)
+        if not args.no_codec:
+            r["codec"] = bench_codec(v, f, args.repeat)
         results.append(r)
+    codec_real = None
+    if not args.no_codec and args.real_mesh.exists():
+        v, f = cityjson_mesh(args.real_mesh)
+        codec_real = {"mesh": args.real_mesh.stem, "vertices": len(v), "triangles": len(f)}
+        codec_real["codec"] = bench_codec(v, f, max(args.repeat, 5))
     print_table(results)
     if not args.no_simplify:
         print()
         print_simplify_table(results)
+    if not args.no_codec:
+        print()
+        print_codec_table(results + ([codec_real] if codec_real else []))
     compiled = compile_times()
+    codec_compiled = None if args.no_codec else codec_compile_times()
+    if codec_compiled:
+        for label, times in codec_compiled.items():
+            print(
+                f"codec first call, {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items())
+            )
     for label, times in compiled.items():
         print(f"first call, {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
     mo = _meshopt()
@@ -420,7 +615,9 @@ def main(argv: list[str] | None = None) -> int:
             "distance_samples": args.samples,
         },
         "results": results,
+        "codec_real_mesh": codec_real,
         "first_call": compiled,
+        "codec_first_call": codec_compiled,
     }
     if mo is not None and doc["versions"]["meshoptimizer"] is None:
         from importlib.metadata import version
