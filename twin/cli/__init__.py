@@ -235,12 +235,14 @@ def demo(out, seed, replay_seconds, as_json):
 # ------------------------------------------------ stage command groups
 # One module per pipeline stage; each defines a click group registered here.
 from twin.cli.points import points  # noqa: E402
+from twin.cli.recon import recon  # noqa: E402
 from twin.cli.sync import sync  # noqa: E402
 from twin.cli.terrain import terrain  # noqa: E402
 from twin.cli.tiles import tiles, view  # noqa: E402
 
 for _group in (points, terrain, sync, tiles, view):
     main.add_command(_group)
+main.add_command(recon)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,100 @@
+"""``twin recon``: photos to georeferenced cameras and a dense coloured point cloud."""
+
+from __future__ import annotations
+
+import click
+
+from twin.cli._common import emit_json
+
+
+@click.command()
+@click.argument("images", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option(
+    "--crs", default=None, help="CRS of the output points (default: the block's UTM zone)."
+)
+@click.option(
+    "--gcp",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Ground control points (OpenSfM ground_control_points.json).",
+)
+@click.option(
+    "--masks",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Folder of masks named <image>.png (default: IMAGES/../masks when present).",
+)
+@click.option(
+    "--mapper",
+    type=click.Choice(["auto", "incremental", "global"]),
+    default="auto",
+    show_default=True,
+    help="SfM mapper; auto falls back to global when incremental registers too few.",
+)
+@click.option("--no-dense", is_flag=True, help="Stop after SfM and georeferencing.")
+@click.option(
+    "--dense-scale",
+    type=click.FloatRange(0.05, 1.0),
+    default=1.0,
+    show_default=True,
+    help="Run dense matching on images resized by this factor.",
+)
+@click.option("--force", is_flag=True, help="Redo every step even if its inputs are unchanged.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def recon(images, out, crs, gcp, masks, mapper, no_dense, dense_scale, force, as_json):
+    """Reconstruct cameras and a dense point cloud (LAZ) from a folder of photos.
+
+    Reads EXIF/XMP (GPS, focal length, gimbal angles), runs SfM (pycolmap, CPU),
+    georeferences to the GPS (and GCPs), then dense matching and fusion. Writes
+    OUT/cameras.json, OUT/points.laz and OUT/report.json; rerunning skips the steps
+    whose inputs did not change.
+
+    \b
+    Example:
+      twin synth survey --preset small --no-lidar --no-events
+      twin recon survey/images recon --crs EPSG:4550
+    """
+    from twin.progress import terminal
+    from twin.recon.run import ReconOptions, reconstruct
+    from twin.recon.sfm import SfmOptions
+
+    options = ReconOptions(
+        sfm=SfmOptions(mapper=mapper), dense=not no_dense, dense_scale=dense_scale, force=force
+    )
+    report = reconstruct(
+        images,
+        out,
+        crs=crs,
+        gcp=gcp,
+        masks=masks,
+        options=options,
+        progress=None if as_json else terminal(),
+    )
+    if as_json:
+        emit_json(report)
+        return
+    im = report["images"]
+    s = report["sfm"]
+    g = report["georeference"]
+    click.echo(
+        f"images: {im['usable']} usable, {len(im['rejected'])} rejected"
+        + "".join(f"\n  skipped {r['name']}: {r['reason']}" for r in im["rejected"])
+    )
+    click.echo(
+        f"SfM ({report['mapping']['mapper']}): {s['registered']}/{im['usable']} registered, "
+        f"{s['points3D']} points, mean reprojection error {s['mean_reprojection_px']:.2f} px"
+    )
+    click.echo(
+        f"georeferenced: GPS RMSE {g['gps_rmse_m']:.2f} m "
+        f"({g['gps_inliers']}/{g['gps_used']} inliers), rotation from {g['rotation_source']}"
+    )
+    if g.get("gcp"):
+        click.echo(f"GCPs ({g['gcp']['role']}): RMSE {g['gcp']['rmse_m']} m")
+    if "dense" in report:
+        d = report["dense"]
+        click.echo(
+            f"dense: {d['points']} points from {d['views']} views "
+            f"({d['seconds_per_megapixel']:.1f} s/MP)"
+        )
+    click.echo(f"written to {out} (report.json has the details)")

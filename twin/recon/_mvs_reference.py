@@ -1,0 +1,63 @@
+"""Plain NumPy reference of the dense matcher's cost (tests compare the kernel to it)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BAD = 2.0
+
+
+def bilinear(img: np.ndarray, x: float, y: float) -> float | None:
+    """Image value at pixel coordinates (x, y) with pixel centres at integer + 0.5."""
+    h, w = img.shape
+    x, y = x - 0.5, y - 0.5
+    if x < 0 or y < 0 or x >= w - 1 or y >= h - 1:
+        return None
+    ix, iy = int(x), int(y)
+    fx, fy = x - ix, y - iy
+    top = (1 - fx) * img[iy, ix] + fx * img[iy, ix + 1]
+    bot = (1 - fx) * img[iy + 1, ix] + fx * img[iy + 1, ix + 1]
+    return float((1 - fy) * top + fy * bot)
+
+
+def pixel_cost(ref, srcs, Ks, Rs, ts, K_ref, r, c, d, n, half, step, nbest) -> float:
+    """Mean of the ``nbest`` lowest ``1 - NCC`` costs of the plane (depth ``d`` at pixel
+    (r, c), normal ``n`` in reference camera coordinates) over the source views."""
+    n = np.asarray(n, float)
+    Kinv = np.linalg.inv(K_ref)
+    X = d * (Kinv @ np.array([c + 0.5, r + 0.5, 1.0]))
+    rho = float(n @ X)
+    if rho > -1e-9 or d <= 0:
+        return BAD
+    H, W = ref.shape
+    costs = []
+    for img, K, R, t in zip(srcs, Ks, Rs, ts, strict=True):
+        Hm = K @ (R + np.outer(t, n) / rho) @ Kinv
+        a, b = [], []
+        ok = True
+        for dy in range(-half, half + 1, step):
+            for dx in range(-half, half + 1, step):
+                rr, cc = r + dy, c + dx
+                if not (0 <= rr < H and 0 <= cc < W):
+                    continue
+                p = Hm @ np.array([cc + 0.5, rr + 0.5, 1.0])
+                if p[2] <= 1e-12:
+                    ok = False
+                    break
+                val = bilinear(img, p[0] / p[2], p[1] / p[2])
+                if val is None:
+                    ok = False
+                    break
+                a.append(ref[rr, cc])
+                b.append(val)
+            if not ok:
+                break
+        cost = BAD
+        if ok and len(a) >= 4:
+            a, b = np.asarray(a, float), np.asarray(b, float)
+            if a.var() > 1e-6 and b.var() > 1e-6:
+                cost = 1.0 - float(((a - a.mean()) * (b - b.mean())).mean() / (a.std() * b.std()))
+        costs.append(cost)
+    costs.sort()
+    k = min(nbest, len(costs))
+    return float(np.mean(costs[:k]))

@@ -1,0 +1,250 @@
+"""``reconstruct``: a folder of photos to georeferenced cameras and a dense point cloud.
+
+Output folder::
+
+    images.json     what ingest found: usable images, rejected ones and why, notes
+    sfm/            COLMAP database, pair list and sparse models (per mapper)
+    sparse/         the georeferenced sparse model (COLMAP binary, ENU metres)
+    cameras.json    registered cameras (ENU frame and CRS centres), same convention as
+                    the synthetic survey's cameras.json
+    dense/          one depth/normal/confidence map per view (<name>.npz)
+    points.laz      fused coloured points in the CRS, with normals and view counts
+    report.json     registered images, reprojection error, GPS and GCP residuals,
+                    dense statistics, timings
+    state.json      input fingerprints of each step
+
+A step whose outputs exist and whose inputs (image hashes, options, the previous
+step's output) are unchanged is skipped, so an interrupted run resumes. Peak memory
+is the largest of: SfM (features and matches of the block), one view's dense matching
+(see :mod:`twin.recon.mvs`), and fusion (all depth maps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from twin.errors import OutputError
+from twin.fileio import atomic_path, write_json
+from twin.recon import sfm
+from twin.recon.images import scan_images
+from twin.recon.mvs import MvsOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconOptions:
+    sfm: sfm.SfmOptions = field(default_factory=sfm.SfmOptions)
+    mvs: MvsOptions = field(default_factory=MvsOptions)
+    dense: bool = True
+    dense_scale: float = 1.0  # dense matching on images resized by this factor
+    min_views: int = 2
+    voxel: float | None = None  # fused-point merge cell (m); default: half the GSD
+    force: bool = False
+
+
+def _key(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def _file_hash(path: Path) -> str:
+    from twin.fileio import sha256_file
+
+    return sha256_file(path)[:16]
+
+
+def reconstruct(
+    images_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    crs=None,
+    gcp: str | os.PathLike | None = None,
+    masks: str | os.PathLike | None = None,
+    options: ReconOptions | None = None,
+    progress=None,
+) -> dict:
+    """Run ingest, SfM, georeferencing, dense matching and fusion; return the report.
+
+    ``crs``: CRS of the output points and camera centres (default: the UTM zone of the
+    block). ``gcp``: a ground control point file (:func:`twin.recon.sfm.read_gcps`).
+    """
+    import pycolmap
+
+    from twin.crs import GEODETIC_3D, LocalFrame, crs_label, parse_crs, utm_crs_for
+    from twin.progress import ensure
+
+    options = options or ReconOptions()
+    progress = ensure(progress)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError("exists and is not a folder", path=out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "state.json"
+    state = {} if options.force or not state_path.exists() else json.loads(state_path.read_text())
+    timings: dict[str, float] = {}
+    report: dict = {}
+
+    def save_state():
+        write_json(state_path, state)
+
+    # ---------------------------------------------------------------- ingest
+    t0 = time.perf_counter()
+    with progress.step("image ingest"):
+        images = scan_images(images_dir, masks=masks)
+    timings["ingest"] = time.perf_counter() - t0
+    write_json(
+        out / "images.json",
+        {**images.summary(), "images": [im.to_dict() for im in images.images]},
+    )
+    report["images"] = images.summary()
+    gcps = sfm.read_gcps(gcp) if gcp else None
+    frame = sfm.default_frame(images)
+    if frame is None and gcps:
+        llh = np.array([g["llh"] for g in gcps if g["llh"] is not None])
+        if len(llh):
+            frame = LocalFrame(*(float(v) for v in llh.mean(0)))
+    out_crs = parse_crs(crs) if crs is not None else None
+    if out_crs is None and frame is not None:
+        out_crs = utm_crs_for(frame.lon, frame.lat)
+
+    # ---------------------------------------------------------------- features + matches
+    fkey = _key(
+        sorted(im.sha256 for im in images.images),
+        [list(im.camera_key) for im in images.images],
+        asdict(options.sfm),
+    )
+    db = out / "sfm" / "database.db"
+    if state.get("features") != fkey or not db.exists():
+        t0 = time.perf_counter()
+        with progress.step("SIFT features"):
+            sfm.extract_features(images, db, options.sfm)
+        timings["features"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with progress.step("feature matching"):
+            enu = (
+                sfm.gps_enu(images, frame)
+                if frame is not None
+                else np.full((len(images.images), 3), np.nan)
+            )
+            report["pairs"] = sfm.match_features(images, db, enu, options.sfm)
+        timings["matching"] = time.perf_counter() - t0
+        state["features"] = fkey
+        state.pop("mapping", None)
+        save_state()
+    # ---------------------------------------------------------------- mapping
+    model_dir = out / "sfm" / "model"
+    mkey = _key(fkey, options.sfm.mapper, options.sfm.refine_intrinsics)
+    if state.get("mapping") != mkey or not (model_dir / "images.bin").exists():
+        t0 = time.perf_counter()
+        with progress.step("incremental/global mapping"):
+            rec, mrep = sfm.map_reconstruction(images, db, out / "sfm" / "mappers", options.sfm)
+        timings["mapping"] = time.perf_counter() - t0
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        model_dir.mkdir(parents=True)
+        rec.write(str(model_dir))
+        write_json(out / "sfm" / "mapping.json", mrep)
+        state["mapping"] = mkey
+        save_state()
+    rec = pycolmap.Reconstruction(str(model_dir))
+    report["mapping"] = json.loads((out / "sfm" / "mapping.json").read_text())
+    report["sfm"] = sfm.reprojection_stats(rec)
+    registered = {im.name for _, im in rec.images.items() if im.has_pose}
+    report["sfm"]["not_registered"] = sorted(
+        im.name for im in images.images if im.name not in registered
+    )
+    # ---------------------------------------------------------------- georeference
+    t0 = time.perf_counter()
+    with progress.step("georeferencing"):
+        geo = sfm.georeference(rec, images, frame=frame, gcps=gcps)
+        sfm.apply_georef(rec, geo)
+    timings["georeference"] = time.perf_counter() - t0
+    report["georeference"] = {
+        "frame": geo.frame.to_dict(),
+        "scale": geo.scale,
+        "rotation_source": geo.rotation_source,
+        "gps_used": geo.gps_used,
+        "gps_inliers": geo.gps_inliers,
+        "gps_rmse_m": geo.gps_rmse_m,
+        "gps_residuals_m": geo.gps_residuals,
+        "gcp": geo.gcp or None,
+        "crs": crs_label(out_crs) if out_crs is not None else None,
+    }
+    sparse_dir = out / "sparse"
+    sparse_dir.mkdir(exist_ok=True)
+    rec.write(str(sparse_dir))
+    cams = sfm.cameras_dict(rec, geo.frame, out_crs)
+    write_json(out / "cameras.json", cams)
+    xyz = np.array([p.xyz for _, p in rec.points3D.items()]).reshape(-1, 3)
+    ckey = _key(_file_hash(out / "cameras.json"))
+
+    # ---------------------------------------------------------------- dense
+    if options.dense:
+        from twin.recon import fuse as fusion
+        from twin.recon.mvs import compute_depth_maps, load_views
+
+        dkey = _key(ckey, asdict(options.mvs), options.dense_scale)
+        dense_dir = out / "dense"
+        if state.get("dense") != dkey and dense_dir.exists():
+            shutil.rmtree(dense_dir)
+        dense_dir.mkdir(exist_ok=True)
+        state["dense"] = dkey
+        save_state()
+        views = load_views(cams, images.folder, scale=options.dense_scale)
+        t0 = time.perf_counter()
+        maps = compute_depth_maps(
+            views, points=xyz, options=options.mvs, out_dir=dense_dir, progress=progress
+        )
+        timings["dense"] = time.perf_counter() - t0
+        mp = sum(v.shape[0] * v.shape[1] for v in views) / 1e6
+        t0 = time.perf_counter()
+        gsd = _median_gsd(views, maps)
+        voxel = options.voxel if options.voxel else 0.5 * gsd
+        cloud = fusion.fuse(
+            views, maps, min_views=options.min_views, voxel=voxel, progress=progress
+        )
+        timings["fusion"] = time.perf_counter() - t0
+        report["dense"] = {
+            "views": len(views),
+            "megapixels": mp,
+            "seconds_per_megapixel": timings["dense"] / max(mp, 1e-9),
+            "valid_pixel_share": float(np.mean([float((m.depth > 0).mean()) for m in maps])),
+            "median_gsd_m": gsd,
+            "voxel_m": voxel,
+            "points": len(cloud),
+            "views_per_point": np.bincount(cloud.views).tolist() if len(cloud) else [],
+        }
+        t0 = time.perf_counter()
+        with progress.step("writing points.laz"):
+            fusion.write_cloud(cloud, out / "points.laz", geo.frame, out_crs)
+        timings["write"] = time.perf_counter() - t0
+    report["timings_s"] = timings
+    report["outputs"] = sorted(
+        str(p.relative_to(out)) for p in out.iterdir() if p.name not in ("state.json",)
+    )
+    report["heights"] = "ellipsoidal (from the EXIF GPS altitude)"
+    report["frame_crs"] = GEODETIC_3D
+    with atomic_path(out / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def _median_gsd(views, maps) -> float:
+    vals = []
+    for v, m in zip(views, maps, strict=True):
+        d = m.depth[m.depth > 0]
+        if len(d):
+            vals.append(float(np.median(d)) / float(v.K[0, 0]))
+    return float(np.median(vals)) if vals else 0.1

@@ -1,0 +1,716 @@
+"""Structure from motion with pycolmap (CPU), then georeferencing to the survey.
+
+Steps (each function reads and writes files under a work folder so a run can resume):
+
+1. :func:`extract_features`: a COLMAP database with one camera model per group of
+   images that share intrinsics (:meth:`ImageSet.camera_groups`), focal length from
+   EXIF as the prior, SIFT features (masks honoured).
+2. :func:`match_features`: pairs chosen by :func:`select_pairs` (every pair for small
+   sets; for larger ones each image's nearest neighbours by where it looks, from GPS
+   and the gimbal angles, plus its nearest by camera position; images without GPS are
+   paired by file order), SIFT matching and two-view geometric verification.
+3. :func:`map_reconstruction`: incremental mapping; when it registers under
+   ``min_registered`` of the images (forward motion, poor initial pair) the global
+   mapper runs too and the model with more registered images wins.
+4. :func:`georeference`: a robust similarity (RANSAC over three-camera samples, then
+   Umeyama on the inliers) from SfM camera centres to the GPS positions in a local
+   ENU frame (:class:`twin.crs.LocalFrame` at the mean GPS position unless given); when
+   the photos carry gimbal angles, the rotation also draws on them, weighted by how
+   well each source pins it down. Ground control points, when given, join the fit
+   (three or more with positions) or serve as check points, and their residuals are
+   reported.
+
+Peak memory grows with the number of SIFT features (database) and of matched pairs;
+COLMAP holds the sparse model in memory (a few hundred bytes per 3D point).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from twin.errors import InputError, TwinError
+from twin.recon.images import ImageInfo, ImageSet, gimbal_rotation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SfmOptions:
+    camera_model: str = "SIMPLE_RADIAL"
+    max_image_size: int = 3200  # SIFT runs on images downscaled to this long side
+    max_features: int = 8192
+    exhaustive_below: int = 60  # match every pair when there are fewer images
+    neighbours: int = 30  # pairs per image by viewed ground point (larger sets)
+    mapper: str = "auto"  # "auto" (incremental, global fallback), "incremental", "global"
+    min_registered: float = 0.8  # share of images below which the fallback runs
+    num_threads: int = -1
+    seed: int = 0
+    refine_intrinsics: bool | None = None  # None: only when a focal length was guessed
+    peak_threshold: float = 0.004  # SIFT contrast threshold (COLMAP's default 0.0067)
+
+
+@dataclass
+class Georef:
+    """``enu = scale * R @ x_sfm + t`` and how well it fits."""
+
+    scale: float
+    R: np.ndarray
+    t: np.ndarray
+    frame: object  # twin.crs.LocalFrame
+    gps_inliers: int
+    gps_used: int
+    gps_rmse_m: float
+    gps_residuals: dict[str, list[float]] = field(default_factory=dict)
+    rotation_source: str = "gps"
+    gcp: dict = field(default_factory=dict)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return self.scale * np.asarray(x) @ self.R.T + self.t
+
+
+@contextlib.contextmanager
+def quiet_colmap(level: int = 2):
+    """Silence COLMAP's glog chatter (INFO/WARNING) inside the block."""
+    import pycolmap
+
+    old = pycolmap.logging.minloglevel
+    pycolmap.logging.minloglevel = level
+    try:
+        yield
+    finally:
+        pycolmap.logging.minloglevel = old
+
+
+# ----------------------------------------------------------------------- features
+def extract_features(
+    images: ImageSet, database: Path, options: SfmOptions | None = None
+) -> dict[str, int]:
+    """Create ``database`` (replacing one there) with cameras, images and SIFT features.
+
+    Returns image name -> COLMAP image id.
+    """
+    import pycolmap
+
+    options = options or SfmOptions()
+    database = Path(database)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    for p in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        if p.exists():
+            p.unlink()
+    ext = pycolmap.FeatureExtractionOptions()
+    ext.num_threads = options.num_threads
+    ext.max_image_size = options.max_image_size
+    ext.sift.max_num_features = options.max_features
+    ext.sift.peak_threshold = options.peak_threshold
+    ids: dict[str, int] = {}
+    with quiet_colmap():
+        for group in images.camera_groups().values():
+            im0 = group[0]
+            with pycolmap.Database.open(str(database)) as db:
+                cam = pycolmap.Camera.create_from_model_name(
+                    0, options.camera_model, float(im0.focal_px), im0.width, im0.height
+                )
+                cam.has_prior_focal_length = im0.focal_source != "guess"
+                cam_id = db.write_camera(cam)
+            reader = pycolmap.ImageReaderOptions()
+            reader.existing_camera_id = cam_id
+            masked = [im for im in group if im.mask is not None]
+            for subset, mask_dir in (
+                ([im for im in group if im.mask is None], None),
+                (masked, masked[0].mask.parent if masked else None),
+            ):
+                if not subset:
+                    continue
+                r = pycolmap.ImageReaderOptions()
+                r.existing_camera_id = cam_id
+                if mask_dir is not None:
+                    r.mask_path = str(mask_dir)
+                pycolmap.extract_features(
+                    str(database),
+                    str(images.folder),
+                    image_names=[im.name for im in subset],
+                    reader_options=r,
+                    extraction_options=ext,
+                    device=pycolmap.Device.cpu,
+                )
+        with pycolmap.Database.open(str(database)) as db:
+            for im in db.read_all_images():
+                ids[im.name] = im.image_id
+    missing = [im.name for im in images.images if im.name not in ids]
+    if missing:
+        raise TwinError(f"COLMAP could not read {len(missing)} images: {missing[:5]}")
+    return ids
+
+
+# ----------------------------------------------------------------------- pairs
+def _view_targets(images: list[ImageInfo], enu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ground point each image looks at and its viewing direction (ENU); NaN if unknown."""
+    n = len(images)
+    target = np.full((n, 3), np.nan)
+    dirs = np.full((n, 3), np.nan)
+    for i, im in enumerate(images):
+        if not np.all(np.isfinite(enu[i])):
+            continue
+        target[i] = enu[i]
+        if im.has_gimbal:
+            R = gimbal_rotation(im.gimbal_pitch, im.gimbal_yaw, im.gimbal_roll or 0.0)
+            d = R[2]
+            dirs[i] = d
+            height = im.relative_altitude if im.relative_altitude else None
+            if height and height > 0 and d[2] < -0.05:
+                target[i] = enu[i] + d * min(height / -d[2], 5 * height)
+    return target, dirs
+
+
+def select_pairs(images: list[ImageInfo], enu: np.ndarray, options: SfmOptions) -> list[tuple]:
+    """Image pairs to match (names), see the module docstring."""
+    n = len(images)
+    if n <= options.exhaustive_below:
+        return [(images[i].name, images[j].name) for i in range(n) for j in range(i + 1, n)]
+    from scipy.spatial import cKDTree
+
+    target, dirs = _view_targets(images, enu)
+    pairs: set[tuple[int, int]] = set()
+    ok = np.flatnonzero(np.all(np.isfinite(target), axis=1))
+    k = min(options.neighbours, len(ok) - 1)
+    if k > 0:
+        tree_t = cKDTree(target[ok])
+        tree_c = cKDTree(enu[ok])
+        _, nn_t = tree_t.query(target[ok], k=min(3 * k, len(ok)))
+        _, nn_c = tree_c.query(enu[ok], k=min(k // 2 + 1, len(ok)))
+        for a, row in enumerate(nn_t):
+            i = ok[a]
+            taken = 0
+            for b in np.atleast_1d(row):
+                j = ok[b]
+                if j == i:
+                    continue
+                if np.all(np.isfinite(dirs[[i, j]])) and dirs[i] @ dirs[j] < np.cos(np.radians(80)):
+                    continue
+                pairs.add((min(i, j), max(i, j)))
+                taken += 1
+                if taken >= k:
+                    break
+            for b in np.atleast_1d(nn_c[a]):
+                j = ok[b]
+                if j != i:
+                    pairs.add((min(i, j), max(i, j)))
+    # images without a position: their neighbours in file order, and the set's
+    # images spread evenly so they can still join
+    nogps = [i for i in range(n) if i not in set(ok.tolist())]
+    for i in nogps:
+        for j in range(max(0, i - 5), min(n, i + 6)):
+            if j != i:
+                pairs.add((min(i, j), max(i, j)))
+        for j in np.linspace(0, n - 1, min(n, 3 * options.neighbours)).astype(int):
+            if j != i:
+                pairs.add((min(i, j), max(i, j)))
+    return [(images[i].name, images[j].name) for i, j in sorted(pairs)]
+
+
+def match_features(
+    images: ImageSet, database: Path, enu: np.ndarray, options: SfmOptions | None = None
+) -> int:
+    """Match the selected pairs and verify them; returns the number of pairs tried."""
+    import pycolmap
+
+    options = options or SfmOptions()
+    pairs = select_pairs(images.images, enu, options)
+    pair_file = Path(database).with_suffix(".pairs.txt")
+    pair_file.write_text("".join(f"{a} {b}\n" for a, b in pairs))
+    mo = pycolmap.FeatureMatchingOptions()
+    mo.num_threads = options.num_threads
+    mo.use_gpu = False
+    po = pycolmap.ImportedPairingOptions()
+    po.match_list_path = str(pair_file)
+    with quiet_colmap():
+        pycolmap.match_image_pairs(
+            str(database), matching_options=mo, pairing_options=po, device=pycolmap.Device.cpu
+        )
+    return len(pairs)
+
+
+# ----------------------------------------------------------------------- mapping
+def _best(recs: dict) -> object | None:
+    if not recs:
+        return None
+    return max(recs.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
+
+
+def map_reconstruction(
+    images: ImageSet, database: Path, out: Path, options: SfmOptions | None = None
+) -> tuple[object, dict]:
+    """Run the mapper(s); returns the best ``pycolmap.Reconstruction`` and a report."""
+    import pycolmap
+
+    options = options or SfmOptions()
+    out = Path(out)
+    n = len(images.images)
+    refine = options.refine_intrinsics
+    if refine is None:
+        refine = any(im.focal_source == "guess" for im in images.images)
+    report: dict = {"tried": [], "refine_intrinsics": bool(refine)}
+    best = None
+    with quiet_colmap():
+        if options.mapper in ("auto", "incremental"):
+            t0 = time.perf_counter()
+            io = pycolmap.IncrementalPipelineOptions()
+            io.num_threads = options.num_threads
+            io.random_seed = options.seed
+            io.multiple_models = False
+            if not refine:
+                io.ba_refine_focal_length = False
+                io.ba_refine_extra_params = False
+                io.mapper.abs_pose_refine_focal_length = False
+                io.mapper.abs_pose_refine_extra_params = False
+            (out / "incremental").mkdir(parents=True, exist_ok=True)
+            rec = _best(
+                pycolmap.incremental_mapping(
+                    str(database), str(images.folder), str(out / "incremental"), io
+                )
+            )
+            reg = rec.num_reg_images() if rec else 0
+            report["tried"].append(
+                {"mapper": "incremental", "registered": reg, "s": time.perf_counter() - t0}
+            )
+            best = rec
+        if options.mapper == "global" or (
+            options.mapper == "auto"
+            and (best is None or best.num_reg_images() < options.min_registered * n)
+        ):
+            t0 = time.perf_counter()
+            go = pycolmap.GlobalPipelineOptions()
+            go.num_threads = options.num_threads
+            go.random_seed = options.seed
+            if not refine:
+                go.mapper.bundle_adjustment.refine_focal_length = False
+                go.mapper.bundle_adjustment.refine_extra_params = False
+            (out / "global").mkdir(parents=True, exist_ok=True)
+            rec = _best(
+                pycolmap.global_mapping(str(database), str(images.folder), str(out / "global"), go)
+            )
+            reg = rec.num_reg_images() if rec else 0
+            report["tried"].append(
+                {"mapper": "global", "registered": reg, "s": time.perf_counter() - t0}
+            )
+            if rec is not None and (best is None or reg > best.num_reg_images()):
+                best = rec
+    if best is None or best.num_reg_images() < 2:
+        raise TwinError(
+            f"structure from motion failed: no two of the {n} images could be registered "
+            "(too little overlap or texture?)"
+        )
+    report["mapper"] = next(
+        t["mapper"] for t in report["tried"] if t["registered"] == best.num_reg_images()
+    )
+    return best, report
+
+
+# ----------------------------------------------------------------------- georeferencing
+def umeyama(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None):
+    """Least-squares similarity ``dst ≈ s R src + t`` (Umeyama 1991)."""
+    src = np.asarray(src, float)
+    dst = np.asarray(dst, float)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, float)
+    w = w / w.sum()
+    ms, md = w @ src, w @ dst
+    xs, xd = src - ms, dst - md
+    cov = (xd * w[:, None]).T @ xs
+    U, S, Vt = np.linalg.svd(cov)
+    D = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[2, 2] = -1
+    R = U @ D @ Vt
+    var = (w * (xs**2).sum(1)).sum()
+    s = float(np.trace(np.diag(S) @ D) / var) if var > 0 else 1.0
+    return s, R, md - s * R @ ms
+
+
+def _scale_translation(src, dst, R):
+    ms, md = src.mean(0), dst.mean(0)
+    xs, xd = src - ms, dst - md
+    s = float((xd * (xs @ R.T)).sum() / max((xs**2).sum(), 1e-300))
+    return s, md - s * R @ ms
+
+
+def robust_similarity(
+    src: np.ndarray, dst: np.ndarray, threshold: float, *, iters: int = 2000, seed: int = 0
+):
+    """RANSAC over three-point samples with Umeyama refits; returns (s, R, t, inliers)."""
+    n = len(src)
+    if n < 3:
+        raise TwinError(f"georeferencing needs three or more GPS positions, got {n}")
+    rng = np.random.default_rng(seed)
+    best = None
+    best_score = -1.0
+    for _ in range(iters if n > 3 else 1):
+        idx = rng.choice(n, 3, replace=False)
+        a = src[idx]
+        if np.linalg.norm(np.cross(a[1] - a[0], a[2] - a[0])) < 1e-12 * max(
+            np.ptp(src, axis=0).max() ** 2, 1e-300
+        ):
+            continue
+        s, R, t = umeyama(a, dst[idx])
+        r = np.linalg.norm(s * src @ R.T + t - dst, axis=1)
+        inl = r < threshold
+        score = inl.sum() - (r[inl] / threshold).sum() * 1e-3
+        if score > best_score:
+            best, best_score = inl, score
+    if best is None or best.sum() < 3:
+        best = np.ones(n, bool)
+    for _ in range(5):
+        s, R, t = umeyama(src[best], dst[best])
+        r = np.linalg.norm(s * src @ R.T + t - dst, axis=1)
+        new = r < threshold
+        if new.sum() < 3 or np.array_equal(new, best):
+            break
+        best = new
+    return s, R, t, best
+
+
+def _rotation_mean(mats: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    w = np.ones(len(mats)) if weights is None else weights
+    M = np.einsum("i,ijk->jk", w, mats)
+    U, _, Vt = np.linalg.svd(M)
+    D = np.eye(3)
+    D[2, 2] = np.sign(np.linalg.det(U @ Vt))
+    return U @ D @ Vt
+
+
+def _angle_deg(R: np.ndarray) -> np.ndarray:
+    tr = np.trace(R, axis1=-2, axis2=-1)
+    return np.degrees(np.arccos(np.clip((tr - 1) / 2, -1, 1)))
+
+
+def camera_poses(rec) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Image name -> (R world-to-camera, camera centre) of a registered image."""
+    out = {}
+    for _, im in rec.images.items():
+        if not im.has_pose:
+            continue
+        T = im.cam_from_world()
+        R = T.rotation.matrix()
+        out[im.name] = (R, -R.T @ T.translation)
+    return out
+
+
+def georeference(
+    rec,
+    images: ImageSet,
+    *,
+    frame=None,
+    gcps: list[dict] | None = None,
+    threshold: float | None = None,
+) -> Georef:
+    """Similarity from the SfM frame to ENU metres (see the module docstring).
+
+    ``threshold``: RANSAC inlier distance (m); by default 3x the median residual of a
+    first all-points fit, at least 1 m. Raises :class:`TwinError` with fewer than
+    three registered images with GPS and no GCPs.
+    """
+    from twin.crs import GEODETIC_3D, LocalFrame
+
+    poses = camera_poses(rec)
+    by = images.by_name()
+    names = [n for n in poses if by[n].has_gps]
+    llh = np.array(
+        [[by[n].lon, by[n].lat, by[n].alt if by[n].alt is not None else 0.0] for n in names]
+    ).reshape(-1, 3)
+    if frame is None:
+        if len(names) == 0:
+            raise TwinError("no registered image has GPS: cannot georeference the reconstruction")
+        frame = LocalFrame(*(float(v) for v in llh.mean(0)))
+    enu = frame.from_crs(llh, GEODETIC_3D) if len(names) else np.zeros((0, 3))
+    src = np.array([poses[n][1] for n in names]).reshape(-1, 3)
+    gcp_fit = _gcp_points(rec, images, gcps or [], frame)
+    use_gcp = len(gcp_fit["names"]) >= 3
+    if len(names) < 3 and not use_gcp:
+        raise TwinError(
+            f"georeferencing needs three registered images with GPS (or three GCPs); "
+            f"{len(names)} have GPS"
+        )
+    if len(names) >= 3:
+        if threshold is None:
+            s0, R0, t0 = umeyama(src, enu)
+            r0 = np.linalg.norm(s0 * src @ R0.T + t0 - enu, axis=1)
+            threshold = max(1.0, 3.0 * float(np.median(r0)))
+        s, R, t, inl = robust_similarity(src, enu, threshold)
+    else:
+        inl = np.zeros(len(names), bool)
+        s, R, t = umeyama(gcp_fit["sfm"], gcp_fit["enu"])
+    source = "gps"
+    # gimbal angles: each registered image gives one estimate of the rotation
+    gim = [n for n in poses if by[n].has_gimbal]
+    if len(gim) >= 3 and inl.sum() >= 3:
+        Q = np.array(
+            [
+                gimbal_rotation(by[n].gimbal_pitch, by[n].gimbal_yaw, by[n].gimbal_roll or 0.0).T
+                @ poses[n][0]
+                for n in gim
+            ]
+        )
+        Qm = _rotation_mean(Q)
+        spread = float(np.sqrt(np.mean(_angle_deg(np.einsum("ij,njk->nik", Qm.T, Q)) ** 2)))
+        sig_g = max(spread, 0.005) / np.sqrt(len(gim))
+        a = s * src[inl] @ R.T
+        extent = float(np.sqrt(((a - a.mean(0)) ** 2).sum(1).mean()))
+        res = np.linalg.norm(a + t - enu[inl], axis=1)
+        sig_p = np.degrees(float(np.sqrt(np.mean(res**2))) / max(extent, 1e-9)) / np.sqrt(inl.sum())
+        if spread < 5.0:
+            w = np.array([1 / sig_p**2, 1 / sig_g**2])
+            R = _rotation_mean(np.stack([R, Qm]), w / w.sum())
+            s, t = _scale_translation(src[inl], enu[inl], R)
+            source = f"gps+gimbal (gimbal weight {w[1] / w.sum():.2f}, spread {spread:.3f} deg)"
+    if use_gcp:
+        # GCPs (weighted as many cameras) refine the similarity with the GPS inliers
+        a = np.vstack([src[inl], gcp_fit["sfm"]])
+        b = np.vstack([enu[inl], gcp_fit["enu"]])
+        wts = np.r_[np.ones(inl.sum()), np.full(len(gcp_fit["names"]), max(10.0, inl.sum()))]
+        s, R, t = umeyama(a, b, wts)
+        source += "+gcp"
+    res = s * src @ R.T + t - enu
+    geo = Georef(
+        scale=float(s),
+        R=R,
+        t=np.asarray(t, float),
+        frame=frame,
+        gps_inliers=int(inl.sum()),
+        gps_used=len(names),
+        gps_rmse_m=float(np.sqrt(np.mean((res[inl] ** 2).sum(1)))) if inl.any() else float("nan"),
+        gps_residuals={n: res[i].round(3).tolist() for i, n in enumerate(names)},
+        rotation_source=source,
+    )
+    if gcps:
+        geo.gcp = _gcp_report(rec, images, gcps, frame, geo, used=use_gcp)
+    return geo
+
+
+# ----------------------------------------------------------------------- GCPs
+def read_gcps(path: str | os.PathLike) -> list[dict]:
+    """Ground control points: OpenSfM ``ground_control_points.json`` (``points`` with
+    ``position`` {latitude, longitude, altitude} and ``observations`` of ``shot_id``
+    and ``projection`` in OpenSfM normalised image coordinates) or the same with
+    ``pixel`` [u, v] observations. Points without a position are kept (no check)."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+        out = []
+        for pt in d["points"]:
+            pos = pt.get("position")
+            obs = []
+            for o in pt.get("observations", []):
+                obs.append(
+                    {
+                        "image": str(o["shot_id"]),
+                        "projection": o.get("projection"),
+                        "pixel": o.get("pixel"),
+                    }
+                )
+            out.append(
+                {
+                    "id": str(pt.get("id", len(out))),
+                    "llh": None
+                    if not pos
+                    else [
+                        float(pos["longitude"]),
+                        float(pos["latitude"]),
+                        float(pos.get("altitude", 0.0)),
+                    ],
+                    "observations": obs,
+                }
+            )
+    except FileNotFoundError:
+        raise InputError("no such GCP file", path=p) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"not a ground control point file: {exc!r}", path=p) from None
+    return out
+
+
+def _gcp_pixel(obs: dict, cam) -> np.ndarray | None:
+    if obs.get("pixel") is not None:
+        return np.asarray(obs["pixel"], float)
+    if obs.get("projection") is not None:
+        w, h = cam.width, cam.height
+        x, y = obs["projection"]
+        s = max(w, h)
+        return np.array([x * s + w / 2.0, y * s + h / 2.0])
+    return None
+
+
+def _triangulate(rec, gcp: dict) -> np.ndarray | None:
+    """Linear triangulation of one GCP in the reconstruction's frame."""
+    rows = []
+    names = {im.name: im for _, im in rec.images.items() if im.has_pose}
+    for o in gcp["observations"]:
+        im = names.get(o["image"])
+        if im is None:
+            continue
+        cam = rec.cameras[im.camera_id]
+        uv = _gcp_pixel(o, cam)
+        if uv is None:
+            continue
+        ray = cam.cam_from_img(uv)  # normalised (x, y) with distortion removed
+        T = im.cam_from_world()
+        P = np.hstack([T.rotation.matrix(), T.translation.reshape(3, 1)])
+        x, y = float(ray[0]), float(ray[1])
+        rows.append(x * P[2] - P[0])
+        rows.append(y * P[2] - P[1])
+    if len(rows) < 4:
+        return None
+    _, _, Vt = np.linalg.svd(np.array(rows))
+    X = Vt[-1]
+    return X[:3] / X[3] if abs(X[3]) > 1e-12 else None
+
+
+def _gcp_points(rec, images, gcps, frame) -> dict:
+    from twin.crs import GEODETIC_3D
+
+    names, sfm, enu = [], [], []
+    for g in gcps:
+        if g["llh"] is None:
+            continue
+        X = _triangulate(rec, g)
+        if X is None:
+            continue
+        names.append(g["id"])
+        sfm.append(X)
+        enu.append(frame.from_crs(np.array(g["llh"]), GEODETIC_3D))
+    return {
+        "names": names,
+        "sfm": np.array(sfm).reshape(-1, 3),
+        "enu": np.array(enu).reshape(-1, 3),
+    }
+
+
+def _gcp_report(rec, images, gcps, frame, geo: Georef, *, used: bool) -> dict:
+    pts = _gcp_points(rec, images, gcps, frame)
+    res = geo.apply(pts["sfm"]) - pts["enu"] if len(pts["names"]) else np.zeros((0, 3))
+    return {
+        "role": "control (in the fit)" if used else "check (not in the fit)",
+        "given": len(gcps),
+        "with_position": sum(g["llh"] is not None for g in gcps),
+        "triangulated": len(pts["names"]),
+        "residuals_m": {n: res[i].round(3).tolist() for i, n in enumerate(pts["names"])},
+        "rmse_m": float(np.sqrt(np.mean((res**2).sum(1)))) if len(res) else None,
+    }
+
+
+# ----------------------------------------------------------------------- apply and export
+def apply_georef(rec, geo: Georef) -> None:
+    """Transform a reconstruction in place into the ENU frame of ``geo``."""
+    import pycolmap
+
+    rec.transform(pycolmap.Sim3d(geo.scale, pycolmap.Rotation3d(geo.R), geo.t.reshape(3, 1)))
+
+
+def gps_enu(images: ImageSet, frame) -> np.ndarray:
+    """ENU positions of the images' GPS (NaN rows without GPS)."""
+    from twin.crs import GEODETIC_3D
+
+    out = np.full((len(images.images), 3), np.nan)
+    idx = [i for i, im in enumerate(images.images) if im.has_gps]
+    if idx:
+        llh = np.array(
+            [
+                [
+                    images.images[i].lon,
+                    images.images[i].lat,
+                    images.images[i].alt if images.images[i].alt is not None else 0.0,
+                ]
+                for i in idx
+            ]
+        )
+        out[idx] = frame.from_crs(llh, GEODETIC_3D)
+    return out
+
+
+def default_frame(images: ImageSet):
+    """A local frame at the mean GPS position (None when no image has GPS)."""
+    from twin.crs import LocalFrame
+
+    g = [im for im in images.images if im.has_gps]
+    if not g:
+        return None
+    return LocalFrame(
+        float(np.mean([im.lon for im in g])),
+        float(np.mean([im.lat for im in g])),
+        float(np.mean([im.alt if im.alt is not None else 0.0 for im in g])),
+    )
+
+
+def cameras_dict(rec, frame, crs=None) -> dict:
+    """The registered cameras in the convention of the synthetic ``cameras.json``
+    (COLMAP axes, ``x_cam = R X + t``; pixel centres at integer + 0.5), in ENU metres
+    and, with ``crs``, camera centres in that CRS too."""
+    from twin.crs import crs_label, parse_crs
+
+    cams = {}
+    for cid, cam in rec.cameras.items():
+        K = cam.calibration_matrix()
+        k = [float(v) for v in cam.params[3:]] if cam.model_name == "SIMPLE_RADIAL" else []
+        if cam.model_name == "PINHOLE":
+            k = []
+        cams[str(cid)] = {
+            "model": cam.model_name,
+            "width": int(cam.width),
+            "height": int(cam.height),
+            "fx": float(K[0, 0]),
+            "fy": float(K[1, 1]),
+            "cx": float(K[0, 2]),
+            "cy": float(K[1, 2]),
+            "params": [float(v) for v in cam.params],
+            "k1": k[0] if k else 0.0,
+        }
+    imgs = []
+    poses = camera_poses(rec)
+    names = sorted(poses)
+    centres = np.array([poses[n][1] for n in names]).reshape(-1, 3)
+    crs_xyz = None
+    out = {
+        "convention": (
+            "ENU metres in the local frame. COLMAP/OpenCV camera axes: x right, y down, "
+            "z forward; x_cam = R @ X_world + t, t = -R @ centre; pixel centres at "
+            "integer + 0.5. SIMPLE_RADIAL: x_d = x (1 + k1 r^2) on normalised coordinates."
+        ),
+        "frame": frame.to_dict() if frame is not None else None,
+    }
+    if crs is not None and frame is not None and len(centres):
+        c = parse_crs(crs)
+        crs_xyz = frame.to_crs(centres, c)
+        out["crs"] = {"label": crs_label(c), "wkt": c.to_wkt()}
+    by_name = {im.name: im for _, im in rec.images.items()}
+    for i, n in enumerate(names):
+        R, C = poses[n]
+        d = {
+            "name": n,
+            "camera": str(by_name[n].camera_id),
+            "R": R.tolist(),
+            "t": (-R @ C).tolist(),
+            "centre_enu": C.tolist(),
+        }
+        if crs_xyz is not None:
+            d["centre_crs"] = crs_xyz[i].tolist()
+        imgs.append(d)
+    out["cameras"] = cams
+    out["images"] = imgs
+    return out
+
+
+def reprojection_stats(rec) -> dict:
+    errs = np.array([p.error for _, p in rec.points3D.items()], dtype=np.float64)
+    tl = np.array([p.track.length() for _, p in rec.points3D.items()], dtype=np.float64)
+    return {
+        "registered": int(rec.num_reg_images()),
+        "points3D": int(rec.num_points3D()),
+        "mean_reprojection_px": float(rec.compute_mean_reprojection_error()),
+        "median_point_error_px": float(np.median(errs)) if len(errs) else None,
+        "mean_track_length": float(tl.mean()) if len(tl) else None,
+    }
