@@ -427,6 +427,177 @@ def bench_ws(subscribers: int, rate: float, seconds: float, batch: int, tmp: Pat
     }
 
 
+def bench_postgres(stream, batch: int) -> dict:
+    """The same stream into :class:`PostgresStore` on a local PostgreSQL 15 server
+    (fsync on, synchronous_commit on: durable like the SQLite store), then reads."""
+    from twin.sync._local import local_postgres
+    from twin.sync.pgstore import PostgresStore
+
+    with local_postgres(fsync=True) as dsn:
+        s = PostgresStore(dsn, schema="bench")
+        res: dict[str, int] = {}
+        t, c = time.perf_counter(), time.process_time()
+        for k in range(0, len(stream), batch):
+            for o in s.apply(stream[k : k + batch], now=NOW):
+                res[o.result] = res.get(o.result, 0) + 1
+        dt, dc = time.perf_counter() - t, time.process_time() - c
+        out = {
+            "seconds": round(dt, 3),
+            "events_per_s": round(len(stream) / dt),
+            "client_cpu_events_per_s": round(len(stream) / dc),
+            "outcomes": res,
+            "reads": bench_reads(s, len({e.entity_id for e in stream}), n=5000),
+        }
+        s.close()
+    return out
+
+
+def bench_mqtt(n: int, per_message: int, tmp: Path) -> dict:
+    """MQTT ingest: ``n`` events in QoS 1 messages of ``per_message`` events published
+    to a local mosquitto, ingested by :class:`MQTTSource` into a SQLite store
+    (acknowledged after commit); time from the first publish to the last commit."""
+    import paho.mqtt.client as mqtt
+
+    from twin.sync._local import local_mosquitto
+    from twin.sync.ingest import Ingestor
+    from twin.sync.mqtt import MQTTSource
+
+    rng = np.random.Generator(np.random.PCG64(5))
+    bodies = [
+        json.dumps(_vehicle_events(k, min(per_message, n - k), rng, "m")).encode()
+        for k in range(0, n, per_message)
+    ]
+    db = tmp / "mqtt.sqlite"
+    _fresh(db)
+    with local_mosquitto(str(tmp)) as port:
+        store = SQLiteStore(db)
+        src = MQTTSource("127.0.0.1", port, "bench/events", outcome_topic="")
+        src.start(Ingestor(store))
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+        pub.max_inflight_messages_set(1000)
+        pub.connect("127.0.0.1", port)
+        pub.loop_start()
+        t = time.perf_counter()
+        infos = [pub.publish("bench/events", b, qos=1) for b in bodies]
+        for i in infos:
+            i.wait_for_publish(60)
+        deadline = time.monotonic() + 300
+        while src.messages < len(bodies) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        dt = time.perf_counter() - t
+        pub.loop_stop()
+        pub.disconnect()
+        src.stop()
+        out = {
+            "events": n,
+            "per_message": per_message,
+            "messages": len(bodies),
+            "acknowledged": src.messages,
+            "outcomes": src.counts,
+            "seconds": round(dt, 3),
+            "events_per_s": round(n / dt),
+        }
+        store.close()
+    return out
+
+
+def _prefill(path: Path, n_ent: int, n_hist: int) -> float:
+    """A store with ``n_ent`` person entities and ``n_hist`` history rows (and as
+    many seen event ids), written in bulk by SQL (no semantics needed: the rows are
+    what the semantics would have written), indexes rebuilt after. Seconds taken."""
+    import sqlite3
+
+    _fresh(path)
+    SQLiteStore(path).close()  # the schema
+    t = time.perf_counter()
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=OFF")
+    con.execute("PRAGMA cache_size=-262144")
+    per = max(1, n_hist // n_ent)
+    con.execute("BEGIN")
+    con.execute("DROP INDEX history_entity_time")
+
+    def gen(n: int) -> str:
+        return f"WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < {n - 1})"
+
+    con.execute(
+        f"{gen(n_ent)} INSERT INTO entities (k, id, type, revision, observed_ns, event_id, "
+        "source, lon, lat, alt, heading, speed, status, attributes) SELECT i + 1, "
+        "printf('urn:ngsi-ld:Person:P%06d', i), 'person', :per, :t, printf('pre%09d', i), "
+        "'bench', 121.5 + i * 1e-6, 29.8, 12.0, 90.0, 1.2, 'walking', '{}' FROM c",
+        {"per": per, "t": T0 - 10**9},
+    )
+    # entity e's history: ``per`` rows a second apart, the last one its current state
+    eid = "CASE WHEN i / :n = :per - 1 THEN printf('pre%09d', i % :n) ELSE printf('old%09d', i) END"
+    args = {"n": n_ent, "per": per, "t": T0}
+    con.execute(
+        f"{gen(n_ent * per)} INSERT INTO history (k, observed_ns, event_id, revision, outcome, "
+        f"source, lon, lat, alt, heading, speed, status, attributes) SELECT i % :n + 1, "
+        f":t - (:per - i / :n) * 1000000000, {eid}, i / :n + 1, 'applied', 'bench', "
+        "121.5 + (i % :n) * 1e-6, 29.8, 12.0, 90.0, 1.2, 'walking', '{}' FROM c",
+        args,
+    )
+    con.execute(f"{gen(n_ent * per)} INSERT INTO events_seen SELECT {eid} FROM c", args)
+    con.execute("CREATE INDEX history_entity_time ON history (k, observed_ns, event_id)")
+    con.execute("COMMIT")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    return time.perf_counter() - t
+
+
+def bench_scale(small: tuple[int, int], big: tuple[int, int], n_ev: int, batch: int, tmp: Path):
+    """Slowdown with size: the same-shaped stream of ``n_ev`` events over all the
+    entities of a store pre-filled with ``small`` = (entities, history rows), then
+    one pre-filled with ``big``; durable ingest and reads on each (reads through a
+    freshly opened store, so every one goes to the database: the cache-miss path)."""
+    out = {}
+    for name, (n_ent, n_hist) in (("small", small), ("big", big)):
+        path = tmp / f"scale-{name}.sqlite"
+        fill = _prefill(path, n_ent, n_hist)
+        stream = make_stream(n_ent, n_ev, seed=7)
+        s = SQLiteStore(path)
+        t = time.perf_counter()
+        for k in range(0, len(stream), batch):
+            s.apply(stream[k : k + batch], now=NOW)
+        dt = time.perf_counter() - t
+        s.close()
+        s = SQLiteStore(path)  # reads from the database, not the write-through cache
+        reads = bench_reads(s, n_ent, n=10_000)
+        out[name] = {
+            "entities": s.count(),
+            "history_rows": s.history_count(),
+            "prefill_seconds": round(fill, 1),
+            "events_per_s": round(len(stream) / dt),
+            "reads": reads,
+            "db_mib": round(path.stat().st_size / 2**20),
+        }
+        s.close()
+        _fresh(path)
+    out["ingest_slowdown_big_over_small"] = round(
+        out["small"]["events_per_s"] / out["big"]["events_per_s"], 2
+    )
+    for r in ("point_median_us", "asof_median_us"):
+        out[f"{r}_slowdown"] = round(out["big"]["reads"][r] / out["small"]["reads"][r], 2)
+    return out
+
+
+def bench_indicators(path: Path, n: int = 20) -> dict:
+    """Query time of :meth:`Store.indicators` over the whole stream and one minute."""
+    s = SQLiteStore(path)
+    out = {}
+    for name, (t0, t1) in (("all", (None, None)), ("minute", (T0 + 600 * 10**9, T0 + 660 * 10**9))):
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            rows = s.indicators(t0, t1)
+            times.append(time.perf_counter() - t)
+        out[f"{name}_ms"] = round(statistics.median(times) * 1000, 2)
+        out[f"{name}_rows"] = len(rows)
+    s.close()
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--entities", type=int, default=100_000)
@@ -439,6 +610,16 @@ def main(argv=None) -> int:
     ap.add_argument("--ws-rate", type=float, default=5000.0, help="events/s while pushing")
     ap.add_argument("--ws-seconds", type=float, default=5.0)
     ap.add_argument("--ws-batch", type=int, default=250)
+    ap.add_argument("--pg-events", type=int, default=100_000, help="0: no PostgreSQL run")
+    ap.add_argument("--mqtt-events", type=int, default=50_000, help="0: no MQTT run")
+    ap.add_argument("--mqtt-per-message", type=int, default=100)
+    ap.add_argument(
+        "--scale",
+        default="100000,1000000,1000000,10000000",
+        help="small entities,history,big entities,history for the size test ('' to skip)",
+    )
+    ap.add_argument("--scale-events", type=int, default=200_000)
+    ap.add_argument("--only", default=None, help="comma list of parts to run (default all)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--_ws-listen", dest="ws_listen", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -455,6 +636,11 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "params": vars(a) | {"json": str(a.json) if a.json else None},
     }
+    parts = set(a.only.split(",")) if a.only else None
+
+    def want(name: str) -> bool:
+        return parts is None or name in parts
+
     with tempfile.TemporaryDirectory(prefix="twin-syncbench-") as d:
         tmp = Path(d)
         t = time.perf_counter()
@@ -463,27 +649,71 @@ def main(argv=None) -> int:
             "delivered": len(stream),
             "seconds_to_make": round(time.perf_counter() - t, 2),
         }
-        out["twin_store"] = bench_twin(stream, a.batch, tmp / "twin.sqlite")
-        out["plain_sqlite"] = bench_plain(stream, a.batch, tmp / "plain.sqlite")
-        out["ingest_ratio_twin_over_plain"] = round(
-            out["twin_store"]["events_per_s"] / out["plain_sqlite"]["events_per_s"], 2
-        )
+        if want("ingest"):
+            out["twin_store"] = bench_twin(stream, a.batch, tmp / "twin.sqlite")
+            out["indicators_query"] = bench_indicators(tmp / "twin.sqlite")
+            _fresh(tmp / "twin.sqlite")
+            out["plain_sqlite"] = bench_plain(stream, a.batch, tmp / "plain.sqlite")
+            _fresh(tmp / "plain.sqlite")
+            out["ingest_ratio_twin_over_plain"] = round(
+                out["twin_store"]["events_per_s"] / out["plain_sqlite"]["events_per_s"], 2
+            )
+        if want("postgres") and a.pg_events > 0:
+            sub = stream[: a.pg_events]
+            out["postgres"] = bench_postgres(sub, a.batch)
+            out["postgres"]["sqlite_same_events"] = bench_twin(sub, a.batch, tmp / "pgref.sqlite")
+            _fresh(tmp / "pgref.sqlite")
+            out["postgres"]["ratio_pg_over_sqlite"] = round(
+                out["postgres"]["events_per_s"]
+                / out["postgres"]["sqlite_same_events"]["events_per_s"],
+                2,
+            )
         del stream
-        out["placement"] = bench_placement(a.placement, tmp)
-        if a.http_events > 0:
+        if want("scale") and a.scale:
+            v = [int(x) for x in a.scale.split(",")]
+            out["scale"] = bench_scale((v[0], v[1]), (v[2], v[3]), a.scale_events, a.batch, tmp)
+        if want("placement"):
+            out["placement"] = bench_placement(a.placement, tmp)
+        if want("mqtt") and a.mqtt_events > 0:
+            out["mqtt"] = bench_mqtt(a.mqtt_events, a.mqtt_per_message, tmp)
+        if want("http") and a.http_events > 0:
             out["http"] = bench_http(a.http_events, a.http_batch, tmp)
-        if a.ws_subscribers > 0:
+        if want("ws") and a.ws_subscribers > 0:
             out["websocket"] = bench_ws(a.ws_subscribers, a.ws_rate, a.ws_seconds, a.ws_batch, tmp)
-    ts, pl = out["twin_store"], out["plain_sqlite"]
-    print(f"{'what':34} {'value':>14}")
-    rows = [
-        ("twin store ingest (events/s)", ts["events_per_s"]),
-        ("plain SQLite ingest (events/s)", pl["events_per_s"]),
-        ("ratio twin / plain", out["ingest_ratio_twin_over_plain"]),
-        ("point read median (us)", ts["reads"]["point_median_us"]),
-        ("as-of read median (us)", ts["reads"]["asof_median_us"]),
-        ("placement (positions/s)", out["placement"]["positions_per_s"]),
-    ]
+    print(f"{'what':38} {'value':>14}")
+    rows = []
+    if "twin_store" in out:
+        ts, pl = out["twin_store"], out["plain_sqlite"]
+        rows += [
+            ("twin store ingest (events/s)", ts["events_per_s"]),
+            ("plain SQLite ingest (events/s)", pl["events_per_s"]),
+            ("ratio twin / plain", out["ingest_ratio_twin_over_plain"]),
+            ("twin store ingest CPU (events/s)", ts["cpu_events_per_s"]),
+            ("plain SQLite ingest CPU (events/s)", pl["cpu_events_per_s"]),
+            ("point read median (us)", ts["reads"]["point_median_us"]),
+            ("as-of read median (us)", ts["reads"]["asof_median_us"]),
+            ("indicators, whole run (ms)", out["indicators_query"]["all_ms"]),
+        ]
+    if "postgres" in out:
+        pg = out["postgres"]
+        rows += [
+            ("PostgreSQL ingest (events/s)", pg["events_per_s"]),
+            ("ratio PostgreSQL / SQLite", pg["ratio_pg_over_sqlite"]),
+            ("PostgreSQL point read median (us)", pg["reads"]["point_median_us"]),
+        ]
+    if "scale" in out:
+        sc = out["scale"]
+        rows += [
+            ("small store ingest (events/s)", sc["small"]["events_per_s"]),
+            ("big store ingest (events/s)", sc["big"]["events_per_s"]),
+            ("ingest slowdown big / small", sc["ingest_slowdown_big_over_small"]),
+            ("point read slowdown", sc["point_median_us_slowdown"]),
+            ("as-of read slowdown", sc["asof_median_us_slowdown"]),
+        ]
+    if "placement" in out:
+        rows.append(("placement (positions/s)", out["placement"]["positions_per_s"]))
+    if "mqtt" in out:
+        rows.append(("MQTT ingest (events/s)", out["mqtt"]["events_per_s"]))
     if "http" in out:
         rows.append(("HTTP ingest (events/s)", out["http"]["events_per_s"]))
     if "websocket" in out:
@@ -491,8 +721,9 @@ def main(argv=None) -> int:
         rows.append((f"WS push p99 ms ({w['subscribers']} subs)", w["latency_ms_p99"]))
         rows.append(("WS achieved ingest (events/s)", w["achieved_events_per_s"]))
     for k, v in rows:
-        print(f"{k:34} {v:>14,}" if isinstance(v, int) else f"{k:34} {v:>14}")
-    print("outcomes:", ts["outcomes"])
+        print(f"{k:38} {v:>14,}" if isinstance(v, int) else f"{k:38} {v:>14}")
+    if "twin_store" in out:
+        print("outcomes:", out["twin_store"]["outcomes"])
     if a.json:
         a.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0
