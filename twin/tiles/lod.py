@@ -705,3 +705,67 @@ def read_tile(path: str | os.PathLike) -> list[dict]:
                 d[k] = prim[k]
         out.append(d)
     return out
+
+
+def _box_distance(box: list[float], p: np.ndarray) -> float:
+    """Distance from ``p`` to an oriented 3D Tiles box (0 inside)."""
+    b = np.asarray(box, np.float64)
+    c, axes = b[:3], b[3:].reshape(3, 3)
+    d = p - c
+    out = 0.0
+    for a in axes:
+        h = np.linalg.norm(a)
+        if h == 0:
+            continue
+        t = abs(d @ a / h) - h
+        if t > 0:
+            out += t * t
+    return float(np.sqrt(out))
+
+
+def select_tiles(
+    tileset: str | os.PathLike,
+    eye: np.ndarray,
+    *,
+    max_sse: float = 16.0,
+    screen_height: int = 1080,
+    fov_deg: float = 60.0,
+) -> list[tuple[str, int]]:
+    """The contents a client draws from the viewpoint ``eye`` (ENU metres of the
+    tileset's frame): a tile is refined while its screen-space error
+    ``geometricError * screen_height / (2 d tan(fov / 2))`` exceeds ``max_sse``
+    (CesiumJS's default is 16), ``d`` being the distance from ``eye`` to the tile's
+    box. External tilesets (content ``.json``) are followed. Returns
+    ``[(path relative to the top tileset, bytes)]``: what the client must fetch.
+    """
+    top = Path(tileset)
+    eye = np.asarray(eye, np.float64)
+    k = screen_height / (2.0 * np.tan(np.radians(fov_deg) / 2.0))
+    picked: list[tuple[str, int]] = []
+
+    def visit(tile: dict, base: Path, enu: bool) -> None:
+        content = tile.get("content", {}).get("uri")
+        if content and content.endswith(".json"):
+            sub = base / content
+            doc = json.loads(sub.read_text())
+            visit(doc["root"], sub.parent, True)
+            return
+        kids = tile.get("children") or []
+        if enu:
+            d = max(_box_distance(tile["boundingVolume"]["box"], eye), 1e-6)
+            sse = tile["geometricError"] * k / d
+        else:
+            sse = np.inf  # an ECEF grouping tile: always look inside
+        if kids and sse > max_sse:
+            for c in kids:
+                visit(c, base, enu)
+            if tile.get("refine", "REPLACE") == "REPLACE" or not content:
+                return
+        if content:
+            path = base / content
+            picked.append((path.relative_to(top.parent).as_posix(), path.stat().st_size))
+
+    doc = json.loads(top.read_text())
+    root = doc["root"]
+    visit(root, top.parent, "transform" in root)
+    return picked
