@@ -261,6 +261,26 @@ def face_normals(V, F):
 
 
 @njit(cache=True)
+def sort_faces_by_min(F, n):
+    """Faces ordered by their smallest vertex index (a stable counting sort)."""
+    m = F.shape[0]
+    start = np.zeros(n + 1, np.int64)
+    for f in range(m):
+        start[min(F[f, 0], F[f, 1], F[f, 2]) + 1] += 1
+    for i in range(n):
+        start[i + 1] += start[i]
+    out = np.empty_like(F)
+    for f in range(m):
+        a = min(F[f, 0], F[f, 1], F[f, 2])
+        j = start[a]
+        start[a] = j + 1
+        out[j, 0] = F[f, 0]
+        out[j, 1] = F[f, 1]
+        out[j, 2] = F[f, 2]
+    return out
+
+
+@njit(cache=True)
 def build_corner_lists(F, n):
     """Vertex -> corner linked lists: ``(head (n,), nxt (3M,))`` int32, corners in
     increasing order along each list."""
@@ -320,7 +340,9 @@ def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight):
             partner[j] = i
     kind = np.zeros(n, np.uint8)
     ib = np.zeros(n, np.uint8)
-    # border edges: a directed edge a->b of a face with no face holding b->a or a->b
+    # border edges: a directed edge a->b of a face with no face holding b->a or a->b;
+    # cnt[o] counts the faces around i that hold o (o is next or previous of i there)
+    cnt = np.zeros(n, np.int32)
     for i in range(n):
         nb = 0
         bad = False
@@ -328,9 +350,16 @@ def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight):
         while c != -1:
             f = c // 3
             k = c % 3
+            cnt[F[f, (k + 1) % 3]] += 1
+            cnt[F[f, (k + 2) % 3]] += 1
+            c = nxt[c]
+        c = head[i]
+        while c != -1:
+            f = c // 3
+            k = c % 3
             for side in range(2):
                 o = F[f, (k + 1 + side) % 3]
-                m = count_edge_faces(F, head, nxt, falive, i, o)
+                m = cnt[o]
                 if m == 1:
                     nb += 1
                     if gsize[pid[i]] == 2:
@@ -341,6 +370,13 @@ def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight):
                         add_border_plane(V, F, Q, f, k, border_weight)
                 elif m > 2:
                     bad = True
+            c = nxt[c]
+        c = head[i]
+        while c != -1:
+            f = c // 3
+            k = c % 3
+            cnt[F[f, (k + 1) % 3]] = 0
+            cnt[F[f, (k + 2) % 3]] = 0
             c = nxt[c]
         # a border edge has one face, so i sees it exactly once (as next or previous)
         g = gsize[pid[i]]

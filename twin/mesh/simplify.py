@@ -11,6 +11,7 @@ from twin.mesh._simplify_kernels import (
     classify,
     face_normals,
     simplify_kernel,
+    sort_faces_by_min,
 )
 from twin.mesh._weld_kernels import weld_exact_kernel
 from twin.mesh.validate import check_attributes, check_mesh
@@ -236,7 +237,7 @@ def _prepare(v_in, f_in, attrs, lock_border: bool) -> _Prepared:
     p.V = v_in[p.perm] - p.centre  # working copy, centred for precise quadrics
     F = inv[f_in]
     del inv
-    p.F = np.ascontiguousarray(F[np.argsort(F.min(axis=1), kind="stable")])
+    p.F = sort_faces_by_min(F, n)
     del F
     # position groups (bit-identical positions, -0.0 == 0.0): seams and flat shading
     pid, _, _ = weld_exact_kernel(np.ascontiguousarray((v_in[p.perm] + 0.0).view(np.uint64)))
