@@ -881,10 +881,18 @@ def _segment_step(cur, ib, ax, ay, az, bx, by, bz, linear_z, hfill, px, py, tv, 
             s = ob / (ob - oc)
             x = px[vb] + s * (px[vc] - px[vb])
             y = py[vb] + s * (py[vc] - py[vb])
+            # onto the constraint's own line (exactly on it when axis-aligned), and
+            # onto a grid line within rounding: collinear points stay collinear
+            lab = (bx - ax) * (bx - ax) + (by - ay) * (by - ay)
+            u = ((x - ax) * (bx - ax) + (y - ay) * (by - ay)) / lab if lab > 0 else 0.0
+            u = min(max(u, 0.0), 1.0)
+            x = ax + u * (bx - ax)
+            y = ay + u * (by - ay)
+            if abs(x - np.round(x)) <= 1e-9:
+                x = np.round(x)
+            if abs(y - np.round(y)) <= 1e-9:
+                y = np.round(y)
             if linear_z:
-                lab = (bx - ax) * (bx - ax) + (by - ay) * (by - ay)
-                u = ((x - ax) * (bx - ax) + (y - ay) * (by - ay)) / lab if lab > 0 else 0.0
-                u = min(max(u, 0.0), 1.0)
                 z = az + u * (bz - az)
             else:
                 z = _bilinear(hfill, x, y)

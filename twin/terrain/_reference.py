@@ -219,3 +219,27 @@ def rtin_ref(herr: np.ndarray, hvert: np.ndarray, max_error: float):
     for r in roots:
         emit(r)
     return out
+
+
+def refine_profile_ref(z, pos, zfix, max_error: float) -> np.ndarray:
+    """Reference of :func:`._kernels.refine_profile`: a boolean mask of the samples
+    chosen (recursive worst-sample splitting between fixed vertices)."""
+    z = np.asarray(z, dtype=np.float64)
+    chosen = np.zeros(len(z), bool)
+
+    def split(a, za, b, zb):
+        best, bi = max_error, -1
+        for i in range(len(z)):
+            if not (a < i < b) or not np.isfinite(z[i]):
+                continue
+            e = abs(za + (zb - za) * (i - a) / (b - a) - z[i])
+            if e > best:
+                best, bi = e, i
+        if bi >= 0:
+            chosen[bi] = True
+            split(a, za, bi, z[bi])
+            split(bi, z[bi], b, zb)
+
+    for k in range(len(pos) - 1):
+        split(float(pos[k]), float(zfix[k]), float(pos[k + 1]), float(zfix[k + 1]))
+    return chosen

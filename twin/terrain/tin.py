@@ -157,8 +157,8 @@ def _iter_lines(obj, where="constraints"):
     objects or lists of them; polygons give their rings."""
     if obj is None:
         return
-    if hasattr(obj, "geometry") and not hasattr(obj, "geom_type"):  # GeoDataFrame
-        obj = list(obj.geometry)
+    if hasattr(obj, "iloc"):  # GeoDataFrame / GeoSeries
+        obj = list(obj.geometry) if hasattr(obj, "geometry") else list(obj)
     if hasattr(obj, "geom_type"):
         gt = obj.geom_type
         if obj.is_empty:
@@ -185,7 +185,10 @@ def _iter_lines(obj, where="constraints"):
         return
     if isinstance(obj, (list, tuple)) or hasattr(obj, "__iter__"):
         items = list(obj)
-        if items and all(np.isscalar(v) for v in np.ravel(np.asarray(items, dtype=object))[:4]):
+        if items and all(
+            isinstance(it, (list, tuple)) and len(it) in (2, 3) and all(np.isscalar(v) for v in it)
+            for it in items
+        ):
             # a plain nested list of coordinates
             yield from _iter_lines(np.asarray(items, dtype=np.float64), where)
             return
@@ -319,8 +322,23 @@ def tin(
         (right-triangulated irregular network on the enclosing (2**k+1)**2 grid,
         faster, conforming, more triangles).
     constraints
-        Polylines to force into the triangulation as edges: not implemented yet
-        (:class:`~twin.errors.ParameterError`).
+        Lines to force into the triangulation as edges (roads, water lines, building
+        footprints): shapely lines, rings, polygons (their rings) and multi
+        geometries, (K, 2) arrays, GeoPandas objects, or a list of them; in map
+        coordinates when ``transform`` is given, else in grid units (x = column,
+        y = row). They are clipped to the grid. Every segment becomes a chain of TIN
+        edges: its vertices are inserted (heights bilinear in the DEM, holes filled
+        with the nearest valid height) and it is split where it crosses an edge
+        (constrained Delaunay triangulation: no flip crosses it, and a sample falling
+        on it splits it). The error bound still holds. Greedy mode only.
+    tile_size
+        Triangulate in tiles of ``tile_size`` x ``tile_size`` samples, in parallel
+        (:mod:`twin.terrain.tiled`): tile borders are refined first as 1-D profiles
+        so that neighbours share the same border vertices (no cracks, no
+        T-junctions); the bound holds. Needed beyond 16385 samples a side; about
+        256 is fastest (the tile stays in cache). Greedy mode only.
+    workers
+        Threads for the tiles (default: the CPU count).
 
     Returns
     -------
@@ -355,6 +373,9 @@ def tin(
     sample and 16 per triangle for the final check, and the output (24 bytes per
     vertex, 12 per triangle). Measured peak (``benchmarks/terrain.py``, 1025 x 1025
     fractal): about 135 bytes per input sample at 1 m (1.38 M triangles), 20 at 5 m.
+    Tiled: per running tile its copy and refinement arrays (bounded by the tile
+    size), plus the output of all tiles and the merge; the input array itself is
+    the caller's.
     RTIN: the padded (2**k + 1)**2 grid of heights, filled heights (only with holes
     or padding), errors and vertex map (12 to 29 bytes per padded sample) plus the
     output: about 100 bytes per sample at 1 m (1.65 M triangles), 25 at 5 m.
@@ -365,8 +386,9 @@ def tin(
         heights not 2D, fewer than 2 rows or columns, no valid sample, mask of another
         shape, grid too large for one greedy triangulation.
     ParameterError
-        ``max_error`` not a positive finite number, unknown ``mode``, bad transform.
-        Also raised, for now, when ``constraints`` are given.
+        ``max_error`` not a positive finite number, unknown ``mode``, bad transform,
+        unreadable or non-finite constraints, constraints or tiles with RTIN, a
+        ``tile_size`` below 16.
     """
     herr, valid, max_error = _check_inputs(heights, max_error, mask, mode, constraints)
     aff = _affine6(transform)
