@@ -115,7 +115,7 @@ def test_handles_use_references():
     assert_exact(v, f)
     q = quantize(v, 14).positions.astype(np.int64)
     f64 = f.astype(np.int64)
-    ctx, sym, *_ = K.encode_traverse(q, f64, K.build_twins(f64, len(v)), 14)
+    ctx, sym, *_ = K.encode_traverse(q, f64, K.build_twins(f64, len(v)), 14, 8, False)
     ops = np.bincount(sym[ctx < K.CTX_RES], minlength=K.N_OPS)
     assert ops[K.OP_S] + ops[K.OP_X] > 0
 
@@ -140,8 +140,12 @@ def test_twins_match_reference():
     np.testing.assert_array_equal(K.build_twins(f64, len(v)), R.build_twins_ref(f64))
 
 
-@pytest.mark.parametrize("which", ["city", "scan", "random"])
-def test_traversal_rans_and_decoder_match_reference(which):
+@pytest.mark.parametrize(
+    "which, alpha8, select",
+    [("city", 8, False), ("scan", 4, False), ("random", 8, False), ("city", 6, True),
+     ("random", 0, True)],
+)  # fmt: skip
+def test_traversal_rans_and_decoder_match_reference(which, alpha8, select):
     if which == "random":
         v, f = random_mesh(7, 40, 120)
     else:
@@ -149,8 +153,8 @@ def test_traversal_rans_and_decoder_match_reference(which):
     q = quantize(v, 14).positions.astype(np.int64)
     f64 = f.astype(np.int64)
     twin = K.build_twins(f64, len(v))
-    got = K.encode_traverse(q, f64, twin, 14)
-    want = R.encode_traverse_ref(q, f64, twin, 14)
+    got = K.encode_traverse(q, f64, twin, 14, alpha8, select)
+    want = R.encode_traverse_ref(q, f64, twin, 14, alpha8, select)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)
     ctx, sym, rval, rlen = got[:4]
@@ -166,10 +170,10 @@ def test_traversal_rans_and_decoder_match_reference(which):
     lut, fq, cm = K.decode_tables(freq)
     kq, kf, status = K.decode_mesh(
         np.frombuffer(stream, np.uint8), np.frombuffer(raw, np.uint8), lut, fq, cm,
-        len(v), len(f), 14,
+        len(v), len(f), 14, alpha8, select,
     )  # fmt: skip
     assert status == 0
-    rq, rf = R.decode_ref(stream, raw, freq.tolist(), len(v), len(f), 14)
+    rq, rf = R.decode_ref(stream, raw, freq.tolist(), len(v), len(f), 14, alpha8, select)
     np.testing.assert_array_equal(kq, rq)
     np.testing.assert_array_equal(kf, rf)
     np.testing.assert_array_equal(kf, got[5])

@@ -56,7 +56,9 @@ CTX_DELTA = CTX_RES + 3 * N_CLASS  # 3 contexts: start / isolated vertex deltas
 CTX_SFLAG = CTX_DELTA + 3  # start vertex: new (0) or reference (1)
 CTX_REF = CTX_SFLAG + 1
 CTX_SOFF = CTX_REF + 1
-N_CTX = CTX_SOFF + 1
+CTX_SEL = CTX_SOFF + 1  # 3 contexts: predictor choice, by the previous choice
+CTX_COPY = CTX_SEL + 3  # 3 contexts: residuals of a copied neighbour, per axis
+N_CTX = CTX_COPY + 3
 
 
 @njit(cache=True)
@@ -87,6 +89,19 @@ def residual_class(a, b):
     """Context class of a parallelogram residual from the gate triangle's spread."""
     n = bit_length(a + b)
     return n if n < N_CLASS else N_CLASS - 1
+
+
+@njit(cache=True)
+def predict(qa, qb, qw, alpha8, sel):
+    """One coordinate of the apex prediction from the gate ``u, v`` (``qa``, ``qb``)
+    and the opposite vertex ``w`` (``qw``): ``sel`` 0 is ``m + alpha (m - w)``
+    with ``m`` the gate midpoint and ``alpha = alpha8 / 8`` (1: the parallelogram
+    ``u + v - w``; 1/2 suits irregular scans), 1 copies ``u``, 2 copies ``v``."""
+    if sel == 1:
+        return qa
+    if sel == 2:
+        return qb
+    return (8 * (qa + qb) + alpha8 * (qa + qb - 2 * qw)) >> 4
 
 
 @njit(cache=True)
@@ -148,12 +163,15 @@ def _wrap(r, half, mask):
 
 
 @njit(cache=True)
-def encode_traverse(q, faces, twin, bits):
+def encode_traverse(q, faces, twin, bits, alpha8, select):
     """Traverse the mesh and emit the symbol stream (decode order).
 
     ``q`` (N, 3) int64 quantised positions, ``faces`` (F, 3) int64, ``twin`` from
-    :func:`build_twins`. Returns ``(ctx int32, sym int32, raw_val int64, raw_len
-    int32, order int64 (N,) new -> old vertex, out_faces int64 (F, 3) in new ids)``.
+    :func:`build_twins`; ``alpha8`` and ``select`` (a per-vertex choice among the
+    predictors of :func:`predict`, coded) set the position prediction. Returns
+    ``(ctx int32, sym int32, raw_val int64, raw_len int32, order int64 (N,) new ->
+    old vertex, out_faces int64 (F, 3) in new ids, quads int64 (K, 4): u, v, w, c of
+    every parallelogram-predicted vertex)``.
     """
     nf = faces.shape[0]
     nv = q.shape[0]
@@ -180,6 +198,9 @@ def encode_traverse(q, faces, twin, bits):
     rlen = np.empty(scap, np.int32)
     nr = 0
     out_faces = np.empty((nf, 3), np.int64)
+    quads = np.empty((nv, 4), np.int64)
+    nquad = 0
+    prev_sel = 0
     done = 0
     scan = 0
     gate = -1
@@ -307,13 +328,37 @@ def encode_traverse(q, faces, twin, bits):
                 order[nnew] = c
                 nnew += 1
                 w = opp[u]
+                quads[nquad, 0] = vu
+                quads[nquad, 1] = vv
+                quads[nquad, 2] = w
+                quads[nquad, 3] = c
+                nquad += 1
+                sel = 0
+                if select:
+                    best = 1 << 30
+                    for cand in range(3):
+                        score = 0
+                        for a in range(3):
+                            pr = predict(q[vu, a], q[vv, a], q[w, a], alpha8, cand)
+                            z = _wrap(q[c, a] - pr, half, mask)
+                            score += bit_length(2 * z if z >= 0 else -2 * z - 1)
+                        if score < best:
+                            best = score
+                            sel = cand
+                    sctx[ns] = CTX_SEL + prev_sel
+                    ssym[ns] = sel
+                    ns += 1
+                    prev_sel = sel
                 for a in range(3):
-                    pred = q[vu, a] + q[vv, a] - q[w, a]
+                    pred = predict(q[vu, a], q[vv, a], q[w, a], alpha8, sel)
                     z = _wrap(q[c, a] - pred, half, mask)
                     z = 2 * z if z >= 0 else -2 * z - 1
                     tk, nb, rv = token_of(z)
-                    cls = residual_class(abs(q[vu, a] - q[w, a]), abs(q[vv, a] - q[w, a]))
-                    sctx[ns] = CTX_RES + a * N_CLASS + cls
+                    if sel == 0:
+                        cls = residual_class(abs(q[vu, a] - q[w, a]), abs(q[vv, a] - q[w, a]))
+                        sctx[ns] = CTX_RES + a * N_CLASS + cls
+                    else:
+                        sctx[ns] = CTX_COPY + a
                     ssym[ns] = tk
                     ns += 1
                     if nb > 0:
@@ -407,7 +452,15 @@ def encode_traverse(q, faces, twin, bits):
                 rlen[nr] = nb
                 nr += 1
         last = x
-    return sctx[:ns].copy(), ssym[:ns].copy(), rval[:nr].copy(), rlen[:nr].copy(), order, out_faces
+    return (
+        sctx[:ns].copy(),
+        ssym[:ns].copy(),
+        rval[:nr].copy(),
+        rlen[:nr].copy(),
+        order,
+        out_faces,
+        quads[:nquad].copy(),
+    )
 
 
 @njit(cache=True)
@@ -538,7 +591,7 @@ def _rint(lut, fq, cm, ctx, x, y, p, rans, raw, bb, bc, rp):
 
 
 @njit(cache=True)
-def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits):
+def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits, alpha8, select):
     """Decode the symbol streams to ``(q (nv, 3) uint16, faces (nf, 3) uint32,
     status)``; see the module docstring for the status codes. Every index is checked
     before use, so a corrupt stream ends with a negative status, never a wild read.
@@ -574,6 +627,7 @@ def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits):
     prev_op = OP_START
     last = -1
     tri = np.empty(3, np.int64)
+    prev_sel = 0
     while done < nf:
         if gate < 0:
             if sp > 0:
@@ -640,16 +694,23 @@ def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits):
             c = nnew
             nnew += 1
             w = opp[u]
+            sel = 0
+            if select:
+                sel, x, y, p = _rsym(lut, fq, cm, CTX_SEL + prev_sel, x, y, p, rans)
+                if sel > 2:
+                    return qo, fo, -5
+                prev_sel = sel
             for a in range(3):
-                qa = q[vu, a]
-                qb = q[vv, a]
-                qw = q[w, a]
-                cls = residual_class(abs(qa - qw), abs(qb - qw))
-                z, x, y, p, bb, bc, rp = _rint(
-                    lut, fq, cm, CTX_RES + a * N_CLASS + cls, x, y, p, rans, raw, bb, bc, rp
-                )
+                qa = np.int64(q[vu, a])
+                qb = np.int64(q[vv, a])
+                qw = np.int64(q[w, a])
+                if sel == 0:
+                    ctx = CTX_RES + a * N_CLASS + residual_class(abs(qa - qw), abs(qb - qw))
+                else:
+                    ctx = CTX_COPY + a
+                z, x, y, p, bb, bc, rp = _rint(lut, fq, cm, ctx, x, y, p, rans, raw, bb, bc, rp)
                 r = (z >> 1) if (z & 1) == 0 else -(z >> 1) - 1
-                q[c, a] = (qa + qb - qw + r) & mask
+                q[c, a] = (predict(qa, qb, qw, alpha8, sel) + r) & mask
             last = c
         elif op == OP_X:
             z, x, y, p, bb, bc, rp = _rint(lut, fq, cm, CTX_REF, x, y, p, rans, raw, bb, bc, rp)

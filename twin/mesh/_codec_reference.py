@@ -14,10 +14,12 @@ from collections import Counter
 import numpy as np
 
 from twin.mesh._codec_kernels import (
+    CTX_COPY,
     CTX_DELTA,
     CTX_OP,
     CTX_REF,
     CTX_RES,
+    CTX_SEL,
     CTX_SFLAG,
     CTX_SOFF,
     MAX_WALK,
@@ -54,6 +56,12 @@ def untoken_ref(t: int, read_bits) -> int:
 
 def residual_class_ref(a: int, b: int) -> int:
     return min((a + b).bit_length(), N_CLASS - 1)
+
+
+def predict_ref(qa: int, qb: int, qw: int, alpha8: int, sel: int) -> int:
+    if sel:
+        return qa if sel == 1 else qb
+    return (8 * (qa + qb) + alpha8 * (qa + qb - 2 * qw)) // 16
 
 
 def build_twins_ref(faces) -> np.ndarray:
@@ -136,7 +144,7 @@ def _wrap(r: int, bits: int) -> int:
     return ((r + half) & ((1 << bits) - 1)) - half
 
 
-def encode_traverse_ref(q, faces, twin, bits: int):
+def encode_traverse_ref(q, faces, twin, bits: int, alpha8: int = 8, select: bool = False):
     """The traversal of :func:`twin.mesh._codec_kernels.encode_traverse`."""
     q = [tuple(int(x) for x in row) for row in np.asarray(q)]
     faces = [tuple(int(x) for x in row) for row in np.asarray(faces)]
@@ -154,6 +162,8 @@ def encode_traverse_ref(q, faces, twin, bits: int):
     newid: dict[int, int] = {}
     order: list[int] = []
     out_faces = []
+    quads = []
+    prev_sel = 0
     stack: list[_Node] = []
     gate = None
     prev_op = OP_START
@@ -227,12 +237,30 @@ def encode_traverse_ref(q, faces, twin, bits: int):
             if op == OP_C:
                 new_vertex(c, None)
                 w = u.opp
+                qa, qb, qw, qc = q[u.vert], q[v.vert], q[w], q[c]
+                quads.append((u.vert, v.vert, w, c))
+                sel = 0
+                if select:
+                    scores = [
+                        sum(
+                            _zig(_wrap(qc[a] - predict_ref(qa[a], qb[a], qw[a], alpha8, k), bits))
+                            .bit_length()
+                            for a in range(3)
+                        )
+                        for k in range(3)
+                    ]
+                    sel = scores.index(min(scores))
+                    syms.append((CTX_SEL + prev_sel, sel))
+                    prev_sel = sel
                 for a in range(3):
-                    pred = q[u.vert][a] + q[v.vert][a] - q[w][a]
-                    cls = residual_class_ref(
-                        abs(q[u.vert][a] - q[w][a]), abs(q[v.vert][a] - q[w][a])
-                    )
-                    put(CTX_RES + a * N_CLASS + cls, _zig(_wrap(q[c][a] - pred, bits)))
+                    r = _wrap(qc[a] - predict_ref(qa[a], qb[a], qw[a], alpha8, sel), bits)
+                    if sel == 0:
+                        ctx = CTX_RES + a * N_CLASS + residual_class_ref(
+                            abs(qa[a] - qw[a]), abs(qb[a] - qw[a])
+                        )
+                    else:
+                        ctx = CTX_COPY + a
+                    put(ctx, _zig(r))
                 last = c
             else:
                 put(CTX_REF, len(order) - 1 - newid[c])
@@ -273,7 +301,15 @@ def encode_traverse_ref(q, faces, twin, bits: int):
     sym = np.array([s[1] for s in syms], np.int32)
     rval = np.array([r[0] for r in raws], np.int64)
     rlen = np.array([r[1] for r in raws], np.int32)
-    return ctx, sym, rval, rlen, np.array(order, np.int64), np.array(out_faces, np.int64)
+    return (
+        ctx,
+        sym,
+        rval,
+        rlen,
+        np.array(order, np.int64),
+        np.array(out_faces, np.int64),
+        np.array(quads, np.int64).reshape(-1, 4),
+    )
 
 
 def normalize_counts_ref(counts) -> list[int]:
@@ -361,7 +397,9 @@ class _Reader:
         return untoken_ref(self.sym(ctx), self.bits)
 
 
-def decode_ref(stream: bytes, raw: bytes, freq, nv: int, nf: int, bits: int):
+def decode_ref(
+    stream: bytes, raw: bytes, freq, nv: int, nf: int, bits: int, alpha8=8, select=False
+):
     """Decode to ``(q (nv, 3) int64, faces (nf, 3) int64)``; ValueError if corrupt."""
     rd = _Reader(bytes(stream), bytes(raw), [[int(f) for f in row] for row in freq])
     mask = (1 << bits) - 1
@@ -370,6 +408,7 @@ def decode_ref(stream: bytes, raw: bytes, freq, nv: int, nf: int, bits: int):
     stack: list[_Node] = []
     gate = None
     prev_op = OP_START
+    prev_sel = 0
     while len(faces) < nf:
         if gate is None:
             if stack:
@@ -411,11 +450,21 @@ def decode_ref(stream: bytes, raw: bytes, freq, nv: int, nf: int, bits: int):
             if op == OP_C:
                 w = u.opp
                 qa, qb, qw = q[u.vert], q[v.vert], q[w]
+                sel = 0
+                if select:
+                    sel = rd.sym(CTX_SEL + prev_sel)
+                    if sel > 2:
+                        raise ValueError("bad predictor choice")
+                    prev_sel = sel
                 pos = []
                 for a in range(3):
-                    cls = residual_class_ref(abs(qa[a] - qw[a]), abs(qb[a] - qw[a]))
-                    r = _unzig(rd.int(CTX_RES + a * N_CLASS + cls))
-                    pos.append((qa[a] + qb[a] - qw[a] + r) & mask)
+                    if sel == 0:
+                        cls = residual_class_ref(abs(qa[a] - qw[a]), abs(qb[a] - qw[a]))
+                        ctx = CTX_RES + a * N_CLASS + cls
+                    else:
+                        ctx = CTX_COPY + a
+                    r = _unzig(rd.int(ctx))
+                    pos.append((predict_ref(qa[a], qb[a], qw[a], alpha8, sel) + r) & mask)
                 q.append(pos)
                 c = len(q) - 1
             else:

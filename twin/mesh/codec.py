@@ -23,7 +23,8 @@ vertices as deltas), residuals wrapped modulo ``2**bits``. Entropy coding: stati
 rANS with one table per context (the previous op; per axis, the spread of the
 gate triangle), raw bits for the low bits of large values.
 
-Format (little endian): ``b"TWMC"``, version (u8, 1), bits (u8), flags (u16, 0),
+Format (little endian): ``b"TWMC"``, version (u8, 1), bits (u8), flags (u16: bits
+0-3 the prediction's ``alpha8``, bit 4 a coded per-vertex predictor choice),
 vertex count (u32), face count (u32), quantisation offset (3 x f64), step (f64),
 byte lengths of the model tables, raw bits and rANS stream (3 x u32), those three
 blobs, then the CRC-32 (u32) of everything before it.
@@ -133,6 +134,53 @@ def _read_tables(buf: bytes) -> np.ndarray:
     return freq
 
 
+_ALPHAS = (0, 4, 6, 8)
+
+
+def _estimate_bits(r: np.ndarray) -> float:
+    """Order-0 token entropy plus raw bits of wrapped residuals (any shape)."""
+    z = np.where(r >= 0, 2 * r, -2 * r - 1).ravel()
+    n = np.zeros(z.shape, np.int64)
+    big = z >= 16
+    n[big] = np.floor(np.log2(z[big])).astype(np.int64) + 1
+    tok = np.where(big, 16 + 2 * (n - 5) + ((z >> np.maximum(n - 2, 0)) & 1), z)
+    counts = np.bincount(tok)
+    p = counts[counts > 0] / tok.size
+    return float(-(p * np.log2(p)).sum() * tok.size + np.where(big, n - 2, 0).sum())
+
+
+def choose_predictor(q: np.ndarray, quads: np.ndarray, bits: int) -> tuple[int, bool]:
+    """Pick ``alpha8`` (of 0, 4, 6, 8) and whether to code a per-vertex predictor
+    choice (apex, ``u`` or ``v``) by the estimated size of the residuals of the
+    traversal's parallelogram-predicted vertices (``quads``: u, v, w, c)."""
+    if len(quads) < 64:
+        return 8, False
+    half = 1 << (bits - 1)
+    mask = (1 << bits) - 1
+    qa, qb, qw, qc = (q[quads[:, k]] for k in range(4))
+
+    def wrap(r):
+        return ((r + half) & mask) - half
+
+    best = (float("inf"), 8, False)
+    for a8 in _ALPHAS:
+        r0 = wrap(qc - ((8 * (qa + qb) + a8 * (qa + qb - 2 * qw)) >> 4))
+        cost = _estimate_bits(r0)
+        if cost < best[0]:
+            best = (cost, a8, False)
+        cands = np.stack([r0, wrap(qc - qa), wrap(qc - qb)])  # (3, K, 3)
+        z = np.where(cands >= 0, 2 * cands, -2 * cands - 1)
+        score = np.where(z > 0, np.floor(np.log2(np.maximum(z, 1))) + 1, 0).sum(axis=2)
+        choice = np.argmin(score, axis=0)
+        r = cands[choice, np.arange(len(choice))]
+        counts = np.bincount(choice, minlength=3)
+        pc = counts[counts > 0] / len(choice)
+        cost = _estimate_bits(r) - float((pc * np.log2(pc)).sum() * len(choice))
+        if cost < best[0]:
+            best = (cost, a8, True)
+    return best[1], best[2]
+
+
 def encode(vertices, faces, bits: int = 14, *, return_order: bool = False):
     """Encode a triangle mesh as a compact archive (``bytes``); see the module docstring.
 
@@ -152,7 +200,11 @@ def encode(vertices, faces, bits: int = 14, *, return_order: bool = False):
     q = qz.positions.astype(np.int64)
     f64 = f.astype(np.int64)
     twin = K.build_twins(f64, q.shape[0])
-    ctx, sym, rval, rlen, order, _ = K.encode_traverse(q, f64, twin, int(bits))
+    out = K.encode_traverse(q, f64, twin, int(bits), 8, False)
+    alpha8, select = choose_predictor(q, out[6], int(bits))
+    if (alpha8, select) != (8, False):
+        out = K.encode_traverse(q, f64, twin, int(bits), alpha8, select)
+    ctx, sym, rval, rlen, order = out[:5]
     counts = np.bincount(ctx.astype(np.int64) * K.NSYM + sym, minlength=K.N_CTX * K.NSYM)
     freq = np.stack([normalize_counts(r) for r in counts.reshape(K.N_CTX, K.NSYM)])
     cum = np.zeros_like(freq)
@@ -164,7 +216,7 @@ def encode(vertices, faces, bits: int = 14, *, return_order: bool = False):
         MAGIC,
         VERSION,
         int(bits),
-        0,
+        alpha8 | (16 if select else 0),
         q.shape[0],
         f.shape[0],
         *(float(x) for x in qz.offset),
@@ -203,21 +255,23 @@ def _parse(data) -> tuple:
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) != crc:
         raise InputError("mesh archive is corrupt (checksum mismatch)")
-    if flags != 0 or not 1 <= bits <= 16 or nv == 0 or nf == 0:
+    if flags & ~31 or (flags & 15) > 8 or not 1 <= bits <= 16 or nv == 0 or nf == 0:
         raise InputError("mesh archive has an invalid header")
     p = _HEAD.size
     tables = data[p : p + lt]
     raw = np.frombuffer(data, np.uint8, lr, p + lt)
     stream = np.frombuffer(data, np.uint8, ls, p + lt + lr)
-    return bits, nv, nf, np.array([ox, oy, oz]), step, tables, raw, stream
+    return bits, nv, nf, flags, np.array([ox, oy, oz]), step, tables, raw, stream
 
 
 def decode_quantized(data) -> tuple[Quantized, np.ndarray]:
     """Decode an archive to ``(Quantized positions, faces uint32 (M, 3))``."""
-    bits, nv, nf, offset, step, tables, raw, stream = _parse(data)
+    bits, nv, nf, flags, offset, step, tables, raw, stream = _parse(data)
     freq = _read_tables(tables)
     lut, fq, cm = K.decode_tables(freq)
-    q, faces, status = K.decode_mesh(stream, raw, lut, fq, cm, nv, nf, bits)
+    q, faces, status = K.decode_mesh(
+        stream, raw, lut, fq, cm, nv, nf, bits, flags & 15, bool(flags & 16)
+    )
     if status != 0:
         raise InputError(f"mesh archive is corrupt: {_STATUS.get(status, status)}")
     return Quantized(positions=q, offset=offset, step=float(step), bits=bits), faces
