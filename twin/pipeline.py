@@ -350,7 +350,11 @@ def _terrain_tiles(out: Path, dem, params: BuildParams) -> Path:
     its globe; ``twin view`` shows the buildings tileset on it)."""
     from twin.terrain.tiling import write_terrain_tiles
 
-    write_terrain_tiles(dem, out / "terrain", max_error=max(params.terrain_max_error, 0.1))
+    # outside the DEM the globe continues at the DEM's lowest height, not at 0 (a cliff)
+    fill = float(np.nanmin(np.where(dem.valid, dem.heights, np.nan)))
+    write_terrain_tiles(
+        dem, out / "terrain", max_error=max(params.terrain_max_error, 0.1), fill_height=fill
+    )
     return out / "terrain" / "layer.json"
 
 

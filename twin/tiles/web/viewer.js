@@ -13,7 +13,7 @@ async function main() {
   document.getElementById("title").textContent = "twin · " + (config.name || "model");
 
   const terrainProvider = config.terrain
-    ? await Cesium.CesiumTerrainProvider.fromUrl(config.terrain, { requestVertexNormals: true })
+    ? await Cesium.CesiumTerrainProvider.fromUrl(config.terrain, { requestVertexNormals: !params.has("nonormals") })
     : new Cesium.EllipsoidTerrainProvider();
   const viewer = new Cesium.Viewer("cesium", {
     baseLayer: false, baseLayerPicker: false, geocoder: false, homeButton: true,
@@ -24,7 +24,16 @@ async function main() {
   });
   const scene = viewer.scene;
   scene.globe.baseColor = Cesium.Color.fromCssColorString("#5d6b4f");
-  scene.globe.enableLighting = false;
+  // a fixed light from the south-east, 50 degrees up, shades the relief and the walls
+  if (config.enu_to_ecef) {
+    const m = Cesium.Matrix4.fromRowMajorArray(config.enu_to_ecef);
+    const rot = Cesium.Matrix4.getMatrix3(m, new Cesium.Matrix3());
+    const enu = Cesium.Cartesian3.normalize(new Cesium.Cartesian3(-0.45, 0.45, -0.77), new Cesium.Cartesian3());
+    const dir = Cesium.Matrix3.multiplyByVector(rot, enu, new Cesium.Cartesian3());
+    scene.light = new Cesium.DirectionalLight({ direction: dir, intensity: 2.2 });
+    scene.globe.enableLighting = true;
+    scene.globe.dynamicAtmosphereLighting = false;
+  }
   scene.globe.depthTestAgainstTerrain = true;
   scene.skyAtmosphere.show = false;
   scene.fog.enabled = false;
@@ -42,15 +51,18 @@ async function main() {
   if (terrainMesh) terrainMesh.show = !config.terrain;
   document.getElementById("show-terrain-mesh").checked = terrainMesh ? terrainMesh.show : false;
   document.getElementById("show-globe").checked = !!config.terrain;
-  const main = buildings || terrainMesh;
+  const main = terrainMesh || buildings;
 
-  // look at the city from the south-west, 45 degrees down
-  if (main) {
+  // look at the whole city from the south-south-west, 35 degrees down
+  const home = () => {
+    if (!main) return;
     const bs = main.boundingSphere;
     viewer.camera.viewBoundingSphere(bs, new Cesium.HeadingPitchRange(
-      Cesium.Math.toRadians(30), Cesium.Math.toRadians(-40), bs.radius * 2.2));
+      Cesium.Math.toRadians(20), Cesium.Math.toRadians(-35), bs.radius * 1.7));
     viewer.camera.lookAtTransform(Cesium.Matrix4.IDENTITY);
-  }
+  };
+  home();
+  viewer.homeButton.viewModel.command.beforeExecute.addEventListener((e) => { e.cancel = true; home(); });
 
   const toggle = (id, fn) => document.getElementById(id).addEventListener("change", (e) => fn(e.target.checked));
   toggle("show-buildings", (on) => { if (buildings) buildings.show = on; });
