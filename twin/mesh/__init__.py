@@ -8,7 +8,9 @@ Storage kernels (arrays in, arrays out; Numba with NumPy references in ``_refere
 our own encoder; meshoptimizer's decoder reads it),
 :func:`encode` / :func:`decode` (twin's compact archival codec: Edgebreaker-style
 connectivity, parallelogram prediction, rANS; exact on the quantised mesh).
-Buildings: :func:`read_footprints`, :func:`building_meshes`, :func:`merge_meshes`.
+Buildings: :func:`read_footprints`, :func:`building_meshes`, :func:`merge_meshes`,
+:func:`buildings_from_points` (LoD2 from roof points). Surfaces: :func:`reconstruct`
+(Poisson or DSM), :func:`write_surface`.
 """
 
 from twin.mesh.buildings import BuildingMesh, MergedMesh, building_meshes, merge_meshes
@@ -30,18 +32,23 @@ from twin.mesh.quantize import (
     quantize,
 )
 from twin.mesh.reorder import acmr, atvr, optimize_vertex_cache, optimize_vertex_fetch
+from twin.mesh.roofs import BuildingsResult, buildings_from_points
 from twin.mesh.simplify import SimplifyResult, simplify
+from twin.mesh.surface import Surface, reconstruct, write_surface
 from twin.mesh.validate import check_mesh
 from twin.mesh.weld import weld
 
 __all__ = [
     "BuildingMesh",
+    "BuildingsResult",
     "MergedMesh",
     "Quantized",
     "SimplifyResult",
+    "Surface",
     "acmr",
     "atvr",
     "building_meshes",
+    "buildings_from_points",
     "check_mesh",
     "decode",
     "decode_index_buffer",
@@ -60,6 +67,8 @@ __all__ = [
     "optimize_vertex_fetch",
     "quantize",
     "read_footprints",
+    "reconstruct",
     "simplify",
     "weld",
+    "write_surface",
 ]

@@ -1,5 +1,6 @@
 """twin.tiles: glTF 2.0 / GLB writing, 3D Tiles 1.1 tilesets, validation, previews."""
 
+from twin.tiles.cityjson import validate_cityjson, write_cityjson
 from twin.tiles.gltf import GltfMesh, read_glb, write_glb
 from twin.tiles.preview import render_preview
 from twin.tiles.tileset import TileContent, write_tileset
@@ -10,8 +11,10 @@ __all__ = [
     "TileContent",
     "read_glb",
     "render_preview",
+    "validate_cityjson",
     "validate_glb",
     "validate_tileset",
+    "write_cityjson",
     "write_glb",
     "write_tileset",
 ]
