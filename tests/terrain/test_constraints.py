@@ -8,8 +8,8 @@ import pytest
 import shapely
 
 from twin.terrain import _kernels, _reference
-from twin.terrain.tin import constraint_segments, tin, tin_errors
 from twin.terrain.tiled import tile_lines
+from twin.terrain.tin import constraint_segments, tin, tin_errors
 
 from .test_tin import check_guarantee, check_mesh, fractal
 

@@ -1826,3 +1826,69 @@ def refine_profile(z, pos, zfix, max_error):
             stack_zb[ns] = zb
             ns += 1
     return chosen
+
+
+# --------------------------------------------------------------------------------------
+# heights of a TIN at arbitrary points
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def tin_heights_at(vx, vy, vz, faces, qx, qy, cell):
+    """Height of the TIN surface at each query point (NaN outside every triangle).
+
+    Triangles are bucketed into square cells of side ``cell`` (their bounding boxes),
+    then each query point tests the triangles of its cell (barycentric coordinates,
+    tolerance 1e-9 of the triangle's size, so points on edges are found). Memory:
+    the buckets (8 bytes per triangle-cell pair) plus the output.
+    """
+    nf = faces.shape[0]
+    x0 = vx.min()
+    y0 = vy.min()
+    nx = int((vx.max() - x0) / cell) + 1
+    ny = int((vy.max() - y0) / cell) + 1
+    count = np.zeros(nx * ny + 1, np.int64)
+    for f in range(nf):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        i0 = int((min(vx[a], min(vx[b], vx[c])) - x0) / cell)
+        i1 = int((max(vx[a], max(vx[b], vx[c])) - x0) / cell)
+        j0 = int((min(vy[a], min(vy[b], vy[c])) - y0) / cell)
+        j1 = int((max(vy[a], max(vy[b], vy[c])) - y0) / cell)
+        for j in range(j0, j1 + 1):
+            for i in range(i0, i1 + 1):
+                count[j * nx + i + 1] += 1
+    for k in range(nx * ny):
+        count[k + 1] += count[k]
+    fill = count[:-1].copy()
+    items = np.empty(count[-1], np.int64)
+    for f in range(nf):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        i0 = int((min(vx[a], min(vx[b], vx[c])) - x0) / cell)
+        i1 = int((max(vx[a], max(vx[b], vx[c])) - x0) / cell)
+        j0 = int((min(vy[a], min(vy[b], vy[c])) - y0) / cell)
+        j1 = int((max(vy[a], max(vy[b], vy[c])) - y0) / cell)
+        for j in range(j0, j1 + 1):
+            for i in range(i0, i1 + 1):
+                items[fill[j * nx + i]] = f
+                fill[j * nx + i] += 1
+    out = np.full(qx.shape[0], np.nan)
+    for q in range(qx.shape[0]):
+        i = int((qx[q] - x0) / cell)
+        j = int((qy[q] - y0) / cell)
+        if i < 0 or j < 0 or i >= nx or j >= ny:
+            continue
+        k = j * nx + i
+        for s in range(count[k], count[k + 1]):
+            f = items[s]
+            a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+            ax, ay, bx, by, cx, cy = vx[a], vy[a], vx[b], vy[b], vx[c], vy[c]
+            det = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+            if det == 0.0:
+                continue
+            l1 = ((qx[q] - ax) * (cy - ay) - (qy[q] - ay) * (cx - ax)) / det
+            l2 = ((bx - ax) * (qy[q] - ay) - (by - ay) * (qx[q] - ax)) / det
+            l0 = 1.0 - l1 - l2
+            if l0 >= -1e-9 and l1 >= -1e-9 and l2 >= -1e-9:
+                out[q] = l0 * vz[a] + l1 * vz[b] + l2 * vz[c]
+                break
+    return out
