@@ -289,3 +289,23 @@ def test_api_places_raw_positions(small_city, placer, tmp_path):
             got = c.get(f"/entities/{ent}", headers=H(VIEWER)).json()
             assert (got["building"], got["floor"]) == (a["building_id"], a["floor"])
             assert got["enu"] is not None
+
+
+def test_pushes_from_several_threads_keep_cursor_order():
+    """A batch published by another thread (the MQTT worker) and then one published
+    from the event loop's own thread (an HTTP handler) reach a subscriber's queue in
+    publication (cursor) order: the second must not overtake the first."""
+    import asyncio
+    import threading
+
+    from twin.sync.server import _Subscriber
+
+    async def run():
+        sub = _Subscriber(None, None, None, 0, 100)
+        t = threading.Thread(target=sub.offer, args=("first",))
+        t.start()
+        t.join()  # published (under the store lock) before the next batch
+        sub.offer("second")
+        return [await sub.queue.get(), await sub.queue.get()]
+
+    assert asyncio.run(run()) == ["first", "second"]

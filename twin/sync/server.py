@@ -254,14 +254,11 @@ class _Subscriber:
     def offer(self, deltas: _Batch) -> None:
         if self.queue.qsize() >= self.max_queue:
             self.overflow = True
-        try:
-            same = asyncio.get_running_loop() is self.loop
-        except RuntimeError:
-            same = False
-        if same:
-            self.queue.put_nowait(deltas)
-        else:  # published from another thread's loop (e.g. a test client)
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, deltas)
+        # always through the loop's FIFO of callbacks, also from the loop's own
+        # thread: batches published from several threads (HTTP handlers, the MQTT
+        # worker) under the store lock then reach the queue in cursor order; a direct
+        # put from the loop thread could overtake a batch scheduled by another thread
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, deltas)
 
 
 class _Batch:
