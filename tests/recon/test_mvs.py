@@ -1,0 +1,139 @@
+"""Dense matching kernels against their NumPy reference, and on an exact plane scene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from twin.recon import _mvs_kernels as kern
+from twin.recon import _mvs_reference as ref
+from twin.recon.fuse import fuse, voxel_merge
+from twin.recon.mvs import MvsOptions, View, compute_depth_map, select_sources
+from twin.synth.camera import look_rotation
+
+W, H, F = 128, 96, 110.0
+
+
+def _texture_fn(seed: int = 0):
+    """A smooth random texture t(x, y) on the plane (values 0..1)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((64, 64))
+    from scipy.ndimage import map_coordinates, zoom
+
+    fine = zoom(coarse, 4, order=3)  # 256 x 256 over 64 m: 0.25 m cells
+
+    def tex(x, y):
+        u = (x + 32.0) / 64.0 * 255
+        v = (y + 32.0) / 64.0 * 255
+        return np.clip(map_coordinates(fine, [v, u], order=1, mode="reflect"), 0, 1)
+
+    return tex
+
+
+def _plane_scene(normal=(0.0, 0.0, 1.0), n_views: int = 5):
+    """Views of the plane ``normal . X = 0`` from ~40 m, looking at the origin."""
+    nrm = np.asarray(normal, float)
+    nrm /= np.linalg.norm(nrm)
+    # orthonormal basis of the plane for its texture coordinates
+    e1 = np.cross(nrm, [0, 1, 0] if abs(nrm[1]) < 0.9 else [1, 0, 0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(nrm, e1)
+    tex = _texture_fn()
+    K = np.array([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1.0]])
+    views, depths = [], []
+    offsets = [(0, 0), (6, 0), (-6, 0), (0, 6), (0, -6), (4, 4)][:n_views]
+    for k, (dx, dy) in enumerate(offsets):
+        C = 40.0 * nrm + dx * e1 + dy * e2
+        R = look_rotation(-C / np.linalg.norm(C), np.array([1.0, 0, 0]))
+        t = -R @ C
+        v, u = np.mgrid[0:H, 0:W] + 0.5
+        rays = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T  # camera
+        d_world = rays @ R  # world directions (z_cam = 1)
+        s = -(C @ nrm) / (d_world @ nrm)
+        X = C + s[..., None] * d_world
+        g = tex(X @ e1, X @ e2)
+        rgb = np.repeat((g * 255).astype(np.uint8)[..., None], 3, axis=2)
+        views.append(View(f"v{k}", K, R, t, rgb))
+        depths.append(s.astype(np.float32))  # camera z = s since ray has z = 1
+    return views, depths, nrm
+
+
+def test_pixel_cost_matches_the_reference():
+    views, depths, nrm = _plane_scene(normal=(0.3, -0.2, 1.0))
+    g = [v.grey() for v in views]
+    srcs_idx = [1, 2, 3, 4]
+    Rs = np.array([views[j].R @ views[0].R.T for j in srcs_idx])
+    ts = np.array([views[j].t - Rs[k] @ views[0].t for k, j in enumerate(srcs_idx)])
+    Ks = np.array([views[j].K for j in srcs_idx])
+    srcs = np.stack([g[j] for j in srcs_idx])
+    dims = np.array([[H, W]] * 4)
+    Kinv = np.linalg.inv(views[0].K)
+    n_cam = views[0].R @ nrm
+    rng = np.random.default_rng(3)
+    buf = np.empty(4)
+    for _ in range(40):
+        r, c = int(rng.integers(0, H)), int(rng.integers(0, W))
+        d = float(depths[0][r, c]) * float(rng.uniform(0.9, 1.1))
+        n = n_cam + rng.normal(0, 0.2, 3)
+        n /= np.linalg.norm(n)
+        for half, step, nbest in ((4, 2, 3), (3, 1, 2)):
+            a = kern.pixel_cost(
+                g[0], srcs, dims, Ks, Rs, ts, Kinv, r, c, d, n[0], n[1], n[2],
+                half, step, nbest, buf,
+            )  # fmt: skip
+            b = ref.pixel_cost(g[0], srcs, Ks, Rs, ts, views[0].K, r, c, d, n, half, step, nbest)
+            assert a == pytest.approx(b, abs=2e-4)
+    # the true plane has a low cost, a wrong depth a higher one
+    r, c = H // 2, W // 2
+    d = float(depths[0][r, c])
+    good = ref.pixel_cost(g[0], srcs, Ks, Rs, ts, views[0].K, r, c, d, n_cam, 4, 2, 3)
+    bad = ref.pixel_cost(g[0], srcs, Ks, Rs, ts, views[0].K, r, c, 1.1 * d, n_cam, 4, 2, 3)
+    assert good < 0.1 < bad
+
+
+@pytest.mark.parametrize("normal", [(0.0, 0.0, 1.0), (0.5, 0.0, 1.0)])
+def test_depth_map_of_a_plane(normal):
+    views, depths, nrm = _plane_scene(normal=normal)
+    opt = MvsOptions(coarse_size=64, depth_samples=32, iterations=3)
+    srcs = select_sources(views, 0, 40.0, opt)
+    assert sorted(srcs) == [1, 2, 3, 4]
+    dm = compute_depth_map(views, 0, srcs, (30.0, 55.0), opt)
+    ok = dm.depth > 0
+    assert ok.mean() > 0.7  # the rest: windows leaving the sources near the edges
+    rel = np.abs(dm.depth[ok] - depths[0][ok]) / depths[0][ok]
+    assert np.median(rel) < 0.002 and np.percentile(rel, 90) < 0.01
+    n_true = views[0].R @ nrm
+    ang = np.degrees(np.arccos(np.clip(dm.normal[ok] @ n_true, -1, 1)))
+    assert np.median(ang) < 5.0
+    assert dm.confidence[ok].min() > 0 and dm.confidence[~ok].max() == 0
+
+
+def test_fusion_keeps_consistent_points_on_the_plane():
+    views, depths, nrm = _plane_scene(n_views=4)
+    opt = MvsOptions(coarse_size=64, depth_samples=32)
+    maps = []
+    for i in range(len(views)):
+        dm = compute_depth_map(views, i, select_sources(views, i, 40.0, opt), (30, 55), opt)
+        maps.append(dm)
+    # spoil one map: its wrong depths must not survive the consistency check
+    maps[3].depth[:] = np.where(maps[3].depth > 0, maps[3].depth * 1.2, 0)
+    cloud = fuse(views, maps, min_views=2)
+    assert len(cloud) > 0.5 * H * W
+    dist = np.abs(cloud.xyz @ nrm)
+    assert np.percentile(dist, 90) < 0.05  # GSD here is ~0.36 m
+    assert (dist > 4.0).mean() < 1e-3  # the spoiled map's points are ~8 m off
+    assert cloud.views.min() >= 2
+    merged = voxel_merge(cloud, 0.5)
+    assert len(merged) < len(cloud) and np.median(np.abs(merged.xyz @ nrm)) < 0.05
+    assert np.all(np.linalg.norm(merged.normal, axis=1) > 0.99)
+
+
+def test_kernel_consistency_against_exact_depths():
+    views, depths, _ = _plane_scene(n_views=2)
+    a, b = views
+    R = b.R @ a.R.T
+    t = b.t - R @ a.t
+    ok, pts = kern.consistency(depths[0], np.linalg.inv(a.K), b.K, R, t, depths[1], 0.01, 1.0)
+    assert ok.mean() > 0.8
+    z = pts[ok.astype(bool)][:, 2]
+    assert np.allclose(z, depths[0][ok.astype(bool)], rtol=0.01)
