@@ -309,3 +309,28 @@ def test_pushes_from_several_threads_keep_cursor_order():
         return [await sub.queue.get(), await sub.queue.get()]
 
     assert asyncio.run(run()) == ["first", "second"]
+
+
+def test_oversized_and_nan_events_rejected_one_by_one(client):
+    """An oversized event (attributes over 16 KiB; an NDJSON line over 64 KiB) and NaN
+    coordinates are rejected with reasons while the rest of the batch applies."""
+    big_attrs = ev(2, 20, attributes={"blob": "x" * 20_000})
+    nan = ev(3, 30)
+    nan["position"]["lon"] = float("nan")
+    huge_line = json.dumps(ev(4, 40, attributes={"blob": "y" * 70_000}))
+    lines = [json.dumps(ev(1, 10)), json.dumps(big_attrs), json.dumps(nan), huge_line]
+    lines.append(json.dumps(ev(5, 50)))
+    r = client.post(
+        "/events",
+        content="\n".join(lines).encode(),
+        headers={**H(ADMIN), "Content-Type": "application/x-ndjson"},
+    )
+    out = r.json()["outcomes"]
+    assert [o["result"] for o in out] == ["applied", "rejected", "rejected", "rejected", "applied"]
+    assert out[1]["reason"].startswith("attributes are 200") and "limit 16384" in out[1]["reason"]
+    assert out[2]["reason"] == "position.lon is nan (not finite)"
+    assert "limit 65536" in out[3]["reason"]
+    assert (
+        client.get("/entities/urn:ngsi-ld:Vehicle:V0001", headers=H(VIEWER)).json()["event_id"]
+        == "e5"
+    )
