@@ -23,7 +23,7 @@ import pyproj
 from affine import Affine
 
 from twin.crs import parse_crs
-from twin.errors import CRSError, InputError
+from twin.errors import CRSError, InputError, ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,23 @@ class Dem:
         return out.reshape(shape)
 
 
-def read_dem(path: str | os.PathLike, crs=None) -> Dem:
+def available_memory() -> int:
+    """Bytes of memory available to this process now (``MemAvailable`` of
+    /proc/meminfo; physical pages where that is missing)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def read_dem(path: str | os.PathLike, crs=None, window=None) -> Dem:
     """Read band 1 of a DEM raster (GeoTIFF or anything GDAL reads) into a :class:`Dem`.
 
     ``crs`` (EPSG code, WKT, ...) is used when the file has no CRS; when the file has
@@ -129,8 +145,41 @@ def read_dem(path: str | os.PathLike, crs=None) -> Dem:
         with rasterio.open(path) as ds:
             if ds.count < 1:
                 raise InputError("the raster has no band", path=path)
-            data = ds.read(1, masked=True)
-            transform = ds.transform
+            if window is not None:
+                from rasterio.windows import Window
+
+                try:
+                    r0, c0, nr, nc = (int(v) for v in window)
+                except (TypeError, ValueError):
+                    raise ParameterError(
+                        f"window must be (row_off, col_off, rows, cols), got {window!r}"
+                    ) from None
+                if (
+                    nr < 1
+                    or nc < 1
+                    or r0 < 0
+                    or c0 < 0
+                    or r0 + nr > ds.height
+                    or (c0 + nc > ds.width)
+                ):
+                    raise ParameterError(
+                        f"window {window!r} is not inside the {ds.height} x {ds.width} raster"
+                    )
+                win = Window(c0, r0, nc, nr)
+                shape = (nr, nc)
+            else:
+                win = None
+                shape = (ds.height, ds.width)
+            need = 17 * shape[0] * shape[1]  # the band as read, its float64 copy, the mask
+            if need > available_memory():
+                raise InputError(
+                    f"the {shape[0]} x {shape[1]} grid needs about {need / 2**30:.1f} GiB, "
+                    f"more than the memory available: read it in windows "
+                    f"(read_dem(..., window=...)) or triangulate it in tiles",
+                    path=path,
+                )
+            data = ds.read(1, masked=True, window=win)
+            transform = ds.transform if win is None else ds.window_transform(win)
             file_crs = ds.crs
             nodata = ds.nodata
             area = str(ds.tags().get("AREA_OR_POINT", "Area")).lower() != "point"

@@ -37,6 +37,10 @@ MAX_GREEDY_SIDE = 2**14 + 1
 
 MODES = ("greedy", "rtin")
 
+#: Peak bytes per input sample of an untiled TIN with very many triangles (measured:
+#: 135 at 1.3 triangles per sample); larger grids than memory allows need tiles.
+BYTES_PER_SAMPLE = 150
+
 
 def _affine6(transform: Any) -> tuple[float, float, float, float, float, float] | None:
     """(a, b, c, d, e, f) of an affine transform: x = a*col + b*row + c,
@@ -384,7 +388,8 @@ def tin(
     ------
     InputError
         heights not 2D, fewer than 2 rows or columns, no valid sample, mask of another
-        shape, grid too large for one greedy triangulation.
+        shape, grid too large for one greedy triangulation or (untiled) for the memory
+        available.
     ParameterError
         ``max_error`` not a positive finite number, unknown ``mode``, bad transform,
         unreadable or non-finite constraints, constraints or tiles with RTIN, a
@@ -410,6 +415,16 @@ def tin(
             log.warning("tin: no constraint edge lies on the raster; triangulating without")
     if tile_size is not None and mode != "greedy":
         raise ParameterError(f"tile_size needs mode='greedy', got mode={mode!r}")
+    if tile_size is None:
+        from twin.terrain.dem import available_memory
+
+        need = BYTES_PER_SAMPLE * herr.size
+        if need > available_memory():
+            raise InputError(
+                f"a {herr.shape[0]} x {herr.shape[1]} grid may need {need / 2**30:.1f} GiB "
+                "to triangulate at once, more than the memory available: triangulate it "
+                "in tiles (tin(..., tile_size=256))"
+            )
     gv, faces, reached = _tin_grid(herr, valid, max_error, mode, forced, tile_size, workers)
     return _to_map(gv, faces, aff, reached)
 
