@@ -36,12 +36,13 @@ first gets everything after it from the store, then live deltas: nothing is
 missed and nothing repeats. ``since`` omitted: live only. Filters: ``bbox``
 (lon_min,lat_min,lon_max,lat_max), ``types`` (comma list), ``building``.
 
-Concurrency: the store is used from the event loop thread only (SQLite connections
-are single-threaded), so batches are applied one at a time, in arrival order, and
-pushes follow the order of the store's cursor. Memory grows with one request body
-and, per subscriber, the deltas not yet sent (bounded by ``max_queue``; a
-subscriber that falls further behind is disconnected with code 1013 and resumes
-with ``since``).
+Concurrency: store calls run in worker threads under one lock (a SQLite connection
+is used by one thread at a time), so batches are applied one at a time and the
+event loop keeps pushing deltas while a batch is applied and fsynced; pushes
+follow the order of the store's cursor, whichever thread (HTTP, MQTT) applied.
+Memory grows with one request body and, per subscriber, the deltas not yet sent
+(bounded by ``max_queue``; a subscriber that falls further behind is disconnected
+with code 1013 and resumes with ``since``).
 """
 
 from __future__ import annotations
@@ -358,6 +359,16 @@ def create_app(
             )
         return tok
 
+    async def locked(fn):
+        """Run a store read in a worker thread under the store lock (a batch being
+        applied meanwhile does not block the event loop)."""
+
+        def run():
+            with lock:
+                return fn()
+
+        return await asyncio.to_thread(run)
+
     @app.exception_handler(ParameterError)
     async def _bad_param(request: Request, exc: ParameterError):
         return JSONResponse({"detail": exc.reason}, status_code=400)
@@ -384,7 +395,9 @@ def create_app(
             raise HTTPException(
                 429, "rate limit exceeded", headers={"Retry-After": f"{math.ceil(wait)}"}
             )
-        outcomes = ingestor.ingest(raw, tok)
+        # in a worker thread: the event loop keeps pushing deltas to WebSocket
+        # subscribers while this batch is validated, applied and fsynced
+        outcomes = await asyncio.to_thread(ingestor.ingest, raw, tok)
         counts = count_outcomes(outcomes)
         return {
             "counts": counts,
@@ -395,8 +408,8 @@ def create_app(
     @app.get("/health")
     async def health(request: Request):
         auth(request.headers.get("authorization"), need_read=False, path="GET /health")
-        with lock:
-            return {"status": "ok", "entities": store.count(), "cursor": store.cursor()}
+        n, c = await locked(lambda: (store.count(), store.cursor()))
+        return {"status": "ok", "entities": n, "cursor": c}
 
     @app.get("/entities/{entity_id}/history")
     async def history(
@@ -404,18 +417,22 @@ def create_app(
     ):
         auth(request.headers.get("authorization"), need_read=True, path="GET history")
         lo, hi = _time(t0, "t0"), _time(t1, "t1")
-        with lock:
+
+        def read():
             if store.state(entity_id) is None:
-                raise HTTPException(404, f"no entity {entity_id!r}")
-            rows = store.history(entity_id, lo, hi)
+                return None
+            return store.history(entity_id, lo, hi)
+
+        rows = await locked(read)
+        if rows is None:
+            raise HTTPException(404, f"no entity {entity_id!r}")
         return {"id": entity_id, "history": rows}
 
     @app.get("/entities/{entity_id}")
     async def entity(request: Request, entity_id: str, at: str | None = None, format: str = "twin"):
         auth(request.headers.get("authorization"), need_read=True, path="GET entity")
         t = _time(at, "at")
-        with lock:
-            e = store.state(entity_id, at=t)
+        e = await locked(lambda: store.state(entity_id, at=t))
         if e is None:
             raise HTTPException(404, f"no entity {entity_id!r}" + (f" at {at}" if at else ""))
         return to_ngsi_ld(e) if format == "ngsi-ld" else entity_dict(e)
@@ -433,8 +450,9 @@ def create_app(
     ):
         auth(request.headers.get("authorization"), need_read=True, path="GET entities")
         args = dict(bbox=_bbox(bbox), types=_types(type), at=_time(at, "at"))
-        with lock:
-            found = store.query(building=building, floor=floor, status=status, **args)
+        found = await locked(
+            lambda: store.query(building=building, floor=floor, status=status, **args)
+        )
         return {"count": len(found), "entities": [entity_dict(e) for e in found[: max(0, limit)]]}
 
     @app.get("/indicators")
@@ -448,8 +466,7 @@ def create_app(
         auth(request.headers.get("authorization"), need_read=True, path="GET indicators")
         args = dict(types=_types(types), cells=cells.split(",") if cells else None)
         lo, hi = _time(t0, "t0"), _time(t1, "t1")
-        with lock:
-            rows = store.indicators(lo, hi, **args)
+        rows = await locked(lambda: store.indicators(lo, hi, **args))
         return {
             "cell_deg": store.cell_deg,
             "bucket_s": store.bucket_s,
