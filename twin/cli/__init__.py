@@ -243,6 +243,7 @@ from twin.cli.tiles import tiles, view  # noqa: E402
 for _group in (points, terrain, sync, tiles, view):
     main.add_command(_group)
 main.add_command(recon)
+main.add_command(__import__("twin.cli.texture", fromlist=["texture"]).texture)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
