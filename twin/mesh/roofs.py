@@ -19,8 +19,8 @@ For every footprint:
    points (a roof with parts at different heights), or the planes are too few for
    the points, the building becomes **LoD1**: a flat roof at the median roof-point
    height.
-4. **Walls down to the terrain**: the base is the lowest DEM height under the
-   footprint (as in :func:`twin.mesh.buildings.building_meshes`), else a low
+4. **Walls down to the terrain**: the base is the footprint's ``base_height`` where
+   given, else the lowest DEM height under the footprint (as in :func:`twin.mesh.buildings.building_meshes`), else a low
    percentile of the ground points (class 2) within ``ground_ring`` metres around it.
    The solid (floor, walls along every ring, roof pieces) comes from the same builder
    as :mod:`twin.mesh.buildings`: closed, outward, one per building, with its id.
@@ -35,7 +35,8 @@ Attributes of each :class:`~twin.mesh.buildings.BuildingMesh`: ``building_id``,
 ``lod`` (1 or 2), ``roof_type`` (flat, shed, gable, hip, multi-plane), ``height``
 (ridge above base, m), ``eave_height`` (lowest roof height above the base),
 ``base_height`` (absolute, the cloud CRS's heights), ``ridge_z`` (absolute),
-``base_source``, ``source`` (``lidar``/``footprint``), ``points`` and ``planes``
+``base_source``, ``source`` (``lidar``/``footprint``), ``points``, ``roof_median_z``
+(median roof-point height, absolute) and ``planes``
 (slope and aspect in degrees, inliers, RMSE in metres).
 
 **Memory** grows with the cloud (its building and ground points, a point-in-polygon
@@ -475,8 +476,15 @@ def buildings_from_points(
         shapely.transform(g, lambda xy: xy * hf) if g is not None else None for g in fp.geometry
     ]
     bases = np.full(len(fp), np.nan)
-    if dem is not None:
-        bases = _base_from_dem(list(fp.geometry), fp.crs, dem) * unit_factors(dem.crs)[1]
+    base_src = np.full(len(fp), "ground points", dtype=object)
+    if "base_height" in fp.columns:
+        bases = np.asarray(fp["base_height"], dtype=np.float64) * vf
+        base_src[np.isfinite(bases)] = "column"
+    need = ~np.isfinite(bases)
+    if dem is not None and need.any():
+        geoms = [fp.geometry.iloc[i] for i in np.flatnonzero(need)]
+        bases[need] = _base_from_dem(geoms, fp.crs, dem) * unit_factors(dem.crs)[1]
+        base_src[need & np.isfinite(bases)] = "dem"
     params = dict(
         threshold=threshold,
         min_density=min_density,
@@ -500,9 +508,8 @@ def buildings_from_points(
                 result.repaired.append((bid, note))
             geom = shapely.union_all(parts) if len(parts) > 1 else parts[0]
             base = bases[i]
-            base_source = "dem"
+            base_source = base_src[i]
             if not np.isfinite(base):
-                base_source = "ground points"
                 if tree_g is not None:
                     ring = geom.buffer(ground_ring).difference(geom)
                     gi = tree_g.query(ring, predicate="contains")
@@ -551,6 +558,7 @@ def buildings_from_points(
                 "base_source": base_source,
                 "source": source,
                 "points": int(len(pts)),
+                "roof_median_z": float(np.median(pts[:, 2]) / vf) if len(pts) else float(top / vf),
                 "planes": [p.to_dict() for p in fit.planes] if fit.lod == 2 else [],
             }
             if fit.why:
