@@ -314,6 +314,11 @@ def tin_max_error_int(px, py, pz, faces, herr):
     return tri_err, uncovered
 
 
+#: :func:`tin_max_error_int` compiled serially and without the GIL: for one tile per
+#: thread (parallel Numba regions must not be entered from several threads at once).
+tin_max_error_int_serial = njit(cache=True, nogil=True)(tin_max_error_int.py_func)
+
+
 # --------------------------------------------------------------------------------------
 # growable flat arrays
 # --------------------------------------------------------------------------------------

@@ -134,8 +134,10 @@ def _profiles(herr, corner_z, xs, ys, cpts, max_error):
 
 def tin_tiled(herr, valid, max_error, tile_size, workers=None, forced=None):
     """Greedy TIN of a grid in tiles (see the module docstring), in grid units:
-    ``(px, py, pz, faces)`` before verification. ``forced``: constraint points and
-    segments as for :func:`twin.terrain.tin._greedy` (grid units) or None.
+    ``(px, py, pz, faces, tri_err, uncovered)``, verified tile by tile (each
+    triangle's worst error, -1 over no valid sample; valid samples left
+    uncovered). ``forced``: constraint points and segments as for
+    :func:`twin.terrain.tin._greedy` (grid units) or None.
 
     Memory: the input (and, with holes, a filled copy), per running tile its copy
     (8 bytes per tile sample) and refinement arrays (~100 bytes per tile triangle),
@@ -234,7 +236,18 @@ def tin_tiled(herr, valid, max_error, tile_size, workers=None, forced=None):
         )
         if failed:
             raise RuntimeError(f"tile {j},{i}: {failed} constraint items could not be forced")
-        return px + c0, py + r0, pz, tri.reshape(-1, 3)
+        tri = tri.reshape(-1, 3)
+        # verify the tile against all its samples (its borders included): a triangle
+        # lies in one tile, so this is the verification of the merged TIN, per tile
+        own = herr[r0 : r1 + 1, c0 : c1 + 1]
+        if len(tseg):
+            err, tri_err = _kernels.tin_sample_errors(px, py, pz, tri.astype(np.int64), own)
+            uncovered = int(np.isinf(err).sum())
+        else:
+            tri_err, uncovered = _kernels.tin_max_error_int_serial(
+                px.astype(np.int64), py.astype(np.int64), pz, tri, own
+            )
+        return px + c0, py + r0, pz, tri, tri_err, uncovered
 
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) > 1:
@@ -242,25 +255,43 @@ def tin_tiled(herr, valid, max_error, tile_size, workers=None, forced=None):
             results = list(pool.map(run, jobs))
     else:
         results = [run(job) for job in jobs]
-    return _merge(results, xs, ys)
+    return _merge(results, xs, ys, cols)
 
 
-def _merge(results, xs, ys):
-    """Concatenate tile TINs and merge the vertices they share on tile borders."""
+def _merge(results, xs, ys, cols):
+    """Concatenate tile TINs and merge the vertices they share on tile borders.
+    Returns (px, py, pz, faces, tri_err, uncovered samples)."""
     nv = [len(r[0]) for r in results]
     px = np.concatenate([r[0] for r in results])
     py = np.concatenate([r[1] for r in results])
     pz = np.concatenate([r[2] for r in results])
     offs = np.concatenate([[0], np.cumsum(nv)[:-1]])
     faces = np.concatenate([r[3].astype(np.int64) + o for r, o in zip(results, offs, strict=True)])
-    border = np.isin(px, xs) | np.isin(py, ys)
+    tri_err = np.concatenate([r[4] for r in results])
+    uncovered = sum(int(r[5]) for r in results)
+    # border vertices: on a tile line (integral positions checked by table look-up)
+    line_x = np.zeros(int(xs[-1]) + 2, bool)
+    line_x[xs] = True
+    line_y = np.zeros(int(ys[-1]) + 2, bool)
+    line_y[ys] = True
+    ix = px.astype(np.int64)
+    iy = py.astype(np.int64)
+    border = ((ix == px) & line_x[ix]) | ((iy == py) & line_y[iy])
     ids = np.arange(len(px), dtype=np.int64)
     b = np.nonzero(border)[0]
     if len(b):
-        key = np.column_stack([px[b], py[b]])
-        _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
-        ids[b] = b[first][inv.ravel()]
+        grid = (px[b] == ix[b]) & (py[b] == iy[b])
+        sel = b[grid]  # grid samples: one integer key each
+        if len(sel):
+            key = iy[sel] * (cols + 1) + ix[sel]
+            _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+            ids[sel] = sel[first][inv.ravel()]
+        sel = b[~grid]  # constraint crossings: bit-identical in both tiles
+        if len(sel):
+            key = np.column_stack([px[sel], py[sel]])
+            _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+            ids[sel] = sel[first][inv.ravel()]
     keep = ids == np.arange(len(px))
     remap = np.cumsum(keep) - 1
     faces = remap[ids[faces]]
-    return px[keep], py[keep], pz[keep], faces
+    return px[keep], py[keep], pz[keep], faces, tri_err, uncovered

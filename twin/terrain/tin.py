@@ -458,17 +458,20 @@ def _tin_grid(herr, valid, max_error, mode, forced=None, tile_size=None, workers
     if tile_size is not None:
         from twin.terrain.tiled import tin_tiled
 
-        gx, gy, gz, faces = tin_tiled(herr, valid, max_error, tile_size, workers, forced)
+        gx, gy, gz, faces, tri_err, uncovered = tin_tiled(
+            herr, valid, max_error, tile_size, workers, forced
+        )
+        gv = np.column_stack([gx, gy, gz])
     elif mode == "greedy":
         gx, gy, gz, faces = _greedy(herr, valid, max_error, forced)
     else:
         from twin.terrain.rtin import rtin_grid
 
         gx, gy, gz, faces = rtin_grid(herr, valid, max_error)
-    gv = np.column_stack([gx, gy, gz])
-
-    # verification (and the drop rule): rasterise the TIN back onto the grid
-    tri_err, uncovered = _verify(gv, faces, herr)
+    if tile_size is None:
+        gv = np.column_stack([gx, gy, gz])
+        # verification (and the drop rule): rasterise the TIN back onto the grid
+        tri_err, uncovered = _verify(gv, faces, herr)
     keep = tri_err >= 0.0
     if forced is not None:
         keep[:] = True  # constraint vertices stay, even over nodata
