@@ -66,7 +66,8 @@ class Outcome(NamedTuple):
 
 
 class Store(ABC):
-    """The interface every backend implements (SQLite now; PostgreSQL later).
+    """The interface every backend implements (:class:`SQLiteStore`, and
+    :class:`~twin.sync.pgstore.PostgresStore` for several processes sharing one twin).
 
     Times are epoch nanoseconds UTC (``int``) or ISO 8601 strings; positions WGS 84.
     """
