@@ -20,8 +20,9 @@ For every footprint:
    the points, the building becomes **LoD1**: a flat roof at the median roof-point
    height.
 4. **Walls down to the terrain**: the base is the footprint's ``base_height`` where
-   given, else the lowest DEM height under the footprint (as in :func:`twin.mesh.buildings.building_meshes`), else a low
-   percentile of the ground points (class 2) within ``ground_ring`` metres around it.
+   given, else the lowest DEM height under the footprint (as in
+   :func:`twin.mesh.buildings.building_meshes`), else a low percentile of the ground
+   points (class 2) within ``ground_ring`` metres around it.
    The solid (floor, walls along every ring, roof pieces) comes from the same builder
    as :mod:`twin.mesh.buildings`: closed, outward, one per building, with its id.
 
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 BUILDING, GROUND = 6, 2
 
 
-@dataclass
+@dataclass(eq=False)
 class RoofPlane:
     """A roof plane ``n . (p - origin) + d = 0`` (unit normal pointing up), with the
     number of its ``points`` and their ``rmse`` (m)."""
@@ -335,9 +336,9 @@ def _fit_roof(pts: np.ndarray, geom, params: dict) -> _Fit:
     if explained < params["min_explained"]:
         return _Fit(_flat_roof(geom, median), 1, "flat", planes, "planes explain too few points")
     # flat planes: exactly horizontal at their mean height
-    for p in planes:
+    for i, p in enumerate(planes):
         if p.slope_deg < params["flat_slope"]:
-            zmean = float(np.mean(rel[labels == planes.index(p), 2]))
+            zmean = float(np.mean(rel[labels == i, 2]))
             p.normal = np.array([0.0, 0.0, 1.0])
             p.d = -zmean
     b = geom.bounds
