@@ -464,3 +464,20 @@ def test_two_processes_write_one_twin(backend, tmp_path, request):
     finally:
         s.close()
         ref.close()
+
+
+@pytest.mark.postgres
+def test_open_store_by_url(postgres, tmp_path):
+    from twin.errors import InputError
+    from twin.sync.store import open_store
+
+    with open_store(postgres, schema="t" + uuid.uuid4().hex[:10]) as s:
+        assert isinstance(s, PostgresStore)
+        assert results(s.apply([pev(1, "a", 1.0)])) == ["applied"]
+        assert s.state("urn:ngsi-ld:Person:X0001").revision == 1
+    with open_store(tmp_path / "x.sqlite") as s:
+        assert isinstance(s, SQLiteStore)
+    bad = postgres.replace("twin@", "nobody:secret@").replace("/postgres", "/nodb")
+    with pytest.raises(InputError, match="cannot connect to PostgreSQL") as exc:
+        open_store(bad)
+    assert "secret" not in str(exc.value) and "***" in str(exc.value)
