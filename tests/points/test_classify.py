@@ -206,8 +206,10 @@ def test_classify_delft(delft_laz, shared_data):
     cloud.fields["classification"][:] = 1
     pred = classify(cloud)
     r = class_report(pred, ahn)
-    # measured: building P 0.960 / R 0.897 against AHN's building class
-    assert r["building_precision"] >= 0.93 and r["building_recall"] >= 0.85, r
+    # measured: building P 0.952 / R 0.942 against AHN's building class (before the
+    # edge and roof-seam steps of the ground filter and a 2.0 m minimum height:
+    # P 0.960 / R 0.897); our extra points are low annexes AHN leaves in class 1
+    assert r["building_precision"] >= 0.93 and r["building_recall"] >= 0.92, r
     fp = gpd.read_file(shared_data / "delft" / "bgt_pand.sqlite")
     x0, y0, x1, y1 = fp.total_bounds
     cover = (cloud.x >= x0) & (cloud.x <= x1) & (cloud.y >= y0) & (cloud.y <= y1)

@@ -60,6 +60,25 @@ def test_large_flat_roof_and_steep_hillside(scene):
     assert ground[steep].mean() >= 0.999
 
 
+def test_roof_cut_by_the_data_edge(small_scene):
+    """A 20 m x 20 m corner of the 34 m x 30 m roof, cut by two edges of the data:
+    the odd reflection continues it into a plateau wider than the window, so only
+    the pit-padded second pass (step 4b) removes it."""
+    from twin.points.ground import cloud_model
+
+    s = small_scene
+    bx, by, w, d, _ = s.buildings[0]
+    keep = (s.cloud.x >= bx + w - 20) & (s.cloud.y >= by + d - 20)
+    c, t = s.cloud[keep], s.truth[keep]
+    roof = (t == 6) & (c.x < bx + w - 1) & (c.y < by + d - 1) & (c.z > 45)
+    assert roof.sum() > 800
+    ground = classify_ground(c)
+    assert ground[roof].sum() == 0
+    assert metrics.total_error(ground, t == 2) < 0.01  # measured 0.6 %
+    model, cand = cloud_model(c, edge_step=None)  # without step 4b: all roof is ground
+    assert (model.is_ground(c.xyz) & cand)[roof].mean() > 0.99
+
+
 def test_narrow_window_keeps_big_roof(scene):
     """The documented limit: window must exceed half the largest building."""
     ground = classify_ground(scene.cloud, window=8.0)
@@ -139,7 +158,7 @@ def test_real_file_plausible(points_dir, delft_laz):
     d = io.read(delft_laz, crs="EPSG:7415")
     g = classify_ground(d)
     k = metrics.kappa(g, d.classification == 2)
-    assert k >= 0.9  # measured 0.932; AHN's class 1 holds low street furniture
+    assert k >= 0.93  # measured 0.940; AHN's class 1 holds low street furniture
     assert g[d.classification == 2].mean() >= 0.995
     # PDAL sample_c: a roof wider than 36 m, so window=18 m cannot remove it; 40 m does
     s = io.read(points_dir / "pdal_sample_c.las")

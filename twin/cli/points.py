@@ -64,7 +64,7 @@ def points_info(file, crs, as_json):
     show_default=True,
     help="Ground filter: height threshold above the provisional DTM (m).",
 )
-@click.option("--min-building-height", type=float, default=2.5, show_default=True)
+@click.option("--min-building-height", type=float, default=2.0, show_default=True)
 @click.option("--min-building-area", type=float, default=10.0, show_default=True)
 @click.option(
     "--water/--no-water",

@@ -247,7 +247,7 @@ def classify(
     ground: np.ndarray | None = None,
     footprints: gpd.GeoDataFrame | None = None,
     *,
-    min_building_height: float = 2.5,
+    min_building_height: float = 2.0,
     min_building_area: float = 10.0,
     flatness: float = 0.1,
     max_roof_slope: float = 60.0,

@@ -17,6 +17,14 @@ The algorithm (after Pingel, Clarke and McBride 2013, written from the paper):
    drop exceeds ``slope * r * cell`` is an object (building, tree, car). The grid is
    padded by R cells with an odd reflection (``2 z_edge - z``), which keeps planes
    planes, so steep slopes at the data's edge are not mistaken for objects.
+   4b. **Edges** (``edge_step``, default 2 m; ``None`` turns 4b and 4c off): the
+   filter runs again with a pit around the grid instead of the reflection; the cells
+   flagged only then are objects when they stand more than ``edge_step`` above the
+   ground beside them (a roof cut by the edge of the data ends in a wall; terrain
+   continues smoothly) or have no ground beside them.
+   4c. **Raised islands**: small groups and thin strips of unflagged cells (a seam or
+   dip in a roof) more than ``edge_step / 2`` above the DTM made without them are
+   objects (left as ground they would seed the DTM at roof height).
 5. **Provisional DTM.** The minimum surface with the objects removed, inpainted (each
    empty cell takes the mean of its filled neighbours, front by front).
 6. **Points.** A point is ground when ``|z - DTM(x, y)| <= threshold + scalar * s``,
@@ -153,6 +161,88 @@ def _fill_voids(sub: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
+def _edge_objects(
+    filled: np.ndarray, obj: np.ndarray, radius: int, cell: float, slope: float, step: float
+) -> np.ndarray:
+    """Step 4b: objects cut by the grid's edge (roofs at the edge of the data).
+
+    The odd reflection of step 4 continues a roof at the edge into a plateau wider
+    than the window, so it survives the opening. Here the filter runs again with a
+    pit around the grid: cells flagged only then are either steep terrain at the edge
+    or such roofs. A connected group of them is an object when it stands more than
+    ``step`` (z units) above the ground cells beside it (mean over its border): a roof
+    ends in a wall, terrain continues; so is a group with no ground cell beside it (a
+    dip in a roof, which would otherwise seed the DTM at roof height). ``filled``: the
+    void-filled minimum surface; ``obj``: step 4's objects (same shape). Returns the
+    cells to add to ``obj``."""
+    from scipy import ndimage
+
+    low = np.pad(filled, radius, mode="constant", constant_values=np.nanmin(filled) - 1e4)
+    pit = K.progressive_objects(low, cell, slope, radius)[radius:-radius, radius:-radius]
+    extra = pit & ~obj
+    if not extra.any():
+        return extra
+    lab, n = ndimage.label(extra, structure=np.ones((3, 3), bool))
+    ground = ~pit & ~obj
+    drop = np.zeros(n + 1)
+    cnt = np.zeros(n + 1)
+    for dj, di in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        a = np.roll(lab, (dj, di), axis=(0, 1))  # the group label of the neighbour
+        z_a = np.roll(filled, (dj, di), axis=(0, 1))
+        edge = (a > 0) & ground
+        # np.roll wraps around: drop pairs that crossed the grid's edge
+        if dj == 1:
+            edge[0, :] = False
+        elif dj == -1:
+            edge[-1, :] = False
+        if di == 1:
+            edge[:, 0] = False
+        elif di == -1:
+            edge[:, -1] = False
+        np.add.at(drop, a[edge], z_a[edge] - filled[edge])
+        np.add.at(cnt, a[edge], 1)
+    keep = np.zeros(n + 1, bool)
+    # a group with no ground beside it lies inside objects (a dip in a roof)
+    keep[1:] = (cnt[1:] == 0) | (drop[1:] > step * np.maximum(cnt[1:], 1))
+    return keep[lab]
+
+
+def _raised_islands(sub: np.ndarray, obj: np.ndarray, step: float, max_cells: int) -> np.ndarray:
+    """Step 4c: small groups of non-object cells that stand on objects.
+
+    A seam or a dip in a roof can escape the opening; left as ground, it seeds the
+    DTM at roof height under the whole roof. Each group of non-object cells other
+    than the largest (at most ``max_cells``) is compared with the DTM made without
+    it, and so is each thin strip of them (what a 3 x 3 binary opening removes):
+    more than ``step`` (z units) above it on average, it is an object. A
+    courtyard or the ground between parked cars sits at the level of the ground
+    around and stays. Returns the cells to add to ``obj``."""
+    from scipy import ndimage
+
+    free = ~obj & np.isfinite(sub)
+    lab, n = ndimage.label(free, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros(obj.shape, bool)
+    size = np.bincount(lab.ravel(), minlength=n + 1)
+    size[0] = 0
+    small = (size <= max_cells) & (np.arange(n + 1) != int(np.argmax(size)))
+    small[0] = False
+    # thin strips (a seam one or two cells wide reaching the ground) count too
+    thin = free & ~ndimage.binary_opening(free, structure=np.ones((3, 3), bool))
+    cand = small[lab] | thin
+    if not cand.any():
+        return cand
+    lab, n = ndimage.label(cand, structure=np.ones((3, 3), bool))
+    around = K.inpaint(np.where(free & ~cand, sub, np.nan))
+    if not np.isfinite(around).any():
+        return np.zeros(obj.shape, bool)
+    size = np.bincount(lab.ravel(), minlength=n + 1)
+    rise = np.bincount(lab[cand], weights=(sub - around)[cand], minlength=n + 1)
+    raised = rise > step * np.maximum(size, 1)
+    raised[0] = False
+    return raised[lab]
+
+
 def ground_model(
     chunks: Callable[[], Iterable[np.ndarray]],
     mins,
@@ -167,6 +257,7 @@ def ground_model(
     scalar: float = 1.25,
     low_threshold: float = 1.0,
     tile: float = 1000.0,
+    edge_step: float | None = 2.0,
     source=None,
     progress: Progress | None = None,
 ) -> GroundModel:
@@ -212,6 +303,10 @@ def ground_model(
                 padded = _odd_pad(filled, radius)
                 obj = K.progressive_objects(padded, cell / vf, slope, radius)
                 obj = obj[radius : radius + sub.shape[0], radius : radius + sub.shape[1]]
+                if edge_step is not None and min(sub.shape) > 2 * radius:
+                    obj |= _edge_objects(filled, obj, radius, cell / vf, slope, edge_step / vf)
+                if edge_step is not None:
+                    obj |= _raised_islands(sub, obj, edge_step / 2 / vf, int(2500 / cell**2))
                 pro = np.where(obj | ~np.isfinite(sub), np.nan, sub)
                 if not np.isfinite(pro).any():
                     pro = filled  # everything flagged: keep the minimum surface
