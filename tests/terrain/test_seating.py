@@ -108,3 +108,27 @@ def test_seating_bad_input():
     on = shapely.intersects_xy(sq, v[:, 0], v[:, 1])  # the ring's corners
     assert on.sum() == 4 and np.all(v[on, 2] == 0.5)
     assert np.all(v[~on, 2] == 1.0)
+
+
+def test_cli_seats_footprints_and_forces_constraints(small_survey, tmp_path):
+    import json
+
+    import geopandas as gpd
+    from click.testing import CliRunner
+
+    from twin.cli import main
+
+    dem = str(small_survey / "dem.tif")
+    fp = str(small_survey / "footprints.gpkg")
+    out = tmp_path / "seated.ply"
+    args = ["terrain", "tin", dem, str(out), "--max-error", "0.2", "--footprints", fp]
+    res = CliRunner().invoke(main, [*args, "--tile-size", "64", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    truth = gpd.read_file(fp)["base_height"].to_numpy()
+    assert np.abs(np.array(summary["base_heights"]) - truth).max() < 0.01
+    assert summary["max_error_reached"] <= 0.2 and out.exists()
+    res = CliRunner().invoke(
+        main, ["terrain", "tin", dem, str(out), "--max-error", "0.2", "--constraints", "nope.gpkg"]
+    )
+    assert res.exit_code == 2 and "nope.gpkg" in res.output

@@ -65,14 +65,55 @@ def terrain_info(dem, crs, as_json):
     help="greedy: fewest triangles; rtin: fastest.",
 )
 @click.option("--crs", default=None, help="CRS to use when the file has none.")
+@click.option(
+    "--tile-size",
+    type=int,
+    default=None,
+    help="Triangulate in tiles of N x N samples in parallel (large rasters; e.g. 256).",
+)
+@click.option(
+    "--constraints",
+    "constraints_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Vector file (GeoPackage, GeoJSON, ...) of lines/polygons forced in as TIN edges.",
+)
+@click.option(
+    "--footprints",
+    "footprints_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Building footprints: rings forced in, terrain flat at each base height inside.",
+)
+@click.option(
+    "--base",
+    type=click.Choice(["min", "median"]),
+    default="min",
+    show_default=True,
+    help="Base height of a footprint: lowest or median ground under it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
-def terrain_tin(dem, out, max_error, mode, crs, as_json):
+def terrain_tin(
+    dem,
+    out,
+    max_error,
+    mode,
+    crs,
+    tile_size,
+    constraints_path,
+    footprints_path,
+    base,
+    as_json,
+):
     """Triangulate a DEM within a guaranteed vertical error; write PLY (map coordinates)
     or GLB (local ENU frame, y-up, the frame in the GLB's extras).
 
     \b
-    Example:
+    Examples:
       twin terrain tin survey/dem.tif terrain.glb --max-error 0.5
+      twin terrain tin big.tif terrain.ply --max-error 1 --tile-size 256
+      twin terrain tin survey/dem.tif seated.glb --max-error 0.2 \\
+          --footprints survey/footprints.gpkg --base min
     """
     import time
     from pathlib import Path
@@ -85,8 +126,28 @@ def terrain_tin(dem, out, max_error, mode, crs, as_json):
     if suffix not in (".ply", ".glb"):
         raise ParameterError(f"output must end in .ply or .glb, got {out!r}")
     d = read_dem(dem, crs=crs)
+    constraints = _read_vectors(constraints_path, d.crs) if constraints_path else None
     t0 = time.perf_counter()
-    v, f, reached = tin(d.heights, max_error, transform=d.transform, mask=d.valid, mode=mode)
+    bases = None
+    if footprints_path:
+        from twin.terrain.seating import seated_tin
+
+        if mode != "greedy":
+            raise ParameterError("--footprints needs --mode greedy")
+        fp = _read_vectors(footprints_path, d.crs)
+        v, f, reached, bases = seated_tin(
+            d.heights, fp, max_error, d.transform, d.valid, stat=base, tile_size=tile_size
+        )
+    else:
+        v, f, reached = tin(
+            d.heights,
+            max_error,
+            transform=d.transform,
+            mask=d.valid,
+            mode=mode,
+            constraints=constraints,
+            tile_size=tile_size,
+        )
     seconds = time.perf_counter() - t0
     _write_terrain_mesh(out, v, f, d)
     summary = {
@@ -98,7 +159,12 @@ def terrain_tin(dem, out, max_error, mode, crs, as_json):
         "mode": mode,
         "seconds": round(seconds, 3),
         "dem_samples": int(d.valid.sum()),
+        "tile_size": tile_size,
     }
+    if bases is not None:
+        summary["footprints"] = int(len(bases))
+        summary["base"] = base
+        summary["base_heights"] = [None if b != b else round(float(b), 4) for b in bases]
     if as_json:
         emit_json(summary)
     else:
@@ -148,6 +214,26 @@ def terrain_tiles(dem, outdir, max_error, max_zoom, crs, as_json):
         emit_json(s)
     else:
         click.echo(f"{outdir}: {s['tiles']} tiles, levels 0-{s['max_zoom']}, {s['bytes']:,} bytes")
+
+
+def _read_vectors(path, crs):
+    """Geometries of a vector file, in ``crs`` (reprojected when the file has another)."""
+    from pathlib import Path
+
+    from twin.errors import InputError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError("vector file not found", path=p)
+    try:
+        import geopandas as gpd
+
+        gdf = gpd.read_file(p)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise InputError(f"not a readable vector file ({exc})", path=p) from None
+    if gdf.crs is not None and crs is not None and not gdf.crs.equals(crs):
+        gdf = gdf.to_crs(crs)
+    return list(gdf.geometry.dropna())
 
 
 def _write_terrain_mesh(out, v, f, dem) -> None:
