@@ -14,8 +14,11 @@ output by rasterising the TIN back onto the grid. Two modes:
 
 Masked samples (nodata, NaN, ``mask == False``) never count toward the error and are
 never used as vertices where a valid sample can be; see :func:`tin` for the exact
-rules. Quantized-mesh tiles and tiled triangulation of large rasters build on this
-module (``twin/terrain/quantized_mesh.py``, ``twin/terrain/tiling.py``: next round).
+rules. Constraint edges (roads, water lines, footprints) are forced in as chains of
+TIN edges (constrained Delaunay); large rasters are triangulated in tiles in
+parallel with matching borders (:mod:`twin.terrain.tiled`); buildings are seated
+on the terrain by :mod:`twin.terrain.seating`; quantized-mesh tiles for CesiumJS
+come from :mod:`twin.terrain.tiling`.
 """
 
 from __future__ import annotations
