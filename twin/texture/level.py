@@ -76,7 +76,7 @@ def global_levelling(
     c1: np.ndarray,
     c2: np.ndarray,
     *,
-    smooth: float = 0.1,
+    smooth: float = 1.0,
     damp: float = 1e-3,
     seam_weight: np.ndarray | None = None,
     huber: float = 6.0,
@@ -214,6 +214,8 @@ def local_levelling(
     c1: np.ndarray,
     c2: np.ndarray,
     corner_corr: np.ndarray,
+    *,
+    outlier: float = 24.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Edge-band offsets: ``edge_prof`` (M, 3) (profile index of the edge opposite each
     corner, -1 none) and ``profiles`` (P, K, 3) oriented from corner k+1 to k+2."""
@@ -232,6 +234,9 @@ def local_levelling(
         sides.append((f, col + ga[:, None, :] * (1 - t) + gb[:, None, :] * t))
     (f1, s1), (f2, s2) = sides
     d = s1 - s2  # residual difference along the edge, from va to vb
+    # sides that disagree by more than ``outlier`` grey levels do not show one
+    # surface at two levels (silhouettes, occlusion edges): left alone
+    d[np.abs(d).mean(axis=(1, 2)) > outlier] = 0.0
     profiles = []
     for f, prof in ((f1, -0.5 * d), (f2, 0.5 * d)):
         fv = faces[f]

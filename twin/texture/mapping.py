@@ -235,10 +235,7 @@ def texture_mesh(
                 seam_weight=(cos_seam > np.cos(np.radians(25.0))).astype(float),
             )
             if params.levelling == "global+local":
-                # the local profile must match what the bake samples: the photos as
-                # they are, not blurred
-                _, r1, r2 = _level.seam_samples(v, pairs, edges, labels, used_views, images)
-                edge_prof, profiles = _level.local_levelling(f, pairs, edges, seam, r1, r2, corr)
+                edge_prof, profiles = _level.local_levelling(f, pairs, edges, seam, c1, c2, corr)
             del soft
         report["levelling"] = {"mode": params.levelling, **lst}
     # --- atlas and bake
