@@ -74,8 +74,8 @@ class MvsOptions:
     nbest: int = 3
     half: int = 4  # window half size (px); samples every `step` px
     step: int = 2
-    coarse_size: int = 400
-    depth_samples: int = 64
+    coarse_size: int = 160
+    depth_samples: int = 32
     iterations: int = 3
     max_cost: float = 0.55
     spread: float = 0.6

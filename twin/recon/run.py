@@ -49,6 +49,7 @@ class ReconOptions:
     dense_scale: float = 1.0  # dense matching on images resized by this factor
     min_views: int = 2
     voxel: float | None = None  # fused-point merge cell (m); default: half the GSD
+    dense_max_views: int | None = None  # only the views nearest the block centre (previews)
     force: bool = False
 
 
@@ -195,7 +196,7 @@ def reconstruct(
         from twin.recon import fuse as fusion
         from twin.recon.mvs import compute_depth_maps, load_views
 
-        dkey = _key(ckey, asdict(options.mvs), options.dense_scale)
+        dkey = _key(ckey, asdict(options.mvs), options.dense_scale, options.dense_max_views)
         dense_dir = out / "dense"
         if state.get("dense") != dkey and dense_dir.exists():
             shutil.rmtree(dense_dir)
@@ -204,20 +205,31 @@ def reconstruct(
         save_state()
         views = load_views(cams, images.folder, scale=options.dense_scale)
         t0 = time.perf_counter()
+        which = None
+        if options.dense_max_views and options.dense_max_views < len(views):
+            C = np.array([v.centre for v in views])
+            dist = np.linalg.norm(C[:, :2] - np.median(C[:, :2], axis=0), axis=1)
+            which = sorted(np.argsort(dist)[: options.dense_max_views].tolist())
         maps = compute_depth_maps(
-            views, points=xyz, options=options.mvs, out_dir=dense_dir, progress=progress
+            views,
+            points=xyz,
+            options=options.mvs,
+            out_dir=dense_dir,
+            which=which,
+            progress=progress,
         )
         timings["dense"] = time.perf_counter() - t0
-        mp = sum(v.shape[0] * v.shape[1] for v in views) / 1e6
+        idx = list(range(len(views))) if which is None else which
+        mp = sum(views[i].shape[0] * views[i].shape[1] for i in idx) / 1e6
         t0 = time.perf_counter()
-        gsd = _median_gsd(views, maps)
+        gsd = _median_gsd([views[i] for i in idx], maps)
         voxel = options.voxel if options.voxel else 0.5 * gsd
         cloud = fusion.fuse(
-            views, maps, min_views=options.min_views, voxel=voxel, progress=progress
+            views, maps, indices=idx, min_views=options.min_views, voxel=voxel, progress=progress
         )
         timings["fusion"] = time.perf_counter() - t0
         report["dense"] = {
-            "views": len(views),
+            "views": len(idx),
             "megapixels": mp,
             "seconds_per_megapixel": timings["dense"] / max(mp, 1e-9),
             "valid_pixel_share": float(np.mean([float((m.depth > 0).mean()) for m in maps])),

@@ -1,0 +1,45 @@
+"""SfM on real photos: lund (29 street photos, forward motion) and berlin (3 photos
+with ground control points)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from twin.recon.run import ReconOptions, reconstruct
+
+pytestmark = pytest.mark.slow
+
+
+def test_lund_registers_every_photo_via_the_global_fallback(shared_data, tmp_path):
+    opts = ReconOptions(dense=False)
+    opts.sfm.max_image_size = 1024
+    report = reconstruct(shared_data / "images" / "lund" / "images", tmp_path, options=opts)
+    assert report["sfm"]["registered"] == 29
+    assert report["sfm"]["mean_reprojection_px"] < 1.0
+    tried = {t["mapper"]: t["registered"] for t in report["mapping"]["tried"]}
+    # forward motion: incremental mapping stalls, the global mapper takes over
+    if tried["incremental"] < 29:
+        assert report["mapping"]["mapper"] == "global"
+    g = report["georeference"]
+    assert g["gps_used"] == 29 and g["gps_inliers"] >= 20
+    assert g["gps_rmse_m"] < 10.0  # phone GPS in a street
+    cams = json.loads((tmp_path / "cameras.json").read_text())
+    assert len(cams["images"]) == 29 and cams["crs"]["label"].startswith("EPSG:326")
+
+
+def test_berlin_with_ground_control_points_as_checks(shared_data, tmp_path):
+    root = shared_data / "images" / "berlin"
+    opts = ReconOptions(dense=False)
+    opts.sfm.max_image_size = 1600
+    report = reconstruct(
+        root / "images", tmp_path, gcp=root / "ground_control_points.json", options=opts
+    )
+    assert report["sfm"]["registered"] == 3
+    assert report["sfm"]["mean_reprojection_px"] < 1.0
+    gcp = report["georeference"]["gcp"]
+    assert gcp["given"] == 3 and gcp["with_position"] == 2
+    assert gcp["role"].startswith("check") and gcp["triangulated"] == 2
+    # three phone GPS fixes fix the similarity only loosely: metres, not centimetres
+    assert gcp["rmse_m"] < 30.0
