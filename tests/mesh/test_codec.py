@@ -313,3 +313,16 @@ def test_smaller_than_draco_level7():
             DracoPy.encode(v.astype(np.float32), f, quantization_bits=14, compression_level=7)
         )
         assert ours <= draco, (gen.__name__, ours, draco)
+
+
+def test_model_tables_round_trip_and_reject_garbage():
+    r = rng(11)
+    counts = r.integers(0, 50, (K.N_CTX, K.NSYM)) * (r.uniform(size=(K.N_CTX, K.NSYM)) < 0.2)
+    freq = np.stack([C.normalize_counts(c) for c in counts])
+    blob = np.frombuffer(C._write_tables(freq), np.uint8)
+    got, status = K.read_tables(blob, K.N_CTX)
+    assert status == 0
+    np.testing.assert_array_equal(got, freq)
+    assert K.read_tables(blob[:-1], K.N_CTX)[1] < 0
+    assert K.read_tables(np.append(blob, 0).astype(np.uint8), K.N_CTX)[1] < 0
+    assert K.read_tables(np.full(40, 0xFF, np.uint8), K.N_CTX)[1] < 0

@@ -20,7 +20,7 @@ Three layers, each matched by a plain-Python function in
    replays the same border operations, so any triangle set, manifold or not, comes
    back exactly.
 3. :func:`rans_encode` / the decoder's inline rANS: a static-model, byte-wise
-   renormalised rANS coder (32-bit state, 12-bit probabilities) with one
+   renormalised rANS coder (32-bit state, 11-bit probabilities) with one
    frequency table per context, plus a raw bit stream for the low bits of large
    integers (:func:`token_of`).
 
@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-PROB_BITS = 12
+PROB_BITS = 11
 PROB_SCALE = 1 << PROB_BITS
 RANS_L = 1 << 23
 NSYM = 76
@@ -63,11 +63,27 @@ N_CTX = CTX_COPY + 3
 
 @njit(cache=True)
 def bit_length(z):
+    """Bits needed for a non-negative ``z < 2**64`` (0 for 0)."""
     n = 0
-    while z > 0:
+    if z >= 1 << 32:
+        z >>= 32
+        n += 32
+    if z >= 1 << 16:
+        z >>= 16
+        n += 16
+    if z >= 256:
+        z >>= 8
+        n += 8
+    if z >= 16:
+        z >>= 4
+        n += 4
+    if z >= 4:
+        z >>= 2
+        n += 2
+    if z >= 2:
         z >>= 1
         n += 1
-    return n
+    return n + z
 
 
 @njit(cache=True)
@@ -540,6 +556,53 @@ def pack_bits(val, length):
 
 
 @njit(cache=True)
+def read_tables(buf, n_ctx):
+    """Parse the model tables (per context: symbol count, then delta-coded symbols
+    and ``freq - 1`` as LEB128 varints) into (n_ctx, NSYM) frequencies. Returns
+    ``(freq, status)``: -1 truncated or over-long, -5 a symbol out of range, -7
+    a used context whose frequencies do not sum to ``PROB_SCALE``, -8 trailing
+    bytes."""
+    freq = np.zeros((n_ctx, NSYM), np.int64)
+    pos = 0
+    n = buf.shape[0]
+    for c in range(n_ctx):
+        cnt = -1
+        k = 0
+        total = 0
+        s = -1
+        while cnt < 0 or k < 2 * cnt:
+            v = np.int64(0)
+            shift = 0
+            while True:
+                if pos >= n or shift > 28:
+                    return freq, -1
+                b = np.int64(buf[pos])
+                pos += 1
+                v |= (b & 0x7F) << shift
+                shift += 7
+                if b < 0x80:
+                    break
+            if cnt < 0:
+                cnt = v
+                if cnt > NSYM:
+                    return freq, -5
+            elif k % 2 == 0:
+                s += v + 1
+                if s >= NSYM:
+                    return freq, -5
+                k += 1
+            else:
+                freq[c, s] = v + 1
+                total += v + 1
+                k += 1
+        if cnt > 0 and total != PROB_SCALE:
+            return freq, -7
+    if pos != n:
+        return freq, -8
+    return freq, 0
+
+
+@njit(cache=True)
 def decode_tables(freq):
     """Decoder tables from (n_ctx, NSYM) frequencies: ``lut`` (slot -> symbol,
     uint8, n_ctx * PROB_SCALE) and flat int32 ``fq`` / ``cm`` (n_ctx * NSYM)."""
@@ -598,15 +661,11 @@ def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits, alpha8, select):
     Memory: about 60 bytes per face plus the outputs."""
     mask = (1 << bits) - 1
     half = 1 << (bits - 1)
-    qo = np.zeros((nv, 3), np.uint16)
-    fo = np.zeros((nf, 3), np.uint32)
-    q = np.zeros((nv, 3), np.int32)
+    q = np.empty((nv, 3), np.uint16)
+    fo = np.empty((nf, 3), np.uint32)
+    qo = q
     cap = 3 * nf + 8
-    vert = np.empty(cap, np.int32)
-    nxt = np.empty(cap, np.int32)
-    prv = np.empty(cap, np.int32)
-    hed = np.empty(cap, np.int32)
-    opp = np.empty(cap, np.int32)
+    nd = np.empty((cap, 4), np.int32)  # vert, next, prev, opp (-1: dead edge)
     stack = np.empty(cap, np.int32)
     nodes = 0
     sp = 0
@@ -628,7 +687,11 @@ def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits, alpha8, select):
     last = -1
     tri = np.empty(3, np.int64)
     prev_sel = 0
+    steps = 0
     while done < nf:
+        steps += 1
+        if steps > 8 * nf + 64 or p > rans.shape[0] + 8:
+            return qo, fo, -1
         if gate < 0:
             if sp > 0:
                 sp -= 1
@@ -644,7 +707,7 @@ def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits, alpha8, select):
                             lut, fq, cm, CTX_DELTA + a, x, y, p, rans, raw, bb, bc, rp
                         )
                         r = (z >> 1) if (z & 1) == 0 else -(z >> 1) - 1
-                        base = q[last, a] if last >= 0 else half
+                        base = np.int64(q[last, a]) if last >= 0 else half
                         q[nnew, a] = (base + r) & mask
                     last = nnew
                     tri[k] = nnew
@@ -668,32 +731,33 @@ def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits, alpha8, select):
             if a0 != b0 and b0 != c0 and a0 != c0:
                 n0, n1, n2 = nodes, nodes + 1, nodes + 2
                 nodes += 3
-                vert[n0], vert[n1], vert[n2] = a0, b0, c0
-                nxt[n0], nxt[n1], nxt[n2] = n1, n2, n0
-                prv[n0], prv[n1], prv[n2] = n2, n0, n1
-                hed[n0], hed[n1], hed[n2] = 1, 1, 1
-                opp[n0], opp[n1], opp[n2] = c0, a0, b0
+                nd[n0, 0], nd[n1, 0], nd[n2, 0] = a0, b0, c0
+                nd[n0, 1], nd[n1, 1], nd[n2, 1] = n1, n2, n0
+                nd[n0, 2], nd[n1, 2], nd[n2, 2] = n2, n0, n1
+                nd[n0, 3], nd[n1, 3], nd[n2, 3] = c0, a0, b0
                 gate = n0
             continue
         u = gate
-        v = nxt[u]
+        v = nd[u, 1]
         op, x, y, p = _rsym(lut, fq, cm, CTX_OP + prev_op, x, y, p, rans)
         prev_op = op
         if op == OP_B:
-            gate = _kill_edge(u, nxt, prv, hed)
+            gate = _kill_edge_nd(u, nd)
+            if gate == -2:
+                return qo, fo, -5
             continue
         if op > OP_B:
             return qo, fo, -5
-        vu = vert[u]
-        vv = vert[v]
-        pn = prv[u]
-        n = nxt[v]
+        vu = nd[u, 0]
+        vv = nd[v, 0]
+        pn = nd[u, 2]
+        n = nd[v, 1]
         if op == OP_C:
             if nnew >= nv:
                 return qo, fo, -4
             c = nnew
             nnew += 1
-            w = opp[u]
+            w = nd[u, 3]
             sel = 0
             if select:
                 sel, x, y, p = _rsym(lut, fq, cm, CTX_SEL + prev_sel, x, y, p, rans)
@@ -720,61 +784,54 @@ def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits, alpha8, select):
         if op == OP_C or op == OP_X:
             k = nodes
             nodes += 1
-            vert[k] = c
-            nxt[u] = k
-            prv[k] = u
-            nxt[k] = v
-            prv[v] = k
-            hed[u] = 1
-            opp[u] = vv
-            hed[k] = 1
-            opp[k] = vu
+            nd[k, 0] = c
+            nd[u, 1] = k
+            nd[k, 2] = u
+            nd[k, 1] = v
+            nd[v, 2] = k
+            nd[u, 3] = vv
+            nd[k, 3] = vu
             gate = k
         elif op == OP_R:
-            c = vert[n]
-            nxt[u] = n
-            prv[n] = u
-            hed[u] = 1
-            opp[u] = vv
+            c = nd[n, 0]
+            nd[u, 1] = n
+            nd[n, 2] = u
+            nd[u, 3] = vv
         elif op == OP_L:
-            c = vert[pn]
-            nxt[pn] = v
-            prv[v] = pn
-            hed[pn] = 1
-            opp[pn] = vu
+            c = nd[pn, 0]
+            nd[pn, 1] = v
+            nd[v, 2] = pn
+            nd[pn, 3] = vu
             gate = pn
         elif op == OP_E:
-            c = vert[pn]
+            c = nd[pn, 0]
             gate = -1
         else:  # OP_S
             z, x, y, p, bb, bc, rp = _rint(lut, fq, cm, CTX_SOFF, x, y, p, rans, raw, bb, bc, rp)
             if z >= 2 * MAX_WALK:
                 return qo, fo, -5
             if z & 1:
-                xs = prv[pn]
+                xs = nd[pn, 2]
                 for _ in range(z >> 1):
-                    xs = prv[xs]
+                    xs = nd[xs, 2]
             else:
-                xs = nxt[n]
+                xs = nd[n, 1]
                 for _ in range(z >> 1):
-                    xs = nxt[xs]
-            c = vert[xs]
+                    xs = nd[xs, 1]
+            c = nd[xs, 0]
             c2 = nodes
             nodes += 1
-            xn = nxt[xs]
-            vert[c2] = c
-            hed[c2] = hed[xs]
-            opp[c2] = opp[xs]
-            nxt[c2] = xn
-            prv[xn] = c2
-            nxt[u] = c2
-            prv[c2] = u
-            hed[u] = 1
-            opp[u] = vv
-            nxt[xs] = v
-            prv[v] = xs
-            hed[xs] = 1
-            opp[xs] = vu
+            xn = nd[xs, 1]
+            nd[c2, 0] = c
+            nd[c2, 3] = nd[xs, 3]
+            nd[c2, 1] = xn
+            nd[xn, 2] = c2
+            nd[u, 1] = c2
+            nd[c2, 2] = u
+            nd[u, 3] = vv
+            nd[xs, 1] = v
+            nd[v, 2] = xs
+            nd[xs, 3] = vu
             stack[sp] = u
             sp += 1
             gate = xs
@@ -788,7 +845,7 @@ def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits, alpha8, select):
                 lut, fq, cm, CTX_DELTA + a, x, y, p, rans, raw, bb, bc, rp
             )
             r = (z >> 1) if (z & 1) == 0 else -(z >> 1) - 1
-            base = q[last, a] if last >= 0 else half
+            base = np.int64(q[last, a]) if last >= 0 else half
             q[nnew, a] = (base + r) & mask
         last = nnew
         nnew += 1
@@ -799,7 +856,33 @@ def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits, alpha8, select):
         status = -2
     elif x != RANS_L or y != RANS_L:
         status = -1
-    for i in range(nv):
-        for a in range(3):
-            qo[i, a] = q[i, a]
-    return qo, fo, status
+    return q, fo, status
+
+
+@njit(cache=True)
+def _kill_edge_nd(u, nd):
+    """:func:`_kill_edge` on the decoder's node table (columns vert, next, prev,
+    opp; a dead edge has opp -1)."""
+    nd[u, 3] = -1
+    v = nd[u, 1]
+    if v != u and nd[v, 3] < 0:
+        w = nd[v, 1]
+        nd[u, 1] = w
+        nd[w, 2] = u
+    start = u
+    pp = nd[u, 2]
+    if pp != u and nd[pp, 3] < 0:
+        w = nd[u, 1]
+        nd[pp, 1] = w
+        nd[w, 2] = pp
+        start = pp
+    x = nd[start, 1]
+    steps = 0
+    while nd[x, 3] < 0 and x != start:
+        x = nd[x, 1]
+        steps += 1
+        if steps > nd.shape[0]:
+            return -2  # not a loop: only a corrupt stream gets here
+    if nd[x, 3] >= 0:
+        return x
+    return -1

@@ -243,8 +243,9 @@ def encode_traverse_ref(q, faces, twin, bits: int, alpha8: int = 8, select: bool
                 if select:
                     scores = [
                         sum(
-                            _zig(_wrap(qc[a] - predict_ref(qa[a], qb[a], qw[a], alpha8, k), bits))
-                            .bit_length()
+                            _zig(
+                                _wrap(qc[a] - predict_ref(qa[a], qb[a], qw[a], alpha8, k), bits)
+                            ).bit_length()
                             for a in range(3)
                         )
                         for k in range(3)
@@ -255,8 +256,10 @@ def encode_traverse_ref(q, faces, twin, bits: int, alpha8: int = 8, select: bool
                 for a in range(3):
                     r = _wrap(qc[a] - predict_ref(qa[a], qb[a], qw[a], alpha8, sel), bits)
                     if sel == 0:
-                        ctx = CTX_RES + a * N_CLASS + residual_class_ref(
-                            abs(qa[a] - qw[a]), abs(qb[a] - qw[a])
+                        ctx = (
+                            CTX_RES
+                            + a * N_CLASS
+                            + residual_class_ref(abs(qa[a] - qw[a]), abs(qb[a] - qw[a]))
                         )
                     else:
                         ctx = CTX_COPY + a

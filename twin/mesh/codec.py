@@ -66,20 +66,6 @@ def _varint(out: bytearray, v: int) -> None:
     out.append(v)
 
 
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    v = 0
-    shift = 0
-    while True:
-        if pos >= len(buf) or shift > 28:
-            raise InputError("mesh archive has a corrupt model table")
-        b = buf[pos]
-        pos += 1
-        v |= (b & 0x7F) << shift
-        if b < 0x80:
-            return v, pos
-        shift += 7
-
-
 def normalize_counts(counts: np.ndarray) -> np.ndarray:
     """Scale symbol counts to frequencies summing to ``PROB_SCALE`` (each used
     symbol at least 1); all-zero counts stay zero."""
@@ -112,26 +98,6 @@ def _write_tables(freq: np.ndarray) -> bytes:
             _varint(out, int(row[s]) - 1)
             prev = int(s)
     return bytes(out)
-
-
-def _read_tables(buf: bytes) -> np.ndarray:
-    freq = np.zeros((K.N_CTX, K.NSYM), np.int64)
-    pos = 0
-    for c in range(K.N_CTX):
-        n, pos = _read_varint(buf, pos)
-        s = -1
-        for _ in range(n):
-            d, pos = _read_varint(buf, pos)
-            f, pos = _read_varint(buf, pos)
-            s += d + 1
-            if s >= K.NSYM:
-                raise InputError("mesh archive has a corrupt model table (symbol out of range)")
-            freq[c, s] = f + 1
-        if n and int(freq[c].sum()) != K.PROB_SCALE:
-            raise InputError("mesh archive has a corrupt model table (frequencies)")
-    if pos != len(buf):
-        raise InputError("mesh archive has a corrupt model table (trailing bytes)")
-    return freq
 
 
 _ALPHAS = (0, 4, 6, 8)
@@ -267,7 +233,9 @@ def _parse(data) -> tuple:
 def decode_quantized(data) -> tuple[Quantized, np.ndarray]:
     """Decode an archive to ``(Quantized positions, faces uint32 (M, 3))``."""
     bits, nv, nf, flags, offset, step, tables, raw, stream = _parse(data)
-    freq = _read_tables(tables)
+    freq, status = K.read_tables(np.frombuffer(tables, np.uint8), K.N_CTX)
+    if status != 0:
+        raise InputError("mesh archive has a corrupt model table")
     lut, fq, cm = K.decode_tables(freq)
     q, faces, status = K.decode_mesh(
         stream, raw, lut, fq, cm, nv, nf, bits, flags & 15, bool(flags & 16)
