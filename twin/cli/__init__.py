@@ -244,6 +244,7 @@ for _group in (points, terrain, sync, tiles, view):
     main.add_command(_group)
 main.add_command(recon)
 main.add_command(__import__("twin.cli.texture", fromlist=["texture"]).texture)
+main.add_command(__import__("twin.cli.mesh", fromlist=["mesh"]).mesh)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
