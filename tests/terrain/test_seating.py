@@ -51,7 +51,7 @@ def test_base_heights_from_a_tin_and_on_a_slope():
     assert z[0] == pytest.approx(3.0) and z[1] == pytest.approx(15.7) and np.isnan(z[2])
 
 
-@pytest.mark.parametrize("tile_size", [None, 64])
+@pytest.mark.parametrize("tile_size", [None, pytest.param(64, marks=pytest.mark.slow)])
 def test_seated_terrain_meets_every_wall(survey_terrain, tile_size):
     dem, fp = survey_terrain
     max_error = 0.1

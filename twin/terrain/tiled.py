@@ -134,9 +134,9 @@ def _profiles(herr, corner_z, xs, ys, cpts, max_error):
 
 def tin_tiled(herr, valid, max_error, tile_size, workers=None, forced=None):
     """Greedy TIN of a grid in tiles (see the module docstring), in grid units:
-    ``(px, py, pz, faces, tri_err, uncovered)``, verified tile by tile (each
-    triangle's worst error, -1 over no valid sample; valid samples left
-    uncovered). ``forced``: constraint points and segments as for
+    ``(vertices, faces, reached, uncovered)``, verified tile by tile (the worst
+    error of any valid sample and the count of valid samples left uncovered);
+    triangles over no valid sample are dropped. ``forced``: constraint points and segments as for
     :func:`twin.terrain.tin._greedy` (grid units) or None.
 
     Memory: the input (and, with holes, a filled copy), per running tile its copy
@@ -247,7 +247,11 @@ def tin_tiled(herr, valid, max_error, tile_size, workers=None, forced=None):
             tri_err, uncovered = _kernels.tin_max_error_int_serial(
                 px.astype(np.int64), py.astype(np.int64), pz, tri, own
             )
-        return px + c0, py + r0, pz, tri, tri_err, uncovered
+        keep = tri_err >= 0.0
+        if len(seg) or keep.all():
+            keep = None  # all kept (constraint vertices stay even over nodata)
+        reached = float(tri_err.max()) if len(tri_err) else -1.0
+        return px + c0, py + r0, pz, tri, keep, reached, uncovered
 
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) > 1:
@@ -259,39 +263,79 @@ def tin_tiled(herr, valid, max_error, tile_size, workers=None, forced=None):
 
 
 def _merge(results, xs, ys, cols):
-    """Concatenate tile TINs and merge the vertices they share on tile borders.
-    Returns (px, py, pz, faces, tri_err, uncovered samples)."""
-    nv = [len(r[0]) for r in results]
-    px = np.concatenate([r[0] for r in results])
-    py = np.concatenate([r[1] for r in results])
-    pz = np.concatenate([r[2] for r in results])
-    offs = np.concatenate([[0], np.cumsum(nv)[:-1]])
-    faces = np.concatenate([r[3].astype(np.int64) + o for r, o in zip(results, offs, strict=True)])
-    tri_err = np.concatenate([r[4] for r in results])
-    uncovered = sum(int(r[5]) for r in results)
-    # border vertices: on a tile line (integral positions checked by table look-up)
+    """Merge tile TINs: the vertices tiles share on their borders become one.
+
+    Returns ``(vertices (N, 3), faces (M, 3) int64, reached, uncovered)`` with the
+    faces of triangles over no valid sample dropped. Vertices used by no kept
+    triangle stay (the caller removes them). Memory: the output plus, per tile, its
+    vertex map (8 bytes per vertex) and faces (24 bytes per triangle)."""
     line_x = np.zeros(int(xs[-1]) + 2, bool)
     line_x[xs] = True
     line_y = np.zeros(int(ys[-1]) + 2, bool)
     line_y[ys] = True
-    ix = px.astype(np.int64)
-    iy = py.astype(np.int64)
-    border = ((ix == px) & line_x[ix]) | ((iy == py) & line_y[iy])
-    ids = np.arange(len(px), dtype=np.int64)
-    b = np.nonzero(border)[0]
-    if len(b):
-        grid = (px[b] == ix[b]) & (py[b] == iy[b])
-        sel = b[grid]  # grid samples: one integer key each
-        if len(sel):
-            key = iy[sel] * (cols + 1) + ix[sel]
-            _, first, inv = np.unique(key, return_index=True, return_inverse=True)
-            ids[sel] = sel[first][inv.ravel()]
-        sel = b[~grid]  # constraint crossings: bit-identical in both tiles
-        if len(sel):
-            key = np.column_stack([px[sel], py[sel]])
-            _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
-            ids[sel] = sel[first][inv.ravel()]
-    keep = ids == np.arange(len(px))
-    remap = np.cumsum(keep) - 1
-    faces = remap[ids[faces]]
-    return px[keep], py[keep], pz[keep], faces, tri_err, uncovered
+    borders = []
+    grid_keys = []
+    float_keys = []
+    for px, py, *_ in results:
+        ix = px.astype(np.int64)
+        iy = py.astype(np.int64)
+        integral = (ix == px) & (iy == py)
+        on = ((ix == px) & line_x[np.clip(ix, 0, len(line_x) - 1)]) | (
+            (iy == py) & line_y[np.clip(iy, 0, len(line_y) - 1)]
+        )
+        borders.append((on, integral))
+        g = on & integral
+        grid_keys.append(iy[g] * (cols + 1) + ix[g])
+        f = on & ~integral
+        float_keys.append(np.column_stack([px[f], py[f]]))
+    ukeys, ginv = np.unique(np.concatenate(grid_keys), return_inverse=True)
+    fk = np.concatenate(float_keys)
+    if len(fk):
+        ufloat, finv = np.unique(fk, axis=0, return_inverse=True)
+        finv = finv.ravel()
+    else:
+        ufloat, finv = np.zeros((0, 2)), np.zeros(0, np.int64)
+    n_inner = sum(int((~on).sum()) for on, _ in borders)
+    nb = len(ukeys)
+    n = n_inner + nb + len(ufloat)
+    verts = np.empty((n, 3))
+    m = sum(len(r[3]) if r[4] is None else int(r[4].sum()) for r in results)
+    faces = np.empty((m, 3), np.int64)
+    vo = 0
+    fo = 0
+    go = 0
+    flo = 0
+    reached = -1.0
+    uncovered = 0
+    for (px, py, pz, tri, keep, r, unc), (on, integral) in zip(results, borders, strict=True):
+        gmap = np.empty(len(px), np.int64)
+        inner = ~on
+        k = int(inner.sum())
+        gmap[inner] = vo + np.arange(k)
+        verts[vo : vo + k, 0] = px[inner]
+        verts[vo : vo + k, 1] = py[inner]
+        verts[vo : vo + k, 2] = pz[inner]
+        vo += k
+        for sel, inv, base in (
+            (on & integral, ginv, n_inner),
+            (on & ~integral, finv, n_inner + nb),
+        ):
+            c = int(sel.sum())
+            if not c:
+                continue
+            off = go if base == n_inner else flo
+            ids = base + inv[off : off + c]
+            gmap[sel] = ids
+            verts[ids, 0] = px[sel]
+            verts[ids, 1] = py[sel]
+            verts[ids, 2] = pz[sel]
+            if base == n_inner:
+                go += c
+            else:
+                flo += c
+        t = tri if keep is None else tri[keep]
+        faces[fo : fo + len(t)] = gmap[t]
+        fo += len(t)
+        reached = max(reached, r)
+        uncovered += unc
+    return verts, faces, reached, uncovered

@@ -461,10 +461,10 @@ def _tin_grid(herr, valid, max_error, mode, forced=None, tile_size=None, workers
     if tile_size is not None:
         from twin.terrain.tiled import tin_tiled
 
-        gx, gy, gz, faces, tri_err, uncovered = tin_tiled(
+        gv, faces, tri_max, uncovered = tin_tiled(
             herr, valid, max_error, tile_size, workers, forced
         )
-        gv = np.column_stack([gx, gy, gz])
+        tri_err = np.array([tri_max])  # already dropped: triangles over no valid sample
     elif mode == "greedy":
         gx, gy, gz, faces = _greedy(herr, valid, max_error, forced)
     else:
@@ -475,11 +475,12 @@ def _tin_grid(herr, valid, max_error, mode, forced=None, tile_size=None, workers
         gv = np.column_stack([gx, gy, gz])
         # verification (and the drop rule): rasterise the TIN back onto the grid
         tri_err, uncovered = _verify(gv, faces, herr)
-    keep = tri_err >= 0.0
-    if forced is not None:
-        keep[:] = True  # constraint vertices stay, even over nodata
-    if not keep.all():
-        faces = faces[keep]
+    if tile_size is None:
+        keep = tri_err >= 0.0
+        if forced is not None:
+            keep[:] = True  # constraint vertices stay, even over nodata
+        if not keep.all():
+            faces = faces[keep]
     reached = float(tri_err.max()) if uncovered == 0 else math.inf
     # off-grid (constraint) vertices: the float rasteriser may see a sample on an edge
     # from the other triangle, whose plane agrees there to rounding
