@@ -3,7 +3,10 @@
     python benchmarks/terrain.py --json out.json [--size 1025] [--repeat 3]
 
 On a seeded fractal DEM (``benchmarks/_dem.py``, 600 m relief) at max error 1 m and
-5 m, and on the real DEMs in ``../shared/data/dem``: triangle count, time (best of
+5 m, on the real DEMs in ``../shared/data/dem`` and on a 0.5 m DTM that ``twin points
+dtm`` makes from the Delft AHN3 tile: twin greedy (one triangulation), twin tiled
+(greedy in tiles of ``TILE_SIZE`` samples on a thread pool, matching borders) and
+twin RTIN against pydelatin and pymartini; triangle count, time (best of
 ``--repeat``; our first call in this process, and a cold Numba compile in a fresh
 process, separately), the max error *measured* for every method with the same
 rasteriser (:func:`twin.terrain.tin.tin_errors`, checked against a NumPy reference in
@@ -45,9 +48,14 @@ SHARED_DEM = ROOT.parent / "shared" / "data" / "dem"
 # --------------------------------------------------------------------------------------
 
 
-def run_twin(mode):
+#: tile side of the tiled greedy mode (samples; 129 measured fastest here: a tile's
+#: grid and triangles stay in cache)
+TILE_SIZE = 129
+
+
+def run_twin(mode, tile_size=None):
     def f(h, valid, max_error):
-        v, faces, _ = tin(h, max_error, mask=valid, mode=mode)
+        v, faces, _ = tin(h, max_error, mask=valid, mode=mode, tile_size=tile_size)
         return v, faces
 
     return f
@@ -81,6 +89,7 @@ def run_pymartini(h, valid, max_error):
 
 METHODS = {
     "twin-greedy": run_twin("greedy"),
+    "twin-tiled": run_twin("greedy", TILE_SIZE),
     "twin-rtin": run_twin("rtin"),
     "pydelatin": run_pydelatin,
     "pymartini": run_pymartini,
@@ -181,13 +190,26 @@ def cold_compile_seconds():
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def real_dems():
+def delft_dtm(tmp):
+    """A 0.5 m DTM of the Delft AHN3 tile made by ``twin points dtm`` (None if the
+    tile is missing)."""
+    laz = SHARED_DEM.parent / "delft" / "ahn3_cropped_2.laz"
+    if not laz.exists():
+        return None
+    out = Path(tmp) / "delft_dtm.tif"
+    twin = Path(sys.executable).with_name("twin")
+    cmd = [str(twin), "points", "dtm", str(laz), str(out), "--resolution", "0.5"]
+    subprocess.run(cmd + ["--crs", "EPSG:7415"], check=True, capture_output=True)
+    return out
+
+
+def real_dems(extra=()):
     if not SHARED_DEM.exists():
         return []
     import rasterio
 
     out = []
-    for path in sorted(SHARED_DEM.glob("*.tif")):
+    for path in [*sorted(SHARED_DEM.glob("*.tif")), *extra]:
         with rasterio.open(path) as ds:
             m = ds.read(1, masked=True)
         valid = ~np.ma.getmaskarray(m) & np.isfinite(m.data)
@@ -202,6 +224,13 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--errors", type=float, nargs="+", default=[1.0, 5.0])
     ap.add_argument("--real-errors", type=float, nargs="+", default=[1.0, 5.0])
+    ap.add_argument(
+        "--dtm-errors",
+        type=float,
+        nargs="+",
+        default=[0.05, 0.2],
+        help="max errors for the Delft DTM (flat: heights -0.5..2.3 m NAP)",
+    )
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--no-memory", action="store_true", help="skip the forked memory runs")
     args = ap.parse_args(argv)
@@ -223,7 +252,13 @@ def main(argv=None):
     datasets = [
         (f"fractal {args.size}x{args.size}, 600 m relief", h, np.ones(h.shape, bool), args.errors)
     ]
-    datasets += [(n, h, v, args.real_errors) for n, h, v in real_dems()]
+    tmp = tempfile.TemporaryDirectory()
+    dtm = delft_dtm(tmp.name)
+    extra = [dtm] if dtm else []
+    datasets += [
+        (n, h, v, args.dtm_errors if n.startswith("delft") else args.real_errors)
+        for n, h, v in real_dems(extra)
+    ]
 
     header = (
         f"{'dataset':38} {'method':12} {'req':>5} {'triangles':>10} {'time s':>8} "
@@ -250,7 +285,11 @@ def main(argv=None):
     # ratios to the peers, same run
     ratios = []
     for r in results["runs"]:
-        peer = {"twin-greedy": "pydelatin", "twin-rtin": "pymartini"}.get(r["method"])
+        peer = {
+            "twin-greedy": "pydelatin",
+            "twin-tiled": "pydelatin",
+            "twin-rtin": "pymartini",
+        }.get(r["method"])
         if not peer:
             continue
         p = next(
