@@ -215,3 +215,23 @@ def test_delft_heights_against_the_lod1_reference(shared_data, tmp_path):
     out = write_cityjson(res, tmp_path / "delft_lod2.city.json", crs="EPSG:7415")
     assert out["referenceSystem"].endswith("/EPSG/0/7415")
     assert validate_cityjson(tmp_path / "delft_lod2.city.json") == []
+
+
+def test_cli_buildings_cityjson(tmp_path, small_survey, survey):
+    from click.testing import CliRunner
+
+    from twin.cli import main
+    from twin.tiles.cityjson import validate_cityjson
+
+    out = tmp_path / "b.city.json"
+    s = small_survey
+    fp = survey[2]
+    fp[fp.building_id.isin(["B0007", "B0014", "B0020"])].to_file(tmp_path / "fp.gpkg")
+    args = ["mesh", "buildings", str(s / "lidar.laz"), str(tmp_path / "fp.gpkg"), str(out)]
+    args += ["--dem", str(s / "dem.tif"), "--cityjson", "--json"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert summary["counts"]["lod2"] == summary["counts"]["footprints"] == 3
+    assert summary["cityjson"]["referenceSystem"].endswith("/EPSG/0/4550")
+    assert validate_cityjson(out) == []

@@ -60,7 +60,14 @@ def truth(small_survey):
     return v, f, visible, frame, surf
 
 
-def two_sided(s, truth, area, n=60_000):
+@pytest.fixture(scope="module")
+def lidar(small_survey):
+    from twin.points import read
+
+    return read(small_survey / "lidar.laz", fields=["classification"])
+
+
+def two_sided(s, truth, area, n=30_000):
     """(mesh->truth mean, p95, truth->mesh mean, p95) inside ``area`` (shrunk by 2 m)."""
     v, f, visible = truth[:3]
     x0, y0, x1, y1 = area
@@ -72,9 +79,9 @@ def two_sided(s, truth, area, n=60_000):
     return dm.mean(), np.percentile(dm, 95), dt.mean(), np.percentile(dt, 95)
 
 
-def test_dsm_matches_truth_and_tiles_meet_without_cracks(small_survey, truth):
+def test_dsm_matches_truth_and_tiles_meet_without_cracks(lidar, truth):
     frame = truth[3]
-    las = small_survey / "lidar.laz"
+    las = lidar
     whole = reconstruct(las, "dsm", frame=frame, resolution=1.0, max_fill=1e9)
     tiled = reconstruct(las, "dsm", frame=frame, resolution=1.0, max_fill=1e9, tile_size=50.0)
     assert tiled.info["tiles"] >= 16 and whole.info["tiles"] == 1
@@ -101,9 +108,9 @@ def test_dsm_matches_truth_and_tiles_meet_without_cracks(small_survey, truth):
     assert np.percentile(d, 99) < 2 * whole.info["max_error"] + 1e-3
 
 
-def test_dsm_reports_large_voids_as_holes(small_survey, truth):
+def test_dsm_reports_large_voids_as_holes(lidar, truth):
     frame = truth[3]
-    s = reconstruct(small_survey / "lidar.laz", "dsm", frame=frame, resolution=0.5, max_fill=20.0)
+    s = reconstruct(lidar, "dsm", frame=frame, resolution=0.5, max_fill=20.0)
     # LiDAR shadows behind tall buildings are larger than 20 m²: reported, left open
     assert len(s.holes) >= 1
     h = s.holes[0]
@@ -117,10 +124,10 @@ def test_dsm_reports_large_voids_as_holes(small_survey, truth):
     assert s.info["open_cells"] > 0
 
 
-def test_poisson_matches_truth_on_a_block(small_survey, truth):
+def test_poisson_matches_truth_on_a_block(lidar, truth):
     frame = truth[3]
     area = (-50.0, -50.0, 10.0, 10.0)
-    s = reconstruct(small_survey / "lidar.laz", "poisson", frame=frame, area=area)
+    s = reconstruct(lidar, "poisson", frame=frame, area=area)
     assert s.method == "poisson" and s.info["depth"]
     # inside the area, every vertex; no fins
     cen = s.vertices[s.faces.astype(np.int64)].mean(axis=1)
@@ -155,7 +162,7 @@ def test_normals_point_up_and_walls_outward():
     assert np.mean(wall[:, 0] > 0.7) > 0.9  # the east wall faces east
 
 
-def test_bad_input(tmp_path, small_survey, truth):
+def test_bad_input(tmp_path):
     with pytest.raises(InputError, match="empty"):
         reconstruct(np.zeros((0, 3)), "dsm")
     with pytest.raises(ParameterError, match="unknown method"):
@@ -188,3 +195,21 @@ def test_write_surface_ply_and_glb(tmp_path):
     assert read_glb(tmp_path / "s.glb") is not None
     with pytest.raises(Exception, match="ply or .glb"):
         write_surface(s, tmp_path / "s.obj")
+
+
+def test_cli_reconstruct(tmp_path, small_survey):
+    from click.testing import CliRunner
+
+    from twin.cli import main
+
+    out = tmp_path / "dsm.ply"
+    args = ["mesh", "reconstruct", str(small_survey / "lidar.laz"), str(out), "--method", "dsm"]
+    args += ["--resolution", "2", "--frame", str(small_survey / "survey.json"), "--json"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    meta = json.loads(r.output)
+    assert meta["method"] == "dsm" and meta["info"]["faces"] > 1000
+    assert meta["frame"]["origin"]["lon"] == pytest.approx(121.55)
+    assert out.exists() and (tmp_path / "dsm.ply.json").exists()
+    r = CliRunner().invoke(main, ["mesh", "reconstruct", str(tmp_path / "none.laz"), str(out)])
+    assert r.exit_code == 2 and "none.laz" in r.output
