@@ -886,3 +886,22 @@ def _kill_edge_nd(u, nd):
     if nd[x, 3] >= 0:
         return x
     return -1
+
+
+@njit(cache=True)
+def decode_all(tables, rans, raw, nv, nf, bits, alpha8, select, offset, step, want_float):
+    """Model tables, decoder tables, :func:`decode_mesh` and (``want_float``) the
+    float64 positions ``q * step + offset`` in one call. Returns ``(vertices
+    (nv, 3) float64 or (0, 3), q, faces, status)``."""
+    freq, status = read_tables(tables, N_CTX)
+    if status != 0:
+        return np.empty((0, 3)), np.empty((0, 3), np.uint16), np.empty((0, 3), np.uint32), status
+    lut, fq, cm = decode_tables(freq)
+    q, faces, status = decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits, alpha8, select)
+    if status != 0 or not want_float:
+        return np.empty((0, 3)), q, faces, status
+    out = np.empty((nv, 3))
+    for i in range(nv):
+        for a in range(3):
+            out[i, a] = q[i, a] * step + offset[a]
+    return out, q, faces, status
