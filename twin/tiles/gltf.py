@@ -44,11 +44,17 @@ from twin.fileio import atomic_path
 GLB_MAGIC = 0x46546C67  # b"glTF"
 CHUNK_JSON = 0x4E4F534A
 CHUNK_BIN = 0x004E4942
-_FLOAT, _UBYTE, _USHORT, _UINT = 5126, 5121, 5123, 5125
+_FLOAT, _BYTE, _UBYTE, _USHORT, _UINT = 5126, 5120, 5121, 5123, 5125
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 _TYPES = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4"}
 _NCOMP = {v: k for k, v in _TYPES.items()}
-_DTYPES = {_FLOAT: np.float32, _UBYTE: np.uint8, _USHORT: np.uint16, _UINT: np.uint32}
+_DTYPES = {
+    _FLOAT: np.float32,
+    _BYTE: np.int8,
+    _UBYTE: np.uint8,
+    _USHORT: np.uint16,
+    _UINT: np.uint32,
+}
 
 
 @dataclass
@@ -170,11 +176,48 @@ def gltf_to_enu(xyz: np.ndarray) -> np.ndarray:
 
 
 class _BinBuilder:
-    def __init__(self) -> None:
+    def __init__(self, meshopt: bool = False) -> None:
         self.chunks: list[bytes] = []
         self.size = 0
         self.views: list[dict] = []
         self.accessors: list[dict] = []
+        # EXT_meshopt_compression: vertex and index views are stored compressed in
+        # buffer 0 and declared over a data-less fallback buffer 1 of their raw size
+        self.meshopt = meshopt
+        self.fallback_size = 0
+
+    def _append(self, data: bytes, align: int) -> int:
+        pad = (-self.size) % align
+        if pad:
+            self.chunks.append(b"\x00" * pad)
+            self.size += pad
+        off = self.size
+        self.chunks.append(data)
+        self.size += len(data)
+        return off
+
+    def _add_meshopt(self, arr: np.ndarray, target: int, n_vertices: int | None) -> dict:
+        from twin.mesh.meshopt_codec import encode_index_buffer, encode_vertex_buffer
+
+        if target == _ELEMENT_ARRAY_BUFFER:
+            stride = arr.itemsize
+            data = encode_index_buffer(arr.reshape(-1, 3), n_vertices)
+            mode, count = "TRIANGLES", int(arr.size)
+        else:
+            rows = arr.reshape(len(arr), -1)
+            stride = rows.itemsize * rows.shape[1]
+            data = encode_vertex_buffer(rows)
+            mode, count = "ATTRIBUTES", int(len(arr))
+        raw = count * stride if mode == "ATTRIBUTES" else count * stride
+        self.fallback_size += (-self.fallback_size) % 4
+        view = {"buffer": 1, "byteOffset": self.fallback_size, "byteLength": raw, "target": target}
+        if mode == "ATTRIBUTES":
+            view["byteStride"] = stride
+        self.fallback_size += raw
+        ext = {"buffer": 0, "byteOffset": self._append(data, 4), "byteLength": len(data)}
+        ext.update({"byteStride": stride, "count": count, "mode": mode})
+        view["extensions"] = {"EXT_meshopt_compression": ext}
+        return view
 
     def add_view(self, data: bytes) -> int:
         """A bufferView without target, starting on an 8-byte boundary (metadata)."""
@@ -187,18 +230,36 @@ class _BinBuilder:
         self.size += len(data)
         return len(self.views) - 1
 
-    def add(self, arr: np.ndarray, ctype: int, target: int, *, normalized=False, minmax=False):
+    def add(
+        self,
+        arr: np.ndarray,
+        ctype: int,
+        target: int,
+        *,
+        normalized=False,
+        minmax=False,
+        ncomp: int | None = None,
+        n_vertices: int | None = None,
+    ):
+        """A typed accessor over a new bufferView; ``ncomp`` < the array's columns
+        declares padding columns (4-byte aligned vertex elements)."""
         arr = np.ascontiguousarray(arr, dtype=_DTYPES[ctype])
-        data = arr.tobytes()
-        view = {"buffer": 0, "byteOffset": self.size, "byteLength": len(data), "target": target}
-        self.chunks.append(data)
-        self.size += len(data)
-        pad = (-self.size) % 4
-        if pad:
-            self.chunks.append(b"\x00" * pad)
-            self.size += pad
+        if self.meshopt:
+            view = self._add_meshopt(arr, target, n_vertices)
+        else:
+            data = arr.tobytes()
+            view = {"buffer": 0, "byteOffset": self.size, "byteLength": len(data), "target": target}
+            self.chunks.append(data)
+            self.size += len(data)
+            pad = (-self.size) % 4
+            if pad:
+                self.chunks.append(b"\x00" * pad)
+                self.size += pad
+            if ncomp is not None and arr.ndim > 1 and ncomp < arr.shape[1]:
+                view["byteStride"] = arr.itemsize * arr.shape[1]
         self.views.append(view)
-        ncomp = 1 if arr.ndim == 1 else arr.shape[1]
+        if ncomp is None:
+            ncomp = 1 if arr.ndim == 1 else arr.shape[1]
         acc = {
             "bufferView": len(self.views) - 1,
             "componentType": ctype,
@@ -208,7 +269,7 @@ class _BinBuilder:
         if normalized:
             acc["normalized"] = True
         if minmax:
-            a2 = arr.reshape(len(arr), -1)
+            a2 = arr.reshape(len(arr), -1)[:, :ncomp]
             acc["min"] = [_num(v) for v in a2.min(axis=0)]
             acc["max"] = [_num(v) for v in a2.max(axis=0)]
         self.accessors.append(acc)
@@ -237,17 +298,91 @@ def _check(m: GltfMesh, i: int) -> tuple[np.ndarray, np.ndarray]:
     return pos, idx
 
 
-def glb_bytes(meshes: list[GltfMesh], node_matrix=None, extras: dict | None = None) -> bytes:
+COMPRESSIONS = ("none", "meshopt")
+
+
+def _meshopt_arrays(m: GltfMesh, pos: np.ndarray, idx: np.ndarray, bits: int, i: int) -> dict:
+    """Vertex-cache and fetch ordered, quantised arrays of one mesh for
+    KHR_mesh_quantization + EXT_meshopt_compression, and its dequantising matrix."""
+    from twin.mesh.quantize import quantize
+    from twin.mesh.reorder import optimize_vertex_cache, optimize_vertex_fetch
+
+    cols, names = [], []
+    for name in ("normals", "colors", "feature_ids", "texcoords"):
+        a = getattr(m, name)
+        if a is None:
+            continue
+        a = np.asarray(a)
+        if name == "colors" and a.dtype == np.uint8:
+            a = a.astype(np.float64) / 255.0
+        a = np.asarray(a, np.float64).reshape(len(pos), -1)
+        cols.append(a)
+        names.append((name, a.shape[1]))
+    f = optimize_vertex_cache(idx.reshape(-1, 3), len(pos))
+    attrs = np.hstack(cols) if cols else None
+    v, f, attrs, _ = optimize_vertex_fetch(pos, f, attrs)
+    split, k = {}, 0
+    for name, w in names:
+        split[name] = attrs[:, k : k + w]
+        k += w
+    g = enu_to_gltf(v)
+    nrm = split.get("normals")
+    if nrm is not None:
+        nrm = enu_to_gltf(nrm)
+        nrm = nrm / np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
+    q = quantize(g, bits=bits, normals=nrm)
+    out = {"faces": f, "positions": q.positions, "dequantize": np.eye(4), "n": len(v)}
+    out["dequantize"][:3, :3] *= q.step
+    out["dequantize"][:3, 3] = q.offset
+    out["normals"] = q.normals
+    if "colors" in split:
+        c = np.clip(split["colors"], 0.0, 1.0)
+        if c.shape[1] == 3:
+            c = np.column_stack([c, np.ones(len(c))])
+        out["colors"] = np.rint(c * 255.0).astype(np.uint8)
+    if "feature_ids" in split:
+        out["feature_ids"] = np.rint(split["feature_ids"][:, 0])
+    if "texcoords" in split:
+        out["texcoords"] = split["texcoords"]
+    return out
+
+
+def _pad4(a: np.ndarray) -> np.ndarray:
+    """(N, 3) -> (N, 4) with a zero column: 4-byte aligned elements of 1- or 2-byte
+    components (what glTF asks of vertex attributes)."""
+    out = np.zeros((a.shape[0], 4), a.dtype)
+    out[:, :3] = a
+    return out
+
+
+def glb_bytes(
+    meshes: list[GltfMesh],
+    node_matrix=None,
+    extras: dict | None = None,
+    *,
+    compression: str = "none",
+    bits: int = 14,
+) -> bytes:
     """The GLB file content for ``meshes`` (see the module docstring for the layout).
 
     ``node_matrix``: optional 4x4 row-major matrix (glTF frame) set on every node.
+    ``compression``: ``"none"`` (float32 attributes) or ``"meshopt"``: each mesh is
+    put in vertex-cache and vertex-fetch order, positions quantised to ``bits`` bits
+    per axis (KHR_mesh_quantization, unsigned shorts; the node matrix gains the
+    dequantising scale and offset, so the error is at most half a step of the
+    mesh's bounding box / (2**bits - 1)), normals to normalised bytes, colours to
+    normalised RGBA bytes, and every vertex and index bufferView is stored with
+    EXT_meshopt_compression (our encoder; both extensions are then required).
     Memory grows with the total vertex and index count (about 2x the output size).
     """
     from twin import __version__
 
     if not meshes:
         raise ParameterError("write_glb needs at least one mesh")
-    b = _BinBuilder()
+    if compression not in COMPRESSIONS:
+        raise ParameterError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    meshopt = compression == "meshopt"
+    b = _BinBuilder(meshopt=meshopt)
     gl_meshes, nodes, materials = [], [], []
     images: list[dict] = []
     textures: list[dict] = []
@@ -255,28 +390,55 @@ def glb_bytes(meshes: list[GltfMesh], node_matrix=None, extras: dict | None = No
     tables: list[PropertyTable] = []
     for i, m in enumerate(meshes):
         pos, idx = _check(m, i)
-        attrs = {"POSITION": b.add(enu_to_gltf(pos), _FLOAT, _ARRAY_BUFFER, minmax=True)}
-        if m.normals is not None:
-            nrm = enu_to_gltf(np.asarray(m.normals, dtype=np.float64))
-            attrs["NORMAL"] = b.add(nrm, _FLOAT, _ARRAY_BUFFER)
         if m.colors is not None:
             col = np.asarray(m.colors)
             if col.ndim != 2 or col.shape[1] not in (3, 4):
                 raise ParameterError(f"mesh {i} ({m.name}): colors must be (N, 3) or (N, 4)")
-            if col.dtype == np.uint8:
-                if col.shape[1] == 3:
-                    col = np.column_stack([col, np.full(len(col), 255, np.uint8)])
-                attrs["COLOR_0"] = b.add(col, _UBYTE, _ARRAY_BUFFER, normalized=True)
-            else:
-                attrs["COLOR_0"] = b.add(np.clip(col, 0.0, 1.0), _FLOAT, _ARRAY_BUFFER)
         if m.texcoords is not None:
-            uv = np.asarray(m.texcoords, dtype=np.float64)
+            uv = np.asarray(m.texcoords)
             if uv.ndim != 2 or uv.shape[1] != 2:
                 raise ParameterError(f"mesh {i} ({m.name}): texcoords must be (N, 2)")
-            attrs["TEXCOORD_0"] = b.add(uv, _FLOAT, _ARRAY_BUFFER)
+        mesh_matrix = None
+        if meshopt:
+            q = _meshopt_arrays(m, pos, idx, bits, i)
+            mesh_matrix = q["dequantize"]
+            n = q["n"]
+            attrs = {
+                "POSITION": b.add(
+                    _pad4(q["positions"]), _USHORT, _ARRAY_BUFFER, minmax=True, ncomp=3
+                )
+            }
+            if q["normals"] is not None:
+                attrs["NORMAL"] = b.add(
+                    _pad4(q["normals"]), _BYTE, _ARRAY_BUFFER, normalized=True, ncomp=3
+                )
+            if "colors" in q:
+                attrs["COLOR_0"] = b.add(q["colors"], _UBYTE, _ARRAY_BUFFER, normalized=True)
+            if "texcoords" in q:
+                attrs["TEXCOORD_0"] = b.add(q["texcoords"], _FLOAT, _ARRAY_BUFFER)
+            fid_values = q.get("feature_ids")
+            idx = q["faces"].reshape(-1)
+        else:
+            n = len(pos)
+            attrs = {"POSITION": b.add(enu_to_gltf(pos), _FLOAT, _ARRAY_BUFFER, minmax=True)}
+            if m.normals is not None:
+                nrm = enu_to_gltf(np.asarray(m.normals, dtype=np.float64))
+                attrs["NORMAL"] = b.add(nrm, _FLOAT, _ARRAY_BUFFER)
+            if m.colors is not None:
+                col = np.asarray(m.colors)
+                if col.dtype == np.uint8:
+                    if col.shape[1] == 3:
+                        col = np.column_stack([col, np.full(len(col), 255, np.uint8)])
+                    attrs["COLOR_0"] = b.add(col, _UBYTE, _ARRAY_BUFFER, normalized=True)
+                else:
+                    attrs["COLOR_0"] = b.add(np.clip(col, 0.0, 1.0), _FLOAT, _ARRAY_BUFFER)
+            if m.texcoords is not None:
+                uv = np.asarray(m.texcoords, dtype=np.float64)
+                attrs["TEXCOORD_0"] = b.add(uv, _FLOAT, _ARRAY_BUFFER)
+            fid_values = None if m.feature_ids is None else m.feature_ids
         prim: dict = {"attributes": attrs, "mode": 4, "material": len(materials)}
-        if m.feature_ids is not None:
-            fid = np.asarray(m.feature_ids, dtype=np.float64).reshape(-1)
+        if fid_values is not None:
+            fid = np.asarray(fid_values, dtype=np.float64).reshape(-1)
             attrs["_FEATURE_ID_0"] = b.add(fid, _FLOAT, _ARRAY_BUFFER)
             count = int(len(np.unique(fid)))
             fids: dict = {"featureCount": count, "attribute": 0}
@@ -290,8 +452,8 @@ def glb_bytes(meshes: list[GltfMesh], node_matrix=None, extras: dict | None = No
                 tables.append(m.features)
             prim["extensions"] = {"EXT_mesh_features": {"featureIds": [fids]}}
             uses_features = True
-        ctype = _USHORT if len(pos) <= 65535 else _UINT
-        prim["indices"] = b.add(idx, ctype, _ELEMENT_ARRAY_BUFFER)
+        ctype = _USHORT if n <= 65535 else _UINT
+        prim["indices"] = b.add(idx, ctype, _ELEMENT_ARRAY_BUFFER, n_vertices=n)
         materials.append(
             {
                 "name": f"{m.name}-material",
@@ -318,10 +480,14 @@ def glb_bytes(meshes: list[GltfMesh], node_matrix=None, extras: dict | None = No
             mesh["extras"] = m.extras
         gl_meshes.append(mesh)
         node = {"name": m.name, "mesh": i}
+        mat = None
         if node_matrix is not None:
             mat = np.asarray(node_matrix, dtype=np.float64)
             if mat.shape != (4, 4):
                 raise ParameterError(f"node_matrix must be 4x4, got {mat.shape}")
+        if mesh_matrix is not None:
+            mat = mesh_matrix if mat is None else mat @ mesh_matrix
+        if mat is not None:
             node["matrix"] = [float(v) for v in mat.T.ravel()]
         nodes.append(node)
     doc: dict = {
@@ -356,6 +522,12 @@ def glb_bytes(meshes: list[GltfMesh], node_matrix=None, extras: dict | None = No
         b.chunks.append(b"\x00" * pad)
         b.size += pad
     doc["buffers"] = [{"byteLength": b.size}]
+    if meshopt:
+        fallback = {"EXT_meshopt_compression": {"fallback": True}}
+        doc["buffers"].append({"byteLength": max(b.fallback_size, 4), "extensions": fallback})
+        for ext in ("EXT_meshopt_compression", "KHR_mesh_quantization"):
+            doc.setdefault("extensionsUsed", []).append(ext)
+            doc.setdefault("extensionsRequired", []).append(ext)
     if extras:
         doc["extras"] = extras
     js = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
@@ -378,9 +550,15 @@ def write_glb(
     meshes: list[GltfMesh],
     node_matrix=None,
     extras: dict | None = None,
+    *,
+    compression: str = "none",
+    bits: int = 14,
 ) -> Path:
-    """Write ``meshes`` (ENU) as a GLB file (glTF y-up) atomically; returns the path."""
-    data = glb_bytes(meshes, node_matrix=node_matrix, extras=extras)
+    """Write ``meshes`` (ENU) as a GLB file (glTF y-up) atomically; returns the path.
+    ``compression`` / ``bits``: see :func:`glb_bytes`."""
+    data = glb_bytes(
+        meshes, node_matrix=node_matrix, extras=extras, compression=compression, bits=bits
+    )
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -416,13 +594,43 @@ def read_glb_json(path: str | os.PathLike) -> tuple[dict, bytes]:
     return doc, binary
 
 
+def _view_bytes(doc: dict, binary: bytes, vi: int) -> tuple[bytes | np.ndarray, int]:
+    """A bufferView's bytes (decoded when EXT_meshopt_compression) and its offset."""
+    view = doc["bufferViews"][vi]
+    ext = view.get("extensions", {}).get("EXT_meshopt_compression")
+    if ext is None:
+        return binary, view.get("byteOffset", 0)
+    from twin.mesh.meshopt_codec import decode_index_buffer, decode_vertex_buffer
+
+    if ext.get("buffer", 0) != 0:
+        raise ValueError("EXT_meshopt_compression data outside the GLB buffer")
+    off = ext.get("byteOffset", 0)
+    data = np.frombuffer(binary, np.uint8, count=ext["byteLength"], offset=off)
+    if ext["mode"] == "ATTRIBUTES":
+        out = decode_vertex_buffer(data, ext["count"], ext["byteStride"])
+    elif ext["mode"] == "TRIANGLES":
+        out = decode_index_buffer(data, ext["count"], ext["byteStride"])
+    else:
+        raise ValueError(f"EXT_meshopt_compression mode {ext['mode']} is not read here")
+    if ext.get("filter", "NONE") != "NONE":
+        raise ValueError(f"EXT_meshopt_compression filter {ext['filter']} is not read here")
+    return np.ascontiguousarray(out).tobytes(), 0
+
+
 def _accessor(doc: dict, binary: bytes, i: int) -> np.ndarray:
     acc = doc["accessors"][i]
     view = doc["bufferViews"][acc["bufferView"]]
     dtype = np.dtype(_DTYPES[acc["componentType"]])
     ncomp = _NCOMP[acc["type"]]
-    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-    arr = np.frombuffer(binary, dtype=dtype, count=acc["count"] * ncomp, offset=start)
+    data, start = _view_bytes(doc, binary, acc["bufferView"])
+    start += acc.get("byteOffset", 0)
+    stride = view.get("byteStride", 0)
+    if stride and stride != dtype.itemsize * ncomp:
+        rows = np.frombuffer(data, np.uint8, count=acc["count"] * stride, offset=start)
+        rows = rows.reshape(acc["count"], stride)[:, : dtype.itemsize * ncomp]
+        arr = np.ascontiguousarray(rows).view(dtype).reshape(acc["count"], ncomp)
+        return arr if ncomp > 1 else arr.reshape(-1)
+    arr = np.frombuffer(data, dtype=dtype, count=acc["count"] * ncomp, offset=start)
     return arr.reshape(acc["count"], ncomp) if ncomp > 1 else arr
 
 

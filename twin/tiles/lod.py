@@ -83,7 +83,8 @@ class LodParams:
     max_faces: int = 20_000  # faces per tile content (all layers together)
     max_depth: int = 8
     min_size: float = 30.0  # metres: cells smaller than this are not split
-    compression: str = "meshopt"  # "meshopt" | "none" (passed to the GLB writer)
+    compression: str = "meshopt"  # "meshopt" | "none" (see twin.tiles.gltf.glb_bytes)
+    bits: int = 14  # position quantisation per axis of each tile's box (meshopt)
 
     def to_dict(self) -> dict:
         return {
@@ -91,6 +92,7 @@ class LodParams:
             "max_depth": self.max_depth,
             "min_size": self.min_size,
             "compression": self.compression,
+            "bits": self.bits,
         }
 
 
@@ -555,13 +557,7 @@ def _write_content(path: Path, node: _Node, layers, fid_cols, p: LodParams) -> N
     matrix = np.eye(4)
     matrix[:3, 3] = enu_to_gltf(centre)
     path.parent.mkdir(parents=True, exist_ok=True)
-    kwargs = {}
-    if p.compression != "none":
-        kwargs["compression"] = p.compression
-    try:
-        write_glb(path, meshes, node_matrix=matrix, **kwargs)
-    except TypeError:  # a writer without compression support
-        write_glb(path, meshes, node_matrix=matrix)
+    write_glb(path, meshes, node_matrix=matrix, compression=p.compression, bits=p.bits)
 
 
 def _table_subset(table, rows: np.ndarray):
