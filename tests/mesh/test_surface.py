@@ -213,3 +213,12 @@ def test_cli_reconstruct(tmp_path, small_survey):
     assert out.exists() and (tmp_path / "dsm.ply.json").exists()
     r = CliRunner().invoke(main, ["mesh", "reconstruct", str(tmp_path / "none.laz"), str(out)])
     assert r.exit_code == 2 and "none.laz" in r.output
+
+
+def test_manifold_checks_find_fins_and_open_edges():
+    # two triangles sharing an edge, plus a third on the same edge (a fin)
+    faces = np.array([[0, 1, 2], [1, 0, 3], [0, 1, 4]])
+    assert non_manifold_edges(faces).tolist() == [[0, 1]]
+    assert len(boundary_edges(faces)) == 6
+    tetra = np.array([[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]])
+    assert len(non_manifold_edges(tetra)) == 0 and len(boundary_edges(tetra)) == 0
