@@ -253,3 +253,16 @@ def test_global_levelling_recovers_an_exposure_step():
     at0 = corr[labels == 0][np.isin(v0, seam_v)].mean()
     at1 = corr[labels == 1][np.isin(v1, seam_v)].mean()
     assert at1 - at0 == pytest.approx(-30.0, abs=1.0)
+
+
+def test_psnr_and_ssim_definitions():
+    from twin.texture import psnr, ssim
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (40, 50, 3)).astype(np.uint8)
+    assert psnr(a, a) == float("inf")
+    b = np.clip(a.astype(int) + 5, 0, 255).astype(np.uint8)
+    d = (a.astype(float) - b) ** 2
+    assert psnr(a, b) == pytest.approx(10 * np.log10(255**2 / d.mean()))
+    assert ssim(a, a) == pytest.approx(1.0)
+    assert ssim(a, b) < 1.0
