@@ -1,7 +1,8 @@
 """Depth maps to one coloured point cloud, and writing it as LAS/LAZ.
 
 :func:`fuse`: every valid pixel of every depth map is checked against the depth maps
-of its view's sources (:func:`twin.recon._mvs_kernels.consistency`: reprojection
+of its view's sources and of the nearest other views looking the same way
+(``max_partners`` in all) (:func:`twin.recon._mvs_kernels.consistency`: reprojection
 within ``max_px`` pixels and depth within ``max_rel``); pixels agreed by fewer than
 ``min_views`` views (itself included) are dropped as outliers; the others become the
 mean of the agreeing 3D points, with the reference pixel's colour, the normal of its
@@ -50,6 +51,7 @@ def fuse(
     max_rel: float = 0.01,
     max_px: float = 1.0,
     voxel: float | None = None,
+    max_partners: int = 10,
     progress=None,
 ) -> FusedCloud:
     """Fuse ``maps`` (``maps[k]`` belongs to ``views[indices[k]]``; by default
@@ -77,7 +79,7 @@ def fuse(
             rays = np.stack([u + 0.5, v + 0.5, np.ones_like(u, float)])
             own = (Kinv @ rays).T * d[v, u][:, None]
             acc[v, u] = own
-            for j in dm.sources:
+            for j in _partners(views, i, dm.sources, indices, max_partners):
                 if j not in by_view:
                     continue
                 src = views[j]
@@ -111,6 +113,16 @@ def fuse(
     if voxel:
         cloud = voxel_merge(cloud, voxel)
     return cloud
+
+
+def _partners(views, i, sources, indices, k) -> list[int]:
+    """The view's matching sources, then other fused views looking the same way
+    (optical axes within 60 degrees), nearest first, ``k`` in all."""
+    out = [j for j in sources if j != i]
+    ref = views[i]
+    cand = [j for j in indices if j != i and j not in out and float(ref.R[2] @ views[j].R[2]) > 0.5]
+    cand.sort(key=lambda j: float(np.linalg.norm(views[j].centre - ref.centre)))
+    return (out + cand)[: max(k, len(out))]
 
 
 def voxel_merge(cloud: FusedCloud, voxel: float) -> FusedCloud:
