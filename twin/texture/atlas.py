@@ -4,20 +4,23 @@ A *chart* is a connected set of faces (sharing edges) textured from the same pho
 Its texture patch is the part of that photo under its faces: chart UVs are the
 photo's pixel coordinates of its corners (times ``scale``), so a patch at scale 1
 copies photo pixels one to one and keeps the photo's resolution. Patches (their
-bounding boxes plus a ``margin`` of texels on every side) are packed into square
-power-of-two pages (at most ``max_size`` texels a side; the last page is trimmed to
-the power-of-two height it uses) by a shelf packer: patches sorted by height, placed
-left to right on shelves. Faces no photo sees are grouped into connected *fill*
-components, each baked as a small flat block of the mean colour of the textured
-faces around it (mid-grey when there are none): filled, and flagged in the result.
+bounding boxes plus a ``margin`` of texels on every side) are packed into
+power-of-two pages (at most ``max_size`` texels a side) by a shelf packer: patches
+sorted by height, placed left to right on shelves; the page width that gives the
+smallest single page is chosen, and only when one ``max_size`` page cannot hold
+everything are several used (the last trimmed to the power-of-two height it needs).
+Faces no photo sees are grouped into connected *fill* components, each baked as a
+small flat block of the mean colour of the textured faces around it (mid-grey when
+there are none): filled, and flagged in the result.
 
 Baking (:func:`twin.texture._kernels.bake`) draws each face into its page and
-samples its photo bilinearly plus the levelling offsets; :func:`~twin.texture._kernels.dilate`
-then bleeds ``margin`` rings of colour around every patch so bilinear and mipmap
-lookups near chart borders never read the empty background.
+samples its photo bilinearly plus the levelling offsets;
+:func:`~twin.texture._kernels.dilate` then bleeds ``margin`` rings of colour around
+every patch so bilinear and mipmap lookups near chart borders never read the empty
+background.
 
-Peak memory: the pages (3 bytes + 1 mask byte per texel, twice while trimming) plus per-face arrays
-(~150 bytes per face).
+Peak memory: the pages (3 bytes + 1 mask byte per texel) plus per-face arrays (~150
+bytes per face).
 """
 
 from __future__ import annotations
@@ -62,11 +65,15 @@ def _pow2(n: int) -> int:
     return 1 << max(0, int(np.ceil(np.log2(max(n, 1)))))
 
 
-def shelf_pack(w: np.ndarray, h: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, list]:
-    """Pack rectangles (w, h texels) into ``size`` x ``size`` pages, tallest first.
+def shelf_pack(
+    w: np.ndarray, h: np.ndarray, size: int, height: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list]:
+    """Pack rectangles (w, h texels) into ``size`` wide, ``height`` (default ``size``)
+    tall pages, tallest first, left to right on shelves.
 
     Returns ``(page (N,), xy (N, 2) top-left corners, [(width, height) per page])``
     with every page a power of two on each side (the last one trimmed in height)."""
+    height = size if height is None else height
     n = len(w)
     order = np.lexsort((-w, -h))
     page = np.zeros(n, dtype=np.int64)
@@ -75,19 +82,37 @@ def shelf_pack(w: np.ndarray, h: np.ndarray, size: int) -> tuple[np.ndarray, np.
     cur, x, y, shelf_h = 0, 0, 0, 0
     for i in order:
         wi, hi = int(w[i]), int(h[i])
-        if wi > size or hi > size:
-            raise ParameterError(f"a {wi}x{hi} patch does not fit a {size} page")
+        if wi > size or hi > height:
+            raise ParameterError(f"a {wi}x{hi} patch does not fit a {size}x{height} page")
         if x + wi > size:
             x, y, shelf_h = 0, y + shelf_h, 0
-        if y + hi > size:
-            used.append(size)
+        if y + hi > height:
+            used.append(height)
             cur, x, y, shelf_h = cur + 1, 0, 0, 0
         page[i], xy[i] = cur, (x, y)
         x += wi
         shelf_h = max(shelf_h, hi)
     used.append(y + shelf_h)
-    sizes = [(size, size) for _ in used[:-1]] + [(size, min(size, _pow2(used[-1])))]
+    sizes = [(size, height) for _ in used[:-1]] + [(size, min(height, _pow2(used[-1])))]
     return page, xy, sizes
+
+
+def pack_pages(w: np.ndarray, h: np.ndarray, max_size: int):
+    """:func:`shelf_pack` into the smallest single page (power-of-two width tried from
+    the widest patch up to ``max_size``; height trimmed), else ``max_size`` pages."""
+    best = None
+    width = max(64, _pow2(int(w.max())))
+    while width <= max_size:
+        if width * max_size >= (w * h).sum():
+            cpage, cxy, sizes = shelf_pack(w, h, width, max_size)
+            if len(sizes) == 1:
+                area = sizes[0][0] * sizes[0][1]
+                if best is None or area < best[0]:
+                    best = (area, cpage, cxy, sizes)
+        width *= 2
+    if best is not None:
+        return best[1:]
+    return shelf_pack(w, h, max_size)
 
 
 def build_atlas(
@@ -122,13 +147,7 @@ def build_atlas(
     s[big] = (max_size - 2 * margin - 2) / ext[big].max(axis=1)
     w = np.where(seen_chart, np.ceil(ext[:, 0] * s).astype(np.int64) + 2 * margin, FILL_BLOCK)
     h = np.where(seen_chart, np.ceil(ext[:, 1] * s).astype(np.int64) + 2 * margin, FILL_BLOCK)
-    area = float((w * h).sum())
-    size = min(max_size, max(64, _pow2(int(np.ceil(np.sqrt(area * 1.15))))))
-    while True:
-        cpage, cxy, sizes = shelf_pack(w, h, size)
-        if len(sizes) == 1 or size >= max_size:
-            break
-        size *= 2
+    cpage, cxy, sizes = pack_pages(w, h, max_size)
     page = cpage[chart]
     tex = np.empty((m, 3, 2))
     c = chart[sel]
