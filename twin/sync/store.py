@@ -367,7 +367,7 @@ class Plan(NamedTuple):
     created: list  # cache rows of new entities (also in dirty)
     incident_rows: list  # (id, reported..closed ns, responder) first-reach times
     next_k: int  # the next free entity key
-    ind: dict  # (bucket, (cell, type, open)) -> [d_count, events, 0, 0.0, 0, 0.0]
+    ind: dict  # (bucket, (cell x, cell y, type, open)) -> [d_count, events, n, s, n, s]
     transitions: list  # (incident id, new state, observed ns, bucket, indicator key)
 
 
@@ -376,29 +376,28 @@ _floor = math.floor
 
 
 def ind_key(row: list, inv_cell: float) -> tuple:
-    """The indicator key of an entity row: (cell, type, open). The cell is
-    ``attributes.district`` (a string) when the entity has one, else the grid cell
-    ``(floor(lon / cell_deg), floor(lat / cell_deg))``, else ``None`` (no position);
-    ``open`` is 1 for an incident in an open state (reported, dispatched, on scene)."""
-    a = row[12]
-    cell = None
+    """The indicator key of an entity row: (cell x, cell y, type, open). The cell is
+    ``attributes.district`` (a string, then y is None) when the entity has one, else
+    the grid cell ``(floor(lon / cell_deg), floor(lat / cell_deg))``, else
+    ``(None, None)`` (no position); ``open`` is 1 for an incident in an open state
+    (reported, dispatched, on scene). The store's loop inlines the common case."""
+    a, typ = row[12], row[1]
+    op = 1 if typ == "incident" and row[11] in _OPEN else 0
     if a != "{}" and '"district"' in a:
         d = json.loads(a).get("district")
         if isinstance(d, str):
-            cell = d
-    if cell is None and row[6] is not None:
-        cell = (_floor(row[6] * inv_cell), _floor(row[7] * inv_cell))
-    typ = row[1]
-    return (cell, typ, 1 if typ == "incident" and row[11] in _OPEN else 0)
+            return (d, None, typ, op)
+    if row[6] is None:
+        return (None, None, typ, op)
+    return (_floor(row[6] * inv_cell), _floor(row[7] * inv_cell), typ, op)
 
 
-def cell_name(cell) -> str:
-    """The text form of an indicator cell (see :meth:`Store.indicators`)."""
-    if cell is None:
-        return "none"
-    if isinstance(cell, tuple):
-        return f"grid/{cell[0]}/{cell[1]}"
-    return f"district/{cell}"
+def cell_name(key: tuple) -> str:
+    """The text form of an indicator key's cell (see :meth:`Store.indicators`)."""
+    x, y = key[0], key[1]
+    if y is not None:
+        return f"grid/{x}/{y}"
+    return "none" if x is None else f"district/{x}"
 
 
 def cell_area_km2(lon0: float, lat0: float, size: float) -> float:
@@ -427,7 +426,7 @@ def indicator_rows(plan: Plan, reported: dict) -> list[tuple]:
             acc[4] += 1
             acc[5] += (ns - rep) / 1e9
     return [
-        (b, cell_name(k[0]), k[1], k[2], *acc)
+        (b, cell_name(k), k[2], k[3], *acc)
         for (b, k), acc in ind.items()
         if acc[0] or acc[1] or acc[2] or acc[4]
     ]
@@ -615,7 +614,12 @@ def plan_batch(
                     row[13], row[14] = b, f
                     row[20] = token
         # indicators: one more event in this bucket, and a move between keys
-        key = ind_key(row, inv_cell)
+        # (ind_key inlined for the common case: a grid cell, not an incident)
+        lon = row[6]
+        if lon is None or row[1] == "incident" or (row[12] != "{}" and '"district"' in row[12]):
+            key = ind_key(row, inv_cell)
+        else:
+            key = (_floor(lon * inv_cell), _floor(row[7] * inv_cell), row[1], 0)
         row[22] = key
         bucket = ns // bucket_ns
         acc = ind_get((bucket, key))
