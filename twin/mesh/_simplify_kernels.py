@@ -884,6 +884,9 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
 # distance at the vertices, where a piecewise-linear deviation peaks.
 
 
+DESCENT_VERTICES = 1024  # output fans a descent may visit per input vertex
+
+
 @njit(cache=True)
 def point_triangle_dist2(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
     """Squared distance from p to triangle (a, b, c) (Ericson, Real-Time Collision
@@ -1011,10 +1014,11 @@ def _fan_dist2(px, py, pz, V, F, start, flist, r):
 
 @njit(cache=True, parallel=True)
 def measured_error(P0, V, F, falive, F0, rep):
-    """``(to_output, to_input)``: the largest distance from a removed or moved input
-    vertex (original position ``P0``) to the output surface (the faces around the
-    output vertex it went into, then, where that could raise the maximum, a descent
-    over neighbouring output fans to the locally closest face), and from a moved output vertex
+    """``(to_output (N,), to_input)``: upper bounds of the distance from each removed or
+    moved input vertex (original position ``P0``) to the output surface (the faces
+    around the output vertex it went into, then, where that could raise the maximum,
+    a descent over neighbouring output fans to the locally closest face; 0 for
+    vertices that stayed), and the largest distance from a moved output vertex
     (``V``) to the input faces ``F0`` around the input vertices that went into it.
     Memory: 12 bytes per input and per output face (vertex -> face lists) plus 29
     bytes per vertex."""
@@ -1027,22 +1031,20 @@ def measured_error(P0, V, F, falive, F0, rep):
             moved[i] = 1
     chunk = 4096
     nchunks = (n + chunk - 1) // chunk
-    out1 = np.zeros(nchunks)
+    ub = np.zeros(n)
     for ci in prange(nchunks):
         best = 0.0
-        seen = np.empty(64, np.int32)
+        seen = np.empty(DESCENT_VERTICES + 3, np.int32)
         for i in range(ci * chunk, min(n, (ci + 1) * chunk)):
             r = rep[i]
             if r == i and not moved[i]:
                 continue
             d, fbest = _fan_dist2(P0[i, 0], P0[i, 1], P0[i, 2], V, F, start, flist, r)
-            if d <= best:
-                continue  # an upper bound already below the maximum so far
             # descend over the output surface: the fans of the closest face's
             # corners, while that finds a closer face
             nseen = 1
             seen[0] = r
-            while fbest >= 0 and nseen < 61:
+            while fbest >= 0 and nseen < DESCENT_VERTICES:
                 improved = False
                 for k in range(3):
                     w = F[fbest, k]
@@ -1063,9 +1065,8 @@ def measured_error(P0, V, F, falive, F0, rep):
                 if not improved:
                     break
                 fbest = fnext
-            if d < np.inf and d > best:
-                best = d
-        out1[ci] = best
+            if d < np.inf:
+                ub[i] = d
     # members of each output vertex's cluster (the input vertices that went into it)
     mstart = np.zeros(n + 1, np.int64)
     for i in range(n):
@@ -1103,5 +1104,186 @@ def measured_error(P0, V, F, falive, F0, rep):
                 best = d
         out2[ci] = best
     if nchunks == 0:
-        return 0.0, 0.0
-    return np.sqrt(out1.max()), np.sqrt(out2.max())
+        return ub, 0.0
+    return np.sqrt(ub), np.sqrt(out2.max())
+
+
+@njit(cache=True, parallel=True)
+def point_mesh_dist(px, py, pz, V, F, falive):
+    """Exact distance from p to the live faces (brute force, parallel over faces)."""
+    m = F.shape[0]
+    chunk = 16384
+    nchunks = (m + chunk - 1) // chunk
+    best = np.full(max(nchunks, 1), np.inf)
+    for ci in prange(nchunks):
+        d = np.inf
+        for f in range(ci * chunk, min(m, (ci + 1) * chunk)):
+            if not falive[f]:
+                continue
+            a = F[f, 0]
+            b = F[f, 1]
+            c = F[f, 2]
+            e = point_triangle_dist2(
+                px, py, pz,
+                V[a, 0], V[a, 1], V[a, 2],
+                V[b, 0], V[b, 1], V[b, 2],
+                V[c, 0], V[c, 1], V[c, 2],
+            )  # fmt: skip
+            if e < d:
+                d = e
+        best[ci] = d
+    return np.sqrt(best.min())
+
+
+@njit(cache=True)
+def face_grid(V, F, falive):
+    """A uniform grid over the live faces for exact nearest-face queries: about one
+    cell per face; each face listed in the cells its bounding box overlaps, or, when
+    that is more than 64 cells, in an overflow list every query checks. Returns
+    ``(lo (3,), h, g, cstart, cfaces, overflow)``. Memory: 8 bytes per cell plus 4
+    per (face, cell) entry."""
+    m = F.shape[0]
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    live = 0
+    for f in range(m):
+        if falive[f]:
+            live += 1
+            for k in range(3):
+                for a in range(3):
+                    x = V[F[f, k], a]
+                    lo[a] = min(lo[a], x)
+                    hi[a] = max(hi[a], x)
+    ext = max(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2], 1e-9)
+    g = max(1, int(np.ceil(max(live, 1) ** (1.0 / 3.0))))
+    h = ext / g * (1.0 + 1e-9)
+    ncell = g * g * g
+    cstart = np.zeros(ncell + 1, np.int64)
+    nover = 0
+    for rnd in range(2):
+        if rnd == 1:
+            for c in range(ncell):
+                cstart[c + 1] += cstart[c]
+            fill = cstart[:-1].copy()
+            cfaces = np.empty(cstart[ncell], np.int32)
+            overflow = np.empty(nover, np.int32)
+            nover = 0
+        for f in range(m):
+            if not falive[f]:
+                continue
+            i0 = np.empty(3, np.int64)
+            i1 = np.empty(3, np.int64)
+            for a in range(3):
+                mn = min(V[F[f, 0], a], V[F[f, 1], a], V[F[f, 2], a])
+                mx = max(V[F[f, 0], a], V[F[f, 1], a], V[F[f, 2], a])
+                i0[a] = min(g - 1, max(0, int((mn - lo[a]) / h)))
+                i1[a] = min(g - 1, max(0, int((mx - lo[a]) / h)))
+            cells = (i1[0] - i0[0] + 1) * (i1[1] - i0[1] + 1) * (i1[2] - i0[2] + 1)
+            if cells > 64:
+                if rnd == 1:
+                    overflow[nover] = f
+                nover += 1
+                continue
+            for x in range(i0[0], i1[0] + 1):
+                for y in range(i0[1], i1[1] + 1):
+                    for z in range(i0[2], i1[2] + 1):
+                        c = (x * g + y) * g + z
+                        if rnd == 0:
+                            cstart[c + 1] += 1
+                        else:
+                            cfaces[fill[c]] = f
+                            fill[c] += 1
+    return lo, h, g, cstart, cfaces, overflow
+
+
+@njit(cache=True)
+def grid_dist(px, py, pz, V, F, lo, h, g, cstart, cfaces, overflow, limit):
+    """Exact distance from p to the faces of a :func:`face_grid` (searching cube
+    shells around p's cell until no closer face can remain), or ``limit`` when every
+    face is at least that far."""
+    best = limit * limit
+    for j in range(overflow.shape[0]):
+        f = overflow[j]
+        a = F[f, 0]
+        b = F[f, 1]
+        c = F[f, 2]
+        e = point_triangle_dist2(
+            px, py, pz,
+            V[a, 0], V[a, 1], V[a, 2],
+            V[b, 0], V[b, 1], V[b, 2],
+            V[c, 0], V[c, 1], V[c, 2],
+        )  # fmt: skip
+        if e < best:
+            best = e
+    cx = int(np.floor((px - lo[0]) / h))
+    cy = int(np.floor((py - lo[1]) / h))
+    cz = int(np.floor((pz - lo[2]) / h))
+    k = 0
+    while True:
+        # cells at Chebyshev index distance k + 1 or more are >= k h away
+        for x in range(cx - k, cx + k + 1):
+            if x < 0 or x >= g:
+                continue
+            for y in range(cy - k, cy + k + 1):
+                if y < 0 or y >= g:
+                    continue
+                for z in range(cz - k, cz + k + 1):
+                    if z < 0 or z >= g:
+                        continue
+                    if max(abs(x - cx), abs(y - cy), abs(z - cz)) != k:
+                        continue
+                    c = (x * g + y) * g + z
+                    for j in range(cstart[c], cstart[c + 1]):
+                        f = cfaces[j]
+                        a = F[f, 0]
+                        b = F[f, 1]
+                        cc = F[f, 2]
+                        e = point_triangle_dist2(
+                            px, py, pz,
+                            V[a, 0], V[a, 1], V[a, 2],
+                            V[b, 0], V[b, 1], V[b, 2],
+                            V[cc, 0], V[cc, 1], V[cc, 2],
+                        )  # fmt: skip
+                        if e < best:
+                            best = e
+        d = k * h
+        if d * d >= best:
+            break
+        # past the grid on every side: nothing further
+        if cx - k <= 0 and cy - k <= 0 and cz - k <= 0 and cx + k >= g - 1 and cy + k >= g - 1:
+            if cz + k >= g - 1:
+                break
+        k += 1
+    return np.sqrt(best)
+
+
+@njit(cache=True)
+def exact_max(P0, order, bounds, V, F, falive, max_checks):
+    """The largest exact distance to the live faces over the vertices ``order`` (by
+    decreasing upper bound ``bounds``), stopping once the next bound cannot raise it.
+    Returns ``(max, checks)``; after ``max_checks`` checks the next bound is folded
+    in (still an upper bound)."""
+    if order.shape[0] == 0:
+        return 0.0, 0
+    lo, h, g, cstart, cfaces, overflow = face_grid(V, F, falive)
+    best = 0.0
+    checks = 0
+    for j in range(order.shape[0]):
+        i = order[j]
+        if bounds[i] <= best:
+            return best, checks
+        if checks >= max_checks:
+            return bounds[i], checks
+        # first only within the current maximum (a small search); a vertex with
+        # nothing that close raises the maximum: search again out to its bound
+        d = best
+        if best > 0.0:
+            d = grid_dist(P0[i, 0], P0[i, 1], P0[i, 2], V, F, lo, h, g, cstart, cfaces,
+                          overflow, best)  # fmt: skip
+        if d >= best:
+            d = grid_dist(P0[i, 0], P0[i, 1], P0[i, 2], V, F, lo, h, g, cstart, cfaces,
+                          overflow, bounds[i])  # fmt: skip
+        checks += 1
+        if d > best:
+            best = d
+    return best, checks
