@@ -68,6 +68,21 @@ def _validate_all(paths: list[Path], limit: int) -> dict:
     return {"checked": len(checked), "of": len(paths), "errors": errors, "warnings": warnings}
 
 
+def geometry_bytes(path: Path) -> int:
+    """Bytes of a GLB's vertex and index data as stored (compressed where it is):
+    no JSON, metadata tables or textures."""
+    from twin.tiles.gltf import read_glb_json
+
+    doc, _ = read_glb_json(path)
+    n = 0
+    for view in doc.get("bufferViews", []):
+        if view.get("target") not in (34962, 34963):
+            continue
+        ext = view.get("extensions", {}).get("EXT_meshopt_compression")
+        n += ext["byteLength"] if ext else view["byteLength"]
+    return n
+
+
 def _leaf_stats(tileset: Path) -> tuple[int, int, list[Path], list[Path]]:
     tris = nbytes = 0
     leaves, all_glb = [], []
@@ -130,10 +145,12 @@ def py3dtiles_peer(leaves: list[Path], out: Path, validate: int) -> dict:
         glb.write_bytes(data[28 + ftj + ftb + btj + btb :])
         glbs.append(glb)
     ours = sum(p.stat().st_size for p in leaves)
+    ours_geometry = sum(geometry_bytes(p) for p in leaves)
     res = {
         "seconds": time.perf_counter() - t0,
         "twin_bytes_same_leaves": ours,
         "twin_bytes_per_triangle_same_leaves": ours / max(tris, 1),
+        "twin_geometry_bytes_per_triangle_same_leaves": ours_geometry / max(tris, 1),
         "triangles": tris,
         "bytes": nbytes,
         "bytes_per_triangle": nbytes / max(tris, 1),
@@ -172,6 +189,7 @@ def bench_city(name: str, preset: str, work: Path, validate: int) -> dict:
         "tiles_bytes": total,
         "tiles_vs_one_glb": total / one,
         "leaf_bytes_per_triangle": leaf_bytes / max(tris, 1),
+        "leaf_geometry_bytes_per_triangle": sum(geometry_bytes(p) for p in leaves) / max(tris, 1),
         "one_glb_bytes_per_triangle": one / max(tris, 1),
         "layers": export["tiles"],
         "fetch_far": _fetch(tileset, [0.0, -4 * half, 2 * half]),
@@ -196,7 +214,7 @@ def bench_mesh(work: Path, n: int, validate: int) -> dict:
     t0 = time.perf_counter()
     s = write_lod_tileset(out, [Layer("city", v, f)], frame, params=LodParams())
     seconds = time.perf_counter() - t0
-    tris, leaf_bytes, _, all_glb = _leaf_stats(out / "tileset.json")
+    tris, leaf_bytes, leaves, all_glb = _leaf_stats(out / "tileset.json")
     half = float(np.ptp(v[:, :2], axis=0).max() / 2)
     return {
         "input": f"benchmarks/_meshes.py city_mesh({n})",
@@ -208,6 +226,7 @@ def bench_mesh(work: Path, n: int, validate: int) -> dict:
         "geometric_error_by_level": s["geometric_error_by_level"],
         "tiles_bytes": s["bytes"],
         "leaf_bytes_per_triangle": leaf_bytes / tris,
+        "leaf_geometry_bytes_per_triangle": sum(geometry_bytes(p) for p in leaves) / tris,
         "fetch_far": _fetch(out / "tileset.json", [0.0, -4 * half, 2 * half]),
         "fetch_street": _fetch(out / "tileset.json", [0.0, 0.0, 2.0]),
         "validator": _validate_all(all_glb, validate),
@@ -240,13 +259,15 @@ def main(argv=None) -> dict:
             print("-- mesh", flush=True)
             results["inputs"]["mesh-1M"] = bench_mesh(work, args.mesh_triangles, args.validate)
     print()
-    print(f"{'input':<10}{'tris':>10}{'B/tri':>8}{'tiles/GLB':>11}{'far KB':>9}{'street KB':>11}"
-          f"{'s/Mtri':>8}{'val.err':>9}{'py3dtiles B/tri':>17}{'p3d err':>9}")  # fmt: skip
+    print(f"{'input':<10}{'tris':>10}{'B/tri':>8}{'geom':>6}{'tiles/GLB':>11}{'far KB':>9}"
+          f"{'street KB':>11}{'s/Mtri':>8}{'val.err':>9}{'py3dtiles B/tri':>17}"
+          f"{'p3d err':>9}")  # fmt: skip
     for name, r in results["inputs"].items():
         p3 = r.get("py3dtiles", {})
         spm = r.get("seconds_per_million_triangles", r["build_seconds"] / (r["triangles"] / 1e6))
         print(
             f"{name:<10}{r['triangles']:>10,}{r['leaf_bytes_per_triangle']:>8.2f}"
+            f"{r['leaf_geometry_bytes_per_triangle']:>6.2f}"
             f"{r.get('tiles_vs_one_glb', float('nan')):>11.2f}"
             f"{r['fetch_far']['bytes'] / 1e3:>9.1f}{r['fetch_street']['bytes'] / 1e3:>11.1f}"
             f"{spm:>8.1f}{r['validator']['errors']:>9}"

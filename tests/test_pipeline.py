@@ -220,3 +220,18 @@ def test_update_rewrites_only_the_tiles_of_changed_buildings(small_survey, small
             i = names.index(bid)
             assert table["properties"]["height"][i] == pytest.approx(fp.loc[0, "height"])
             assert prim["path"].relative_to(out / "tiles" / "buildings").as_posix() in changed
+
+
+def test_plain_obj_matches_the_glb(small_model):
+    import trimesh
+
+    from twin.tiles.gltf import gltf_to_enu, read_glb
+
+    obj = trimesh.load(small_model / "model.obj", process=False, force="mesh")
+    glb = read_glb(small_model / "model.glb")
+    text = (small_model / "model.obj").read_text()
+    assert [ln[2:] for ln in text.splitlines() if ln.startswith("o ")] == [p["name"] for p in glb]
+    v = np.concatenate([gltf_to_enu(p["positions"].astype(float)) for p in glb])
+    assert len(obj.faces) == sum(len(p["indices"]) for p in glb)
+    assert np.abs(obj.vertices - v).max() < 1e-3
+    assert "# frame:" in (small_model / "model.obj").read_text()[:400]

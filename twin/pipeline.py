@@ -362,7 +362,8 @@ def _export(
     out: Path, frame: LocalFrame, terrain_v, terrain_f, bld, building_attrs, params: BuildParams
 ) -> list[Path]:
     from twin.tiles.gltf import GltfMesh, write_glb
-    from twin.tiles.lod import Layer, LodParams, write_lod_tileset, write_tileset_of_tilesets
+    from twin.tiles.lod import LodParams, write_lod_tileset, write_tileset_of_tilesets
+    from twin.tiles.obj import write_obj
     from twin.tiles.preview import render_preview
 
     meshes = [
@@ -379,6 +380,7 @@ def _export(
     model = out / "model.glb"
     # model.glb is in the local ENU frame (glTF y-up); its extras say where that is.
     write_glb(model, meshes, extras={"frame": frame.to_dict(), "generator": "twin build"})
+    obj = write_obj(out / "model.obj", meshes, frame)  # the same, for desktop tools
     # tiles/<layer>/ is one quadtree LOD tileset per layer; tiles/tileset.json joins them
     tiles = out / "tiles"
     if tiles.exists() and not (tiles / "tileset.json").exists():
@@ -389,10 +391,7 @@ def _export(
             shutil.rmtree(old) if old.is_dir() else old.unlink()
     summaries = {}
     for m in meshes:
-        layer = Layer(
-            m.name, m.positions, m.indices, colors=m.colors, feature_ids=m.feature_ids,
-            features=m.features,
-        )  # fmt: skip
+        layer = _welded_layer(m)
         summaries[m.name] = write_lod_tileset(
             tiles / m.name,
             [layer],
@@ -409,7 +408,26 @@ def _export(
         for name, s in summaries.items()
         for u in [*s["written"], *s["kept"], "tileset.json"]
     ]
-    return [model, *sorted(contents), tiles / "tileset.json", preview], summaries
+    return [model, obj, *sorted(contents), tiles / "tileset.json", preview], summaries
+
+
+def _welded_layer(m):
+    """A tiles layer of a GLB mesh with vertices shared where position, colour and
+    feature id agree (flat-shaded walls keep their own colour; no normals: viewers
+    shade flat), which is what makes tile contents compress well."""
+    from twin.mesh.weld import weld
+    from twin.tiles.lod import Layer
+
+    cols = [np.asarray(a, np.float64).reshape(len(m.positions), -1)
+            for a in (m.colors, m.feature_ids) if a is not None]  # fmt: skip
+    attrs = np.hstack(cols) if cols else None
+    v, f, a, _ = weld(m.positions, m.indices, attributes=attrs)
+    colors = fids = None
+    if m.colors is not None:
+        colors = a[:, : np.asarray(m.colors).reshape(len(m.positions), -1).shape[1]]
+    if m.feature_ids is not None:
+        fids = np.rint(a[:, -1]).astype(np.int64)
+    return Layer(m.name, v, f, colors=colors, feature_ids=fids, features=m.features)
 
 
 def _building_gltf(bld: dict, attrs: list[dict]):
