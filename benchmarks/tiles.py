@@ -83,6 +83,13 @@ def geometry_bytes(path: Path) -> int:
     return n
 
 
+def gzip_bytes(paths: list[Path]) -> int:
+    """What the files weigh on the wire with ``Content-Encoding: gzip`` (level 6)."""
+    import gzip
+
+    return sum(len(gzip.compress(p.read_bytes(), 6)) for p in paths)
+
+
 def _leaf_stats(tileset: Path) -> tuple[int, int, list[Path], list[Path]]:
     tris = nbytes = 0
     leaves, all_glb = [], []
@@ -190,6 +197,7 @@ def bench_city(name: str, preset: str, work: Path, validate: int) -> dict:
         "tiles_vs_one_glb": total / one,
         "leaf_bytes_per_triangle": leaf_bytes / max(tris, 1),
         "leaf_geometry_bytes_per_triangle": sum(geometry_bytes(p) for p in leaves) / max(tris, 1),
+        "leaf_gzip_bytes_per_triangle": gzip_bytes(leaves) / max(tris, 1),
         "one_glb_bytes_per_triangle": one / max(tris, 1),
         "layers": export["tiles"],
         "fetch_far": _fetch(tileset, [0.0, -4 * half, 2 * half]),
@@ -227,6 +235,7 @@ def bench_mesh(work: Path, n: int, validate: int) -> dict:
         "tiles_bytes": s["bytes"],
         "leaf_bytes_per_triangle": leaf_bytes / tris,
         "leaf_geometry_bytes_per_triangle": sum(geometry_bytes(p) for p in leaves) / tris,
+        "leaf_gzip_bytes_per_triangle": gzip_bytes(leaves) / tris,
         "fetch_far": _fetch(out / "tileset.json", [0.0, -4 * half, 2 * half]),
         "fetch_street": _fetch(out / "tileset.json", [0.0, 0.0, 2.0]),
         "validator": _validate_all(all_glb, validate),
@@ -259,7 +268,8 @@ def main(argv=None) -> dict:
             print("-- mesh", flush=True)
             results["inputs"]["mesh-1M"] = bench_mesh(work, args.mesh_triangles, args.validate)
     print()
-    print(f"{'input':<10}{'tris':>10}{'B/tri':>8}{'geom':>6}{'tiles/GLB':>11}{'far KB':>9}"
+    print(f"{'input':<10}{'tris':>10}{'B/tri':>8}{'geom':>6}{'gzip':>6}{'tiles/GLB':>11}"
+          f"{'far KB':>9}"
           f"{'street KB':>11}{'s/Mtri':>8}{'val.err':>9}{'py3dtiles B/tri':>17}"
           f"{'p3d err':>9}")  # fmt: skip
     for name, r in results["inputs"].items():
@@ -268,6 +278,7 @@ def main(argv=None) -> dict:
         print(
             f"{name:<10}{r['triangles']:>10,}{r['leaf_bytes_per_triangle']:>8.2f}"
             f"{r['leaf_geometry_bytes_per_triangle']:>6.2f}"
+            f"{r['leaf_gzip_bytes_per_triangle']:>6.2f}"
             f"{r.get('tiles_vs_one_glb', float('nan')):>11.2f}"
             f"{r['fetch_far']['bytes'] / 1e3:>9.1f}{r['fetch_street']['bytes'] / 1e3:>11.1f}"
             f"{spm:>8.1f}{r['validator']['errors']:>9}"

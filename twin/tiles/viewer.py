@@ -102,7 +102,11 @@ def create_viewer_app(
     model = Path(model)
     cfg = _model_config(model)
     cesium = cesium_dir()
+    from fastapi.middleware.gzip import GZipMiddleware
+
     app = FastAPI(title="twin viewer", docs_url=None, redoc_url=None)
+    # tiles (meshopt-compressed GLB) and JSON go out gzip-compressed, as CDNs send them
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.state.snapshot_done = threading.Event()
     app.state.snapshot_error = None
     root = model.resolve()
