@@ -140,3 +140,30 @@ def test_errors(tmp_path):
         write_tileset(
             tmp_path, [TileContent("a.glb", v, geometric_error=5.0)], LocalFrame(0, 0), 1.0
         )
+
+
+def test_misaligned_glb_and_broken_external_tilesets_are_found(tileset, tmp_path):
+    import shutil
+
+    path, _ = tileset
+    base = tmp_path / "t"
+    shutil.copytree(path.parent, base)
+    doc = json.loads((base / path.name).read_text())
+    glb = base / doc["root"]["children"][0]["content"]["uri"]
+    glb.write_bytes(glb.read_bytes() + b"\x00\x00\x00\x00")
+    problems = validate_tileset(base / path.name)
+    assert any("not a multiple of 8" in p for p in problems)
+    # an outer tileset referring to this one reports its problems too
+    outer = {
+        "asset": {"version": "1.1"},
+        "geometricError": 100.0,
+        "root": {
+            "boundingVolume": doc["root"]["boundingVolume"],
+            "geometricError": 60.0,
+            "refine": "ADD",
+            "content": {"uri": f"t/{path.name}"},
+        },
+    }
+    (tmp_path / "outer.json").write_text(json.dumps(outer))
+    problems = validate_tileset(tmp_path / "outer.json")
+    assert any(p.startswith("root.content -> ") and "multiple of 8" in p for p in problems)

@@ -5,7 +5,8 @@
   rules a schema cannot express: geometric error never increases from a tile to its
   children, every child's (and content's) bounding volume lies inside its parent
   tile's (boxes and spheres; regions are not checked), the root has ``refine`` and
-  it is ``ADD`` or ``REPLACE``, local content files exist.
+  it is ``ADD`` or ``REPLACE``, local content files exist, GLB contents are 8-byte
+  aligned (file length and BIN data start), external tilesets follow the same rules.
 * :func:`validate_glb`: the Khronos glTF validator (npm ``gltf-validator``, installed
   into ``<repo>/node_modules`` by ``./dev setup`` or found in ``$TWIN_NODE_MODULES``),
   run by Node.
@@ -99,6 +100,24 @@ def _inside(child_pts: np.ndarray, parent_bv: dict) -> bool | None:
     return None  # regions: not checked here
 
 
+def _check_glb_alignment(path: Path, where: str, out: list[str]) -> None:
+    """3D Tiles asks binary content to be 8-byte aligned: the file length and the
+    start of the BIN chunk's data are multiples of 8."""
+    import struct
+
+    with open(path, "rb") as fh:
+        head = fh.read(20)
+    size = path.stat().st_size
+    if len(head) < 20:
+        out.append(f"{where}: {path.name} is too short to be a GLB")
+        return
+    if size % 8:
+        out.append(f"{where}: {path.name} is {size} bytes, not a multiple of 8")
+    (json_len,) = struct.unpack_from("<I", head, 12)
+    if (20 + json_len + 8) % 8 and 20 + json_len < size:
+        out.append(f"{where}: {path.name}'s BIN chunk data does not start on 8 bytes")
+
+
 def _check_tree(tile: dict, where: str, parent_error: float, base: Path, out: list[str]) -> None:
     err = tile.get("geometricError")
     if isinstance(err, (int, float)) and err > parent_error + 1e-9:
@@ -113,8 +132,13 @@ def _check_tree(tile: dict, where: str, parent_error: float, base: Path, out: li
     if isinstance(content, dict):
         uri = content.get("uri")
         if isinstance(uri, str) and "://" not in uri and "{" not in uri:
-            if not (base / uri).exists():
+            target = base / uri
+            if not target.exists():
                 out.append(f"{where}.content: file {uri!r} not found beside the tileset")
+            elif target.suffix == ".glb":
+                _check_glb_alignment(target, f"{where}.content", out)
+            elif target.suffix == ".json":  # an external tileset: its own tree, same rules
+                out.extend(f"{where}.content -> {m}" for m in validate_tileset(target))
         cbv = content.get("boundingVolume")
         pts = _volume_points(cbv) if isinstance(cbv, dict) else None
         if pts is not None and _inside(pts, bv) is False:
