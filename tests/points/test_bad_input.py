@@ -39,12 +39,18 @@ def _las(tmp_path, name, xyz, *, wkt=None, keys=None, version="1.4", pf=6):
 
 def _assert_fails(path, exc, match, tmp_path):
     """Every entry point fails with ``exc`` naming the file, and writes nothing."""
-    outs = [tmp_path / "out_dtm.tif", tmp_path / "out.laz"]
+    from twin.points.classify import classify_file as classify_all
+    from twin.points.filters import filter_file
+
+    outs = [tmp_path / n for n in ("out_dtm.tif", "out.laz", "dsm.tif", "all.laz", "f.laz")]
     calls = [
         lambda: io.read(path),
         lambda: list(io.iter_chunks(path, 500)),
         lambda: raster.dtm(path, outs[0], 1.0, crs="EPSG:32631"),
         lambda: classify_file(path, outs[1], crs="EPSG:32631"),
+        lambda: raster.dsm(path, outs[2], 1.0, crs="EPSG:32631"),
+        lambda: classify_all(path, outs[3], crs="EPSG:32631"),
+        lambda: filter_file(path, outs[4], voxel=1.0, normals=True),
     ]
     for call in calls:
         with pytest.raises(exc, match=match) as err:
@@ -53,7 +59,7 @@ def _assert_fails(path, exc, match, tmp_path):
         assert isinstance(err.value, TwinError)
     for o in outs:
         assert not o.exists()
-    assert not list(tmp_path.glob(".*.part"))
+    assert not list(tmp_path.glob(".*.part")) and not list(tmp_path.glob(".*.laz.*"))
 
 
 def test_truncated_las(points_dir, tmp_path):

@@ -393,6 +393,8 @@ def test_filter_file_bad_input(small_scene, points_dir, tmp_path):
         Fl.filter_file(src, tmp_path / "o.las", voxel=1.0, tile=5.0, buffer=10.0)
     with pytest.raises(ParameterError, match="radius"):
         Fl.filter_file(src, tmp_path / "o.las", outliers="radius", radius=20.0)
+    with pytest.raises(CRSError, match="EPSG:999999"):
+        Fl.filter_file(src, tmp_path / "o.las", voxel=1.0, crs="EPSG:999999")
     bad = tmp_path / "cut.las"
     bad.write_bytes((points_dir / "laspy_wkt_geotiff.las").read_bytes()[:500_000])
     with pytest.raises(InputError, match="cut.las"):
