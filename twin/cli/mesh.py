@@ -186,3 +186,59 @@ def buildings_cmd(points, footprints, out, dem, cityjson, cityjson_crs, crs, fra
             f"{out}: {c['lod2']} LoD2 + {c['lod1']} LoD1 buildings, {c['skipped']} skipped"
             + (f", {c['repaired']} repaired" if c["repaired"] else "")
         )
+
+
+@mesh.command("optimize")
+@click.argument("src", metavar="IN", type=click.Path(dir_okay=False))
+@click.argument("out", metavar="OUT", type=click.Path(dir_okay=False))
+@click.option(
+    "--simplify",
+    "ratio",
+    type=float,
+    default=None,
+    help="Keep this fraction of the triangles (0 < R <= 1), e.g. 0.1.",
+)
+@click.option(
+    "--bits", type=click.IntRange(1, 16), default=14, show_default=True,
+    help="Position quantisation bits per axis.",
+)  # fmt: skip
+@click.option(
+    "--codec",
+    type=click.Choice(["meshopt", "draco", "twin", "none"]),
+    default="meshopt",
+    show_default=True,
+    help="meshopt / draco: compressed GLB; twin: our archive; none: float32 GLB.",
+)
+@click.option("--weld-tol", type=float, default=0.0, show_default=True, help="Weld distance.")
+@click.option("--lock-border", is_flag=True, help="Keep open borders fixed when simplifying.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def optimize_cmd(src, out, ratio, bits, codec, weld_tol, lock_border, as_json):
+    """Optimise a mesh file (PLY, OBJ, GLB) for storage: weld, simplify, vertex
+    cache and fetch order, quantise, compress; write OUT (GLB or archive) and print
+    the sizes before and after.
+
+    \b
+    Example:
+      twin mesh optimize city.ply city.glb --simplify 0.1 --codec meshopt
+      twin mesh optimize scan.obj scan.glb --codec draco --bits 12 --json
+    """
+    from twin.mesh.optimize import optimize
+
+    r = optimize(
+        src, out, simplify=ratio, bits=bits, codec=codec, weld_tol=weld_tol,
+        lock_border=lock_border,
+    )  # fmt: skip
+    d = r.as_dict()
+    if as_json:
+        emit_json(d)
+        return
+    before = f"{r.input_faces} triangles, {r.raw_bytes / 1e6:.2f} MB raw"
+    if r.input_bytes is not None:
+        before += f" ({r.input_bytes / 1e6:.2f} MB file)"
+    click.echo(f"in:  {src}: {before}")
+    click.echo(
+        f"out: {out}: {r.output_faces} triangles, {r.output_bytes / 1e6:.3f} MB "
+        f"({d['bytes_per_triangle']:.2f} B/triangle, {r.ratio:.1f}x smaller than raw)"
+    )
+    if r.simplify_error:
+        click.echo(f"simplification error: {r.simplify_error:.4g} (mesh units)")

@@ -24,6 +24,7 @@ from twin.mesh.meshopt_codec import (
     encode_meshopt,
     encode_vertex_buffer,
 )
+from twin.mesh.optimize import OptimizeResult, optimize
 from twin.mesh.quantize import (
     Quantized,
     dequantize,
@@ -42,6 +43,7 @@ __all__ = [
     "BuildingMesh",
     "BuildingsResult",
     "MergedMesh",
+    "OptimizeResult",
     "Quantized",
     "SimplifyResult",
     "Surface",
@@ -63,6 +65,7 @@ __all__ = [
     "encode_meshopt",
     "encode_vertex_buffer",
     "merge_meshes",
+    "optimize",
     "optimize_vertex_cache",
     "optimize_vertex_fetch",
     "quantize",
