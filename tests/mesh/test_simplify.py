@@ -345,3 +345,34 @@ def test_property_random_terrains(nx, ny, amp, seed, frac, lock):
         assert np.isin(b, r.remap).all()
         kept = np.isin(r.remap, b)
         np.testing.assert_array_equal(r.vertices[kept], v[r.remap[kept]])
+
+
+# ------------------------------------------------------------------ measured error
+
+
+def test_point_triangle_distance_matches_dense_sampling():
+    from twin.mesh._simplify_kernels import point_triangle_dist2
+
+    g = rng(5)
+    s = np.linspace(0.0, 1.0, 201)
+    a, b = np.meshgrid(s, s)
+    keep = a + b <= 1.0
+    a, b = a[keep], b[keep]
+    for _ in range(30):
+        tri = g.normal(size=(3, 3))
+        p = g.normal(size=3) * 2.0
+        pts = tri[0] + a[:, None] * (tri[1] - tri[0]) + b[:, None] * (tri[2] - tri[0])
+        brute = np.sqrt(((pts - p) ** 2).sum(axis=1).min())
+        exact = np.sqrt(point_triangle_dist2(*p, *tri.ravel()))
+        assert exact <= brute + 1e-12
+        assert brute - exact < 0.02 * np.abs(tri).max()  # the sampling step
+
+
+@pytest.mark.parametrize("frac", [0.1, 0.02])
+def test_returned_error_matches_measured_hausdorff_on_terrain(frac):
+    v, f = grid(60, 50, spacing=0.5, height=hills)
+    v = v + rng(3).normal(0.0, 0.01, v.shape) * [0, 0, 1]
+    target = int(len(f) * frac)
+    v1, f1, err = simplify(v, f, target_faces=target)
+    d = surface_distance(v, f, v1, f1, 100_000)
+    assert abs(err - d["hausdorff"]) <= 0.25 * d["hausdorff"], (err, d)
