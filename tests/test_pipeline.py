@@ -235,3 +235,22 @@ def test_plain_obj_matches_the_glb(small_model):
     assert len(obj.faces) == sum(len(p["indices"]) for p in glb)
     assert np.abs(obj.vertices - v).max() < 1e-3
     assert "# frame:" in (small_model / "model.obj").read_text()[:400]
+
+
+def test_buildings_as_cityjson_in_the_survey_crs(small_survey, small_model):
+    import geopandas as gpd
+
+    from twin.tiles.cityjson import validate_cityjson
+
+    path = small_model / "model.city.json"
+    assert validate_cityjson(path) == []
+    doc = json.loads(path.read_text())
+    assert doc["metadata"]["referenceSystem"].endswith("EPSG/0/4550")
+    fp = gpd.read_file(small_survey / "footprints.gpkg").set_index("building_id")
+    assert set(doc["CityObjects"]) == set(fp.index)
+    v = np.asarray(doc["vertices"]) * doc["transform"]["scale"] + doc["transform"]["translate"]
+    x0, y0, x1, y1 = fp.total_bounds
+    assert v[:, 0].min() == pytest.approx(x0, abs=0.01)
+    assert v[:, 1].max() == pytest.approx(y1, abs=0.01)
+    for bid, obj in list(doc["CityObjects"].items())[:5]:
+        assert obj["attributes"]["measuredHeight"] == pytest.approx(fp.loc[bid, "height"])

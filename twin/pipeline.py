@@ -275,6 +275,8 @@ def build(
     t0 = time.perf_counter()
     with progress.step("GLB, 3D Tiles and preview"):
         outputs, tiles = _export(out, frame, terrain_v, terrain_f, bld, building_attrs, params)
+        if bld is not None and len(bld["faces"]):
+            outputs.append(_cityjson(out, frame, bld, building_attrs, dem_obj.crs))
     t1 = time.perf_counter()
     with progress.step("quantized-mesh terrain"):
         outputs.append(_terrain_tiles(out, dem_obj, params))
@@ -409,6 +411,36 @@ def _export(
         for u in [*s["written"], *s["kept"], "tileset.json"]
     ]
     return [model, obj, *sorted(contents), tiles / "tileset.json", preview], summaries
+
+
+def _cityjson(out: Path, frame: LocalFrame, bld: dict, attrs: list[dict], crs) -> Path:
+    """``model.city.json``: the buildings as CityJSON 2.0 solids (roof/wall/ground
+    semantics, attributes) in the survey CRS."""
+    from twin.mesh.buildings import BuildingMesh
+    from twin.tiles.cityjson import write_cityjson
+
+    fid = bld["feature_id"]
+    order = np.argsort(fid, kind="stable")
+    bounds = np.searchsorted(fid[order], np.arange(len(attrs) + 1))
+    buildings = []
+    for i, a in enumerate(attrs):
+        rows = order[bounds[i] : bounds[i + 1]]
+        if len(rows) == 0:
+            continue
+        f = bld["faces"][rows]
+        used, inv = np.unique(f, return_inverse=True)
+        buildings.append(
+            BuildingMesh(
+                id=str(a.get("building_id", i)),
+                vertices=bld["vertices"][used],
+                faces=inv.reshape(-1, 3).astype(np.uint32),
+                face_kind=bld["face_kind"][rows],
+                attributes=dict(a),
+            )
+        )
+    path = out / "model.city.json"
+    write_cityjson(buildings, path, crs=crs, frame=frame, title="twin build")
+    return path
 
 
 def _welded_layer(m):
