@@ -22,7 +22,7 @@ def _open(db: str, *, exists: bool, **kw):
 
 @click.group()
 def sync():
-    """Live entity state: replay, serve (HTTP + WebSocket), query, export."""
+    """Live entity state: replay, serve (HTTP, WebSocket, MQTT), state, indicators, export."""
 
 
 @sync.command("replay")
