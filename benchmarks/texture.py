@@ -6,8 +6,10 @@ The job (the one OpenMVS ``TextureMesh`` is quoted for: 735 k faces from 11 view
 3 x 3 grid at 300 m plus 2 obliques), textured end to end: visibility, view
 selection, levelling, atlas, bake, JPEG pages, GLB + OBJ written. Each run is a fresh
 process (``--job``) whose peak RSS (``ru_maxrss``: Python, NumPy, Numba and all) is
-reported; the first run includes Numba compilation (cold), the next ones use the
-cache (warm). The held-out quality is measured on 2 extra photos (not used).
+reported with its wall and CPU time (user + system: on a machine shared with other
+jobs, CPU time / 2 is what an idle 2-core machine would take at best); a first run
+after the kernels changed includes Numba compilation, later ones use the cache. The
+held-out quality is measured on 2 extra photos (not used).
 
 Packing is also compared with xatlas on the same charts (xatlas ``add_uv_mesh`` +
 ``generate`` with the same padding and 1 texel per photo pixel): time and
@@ -133,6 +135,7 @@ def job(data: Path, out: Path) -> dict:
     from twin.texture.mapping import texture_mesh
 
     t0 = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     m = np.load(data / "mesh.npz")
     v, f = m["vertices"], m["faces"]
     views = [x for x in _views(data) if x.name not in ("O_left", "O_right")]
@@ -141,11 +144,15 @@ def job(data: Path, out: Path) -> dict:
     t1 = time.perf_counter()
     write_textured(tm, out, overwrite=True)
     t2 = time.perf_counter()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GB (KiB units)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    peak = r1.ru_maxrss / 1024**2  # GB (KiB units)
+    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
     res = {
         "faces": int(len(f)),
         "views": len(views),
         "seconds": t2 - t0,
+        "cpu_seconds": cpu,
+        "load_average": os.getloadavg()[0],
         "texture_seconds": t1 - t0,
         "write_seconds": t2 - t1,
         "peak_gb": peak,
@@ -239,13 +246,14 @@ def main() -> None:
             print(p.stderr[-3000:], file=sys.stderr)
             raise SystemExit(p.returncode)
         r = json.loads(p.stdout.strip().splitlines()[-1])
-        r["run"] = "cold" if i == 0 else "warm"
+        r["run"] = "first" if i == 0 else f"next{i}"
         runs.append(r)
     best = runs[-1]
-    print(f"\n{'run':6s} {'faces':>8s} {'views':>5s} {'time s':>7s} {'peak GB':>8s}")
+    print(f"\n{'run':6s} {'faces':>8s} {'views':>5s} {'wall s':>7s} {'cpu s':>7s} {'peak GB':>8s}")
     for r in runs:
         print(
-            f"{r['run']:6s} {r['faces']:8d} {r['views']:5d} {r['seconds']:7.1f} {r['peak_gb']:8.2f}"
+            f"{r['run']:6s} {r['faces']:8d} {r['views']:5d} {r['seconds']:7.1f} "
+            f"{r['cpu_seconds']:7.1f} {r['peak_gb']:8.2f}  (load {r['load_average']:.1f})"
         )
     o = OPENMVS
     print(
@@ -254,7 +262,7 @@ def main() -> None:
         f"ratio time {best['seconds'] / o['seconds']:.2f}x, "
         f"memory {best['peak_gb'] / o['peak_gb']:.2f}x"
     )
-    print("steps (warm):", {k: round(v, 1) for k, v in best["steps"].items()})
+    print("steps (last run):", {k: round(v, 1) for k, v in best["steps"].items()})
     print("held-out:", best["held_out"])
     print("packing:", best["packing"])
     if a.json:

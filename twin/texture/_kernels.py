@@ -19,7 +19,7 @@ from numba import njit, prange
 _EPS = 1e-9
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def zbuffer(px, pz, faces, width, height, near):  # pragma: no cover - compiled
     """Depth (H, W) float32 (inf where empty) and face id (H, W) int32 (-1 where empty)
     of ``faces`` (M, 3) whose vertices project to pixel coordinates ``px`` (N, 2) at

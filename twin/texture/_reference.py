@@ -49,9 +49,8 @@ def bilinear(img, x, y):
     y1 = np.minimum(y0 + 1, h - 1)
     ax = (fx - x0)[:, None]
     ay = (fy - y0)[:, None]
-    im = img.astype(np.float64)
-    top = im[y0, x0] * (1 - ax) + im[y0, x1] * ax
-    bot = im[y1, x0] * (1 - ax) + im[y1, x1] * ax
+    top = img[y0, x0].astype(np.float64) * (1 - ax) + img[y0, x1] * ax
+    bot = img[y1, x0].astype(np.float64) * (1 - ax) + img[y1, x1] * ax
     return top * (1 - ay) + bot * ay
 
 

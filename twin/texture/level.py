@@ -2,8 +2,9 @@
 
 *Global levelling* gives every (vertex, view) pair that a textured face uses an
 additive RGB offset ``g``. Along every seam edge (two adjacent faces textured from
-different views) the photos are sampled at ``K`` points (from slightly blurred
-photos, so a sample measures the colour level rather than grain); at each end of the
+different views) the photos are sampled at ``K`` points (each the mean of a 3 x 3
+stencil of bilinear samples a pixel apart, so a sample measures the colour level
+rather than grain); at each end of the
 edge the half-edge means of the two sides should agree after correction:
 ``(c1 + g(v, l1)) - (c2 + g(v, l2)) = 0``. Inside a chart, offsets of the two ends of
 every edge should be equal (weight ``smooth``, the regulariser that spreads a seam's
@@ -32,37 +33,39 @@ from twin.texture._reference import bilinear
 K_SAMPLES = 6
 
 
-def blurred(images: list[np.ndarray], sigma: float = 1.5) -> list[np.ndarray]:
-    """Gaussian-blurred float32 copies of RGB images (what seam samples are read from)."""
-    from scipy import ndimage
-
-    return [
-        ndimage.gaussian_filter(im.astype(np.float32), sigma=(sigma, sigma, 0)) for im in images
-    ]
-
-
-def sample_views(points: np.ndarray, labels: np.ndarray, views, images) -> np.ndarray:
-    """RGB (N, 3) of each point (N, 3) in the photo of its label (N,)."""
+def sample_views(
+    points: np.ndarray, labels: np.ndarray, views, images, radius: float = 0.0
+) -> np.ndarray:
+    """RGB (N, 3) of each point (N, 3) in the photo of its label (N,): a bilinear
+    sample, or with ``radius`` > 0 the mean of a 3 x 3 stencil of bilinear samples
+    ``radius`` pixels apart (a small blur, only where it is read)."""
     out = np.zeros((len(points), 3))
+    offs = [0.0] if radius <= 0 else [-radius, 0.0, radius]
     for lab in np.unique(labels):
         m = labels == lab
         uv, _ = views[lab].project(points[m])
-        out[m] = bilinear(images[lab], uv[:, 0], uv[:, 1])
+        acc = np.zeros((int(m.sum()), 3))
+        for dx in offs:
+            for dy in offs:
+                acc += bilinear(images[lab], uv[:, 0] + dx, uv[:, 1] + dy)
+        out[m] = acc / len(offs) ** 2
     return out
 
 
-def seam_samples(vertices, pairs, edges, labels, views, images, k: int = K_SAMPLES):
+def seam_samples(
+    vertices, pairs, edges, labels, views, images, k: int = K_SAMPLES, radius: float = 1.0
+):
     """Seam edges (labels differ, both textured): their index into ``pairs``, and the
     colours (S, k, 3) of each side at ``k`` points from ``edges[:, 0]`` to
-    ``edges[:, 1]``."""
+    ``edges[:, 1]`` (3 x 3 stencils ``radius`` pixels apart: levels, not grain)."""
     l1, l2 = labels[pairs[:, 0]], labels[pairs[:, 1]]
     seam = np.flatnonzero((l1 != l2) & (l1 >= 0) & (l2 >= 0))
     t = np.linspace(0.0, 1.0, k)
     a = vertices[edges[seam, 0]]
     b = vertices[edges[seam, 1]]
     pts = (a[:, None, :] * (1 - t)[None, :, None] + b[:, None, :] * t[None, :, None]).reshape(-1, 3)
-    c1 = sample_views(pts, np.repeat(l1[seam], k), views, images).reshape(-1, k, 3)
-    c2 = sample_views(pts, np.repeat(l2[seam], k), views, images).reshape(-1, k, 3)
+    c1 = sample_views(pts, np.repeat(l1[seam], k), views, images, radius).reshape(-1, k, 3)
+    c2 = sample_views(pts, np.repeat(l2[seam], k), views, images, radius).reshape(-1, k, 3)
     return seam, c1, c2
 
 
@@ -80,7 +83,7 @@ def global_levelling(
     damp: float = 1e-3,
     seam_weight: np.ndarray | None = None,
     huber: float = 6.0,
-    irls: int = 2,
+    irls: int = 1,
     outlier: float = 24.0,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Per-corner RGB offsets (M, 3, 3) of the global levelling, the offset of each
@@ -177,7 +180,7 @@ def global_levelling(
 
 
 def pcg(
-    N, B: np.ndarray, *, x0: np.ndarray | None = None, rtol: float = 1e-4, maxiter: int = 5000
+    N, B: np.ndarray, *, x0: np.ndarray | None = None, rtol: float = 1e-3, maxiter: int = 5000
 ) -> tuple[np.ndarray, int]:
     """Jacobi-preconditioned conjugate gradients for the SPD sparse ``N`` with all
     columns of ``B`` (n, c) at once; stops when every column's residual is below

@@ -136,40 +136,45 @@ def texture_mesh(
     used_views: list[View] = []
     images: list[np.ndarray] = []
     cf, cv, cq = [], [], []
+
+    def look(view: View):
+        """One view's image, candidates and qualities (or a reason to skip it)."""
+        if view.path is None:
+            return "skipped: image file missing", None, None, None
+        try:
+            img = load_image(view)
+        except TwinError as exc:
+            return f"skipped: {exc}", None, None, None
+        grad = _select.sobel_magnitude(img)
+        idx, q = _select.view_candidates(
+            v, f, normals, view, grad, max_angle_deg=params.max_angle_deg
+        )
+        if len(idx) == 0:
+            return "skipped: sees no face of the mesh", None, idx, None
+        return "used", img, idx, q
+
+    # two views at a time: the depth buffer (Numba, nogil) and the image filters
+    # (SciPy) release the GIL
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(2, os.cpu_count() or 1))
     with progress.step("visibility", total=len(views)) as advance:
-        for view in views:
-            entry = {"name": view.name}
-            report["views"].append(entry)
-            if view.path is None:
-                entry["status"] = "skipped: image file missing"
-                log.warning("camera %s: no image file, skipped", view.name)
+        with ThreadPoolExecutor(workers) as pool:
+            for view, (status, img, idx, q) in zip(views, pool.map(look, views), strict=True):
+                entry = {"name": view.name, "status": status}
+                if idx is not None:
+                    entry["visible_faces"] = int(len(idx))
+                report["views"].append(entry)
                 advance(1)
-                continue
-            try:
-                img = load_image(view)
-            except TwinError as exc:
-                entry["status"] = f"skipped: {exc}"
-                log.warning("camera %s: %s", view.name, exc)
-                advance(1)
-                continue
-            grad = _select.sobel_magnitude(img)
-            idx, q = _select.view_candidates(
-                v, f, normals, view, grad, max_angle_deg=params.max_angle_deg
-            )
-            entry["visible_faces"] = int(len(idx))
-            if len(idx) == 0:
-                entry["status"] = "skipped: sees no face of the mesh"
-                log.warning("camera %s sees no face of the mesh, skipped", view.name)
-                advance(1)
-                continue
-            entry["status"] = "used"
-            k = len(used_views)
-            used_views.append(view)
-            images.append(img)
-            cf.append(idx)
-            cv.append(np.full(len(idx), k, dtype=np.int64))
-            cq.append(q)
-            advance(1)
+                if status != "used":
+                    log.warning("camera %s: %s", view.name, status)
+                    continue
+                k = len(used_views)
+                used_views.append(view)
+                images.append(img)
+                cf.append(idx)
+                cv.append(np.full(len(idx), k, dtype=np.int64))
+                cq.append(q)
     if not used_views:
         raise InputError(
             "no camera sees the mesh (check that the mesh and the cameras share a frame, "
@@ -218,8 +223,7 @@ def texture_mesh(
     profiles = np.zeros((0, _level.K_SAMPLES, 3), np.float32)
     if params.levelling != "none":
         with progress.step("seam levelling"):
-            soft = _level.blurred(images)
-            seam, c1, c2 = _level.seam_samples(v, pairs, edges, labels, used_views, soft)
+            seam, c1, c2 = _level.seam_samples(v, pairs, edges, labels, used_views, images)
             # crease edges (roof/wall) see different surroundings in each photo:
             # they do not measure exposure differences
             cos_seam = np.einsum("ij,ij->i", normals[pairs[seam, 0]], normals[pairs[seam, 1]])
@@ -236,7 +240,6 @@ def texture_mesh(
             )
             if params.levelling == "global+local":
                 edge_prof, profiles = _level.local_levelling(f, pairs, edges, seam, c1, c2, corr)
-            del soft
         report["levelling"] = {"mode": params.levelling, **lst}
     # --- atlas and bake
     with progress.step("atlas"):
