@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=6)
     ap.add_argument("--scale", type=float, default=1.0, help="image resize factor")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--max-cost", type=float, default=0.7, help="fusion cost bound")
     ap.add_argument("--cache", type=Path, default=None, help="keep depth maps here and reuse them")
     args = ap.parse_args()
 
@@ -144,7 +145,7 @@ def main() -> None:
         )
     gsd = cams["flight"]["nadir_gsd_m"] / args.scale
     t0 = time.perf_counter()
-    cloud = fuse.fuse(views, maps, indices=which, voxel=0.5 * gsd)
+    cloud = fuse.fuse(views, maps, indices=which, voxel=0.5 * gsd, max_cost=args.max_cost)
     fuse_s = time.perf_counter() - t0
     camd = [
         dict(K=views[i].K, R=views[i].R, t=views[i].t, width=views[i].shape[1],
@@ -164,6 +165,7 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "survey": str(survey),
         "scale": args.scale,
+        "max_cost": args.max_cost,
         "gsd_m": gsd,
         "compile_s": compile_s,
         "views": rows,

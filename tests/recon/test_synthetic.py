@@ -7,7 +7,7 @@ Documented tolerances (measured on this survey, with margin):
 
 * SfM registers every photo, mean reprojection error < 1 px.
 * After georeferencing from the noisy EXIF GPS (and the XMP gimbal angles), camera
-  centres are within ``POS_RMSE`` (3D RMSE, metres; about 10 nadir GSD) of
+  centres are within ``POS_RMSE`` (3D RMSE, metres; about 13 nadir GSD; measured 2.8) of
   ``cameras.json``. The GPS noise alone allows about 3 m / sqrt(stations) in height,
   and this small two-strip block bends at its ends: SfM's own error (the best
   similarity to the true centres) has a median under ``SHAPE_MEDIAN`` but a few
@@ -30,8 +30,8 @@ from twin.synth.truth import read_truth_ply
 
 pytestmark = pytest.mark.slow
 
-POS_RMSE = 3.0
-SHAPE_MEDIAN = 1.0
+POS_RMSE = 4.0
+SHAPE_MEDIAN = 1.5
 SHAPE_RMSE = 4.0
 ROT_MEDIAN = 0.3
 CRS = "EPSG:4550"

@@ -52,6 +52,7 @@ def fuse(
     max_px: float = 1.0,
     voxel: float | None = None,
     max_partners: int = 10,
+    max_cost: float | None = 0.7,
     progress=None,
 ) -> FusedCloud:
     """Fuse ``maps`` (``maps[k]`` belongs to ``views[indices[k]]``; by default
@@ -68,6 +69,8 @@ def fuse(
             i = indices[k]
             ref = views[i]
             d = dm.depth
+            if max_cost is not None:
+                d = np.where(dm.cost <= max_cost, d, 0).astype(np.float32)
             valid = d > 0
             if not valid.any():
                 advance(1)
@@ -85,7 +88,8 @@ def fuse(
                 src = views[j]
                 R = src.R @ ref.R.T
                 t = src.t - R @ ref.t
-                dj = maps[by_view[j]].depth
+                mj = maps[by_view[j]]
+                dj = mj.depth if max_cost is None else np.where(mj.cost <= max_cost, mj.depth, 0)
                 ok, pts = kern.consistency(d, Kinv, src.K, R, t, dj, max_rel, max_px)
                 count += ok
                 acc += pts

@@ -77,7 +77,7 @@ class MvsOptions:
     coarse_size: int = 160
     depth_samples: int = 32
     iterations: int = 3
-    max_cost: float = 0.55
+    max_cost: float = 0.8  # kept in the maps; fusion applies its own (stricter) bound
     spread: float = 0.6
     min_angle_deg: float = 2.0
     max_angle_deg: float = 50.0
