@@ -326,3 +326,19 @@ def test_model_tables_round_trip_and_reject_garbage():
     assert K.read_tables(blob[:-1], K.N_CTX)[1] < 0
     assert K.read_tables(np.append(blob, 0).astype(np.uint8), K.N_CTX)[1] < 0
     assert K.read_tables(np.full(40, 0xFF, np.uint8), K.N_CTX)[1] < 0
+
+
+def test_predictor_choice_matches_reference_and_suits_the_mesh():
+    alphas = np.array([0, 4, 6, 8], np.int64)
+    picks = {}
+    for name, gen in (("scan", scan_mesh), ("city", city_mesh)):
+        v, f = gen(4000, seed=8)
+        q = quantize(v, 14).positions.astype(np.int64)
+        f64 = f.astype(np.int64)
+        quads = K.encode_traverse(q, f64, K.build_twins(f64, len(v)), 14, 8, False)[6]
+        got = K.predictor_costs(q, quads, 14, alphas)
+        np.testing.assert_allclose(got, R.predictor_costs_ref(q, quads, 14, alphas), rtol=1e-9)
+        picks[name] = C.choose_predictor(q, quads, 14)
+    # the regular city keeps the parallelogram; the irregular scan extrapolates less
+    assert picks["city"] == (8, False)
+    assert picks["scan"][0] < 8

@@ -605,7 +605,8 @@ def read_tables(buf, n_ctx):
 @njit(cache=True)
 def decode_tables(freq):
     """Decoder tables from (n_ctx, NSYM) frequencies: ``lut`` (slot -> symbol,
-    uint8, n_ctx * PROB_SCALE) and flat int32 ``fq`` / ``cm`` (n_ctx * NSYM)."""
+    uint8, n_ctx * PROB_SCALE) and flat int32 ``fq`` (``freq | cum << 12``) and ``cm``
+    (cum) per (context, symbol)."""
     nctx = freq.shape[0]
     lut = np.zeros(nctx * PROB_SCALE, np.uint8)
     fq = np.ones(nctx * NSYM, np.int32)
@@ -616,7 +617,7 @@ def decode_tables(freq):
             f = freq[c, s]
             if f == 0:
                 continue
-            fq[c * NSYM + s] = f
+            fq[c * NSYM + s] = f | (pos << 12)
             cm[c * NSYM + s] = pos
             for j in range(f):
                 lut[c * PROB_SCALE + pos + j] = s
@@ -630,8 +631,8 @@ def _rsym(lut, fq, cm, ctx, x, y, p, rans):
     interleaved states swap roles after every symbol)."""
     slot = x & (PROB_SCALE - 1)
     s = np.int64(lut[ctx * PROB_SCALE + slot])
-    k = ctx * NSYM + s
-    x = np.int64(fq[k]) * (x >> PROB_BITS) + slot - cm[k]
+    e = np.int64(fq[ctx * NSYM + s])  # freq | cum << 12
+    x = (e & 4095) * (x >> PROB_BITS) + slot - (e >> 12)
     while x < RANS_L:
         x = (x << 8) | (np.int64(rans[p]) if p < rans.shape[0] else 0)
         p += 1
@@ -905,3 +906,59 @@ def decode_all(tables, rans, raw, nv, nf, bits, alpha8, select, offset, step, wa
         for a in range(3):
             out[i, a] = q[i, a] * step + offset[a]
     return out, q, faces, status
+
+
+@njit(cache=True)
+def _entropy_bits(hist):
+    total = 0
+    for h in hist:
+        total += h
+    bits = 0.0
+    for h in hist:
+        if h > 0:
+            bits -= h * np.log2(h / total)
+    return bits
+
+
+@njit(cache=True)
+def predictor_costs(q, quads, bits, alphas):
+    """Estimated bits of the residuals of ``quads`` (u, v, w, c rows) for each
+    ``alphas[i]`` without (column 0) and with (column 1) the coded per-vertex copy
+    choice: order-0 token entropy plus raw bits, plus the choice's entropy."""
+    mask = (1 << bits) - 1
+    half = 1 << (bits - 1)
+    out = np.zeros((alphas.shape[0], 2))
+    for ia in range(alphas.shape[0]):
+        a8 = alphas[ia]
+        h0 = np.zeros(NSYM, np.int64)
+        h1 = np.zeros(NSYM, np.int64)
+        hc = np.zeros(3, np.int64)
+        raw0 = 0
+        raw1 = 0
+        for i in range(quads.shape[0]):
+            u, v, w, c = quads[i, 0], quads[i, 1], quads[i, 2], quads[i, 3]
+            best = 1 << 30
+            sel = 0
+            for cand in range(3):
+                score = 0
+                for a in range(3):
+                    z = _wrap(q[c, a] - predict(q[u, a], q[v, a], q[w, a], a8, cand), half, mask)
+                    z = 2 * z if z >= 0 else -2 * z - 1
+                    t, nb, _ = token_of(z)
+                    score += bit_length(z)
+                    if cand == 0:
+                        h0[t] += 1
+                        raw0 += nb
+                if score < best:
+                    best = score
+                    sel = cand
+            hc[sel] += 1
+            for a in range(3):
+                z = _wrap(q[c, a] - predict(q[u, a], q[v, a], q[w, a], a8, sel), half, mask)
+                z = 2 * z if z >= 0 else -2 * z - 1
+                t, nb, _ = token_of(z)
+                h1[t] += 1
+                raw1 += nb
+        out[ia, 0] = _entropy_bits(h0) + raw0
+        out[ia, 1] = _entropy_bits(h1) + raw1 + _entropy_bits(hc)
+    return out

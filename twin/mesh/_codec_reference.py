@@ -9,6 +9,7 @@ byte. Errors are ``ValueError`` with a reason.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -521,3 +522,39 @@ def decode_ref(
 def symbol_counts_ref(ctx, sym, n_ctx: int) -> list[list[int]]:
     c = Counter(zip((int(x) for x in ctx), (int(s) for s in sym), strict=True))
     return [[c.get((k, s), 0) for s in range(NSYM)] for k in range(n_ctx)]
+
+
+def _entropy_ref(counts) -> float:
+    total = sum(counts)
+    return -sum(c * math.log2(c / total) for c in counts if c)
+
+
+def predictor_costs_ref(q, quads, bits: int, alphas) -> np.ndarray:
+    """Estimated residual bits per alpha, without / with the coded copy choice."""
+    q = [tuple(int(x) for x in row) for row in np.asarray(q)]
+    out = np.zeros((len(alphas), 2))
+    for ia, a8 in enumerate(int(a) for a in alphas):
+        h0: Counter = Counter()
+        h1: Counter = Counter()
+        hc: Counter = Counter()
+        raw0 = raw1 = 0
+        for u, v, w, c in (tuple(int(x) for x in row) for row in np.asarray(quads)):
+            zs = [
+                [_zig(_wrap(q[c][a] - predict_ref(q[u][a], q[v][a], q[w][a], a8, k), bits))
+                 for a in range(3)]
+                for k in range(3)
+            ]  # fmt: skip
+            for z in zs[0]:
+                t, nb, _ = token_ref(z)
+                h0[t] += 1
+                raw0 += nb
+            scores = [sum(z.bit_length() for z in row) for row in zs]
+            sel = scores.index(min(scores))
+            hc[sel] += 1
+            for z in zs[sel]:
+                t, nb, _ = token_ref(z)
+                h1[t] += 1
+                raw1 += nb
+        out[ia, 0] = _entropy_ref(h0.values()) + raw0
+        out[ia, 1] = _entropy_ref(h1.values()) + raw1 + _entropy_ref(hc.values())
+    return out

@@ -103,48 +103,19 @@ def _write_tables(freq: np.ndarray) -> bytes:
 _ALPHAS = (0, 4, 6, 8)
 
 
-def _estimate_bits(r: np.ndarray) -> float:
-    """Order-0 token entropy plus raw bits of wrapped residuals (any shape)."""
-    z = np.where(r >= 0, 2 * r, -2 * r - 1).ravel()
-    n = np.zeros(z.shape, np.int64)
-    big = z >= 16
-    n[big] = np.floor(np.log2(z[big])).astype(np.int64) + 1
-    tok = np.where(big, 16 + 2 * (n - 5) + ((z >> np.maximum(n - 2, 0)) & 1), z)
-    counts = np.bincount(tok)
-    p = counts[counts > 0] / tok.size
-    return float(-(p * np.log2(p)).sum() * tok.size + np.where(big, n - 2, 0).sum())
-
-
 def choose_predictor(q: np.ndarray, quads: np.ndarray, bits: int) -> tuple[int, bool]:
     """Pick ``alpha8`` (of 0, 4, 6, 8) and whether to code a per-vertex predictor
     choice (apex, ``u`` or ``v``) by the estimated size of the residuals of the
-    traversal's parallelogram-predicted vertices (``quads``: u, v, w, c)."""
+    traversal's parallelogram-predicted vertices (``quads``: u, v, w, c; at most
+    about 100 k of them, a regular sample, are looked at)."""
     if len(quads) < 64:
         return 8, False
-    half = 1 << (bits - 1)
-    mask = (1 << bits) - 1
-    qa, qb, qw, qc = (q[quads[:, k]] for k in range(4))
-
-    def wrap(r):
-        return ((r + half) & mask) - half
-
-    best = (float("inf"), 8, False)
-    for a8 in _ALPHAS:
-        r0 = wrap(qc - ((8 * (qa + qb) + a8 * (qa + qb - 2 * qw)) >> 4))
-        cost = _estimate_bits(r0)
-        if cost < best[0]:
-            best = (cost, a8, False)
-        cands = np.stack([r0, wrap(qc - qa), wrap(qc - qb)])  # (3, K, 3)
-        z = np.where(cands >= 0, 2 * cands, -2 * cands - 1)
-        score = np.where(z > 0, np.floor(np.log2(np.maximum(z, 1))) + 1, 0).sum(axis=2)
-        choice = np.argmin(score, axis=0)
-        r = cands[choice, np.arange(len(choice))]
-        counts = np.bincount(choice, minlength=3)
-        pc = counts[counts > 0] / len(choice)
-        cost = _estimate_bits(r) - float((pc * np.log2(pc)).sum() * len(choice))
-        if cost < best[0]:
-            best = (cost, a8, True)
-    return best[1], best[2]
+    if len(quads) > 200_000:
+        quads = quads[:: len(quads) // 100_000]
+    alphas = np.array(_ALPHAS, np.int64)
+    cost = K.predictor_costs(q, np.ascontiguousarray(quads), int(bits), alphas)
+    i, j = np.unravel_index(int(np.argmin(cost)), cost.shape)
+    return int(alphas[i]), bool(j)
 
 
 def encode(vertices, faces, bits: int = 14, *, return_order: bool = False):
