@@ -335,11 +335,11 @@ def _best(fn, repeat: int) -> float:
 
 def bench_codec(v: np.ndarray, f: np.ndarray, repeat: int, bits: int = 14) -> dict:
     """Bytes, bytes per triangle, encode time (best of ``repeat``), decode time (best
-    of ``max(repeat, 10)``) and
-    decode throughput (float32 positions + uint32 indices out, per second) of twin's
-    archive, Draco (DracoPy, ``compression_level=7``, ``quantization_bits=bits``) and
-    the EXT_meshopt streams of our encoder (decoded by meshoptimizer's decoder, raw
-    and with zlib level 9 on top as a gzip transport would add)."""
+    of ``max(repeat, 10)``) and decode throughput (float32 positions + uint32
+    indices out, per second) of twin's archive, Draco (DracoPy,
+    ``compression_level=7``, ``quantization_bits=bits``) and the EXT_meshopt streams
+    of our encoder (decoded by meshoptimizer's decoder, raw and with zlib level 9 on
+    top as a gzip transport would add)."""
     import zlib
 
     from twin.mesh.codec import decode, encode
