@@ -367,7 +367,7 @@ class Plan(NamedTuple):
     created: list  # cache rows of new entities (also in dirty)
     incident_rows: list  # (id, reported..closed ns, responder) first-reach times
     next_k: int  # the next free entity key
-    ind: dict  # (bucket, (cell x, cell y, type, open)) -> [d_count, events, n, s, n, s]
+    ind: dict  # bucket -> {(cell x, cell y, type, open): [d_count, events, n, s, n, s]}
     transitions: list  # (incident id, new state, observed ns, bucket, indicator key)
 
 
@@ -418,7 +418,7 @@ def indicator_rows(plan: Plan, reported: dict) -> list[tuple]:
         rep = reported.get(iid)
         if rep is None:
             continue
-        acc = ind[(bucket, key)]
+        acc = ind[bucket][key]
         if state == "dispatched":
             acc[2] += 1
             acc[3] += (ns - rep) / 1e9
@@ -427,7 +427,8 @@ def indicator_rows(plan: Plan, reported: dict) -> list[tuple]:
             acc[5] += (ns - rep) / 1e9
     return [
         (b, cell_name(k), k[2], k[3], *acc)
-        for (b, k), acc in ind.items()
+        for b, bmap in ind.items()
+        for k, acc in bmap.items()
         if acc[0] or acc[1] or acc[2] or acc[4]
     ]
 
@@ -450,8 +451,10 @@ def plan_batch(
     new entity; ``token``: a number unique to this batch (marks rows touched by it);
     ``inv_cell`` (1 / grid cell size in degrees) and ``bucket_ns`` (time bucket)
     shape the indicator deltas. Pure Python, no I/O."""
-    ind: dict = {}
-    ind_get = ind.get
+    ind: dict = {}  # bucket -> {key: acc}
+    b_lo = b_hi = bucket = 0  # the bounds (ns) of the current bucket
+    bmap: dict = {}
+    bget = bmap.get
     transitions: list = []
     hist: list[tuple] = []  # stale events
     hist_applied: list[tuple] = []  # applied, superseded within the batch (row order)
@@ -621,17 +624,23 @@ def plan_batch(
         else:
             key = (_floor(lon * inv_cell), _floor(row[7] * inv_cell), row[1], 0)
         row[22] = key
-        bucket = ns // bucket_ns
-        acc = ind_get((bucket, key))
+        if not b_lo <= ns < b_hi:  # another time bucket (rare: events come in time order)
+            bucket = ns // bucket_ns
+            b_lo, b_hi = bucket * bucket_ns, (bucket + 1) * bucket_ns
+            bmap = ind.get(bucket)
+            if bmap is None:
+                bmap = ind[bucket] = {}
+            bget = bmap.get
+        acc = bget(key)
         if acc is None:
-            acc = ind[(bucket, key)] = [0, 0, 0, 0.0, 0, 0.0]
+            acc = bmap[key] = [0, 0, 0, 0.0, 0, 0.0]
         acc[1] += 1
         if key != old_key:
             acc[0] += 1
             if old_key is not None:
-                acc = ind_get((bucket, old_key))
+                acc = bget(old_key)
                 if acc is None:
-                    acc = ind[(bucket, old_key)] = [0, 0, 0, 0.0, 0, 0.0]
+                    acc = bmap[old_key] = [0, 0, 0, 0.0, 0, 0.0]
                 acc[0] -= 1
         if transitions and len(transitions[-1]) == 3:  # made by this event
             transitions[-1] += [bucket, key]
