@@ -16,7 +16,12 @@
 * I/O: points per second reading LAS and LAZ with twin (all fields and xyz only)
   vs plain laspy + lazrs doing the same work, and writing.
 
-Usage: ``python benchmarks/points.py [--json PATH] [--quick] [--only ground,classify,io]``.
+* Filters: ``twin.points.filters`` (statistical and radius outliers, voxel
+  downsampling, normals) vs Open3D on a 1 M-point wavy surface with known normals
+  and injected outliers: seconds, agreement, precision/recall, angle errors.
+
+Usage: ``python benchmarks/points.py [--json PATH] [--quick]
+[--only ground,classify,filters,io]``.
 Needs ``CSF`` (``pip install cloth-simulation-filter``) for the peer columns.
 """
 
@@ -346,6 +351,123 @@ def bench_io(quick: bool) -> dict:
     return out
 
 
+def _wavy(n: int, extent: float, seed: int = 0):
+    """A wavy surface z = 2 sin(x/7) cos(y/9) with its true normals, plus 0.2 % of
+    points scattered 3-30 m above or below it (the outliers)."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    x, y = rng.uniform(0, extent, n), rng.uniform(0, extent, n)
+    z = 2 * np.sin(x / 7) * np.cos(y / 9) + rng.normal(0, 0.01, n)
+    nrm = np.column_stack(
+        [-2 / 7 * np.cos(x / 7) * np.cos(y / 9), 2 / 9 * np.sin(x / 7) * np.sin(y / 9), np.ones(n)]
+    )
+    nrm /= np.linalg.norm(nrm, axis=1)[:, None]
+    k = n // 500
+    xo, yo = rng.uniform(0, extent, k), rng.uniform(0, extent, k)
+    zo = rng.choice([-1, 1], k) * rng.uniform(3, 30, k)
+    xyz = np.column_stack([np.r_[x, xo], np.r_[y, yo], np.r_[z, zo]])
+    truth = np.r_[np.zeros(n, bool), np.ones(k, bool)]
+    return xyz, nrm, truth
+
+
+def _best(fn, reps: int = 2):
+    best, out = np.inf, None
+    for _ in range(reps):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def bench_filters(quick: bool) -> dict:
+    """twin.points.filters vs Open3D on a 1 M-point wavy surface with outliers."""
+    import open3d as o3d
+    import pyproj
+
+    from twin.points import filters as Fl
+    from twin.points.cloud import PointCloud
+
+    n = 200_000 if quick else 1_000_000
+    extent = float(np.sqrt(n / 4.0))  # 4 points/m^2
+    xyz, nrm_true, truth = _wavy(n, extent)
+    cloud = PointCloud(xyz, crs=pyproj.CRS(32631))
+    small = PointCloud(xyz[:5000], crs=pyproj.CRS(32631))
+    for f in (Fl.statistical_outliers, Fl.radius_outliers, Fl.estimate_normals):
+        f(small)  # Numba cache load
+    Fl.voxel_downsample(small, 1.0)
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz - xyz.min(axis=0)))
+    out: dict = {"points": len(xyz)}
+
+    def pr(pred):
+        tp = np.count_nonzero(pred & truth)
+        return tp / max(pred.sum(), 1), tp / max(truth.sum(), 1)
+
+    def o3d_mask(fn):
+        _, kept = fn()
+        m = np.ones(len(xyz), bool)
+        m[np.asarray(kept)] = False
+        return m
+
+    t_tw, p_tw = _best(lambda: Fl.statistical_outliers(cloud, k=8, std_ratio=2.0))
+    t_o3, p_o3 = _best(lambda: o3d_mask(lambda: pc.remove_statistical_outlier(9, 2.0)))
+    out["statistical"] = {
+        "twin_s": t_tw,
+        "open3d_s": t_o3,
+        "same_decisions": float(np.mean(p_tw == p_o3)),
+        "twin_precision_recall": pr(p_tw),
+        "open3d_precision_recall": pr(p_o3),
+    }
+    t_tw, p_tw = _best(lambda: Fl.radius_outliers(cloud, radius=1.5, min_neighbors=2))
+    t_o3, p_o3 = _best(lambda: o3d_mask(lambda: pc.remove_radius_outlier(3, 1.5)))
+    out["radius"] = {
+        "twin_s": t_tw,
+        "open3d_s": t_o3,
+        "same_decisions": float(np.mean(p_tw == p_o3)),
+        "twin_precision_recall": pr(p_tw),
+        "open3d_precision_recall": pr(p_o3),
+    }
+    t_tw, v_tw = _best(lambda: Fl.voxel_downsample(cloud, 1.0))
+    t_o3, v_o3 = _best(lambda: pc.voxel_down_sample(1.0))
+    out["voxel"] = {
+        "twin_s": t_tw,
+        "open3d_s": t_o3,
+        "twin_points": len(v_tw),
+        "open3d_points": len(v_o3.points),
+        "note": "twin carries every field; Open3D keeps colours/normals only",
+    }
+    surf = ~truth
+    for method in ("numba", "open3d"):
+        t, nrm = _best(lambda m=method: Fl.estimate_normals(cloud, k=16, method=m))
+        ang = np.degrees(np.arccos(np.clip(np.abs(np.sum(nrm[surf] * nrm_true, 1)), 0, 1)))
+        out[f"normals_{method}"] = {
+            "seconds": t,
+            "median_deg": float(np.median(ang)),
+            "p95_deg": float(np.percentile(ang, 95)),
+        }
+    r = out
+    print(f"\nFilters on {len(xyz):,} points (a wavy surface + 0.2 % outliers), best of 2 (s)")
+    for k in ("statistical", "radius"):
+        (pt, rt), (po, ro) = r[k]["twin_precision_recall"], r[k]["open3d_precision_recall"]
+        print(
+            f"  {k:<12} twin {r[k]['twin_s']:6.2f}  Open3D {r[k]['open3d_s']:6.2f}  "
+            f"ratio {r[k]['twin_s'] / r[k]['open3d_s']:5.2f}  "
+            f"same {100 * r[k]['same_decisions']:.3f} %"
+            f"  P/R twin {pt:.3f}/{rt:.3f} Open3D {po:.3f}/{ro:.3f}"
+        )
+    v = r["voxel"]
+    print(
+        f"  {'voxel 1 m':<12} twin {v['twin_s']:6.2f}  Open3D {v['open3d_s']:6.2f}  ratio "
+        f"{v['twin_s'] / v['open3d_s']:5.2f}  points {v['twin_points']:,} / {v['open3d_points']:,}"
+    )
+    a, b = r["normals_numba"], r["normals_open3d"]
+    print(
+        f"  {'normals k16':<12} twin {a['seconds']:6.2f}  Open3D {b['seconds']:6.2f}  ratio "
+        f"{a['seconds'] / b['seconds']:5.2f}  angle error median/p95: twin "
+        f"{a['median_deg']:.2f}/{a['p95_deg']:.2f} deg, "
+        f"Open3D {b['median_deg']:.2f}/{b['p95_deg']:.2f}"
+    )
+    return out
+
+
 def _dtm_memory(path: Path, d: Path) -> dict:
     """Peak traced (Python + NumPy) memory of a streamed DTM, and of reading it all."""
     import tracemalloc
@@ -375,7 +497,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--quick", action="store_true", help="smaller clouds, fewer CSF settings")
-    ap.add_argument("--only", default="ground,classify,io", help="comma-separated sections to run")
+    ap.add_argument(
+        "--only", default="ground,classify,filters,io", help="comma-separated sections to run"
+    )
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
     result = {
@@ -385,7 +509,12 @@ def main(argv=None) -> int:
             "python": platform.python_version(),
         }
     }
-    sections = (("ground", bench_ground), ("classify", bench_classify), ("io", bench_io))
+    sections = (
+        ("ground", bench_ground),
+        ("classify", bench_classify),
+        ("filters", bench_filters),
+        ("io", bench_io),
+    )
     for name, fn in sections:
         if name in only:
             result[name] = fn(args.quick)
