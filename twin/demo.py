@@ -75,7 +75,7 @@ def run_demo(
         "counts": {**survey["counts"], **manifest.get("counts", {})},
         "replay": report.to_dict() if hasattr(report, "to_dict") else dict(vars(report)),
         "entities_in_store": entities,
-        "sizes_mb": {o["path"]: round(o["bytes"] / 1e6, 3) for o in manifest["outputs"]},
+        "sizes_mb": _sizes(manifest["outputs"]),
         "timings_s": {k: round(v, 2) for k, v in progress.timings.items()},
         "total_s": round(time.perf_counter() - t0, 1),
     }
@@ -101,3 +101,20 @@ def print_summary(summary: dict) -> None:
     con.print("[bold]outputs[/bold]")
     for k in ("survey", "glb", "tileset", "preview", "store"):
         con.print(f"  {k:8s} {summary[k]}")
+    con.print(
+        f"[bold]look at it[/bold]  twin view {summary['model']}   (then open http://127.0.0.1:8000)"
+    )
+
+
+def _sizes(outputs: list[dict]) -> dict[str, float]:
+    """MB per output file, folders (tiles/, terrain/) summed into one entry each."""
+    out: dict[str, float] = {}
+    for o in outputs:
+        head, _, rest = o["path"].partition("/")
+        key = (
+            f"{head}/ ({sum(1 for p in outputs if p['path'].startswith(head + '/'))} files)"
+            if rest
+            else head
+        )
+        out[key] = out.get(key, 0.0) + o["bytes"] / 1e6
+    return {k: round(v, 3) for k, v in out.items()}
