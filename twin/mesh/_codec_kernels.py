@@ -19,18 +19,21 @@ Three layers, each matched by a plain-Python function in
    with one face whose three vertices are new or referenced by index. The decoder
    replays the same border operations, so any triangle set, manifold or not, comes
    back exactly.
-3. :func:`rans_encode` / the decoder's inline rANS: a static-model, byte-wise
-   renormalised rANS coder (32-bit state, 11-bit probabilities) with one
+3. :func:`rans_encode` / :func:`_rsym`: a static-model, byte-wise renormalised
+   rANS coder (two interleaved 32-bit states, 11-bit probabilities) with one
    frequency table per context, plus a raw bit stream for the low bits of large
-   integers (:func:`token_of`).
+   integers (:func:`token_of`). :func:`predictor_costs` estimates the residual
+   size of each prediction setting for the encoder's choice.
 
-Memory (encoder): about 200 bytes per face (adjacency, border nodes, symbol
-arrays). Decoder: about 60 bytes per face plus the output. Both O(F) time except
-``S`` searches, which walk at most ``MAX_WALK`` border nodes.
+Memory (encoder): about 270 bytes per face (adjacency, border nodes, symbol
+arrays). Decoder: about 10-30 bytes per face plus the outputs. Both O(F) time
+except ``S`` searches, which walk at most ``MAX_WALK`` border nodes either way.
 
-Status codes (decoder): 0 ok, -1 symbol stream exhausted, -2 raw bit stream
-exhausted, -3 a vertex reference out of range, -4 more vertices than the header
-says, -5 a bad symbol (an op or token that cannot occur), -6 border capacity.
+Status codes (decoder): 0 ok, -1 symbol stream exhausted or inconsistent, -2 raw
+bit stream exhausted, -3 a vertex reference out of range, -4 more vertices than
+the header says, -5 a bad symbol (an op, offset or choice that cannot occur, or
+a border that is no longer a loop); model tables: -1 truncated, -5 symbol out of
+range, -7 frequencies not summing to ``PROB_SCALE``, -8 trailing bytes.
 """
 
 from __future__ import annotations

@@ -17,11 +17,22 @@ Connectivity: an Edgebreaker-style traversal (ops C, R, L, E, S, plus X for an
 apex anywhere else and B for a boundary or non-manifold edge; see
 :mod:`twin.mesh._codec_kernels`), so non-manifold edges and vertices, holes,
 several components, inconsistent orientation, degenerate and duplicate triangles
-all round-trip without splitting or dropping anything. Positions: the
-parallelogram rule on the quantised integers (component starts and unreferenced
-vertices as deltas), residuals wrapped modulo ``2**bits``. Entropy coding: static
-rANS with one table per context (the previous op; per axis, the spread of the
-gate triangle), raw bits for the low bits of large values.
+all round-trip without splitting or dropping anything. Positions: predicted on
+the quantised integers from the gate triangle ``u, v, w`` as ``m + alpha (m - w)``
+(``m`` the gate midpoint; ``alpha = 1`` is the parallelogram rule), optionally
+with a coded per-vertex choice of copying ``u`` or ``v`` instead (extruded
+buildings: a wall's vertex above another); the encoder picks ``alpha`` in {0,
+1/2, 3/4, 1} and the choice on or off per mesh by estimated size. Component starts
+and unreferenced vertices are deltas; residuals wrap modulo ``2**bits``. Entropy
+coding: static rANS (two interleaved states, 11-bit probabilities) with one table
+per context (the previous op; per axis, the spread of the gate triangle; the
+previous predictor choice), raw bits for the low bits of large values.
+
+Measured (``benchmarks/mesh_storage.py``, 2-core shared machine, DracoPy with
+``compression_level=7, quantization_bits=14``): bytes 0.95x Draco's on a 1 M-
+triangle noisy scan, 0.68x on a 1 M-triangle city, 0.955x on the Delft CityJSON
+model (36 k triangles); decoding about 2-4x faster than Draco's; encoding 1.5-3x
+slower than Draco's.
 
 Format (little endian): ``b"TWMC"``, version (u8, 1), bits (u8), flags (u16: bits
 0-3 the prediction's ``alpha8``, bit 4 a coded per-vertex predictor choice),
@@ -29,8 +40,9 @@ vertex count (u32), face count (u32), quantisation offset (3 x f64), step (f64),
 byte lengths of the model tables, raw bits and rANS stream (3 x u32), those three
 blobs, then the CRC-32 (u32) of everything before it.
 
-Memory: encoding peaks at about 250 bytes per face (adjacency, traversal state,
-symbol arrays), decoding at about 80 bytes per face plus the output arrays.
+Memory: encoding peaks at about 270 bytes per face (measured on a 400 k-face scan:
+adjacency, traversal state, symbol arrays); decoding at about 30-60 bytes per face
+including the output arrays (24 bytes per face of them).
 """
 
 from __future__ import annotations
@@ -128,7 +140,7 @@ def encode(vertices, faces, bits: int = 14, *, return_order: bool = False):
     vertex ``i`` is input vertex ``order[i]``.
     Raises :class:`~twin.errors.InputError` for an empty mesh, NaN/inf
     coordinates or out-of-range indices.
-    Memory: about 250 bytes per face at peak.
+    Memory: about 270 bytes per face at peak.
     """
     if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or not 1 <= bits <= 16:
         raise ParameterError(f"bits must be an integer in [1, 16], got {bits!r}")
@@ -235,7 +247,7 @@ def decode(data) -> tuple[np.ndarray, np.ndarray]:
     Vertices are ``q * step + offset``, equal to ``dequantize(quantize(v, bits))`` of
     the encoded mesh. Raises :class:`~twin.errors.InputError` for a truncated or
     corrupt archive (checksum), a wrong magic or an unsupported version.
-    Memory: about 40 bytes per face plus the outputs.
+    Memory: about 30-60 bytes per face including the outputs.
     """
     vertices, _, faces = _decode(data, True)
     return vertices, faces
