@@ -275,6 +275,13 @@ _ASOF = (
     f"SELECT {_ASOF_COLS} FROM history WHERE k = ?1 AND observed_ns <= ?4 "
     "ORDER BY observed_ns DESC, event_id DESC LIMIT 1"
 )
+_ASOF_BY_ID = (
+    "SELECT e.id, e.type, h.revision, h.observed_ns, h.event_id, h.source, h.lon, h.lat, "
+    "h.alt, h.heading, h.speed, h.status, h.attributes, h.building, h.floor, h.x, h.y, h.z, "
+    "h.outcome, e.k FROM entities AS e JOIN history AS h ON h.k = e.k WHERE e.id = ?1 "
+    "AND h.observed_ns <= ?2 ORDER BY h.observed_ns DESC, h.event_id DESC LIMIT 1"
+)
+_POINT = f"SELECT {_SEL} FROM entities WHERE id = ?"
 _ASOF_APPLIED = (
     f"SELECT {_ASOF_COLS} FROM history WHERE k = ?1 AND observed_ns <= ?4 "
     "AND outcome = 'applied' ORDER BY observed_ns DESC, event_id DESC LIMIT 1"
@@ -739,6 +746,7 @@ class SQLiteStore(Store):
             raise OutputError(f"cannot create the store: {exc}", path=self.path) from None
         self._con = con
         self._cur = con.cursor()
+        self._rcur = con.cursor()  # point and as-of reads (no cursor made per read)
         self.max_cache = max_cache
         # Write-through cache of current entity rows (id -> row list, see _COLS + k).
         # Valid while no other connection commits: PRAGMA data_version tells.
@@ -905,23 +913,19 @@ class SQLiteStore(Store):
             cached = self._cache.get(entity_id)
             if cached is not None and self._data_version() == self._version:
                 return _entity(cached)
-            row = self._con.execute(
-                f"SELECT {_SEL} FROM entities WHERE id = ?", (entity_id,)
-            ).fetchone()
+            row = self._rcur.execute(_POINT, (entity_id,)).fetchone()
             return None if row is None else _entity(row)
         t = _time_ns(at)
-        # id -> (k, type) never changes once an entity exists: the cache may answer
+        # id -> (k, type) never changes once an entity exists: the cache may answer;
+        # else one statement finds the entity and its row as of t
         cached = self._cache.get(entity_id)
         if cached is not None:
             k, typ = cached[18], cached[1]
+            h = self._rcur.execute(_ASOF, (k, entity_id, typ, t)).fetchone()
         else:
-            r = self._con.execute(
-                "SELECT k, type FROM entities WHERE id = ?", (entity_id,)
-            ).fetchone()
-            if r is None:
-                return None
-            k, typ = r
-        h = self._con.execute(_ASOF, (k, entity_id, typ, t)).fetchone()
+            h = self._rcur.execute(_ASOF_BY_ID, (entity_id, t)).fetchone()
+            if h is not None:
+                k, typ = h[19], h[1]
         if h is None:
             return None
         ent = _entity(h)
