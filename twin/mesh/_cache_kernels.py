@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit
 
 _NEVER = -(2**40)
+_NEVER32 = -(2**31)  # int32 stamps: misses stay below 2**31 (meshes below ~700 M triangles)
 
 
 @njit(cache=True)
@@ -97,9 +98,9 @@ def vertex_cache_kernel(faces, n_vertices, cache_size, live_scores, cache_score)
     inserted and evicted vertices), so a step costs O(cache_size * valence): linear in
     M overall. Triangles must not be degenerate (no repeated index).
 
-    Memory: vertex -> triangle adjacency (3 M int32 + N int64), 4 per-vertex int64
-    arrays, per-triangle int64 score + flag, the 3 M int64 dead-end stack and the int64
-    order: about 65 bytes per triangle.
+    Memory: vertex -> triangle adjacency (3 M int32 + N int64), 3 per-vertex int32
+    arrays, per-triangle int32 score + flag, the 3 M int32 dead-end stack and the int64
+    order: about 40 bytes per triangle. Stamps are int32: up to ~700 M triangles.
     """
     m = faces.shape[0]
     nl = live_scores.shape[0]
@@ -119,14 +120,14 @@ def vertex_cache_kernel(faces, n_vertices, cache_size, live_scores, cache_score)
             adj[fill[v]] = t
             fill[v] += 1
 
-    stamp = np.full(n_vertices, _NEVER, np.int64)
-    vscore = np.empty(n_vertices, np.int64)
+    stamp = np.full(n_vertices, _NEVER32, np.int32)
+    vscore = np.empty(n_vertices, np.int32)
     for v in range(n_vertices):
         lv = live[v]
         vscore[v] = live_scores[lv if lv < nl else nl - 1]
-    tscore = np.empty(m, np.int64)
+    tscore = np.empty(m, np.int32)
     best = 0
-    best_score = np.int64(-1)
+    best_score = np.int32(-1)
     for t in range(m):
         s = vscore[faces[t, 0]] + vscore[faces[t, 1]] + vscore[faces[t, 2]]
         tscore[t] = s
@@ -134,12 +135,12 @@ def vertex_cache_kernel(faces, n_vertices, cache_size, live_scores, cache_score)
             best_score = s
             best = t
     emitted = np.zeros(m, np.bool_)
-    ring = np.empty(cache_size, np.int64)
-    changed = np.empty(9, np.int64)
+    ring = np.empty(cache_size, np.int32)
+    changed = np.empty(9, np.int32)
     misses = 0
     order = np.empty(m, np.int64)
     cursor = 0
-    stack = np.empty(3 * m, np.int64)
+    stack = np.empty(3 * m, np.int32)
     top = 0
     current = best
     for i in range(m):
@@ -203,7 +204,7 @@ def vertex_cache_kernel(faces, n_vertices, cache_size, live_scores, cache_score)
         # one pass over the candidates; the tie-break is computed lazily, on ties only
         cache_n = misses if misses < cache_size else cache_size
         best = -1
-        best_score = np.int64(-1)
+        best_score = np.int32(-1)
         best_urgency = -1
         for j in range(cache_n):
             v = ring[j]

@@ -65,7 +65,7 @@ def optimize_vertex_cache(faces, n_vertices: int, cache_size: int = 16) -> np.nd
     its corner order (winding).
 
     ``faces`` (M, 3) integer, ``n_vertices`` the vertex count. Returns uint32 (M, 3).
-    Memory: about 65 bytes per triangle plus 40 per vertex (adjacency, scores,
+    Memory: about 40 bytes per triangle plus 28 per vertex (adjacency, scores,
     dead-end stack). Time: O(M * cache_size), about 25 candidate visits per triangle.
     Measured: ACMR 0.646 on a 1 M-triangle irregular scan and 0.661 on a 1 M-triangle
     city mesh, against 0.658 / 0.671 for meshoptimizer 0.2.30a0's
