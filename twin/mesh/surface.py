@@ -172,24 +172,28 @@ def _area_polygon(area, xyz: np.ndarray):
 
 
 # ---------------------------------------------------------------------------- holes
-def boundary_edges(faces: np.ndarray) -> np.ndarray:
-    """(B, 2) edges used by exactly one face (sorted vertex pairs)."""
+def _edge_counts(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique undirected edges (E, 2) and how many faces use each."""
     f = np.asarray(faces, dtype=np.int64)
     if len(f) == 0:
-        return np.zeros((0, 2), np.int64)
-    e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
-    uniq, counts = np.unique(e, axis=0, return_counts=True)
-    return uniq[counts == 1]
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    e.sort(axis=1)
+    n = int(f.max()) + 1
+    keys, counts = np.unique(e[:, 0] * n + e[:, 1], return_counts=True)
+    return np.column_stack([keys // n, keys % n]), counts
+
+
+def boundary_edges(faces: np.ndarray) -> np.ndarray:
+    """(B, 2) edges used by exactly one face (sorted vertex pairs)."""
+    edges, counts = _edge_counts(faces)
+    return edges[counts == 1]
 
 
 def non_manifold_edges(faces: np.ndarray) -> np.ndarray:
     """(K, 2) edges used by more than two faces."""
-    f = np.asarray(faces, dtype=np.int64)
-    if len(f) == 0:
-        return np.zeros((0, 2), np.int64)
-    e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
-    uniq, counts = np.unique(e, axis=0, return_counts=True)
-    return uniq[counts > 2]
+    edges, counts = _edge_counts(faces)
+    return edges[counts > 2]
 
 
 def find_holes(vertices: np.ndarray, faces: np.ndarray, area=None, tol: float = 1e-3):
@@ -465,11 +469,18 @@ def _poisson_piece(xyz, normals, depth, trim, scale, threads):
     dens = np.asarray(dens)
     if trim > 0 and len(dens):
         mesh.remove_vertices_by_mask(dens < np.quantile(dens, trim))
-    mesh.remove_degenerate_triangles()
-    mesh.remove_duplicated_triangles()
-    mesh.remove_non_manifold_edges()
-    mesh.remove_unreferenced_vertices()
-    return np.asarray(mesh.vertices) + centre, np.asarray(mesh.triangles, dtype=np.int64)
+    f = np.asarray(mesh.triangles, dtype=np.int64)
+    if len(f) and len(non_manifold_edges(f)):  # rare: Open3D's cleanup is slow on big meshes
+        mesh.remove_degenerate_triangles()
+        mesh.remove_duplicated_triangles()
+        mesh.remove_non_manifold_edges()
+        f = np.asarray(mesh.triangles, dtype=np.int64)
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
+    v = np.asarray(mesh.vertices)
+    used = np.zeros(len(v), bool)
+    used[f.ravel()] = True
+    remap = np.cumsum(used) - 1
+    return v[used] + centre, remap[f]
 
 
 def estimate_normals(xyz: np.ndarray, k: int = 16, wall_radius: float = 3.0) -> np.ndarray:
@@ -518,7 +529,7 @@ def _poisson_mesh(xyz, normals, area, depth, resolution, trim, max_distance, til
         boxes = [(a, b, min(a + tile_size, x1), min(b + tile_size, y1)) for b in ys for a in xs]
     else:
         boxes = [(x0, y0, x1, y1)]
-    tree = cKDTree(xyz)
+    tree = cKDTree(xyz) if max_distance else None
     import numba
 
     threads = max(1, numba.get_num_threads())
