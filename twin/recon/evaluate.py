@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def surface_samples(vertices, faces, spacing: float, seed: int = 0) -> np.ndarray:
-    """Area-uniform random points on a triangle mesh, one per ``spacing²`` m²."""
+def surface_samples(vertices, faces, spacing: float, seed: int = 0, *, with_faces: bool = False):
+    """Area-uniform random points on a triangle mesh, one per ``spacing²`` m² (and the
+    face of each when ``with_faces``)."""
     v = np.asarray(vertices, np.float64)
     f = np.asarray(faces, np.int64)
     a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
@@ -24,7 +25,8 @@ def surface_samples(vertices, faces, spacing: float, seed: int = 0) -> np.ndarra
     tri = rng.choice(len(f), n, p=area / area.sum())
     r1, r2 = rng.random(n), rng.random(n)
     s = np.sqrt(r1)
-    return (1 - s)[:, None] * a[tri] + (s * (1 - r2))[:, None] * b[tri] + (s * r2)[:, None] * c[tri]
+    p = (1 - s)[:, None] * a[tri] + (s * (1 - r2))[:, None] * b[tri] + (s * r2)[:, None] * c[tri]
+    return (p, tri) if with_faces else p
 
 
 def _scene(vertices, faces):
@@ -77,24 +79,28 @@ def score(
     spacing: float,
     min_cameras: int = 2,
     region: tuple | None = None,
+    face_labels: np.ndarray | None = None,
 ) -> dict:
     """Accuracy, completeness and F1 per τ (see the module docstring).
 
     ``region`` (xmin, ymin, xmax, ymax) limits truth samples and points to an area.
+    ``face_labels`` (one integer per face) adds completeness per label
+    (``completeness_by_label``: label -> {tau: share}).
     """
     import open3d as o3d
     from scipy.spatial import cKDTree
 
     scene = _scene(vertices, faces)
-    samples = surface_samples(vertices, faces, spacing)
+    samples, tri = surface_samples(vertices, faces, spacing, with_faces=True)
     pts = np.asarray(points, np.float64)
     if region is not None:
         x0, y0, x1, y1 = region
         inr = lambda p: (p[:, 0] >= x0) & (p[:, 0] <= x1) & (p[:, 1] >= y0) & (p[:, 1] <= y1)  # noqa: E731
-        samples = samples[inr(samples)]
+        keep = inr(samples)
+        samples, tri = samples[keep], tri[keep]
         pts = pts[inr(pts)]
     seen = visible_count(scene, samples, cameras) >= min_cameras
-    samples = samples[seen]
+    samples, tri = samples[seen], tri[seen]
     d_acc = (
         scene.compute_distance(o3d.core.Tensor(pts.astype(np.float32))).numpy()
         if len(pts)
@@ -108,4 +114,13 @@ def score(
         f1 = 2 * acc * comp / (acc + comp) if acc + comp > 0 else 0.0
         out["by_tau"][f"{tau:g}"] = {"accuracy": acc, "completeness": comp, "f1": f1}
     out["median_error_m"] = float(np.median(d_acc)) if len(pts) else None
+    if face_labels is not None:
+        lab = np.asarray(face_labels)[tri]
+        out["completeness_by_label"] = {
+            int(v): {
+                "samples": int((lab == v).sum()),
+                **{f"{t:g}": float((d_comp[lab == v] <= t).mean()) for t in taus},
+            }
+            for v in np.unique(lab)
+        }
     return out

@@ -53,7 +53,7 @@ class SfmOptions:
     min_registered: float = 0.8  # share of images below which the fallback runs
     num_threads: int = -1
     seed: int = 0
-    refine_intrinsics: bool | None = None  # None: only when a focal length was guessed
+    refine_intrinsics: bool | None = None  # None: only cameras whose focal was guessed
     peak_threshold: float = 0.004  # SIFT contrast threshold (COLMAP's default 0.0067)
 
 
@@ -201,8 +201,11 @@ def select_pairs(images: list[ImageInfo], enu: np.ndarray, options: SfmOptions) 
                     break
             for b in np.atleast_1d(nn_c[a]):
                 j = ok[b]
-                if j != i:
-                    pairs.add((min(i, j), max(i, j)))
+                if j == i:
+                    continue
+                if np.all(np.isfinite(dirs[[i, j]])) and dirs[i] @ dirs[j] < np.cos(np.radians(80)):
+                    continue
+                pairs.add((min(i, j), max(i, j)))
     # images without a position: their neighbours in file order, and the set's
     # images spread evenly so they can still join
     nogps = [i for i in range(n) if i not in set(ok.tolist())]
@@ -257,6 +260,10 @@ def map_reconstruction(
     refine = options.refine_intrinsics
     if refine is None:
         refine = any(im.focal_source == "guess" for im in images.images)
+    guessed = {im.name for im in images.images if im.focal_source == "guess"}
+    with pycolmap.Database.open(str(database)) as db:
+        trusted = {i.camera_id for i in db.read_all_images() if i.name not in guessed}
+        trusted -= {i.camera_id for i in db.read_all_images() if i.name in guessed}
     report: dict = {"tried": [], "refine_intrinsics": bool(refine)}
     best = None
     with quiet_colmap():
@@ -271,6 +278,10 @@ def map_reconstruction(
                 io.ba_refine_extra_params = False
                 io.mapper.abs_pose_refine_focal_length = False
                 io.mapper.abs_pose_refine_extra_params = False
+            elif trusted and options.refine_intrinsics is None:
+                # refine only the cameras whose focal length was guessed
+                io.constant_cameras = trusted
+                io.mapper.constant_cameras = trusted
             (out / "incremental").mkdir(parents=True, exist_ok=True)
             rec = _best(
                 pycolmap.incremental_mapping(
