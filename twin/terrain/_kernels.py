@@ -1105,13 +1105,29 @@ def greedy_refine_forced(herr, corner_z, max_error, fx, fy, fz, seg, seg_linear,
     Memory: about 70 bytes per output triangle plus 28 per vertex (flat arrays grown
     by 1.5x as needed), on top of the 8-byte-per-sample input (and ``hfill``).
     """
+    return _greedy_core(
+        herr, corner_z, max_error, fx, fy, fz, seg, seg_linear, hfill, np.empty(0, np.float64)
+    )
+
+
+@njit(cache=True)
+def _grow_like(a, n):
+    b = np.empty(n, a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit(cache=True)
+def _greedy_core(herr, corner_z, max_error, fx, fy, fz, seg, seg_linear, hfill, px0):
+    """:func:`greedy_refine_forced` with vertex coordinates of ``px0``'s dtype (int32
+    when every vertex is a grid sample: half the memory traffic of float64)."""
     rows, cols = herr.shape
     W = cols - 1
     H = rows - 1
     cap_p = 1024 + 2 * fx.shape[0]
     cap_t = 2 * cap_p
-    px = np.empty(cap_p, np.float64)
-    py = np.empty(cap_p, np.float64)
+    px = np.empty(cap_p, px0.dtype)
+    py = np.empty(cap_p, px0.dtype)
     pz = np.empty(cap_p, np.float64)
     vt = np.empty(cap_p, np.int32)
     tv = np.empty(3 * cap_t, np.int32)
@@ -1200,8 +1216,8 @@ def greedy_refine_forced(herr, corner_z, max_error, fx, fy, fz, seg, seg_linear,
         # grow the arrays (the phases stop, losing nothing, when they are full)
         if state[0] + 1 > cap_p:
             cap_p = cap_p + cap_p // 2 + 1
-            px = _grow_f64(px, cap_p)
-            py = _grow_f64(py, cap_p)
+            px = _grow_like(px, cap_p)
+            py = _grow_like(py, cap_p)
             pz = _grow_f64(pz, cap_p)
             vt = _grow_i32(vt, cap_p)
             # the flip stack holds at most 4 + (degree of the new vertex) edges
@@ -1232,21 +1248,31 @@ def greedy_refine_forced(herr, corner_z, max_error, fx, fy, fz, seg, seg_linear,
 
 
 @njit(cache=True, nogil=True)
-def greedy_refine(herr, corner_z, max_error):
-    """Greedy Delaunay refinement of a height grid (no forced vertices or edges):
-    :func:`greedy_refine_forced` without them. Returns ``(px, py, pz, tri,
-    tri_err)``."""
+def greedy_refine(herr, corner_z, max_error, fx=None, fy=None, fz=None):
+    """Greedy Delaunay refinement of a height grid without constraint edges, optionally
+    with forced vertices ``(fx, fy, fz)`` that are grid samples (integral
+    coordinates; tile borders): :func:`greedy_refine_forced` with int32 vertex
+    coordinates. Returns ``(px, py, pz, tri, tri_err)``."""
     e = np.empty(0, np.float64)
-    px, py, pz, tri, terr, _, _ = greedy_refine_forced(
+    if fx is None:
+        gx = e
+        gy = e
+        gz = e
+    else:
+        gx = fx
+        gy = fy
+        gz = fz
+    px, py, pz, tri, terr, _, _ = _greedy_core(
         herr,
         corner_z,
         max_error,
-        e,
-        e,
-        e,
+        gx,
+        gy,
+        gz,
         np.empty((0, 2), np.int64),
         np.empty(0, np.uint8),
         np.empty((1, 1), np.float64),
+        np.empty(0, np.int32),
     )
     return px, py, pz, tri, terr
 

@@ -231,9 +231,13 @@ def tin_tiled(herr, valid, max_error, tile_size, workers=None, forced=None):
         corners = np.array(
             [corner_z[(j, i)], corner_z[(j, i + 1)], corner_z[(j + 1, i + 1)], corner_z[(j + 1, i)]]
         )
-        px, py, pz, tri, _, _, failed = _kernels.greedy_refine_forced(
-            sub, corners, max_error, gx, gy, gz, tseg.astype(np.int64), tlin, tfill
-        )
+        if len(tseg):
+            px, py, pz, tri, _, _, failed = _kernels.greedy_refine_forced(
+                sub, corners, max_error, gx, gy, gz, tseg.astype(np.int64), tlin, tfill
+            )
+        else:  # every vertex a grid sample: the int32-coordinate kernel
+            px, py, pz, tri, _ = _kernels.greedy_refine(sub, corners, max_error, gx, gy, gz)
+            failed = 0
         if failed:
             raise RuntimeError(f"tile {j},{i}: {failed} constraint items could not be forced")
         tri = tri.reshape(-1, 3)
@@ -251,7 +255,7 @@ def tin_tiled(herr, valid, max_error, tile_size, workers=None, forced=None):
         if len(seg) or keep.all():
             keep = None  # all kept (constraint vertices stay even over nodata)
         reached = float(tri_err.max()) if len(tri_err) else -1.0
-        return px + c0, py + r0, pz, tri, keep, reached, uncovered
+        return px + np.float64(c0), py + np.float64(r0), pz, tri, keep, reached, uncovered
 
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) > 1:
