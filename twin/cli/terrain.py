@@ -69,7 +69,7 @@ def terrain_info(dem, crs, as_json):
     "--tile-size",
     type=int,
     default=None,
-    help="Triangulate in tiles of N x N samples in parallel (large rasters; e.g. 256).",
+    help="Triangulate in tiles of N x N samples in parallel (large rasters; 129-257 is fastest).",
 )
 @click.option(
     "--constraints",

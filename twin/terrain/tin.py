@@ -342,8 +342,8 @@ def tin(
         Triangulate in tiles of ``tile_size`` x ``tile_size`` samples, in parallel
         (:mod:`twin.terrain.tiled`): tile borders are refined first as 1-D profiles
         so that neighbours share the same border vertices (no cracks, no
-        T-junctions); the bound holds. Needed beyond 16385 samples a side; about
-        256 is fastest (the tile stays in cache). Greedy mode only.
+        T-junctions); the bound holds. Needed beyond 16385 samples a side; 129 to
+        257 is fastest (a tile's grid and triangles stay in cache). Greedy mode only.
     workers
         Threads for the tiles (default: the CPU count).
 
