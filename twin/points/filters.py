@@ -417,6 +417,8 @@ def filter_file(
     (tests: at least 99.8 % of decisions equal to the in-memory filter's).
     Points come out tile by tile (in file order within a tile).
 
+    A file without a usable CRS (and no ``crs``) is taken to be in metres.
+
     **Memory** grows with one buffered tile (its points times the record size plus
     about 100 + 16 k bytes), plus one chunk; disk: the records times
     ``1 + 4 buffer / tile`` in ``workdir`` (default: beside ``dst``), deleted at the
