@@ -208,3 +208,18 @@ def test_views_move_between_frames_exactly(tiny_survey):
         ub, zb = b.project(pts_other)
         np.testing.assert_allclose(ua, ub, atol=1e-6)
         np.testing.assert_allclose(za, zb, atol=1e-6)
+
+
+def test_read_mesh_from_glb_keeps_its_frame(tmp_path):
+    from twin.crs import LocalFrame
+    from twin.texture.io import read_mesh
+    from twin.tiles.gltf import GltfMesh, write_glb
+
+    fr = LocalFrame(121.5, 29.8, 10.0)
+    v = np.array([[0.0, 0, 0], [10, 0, 1], [0, 20, 2], [10, 20, 3]])
+    f = np.array([[0, 1, 2], [1, 3, 2]])
+    write_glb(tmp_path / "m.glb", [GltfMesh(v, f)], extras={"frame": fr.to_dict()})
+    v2, f2, fr2 = read_mesh(tmp_path / "m.glb")
+    np.testing.assert_allclose(v2, v, atol=1e-5)
+    np.testing.assert_array_equal(f2, f)
+    assert fr2 == fr

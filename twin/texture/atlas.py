@@ -106,9 +106,11 @@ def pack_pages(w: np.ndarray, h: np.ndarray, max_size: int):
         if width * max_size >= (w * h).sum():
             cpage, cxy, sizes = shelf_pack(w, h, width, max_size)
             if len(sizes) == 1:
-                area = sizes[0][0] * sizes[0][1]
-                if best is None or area < best[0]:
-                    best = (area, cpage, cxy, sizes)
+                pw, ph = sizes[0]
+                # smallest area first, then the squarer page
+                key = (pw * ph, abs(np.log2(pw / ph)))
+                if best is None or key < best[0]:
+                    best = (key, cpage, cxy, sizes)
         width *= 2
     if best is not None:
         return best[1:]
