@@ -61,6 +61,8 @@ __all__ = ["decode", "decode_quantized", "encode"]
 
 MAGIC = b"TWMC"
 VERSION = 1
+#: Largest face count of one archive (the decoder's border nodes are int32).
+MAX_FACES = 700_000_000
 _HEAD = struct.Struct("<4sBBHII4dIII")
 _STATUS = {
     -1: "its symbol stream is truncated or inconsistent",
@@ -145,6 +147,10 @@ def encode(vertices, faces, bits: int = 14, *, return_order: bool = False):
     if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or not 1 <= bits <= 16:
         raise ParameterError(f"bits must be an integer in [1, 16], got {bits!r}")
     v, f = check_mesh(vertices, faces)
+    if f.shape[0] > MAX_FACES:
+        raise InputError(
+            f"{f.shape[0]} faces is more than one archive holds ({MAX_FACES}); split into tiles"
+        )
     qz = quantize(v, bits=int(bits))
     q = qz.positions.astype(np.int64)
     f64 = f.astype(np.int64)
@@ -206,6 +212,8 @@ def _parse(data) -> tuple:
         raise InputError("mesh archive is corrupt (checksum mismatch)")
     if flags & ~31 or (flags & 15) > 8 or not 1 <= bits <= 16 or nv == 0 or nf == 0:
         raise InputError("mesh archive has an invalid header")
+    if nf > MAX_FACES:
+        raise InputError(f"mesh archive has {nf} faces, more than this codec handles")
     p = _HEAD.size
     tables = data[p : p + lt]
     raw = np.frombuffer(data, np.uint8, lr, p + lt)
