@@ -334,3 +334,32 @@ def test_oversized_and_nan_events_rejected_one_by_one(client):
         client.get("/entities/urn:ngsi-ld:Vehicle:V0001", headers=H(VIEWER)).json()["event_id"]
         == "e5"
     )
+
+
+def test_big_batches_and_backlogs_are_pushed_in_small_messages(client, store):
+    """A batch of 1,200 changes, live or as a resume backlog, arrives as messages of at
+    most MAX_DELTAS deltas, complete and in cursor order."""
+    from twin.sync.server import MAX_DELTAS
+
+    batch = [ev(k, k // 40, ent=f"V{k % 300:04d}") for k in range(1200)]
+    with client.websocket_connect("/ws", headers=H(VIEWER)) as ws:
+        start = ws.receive_json()["cursor"]
+        assert (
+            client.post("/events", json=batch, headers=H(ADMIN)).json()["counts"]["applied"] == 1200
+        )
+        live, sizes = [], []
+        while len(live) < 1200:
+            m = ws.receive_json()
+            sizes.append(len(m["deltas"]))
+            live += m["deltas"]
+    assert max(sizes) <= MAX_DELTAS and len(sizes) >= 3
+    with client.websocket_connect(f"/ws?since={start}", headers=H(VIEWER)) as ws:
+        ws.receive_json()
+        backlog, sizes = [], []
+        while len(backlog) < 1200:
+            m = ws.receive_json()
+            sizes.append(len(m["deltas"]))
+            backlog += m["deltas"]
+    assert max(sizes) <= MAX_DELTAS
+    want = [c for c, _e in store.changes(start)]
+    assert [d["cursor"] for d in live] == [d["cursor"] for d in backlog] == want

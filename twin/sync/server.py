@@ -29,8 +29,9 @@ capacity; a GET costs 1, a POST one per event): an empty bucket gets 429 with
 ``Retry-After``.
 
 WebSocket push: after each applied batch, every subscriber whose filter matches
-gets ``{"type": "deltas", "cursor": C, "deltas": [...]}`` where each delta is an
-entity state with its ``revision`` and its own ``cursor`` (the history row id:
+gets ``{"type": "deltas", "cursor": C, "deltas": [...]}`` (at most ``MAX_DELTAS``
+= 500 deltas per message, so clients' usual 1 MiB message limit holds) where each
+delta is an entity state with its ``revision`` and its own ``cursor`` (the history row id:
 strictly increasing). A client that reconnects with ``since=<last cursor it saw>``
 first gets everything after it from the store, then live deltas: nothing is
 missed and nothing repeats. ``since`` omitted: live only. Filters: ``bbox``
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024 * 1024
 MAX_EVENTS = 50_000
+MAX_DELTAS = 500  # deltas per WebSocket message (~200 KB; clients often cap at 1 MiB)
 DEFAULT_RATE = 50_000.0  # events (or requests) per second per token
 DEFAULT_BURST = 100_000.0
 
@@ -301,9 +303,10 @@ class Hub:
             if not rows:
                 return
             self.published = rows[-1][0]
-            batch = _Batch(rows)
-            for s in list(self.subs):
-                s.offer(batch)
+            for j in range(0, len(rows), MAX_DELTAS):
+                batch = _Batch(rows[j : j + MAX_DELTAS])
+                for s in list(self.subs):
+                    s.offer(batch)
 
 
 # ----------------------------------------------------------------------------- app
@@ -515,7 +518,8 @@ def create_app(
                     c = rows[-1][0]
             await websocket.send_json({"type": "hello", "cursor": sub.cursor, "head": head})
             for rows in backlog:
-                await _send(websocket, sub, _Batch(rows))
+                for j in range(0, len(rows), MAX_DELTAS):
+                    await _send(websocket, sub, _Batch(rows[j : j + MAX_DELTAS]))
             recv = asyncio.ensure_future(websocket.receive())
             while True:
                 if get is None:
