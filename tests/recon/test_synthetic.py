@@ -48,7 +48,7 @@ def survey(tmp_path_factory):
     return out
 
 
-NO_GPS = ("S01_P006_nadir.jpg", "S02_P007_forward.jpg")
+NO_GPS = ("S01_P006_nadir.jpg", "S02_P006_forward.jpg")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def photos(survey, tmp_path_factory):
         piexif.remove(str(folder / name))
     data = (folder / "S01_P001_forward.jpg").read_bytes()
     (folder / "broken.jpg").write_bytes(data[: len(data) // 2])
-    shutil.copy(folder / "S01_P002_nadir.jpg", folder / "again.jpg")
+    shutil.copy(folder / "S01_P004_nadir.jpg", folder / "again.jpg")
     Image.new("RGB", (640, 480)).save(folder / "black.jpg")
     return folder
 
@@ -85,7 +85,7 @@ def test_bad_photos_are_skipped_and_the_rest_reconstructs(sparse):
     _, report = sparse
     rejected = {r["name"]: r["reason"] for r in report["images"]["rejected"]}
     assert set(rejected) == {"broken.jpg", "again.jpg", "black.jpg"}
-    assert "duplicate of S01_P002_nadir.jpg" in rejected["again.jpg"]
+    assert "duplicate of S01_P004_nadir.jpg" in rejected["again.jpg"]
     assert sorted(report["images"]["without_gps"]) == sorted(NO_GPS)
     assert sorted(report["images"]["focal_guessed"]) == sorted(NO_GPS)
     # photos without GPS or focal length still register (SfM estimates their focal)

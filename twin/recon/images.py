@@ -80,7 +80,10 @@ class ImageInfo:
 
     @property
     def camera_key(self) -> tuple:
-        """Images with the same key share intrinsics."""
+        """Images with the same key share intrinsics (an image whose focal length was
+        guessed gets its own)."""
+        if self.focal_source == "guess":
+            return (self.name,)
         return (self.make, self.model, self.width, self.height, round(self.focal_px, 1))
 
     def to_dict(self) -> dict:
