@@ -308,7 +308,7 @@ def main(argv=None) -> int:
         for th in threads[:2]:
             th.join(120)
         # let MQTT and the WebSocket catch up, then stop the server
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a busy box may need a while to push the last changes
         while time.monotonic() < deadline:
             con = sqlite3.connect(db)
             n_seen = con.execute("SELECT count(*) FROM events_seen").fetchone()[0]
