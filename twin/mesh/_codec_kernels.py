@@ -54,6 +54,7 @@ OP_START = 7  # previous-op context at a component start
 # context layout
 CTX_OP = 0  # 8 contexts: previous op
 N_CLASS = 12  # residual classes per axis
+CLS_TOP = (1 << (N_CLASS - 1)) - 1  # spreads from here on share the top class
 CTX_RES = 8  # 3 * N_CLASS parallelogram residual contexts
 CTX_DELTA = CTX_RES + 3 * N_CLASS  # 3 contexts: start / isolated vertex deltas
 CTX_SFLAG = CTX_DELTA + 3  # start vertex: new (0) or reference (1)
@@ -690,6 +691,9 @@ def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits, alpha8, select):
     prev_op = OP_START
     last = -1
     tri = np.empty(3, np.int64)
+    cls_lut = np.empty(CLS_TOP + 1, np.int64)  # residual_class(a, b) = cls_lut[min(a + b, CLS_TOP)]
+    for i in range(CLS_TOP + 1):
+        cls_lut[i] = residual_class(i, 0)
     prev_sel = 0
     steps = 0
     while done < nf:
@@ -773,7 +777,8 @@ def decode_mesh(rans, raw, lut, fq, cm, nv, nf, bits, alpha8, select):
                 qb = np.int64(q[vv, a])
                 qw = np.int64(q[w, a])
                 if sel == 0:
-                    ctx = CTX_RES + a * N_CLASS + residual_class(abs(qa - qw), abs(qb - qw))
+                    spread = abs(qa - qw) + abs(qb - qw)
+                    ctx = CTX_RES + a * N_CLASS + cls_lut[min(spread, CLS_TOP)]
                 else:
                     ctx = CTX_COPY + a
                 z, x, y, p, bb, bc, rp = _rint(lut, fq, cm, ctx, x, y, p, rans, raw, bb, bc, rp)
