@@ -266,3 +266,33 @@ def test_psnr_and_ssim_definitions():
     assert psnr(a, b) == pytest.approx(10 * np.log10(255**2 / d.mean()))
     assert ssim(a, a) == pytest.approx(1.0)
     assert ssim(a, b) < 1.0
+
+
+def test_photo_consistency_drops_the_odd_view_out():
+    from twin.texture.select import Candidates, photo_consistent
+
+    # face 0 seen by 4 views, one of them with a red car in front; face 1 by 2 views
+    # that disagree (too few for a consensus: both kept); face 2 by 3 views far apart:
+    # the one nearest their mean is the consensus
+    face = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2])
+    view = np.array([0, 1, 2, 3, 0, 1, 0, 1, 2])
+    colour = np.array(
+        [
+            [100, 100, 100],
+            [104, 98, 101],
+            [200, 20, 20],
+            [97, 103, 99],
+            [10, 10, 10],
+            [200, 200, 200],
+            [0, 0, 0],
+            [128, 128, 128],
+            [255, 255, 255],
+        ],
+        float,
+    )
+    cand = Candidates(face, view, np.ones(len(face)), np.zeros(4))
+    keep = photo_consistent(cand, colour, 3, threshold=30.0)
+    assert keep.tolist() == [True, True, False, True, True, True, False, True, False]
+    # a face is never left without a view
+    keep = photo_consistent(cand, colour, 3, threshold=0.01)
+    assert np.bincount(face[keep], minlength=3).min() >= 1

@@ -3,7 +3,9 @@
 :func:`texture_mesh` runs, for a mesh in a local ENU frame and :class:`View` s in
 the same frame:
 
-1. visibility and quality of every (face, view) pair (:mod:`twin.texture.select`);
+1. visibility and quality of every (face, view) pair (:mod:`twin.texture.select`),
+   then a photo-consistency check that drops views whose colour of a face disagrees
+   with the other views (something unmodelled in front of it);
 2. per-face view selection by alpha expansion on a Potts MRF;
 3. global and local colour levelling across seams (:mod:`twin.texture.level`);
 4. charts, packing and baking into texture pages (:mod:`twin.texture.atlas`).
@@ -44,7 +46,9 @@ class TextureParams:
     ``max_angle_deg``: steepest viewing angle to a face normal a view may texture;
     ``levelling``: "global+local", "global" or "none"; ``scale``: texels per photo
     pixel; ``margin``: bleeding texels around each patch; ``max_size``: largest page
-    side (a power of two <= 8192)."""
+    side (a power of two <= 8192); ``consistency``: a view whose colour of a face
+    differs from the face's consensus over 3+ views by more than this (grey levels)
+    is not used for it (0 turns the check off)."""
 
     smoothness: float = 0.5
     max_angle_deg: float = 80.0
@@ -53,6 +57,7 @@ class TextureParams:
     margin: int = 2
     max_size: int = 8192
     local_band: float = 1.0
+    consistency: float = 30.0
 
     def __post_init__(self) -> None:
         if self.levelling not in ("global+local", "global", "none"):
@@ -65,6 +70,8 @@ class TextureParams:
             raise ParameterError(f"max_angle_deg={self.max_angle_deg} must be in (0, 90)")
         if self.max_size > 8192:
             raise ParameterError(f"max_size={self.max_size} must be <= 8192")
+        if self.consistency < 0:
+            raise ParameterError(f"consistency={self.consistency} must be >= 0")
         if not 0 <= self.margin <= 64:
             raise ParameterError(f"margin={self.margin} must be in [0, 64]")
 
@@ -184,6 +191,13 @@ def texture_mesh(
         np.concatenate(cf), np.concatenate(cv), np.concatenate(cq), np.array([len(c) for c in cf])
     )
     del cf, cv, cq
+    if params.consistency > 0:
+        with progress.step("photo-consistency"):
+            cen = v[f[cand.face]].mean(axis=1)
+            col = _level.sample_views(cen, cand.view, used_views, images, 1.0)
+            ok = _select.photo_consistent(cand, col, m, threshold=params.consistency)
+            report["inconsistent_candidates"] = int((~ok).sum())
+            cand = _select.Candidates(cand.face[ok], cand.view[ok], cand.quality[ok], cand.visible)
     # --- view selection
     with progress.step("view selection (alpha expansion)"):
         cost, greedy = _select.data_costs(cand, m)

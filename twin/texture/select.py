@@ -286,3 +286,36 @@ def alpha_expansion(
             break
     stats["energy"] = energy
     return labels, stats
+
+
+def photo_consistent(
+    cand: Candidates,
+    colour: np.ndarray,
+    n_faces: int,
+    *,
+    threshold: float = 30.0,
+    min_views: int = 3,
+) -> np.ndarray:
+    """Which candidates agree with the consensus colour of their face (bool (K,)).
+
+    ``colour`` (K, 3): each candidate's colour of its face. For faces with at least
+    ``min_views`` candidates, the consensus is a trimmed mean (two passes: the mean,
+    then the mean of the candidates within ``threshold`` of it); candidates further
+    than ``threshold`` (mean absolute RGB, grey levels) from it are rejected unless
+    that would leave the face with none. This drops views where something the mesh
+    does not model (a tree, a vehicle, a crane) stands in front of the face."""
+    f = cand.face
+    count = np.bincount(f, minlength=n_faces)
+    keep = np.ones(len(f), bool)
+    for _ in range(2):
+        w = keep.astype(float)
+        den = np.maximum(np.bincount(f, weights=w, minlength=n_faces), 1e-12)
+        mean = np.column_stack(
+            [np.bincount(f, weights=w * colour[:, c], minlength=n_faces) / den for c in range(3)]
+        )
+        dev = np.abs(colour - mean[f]).mean(axis=1)
+        keep = (dev <= threshold) | (count[f] < min_views)
+    # never leave a face without a view
+    left = np.bincount(f, weights=keep.astype(float), minlength=n_faces)
+    keep |= left[f] == 0
+    return keep
