@@ -37,8 +37,8 @@ slower than Draco's.
 Format (little endian): ``b"TWMC"``, version (u8, 1), bits (u8), flags (u16: bits
 0-3 the prediction's ``alpha8``, bit 4 a coded per-vertex predictor choice),
 vertex count (u32), face count (u32), quantisation offset (3 x f64), step (f64),
-byte lengths of the model tables, raw bits and rANS stream (3 x u32), those three
-blobs, then the CRC-32 (u32) of everything before it.
+byte lengths of the model tables (zlib-deflated), raw bits and rANS stream
+(3 x u32), those three blobs, then the CRC-32 (u32) of everything before it.
 
 Memory: encoding peaks at about 270 bytes per face (measured on a 400 k-face scan:
 adjacency, traversal state, symbol arrays); decoding at about 30-60 bytes per face
@@ -63,6 +63,7 @@ MAGIC = b"TWMC"
 VERSION = 1
 #: Largest face count of one archive (the decoder's border nodes are int32).
 MAX_FACES = 700_000_000
+_MAX_TABLES = K.N_CTX * (4 + 6 * K.NSYM)  # largest model-table blob, inflated
 _HEAD = struct.Struct("<4sBBHII4dIII")
 _STATUS = {
     -1: "its symbol stream is truncated or inconsistent",
@@ -166,7 +167,7 @@ def encode(vertices, faces, bits: int = 14, *, return_order: bool = False):
     cum[:, 1:] = np.cumsum(freq, axis=1)[:, :-1]
     stream = K.rans_encode(ctx, sym, freq, cum).tobytes()
     raw = K.pack_bits(rval, rlen).tobytes()
-    tables = _write_tables(freq)
+    tables = zlib.compress(_write_tables(freq), 9)
     head = _HEAD.pack(
         MAGIC,
         VERSION,
@@ -223,6 +224,13 @@ def _parse(data) -> tuple:
 
 def _decode(data, want_float: bool):
     bits, nv, nf, flags, offset, step, tables, raw, stream = _parse(data)
+    try:
+        inflate = zlib.decompressobj()
+        tables = inflate.decompress(tables, _MAX_TABLES)
+    except zlib.error:
+        raise InputError("mesh archive has a corrupt model table") from None
+    if inflate.unconsumed_tail or not inflate.eof:
+        raise InputError("mesh archive has a corrupt model table")
     vertices, q, faces, status = K.decode_all(
         np.frombuffer(tables, np.uint8),
         stream,
