@@ -235,3 +235,21 @@ def test_cli_buildings_cityjson(tmp_path, small_survey, survey):
     assert summary["counts"]["lod2"] == summary["counts"]["footprints"] == 3
     assert summary["cityjson"]["referenceSystem"].endswith("/EPSG/0/4550")
     assert validate_cityjson(out) == []
+
+
+def test_cli_buildings_glb(tmp_path, small_survey, survey):
+    from click.testing import CliRunner
+
+    from twin.cli import main
+    from twin.tiles.gltf import read_glb
+
+    fp = survey[2]
+    fp[fp.building_id.isin(["B0011", "B0016"])].to_file(tmp_path / "fp.gpkg")
+    out = tmp_path / "b.glb"
+    s = small_survey
+    args = ["mesh", "buildings", str(s / "lidar.laz"), str(tmp_path / "fp.gpkg"), str(out)]
+    r = CliRunner().invoke(main, [*args, "--dem", str(s / "dem.tif")])
+    assert r.exit_code == 0, r.output
+    assert "2 LoD2" in r.output and read_glb(out) is not None
+    side = json.loads((tmp_path / "b.glb.json").read_text())
+    assert [b["roof_type"] for b in side["buildings"]] == ["hip", "gable"]
