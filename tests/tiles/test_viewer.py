@@ -63,8 +63,18 @@ def test_viewer_refuses_a_folder_without_tiles(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(chromium_binary() is None, reason="Chromium is not installed")
-def test_headless_chromium_draws_the_city(small_model, tmp_path):
-    png = snapshot_viewer(small_model, tmp_path / "view.png", timeout=240)
+def test_headless_chromium_draws_the_city_and_live_entities(small_survey, small_model, tmp_path):
+    from twin.sync.placement import placer_from_folder
+    from twin.sync.replay import replay
+    from twin.sync.store import SQLiteStore
+
+    db = tmp_path / "live.sqlite"
+    store = SQLiteStore(db, placer=placer_from_folder(small_model))
+    replay(small_survey / "events.ndjson", store, until=60)
+    people = len(store.query(types=["person"]))
+    store.close()
+    assert people > 5
+    png = snapshot_viewer(small_model, tmp_path / "view.png", db=db, timeout=240)
     img = np.asarray(Image.open(png).convert("RGB")).astype(int)
     assert img.shape[0] > 300 and img.shape[1] > 600
     # not blank: the picture has structure
@@ -74,3 +84,6 @@ def test_headless_chromium_draws_the_city(small_model, tmp_path):
     roofs = ((img[..., 0] > 150) & (img[..., 0] - img[..., 2] > 40)).mean()
     assert walls > 0.01, walls
     assert roofs > 0.0005, roofs
+    # people are drawn as orange dots (255, 165, 0) from the live store
+    orange = (img[..., 0] > 220) & (np.abs(img[..., 1] - 165) < 30) & (img[..., 2] < 60)
+    assert orange.sum() > 20 * 5, orange.sum()

@@ -118,6 +118,7 @@ def create_viewer_app(
         sync = create_app(store, placer, {token: {"name": "viewer", "scopes": {"read": True}}})
         app.mount("/sync", sync)
         cfg["live"] = f"sync/ws?token={token}"
+        cfg["live_token"] = token
         cfg["czml"] = "history.czml"
 
         @app.get("/history.czml")

@@ -103,24 +103,30 @@ async function main() {
     return null;
   };
   let liveCount = 0;
+  const show = (d) => {
+    if (!d || !d.id) return;
+    const pos = place(d);
+    if (!pos) return;
+    let e = live.entities.getById(d.id);
+    if (!e) {
+      e = live.entities.add({ id: d.id, point: { pixelSize: 7, color: colors[d.type] || Cesium.Color.WHITE,
+        outlineColor: Cesium.Color.BLACK, outlineWidth: 1, disableDepthTestDistance: Number.POSITIVE_INFINITY },
+        properties: { type: d.type } });
+      liveCount += 1;
+    }
+    e.position = pos;
+  };
   if (config.live) {
-    const ws = new WebSocket(config.live);
+    // current state first, then every change after the store's cursor at that moment
+    const auth = { headers: { Authorization: "Bearer " + config.live_token } };
+    const health = await (await fetch("sync/health", auth)).json();
+    const now = await (await fetch("sync/entities?limit=100000", auth)).json();
+    now.entities.forEach(show);
+    const ws = new WebSocket(`${config.live}&since=${health.cursor}`);
     ws.onmessage = (msg) => {
       let data;
       try { data = JSON.parse(msg.data); } catch (e) { return; }
-      for (const d of (data.deltas || [])) {
-        if (!d || !d.id) continue;
-        const pos = place(d);
-        if (!pos) continue;
-        let e = live.entities.getById(d.id);
-        if (!e) {
-          e = live.entities.add({ id: d.id, point: { pixelSize: 7, color: colors[d.type] || Cesium.Color.WHITE,
-            outlineColor: Cesium.Color.BLACK, outlineWidth: 1, disableDepthTestDistance: Number.POSITIVE_INFINITY },
-            properties: { type: d.type } });
-          liveCount += 1;
-        }
-        e.position = pos;
-      }
+      (data.deltas || []).forEach(show);
     };
     toggle("show-live", (on) => { live.show = on; });
   }
@@ -139,7 +145,10 @@ async function main() {
 
   // report loading state; in snapshot mode post the canvas once everything is in
   let sent = false;
-  const done = () => (!buildings || buildings.tilesLoaded) && (!terrainMesh || !terrainMesh.show || terrainMesh.tilesLoaded) && scene.globe.tilesLoaded;
+  const started = performance.now();
+  const tilesDone = () => (!buildings || buildings.tilesLoaded) && (!terrainMesh || !terrainMesh.show || terrainMesh.tilesLoaded) && scene.globe.tilesLoaded;
+  // with a live store, also wait (up to 10 s) for the first entities to arrive
+  const done = () => tilesDone() && (!config.live || liveCount > 0 || performance.now() - started > 10000);
   scene.postRender.addEventListener(() => {
     say(`${done() ? "loaded" : "loading…"}${config.live ? ` · ${liveCount} live entities` : ""}`);
     if (snapshot && !sent && done()) {
