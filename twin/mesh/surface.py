@@ -31,9 +31,10 @@ face centroid); their seams match within about one octree cell but are not welde
 touch the outer border of the area: :class:`Hole` gives their size and place.
 
 **Memory.** DSM: the grid of the whole area (a few float64 arrays of its cells) plus
-one tile's TIN (about 150 bytes per cell of the tile). Poisson: Open3D's octree and
-output mesh of one tile (roughly 1 kB per input point of the tile at the default
-depth) plus the points of that tile; the output mesh grows with the area.
+one tile's TIN: measured about 340 bytes per grid cell in all (78 MB for 480 x 480
+cells). Poisson: Open3D's octree and output mesh of one tile plus that tile's points
+and normals: measured about 3 kB per input point of a tile at depth 9-10 (560 MB for
+215 k points); tiles bound it for large areas, the output mesh grows with the area.
 """
 
 from __future__ import annotations
