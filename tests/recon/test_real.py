@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from twin.recon.run import ReconOptions, reconstruct
@@ -43,6 +44,9 @@ def test_berlin_with_ground_control_points_as_checks(shared_data, tmp_path):
     assert report["sfm"]["mean_reprojection_px"] < 1.5
     gcp = report["georeference"]["gcp"]
     assert gcp["given"] == 3 and gcp["with_position"] == 2
-    assert gcp["role"].startswith("check") and gcp["triangulated"] == 2
-    # three phone GPS fixes fix the similarity only loosely: metres, not centimetres
-    assert gcp["rmse_m"] < 30.0
+    # one GCP with a position is seen in two photos (the other in one): one check point
+    assert gcp["role"].startswith("check") and gcp["triangulated"] == 1
+    # three phone GPS fixes fix the similarity only loosely: metres horizontally; the
+    # phones' altitudes disagree with the GCP heights by tens of metres
+    dx, dy, dz = gcp["residuals_m"]["0"]
+    assert np.hypot(dx, dy) < 15.0 and abs(dz) < 60.0
