@@ -27,8 +27,9 @@ same vertices and the welded mesh has no cracks. Poisson tiles are reconstructed
 with ``overlap`` metres of neighbouring points and cut back to their own square (by
 face centroid); their seams match within about one octree cell but are not welded.
 
-**Holes** are the connected chains of boundary edges (used by one face) that do not
-touch the outer border of the area: :class:`Hole` gives their size and place.
+**Holes** (:class:`Hole`: size and place): for Poisson, the connected chains of
+boundary edges (used by one face) that do not touch the outline of the area; for the
+DSM, the voids of the grid larger than ``max_fill`` (left open in the mesh).
 
 **Memory.** DSM: the grid of the whole area (a few float64 arrays of its cells) plus
 one tile's TIN: measured about 340 bytes per grid cell in all (78 MB for 480 x 480
