@@ -194,7 +194,7 @@ def texture_mesh(
     if params.consistency > 0:
         with progress.step("photo-consistency"):
             cen = v[f[cand.face]].mean(axis=1)
-            col = _level.sample_views(cen, cand.view, used_views, images, 1.0)
+            col = _level.sample_views(cen, cand.view, used_views, images)
             ok = _select.photo_consistent(cand, col, m, threshold=params.consistency)
             report["inconsistent_candidates"] = int((~ok).sum())
             cand = _select.Candidates(cand.face[ok], cand.view[ok], cand.quality[ok], cand.visible)
