@@ -85,6 +85,7 @@ class LodParams:
     min_size: float = 30.0  # metres: cells smaller than this are not split
     compression: str = "meshopt"  # "meshopt" | "none" (see twin.tiles.gltf.glb_bytes)
     bits: int = 14  # position quantisation per axis of each tile's box (meshopt)
+    implicit: bool = False  # 3D Tiles 1.1 implicit quadtree (twin.tiles.implicit)
 
     def to_dict(self) -> dict:
         return {
@@ -391,6 +392,10 @@ def write_lod_tileset(
     finally:
         if fresh and target_dir.exists() and target_dir != out:
             shutil.rmtree(target_dir, ignore_errors=True)
+    if p.implicit:
+        from twin.tiles.implicit import write_implicit
+
+        write_implicit(out, square=(lo, size))
     index_tiles = {u: k for u, k in index_tiles.items() if (out / u).exists()}
     nbytes = sum((out / u).stat().st_size for u in index_tiles)
     return {
