@@ -254,3 +254,29 @@ def test_buildings_as_cityjson_in_the_survey_crs(small_survey, small_model):
     assert v[:, 1].max() == pytest.approx(y1, abs=0.01)
     for bid, obj in list(doc["CityObjects"].items())[:5]:
         assert obj["attributes"]["measuredHeight"] == pytest.approx(fp.loc[bid, "height"])
+
+
+@pytest.mark.slow
+def test_buildings_from_lidar_fit_the_true_roofs(small_survey, small_model, tmp_path):
+    import shutil
+
+    import geopandas as gpd
+
+    from twin.pipeline import BuildParams, build
+
+    out = tmp_path / "model"
+    shutil.copytree(small_model, out)
+    m = build(small_survey, out, params=BuildParams(buildings_from="lidar"))
+    assert m["stages"]["buildings"]["status"] == "built"
+    assert m["stages"]["terrain"]["status"] == "reused"
+    assert {i["role"] for i in m["inputs"]} == {"dem", "footprints", "lidar"}
+    fp = gpd.read_file(small_survey / "footprints.gpkg").set_index("building_id")
+    doc = json.loads((out / "model.city.json").read_text())
+    scale, shift = doc["transform"]["scale"], doc["transform"]["translate"]
+    v = np.asarray(doc["vertices"]) * scale + shift
+    assert len(doc["CityObjects"]) == len(fp)
+    for bid, obj in doc["CityObjects"].items():
+        idx = np.unique(np.asarray(obj["geometry"][0]["boundaries"]).ravel())
+        top = v[idx, 2].max()
+        truth = fp.loc[bid, "base_height"] + fp.loc[bid, "height"]
+        assert abs(top - truth) < 0.3, (bid, top, truth)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -29,11 +30,12 @@ import numpy as np
 
 from twin import __version__
 from twin.crs import LocalFrame, crs_label
-from twin.errors import InputError, OutputError
+from twin.errors import InputError, OutputError, ParameterError
 from twin.fileio import atomic_path, sha256_file, write_json
 from twin.progress import Progress, ensure
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class BuildParams:
     terrain_step: int = 2  # grid step in DEM pixels (when terrain_max_error == 0)
     default_height: float = 10.0  # building height where the footprints have none (m)
     tile_max_faces: int = 8000  # faces per 3D Tiles content (quadtree LOD)
+    # "footprints": solids from footprint attributes (height, roof type);
+    # "lidar": LoD2 roofs fitted to the LiDAR's building points inside each footprint
+    buildings_from: str = "footprints"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,6 +161,7 @@ def build(
     *,
     dem: str | os.PathLike | None = None,
     footprints: str | os.PathLike | None = None,
+    lidar: str | os.PathLike | None = None,
     params: BuildParams | None = None,
     force: bool = False,
     progress: Progress | None = None,
@@ -167,7 +173,19 @@ def build(
     DEM size (divided by ``terrain_step²``) and the number of footprint vertices.
     """
     params = params or BuildParams()
+    if params.buildings_from not in ("footprints", "lidar"):
+        raise ParameterError(
+            f"buildings_from must be 'footprints' or 'lidar', got {params.buildings_from!r}"
+        )
     dem_path, fp_path = _resolve_inputs(survey, dem, footprints)
+    lidar_path = None
+    if params.buildings_from == "lidar":
+        base = Path(survey) if Path(survey).is_dir() else Path(survey).parent
+        lidar_path = Path(lidar) if lidar else base / "lidar.laz"
+        if not lidar_path.is_file():
+            raise InputError(
+                "no LiDAR file for buildings from points (give --lidar)", path=lidar_path
+            )
 
     from twin.mesh.buildings import building_meshes, merge_meshes
     from twin.mesh.footprints import read_footprints
@@ -200,6 +218,15 @@ def build(
                 "path": str(fp_path),
                 "sha256": sha256_file(fp_path),
                 "bytes": fp_path.stat().st_size,
+            }
+        )
+    if lidar_path is not None:
+        inputs.append(
+            {
+                "role": "lidar",
+                "path": str(lidar_path),
+                "sha256": sha256_file(lidar_path),
+                "bytes": lidar_path.stat().st_size,
             }
         )
     hashes = {i["role"]: i["sha256"] for i in inputs}
@@ -239,17 +266,27 @@ def build(
         inputs[1]["crs"] = crs_label(fp.crs)
         inputs[1]["features"] = int(len(fp))
         bparams = {"lod": params.lod, "default_height": params.default_height}
-        key = cache.key(
-            "buildings", {"dem": hashes["dem"], "footprints": hashes["footprints"]}, bparams
-        )
+        bkeys = {"dem": hashes["dem"], "footprints": hashes["footprints"]}
+        if lidar_path is not None:
+            bparams["buildings_from"] = "lidar"
+            bkeys["lidar"] = hashes["lidar"]
+        key = cache.key("buildings", bkeys, bparams)
         t0 = time.perf_counter()
         with progress.step(f"LoD{params.lod} buildings ({len(fp)} footprints)"):
             arrays = cache.load("buildings", key)
             status = "reused"
             if arrays is None:
-                meshes = building_meshes(
-                    fp, dem_obj, frame, lod=params.lod, default_height=params.default_height
-                )
+                if lidar_path is not None:
+                    from twin.mesh.roofs import buildings_from_points
+
+                    res = buildings_from_points(lidar_path, fp, dem_obj, frame)
+                    meshes = res.buildings
+                    for bid, why in res.skipped:
+                        log.warning("building %s skipped: %s", bid, why)
+                else:
+                    meshes = building_meshes(
+                        fp, dem_obj, frame, lod=params.lod, default_height=params.default_height
+                    )
                 merged = merge_meshes(meshes)
                 attrs = json.dumps([m.attributes for m in meshes], default=str)
                 arrays = {
@@ -542,4 +579,7 @@ def update(
         raise InputError(f"unreadable manifest: {exc}", path=path) from exc
     dem = dem or roles["dem"]
     footprints = footprints or roles.get("footprints")
-    return build(dem, out, dem=dem, footprints=footprints, params=params, progress=progress)
+    lidar = roles.get("lidar")
+    return build(
+        dem, out, dem=dem, footprints=footprints, lidar=lidar, params=params, progress=progress
+    )

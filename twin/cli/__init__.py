@@ -168,25 +168,57 @@ def synth(
     show_default=True,
     help="Grid step in DEM pixels when --terrain-max-error is 0.",
 )
+@click.option(
+    "--buildings-from",
+    type=click.Choice(["footprints", "lidar"]),
+    default="footprints",
+    show_default=True,
+    help="Solids from footprint attributes, or LoD2 roofs fitted to the LiDAR's points.",
+)
+@click.option(
+    "--lidar",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="LAS/LAZ for --buildings-from lidar (default: SURVEY/lidar.laz).",
+)
 @click.option("--force", is_flag=True, help="Rebuild every stage even if unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest to stdout.")
-def build(survey, out, dem, footprints, lod, terrain_max_error, terrain_step, force, as_json):
+def build(
+    survey,
+    out,
+    dem,
+    footprints,
+    lod,
+    terrain_max_error,
+    terrain_step,
+    buildings_from,
+    lidar,
+    force,
+    as_json,
+):
     """Build a georeferenced city model (GLB + 3D Tiles) from a survey folder.
 
     \b
     Example:
       twin synth survey --preset small && twin build survey model
+      twin build survey model --buildings-from lidar   (LoD2 roofs from the LiDAR)
     """
     from twin.pipeline import BuildParams
     from twin.pipeline import build as run_build
     from twin.progress import terminal
 
-    params = BuildParams(lod=lod, terrain_max_error=terrain_max_error, terrain_step=terrain_step)
+    params = BuildParams(
+        lod=lod,
+        terrain_max_error=terrain_max_error,
+        terrain_step=terrain_step,
+        buildings_from=buildings_from,
+    )
     manifest = run_build(
         survey,
         out,
         dem=dem,
         footprints=footprints,
+        lidar=lidar,
         params=params,
         force=force,
         progress=None if as_json else terminal(),
