@@ -187,9 +187,8 @@ def _coverage(png):
     from PIL import Image
 
     img = np.asarray(Image.open(png).convert("RGB")).astype(int)
-    # the terrain's colours: red 0.4, blue 0.3, green from its height (shaded)
-    r, g, b = img[..., 0], img[..., 1], img[..., 2]
-    return img, (g > r + 10) & (r > b) & (g > 40)
+    # drawn ground: pixels that differ from the empty globe seen in the top corner
+    return img, np.abs(img - img[0, 0]).sum(axis=2) > 30
 
 
 @pytest.mark.slow
@@ -209,9 +208,9 @@ def test_cesium_draws_the_implicit_tileset_like_the_explicit_one(explicit, tmp_p
         shutil.copy(png, f"/tmp/twin_{kind}_view.png")
         pictures[kind] = _coverage(png)
     (img_e, mask_e), (img_i, mask_i) = pictures["explicit"], pictures["implicit"]
-    assert mask_e.mean() > 0.05, mask_e.mean()
+    assert 0.2 < mask_e.mean() < 0.95, mask_e.mean()
     # the same ground drawn in the same place
     assert abs(mask_i.mean() - mask_e.mean()) < 0.1 * mask_e.mean()
     iou = (mask_i & mask_e).sum() / (mask_i | mask_e).sum()
     assert iou > 0.9, iou
-    assert np.abs(img_i - img_e).mean() < 10
+    assert np.abs(img_i - img_e).mean() < 3
