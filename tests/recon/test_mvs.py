@@ -94,7 +94,7 @@ def test_pixel_cost_matches_the_reference():
 @pytest.mark.parametrize("normal", [(0.0, 0.0, 1.0), (0.5, 0.0, 1.0)])
 def test_depth_map_of_a_plane(normal):
     views, depths, nrm = _plane_scene(normal=normal)
-    opt = MvsOptions(coarse_size=64, depth_samples=32, iterations=3)
+    opt = MvsOptions(coarse_size=64, depth_samples=32, iterations=3, max_cost=0.55)
     srcs = select_sources(views, 0, 40.0, opt)
     assert sorted(srcs) == [1, 2, 3, 4]
     dm = compute_depth_map(views, 0, srcs, (30.0, 55.0), opt)
