@@ -30,9 +30,10 @@ previous predictor choice), raw bits for the low bits of large values.
 
 Measured (``benchmarks/mesh_storage.py``, 2-core shared machine, DracoPy with
 ``compression_level=7, quantization_bits=14``): bytes 0.95x Draco's on a 1 M-
-triangle noisy scan, 0.68x on a 1 M-triangle city, 0.955x on the Delft CityJSON
-model (36 k triangles); decoding about 2-4x faster than Draco's; encoding 1.5-3x
-slower than Draco's.
+triangle noisy scan, 0.68x on a 1 M-triangle city, 0.94x on the Delft CityJSON
+model (36 k triangles); decoding 2.0-4.8x faster than Draco's (CPU and wall time);
+encoding 0.5-1.4x Draco's time. Cold Numba compile is about 20 s (encode) + 27 s
+(decode) on that loaded machine, loading the on-disk cache about 1.5 s.
 
 Format (little endian): ``b"TWMC"``, version (u8, 1), bits (u8), flags (u16: bits
 0-3 the prediction's ``alpha8``, bit 4 a coded per-vertex predictor choice),
