@@ -192,21 +192,56 @@ def _coverage(png):
 
 
 @pytest.mark.slow
-def test_cesium_draws_the_implicit_tileset_like_the_explicit_one(explicit, tmp_path):
+def test_cesium_draws_the_implicit_tileset_like_the_explicit_one(explicit, tmp_path, monkeypatch):
+    from twin.tiles import viewer
     from twin.tiles.viewer import chromium_binary, snapshot_viewer
+
+    requested: list[str] = []
+    make_app = viewer.create_viewer_app
+
+    def recording_app(*args, **kwargs):
+        app = make_app(*args, **kwargs)
+
+        @app.middleware("http")
+        async def record(request, call_next):
+            requested.append(request.url.path)
+            return await call_next(request)
+
+        return app
+
+    monkeypatch.setattr(viewer, "create_viewer_app", recording_app)
 
     if chromium_binary() is None:
         pytest.skip("Chromium is not installed")
     src, _, _ = explicit
-    pictures = {}
+    pictures, fetched = {}, {}
     for kind in ("explicit", "implicit"):
+        requested.clear()
         model = tmp_path / kind
         shutil.copytree(src, model / "tiles" / "buildings")
+        # errors x100 so that CesiumJS, looking at the whole terrain, refines to
+        # deeper levels in places (the measured errors are centimetres)
+        ts = model / "tiles" / "buildings" / "tileset.json"
+        doc = json.loads(ts.read_text())
+        doc["geometricError"] *= 100
+        todo = [doc["root"]]
+        while todo:
+            t = todo.pop()
+            t["geometricError"] *= 100
+            todo += t.get("children", [])
+        ts.write_text(json.dumps(doc))
         if kind == "implicit":
             write_implicit(model / "tiles" / "buildings", subtree_levels=2)
         png = snapshot_viewer(model, tmp_path / f"{kind}.png", timeout=120)
         shutil.copy(png, f"/tmp/twin_{kind}_view.png")
         pictures[kind] = _coverage(png)
+        fetched[kind] = {p.split("/tiles/buildings/")[-1] for p in requested if "/t/" in p}
+        fetched[kind + "_subtrees"] = {p for p in requested if p.endswith(".subtree")}
+    # CesiumJS walked the implicit tree as deep as the explicit one: the same contents
+    assert fetched["implicit"] == fetched["explicit"]
+    levels = {int(p.split("/")[1]) for p in fetched["implicit"]}
+    assert max(levels) >= 2, fetched["implicit"]
+    assert fetched["implicit_subtrees"] and not fetched["explicit_subtrees"]
     (img_e, mask_e), (img_i, mask_i) = pictures["explicit"], pictures["implicit"]
     assert 0.2 < mask_e.mean() < 0.95, mask_e.mean()
     # the same ground drawn in the same place
