@@ -342,3 +342,21 @@ def test_predictor_choice_matches_reference_and_suits_the_mesh():
     # the regular city keeps the parallelogram; the irregular scan extrapolates less
     assert picks["city"] == (8, False)
     assert picks["scan"][0] < 8
+
+
+def test_real_cityjson_mesh_round_trips_and_beats_draco(shared_data):
+    from benchmarks.mesh_storage import cityjson_mesh
+
+    v, f = cityjson_mesh(shared_data / "delft" / "delft.json")
+    assert len(f) > 30_000
+    data = assert_exact(v, f)
+    DracoPy = pytest.importorskip("DracoPy")
+    draco = DracoPy.encode(v.astype(np.float32), f, quantization_bits=14, compression_level=7)
+    assert len(data) <= len(draco)
+
+
+@pytest.mark.slow
+def test_million_triangle_meshes_round_trip_exactly():
+    for gen in (scan_mesh, city_mesh):
+        v, f = gen(1_000_000, seed=0)
+        assert_exact(v, f)
