@@ -249,3 +249,32 @@ def test_cesium_draws_the_implicit_tileset_like_the_explicit_one(explicit, tmp_p
     iou = (mask_i & mask_e).sum() / (mask_i | mask_e).sum()
     assert iou > 0.9, iou
     assert np.abs(img_i - img_e).mean() < 3
+
+
+def test_incremental_update_keeps_the_implicit_tree_in_step(explicit, tmp_path):
+    """A changed corner of the city: the implicit tree is the new explicit tree."""
+    src, layer, _ = explicit
+    out = tmp_path / "tiles"
+    shutil.copytree(src, out)
+    params = LodParams(max_faces=700, implicit=True)
+    v = layer.vertices.copy()
+    corner = (v[:, 0] > 300) & (v[:, 1] > 300)
+    v[corner, 2] += 5.0
+    moved = type(layer)(layer.name, v, layer.faces, colors=layer.colors)
+    summary = write_lod_tileset(out, [moved], FRAME, params=params)
+    assert summary["kept"] and summary["written"]
+    truth_dir = tmp_path / "truth"
+    write_lod_tileset(truth_dir, [moved], FRAME, params=LodParams(max_faces=700))
+    assert read_implicit(out) == explicit_tiles(truth_dir)
+    assert validate_tileset(out / "tileset.json") == []
+
+
+def test_an_implicit_layer_joins_a_tileset_of_tilesets(explicit, tmp_path):
+    from twin.tiles.lod import write_tileset_of_tilesets
+
+    src, _, _ = explicit
+    shutil.copytree(src, tmp_path / "terrain")
+    write_implicit(tmp_path / "terrain", subtree_levels=2)
+    shutil.copytree(src, tmp_path / "plain")
+    top = write_tileset_of_tilesets(tmp_path, ["terrain/tileset.json", "plain/tileset.json"], FRAME)
+    assert validate_tileset(top) == []
