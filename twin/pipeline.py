@@ -48,6 +48,7 @@ class BuildParams:
     # "footprints": solids from footprint attributes (height, roof type);
     # "lidar": LoD2 roofs fitted to the LiDAR's building points inside each footprint
     buildings_from: str = "footprints"
+    seat_buildings: bool = True  # footprint rings in the terrain TIN, flat at each base
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -235,19 +236,29 @@ def build(
     frame = _frame_for(dem_obj)
     inputs[0]["crs"] = crs_label(dem_obj.crs)
 
-    # --- terrain
+    fp = read_footprints(fp_path) if fp_path is not None else None
+    seat = fp is not None and params.seat_buildings and params.terrain_max_error > 0
+
+    # --- terrain (buildings seated: footprint rings are TIN edges, flat at the base)
     tparams = {"terrain_max_error": params.terrain_max_error}
+    tkeys = {"dem": hashes["dem"]}
     if params.terrain_max_error <= 0:
         tparams["terrain_step"] = params.terrain_step
-    key = cache.key("terrain", {"dem": hashes["dem"]}, tparams)
+    if seat:
+        tparams["seat_buildings"] = True
+        tkeys["footprints"] = hashes["footprints"]
+    key = cache.key("terrain", tkeys, tparams)
     t0 = time.perf_counter()
     with progress.step("terrain mesh"):
         arrays = cache.load("terrain", key)
         status = "reused"
         if arrays is None:
-            arrays = _terrain_mesh(dem_obj, frame, params)
+            arrays = _terrain_mesh(dem_obj, frame, params, fp if seat else None)
             cache.save("terrain", key, arrays)
             status = "built"
+    if seat:  # the buildings stand on the bases the terrain was flattened to
+        fp = fp.copy()
+        fp["base_height"] = arrays["base_heights"]
     stages["terrain"] = {
         "status": status,
         "key": key,
@@ -261,12 +272,13 @@ def build(
     # --- buildings
     bld = None
     building_attrs: list[dict] = []
-    if fp_path is not None:
-        fp = read_footprints(fp_path)
+    if fp is not None:
         inputs[1]["crs"] = crs_label(fp.crs)
         inputs[1]["features"] = int(len(fp))
         bparams = {"lod": params.lod, "default_height": params.default_height}
         bkeys = {"dem": hashes["dem"], "footprints": hashes["footprints"]}
+        if seat:
+            bparams["bases"] = "seated terrain"
         if lidar_path is not None:
             bparams["buildings_from"] = "lidar"
             bkeys["lidar"] = hashes["lidar"]
@@ -365,9 +377,15 @@ def build(
     return manifest
 
 
-def _terrain_mesh(dem, frame: LocalFrame, params: BuildParams) -> dict:
+def _terrain_mesh(dem, frame: LocalFrame, params: BuildParams, footprints=None) -> dict:
     """The terrain surface in ENU: an error-bounded TIN of the DEM (every valid DEM
-    sample within ``terrain_max_error`` of it), or a regular grid when that is 0."""
+    sample within ``terrain_max_error`` of it), or a regular grid when that is 0.
+
+    With ``footprints``, buildings are seated: each footprint's base is its
+    ``base_height`` attribute where given, else the lowest terrain under it; its
+    rings are TIN edges and the terrain inside is flat at the base, so walls meet the
+    ground with no gap and no house floats (the bound then holds outside the
+    footprints). ``base_heights`` (metres, one per footprint) come back too."""
     from twin.crs import unit_factors
     from twin.terrain.gridmesh import dem_to_mesh
     from twin.terrain.tin import tin
@@ -377,11 +395,33 @@ def _terrain_mesh(dem, frame: LocalFrame, params: BuildParams) -> dict:
         return {"vertices": v, "faces": f, "max_error_reached": np.float64(np.nan)}
     # the bound is in metres; the DEM's heights are in its CRS's vertical unit
     z_unit = unit_factors(dem.crs)[1]
-    v, f, reached = tin(
-        dem.heights, params.terrain_max_error / z_unit, transform=dem.transform, mask=dem.valid
-    )
+    tile = 129 if dem.heights.size > 1_000_000 else None
+    if footprints is None:
+        v, f, reached = tin(
+            dem.heights,
+            params.terrain_max_error / z_unit,
+            transform=dem.transform,
+            mask=dem.valid,
+            tile_size=tile,
+        )
+        extra = {}
+    else:
+        from twin.terrain.seating import footprint_base_heights, seated_tin
+
+        fpd = footprints.to_crs(dem.crs)
+        base = np.full(len(fpd), np.nan)
+        if "base_height" in fpd.columns:
+            base = fpd["base_height"].to_numpy(float) / z_unit
+        miss = ~np.isfinite(base)
+        if miss.any():
+            base[miss] = footprint_base_heights(fpd[miss], dem, stat="min")
+        v, f, reached, base = seated_tin(
+            dem, fpd, params.terrain_max_error / z_unit, mask=dem.valid,
+            base_heights=base, tile_size=tile,
+        )  # fmt: skip
+        extra = {"base_heights": np.asarray(base, np.float64) * z_unit}
     enu = frame.from_crs(v, dem.crs)
-    return {"vertices": enu, "faces": f, "max_error_reached": np.float64(reached * z_unit)}
+    return {"vertices": enu, "faces": f, "max_error_reached": np.float64(reached * z_unit), **extra}
 
 
 def _terrain_tiles(out: Path, dem, params: BuildParams) -> Path:
