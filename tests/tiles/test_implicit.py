@@ -128,7 +128,7 @@ def test_availability_bits_as_the_specification_orders_them(tmp_path):
     doc = {"asset": {"version": "1.1"}, "geometricError": 16.0, "root": root}
     (tmp_path / "tileset.json").write_text(json.dumps(doc))
     write_implicit(tmp_path, subtree_levels=3, square=(np.zeros(2), 100.0))
-    sdoc, body = read_subtree(tmp_path / "subtrees/0/0_0.subtree")
+    sdoc, body = read_subtree(tmp_path / "subtrees/L3/0/0_0.subtree")
     bv = sdoc["bufferViews"][sdoc["tileAvailability"]["bitstream"]]
     bits = body[bv["byteOffset"] : bv["byteOffset"] + bv["byteLength"]]
     # bit 0: root; bit 1 + morton(1, 0) = 2; bit 5 + morton(3, 1) = 12
@@ -142,7 +142,7 @@ def test_availability_bits_as_the_specification_orders_them(tmp_path):
     ev = sdoc["bufferViews"][errors]
     vals = np.frombuffer(body[ev["byteOffset"] : ev["byteOffset"] + ev["byteLength"]], "<f8")
     assert vals.tolist() == [8.0, 4.0, 2.0]
-    assert (tmp_path / "subtrees/3/7_2.subtree").exists()
+    assert (tmp_path / "subtrees/L3/3/7_2.subtree").exists()
     assert validate_tileset(tmp_path / "tileset.json") == []
     assert sorted(read_implicit(tmp_path)) == [(0, 0, 0), (1, 1, 0), (2, 3, 1), (3, 7, 2)]
 
@@ -158,6 +158,7 @@ def test_lod_params_implicit_writes_the_same_tree(explicit, tmp_path):
     write_implicit(out, subtree_levels=1)
     assert read_implicit(out) == truth
     assert len(list((out / "subtrees").rglob("*.subtree"))) == len(truth)
+    assert [d.name for d in (out / "subtrees").iterdir()] == ["L1"]
 
 
 def test_bad_input_is_reported(tmp_path, explicit):

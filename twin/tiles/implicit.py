@@ -11,7 +11,7 @@ place, into an *implicit* QUADTREE tileset (3D Tiles 1.1 "Implicit Tiling"):
   (the files ``write_lod_tileset`` wrote: its cell indices are the implicit tile
   coordinates, since x grows along the box's +x axis (east) and y along its +y axis
   (north) in both) and ``implicitTiling`` with the subtree template
-  ``subtrees/{level}/{x}_{y}.subtree``;
+  ``subtrees/L{subtreeLevels}/{level}/{x}_{y}.subtree``;
 * each ``.subtree`` file (binary: the ``subt`` header, JSON, one internal buffer)
   holds the tile, content and child-subtree availability bitstreams of
   ``subtree_levels`` levels (Morton order within a level, levels concatenated,
@@ -39,7 +39,8 @@ from twin.errors import InputError, ParameterError
 from twin.fileio import atomic_path, write_json
 
 CONTENT_TEMPLATE = "t/{level}/{x}_{y}.glb"
-SUBTREE_TEMPLATE = "subtrees/{level}/{x}_{y}.subtree"
+# ``L{n}``: the subtree levels, so a re-partition never overwrites a file in use
+SUBTREE_TEMPLATE = "subtrees/L{n}/{level}/{x}_{y}.subtree"
 TILE_CLASS = "tile"
 _MAGIC = b"subt"
 _URI = re.compile(r"^t/(\d+)/(\d+)_(\d+)\.glb$")
@@ -241,8 +242,8 @@ def write_implicit(
     ``(4**L - 1) / 3`` availability bits per bitstream). ``square``: the quadtree's
     root cell ``(lo_xy, size)`` in ENU metres, as ``write_lod_tileset`` chose it; by
     default it is recovered from the leaves' boxes. The tile contents stay where
-    they are; the subtree files are written first, stale ones removed, and
-    ``tileset.json`` is replaced last (atomically), so a reader sees either tree.
+    they are; the subtree files are written first (each atomically), then
+    ``tileset.json`` is replaced (atomically), then stale subtree files are removed.
 
     Returns ``{"tiles", "levels", "subtrees", "subtree_levels", "bytes"}`` (bytes of
     the subtree files plus ``tileset.json``). Memory grows with the number of tiles
@@ -281,7 +282,7 @@ def write_implicit(
     written = set()
     nbytes = 0
     for key, mem in members.items():
-        rel = SUBTREE_TEMPLATE.format(level=key[0], x=key[1], y=key[2])
+        rel = SUBTREE_TEMPLATE.format(n=subtree_levels, level=key[0], x=key[1], y=key[2])
         data = _subtree(key, mem, children.get(key, []), subtree_levels, have_content)
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -309,7 +310,7 @@ def write_implicit(
         "subdivisionScheme": "QUADTREE",
         "subtreeLevels": subtree_levels,
         "availableLevels": n_levels,
-        "subtrees": {"uri": SUBTREE_TEMPLATE},
+        "subtrees": {"uri": SUBTREE_TEMPLATE.replace("{n}", str(subtree_levels))},
     }
     asset = dict(doc.get("asset") or {"version": "1.1"})
     asset["version"] = "1.1"
@@ -323,10 +324,13 @@ def write_implicit(
         "geometricError": float(doc["geometricError"]),
         "root": new_root,
     }
+    write_json(path, new_doc)
     for old in (out / "subtrees").rglob("*.subtree"):
         if old.resolve() not in written:
             old.unlink(missing_ok=True)
-    write_json(path, new_doc)
+    for d in sorted((out / "subtrees").rglob("*"), key=lambda q: -len(q.parts)):
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
     return {
         "tiles": len(tiles),
         "levels": n_levels,
