@@ -48,6 +48,10 @@ def test_morton_order_interleaves_x_lowest():
         4,
         7,
     ]
+    # the specification's examples (Availability Indexing)
+    assert morton2(0b11, 0b00) == 0b0101
+    assert morton2(0b1010, 0b0011) == 0b01001110
+    assert morton2(0b0110, 0b0101) == 0b00110110
     for m in range(300):
         assert morton2(*demorton2(m)) == m
 
