@@ -302,3 +302,21 @@ def test_buildings_are_seated_on_the_terrain(small_model):
         assert np.abs(ground - low[:, 2]).max() < 0.01, i
         checked += 1
     assert checked >= 20
+
+
+@pytest.mark.slow
+def test_build_with_texture_paints_the_model(small_survey, small_model, tmp_path):
+    import shutil
+
+    from twin.pipeline import BuildParams, build
+    from twin.tiles.gltf import read_glb
+
+    out = tmp_path / "model"
+    shutil.copytree(small_model, out)
+    m = build(small_survey, out, params=BuildParams(texture=True))
+    assert m["stages"]["texture"]["status"] == "built"
+    (prim,) = read_glb(out / "textured" / "model.glb")
+    assert prim["texcoords"] is not None and prim["texture"][:2] == b"\xff\xd8"  # JPEG
+    report = json.loads((out / "textured" / "georef.json").read_text())["report"]
+    # the oblique photos see nearly all of the model (what they miss is filled, counted)
+    assert report["unseen_faces"] < 0.2 * report["faces"]

@@ -49,6 +49,7 @@ class BuildParams:
     # "lidar": LoD2 roofs fitted to the LiDAR's building points inside each footprint
     buildings_from: str = "footprints"
     seat_buildings: bool = True  # footprint rings in the terrain TIN, flat at each base
+    texture: bool = False  # paint model.glb with the survey's photos (textured/)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -326,6 +327,10 @@ def build(
         outputs, tiles = _export(out, frame, terrain_v, terrain_f, bld, building_attrs, params)
         if bld is not None and len(bld["faces"]):
             outputs.append(_cityjson(out, frame, bld, building_attrs, dem_obj.crs))
+    if params.texture:
+        t1 = time.perf_counter()
+        outputs.append(_texture(out, Path(survey), progress))
+        stages["texture"] = {"status": "built", "seconds": time.perf_counter() - t1}
     t1 = time.perf_counter()
     with progress.step("quantized-mesh terrain"):
         outputs.append(_terrain_tiles(out, dem_obj, params))
@@ -422,6 +427,20 @@ def _terrain_mesh(dem, frame: LocalFrame, params: BuildParams, footprints=None) 
         extra = {"base_heights": np.asarray(base, np.float64) * z_unit}
     enu = frame.from_crs(v, dem.crs)
     return {"vertices": enu, "faces": f, "max_error_reached": np.float64(reached * z_unit), **extra}
+
+
+def _texture(out: Path, survey: Path, progress) -> Path:
+    """``OUT/textured``: model.glb painted with the survey's photos (view selection,
+    seam levelling, atlas) as GLB and OBJ+MTL with ``georef.json``."""
+    from twin.texture import texture_files
+
+    base = survey if survey.is_dir() else survey.parent
+    images, cameras = base / "images", base / "cameras.json"
+    if not images.is_dir() or not cameras.is_file():
+        raise InputError("texturing needs the survey's images/ and cameras.json", path=base)
+    texture_files(out / "model.glb", images, cameras, out / "textured", overwrite=True,
+                  progress=progress)  # fmt: skip
+    return out / "textured" / "model.glb"
 
 
 def _terrain_tiles(out: Path, dem, params: BuildParams) -> Path:

@@ -181,6 +181,9 @@ def synth(
     default=None,
     help="LAS/LAZ for --buildings-from lidar (default: SURVEY/lidar.laz).",
 )
+@click.option(
+    "--texture", is_flag=True, help="Also paint the model with SURVEY/images (textured/)."
+)
 @click.option("--force", is_flag=True, help="Rebuild every stage even if unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest to stdout.")
 def build(
@@ -193,6 +196,7 @@ def build(
     terrain_step,
     buildings_from,
     lidar,
+    texture,
     force,
     as_json,
 ):
@@ -212,6 +216,7 @@ def build(
         terrain_max_error=terrain_max_error,
         terrain_step=terrain_step,
         buildings_from=buildings_from,
+        texture=texture,
     )
     manifest = run_build(
         survey,
