@@ -50,6 +50,7 @@ class BuildParams:
     buildings_from: str = "footprints"
     seat_buildings: bool = True  # footprint rings in the terrain TIN, flat at each base
     texture: bool = False  # paint model.glb with the survey's photos (textured/)
+    tile_implicit: bool = False  # 3D Tiles 1.1 implicit quadtrees (subtrees) for big cities
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -494,7 +495,7 @@ def _export(
             tiles / m.name,
             [layer],
             frame,
-            params=LodParams(max_faces=params.tile_max_faces),
+            params=LodParams(max_faces=params.tile_max_faces, implicit=params.tile_implicit),
             cache_dir=out / ".cache" / "tiles" / m.name,
             overwrite=True,
         )

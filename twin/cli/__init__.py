@@ -182,6 +182,12 @@ def synth(
     help="LAS/LAZ for --buildings-from lidar (default: SURVEY/lidar.laz).",
 )
 @click.option(
+    "--implicit-tiles",
+    is_flag=True,
+    help="3D Tiles 1.1 implicit quadtrees (binary subtrees with each tile's measured "
+    "error and box) instead of one explicit tileset.json per layer: for large cities.",
+)
+@click.option(
     "--texture", is_flag=True, help="Also paint the model with SURVEY/images (textured/)."
 )
 @click.option("--force", is_flag=True, help="Rebuild every stage even if unchanged.")
@@ -196,6 +202,7 @@ def build(
     terrain_step,
     buildings_from,
     lidar,
+    implicit_tiles,
     texture,
     force,
     as_json,
@@ -217,6 +224,7 @@ def build(
         terrain_step=terrain_step,
         buildings_from=buildings_from,
         texture=texture,
+        tile_implicit=implicit_tiles,
     )
     manifest = run_build(
         survey,
