@@ -102,7 +102,7 @@ class DepthMap:
                     f,
                     depth=self.depth,
                     normal=self.normal.astype(np.float16),
-                    cost=self.cost.astype(np.float16),
+                    cost=self.cost.astype(np.float32),
                     confidence=self.confidence.astype(np.float16),
                     sources=np.asarray(self.sources, np.int32),
                     seconds=np.float64(self.seconds),
