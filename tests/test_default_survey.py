@@ -23,5 +23,9 @@ def test_default_survey_builds_a_valid_georeferenced_model(tmp_path, shared_data
     m = build(tmp_path / "survey", tmp_path / "model")
     assert m["counts"]["buildings_modelled"] == survey["counts"]["buildings"]
     assert validate_tileset(tmp_path / "model" / "tiles" / "tileset.json") == []
-    ts = json.loads((tmp_path / "model" / "tiles" / "tileset.json").read_text())
-    assert np.isfinite(ts["root"]["transform"]).all()
+    for layer in ("terrain", "buildings"):
+        ts = json.loads((tmp_path / "model" / "tiles" / layer / "tileset.json").read_text())
+        assert np.isfinite(ts["root"]["transform"]).all()
+    # a city this size gets levels of detail, with measured (non-zero) errors above leaves
+    tiles = m["stages"]["export"]["tiles"]["terrain"]
+    assert tiles["levels"] >= 2 and tiles["geometric_error_by_level"][0] > 0
