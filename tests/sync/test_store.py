@@ -431,7 +431,10 @@ def test_two_processes_write_one_twin(backend, tmp_path, request):
     ]
     t_end = time.monotonic() + 60
     while not all((tmp_path / f"ready{k}").exists() for k in range(2)):
-        assert time.monotonic() < t_end and all(p.poll() is None for p in procs)
+        for p in procs:
+            if p.poll() is not None:  # a writer died before starting: say why
+                pytest.fail(f"writer exited with {p.returncode}: {p.communicate()[1][-2000:]}")
+        assert time.monotonic() < t_end, "writers did not open the store within 60 s"
         time.sleep(0.01)
     (tmp_path / "go").touch()
     outs = []

@@ -667,6 +667,21 @@ def plan_batch(
     )
 
 
+def _retry_locked(fn, seconds: float = 30.0):
+    """Run ``fn`` again while SQLite says the database is locked (another process
+    is creating the same store, or switching it to WAL), up to ``seconds``."""
+    import time
+
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > end:
+                raise
+            time.sleep(0.02)
+
+
 class SQLiteStore(Store):
     """The embedded store: one SQLite file in WAL mode.
 
@@ -716,9 +731,13 @@ class SQLiteStore(Store):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # usable from any thread, one at a time (the server serialises with a lock)
             con = sqlite3.connect(
-                self.path, isolation_level=None, cached_statements=256, check_same_thread=False
+                self.path,
+                isolation_level=None,
+                cached_statements=256,
+                check_same_thread=False,
+                timeout=30.0,  # other processes may hold the write lock for a batch
             )
-            con.execute("PRAGMA journal_mode=WAL")
+            _retry_locked(lambda: con.execute("PRAGMA journal_mode=WAL"))
             con.execute(f"PRAGMA synchronous={synchronous}")
             con.execute("PRAGMA temp_store=MEMORY")
             con.execute("PRAGMA cache_size=-262144")  # 256 MiB page cache
@@ -727,11 +746,13 @@ class SQLiteStore(Store):
             # ingest); the WAL file is truncated back to 64 MiB after a checkpoint
             con.execute("PRAGMA wal_autocheckpoint=10000")
             con.execute("PRAGMA journal_size_limit=67108864")
-            con.executescript(_SCHEMA)
+            _retry_locked(lambda: con.executescript(_SCHEMA))
+            # two processes may create the store at once: the first version written wins
+            con.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
             row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
+            if int(row[0]) != SCHEMA_VERSION:
                 raise InputError(
                     f"store schema version {row[0]}, this twin reads {SCHEMA_VERSION}",
                     path=self.path,
