@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 def test_lund_registers_every_photo_via_the_global_fallback(shared_data, tmp_path):
     opts = ReconOptions(dense=False)
     opts.sfm.max_image_size = 1024
+    opts.sfm.num_threads = 1  # reproducible mapping (multi-threaded runs vary: 25-29 seen)
     report = reconstruct(shared_data / "images" / "lund" / "images", tmp_path, options=opts)
     print(report["sfm"], report["mapping"], report["georeference"]["gps_rmse_m"])
     assert report["sfm"]["registered"] == 29
