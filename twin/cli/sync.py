@@ -20,6 +20,14 @@ def _open(db: str, *, exists: bool, **kw):
     return open_store(db, **kw)
 
 
+_db_option = click.option(
+    "--db",
+    default="twin-live.sqlite",
+    show_default=True,
+    help="SQLite store file, or a postgresql:// URL.",
+)
+
+
 @click.group()
 def sync():
     """Live entity state: replay, serve (HTTP, WebSocket, MQTT), state, indicators, export."""
@@ -71,12 +79,7 @@ def sync_replay(events, db, speed, until, batch_size, as_json):
 
 @sync.command("state")
 @click.argument("entity_id")
-@click.option(
-    "--db",
-    default="twin-live.sqlite",
-    show_default=True,
-    help="SQLite store file, or a postgresql:// URL.",
-)
+@_db_option
 @click.option("--at", default=None, help="Time travel: the state as of this ISO 8601 time.")
 @click.option("--history", "with_history", is_flag=True, help="Also print the history.")
 def sync_state(entity_id, db, at, with_history):
@@ -101,12 +104,7 @@ def sync_state(entity_id, db, at, with_history):
 
 
 @sync.command("indicators")
-@click.option(
-    "--db",
-    default="twin-live.sqlite",
-    show_default=True,
-    help="SQLite store file, or a postgresql:// URL.",
-)
+@_db_option
 @click.option("--t0", default=None, help="Window start (ISO 8601); default: the first event.")
 @click.option("--t1", default=None, help="Window end (ISO 8601); default: now.")
 @click.option("--types", default=None, help="Comma-separated entity types.")
@@ -194,12 +192,7 @@ def sync_serve(db, tokens, host, port, model, mqtt, mqtt_types):
 
 
 @sync.command("export-czml")
-@click.option(
-    "--db",
-    default="twin-live.sqlite",
-    show_default=True,
-    help="SQLite store file, or a postgresql:// URL.",
-)
+@_db_option
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--t0", default=None, help="Start time (ISO 8601); default: the first event.")
 @click.option("--t1", default=None, help="End time (ISO 8601); default: the last event.")
@@ -219,12 +212,7 @@ def sync_export_czml(db, out, t0, t1, types):
 
 
 @sync.command("export-geojson")
-@click.option(
-    "--db",
-    default="twin-live.sqlite",
-    show_default=True,
-    help="SQLite store file, or a postgresql:// URL.",
-)
+@_db_option
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--at", default=None, help="Snapshot time (ISO 8601); default: now.")
 @click.option("--types", default=None, help="Comma-separated entity types.")

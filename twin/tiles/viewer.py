@@ -279,7 +279,7 @@ def snapshot_viewer(
             *CHROMIUM_FLAGS,
             f"--window-size={size[0]},{size[1]}",
             f"--user-data-dir={profile}",
-            f"http://127.0.0.1:{port}/?snapshot=1{os.environ.get('TWIN_VIEW_QUERY', '')}",
+            f"http://127.0.0.1:{port}/?snapshot=1",
         ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

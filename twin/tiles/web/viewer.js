@@ -13,7 +13,7 @@ async function main() {
   document.getElementById("title").textContent = "twin · " + (config.name || "model");
 
   const terrainProvider = config.terrain
-    ? await Cesium.CesiumTerrainProvider.fromUrl(config.terrain, { requestVertexNormals: !params.has("nonormals") })
+    ? await Cesium.CesiumTerrainProvider.fromUrl(config.terrain, { requestVertexNormals: true })
     : new Cesium.EllipsoidTerrainProvider();
   const viewer = new Cesium.Viewer("cesium", {
     baseLayer: false, baseLayerPicker: false, geocoder: false, homeButton: true,
