@@ -101,13 +101,15 @@ def _split_at_lines(pts, seg, seg_linear, xs, ys):
     return uniq, s[keep], np.asarray(out_lin, dtype=np.uint8)[keep], res[first]
 
 
-def _profiles(herr, corner_z, xs, ys, cpts, max_error):
+def _profiles(line_of, corner_z, xs, ys, cpts, max_error):
     """Border vertices of every tile edge: dict (kind, line index, interval index) ->
-    (positions along the line, heights), endpoints included."""
+    (positions along the line, heights), endpoints included. ``line_of(kind, line)``
+    gives the heights along grid row (kind "h") or column ("v") ``line``, NaN where
+    invalid."""
     out = {}
     for kind, lines, other in (("h", ys, xs), ("v", xs, ys)):
         for li, line in enumerate(lines):
-            prof = herr[line, :] if kind == "h" else herr[:, line]
+            prof = line_of(kind, int(line))
             if len(cpts):
                 axis = 1 if kind == "h" else 0
                 on = cpts[cpts[:, axis] == line]
@@ -176,7 +178,14 @@ def tin_tiled(herr, valid, max_error, tile_size, workers=None, forced=None):
         hfill = np.empty((1, 1))
         cpts = pts
 
-    prof = _profiles(herr, corner_z, xs, ys, cpts, max_error)
+    prof = _profiles(
+        lambda kind, line: herr[line, :] if kind == "h" else herr[:, line],
+        corner_z,
+        xs,
+        ys,
+        cpts,
+        max_error,
+    )
 
     jobs = [(j, i) for j in range(len(ys) - 1) for i in range(len(xs) - 1)]
     if len(seg):
@@ -190,72 +199,24 @@ def tin_tiled(herr, valid, max_error, tile_size, workers=None, forced=None):
         j, i = job
         r0, r1 = int(ys[j]), int(ys[j + 1])
         c0, c1 = int(xs[i]), int(xs[i + 1])
-        sub = herr[r0 : r1 + 1, c0 : c1 + 1].copy()
-        sub[0, :] = np.nan
-        sub[-1, :] = np.nan
-        sub[:, 0] = np.nan
-        sub[:, -1] = np.nan
-        bx, by, bz = [], [], []
-        for kind, li, k, fixed in (
-            ("h", j, i, r0),
-            ("h", j + 1, i, r1),
-            ("v", i, j, c0),
-            ("v", i + 1, j, c1),
-        ):
-            p, z = prof[(kind, li, k)]
-            p, z = p[1:-1], z[1:-1]
-            if kind == "h":
-                bx.append(p - c0)
-                by.append(np.full(len(p), float(fixed - r0)))
-            else:
-                bx.append(np.full(len(p), float(fixed - c0)))
-                by.append(p - r0)
-            bz.append(z)
-        gx = np.concatenate(bx)
-        gy = np.concatenate(by)
-        gz = np.concatenate(bz)
+        cons = None
         mine = (tj == j) & (ti == i)
-        tseg = seg[mine]
-        tlin = seg_linear[mine]
-        if len(tseg):
+        if mine.any():
+            tseg = seg[mine]
             ids, local = np.unique(tseg, return_inverse=True)
-            cp = pts[ids]
-            gx = np.concatenate([gx, cp[:, 0] - c0])
-            gy = np.concatenate([gy, cp[:, 1] - r0])
-            gz = np.concatenate([gz, cp[:, 2]])
-            tseg = local.reshape(-1, 2) + (len(gx) - len(cp))
+            cp = pts[ids] - np.array([c0, r0, 0.0])
             tfill = np.ascontiguousarray(hfill[r0 : r1 + 1, c0 : c1 + 1])
-        else:
-            tseg = np.zeros((0, 2), np.int64)
-            tfill = np.empty((1, 1))
-        corners = np.array(
-            [corner_z[(j, i)], corner_z[(j, i + 1)], corner_z[(j + 1, i + 1)], corner_z[(j + 1, i)]]
+            cons = (cp, local.reshape(-1, 2), seg_linear[mine], tfill)
+        px, py, pz, tri, keep, reached, unc = tile_tin(
+            herr[r0 : r1 + 1, c0 : c1 + 1],
+            tile_corners(corner_z, j, i),
+            tile_borders(prof, xs, ys, j, i),
+            max_error,
+            cons,
         )
-        if len(tseg):
-            px, py, pz, tri, _, _, failed = _kernels.greedy_refine_forced(
-                sub, corners, max_error, gx, gy, gz, tseg.astype(np.int64), tlin, tfill
-            )
-        else:  # every vertex a grid sample: the int32-coordinate kernel
-            px, py, pz, tri, _ = _kernels.greedy_refine(sub, corners, max_error, gx, gy, gz)
-            failed = 0
-        if failed:
-            raise RuntimeError(f"tile {j},{i}: {failed} constraint items could not be forced")
-        tri = tri.reshape(-1, 3)
-        # verify the tile against all its samples (its borders included): a triangle
-        # lies in one tile, so this is the verification of the merged TIN, per tile
-        own = herr[r0 : r1 + 1, c0 : c1 + 1]
-        if len(tseg):
-            err, tri_err = _kernels.tin_sample_errors(px, py, pz, tri.astype(np.int64), own)
-            uncovered = int(np.isinf(err).sum())
-        else:
-            tri_err, uncovered = _kernels.tin_max_error_int_serial(
-                px.astype(np.int64), py.astype(np.int64), pz, tri, own
-            )
-        keep = tri_err >= 0.0
-        if len(seg) or keep.all():
+        if len(seg):
             keep = None  # all kept (constraint vertices stay even over nodata)
-        reached = float(tri_err.max()) if len(tri_err) else -1.0
-        return px + np.float64(c0), py + np.float64(r0), pz, tri, keep, reached, uncovered
+        return px + np.float64(c0), py + np.float64(r0), pz, tri, keep, reached, unc
 
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) > 1:
@@ -343,3 +304,84 @@ def _merge(results, xs, ys, cols):
         reached = max(reached, r)
         uncovered += unc
     return verts, faces, reached, uncovered
+
+
+def tile_corners(corner_z, j, i) -> np.ndarray:
+    """Heights of tile (j, i)'s corners in the kernel's order (top-left, top-right,
+    bottom-right, bottom-left)."""
+    return np.array(
+        [corner_z[(j, i)], corner_z[(j, i + 1)], corner_z[(j + 1, i + 1)], corner_z[(j + 1, i)]]
+    )
+
+
+def tile_borders(prof, xs, ys, j, i):
+    """The border vertices of tile (j, i) in its own grid units, corners left out:
+    ``(x, y, z)`` arrays."""
+    r0, r1 = int(ys[j]), int(ys[j + 1])
+    c0, c1 = int(xs[i]), int(xs[i + 1])
+    bx, by, bz = [], [], []
+    for kind, li, k, fixed in (
+        ("h", j, i, r0),
+        ("h", j + 1, i, r1),
+        ("v", i, j, c0),
+        ("v", i + 1, j, c1),
+    ):
+        p, z = prof[(kind, li, k)]
+        p, z = p[1:-1], z[1:-1]
+        if kind == "h":
+            bx.append(p - c0)
+            by.append(np.full(len(p), float(fixed - r0)))
+        else:
+            bx.append(np.full(len(p), float(fixed - c0)))
+            by.append(p - r0)
+        bz.append(z)
+    return np.concatenate(bx), np.concatenate(by), np.concatenate(bz)
+
+
+def tile_tin(own, corners, borders, max_error, cons=None):
+    """Greedy TIN of one tile, verified against all its samples.
+
+    ``own``: the tile's heights (NaN where invalid), its border rows and columns
+    included; ``corners``: the four corner heights (:func:`tile_corners`);
+    ``borders``: the border vertices (:func:`tile_borders`), the only vertices the
+    tile gets on its border; ``cons``: ``(points (K, 3), segments (S, 2), linear
+    flags, filled heights)`` of constraint segments in the tile's grid units, or None.
+    Returns ``(px, py, pz, faces, keep, reached, uncovered)`` in the tile's grid
+    units, ``keep`` the mask of triangles over a valid sample (None: all).
+    Memory: the tile's copy (8 bytes per sample) and its refinement arrays (about
+    100 bytes per triangle). Releases the GIL in the kernels.
+    """
+    sub = own.copy()
+    sub[0, :] = np.nan
+    sub[-1, :] = np.nan
+    sub[:, 0] = np.nan
+    sub[:, -1] = np.nan
+    gx, gy, gz = borders
+    if cons is not None:
+        cp, tseg, tlin, tfill = cons
+        gx = np.concatenate([gx, cp[:, 0]])
+        gy = np.concatenate([gy, cp[:, 1]])
+        gz = np.concatenate([gz, cp[:, 2]])
+        tseg = tseg + (len(gx) - len(cp))
+        px, py, pz, tri, _, _, failed = _kernels.greedy_refine_forced(
+            sub, corners, max_error, gx, gy, gz, tseg.astype(np.int64), tlin, tfill
+        )
+        if failed:
+            raise RuntimeError(f"{failed} constraint items of a tile could not be forced")
+    else:  # every vertex a grid sample: the int32-coordinate kernel
+        px, py, pz, tri, _ = _kernels.greedy_refine(sub, corners, max_error, gx, gy, gz)
+    tri = tri.reshape(-1, 3)
+    # verify the tile against all its samples (its borders included): a triangle
+    # lies in one tile, so this is the verification of the merged TIN, per tile
+    if cons is not None:
+        err, tri_err = _kernels.tin_sample_errors(px, py, pz, tri.astype(np.int64), own)
+        uncovered = int(np.isinf(err).sum())
+    else:
+        tri_err, uncovered = _kernels.tin_max_error_int_serial(
+            px.astype(np.int64), py.astype(np.int64), pz, tri, own
+        )
+    keep = tri_err >= 0.0
+    if keep.all():
+        keep = None
+    reached = float(tri_err.max()) if len(tri_err) else -1.0
+    return px, py, pz, tri, keep, reached, uncovered
