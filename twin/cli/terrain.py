@@ -111,20 +111,64 @@ def terrain_tin(
     \b
     Examples:
       twin terrain tin survey/dem.tif terrain.glb --max-error 0.5
-      twin terrain tin big.tif terrain.ply --max-error 1 --tile-size 256
+      twin terrain tin big.tif terrain.ply --max-error 1 --tile-size 257
+
+    A large raster (over 4096 x 4096 samples, or one whose untiled TIN could need
+    more than half the memory) is triangulated in tiles (default 257) read window by
+    window: memory bounded by the tile size plus the output (greedy mode, without
+    --constraints/--footprints, which read the raster whole).
       twin terrain tin survey/dem.tif seated.glb --max-error 0.2 \\
           --footprints survey/footprints.gpkg --base min
     """
     import time
     from pathlib import Path
 
-    from twin.errors import ParameterError
+    from twin.errors import InputError, ParameterError
+    from twin.progress import terminal
     from twin.terrain.dem import read_dem
     from twin.terrain.tin import tin
 
     suffix = Path(out).suffix.lower()
     if suffix not in (".ply", ".glb"):
         raise ParameterError(f"output must end in .ply or .glb, got {out!r}")
+    from twin.terrain.dem import DemReader
+    from twin.terrain.windowed import DEFAULT_TILE, LARGE_SAMPLES, is_large, tin_file
+
+    reader = DemReader(dem, crs=crs)
+    if is_large(reader.shape) and not constraints_path and not footprints_path:
+        rows, cols = reader.shape
+        if mode != "greedy":
+            raise InputError(
+                f"{rows} x {cols} samples is a large raster (over {LARGE_SAMPLES:,} samples "
+                "or half the memory): RTIN needs it whole in memory; use --mode greedy, "
+                "which triangulates it in tiles from windowed reads",
+                path=reader.path,
+            )
+        t0 = time.perf_counter()
+        st: dict = {}
+        v, f, reached = tin_file(
+            reader,
+            max_error,
+            tile_size or DEFAULT_TILE,
+            progress=None if as_json else terminal(),
+            stats=st,
+        )
+        seconds = time.perf_counter() - t0
+        _write_terrain_mesh(out, v, f, reader)
+        _report_tin(
+            as_json,
+            out,
+            v,
+            f,
+            max_error,
+            reached,
+            mode,
+            seconds,
+            st["valid_samples"],
+            st["tile_size"],
+            windowed=True,
+        )
+        return
     d = read_dem(dem, crs=crs)
     constraints = _read_vectors(constraints_path, d.crs) if constraints_path else None
     t0 = time.perf_counter()
@@ -150,6 +194,30 @@ def terrain_tin(
         )
     seconds = time.perf_counter() - t0
     _write_terrain_mesh(out, v, f, d)
+    extra = {}
+    if bases is not None:
+        extra["footprints"] = int(len(bases))
+        extra["base"] = base
+        extra["base_heights"] = [None if b != b else round(float(b), 4) for b in bases]
+    _report_tin(
+        as_json,
+        out,
+        v,
+        f,
+        max_error,
+        reached,
+        mode,
+        seconds,
+        int(d.valid.sum()),
+        tile_size,
+        windowed=False,
+        extra=extra,
+    )
+
+
+def _report_tin(
+    as_json, out, v, f, max_error, reached, mode, seconds, samples, tile_size, windowed, extra=None
+):
     summary = {
         "out": str(out),
         "vertices": int(len(v)),
@@ -158,19 +226,18 @@ def terrain_tin(
         "max_error_reached": float(reached),
         "mode": mode,
         "seconds": round(seconds, 3),
-        "dem_samples": int(d.valid.sum()),
+        "dem_samples": int(samples),
         "tile_size": tile_size,
+        "windowed": windowed,
+        **(extra or {}),
     }
-    if bases is not None:
-        summary["footprints"] = int(len(bases))
-        summary["base"] = base
-        summary["base_heights"] = [None if b != b else round(float(b), 4) for b in bases]
     if as_json:
         emit_json(summary)
     else:
         click.echo(
             f"{out}: {len(f):,} triangles from {summary['dem_samples']:,} samples, "
             f"max error {reached:.3f} (asked {max_error}) in {seconds:.2f} s"
+            + (" (tiles from windowed reads)" if windowed else "")
         )
 
 

@@ -213,3 +213,107 @@ def read_dem(path: str | os.PathLike, crs=None, window=None) -> Dem:
         pixel_is_area=area,
         path=path,
     )
+
+
+class DemReader:
+    """Windowed reads of a DEM raster that may be larger than memory.
+
+    Opens the file once to check it (the same checks and CRS rules as
+    :func:`read_dem`) and keeps its facts: ``shape``, ``transform`` (pixel-corner
+    affine of the whole raster), ``crs``, ``nodata``, ``pixel_is_area``, ``path``.
+    :meth:`read` reopens the file for every window and closes it after, so GDAL's
+    block cache never holds more than one window's blocks and reads from several
+    threads at once are safe. Memory: one window at a time (8 bytes per sample of
+    the float64 result plus the band as stored and its mask).
+    """
+
+    def __init__(self, path: str | os.PathLike, crs=None) -> None:
+        import rasterio
+        from rasterio.errors import RasterioError
+
+        path = Path(path)
+        if not path.exists():
+            raise InputError("DEM file not found", path=path)
+        if path.is_dir():
+            raise InputError("expected a DEM raster file, found a folder", path=path)
+        try:
+            with rasterio.open(path) as ds:
+                if ds.count < 1:
+                    raise InputError("the raster has no band", path=path)
+                self.shape = (int(ds.height), int(ds.width))
+                self.transform = ds.transform
+                file_crs = ds.crs
+                self.nodata = None if ds.nodata is None else float(ds.nodata)
+                self.pixel_is_area = str(ds.tags().get("AREA_OR_POINT", "Area")).lower() != "point"
+                self.dtype = str(ds.dtypes[0])
+        except InputError:
+            raise
+        except RasterioError as exc:
+            raise InputError(
+                f"not a readable raster, or the file is truncated or corrupt ({exc})", path=path
+            ) from None
+        if self.transform.is_identity:
+            raise InputError("the raster has no georeference (identity geotransform)", path=path)
+        if crs is not None:
+            given = parse_crs(crs, source=path)
+            if file_crs is not None and not given.equals(parse_crs(file_crs, source=path)):
+                log.warning("%s: using the given CRS %s instead of the file's", path, given.name)
+            self.crs = given
+        elif file_crs is not None:
+            self.crs = parse_crs(file_crs, source=path)
+        else:
+            raise CRSError("the DEM has no CRS: give one (e.g. crs='EPSG:4550')", path=path)
+        self.path = path
+
+    @property
+    def size(self) -> int:
+        """Number of samples (rows * cols)."""
+        return self.shape[0] * self.shape[1]
+
+    def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Heights of rows ``r0:r1`` and columns ``c0:c1`` (half-open, clipped to the
+        raster) as float64, NaN where the file has nodata or a non-finite value."""
+        import rasterio
+        from rasterio.errors import RasterioError
+        from rasterio.windows import Window
+
+        rows, cols = self.shape
+        r0, r1 = max(0, int(r0)), min(rows, int(r1))
+        c0, c1 = max(0, int(c0)), min(cols, int(c1))
+        if r1 <= r0 or c1 <= c0:
+            return np.empty((max(r1 - r0, 0), max(c1 - c0, 0)))
+        try:
+            with rasterio.open(self.path) as ds:
+                data = ds.read(1, masked=True, window=Window(c0, r0, c1 - c0, r1 - r0))
+        except RasterioError as exc:
+            raise InputError(
+                f"cannot read rows {r0}-{r1}, columns {c0}-{c1} (truncated or corrupt?) ({exc})",
+                path=self.path,
+            ) from None
+        h = np.ma.filled(data.astype(np.float64), np.nan)
+        h[~np.isfinite(h)] = np.nan
+        return h
+
+    def nearest_valid(self, row: int, col: int) -> float | None:
+        """Height of the valid sample nearest to (row, col) within the smallest square
+        window around it that holds one (windows double in size); None when the
+        whole raster has no valid sample."""
+        rows, cols = self.shape
+        r = 1
+        while True:
+            r0, c0 = max(0, row - r), max(0, col - r)
+            win = self.read(r0, row + r + 1, c0, col + r + 1)
+            ok = np.isfinite(win)
+            if ok.any():
+                yy, xx = np.nonzero(ok)
+                d2 = (yy + r0 - row) ** 2 + (xx + c0 - col) ** 2
+                k = int(np.argmin(d2))
+                return float(win[yy[k], xx[k]])
+            if r0 == 0 and c0 == 0 and row + r + 1 >= rows and col + r + 1 >= cols:
+                return None
+            r *= 2
+
+    def to_dem(self) -> Dem:
+        """The whole raster as a :class:`Dem` (:func:`read_dem`; memory: 8 bytes per
+        sample)."""
+        return read_dem(self.path, crs=self.crs)
