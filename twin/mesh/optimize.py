@@ -1,11 +1,11 @@
 """One-call mesh storage optimisation: weld -> simplify -> cache -> fetch -> quantise -> compress.
 
 :func:`optimize` reads a mesh (arrays, a ``trimesh.Trimesh`` or a PLY/OBJ/GLB file),
-and writes a GLB (``codec="meshopt"``: KHR_mesh_quantization + EXT_meshopt_compression
-through :func:`twin.tiles.gltf.write_glb`; ``"draco"``: KHR_draco_mesh_compression
-through DracoPy; ``"none"``: plain float32 GLB) or our own archive (``"twin"``:
-:func:`twin.mesh.encode`). Positions only: normals, UVs and colours of the input
-are not carried (the output is for storage and streaming of the geometry).
+and writes a GLB (``codec="meshopt"``: KHR_mesh_quantization + EXT_meshopt_compression;
+``"draco"``: KHR_draco_mesh_compression, DracoPy level 7, no uncompressed fallback;
+``"none"``: plain float32 GLB; all through :func:`twin.tiles.gltf.write_glb`) or our
+own archive (``"twin"``: :func:`twin.mesh.encode`). Positions only: normals, UVs and
+colours of the input are not carried (the output is for storage and streaming of the geometry).
 
 Frames: arrays, PLY and OBJ are taken as z-up (ENU metres, twin's convention) and
 written to glTF's y-up frame as :func:`twin.tiles.gltf.write_glb` does; GLB input
@@ -15,10 +15,8 @@ frame.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import struct
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,8 +31,6 @@ __all__ = ["CODECS", "OptimizeResult", "optimize", "read_mesh"]
 log = logging.getLogger(__name__)
 
 CODECS = ("meshopt", "draco", "twin", "none")
-#: Draco's compression level used (0-10; DracoPy's default is 1).
-DRACO_LEVEL = 7
 READ_SUFFIXES = (".ply", ".obj", ".glb", ".gltf", ".stl", ".off")
 
 
@@ -213,11 +209,11 @@ def optimize(
     step = float(np.ptp(v, axis=0).max()) / (2**bits - 1)
     if codec == "twin":
         data = _encode_twin(v, f, bits)
-    elif codec == "draco":
-        data = _draco_glb(v, f, bits)
     else:
         from twin.tiles.gltf import GltfMesh, glb_bytes
 
+        if codec == "draco":
+            _need_draco()
         data = glb_bytes([GltfMesh(v, f)], compression=codec, bits=bits)
         if codec == "none":
             step = 0.0
@@ -260,82 +256,8 @@ def _encode_twin(v: np.ndarray, f: np.ndarray, bits: int) -> bytes:
     return bytes(encode(v, f, bits=bits))
 
 
-def _draco_glb(v: np.ndarray, f: np.ndarray, bits: int) -> bytes:
-    """A GLB of one mesh whose primitive is KHR_draco_mesh_compression-encoded
-    (DracoPy, compression level :data:`DRACO_LEVEL`, ``bits`` quantisation bits);
-    positions in glTF's y-up frame, no uncompressed fallback (the extension is
-    required). Accessor counts and POSITION min/max come from decoding the bytes."""
+def _need_draco() -> None:
     try:
-        import DracoPy
+        import DracoPy  # noqa: F401
     except ImportError:
         raise TwinError("codec 'draco' needs the DracoPy package (pip install DracoPy)") from None
-    from twin import __version__
-    from twin.tiles.gltf import enu_to_gltf
-
-    g = np.ascontiguousarray(enu_to_gltf(v), dtype=np.float32)
-    blob = DracoPy.encode(
-        g, np.ascontiguousarray(f, np.uint32), quantization_bits=bits,
-        compression_level=DRACO_LEVEL,
-    )  # fmt: skip
-    dec = DracoPy.decode(blob)
-    pts = np.asarray(dec.points, np.float32).reshape(-1, 3)
-    n_idx = int(np.asarray(dec.faces).size)
-    pad = (-len(blob)) % 8
-    binary = bytes(blob) + b"\x00" * pad
-    doc = {
-        "asset": {"version": "2.0", "generator": f"twin {__version__}"},
-        "extensionsUsed": ["KHR_draco_mesh_compression"],
-        "extensionsRequired": ["KHR_draco_mesh_compression"],
-        "scene": 0,
-        "scenes": [{"nodes": [0]}],
-        "nodes": [{"name": "mesh", "mesh": 0}],
-        "meshes": [
-            {
-                "name": "mesh",
-                "primitives": [
-                    {
-                        "attributes": {"POSITION": 0},
-                        "indices": 1,
-                        "mode": 4,
-                        "material": 0,
-                        "extensions": {
-                            "KHR_draco_mesh_compression": {
-                                "bufferView": 0,
-                                "attributes": {"POSITION": 0},
-                            }
-                        },
-                    }
-                ],
-            }
-        ],
-        "materials": [
-            {
-                "name": "mesh-material",
-                "pbrMetallicRoughness": {"metallicFactor": 0.0, "roughnessFactor": 1.0},
-            }
-        ],
-        "accessors": [
-            {
-                "componentType": 5126,
-                "count": len(pts),
-                "type": "VEC3",
-                "min": [float(x) for x in pts.min(axis=0)],
-                "max": [float(x) for x in pts.max(axis=0)],
-            },
-            {"componentType": 5125, "count": n_idx, "type": "SCALAR"},
-        ],
-        "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": len(blob)}],
-        "buffers": [{"byteLength": len(binary)}],
-    }
-    js = json.dumps(doc, separators=(",", ":")).encode()
-    js += b" " * ((4 - len(js)) % 8)
-    total = 12 + 8 + len(js) + 8 + len(binary)
-    return b"".join(
-        [
-            struct.pack("<III", 0x46546C67, 2, total),
-            struct.pack("<II", len(js), 0x4E4F534A),
-            js,
-            struct.pack("<II", len(binary), 0x004E4942),
-            binary,
-        ]
-    )

@@ -219,6 +219,21 @@ class _BinBuilder:
         view["extensions"] = {"EXT_meshopt_compression": ext}
         return view
 
+    def add_viewless(self, arr: np.ndarray, ctype: int, *, normalized=False, minmax=False) -> int:
+        """An accessor describing ``arr`` with no bufferView (its data comes from an
+        extension, e.g. KHR_draco_mesh_compression)."""
+        arr = np.asarray(arr)
+        ncomp = 1 if arr.ndim == 1 else arr.shape[1]
+        acc = {"componentType": ctype, "count": int(arr.shape[0]), "type": _TYPES[ncomp]}
+        if normalized:
+            acc["normalized"] = True
+        if minmax:
+            a2 = arr.astype(_DTYPES[ctype]).reshape(len(arr), -1)
+            acc["min"] = [_num(v) for v in a2.min(axis=0)]
+            acc["max"] = [_num(v) for v in a2.max(axis=0)]
+        self.accessors.append(acc)
+        return len(self.accessors) - 1
+
     def add_view(self, data: bytes) -> int:
         """A bufferView without target, starting on an 8-byte boundary (metadata)."""
         pad = (-self.size) % 8
@@ -248,6 +263,10 @@ class _BinBuilder:
             view = self._add_meshopt(arr, target, n_vertices)
         else:
             data = arr.tobytes()
+            pad = (-self.size) % 4  # after an image or metadata view of any length
+            if pad:
+                self.chunks.append(b"\x00" * pad)
+                self.size += pad
             view = {"buffer": 0, "byteOffset": self.size, "byteLength": len(data), "target": target}
             self.chunks.append(data)
             self.size += len(data)
@@ -298,7 +317,63 @@ def _check(m: GltfMesh, i: int) -> tuple[np.ndarray, np.ndarray]:
     return pos, idx
 
 
-COMPRESSIONS = ("none", "meshopt")
+COMPRESSIONS = ("none", "meshopt", "draco")
+#: Draco's compression level (0-10; DracoPy's default is 1).
+DRACO_LEVEL = 7
+#: Draco quantisation bits of normals and of texture coordinates.
+DRACO_NORMAL_BITS = 10
+DRACO_UV_BITS = 14
+_DRACO_TYPES = {0: "POSITION", 1: "NORMAL", 2: "COLOR_0", 3: "TEXCOORD_0", 4: "_FEATURE_ID_0"}
+
+
+def _draco_arrays(m: GltfMesh, pos: np.ndarray, idx: np.ndarray, bits: int) -> dict:
+    """One mesh as a KHR_draco_mesh_compression blob (DracoPy, level
+    :data:`DRACO_LEVEL`; positions in glTF y-up quantised to ``bits`` bits over their
+    largest extent, normals and UVs to :data:`DRACO_NORMAL_BITS` /
+    :data:`DRACO_UV_BITS`, colours as RGBA bytes and feature ids as a float generic
+    attribute, both lossless). The blob is decoded again so that the accessors
+    describe exactly what a client's decoder returns (Draco may reorder and split
+    vertices): returns ``blob``, the decoded arrays and the Draco attribute ids."""
+    try:
+        import DracoPy
+    except ImportError:
+        raise ParameterError("compression 'draco' needs the DracoPy package") from None
+    kw: dict = {}
+    if m.normals is not None:
+        nrm = enu_to_gltf(np.asarray(m.normals, np.float64))
+        kw["normals"] = nrm / np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
+        kw["normal_quantization_bits"] = DRACO_NORMAL_BITS
+    if m.colors is not None:
+        c = np.asarray(m.colors)
+        if c.dtype != np.uint8:
+            c = np.rint(np.clip(np.asarray(c, np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+        if c.shape[1] == 3:
+            c = np.column_stack([c, np.full(len(c), 255, np.uint8)])
+        kw["colors"] = np.ascontiguousarray(c)
+    if m.texcoords is not None:
+        kw["tex_coord"] = np.ascontiguousarray(m.texcoords, np.float64)
+        kw["tex_coord_quantization_bits"] = DRACO_UV_BITS
+    if m.feature_ids is not None:
+        fid = np.asarray(m.feature_ids, np.float32).reshape(-1, 1)
+        kw["generic_attributes"] = {"_FEATURE_ID_0": np.ascontiguousarray(fid)}
+    blob = DracoPy.encode(
+        np.ascontiguousarray(enu_to_gltf(pos), np.float32),
+        np.ascontiguousarray(idx.reshape(-1, 3), np.uint32),
+        quantization_bits=int(bits),
+        compression_level=DRACO_LEVEL,
+        **kw,
+    )
+    dec = DracoPy.decode(blob)
+    out: dict = {"blob": bytes(blob), "ids": {}, "arrays": {}}
+    for a in dec.attributes:
+        sem = _DRACO_TYPES.get(int(a["attribute_type"]))
+        if sem is None:
+            continue
+        out["ids"][sem] = int(a["unique_id"])
+        out["arrays"][sem] = np.asarray(a["data"])
+    out["faces"] = np.asarray(dec.faces, np.uint32).reshape(-1, 3)
+    out["n"] = len(out["arrays"]["POSITION"])
+    return out
 
 
 def _meshopt_arrays(m: GltfMesh, pos: np.ndarray, idx: np.ndarray, bits: int, i: int) -> dict:
@@ -362,6 +437,7 @@ def glb_bytes(
     *,
     compression: str = "none",
     bits: int = 14,
+    draco_fallback: bool = False,
 ) -> bytes:
     """The GLB file content for ``meshes`` (see the module docstring for the layout).
 
@@ -373,6 +449,14 @@ def glb_bytes(
     mesh's bounding box / (2**bits - 1)), normals to normalised bytes, colours to
     normalised RGBA bytes, and every vertex and index bufferView is stored with
     EXT_meshopt_compression (our encoder; both extensions are then required).
+    ``"draco"``: each primitive's positions (``bits`` bits), normals, UVs, colours
+    and feature ids are one KHR_draco_mesh_compression blob (DracoPy, level
+    :data:`DRACO_LEVEL`, see :func:`_draco_arrays`); as the extension's
+    specification asks, the accessors describe the decoded data (count, POSITION
+    min/max) and, without a fallback, have no bufferView and the extension is
+    required; ``draco_fallback=True`` also stores the decoded arrays uncompressed
+    in the accessors' bufferViews and only lists the extension as used, so a
+    client without a Draco decoder still draws the mesh.
     Memory grows with the total vertex and index count (about 2x the output size).
     """
     from twin import __version__
@@ -382,6 +466,7 @@ def glb_bytes(
     if compression not in COMPRESSIONS:
         raise ParameterError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     meshopt = compression == "meshopt"
+    draco = compression == "draco"
     b = _BinBuilder(meshopt=meshopt)
     gl_meshes, nodes, materials = [], [], []
     images: list[dict] = []
@@ -418,6 +503,34 @@ def glb_bytes(
                 attrs["TEXCOORD_0"] = b.add(q["texcoords"], _FLOAT, _ARRAY_BUFFER)
             fid_values = q.get("feature_ids")
             idx = q["faces"].reshape(-1)
+        elif draco:
+            d = _draco_arrays(m, pos, idx, bits)
+            n, arrays = d["n"], d["arrays"]
+            view = b.add_view(d["blob"])
+            attrs, ext_attrs = {}, {}
+            for sem, ctype, norm in (
+                ("POSITION", _FLOAT, False),
+                ("NORMAL", _FLOAT, False),
+                ("COLOR_0", _UBYTE, True),
+                ("TEXCOORD_0", _FLOAT, False),
+                ("_FEATURE_ID_0", _FLOAT, False),
+            ):
+                if sem not in arrays:
+                    continue
+                a = arrays[sem]
+                a = a.reshape(-1) if a.shape[1] == 1 else a
+                if draco_fallback:
+                    if sem == "NORMAL":  # unit length as glTF asks (Draco's octahedral grid)
+                        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+                    attrs[sem] = b.add(
+                        a, ctype, _ARRAY_BUFFER, normalized=norm, minmax=sem == "POSITION"
+                    )
+                else:
+                    attrs[sem] = b.add_viewless(a, ctype, normalized=norm, minmax=sem == "POSITION")
+                ext_attrs[sem] = d["ids"][sem]
+            draco_ext = {"bufferView": view, "attributes": ext_attrs}
+            fid_values = arrays.get("_FEATURE_ID_0")
+            idx = d["faces"].reshape(-1)
         else:
             n = len(pos)
             attrs = {"POSITION": b.add(enu_to_gltf(pos), _FLOAT, _ARRAY_BUFFER, minmax=True)}
@@ -439,7 +552,8 @@ def glb_bytes(
         prim: dict = {"attributes": attrs, "mode": 4, "material": len(materials)}
         if fid_values is not None:
             fid = np.asarray(fid_values, dtype=np.float64).reshape(-1)
-            attrs["_FEATURE_ID_0"] = b.add(fid, _FLOAT, _ARRAY_BUFFER)
+            if "_FEATURE_ID_0" not in attrs:
+                attrs["_FEATURE_ID_0"] = b.add(fid, _FLOAT, _ARRAY_BUFFER)
             count = int(len(np.unique(fid)))
             fids: dict = {"featureCount": count, "attribute": 0}
             if m.features is not None:
@@ -453,7 +567,12 @@ def glb_bytes(
             prim["extensions"] = {"EXT_mesh_features": {"featureIds": [fids]}}
             uses_features = True
         ctype = _USHORT if n <= 65535 else _UINT
-        prim["indices"] = b.add(idx, ctype, _ELEMENT_ARRAY_BUFFER, n_vertices=n)
+        if draco and not draco_fallback:
+            prim["indices"] = b.add_viewless(idx, ctype)
+        else:
+            prim["indices"] = b.add(idx, ctype, _ELEMENT_ARRAY_BUFFER, n_vertices=n)
+        if draco:
+            prim.setdefault("extensions", {})["KHR_draco_mesh_compression"] = draco_ext
         materials.append(
             {
                 "name": f"{m.name}-material",
@@ -528,6 +647,10 @@ def glb_bytes(
         for ext in ("EXT_meshopt_compression", "KHR_mesh_quantization"):
             doc.setdefault("extensionsUsed", []).append(ext)
             doc.setdefault("extensionsRequired", []).append(ext)
+    if draco:
+        doc.setdefault("extensionsUsed", []).append("KHR_draco_mesh_compression")
+        if not draco_fallback:
+            doc.setdefault("extensionsRequired", []).append("KHR_draco_mesh_compression")
     if extras:
         doc["extras"] = extras
     js = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
@@ -553,11 +676,18 @@ def write_glb(
     *,
     compression: str = "none",
     bits: int = 14,
+    draco_fallback: bool = False,
 ) -> Path:
     """Write ``meshes`` (ENU) as a GLB file (glTF y-up) atomically; returns the path.
-    ``compression`` / ``bits``: see :func:`glb_bytes`."""
+    ``compression`` (``"none"``, ``"meshopt"``, ``"draco"``), ``bits`` and
+    ``draco_fallback``: see :func:`glb_bytes`."""
     data = glb_bytes(
-        meshes, node_matrix=node_matrix, extras=extras, compression=compression, bits=bits
+        meshes,
+        node_matrix=node_matrix,
+        extras=extras,
+        compression=compression,
+        bits=bits,
+        draco_fallback=draco_fallback,
     )
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -655,10 +785,19 @@ def _read_primitives(doc: dict, binary: bytes) -> list[dict]:
     for mesh in doc.get("meshes", []):
         for prim in mesh["primitives"]:
             a = prim["attributes"]
+            draco = prim.get("extensions", {}).get("KHR_draco_mesh_compression")
+            if draco is not None:
+                get, faces = _draco_decode(doc, binary, draco)
+            else:
+                faces = _accessor(doc, binary, prim["indices"])
+
+                def get(key, i):
+                    return _accessor(doc, binary, i)
+
             item = {
                 "name": mesh.get("name", ""),
-                "positions": _accessor(doc, binary, a["POSITION"]),
-                "indices": _accessor(doc, binary, prim["indices"]).astype(np.uint32).reshape(-1, 3),
+                "positions": get("POSITION", a["POSITION"]),
+                "indices": np.asarray(faces).astype(np.uint32).reshape(-1, 3),
             }
             for key, name in (
                 ("NORMAL", "normals"),
@@ -667,12 +806,35 @@ def _read_primitives(doc: dict, binary: bytes) -> list[dict]:
                 ("TEXCOORD_0", "texcoords"),
             ):
                 if key in a:
-                    item[name] = _accessor(doc, binary, a[key])
+                    item[name] = get(key, a[key])
             tex = _base_color_image(doc, binary, prim)
             if tex is not None:
                 item["texture"], item["texture_mime"] = tex
             out.append(item)
     return out
+
+
+def _draco_decode(doc: dict, binary: bytes, ext: dict):
+    """Decode a KHR_draco_mesh_compression primitive with DracoPy: ``(get, faces)``,
+    ``get(semantic, accessor)`` giving the decoded attribute (accessor-shaped)."""
+    try:
+        import DracoPy
+    except ImportError:
+        raise ValueError("KHR_draco_mesh_compression content needs DracoPy to read") from None
+    view = doc["bufferViews"][ext["bufferView"]]
+    start = view.get("byteOffset", 0)
+    dec = DracoPy.decode(binary[start : start + view["byteLength"]])
+    by_id = {int(x["unique_id"]): np.asarray(x["data"]) for x in dec.attributes}
+
+    def get(key: str, i: int) -> np.ndarray:
+        if key not in ext["attributes"]:
+            return _accessor(doc, binary, i)
+        data = by_id[int(ext["attributes"][key])]
+        acc = doc["accessors"][i]
+        data = data.astype(_DTYPES[acc["componentType"]], copy=False)
+        return data.reshape(-1) if _NCOMP[acc["type"]] == 1 else data
+
+    return get, np.asarray(dec.faces)
 
 
 def _base_color_image(doc: dict, binary: bytes, prim: dict) -> tuple[bytes, str] | None:

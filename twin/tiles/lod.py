@@ -83,8 +83,8 @@ class LodParams:
     max_faces: int = 20_000  # faces per tile content (all layers together)
     max_depth: int = 8
     min_size: float = 30.0  # metres: cells smaller than this are not split
-    compression: str = "meshopt"  # "meshopt" | "none" (see twin.tiles.gltf.glb_bytes)
-    bits: int = 14  # position quantisation per axis of each tile's box (meshopt)
+    compression: str = "meshopt"  # "meshopt" | "draco" | "none" (twin.tiles.gltf.glb_bytes)
+    bits: int = 14  # position quantisation per axis of each tile's box (meshopt, draco)
     implicit: bool = False  # 3D Tiles 1.1 implicit quadtree (twin.tiles.implicit)
 
     def to_dict(self) -> dict:
@@ -300,6 +300,10 @@ def write_lod_tileset(
     from twin import __version__
 
     p = params or LodParams()
+    from twin.tiles.gltf import COMPRESSIONS
+
+    if p.compression not in COMPRESSIONS:
+        raise ParameterError(f"compression must be one of {COMPRESSIONS}, got {p.compression!r}")
     if p.max_faces < 64:
         raise ParameterError(f"max_faces must be >= 64, got {p.max_faces}")
     _check_layers(layers)
