@@ -1137,11 +1137,12 @@ def point_mesh_dist(px, py, pz, V, F, falive):
 
 @njit(cache=True)
 def face_grid(V, F, falive):
-    """A uniform grid over the live faces for exact nearest-face queries: about one
-    cell per face; each face listed in the cells its bounding box overlaps, or, when
-    that is more than 64 cells, in an overflow list every query checks. Returns
-    ``(lo (3,), h, g, cstart, cfaces, overflow)``. Memory: 8 bytes per cell plus 4
-    per (face, cell) entry."""
+    """A uniform grid of cubic cells over the live faces for exact nearest-face
+    queries: about one cell per face, the cells per axis following the bounding box
+    (a flat city gets a single layer); each face listed in the cells its bounding
+    box overlaps, or, when that is more than 64 cells, in an overflow list every
+    query checks. Returns ``(lo (3,), h, dims (3,), cstart, cfaces, overflow)``.
+    Memory: 8 bytes per cell plus 4 per (face, cell) entry."""
     m = F.shape[0]
     lo = np.full(3, np.inf)
     hi = np.full(3, -np.inf)
@@ -1154,12 +1155,45 @@ def face_grid(V, F, falive):
                     x = V[F[f, k], a]
                     lo[a] = min(lo[a], x)
                     hi[a] = max(hi[a], x)
-    ext = max(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2], 1e-9)
-    g = max(1, int(np.ceil(max(live, 1) ** (1.0 / 3.0))))
-    h = ext / g * (1.0 + 1e-9)
-    ncell = g * g * g
+    if live == 0:
+        lo[:] = 0.0
+        hi[:] = 0.0
+    ext = np.empty(3)
+    for a in range(3):
+        ext[a] = hi[a] - lo[a]
+    emax = max(ext[0], ext[1], ext[2], 1e-9)
+    # cell edge h with prod(ext_a / h) ~ live over the axes longer than h
+    flat = np.zeros(3, np.uint8)
+    h = emax
+    for _ in range(3):
+        prod = 1.0
+        k = 0
+        for a in range(3):
+            if not flat[a]:
+                prod *= max(ext[a], 1e-9 * emax)
+                k += 1
+        if k == 0:
+            break
+        h = (prod / max(live, 1)) ** (1.0 / k)
+        changed = False
+        for a in range(3):
+            if not flat[a] and ext[a] < h:
+                flat[a] = 1
+                changed = True
+        if not changed:
+            break
+    h = max(h, 1e-9 * emax) * (1.0 + 1e-9)
+    dims = np.empty(3, np.int64)
+    for a in range(3):
+        dims[a] = max(1, min(4096, int(ext[a] / h) + 1))
+    ncell = dims[0] * dims[1] * dims[2]
     cstart = np.zeros(ncell + 1, np.int64)
     nover = 0
+    fill = np.empty(0, np.int64)
+    cfaces = np.empty(0, np.int32)
+    overflow = np.empty(0, np.int32)
+    i0 = np.empty(3, np.int64)
+    i1 = np.empty(3, np.int64)
     for rnd in range(2):
         if rnd == 1:
             for c in range(ncell):
@@ -1171,13 +1205,11 @@ def face_grid(V, F, falive):
         for f in range(m):
             if not falive[f]:
                 continue
-            i0 = np.empty(3, np.int64)
-            i1 = np.empty(3, np.int64)
             for a in range(3):
                 mn = min(V[F[f, 0], a], V[F[f, 1], a], V[F[f, 2], a])
                 mx = max(V[F[f, 0], a], V[F[f, 1], a], V[F[f, 2], a])
-                i0[a] = min(g - 1, max(0, int((mn - lo[a]) / h)))
-                i1[a] = min(g - 1, max(0, int((mx - lo[a]) / h)))
+                i0[a] = min(dims[a] - 1, max(0, int((mn - lo[a]) / h)))
+                i1[a] = min(dims[a] - 1, max(0, int((mx - lo[a]) / h)))
             cells = (i1[0] - i0[0] + 1) * (i1[1] - i0[1] + 1) * (i1[2] - i0[2] + 1)
             if cells > 64:
                 if rnd == 1:
@@ -1187,21 +1219,23 @@ def face_grid(V, F, falive):
             for x in range(i0[0], i1[0] + 1):
                 for y in range(i0[1], i1[1] + 1):
                     for z in range(i0[2], i1[2] + 1):
-                        c = (x * g + y) * g + z
+                        c = (x * dims[1] + y) * dims[2] + z
                         if rnd == 0:
                             cstart[c + 1] += 1
                         else:
                             cfaces[fill[c]] = f
                             fill[c] += 1
-    return lo, h, g, cstart, cfaces, overflow
+    return lo, h, dims, cstart, cfaces, overflow
 
 
 @njit(cache=True)
-def grid_dist(px, py, pz, V, F, lo, h, g, cstart, cfaces, overflow, limit):
+def grid_dist(px, py, pz, V, F, lo, h, dims, cstart, cfaces, overflow, limit, enough):
     """Exact distance from p to the faces of a :func:`face_grid` (searching cube
-    shells around p's cell until no closer face can remain), or ``limit`` when every
-    face is at least that far."""
+    shells around p's cell until no closer face can remain), ``limit`` when every
+    face is at least that far, or, as soon as a face within ``enough`` turns up
+    (``enough >= 0``), that face's distance (an upper bound of at most ``enough``)."""
     best = limit * limit
+    stop = enough * enough if enough >= 0.0 else -1.0
     for j in range(overflow.shape[0]):
         f = overflow[j]
         a = F[f, 0]
@@ -1215,24 +1249,25 @@ def grid_dist(px, py, pz, V, F, lo, h, g, cstart, cfaces, overflow, limit):
         )  # fmt: skip
         if e < best:
             best = e
+            if best <= stop:
+                return np.sqrt(best)
+    gx = dims[0]
+    gy = dims[1]
+    gz = dims[2]
     cx = int(np.floor((px - lo[0]) / h))
     cy = int(np.floor((py - lo[1]) / h))
     cz = int(np.floor((pz - lo[2]) / h))
     k = 0
     while True:
         # cells at Chebyshev index distance k + 1 or more are >= k h away
-        for x in range(cx - k, cx + k + 1):
-            if x < 0 or x >= g:
-                continue
-            for y in range(cy - k, cy + k + 1):
-                if y < 0 or y >= g:
-                    continue
-                for z in range(cz - k, cz + k + 1):
-                    if z < 0 or z >= g:
+        for x in range(max(cx - k, 0), min(cx + k, gx - 1) + 1):
+            dxk = abs(x - cx) == k
+            for y in range(max(cy - k, 0), min(cy + k, gy - 1) + 1):
+                dyk = dxk or abs(y - cy) == k
+                for z in range(max(cz - k, 0), min(cz + k, gz - 1) + 1):
+                    if not (dyk or abs(z - cz) == k):
                         continue
-                    if max(abs(x - cx), abs(y - cy), abs(z - cz)) != k:
-                        continue
-                    c = (x * g + y) * g + z
+                    c = (x * gy + y) * gz + z
                     for j in range(cstart[c], cstart[c + 1]):
                         f = cfaces[j]
                         a = F[f, 0]
@@ -1246,44 +1281,73 @@ def grid_dist(px, py, pz, V, F, lo, h, g, cstart, cfaces, overflow, limit):
                         )  # fmt: skip
                         if e < best:
                             best = e
+                            if best <= stop:
+                                return np.sqrt(best)
         d = k * h
         if d * d >= best:
             break
         # past the grid on every side: nothing further
-        if cx - k <= 0 and cy - k <= 0 and cz - k <= 0 and cx + k >= g - 1 and cy + k >= g - 1:
-            if cz + k >= g - 1:
+        if cx - k <= 0 and cy - k <= 0 and cz - k <= 0:
+            if cx + k >= gx - 1 and cy + k >= gy - 1 and cz + k >= gz - 1:
                 break
         k += 1
     return np.sqrt(best)
 
 
-@njit(cache=True)
-def exact_max(P0, order, bounds, V, F, falive, max_checks):
-    """The largest exact distance to the live faces over the vertices ``order`` (by
-    decreasing upper bound ``bounds``), stopping once the next bound cannot raise it.
-    Returns ``(max, checks)``; after ``max_checks`` checks the next bound is folded
-    in (still an upper bound)."""
+EXACT_SERIAL = 16  # candidates checked one by one before the parallel sweep
+
+
+@njit(cache=True, parallel=True)
+def exact_max(P0, order, bounds, V, F, falive, floor):
+    """The largest exact distance from the points ``P0[order]`` (by decreasing upper
+    bound ``bounds``) to the live faces, or ``floor`` if that is larger.
+
+    Each point's search stops at the first face within the running maximum (such a
+    point cannot raise it); one with none that close is measured exactly on the way
+    (out to its bound). The first ``EXACT_SERIAL`` run one by one to raise the
+    maximum early, the rest in parallel chunks. Points whose
+    bound is below the maximum are skipped. Exact: no point is left to a bound.
+    Returns ``(max, exact searches out to the bound)``. Memory: the face grid
+    (about 12 bytes per live face plus 4 per face-cell entry)."""
+    best = floor
     if order.shape[0] == 0:
-        return 0.0, 0
-    lo, h, g, cstart, cfaces, overflow = face_grid(V, F, falive)
-    best = 0.0
-    checks = 0
-    for j in range(order.shape[0]):
+        return best, 0
+    if bounds[order[0]] <= best:
+        return best, 0
+    lo, h, dims, cstart, cfaces, overflow = face_grid(V, F, falive)
+    full = 0
+    j = 0
+    while j < order.shape[0] and j < EXACT_SERIAL:
         i = order[j]
         if bounds[i] <= best:
-            return best, checks
-        if checks >= max_checks:
-            return bounds[i], checks
-        # first only within the current maximum (a small search); a vertex with
-        # nothing that close raises the maximum: search again out to its bound
-        d = best
-        if best > 0.0:
-            d = grid_dist(P0[i, 0], P0[i, 1], P0[i, 2], V, F, lo, h, g, cstart, cfaces,
-                          overflow, best)  # fmt: skip
-        if d >= best:
-            d = grid_dist(P0[i, 0], P0[i, 1], P0[i, 2], V, F, lo, h, g, cstart, cfaces,
-                          overflow, bounds[i])  # fmt: skip
-        checks += 1
-        if d > best:
+            return best, full
+        d = grid_dist(P0[i, 0], P0[i, 1], P0[i, 2], V, F, lo, h, dims, cstart, cfaces,
+                      overflow, bounds[i], best)  # fmt: skip
+        if d > best:  # nothing within the maximum: d is exact (or the bound)
+            full += 1
             best = d
-    return best, checks
+        j += 1
+    # the candidates left whose bound could still raise the maximum
+    end = j
+    while end < order.shape[0] and bounds[order[end]] > best:
+        end += 1
+    rest = end - j
+    chunk = 256
+    nchunks = (rest + chunk - 1) // chunk
+    cbest = np.full(max(nchunks, 1), best)
+    cfull = np.zeros(max(nchunks, 1), np.int64)
+    for ci in prange(nchunks):
+        local = best
+        nf = 0
+        for t in range(j + ci * chunk, min(end, j + (ci + 1) * chunk)):
+            i = order[t]
+            if bounds[i] <= local:
+                continue
+            d = grid_dist(P0[i, 0], P0[i, 1], P0[i, 2], V, F, lo, h, dims, cstart, cfaces,
+                          overflow, bounds[i], local)  # fmt: skip
+            if d > local:
+                nf += 1
+                local = d
+        cbest[ci] = local
+        cfull[ci] = nf
+    return max(best, cbest.max()), full + cfull.sum()

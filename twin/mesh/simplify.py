@@ -30,11 +30,6 @@ ERROR_SCALE = 2.0
 #: run exceeds the target, the estimate's threshold is tightened and it runs again.
 TARGET_ERROR_TRIES = 3
 
-#: At most this many input vertices get an exact (face-grid) distance to the
-#: output when their fan-search bound is among the largest (see ``_measure``);
-#: past it the next bound stands in (still an upper bound).
-EXACT_CHECKS = 2000
-
 #: Weight of the border constraint planes relative to face area (per squared edge
 #: length): keeps open borders in place.
 BORDER_WEIGHT = 10.0
@@ -174,9 +169,9 @@ def simplify(
     the input faces around the input vertices it replaced (0.0 when nothing moved).
     Against the Hausdorff distance measured independently with 200 k area samples
     per side (``benchmarks/_distance.py``) it came out at 1.00x on the 1 M-triangle
-    scan (10 %, 1 %) and city (10 %) meshes; it is an upper bound where more than
-    ``EXACT_CHECKS`` input vertices need the exact face-grid search (a city at 1 %
-    whose ground plane collapsed: 13.5x). With ``target_error`` a run whose measured
+    scan and city meshes at 10 % and 1 % (the city's at 1 %, where the ground
+    plane's border folds in, from an exact face-grid search of every input vertex
+    whose fan distance could raise the maximum). With ``target_error`` a run whose measured
     error exceeds the target is repeated with a tighter threshold (at most
     ``TARGET_ERROR_TRIES`` runs).
     ``.attributes`` and ``.remap`` (input index of each output vertex) come along.
@@ -190,7 +185,8 @@ def simplify(
     edge), working faces 24, corner lists 28, original face normals 24, working
     positions 24, permutation 8, flags and scratch ~25; plus 8 K for K attribute
     columns. The error measurement afterwards (quadrics and edge lists freed) needs
-    the original positions and faces (48) and vertex -> face lists (~40).
+    the original positions and faces (48), vertex -> face lists (~40) and a face grid
+    of the output (about 16 bytes per output face).
     Time: O((N + M) log(N / target)) — passes over the shrinking edge list.
     """
     v_in, f_in = check_mesh(vertices, faces)
@@ -229,11 +225,11 @@ def _measure(v_in, f_in, prep, falive, into) -> float:
     bounds, to_input = measured_error(p0, prep.V, prep.F, falive, f0, rep)
     del f0, rep
     # the bounds are exact where the closest output face lies in the fans searched;
-    # check the largest exactly (face grid) until the next bound cannot matter
+    # measure exactly (face grid) every vertex whose bound could raise the maximum
     cand = np.flatnonzero(bounds > to_input)
     order = cand[np.argsort(bounds[cand])[::-1]].astype(np.int64)
-    exact, _ = exact_max(p0, order, bounds, prep.V, prep.F, falive, EXACT_CHECKS)
-    return float(max(exact, to_input))
+    exact, _ = exact_max(p0, order, bounds, prep.V, prep.F, falive, to_input)
+    return float(exact)
 
 
 class _Prepared:
