@@ -117,6 +117,38 @@ class ImageSet:
     def by_name(self) -> dict[str, ImageInfo]:
         return {im.name: im for im in self.images}
 
+    def rig_stations(self, max_spread_m: float = 0.5) -> list[list[ImageInfo]]:
+        """Photos taken together by a multi-camera rig: groups of two or more images
+        with the same capture time (to the EXIF sub-second), each from a different
+        camera model (:attr:`ImageInfo.camera_key`), whose GPS positions (where given)
+        agree within ``max_spread_m``. Only when at least two such stations exist and
+        they account for half the images is the set taken to come from a rig; otherwise
+        the list is empty. Every image of a rig camera is returned, in one group per
+        station (a station may hold a single photo when the others were dropped)."""
+        by_time: dict[str, list[ImageInfo]] = {}
+        for im in self.images:
+            if im.time and im.focal_source != "guess":
+                by_time.setdefault(im.time, []).append(im)
+        stations = []
+        for group in by_time.values():
+            keys = [im.camera_key for im in group]
+            if len(set(keys)) != len(keys):
+                continue  # two photos of one camera at once: not a rig station
+            gps = [(im.lon, im.lat) for im in group if im.has_gps]
+            if len(gps) > 1:
+                lon, lat = np.array(gps).T
+                spread = max(
+                    np.ptp(lat) * 111_320.0, np.ptp(lon) * 111_320.0 * np.cos(np.radians(lat[0]))
+                )
+                if spread > max_spread_m:
+                    continue
+            stations.append(group)
+        multi = [g for g in stations if len(g) > 1]
+        if len(multi) < 2 or sum(len(g) for g in multi) < 0.5 * len(self.images):
+            return []
+        rig_keys = {im.camera_key for g in multi for im in g}
+        return [g for g in stations if all(im.camera_key in rig_keys for im in g)]
+
     def summary(self) -> dict:
         return {
             "folder": str(self.folder),
@@ -181,6 +213,9 @@ def read_exif(path: Path) -> dict:
     out["pixels_per_mm"] = xres / unit if xres and unit else None
     out["exif_width"] = e.get(E.PixelXDimension)
     out["time"] = _text(e.get(E.DateTimeOriginal))
+    sub = _text(e.get(E.SubSecTimeOriginal))
+    if out["time"] and sub and sub.isdigit():
+        out["time"] = f"{out['time']}.{sub}"
     if G.GPSLatitude in g and G.GPSLongitude in g:
         try:
             out["lat"] = _dms(g[G.GPSLatitude], g.get(G.GPSLatitudeRef, b"N"))

@@ -50,6 +50,11 @@ class ReconOptions:
     min_views: int = 2
     voxel: float | None = None  # fused-point merge cell (m); default: half the GSD
     dense_max_views: int | None = None  # only the views nearest the block centre (previews)
+    # large blocks: dense matching and fusion by overlapping view clusters of at most
+    # this many views (twin.recon.cluster); None: as many as dense_memory_gb allows
+    max_cluster_views: int | None = None
+    cluster_overlap: float = 0.5  # share of a cluster's views borrowed from its neighbours
+    dense_memory_gb: float = 8.0  # budget for one cluster's images and depth maps
     force: bool = False
 
 
@@ -141,6 +146,8 @@ def reconstruct(
             )
             report["pairs"] = sfm.match_features(images, db, enu, options.sfm)
         timings["matching"] = time.perf_counter() - t0
+        rig = sfm.apply_rig(images, db) if options.sfm.rig else None
+        write_json(out / "sfm" / "rig.json", {"rig": rig})
         state["features"] = fkey
         state.pop("mapping", None)
         save_state()
@@ -161,6 +168,8 @@ def reconstruct(
         save_state()
     rec = pycolmap.Reconstruction(str(model_dir))
     report["mapping"] = json.loads((out / "sfm" / "mapping.json").read_text())
+    rig_file = out / "sfm" / "rig.json"
+    report["rig"] = json.loads(rig_file.read_text())["rig"] if rig_file.exists() else None
     report["sfm"] = sfm.reprojection_stats(rec)
     registered = {im.name for _, im in rec.images.items() if im.has_pose}
     report["sfm"]["not_registered"] = sorted(
@@ -196,47 +205,88 @@ def reconstruct(
         from twin.recon import fuse as fusion
         from twin.recon.mvs import compute_depth_maps, load_views
 
-        dkey = _key(ckey, asdict(options.mvs), options.dense_scale, options.dense_max_views)
+        dkey = _key(
+            ckey,
+            asdict(options.mvs),
+            options.dense_scale,
+            options.dense_max_views,
+            options.max_cluster_views,
+            options.cluster_overlap,
+            options.dense_memory_gb,
+        )
         dense_dir = out / "dense"
         if state.get("dense") != dkey and dense_dir.exists():
             shutil.rmtree(dense_dir)
         dense_dir.mkdir(exist_ok=True)
         state["dense"] = dkey
         save_state()
-        views = load_views(cams, images.folder, scale=options.dense_scale)
-        t0 = time.perf_counter()
-        which = None
-        if options.dense_max_views and options.dense_max_views < len(views):
-            C = np.array([v.centre for v in views])
+        names = [im["name"] for im in cams["images"]]
+        C = np.array([im["centre_enu"] for im in cams["images"]]).reshape(-1, 3)
+        idx = list(range(len(names)))
+        if options.dense_max_views and options.dense_max_views < len(names):
             dist = np.linalg.norm(C[:, :2] - np.median(C[:, :2], axis=0), axis=1)
-            which = sorted(np.argsort(dist)[: options.dense_max_views].tolist())
-        maps = compute_depth_maps(
-            views,
-            points=xyz,
-            options=options.mvs,
-            out_dir=dense_dir,
-            which=which,
-            progress=progress,
-        )
-        timings["dense"] = time.perf_counter() - t0
-        idx = list(range(len(views))) if which is None else which
-        mp = sum(views[i].shape[0] * views[i].shape[1] for i in idx) / 1e6
-        t0 = time.perf_counter()
-        gsd = _median_gsd([views[i] for i in idx], maps)
-        voxel = options.voxel if options.voxel else 0.5 * gsd
-        cloud = fusion.fuse(
-            views, maps, indices=idx, min_views=options.min_views, voxel=voxel, progress=progress
-        )
-        timings["fusion"] = time.perf_counter() - t0
+            idx = sorted(np.argsort(dist)[: options.dense_max_views].tolist())
+        max_views = options.max_cluster_views or _cluster_size(cams, options)
+        if len(idx) > max_views:
+            from twin.recon.cluster import dense_clustered
+
+            cloud, clusters, info = dense_clustered(
+                cams,
+                images.folder,
+                dense_dir,
+                max_views=max_views,
+                overlap=options.cluster_overlap,
+                scale=options.dense_scale,
+                points=xyz,
+                which=[names[i] for i in idx],
+                options=options.mvs,
+                min_views=options.min_views,
+                voxel=options.voxel,
+                progress=progress,
+            )
+            timings["dense"] = info["dense_s"]
+            timings["fusion"] = info["fusion_s"]
+            mp, gsd, voxel = info["megapixels"], info["median_gsd_m"], info["voxel_m"]
+            valid = info["valid_pixel_share"]
+            cluster_report = {
+                "max_views": max_views,
+                "overlap": options.cluster_overlap,
+                "clusters": [c.to_dict(info["names"]) for c in clusters],
+            }
+        else:
+            views = load_views(cams, images.folder, scale=options.dense_scale)
+            t0 = time.perf_counter()
+            maps = compute_depth_maps(
+                views,
+                points=xyz,
+                options=options.mvs,
+                out_dir=dense_dir,
+                which=idx,
+                progress=progress,
+            )
+            timings["dense"] = time.perf_counter() - t0
+            mp = sum(views[i].shape[0] * views[i].shape[1] for i in idx) / 1e6
+            t0 = time.perf_counter()
+            gsd = _median_gsd([views[i] for i in idx], maps)
+            voxel = options.voxel if options.voxel else 0.5 * gsd
+            cloud = fusion.fuse(
+                views, maps, indices=idx, min_views=options.min_views, voxel=voxel,
+                progress=progress,
+            )  # fmt: skip
+            timings["fusion"] = time.perf_counter() - t0
+            valid = float(np.mean([float((m.depth > 0).mean()) for m in maps]))
+            cluster_report = {"max_views": max_views, "clusters": 1}
+            del maps, views
         report["dense"] = {
             "views": len(idx),
             "megapixels": mp,
             "seconds_per_megapixel": timings["dense"] / max(mp, 1e-9),
-            "valid_pixel_share": float(np.mean([float((m.depth > 0).mean()) for m in maps])),
+            "valid_pixel_share": valid,
             "median_gsd_m": gsd,
             "voxel_m": voxel,
             "points": len(cloud),
             "views_per_point": np.bincount(cloud.views).tolist() if len(cloud) else [],
+            "clustering": cluster_report,
         }
         t0 = time.perf_counter()
         with progress.step("writing points.laz"):
@@ -251,6 +301,19 @@ def reconstruct(
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2, default=str))
     return report
+
+
+BYTES_PER_PIXEL = 40  # one view in a cluster: RGB + grey copies + depth/normal/cost maps
+
+
+def _cluster_size(cams: dict, options: ReconOptions) -> int:
+    """Views per cluster that fit ``options.dense_memory_gb`` (at least 8)."""
+    sensors = cams["cameras"]
+    px = (
+        max((float(c["width"]) * float(c["height"]) for c in sensors.values()), default=1.0)
+        * options.dense_scale**2
+    )
+    return max(8, int(options.dense_memory_gb * 1e9 / (BYTES_PER_PIXEL * max(px, 1.0))))
 
 
 def _median_gsd(views, maps) -> float:

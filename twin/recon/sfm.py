@@ -9,6 +9,8 @@ Steps (each function reads and writes files under a work folder so a run can res
    sets; for larger ones each image's nearest neighbours by where it looks, from GPS
    and the gimbal angles, plus its nearest by camera position; images without GPS are
    paired by file order), SIFT matching and two-view geometric verification.
+   :func:`apply_rig`: the photos of a multi-camera rig (same capture time, one per
+   camera) become frames of one rig, so the mapper solves one pose per station.
 3. :func:`map_reconstruction`: incremental mapping; when it registers under
    ``min_registered`` of the images (forward motion, poor initial pair) the global
    mapper runs too and the model with more registered images wins.
@@ -55,6 +57,7 @@ class SfmOptions:
     seed: int = 0
     refine_intrinsics: bool | None = None  # None: only cameras whose focal was guessed
     peak_threshold: float = 0.004  # SIFT contrast threshold (COLMAP's default 0.0067)
+    rig: bool = True  # photos of a multi-camera rig mapped as a rig (see apply_rig)
 
 
 @dataclass
@@ -148,6 +151,104 @@ def extract_features(
     if missing:
         raise TwinError(f"COLMAP could not read {len(missing)} images: {missing[:5]}")
     return ids
+
+
+# ----------------------------------------------------------------------- rigs
+def apply_rig(images: ImageSet, database: Path) -> dict | None:
+    """Declare the photos of a multi-camera rig as one rig in ``database``.
+
+    The stations come from :meth:`ImageSet.rig_stations` (same capture time, one photo
+    per camera). Every image of a station becomes part of one COLMAP frame of a rig
+    whose reference sensor is the camera seen at most stations; the other cameras'
+    ``cam_from_rig`` rotations start from the XMP gimbal angles (a rotation mean over
+    the stations that have both photos) with no lever arm, and bundle adjustment
+    refines them. Images outside the rig keep a rig and frame of their own. The
+    mapper then estimates one pose per station, so a weakly tied oblique inherits the
+    pose of its station. Returns a summary, or None (database unchanged) when the set
+    is not from a rig or a rig photo lacks gimbal angles.
+    """
+    import pycolmap
+
+    stations = images.rig_stations()
+    if not stations:
+        return None
+    if not all(im.has_gimbal for g in stations for im in g):
+        log.info("rig photos without gimbal angles: mapping them as independent cameras")
+        return None
+    count: dict[tuple, int] = {}
+    for g in stations:
+        for im in g:
+            count[im.camera_key] = count.get(im.camera_key, 0) + 1
+    ref_key = max(count, key=lambda k: (count[k], str(k)))
+
+    def rot(im):
+        return gimbal_rotation(im.gimbal_pitch, im.gimbal_yaw, im.gimbal_roll or 0.0)
+
+    rel: dict[tuple, list[np.ndarray]] = {k: [] for k in count if k != ref_key}
+    for g in stations:
+        ref = [im for im in g if im.camera_key == ref_key]
+        if not ref:
+            continue
+        for im in g:
+            if im.camera_key != ref_key:
+                rel[im.camera_key].append(rot(im) @ rot(ref[0]).T)
+    if any(not v for v in rel.values()):
+        log.info("a rig camera never fires with the reference camera: no rig")
+        return None
+    CAM = pycolmap.SensorType.CAMERA
+    with pycolmap.Database.open(str(database)) as db:
+        dbims = {im.name: im for im in db.read_all_images()}
+        cam_of = {}
+        for g in stations:
+            for im in g:
+                cam_of[im.camera_key] = dbims[im.name].camera_id
+        rig = pycolmap.Rig()
+        rig.add_ref_sensor(pycolmap.sensor_t(CAM, cam_of[ref_key]))
+        spread = {}
+        for k, mats in rel.items():
+            Rm = _rotation_mean(np.array(mats))
+            spread[str(k[1] if len(k) > 1 else k[0])] = float(
+                np.max(_angle_deg(np.einsum("ij,njk->nik", Rm.T, np.array(mats))))
+            )
+            rig.add_sensor(
+                pycolmap.sensor_t(CAM, cam_of[k]),
+                pycolmap.Rigid3d(pycolmap.Rotation3d(Rm), np.zeros((3, 1))),
+            )
+        rig_cams = set(cam_of.values())
+        db.clear_frames()
+        db.clear_rigs()
+        rig_id = db.write_rig(rig)
+        in_frame = set()
+        for g in stations:
+            fr = pycolmap.Frame()
+            fr.rig_id = rig_id
+            for im in g:
+                fr.add_data_id(dbims[im.name].data_id)
+                in_frame.add(im.name)
+            db.write_frame(fr)
+        own_rig: dict[int, int] = {}
+        for name, im in sorted(dbims.items()):
+            if name in in_frame:
+                continue
+            if im.camera_id in rig_cams:
+                rid = rig_id
+            else:
+                if im.camera_id not in own_rig:
+                    r = pycolmap.Rig()
+                    r.add_ref_sensor(pycolmap.sensor_t(CAM, im.camera_id))
+                    own_rig[im.camera_id] = db.write_rig(r)
+                rid = own_rig[im.camera_id]
+            fr = pycolmap.Frame()
+            fr.rig_id = rid
+            fr.add_data_id(im.data_id)
+            db.write_frame(fr)
+    return {
+        "stations": len(stations),
+        "cameras": len(count),
+        "images": sum(len(g) for g in stations),
+        "reference": str(ref_key[1] if len(ref_key) > 1 else ref_key[0]),
+        "gimbal_spread_deg": spread,
+    }
 
 
 # ----------------------------------------------------------------------- pairs
