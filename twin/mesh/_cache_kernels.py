@@ -10,7 +10,8 @@ import numpy as np
 from numba import njit
 
 _NEVER = -(2**40)
-_NEVER32 = -(2**31)  # int32 stamps: misses stay below 2**31 (meshes below ~700 M triangles)
+_NEVER32 = -(2**31)
+_LOW32 = 2**32 - 1  # int32 stamps: misses stay below 2**31 (meshes below ~700 M triangles)
 
 
 @njit(cache=True)
@@ -64,19 +65,21 @@ def first_use_kernel(faces, n_vertices):
     return new, count, inverse[:count], out
 
 
+@njit(cache=True)
+def take_faces_kernel(faces, order):
+    """``faces[order]`` for uint32 (M, 3) faces: a row gather, ~3x NumPy's fancy
+    indexing of (M, 3) rows. Memory: the output."""
+    out = np.empty((order.shape[0], 3), np.uint32)
+    for i in range(order.shape[0]):
+        t = order[i]
+        out[i, 0] = faces[t, 0]
+        out[i, 1] = faces[t, 1]
+        out[i, 2] = faces[t, 2]
+    return out
+
+
 #: FIFO slots at the tail of the cache whose vertices count as about to be evicted.
 URGENT_SLOTS = 2
-
-
-@njit(cache=True, inline="always")
-def _urgency(faces, stamp, misses, cache_size, t):
-    """How many of triangle t's corners sit in the last URGENT_SLOTS FIFO slots."""
-    u = 0
-    for k in range(3):
-        d = misses - stamp[faces[t, k]]  # 1 = newest ... cache_size = oldest
-        if cache_size - URGENT_SLOTS < d <= cache_size:
-            u += 1
-    return u
 
 
 @njit(cache=True)
@@ -94,9 +97,12 @@ def vertex_cache_kernel(faces, n_vertices, cache_size, live_scores, cache_score)
     it), then to the lowest index. With no
     candidate (dead end) it resumes at the lowest-index live triangle of the most
     recently drawn vertex that still has some, else the first live triangle in input
-    order. Scores are rescored only for vertices whose score changed (drawn corners,
-    inserted and evicted vertices), so a step costs O(cache_size * valence): linear in
-    M overall. Triangles must not be degenerate (no repeated index).
+    order. Only vertices whose score changed (drawn corners, inserted and evicted
+    vertices) pass the change on to their triangles (``tscore += delta``), so a step
+    costs O(cache_size * valence): linear in M overall. Candidates are compared as
+    one int64 key each (branch-free); only the triangles of the URGENT_SLOTS oldest
+    cached vertices can have a nonzero urgency, so only they compute it. Triangles
+    must not be degenerate (no repeated index).
 
     Memory: vertex -> triangle adjacency (3 M int32 + N int64), 3 per-vertex int32
     arrays, per-triangle int32 score + flag, the 3 M int32 dead-end stack and the int64
@@ -136,7 +142,13 @@ def vertex_cache_kernel(faces, n_vertices, cache_size, live_scores, cache_score)
             best = t
     emitted = np.zeros(m, np.bool_)
     ring = np.empty(cache_size, np.int32)
+    # per FIFO slot: its vertex's adjacency start and live count (saves two
+    # dependent loads per cached vertex in the candidate scan)
+    ring_start = np.zeros(cache_size, np.int64)
+    ring_live = np.zeros(cache_size, np.int32)
+    head = 0  # the slot the next miss fills (= misses % cache_size)
     changed = np.empty(9, np.int32)
+    urgent = np.empty(URGENT_SLOTS, np.int32)
     misses = 0
     order = np.empty(m, np.int64)
     cursor = 0
@@ -174,6 +186,8 @@ def vertex_cache_kernel(faces, n_vertices, cache_size, live_scores, cache_score)
                     adj[end] = current
                     break
             live[v] -= 1
+            if misses - stamp[v] <= cache_size:  # cached: keep its slot's count
+                ring_live[stamp[v] % cache_size] = live[v]
             if live[v] > 0:
                 stack[top] = v
                 top += 1
@@ -182,48 +196,71 @@ def vertex_cache_kernel(faces, n_vertices, cache_size, live_scores, cache_score)
         for k in range(3):
             v = np.int64(faces[current, k])
             if misses - stamp[v] > cache_size:  # a miss: v enters the FIFO
-                slot = misses % cache_size
                 if misses >= cache_size:
-                    changed[n_changed] = ring[slot]  # evicted
+                    changed[n_changed] = ring[head]  # evicted
                     n_changed += 1
-                ring[slot] = v
+                ring[head] = v
+                ring_start[head] = offsets[v]
+                ring_live[head] = live[v]
                 stamp[v] = misses
                 misses += 1
+                head += 1
+                if head == cache_size:
+                    head = 0
         for j in range(n_changed):
             v = changed[j]
             lv = live[v]
             s = live_scores[lv if lv < nl else nl - 1]
             if misses - stamp[v] <= cache_size:
                 s += cache_score
-            if s != vscore[v]:
+            delta = s - vscore[v]
+            if delta != 0:
+                # triangle score = sum of its corners' scores: add the change
                 vscore[v] = s
                 start = offsets[v]
                 for q in range(start, start + lv):
                     t = adj[q]
-                    tscore[t] = vscore[faces[t, 0]] + vscore[faces[t, 1]] + vscore[faces[t, 2]]
-        # one pass over the candidates; the tie-break is computed lazily, on ties only
+                    if t < 0:  # never (see the candidate scan)
+                        break
+                    tscore[t] += delta
+        # candidates: the live triangles around cached vertices; key = (score,
+        # urgency, -index). Urgency counts corners in the last URGENT_SLOTS FIFO
+        # slots, so only the triangles of those (oldest) vertices can have any: scan
+        # them first with their exact urgency, then the rest with urgency 0 (an
+        # underestimate only for triangles already seen with their exact key).
         cache_n = misses if misses < cache_size else cache_size
-        best = -1
-        best_score = np.int32(-1)
-        best_urgency = -1
+        # one int64 key per candidate, compared branch-free:
+        # score << 34 | urgency << 32 | (2**32 - 1 - index)
+        best_key = np.int64(-1)
+        n_urgent = 0
+        for j in range(URGENT_SLOTS):
+            # the vertex at FIFO age cache_size - j (1 = newest) exists once
+            # misses >= cache_size - j; it sits in ring slot (head + j) % cache_size
+            if misses >= cache_size - j:
+                slot = head + j
+                if slot >= cache_size:
+                    slot -= cache_size
+                urgent[n_urgent] = ring[slot]
+                n_urgent += 1
+                start = ring_start[slot]
+                for q in range(start, start + ring_live[slot]):
+                    t = adj[q]
+                    u = 0
+                    for k in range(3):
+                        w = faces[t, k]
+                        for i2 in range(n_urgent):
+                            if w == urgent[i2]:
+                                u += 1
+                    key = (np.int64(tscore[t]) << 34) | (u << 32) | (_LOW32 - t)
+                    best_key = max(best_key, key)
         for j in range(cache_n):
-            v = ring[j]
-            start = offsets[v]
-            for q in range(start, start + live[v]):
+            start = ring_start[j]
+            for q in range(start, start + ring_live[j]):
                 t = adj[q]
-                s = tscore[t]
-                if s < best_score or t == best:
-                    continue
-                if s > best_score:
-                    best_score = s
-                    best = t
-                    best_urgency = -1
-                    continue
-                if best_urgency < 0:
-                    best_urgency = _urgency(faces, stamp, misses, cache_size, best)
-                urgency = _urgency(faces, stamp, misses, cache_size, t)
-                if urgency > best_urgency or (urgency == best_urgency and t < best):
-                    best_urgency = urgency
-                    best = t
+                if t < 0:  # never: an early exit keeps LLVM from vectorising
+                    break  # this short loop with gathers (slower on lists of 1-6)
+                key = (np.int64(tscore[t]) << 34) | (_LOW32 - t)
+                best_key = max(best_key, key)
+        best = -1 if best_key < 0 else _LOW32 - (best_key & _LOW32)
         current = best
     return order
