@@ -7,8 +7,11 @@ a unit normal ``n`` in reference-camera coordinates facing the camera (``n . ray
 ``n . X = rho`` (``rho = n . X_p``) induces the homography ``H = K_s (R + t n^T / rho)
 K_ref^-1``. The matching cost of one source is ``1 - NCC`` over a ``(2 half + 1)²``
 window sampled every ``step`` pixels (2.0 when the window leaves the source image or
-is textureless); views are aggregated by the mean of the ``nbest`` lowest costs
-(occlusion-robust). :mod:`twin.recon._mvs_reference` holds the plain NumPy version
+is textureless); views are aggregated by the mean of the ``nbest`` lowest of the valid
+(< 2) costs (occlusion-robust), with at least two sources seeing the window (or every
+source, when there are fewer): a source that does not see a window says nothing about
+the hypothesis, so it must not favour depths that happen to project into more views.
+:mod:`twin.recon._mvs_reference` holds the plain NumPy version
 of :func:`pixel_cost` that the tests compare against.
 """
 
@@ -19,6 +22,8 @@ from numba import njit, prange
 
 BAD = 2.0
 MIN_VAR = 1e-6
+# sources (at least) that must see a window with some texture for a hypothesis to count
+MIN_VALID = 2
 
 
 @njit(cache=True, fastmath=True)
@@ -118,7 +123,14 @@ def pixel_cost(
                 ncc = (srs * inv - sr * ss * inv * inv) / np.sqrt(vr * vs)
                 cost = 1.0 - ncc
         buf[s] = cost
-    # mean of the nbest lowest (insertion sort of a tiny array)
+    # mean of the nbest lowest valid costs (insertion sort of a tiny array); a
+    # source that does not see the window does not count against the hypothesis
+    nvalid = 0
+    for i in range(S):
+        if buf[i] < BAD:
+            nvalid += 1
+    if nvalid < min(MIN_VALID, S):
+        return BAD
     for i in range(1, S):
         x = buf[i]
         j = i - 1
@@ -126,7 +138,7 @@ def pixel_cost(
             buf[j + 1] = buf[j]
             j -= 1
         buf[j + 1] = x
-    k = min(nbest, S)
+    k = min(nbest, nvalid)
     tot = 0.0
     for i in range(k):
         tot += buf[i]

@@ -21,8 +21,9 @@ def bilinear(img: np.ndarray, x: float, y: float) -> float | None:
 
 
 def pixel_cost(ref, srcs, Ks, Rs, ts, K_ref, r, c, d, n, half, step, nbest) -> float:
-    """Mean of the ``nbest`` lowest ``1 - NCC`` costs of the plane (depth ``d`` at pixel
-    (r, c), normal ``n`` in reference camera coordinates) over the source views."""
+    """Mean of the ``nbest`` lowest valid ``1 - NCC`` costs of the plane (depth ``d`` at
+    pixel (r, c), normal ``n`` in reference camera coordinates) over the source views; at
+    least two sources (all when fewer) must see the window with texture, else ``BAD``."""
     n = np.asarray(n, float)
     Kinv = np.linalg.inv(K_ref)
     X = d * (Kinv @ np.array([c + 0.5, r + 0.5, 1.0]))
@@ -58,6 +59,7 @@ def pixel_cost(ref, srcs, Ks, Rs, ts, K_ref, r, c, d, n, half, step, nbest) -> f
             if a.var() > 1e-6 and b.var() > 1e-6:
                 cost = 1.0 - float(((a - a.mean()) * (b - b.mean())).mean() / (a.std() * b.std()))
         costs.append(cost)
-    costs.sort()
-    k = min(nbest, len(costs))
-    return float(np.mean(costs[:k]))
+    valid = sorted(c for c in costs if c < BAD)
+    if len(valid) < min(2, len(costs)):
+        return BAD
+    return float(np.mean(valid[: min(nbest, len(valid))]))
