@@ -271,10 +271,6 @@ _ASOF_COLS = (
     "?2, ?3, revision, observed_ns, event_id, source, lon, lat, alt, heading, speed, "
     "status, attributes, building, floor, x, y, z, outcome"
 )
-_ASOF = (
-    f"SELECT {_ASOF_COLS} FROM history WHERE k = ?1 AND observed_ns <= ?4 "
-    "ORDER BY observed_ns DESC, event_id DESC LIMIT 1"
-)
 _ASOF_BY_ID = (
     "SELECT e.id, e.type, h.revision, h.observed_ns, h.event_id, h.source, h.lon, h.lat, "
     "h.alt, h.heading, h.speed, h.status, h.attributes, h.building, h.floor, h.x, h.y, h.z, "
@@ -282,6 +278,12 @@ _ASOF_BY_ID = (
     "AND h.observed_ns <= ?2 ORDER BY h.observed_ns DESC, h.event_id DESC LIMIT 1"
 )
 _POINT = f"SELECT {_SEL} FROM entities WHERE id = ?"
+# as-of read of a known entity key: the columns in Entity's field order (from revision)
+_ASOF_K = (
+    "SELECT revision, observed_ns, lon, lat, alt, heading, speed, status, attributes, "
+    "source, event_id, building, floor, x, y, z, outcome FROM history WHERE k = ?1 AND "
+    "observed_ns <= ?2 ORDER BY observed_ns DESC, event_id DESC LIMIT 1"
+)
 _ASOF_APPLIED = (
     f"SELECT {_ASOF_COLS} FROM history WHERE k = ?1 AND observed_ns <= ?4 "
     "AND outcome = 'applied' ORDER BY observed_ns DESC, event_id DESC LIMIT 1"
@@ -936,13 +938,40 @@ class SQLiteStore(Store):
                 return _entity(cached)
             row = self._rcur.execute(_POINT, (entity_id,)).fetchone()
             return None if row is None else _entity(row)
-        t = _time_ns(at)
-        # id -> (k, type) never changes once an entity exists: the cache may answer;
-        # else one statement finds the entity and its row as of t
+        t = at if type(at) is int else _time_ns(at)
+        # id -> (k, type) never changes once an entity exists: the cache may answer
+        # (then one prepared index seek, only the state columns bound back); else one
+        # statement finds the entity and its row as of t
         cached = self._cache.get(entity_id)
         if cached is not None:
             k, typ = cached[18], cached[1]
-            h = self._rcur.execute(_ASOF, (k, entity_id, typ, t)).fetchone()
+            r = self._rcur.execute(_ASOF_K, (k, t)).fetchone()
+            if r is None:
+                return None
+            a = r[8]
+            ent = Entity(
+                entity_id,
+                typ,
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                {} if a == "{}" else json.loads(a),
+                r[9],
+                r[10],
+                r[11],
+                r[12],
+                r[13],
+                r[14],
+                r[15],
+            )
+            if r[16] == STALE and (ent.lon is None or ent.status is None):
+                self._complete_stale(ent, k, typ, t)
+            return ent
         else:
             h = self._rcur.execute(_ASOF_BY_ID, (entity_id, t)).fetchone()
             if h is not None:
@@ -951,14 +980,18 @@ class SQLiteStore(Store):
             return None
         ent = _entity(h)
         if h[18] == STALE and (ent.lon is None or ent.status is None):
-            a = self._con.execute(_ASOF_APPLIED, (k, entity_id, typ, t)).fetchone()
-            if a is not None:
-                base = _entity(a)
-                for f in ("lon", "lat", "alt", "heading", "speed", "status"):
-                    if getattr(ent, f) is None:
-                        setattr(ent, f, getattr(base, f))
-                ent.attributes = {**base.attributes, **ent.attributes}
+            self._complete_stale(ent, k, typ, t)
         return ent
+
+    def _complete_stale(self, ent: Entity, k: int, typ: str, t: int) -> None:
+        """Fill what a partial stale row left out from the latest applied row."""
+        a = self._con.execute(_ASOF_APPLIED, (k, ent.id, typ, t)).fetchone()
+        if a is not None:
+            base = _entity(a)
+            for f in ("lon", "lat", "alt", "heading", "speed", "status"):
+                if getattr(ent, f) is None:
+                    setattr(ent, f, getattr(base, f))
+            ent.attributes = {**base.attributes, **ent.attributes}
 
     def history(self, entity_id: str, t0=None, t1=None) -> list[dict]:
         """History of one entity, oldest first: dicts with ``observed_ns``,
