@@ -66,6 +66,11 @@ class Layer:
     :class:`~twin.tiles.gltf.PropertyTable`), e.g. the building each vertex belongs
     to. ``lock`` keeps the layer out of simplification (drawn in full at every
     level) — for small, important meshes only.
+
+    ``texcoords`` (N, 2) glTF UVs (u right, v down) into ``texture``, an (H, W, 3)
+    uint8 image (one atlas page; a textured model is one layer per page): each
+    tile's content carries the part of the page its faces use (cropped, see
+    :func:`write_lod_tileset`), downsampled in parents.
     """
 
     name: str
@@ -76,6 +81,8 @@ class Layer:
     features: object | None = None
     base_color: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     lock: bool = False
+    texcoords: np.ndarray | None = None
+    texture: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -86,15 +93,22 @@ class LodParams:
     compression: str = "meshopt"  # "meshopt" | "draco" | "none" (twin.tiles.gltf.glb_bytes)
     bits: int = 14  # position quantisation per axis of each tile's box (meshopt, draco)
     implicit: bool = False  # 3D Tiles 1.1 implicit quadtree (twin.tiles.implicit)
+    texture_format: str = "jpg"  # "jpg" | "webp": tile images of textured layers
+    texture_quality: int = 85
+    # a tile's texel size is at most this fraction of its geometricError
+    texel_error_ratio: float = 0.25
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "max_faces": self.max_faces,
             "max_depth": self.max_depth,
             "min_size": self.min_size,
             "compression": self.compression,
             "bits": self.bits,
         }
+        if (self.texture_format, self.texture_quality, self.texel_error_ratio) != ("jpg", 85, 0.25):
+            d["texture"] = [self.texture_format, self.texture_quality, self.texel_error_ratio]
+        return d
 
 
 @dataclass
@@ -117,6 +131,7 @@ class _Node:
     children: list[_Node] = field(default_factory=list)
     parts: list[_Part | None] = field(default_factory=list)
     error: float = 0.0
+    tex_factor: dict = field(default_factory=dict)  # layer -> texture downsampling
     key: str = ""
     box: np.ndarray | None = None  # (2, 3) ENU lo/hi
     has_content: bool = False
@@ -148,6 +163,18 @@ def _check_layers(layers: list[Layer]) -> None:
             raise InputError(f"layer {la.name!r}: vertices contain NaN or infinite values")
         if len(f) and (f.min() < 0 or f.max() >= len(v)):
             raise InputError(f"layer {la.name!r}: face indices out of range 0..{len(v) - 1}")
+        if la.texture is not None:
+            t = np.asarray(la.texture)
+            if t.ndim != 3 or t.shape[2] != 3 or t.dtype != np.uint8 or min(t.shape[:2]) < 1:
+                raise InputError(f"layer {la.name!r}: texture must be an (H, W, 3) uint8 image")
+            if la.texcoords is None:
+                raise InputError(f"layer {la.name!r}: a texture needs texcoords")
+        if la.texcoords is not None:
+            uv = np.asarray(la.texcoords)
+            if uv.shape != (len(v), 2) or not np.all(np.isfinite(uv)):
+                raise InputError(
+                    f"layer {la.name!r}: texcoords must be finite (N, 2) for {len(v)} vertices"
+                )
         for attr in ("colors", "feature_ids"):
             a = getattr(la, attr)
             if a is not None and len(a) != len(v):
@@ -165,6 +192,8 @@ def _attrs_of(la: Layer) -> np.ndarray:
         c = np.asarray(la.colors)
         c = c.astype(np.float64) / 255.0 if c.dtype == np.uint8 else c.astype(np.float64)
         cols.append(c)
+    if la.texcoords is not None:
+        cols.append(np.asarray(la.texcoords, dtype=np.float64))
     if la.feature_ids is not None:
         cols.append(np.asarray(la.feature_ids, dtype=np.float64).reshape(-1, 1))
     n = len(la.vertices)
@@ -231,17 +260,14 @@ def _join(parts: list[_Part]) -> _Part:
     return _Part(vw, fw.astype(np.uint32), np.asarray(aw, np.float64).reshape(len(vw), -1))
 
 
-def _simplify_part(part: _Part, target: int, fid_col: int | None) -> tuple[_Part, float]:
+def _simplify_part(part: _Part, target: int, info: dict) -> tuple[_Part, float]:
     from twin.mesh.simplify import simplify
 
+    fid_col = info["fid"]
     if part is None or len(part.faces) <= target:
         return part, 0.0
     attrs = part.attrs if part.attrs.shape[1] else None
-    weights = None
-    if attrs is not None:
-        weights = np.ones(attrs.shape[1])
-        if fid_col is not None:
-            weights[fid_col] = 1000.0  # never blend two buildings' ids
+    weights = info["weights"] if attrs is not None else None
     res = simplify(
         part.vertices,
         part.faces,
@@ -306,6 +332,12 @@ def write_lod_tileset(
         raise ParameterError(f"compression must be one of {COMPRESSIONS}, got {p.compression!r}")
     if p.max_faces < 64:
         raise ParameterError(f"max_faces must be >= 64, got {p.max_faces}")
+    if p.texture_format not in _MIMES:
+        raise ParameterError(
+            f"texture_format must be one of {sorted(_MIMES)}, got {p.texture_format!r}"
+        )
+    if not p.texel_error_ratio > 0:
+        raise ParameterError(f"texel_error_ratio must be > 0, got {p.texel_error_ratio}")
     _check_layers(layers)
     progress = ensure(progress)
     out = Path(out_dir)
@@ -329,10 +361,10 @@ def write_lod_tileset(
     verts = [np.asarray(la.vertices, np.float64) for la in layers]
     faces = [np.asarray(la.faces, np.int64).reshape(-1, 3) for la in layers]
     attrs = [_attrs_of(la) for la in layers]
-    fid_cols = [
-        (a.shape[1] - 1) if la.feature_ids is not None else None
-        for la, a in zip(layers, attrs, strict=True)
+    infos = [
+        _layer_info(la, a, v, f) for la, a, v, f in zip(layers, attrs, verts, faces, strict=True)
     ]
+    fid_cols = [i["fid"] for i in infos]
     centroids = [
         v[f].mean(axis=1) if len(f) else np.zeros((0, 3)) for v, f in zip(verts, faces, strict=True)
     ]
@@ -345,6 +377,7 @@ def write_lod_tileset(
     n_layers = len(layers)
     pkey = json.dumps({"params": p.to_dict(), "twin": __version__, "format": _FORMAT})
     pkey += json.dumps([(la.name, la.lock, fid) for la, fid in zip(layers, fid_cols, strict=True)])
+    pkey += "".join(i["page_key"] for i in infos)
 
     # --- keys and contents, bottom-up; a content is written as soon as it is known
     old = (previous or {}).get("tiles", {})
@@ -355,6 +388,7 @@ def write_lod_tileset(
         target_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
     written, kept, removed = [], [], []
     index_tiles: dict[str, str] = {}
+    texture_bytes = [0] * (max(n.level for n in nodes) + 1)
     leaf_total = 0
     try:
         with progress.step("tiles: levels of detail", total=len(nodes)) as advance:
@@ -362,7 +396,7 @@ def write_lod_tileset(
                 if not node.children:
                     leaf_total += _leaf_parts(node, verts, faces, attrs, pkey)
                 else:
-                    _parent_parts(node, layers, fid_cols, p, pkey, cache)
+                    _parent_parts(node, layers, infos, p, pkey, cache)
                     for c in node.children:  # no longer needed: free them
                         c.parts = [None] * n_layers
                 node.box = _node_box(node)
@@ -374,8 +408,9 @@ def write_lod_tileset(
                 elif not fresh and old.get(node.uri) == node.key and path.exists():
                     kept.append(node.uri)
                 else:
-                    _write_content(path, node, layers, fid_cols, p)
+                    tex_bytes = _write_content(path, node, layers, infos, p)
                     written.append(node.uri)
+                    texture_bytes[node.level] += tex_bytes
                 advance(1)
         if not fresh:
             for uri in old:
@@ -412,6 +447,7 @@ def write_lod_tileset(
         "geometric_error_by_level": _errors_by_level(nodes),
         "faces_in": int(leaf_total),
         "bytes": int(nbytes),
+        "texture_bytes_by_level": texture_bytes,
         "tileset": str(out / "tileset.json"),
     }
 
@@ -434,12 +470,12 @@ def _leaf_parts(node: _Node, verts, faces, attrs, pkey: str) -> int:
     return n
 
 
-def _parent_parts(node: _Node, layers, fid_cols, p: LodParams, pkey: str, cache) -> None:
+def _parent_parts(node: _Node, layers, infos, p: LodParams, pkey: str, cache) -> None:
     n_layers = len(layers)
     node.key = _hash_str(pkey + node.name + "".join(c.key for c in node.children))
     cached = _cache_load(cache, node.key)
     if cached is not None:
-        node.parts, node.error = cached
+        node.parts, node.error, node.tex_factor = cached
         return
     total = sum(
         len(c.parts[k].faces)
@@ -454,11 +490,60 @@ def _parent_parts(node: _Node, layers, fid_cols, p: LodParams, pkey: str, cache)
             node.parts.append(joined)
             continue
         target = int(np.ceil(p.max_faces * len(joined.faces) / max(total, 1)))
-        part, e = _simplify_part(joined, target, fid_cols[k])
+        part, e = _simplify_part(joined, target, infos[k])
         node.parts.append(part)
         err = max(err, e)
     node.error = err + max(c.error for c in node.children)
-    _cache_save(cache, node.key, node.parts, node.error)
+    _texture_levels(node, infos, p)
+    _cache_save(cache, node.key, node.parts, node.error, node.tex_factor)
+
+
+def _layer_info(la: Layer, attrs: np.ndarray, v: np.ndarray, f: np.ndarray) -> dict:
+    """Column layout of a layer's attributes (colours, UVs, feature id last), the
+    simplification weights, and for a textured layer its texel size in metres (the
+    median over faces of sqrt(3D area / texture area in texels))."""
+    k = attrs.shape[1]
+    fid = k - 1 if la.feature_ids is not None else None
+    uv = None
+    if la.texcoords is not None:
+        uv = k - 2 - (1 if fid is not None else 0)
+    info = {"fid": fid, "uv": uv, "ncol": k - (fid is not None) - 2 * (uv is not None)}
+    info["weights"] = np.ones(k) if k else None
+    if fid is not None:
+        info["weights"][fid] = 1000.0  # never blend two buildings' ids
+    info["page_key"] = ""
+    info["texel"] = 0.0
+    if la.texture is not None:
+        page = np.ascontiguousarray(la.texture)
+        h, w = page.shape[:2]
+        t = v[f]
+        area3 = 0.5 * np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1)
+        q = np.asarray(la.texcoords, np.float64)[f] * [w, h]
+        e1, e2 = q[:, 1] - q[:, 0], q[:, 2] - q[:, 0]
+        area_px = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+        ok = (area_px > 1e-9) & (area3 > 0)
+        texel = float(np.median(np.sqrt(area3[ok] / area_px[ok]))) if ok.any() else 1.0
+        info["texel"] = texel
+        # a UV difference of one texel weighs like the texel's size in metres
+        info["weights"][uv : uv + 2] = [w * texel, h * texel]
+        info["page_key"] = _hash_arrays(page)
+    return info
+
+
+def _texture_levels(node: _Node, infos: list[dict], p: LodParams) -> None:
+    """Downsampling of each textured layer's image in a parent tile: at least twice
+    its children's (so every level up has a quarter of the texels per square metre)
+    and at least what keeps a texel within ``texel_error_ratio`` of the tile's
+    geometric error; the error is raised to match the texels (texel size = ratio x
+    error), so a client refines a tile before its texels show."""
+    for k, info in enumerate(infos):
+        if info["texel"] <= 0 or node.parts[k] is None or not len(node.parts[k].faces):
+            continue
+        child = max((c.tex_factor.get(k, 1) for c in node.children), default=1)
+        by_error = p.texel_error_ratio * node.error / info["texel"]
+        f = max(2 * child, 1 << int(np.floor(np.log2(max(by_error, 1.0)))))
+        node.tex_factor[k] = int(f)
+        node.error = max(node.error, f * info["texel"] / p.texel_error_ratio)
 
 
 def _has_content(node: _Node) -> bool:
@@ -516,15 +601,19 @@ def _cache_load(cache: Path | None, key: str):
                     parts.append(_Part(z[f"v{k}"], z[f"f{k}"], z[f"a{k}"]))
                 else:
                     parts.append(None)
-            return parts, float(z["error"])
+            factors = {}
+            if "tex" in z:
+                factors = {int(k): int(f) for k, f in np.asarray(z["tex"]).reshape(-1, 2)}
+            return parts, float(z["error"]), factors
     except (OSError, ValueError, KeyError):
         return None
 
 
-def _cache_save(cache: Path | None, key: str, parts: list, error: float) -> None:
+def _cache_save(cache: Path | None, key: str, parts: list, error: float, factors: dict) -> None:
     if cache is None:
         return
     arrays = {"n": np.int64(len(parts)), "error": np.float64(error)}
+    arrays["tex"] = np.array(sorted(factors.items()), np.int64).reshape(-1, 2)
     for k, q in enumerate(parts):
         if q is not None:
             arrays[f"v{k}"], arrays[f"f{k}"], arrays[f"a{k}"] = q.vertices, q.faces, q.attrs
@@ -533,16 +622,25 @@ def _cache_save(cache: Path | None, key: str, parts: list, error: float) -> None
             np.savez(fh, **arrays)
 
 
-def _write_content(path: Path, node: _Node, layers, fid_cols, p: LodParams) -> None:
+def _write_content(path: Path, node: _Node, layers, infos, p: LodParams) -> int:
+    """Write one tile's GLB; returns the bytes of its encoded texture images."""
     from twin.tiles.gltf import GltfMesh, enu_to_gltf, write_glb
 
     centre = (node.box[0] + node.box[1]) / 2.0
     meshes = []
-    for la, part, fid_col in zip(layers, node.parts, fid_cols, strict=True):
+    tex_bytes = 0
+    for k, (la, part, info) in enumerate(zip(layers, node.parts, infos, strict=True)):
         if part is None or len(part.faces) == 0:
             continue
+        fid_col = info["fid"]
         colors = None
-        ncol = part.attrs.shape[1] - (1 if fid_col is not None else 0)
+        ncol = info["ncol"]
+        uv = image = None
+        if info["uv"] is not None:
+            uv = part.attrs[:, info["uv"] : info["uv"] + 2]
+        if la.texture is not None:
+            uv, image = _tile_image(la.texture, uv, node.tex_factor.get(k, 1), p)
+            tex_bytes += len(image)
         if ncol:
             colors = np.clip(part.attrs[:, :ncol], 0.0, 1.0).astype(np.float32)
         fids, table = None, None
@@ -561,12 +659,60 @@ def _write_content(path: Path, node: _Node, layers, fid_cols, p: LodParams) -> N
                 feature_ids=fids,
                 features=table,
                 base_color=la.base_color,
+                texcoords=uv,
+                texture=image,
+                texture_mime=_MIMES[p.texture_format],
             )
         )
     matrix = np.eye(4)
     matrix[:3, 3] = enu_to_gltf(centre)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_glb(path, meshes, node_matrix=matrix, compression=p.compression, bits=p.bits)
+    return tex_bytes
+
+
+_MIMES = {"jpg": "image/jpeg", "webp": "image/webp"}
+_PIL_FORMATS = {"jpg": "JPEG", "webp": "WEBP"}
+#: texels kept around the UV rectangle of a tile's faces (in the tile's image)
+CROP_MARGIN = 2
+
+
+def _tile_image(page: np.ndarray, uv: np.ndarray, factor: int, p: LodParams):
+    """The part of ``page`` that ``uv`` uses, box-filtered down by ``factor`` (a
+    power of two) and encoded; returns the UVs into it and the image bytes.
+
+    The crop is the UV rectangle grown by :data:`CROP_MARGIN` texels of the output,
+    aligned to ``factor`` so every output texel is the mean of ``factor**2`` page
+    texels (edge texels repeated where the page ends) and UVs map exactly."""
+    import io
+
+    from PIL import Image
+
+    h, w = page.shape[:2]
+    f = int(factor)
+    px = uv * [w, h]
+    m = CROP_MARGIN * f
+    x0 = int(np.floor((np.floor(px[:, 0].min()) - m) / f)) * f
+    y0 = int(np.floor((np.floor(px[:, 1].min()) - m) / f)) * f
+    x1 = int(np.ceil((np.ceil(px[:, 0].max()) + m) / f)) * f
+    y1 = int(np.ceil((np.ceil(px[:, 1].max()) + m) / f)) * f
+    x0, y0 = max(x0, 0), max(y0, 0)
+    x1 = min(x1, x0 + int(np.ceil((w - x0) / f)) * f)
+    y1 = min(y1, y0 + int(np.ceil((h - y0) / f)) * f)
+    crop = page[y0:y1, x0:x1]
+    pad_y, pad_x = (y1 - y0) - crop.shape[0], (x1 - x0) - crop.shape[1]
+    if pad_y or pad_x:
+        crop = np.pad(crop, ((0, pad_y), (0, pad_x), (0, 0)), mode="edge")
+    if f > 1:
+        hh, ww = crop.shape[0] // f, crop.shape[1] // f
+        crop = crop.reshape(hh, f, ww, f, 3).mean(axis=(1, 3))
+        crop = np.clip(np.rint(crop), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(crop)).save(
+        buf, _PIL_FORMATS[p.texture_format], quality=int(p.texture_quality)
+    )
+    new_uv = (px - [x0, y0]) / [x1 - x0, y1 - y0]
+    return new_uv, buf.getvalue()
 
 
 def _table_subset(table, rows: np.ndarray):
@@ -681,7 +827,8 @@ def write_tileset_of_tilesets(
 def read_tile(path: str | os.PathLike) -> list[dict]:
     """Read one tile content back: per primitive ``name``, ``vertices`` (float64 ENU
     metres of the tileset's frame, node transforms applied), ``faces`` and, where
-    present, ``colors`` and ``feature_ids``."""
+    present, ``colors``, ``feature_ids``, ``texcoords`` and the encoded ``texture``
+    (with ``texture_mime``)."""
     from twin.tiles.gltf import gltf_to_enu, read_glb, read_glb_json
 
     doc, _ = read_glb_json(path)
@@ -705,7 +852,7 @@ def read_tile(path: str | os.PathLike) -> list[dict]:
         p = np.asarray(prim["positions"], np.float64)
         p = p @ m[:3, :3].T + m[:3, 3]
         d = {"name": prim.get("name", ""), "vertices": gltf_to_enu(p), "faces": prim["indices"]}
-        for k in ("colors", "feature_ids"):
+        for k in ("colors", "feature_ids", "texcoords", "texture", "texture_mime"):
             if prim.get(k) is not None:
                 d[k] = prim[k]
         out.append(d)
