@@ -89,7 +89,7 @@ def main() -> None:
         generate(survey, PRESETS["small"].with_(lidar=False, events=False))
         print(f"survey generated in {time.perf_counter() - t0:.1f} s")
     cams = json.loads((survey / "cameras.json").read_text())
-    V, F, _, _ = read_truth_ply(survey / "truth" / "mesh.ply")
+    V, F, surface, _ = read_truth_ply(survey / "truth" / "mesh.ply")
     views = mvs.load_views(cams, survey / "images", scale=args.scale)
     C = np.array([v.centre for v in views])
     order = np.argsort(np.linalg.norm(C[:, :2] - np.median(C[:, :2], axis=0), axis=1))
@@ -155,8 +155,9 @@ def main() -> None:
     lo = np.percentile(cloud.xyz[:, :2], 1, axis=0)
     hi = np.percentile(cloud.xyz[:, :2], 99, axis=0)
     sc = evaluate.score(
-        cloud.xyz, V, F, camd, [gsd, 2 * gsd, 5 * gsd], spacing=gsd, region=(*lo, *hi)
-    )
+        cloud.xyz, V, F, camd, [gsd, 2 * gsd, 5 * gsd], spacing=gsd, region=(*lo, *hi),
+        face_labels=surface,
+    )  # fmt: skip
     total_s = sum(r["seconds"] for r in rows)
     total_mp = max(sum(r["megapixels"] for r in rows), 1e-9)
     result = {
@@ -187,6 +188,17 @@ def main() -> None:
     for tau, s in sc["by_tau"].items():
         acc, comp, f1 = s["accuracy"], s["completeness"], s["f1"]
         print(f"{float(tau):7.3f}   {acc:.3f}     {comp:.3f}        {f1:.3f}")
+    from twin.synth.model import Surface
+
+    tau2 = f"{2 * gsd:g}"
+    print(f"per truth label at tau = 2 x GSD ({2 * gsd:.3f} m):")
+    print("label     samples  points   accuracy  completeness  F1")
+    for lab, row in sc["by_label"].items():
+        s = row[tau2]
+        print(
+            f"{Surface(lab).name.lower():8s} {row['samples']:8d} {row['points']:7d}   "
+            f"{s['accuracy']:.3f}     {s['completeness']:.3f}        {s['f1']:.3f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=float))
     if tmp is not None:

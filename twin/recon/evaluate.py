@@ -85,7 +85,9 @@ def score(
 
     ``region`` (xmin, ymin, xmax, ymax) limits truth samples and points to an area.
     ``face_labels`` (one integer per face) adds completeness per label
-    (``completeness_by_label``: label -> {tau: share}).
+    (``completeness_by_label``: label -> {tau: share}) and ``by_label``: label ->
+    {tau: accuracy, completeness, F1}, a point counting for the label of its nearest
+    truth face and a truth sample for the label of its own face.
     """
     import open3d as o3d
     from scipy.spatial import cKDTree
@@ -101,11 +103,12 @@ def score(
         pts = pts[inr(pts)]
     seen = visible_count(scene, samples, cameras) >= min_cameras
     samples, tri = samples[seen], tri[seen]
-    d_acc = (
-        scene.compute_distance(o3d.core.Tensor(pts.astype(np.float32))).numpy()
-        if len(pts)
-        else np.zeros(0)
-    )
+    if len(pts):
+        near = scene.compute_closest_points(o3d.core.Tensor(pts.astype(np.float32)))
+        d_acc = np.linalg.norm(near["points"].numpy() - pts, axis=1)
+        pt_face = near["primitive_ids"].numpy().astype(np.int64)
+    else:
+        d_acc, pt_face = np.zeros(0), np.zeros(0, np.int64)
     d_comp = cKDTree(pts).query(samples)[0] if len(pts) else np.full(len(samples), np.inf)
     out = {"points": int(len(pts)), "truth_samples": int(len(samples)), "by_tau": {}}
     for tau in taus:
@@ -115,7 +118,9 @@ def score(
         out["by_tau"][f"{tau:g}"] = {"accuracy": acc, "completeness": comp, "f1": f1}
     out["median_error_m"] = float(np.median(d_acc)) if len(pts) else None
     if face_labels is not None:
-        lab = np.asarray(face_labels)[tri]
+        labels = np.asarray(face_labels)
+        lab = labels[tri]
+        plab = labels[pt_face]
         out["completeness_by_label"] = {
             int(v): {
                 "samples": int((lab == v).sum()),
@@ -123,4 +128,15 @@ def score(
             }
             for v in np.unique(lab)
         }
+        by_label = {}
+        for v in np.unique(np.concatenate([lab, plab])):
+            cs, ps = lab == v, plab == v
+            row = {"samples": int(cs.sum()), "points": int(ps.sum())}
+            for t in taus:
+                acc = float((d_acc[ps] <= t).mean()) if ps.any() else 0.0
+                comp = float((d_comp[cs] <= t).mean()) if cs.any() else 0.0
+                f1 = 2 * acc * comp / (acc + comp) if acc + comp > 0 else 0.0
+                row[f"{t:g}"] = {"accuracy": acc, "completeness": comp, "f1": f1}
+            by_label[int(v)] = row
+        out["by_label"] = by_label
     return out
