@@ -2,7 +2,8 @@
 
 Storage kernels (arrays in, arrays out; Numba with NumPy references in ``_reference``):
 :func:`weld`, :func:`optimize_vertex_cache`, :func:`optimize_vertex_fetch`,
-:func:`acmr`, :func:`atvr`, :func:`quantize` / :func:`dequantize`,
+:func:`acmr`, :func:`atvr`, :func:`optimize_overdraw` / :func:`measure_overdraw`,
+:func:`quantize` / :func:`dequantize`,
 :func:`simplify` (quadric edge collapse; seams, locked borders, no flips),
 :func:`encode_meshopt` / :func:`decode_meshopt` (the EXT_meshopt_compression bitstream,
 our own encoder; meshoptimizer's decoder reads it),
@@ -25,6 +26,7 @@ from twin.mesh.meshopt_codec import (
     encode_vertex_buffer,
 )
 from twin.mesh.optimize import OptimizeResult, optimize
+from twin.mesh.overdraw import Overdraw, measure_overdraw, optimize_overdraw
 from twin.mesh.quantize import (
     Quantized,
     dequantize,
@@ -44,6 +46,7 @@ __all__ = [
     "BuildingsResult",
     "MergedMesh",
     "OptimizeResult",
+    "Overdraw",
     "Quantized",
     "SimplifyResult",
     "Surface",
@@ -64,8 +67,10 @@ __all__ = [
     "encode_index_buffer",
     "encode_meshopt",
     "encode_vertex_buffer",
+    "measure_overdraw",
     "merge_meshes",
     "optimize",
+    "optimize_overdraw",
     "optimize_vertex_cache",
     "optimize_vertex_fetch",
     "quantize",
