@@ -7,7 +7,11 @@ terrain and a city-like grid + buildings mesh, both about ``--size`` triangles) 
 measures, in one process:
 
 - vertex cache order: ACMR and ATVR (FIFO, 16 entries, our simulation for both),
-  best-of-``repeat`` time, and the first call (Numba compile or cache load) apart;
+  best-of-``repeat`` wall and CPU time, and the first call (Numba compile or cache
+  load) apart; also on the real mesh (``--real-mesh``, Delft);
+- overdraw order after it (ours and meshoptimizer's ``optimize_overdraw``, both on
+  our cache order, threshold 1.05): overdraw measured by ``measure_overdraw``
+  (pixels shaded per pixel covered over six axis views), ACMR, ATVR, times;
 - vertex fetch order: time;
 - first-call cost of every function in fresh processes, with a cold Numba cache
   (compile) and a warm one (load from disk), apart from the timed runs;
@@ -49,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._distance import surface_distance  # noqa: E402
 from benchmarks._meshes import city_mesh, scan_mesh, soup  # noqa: E402
+from twin.mesh.overdraw import measure_overdraw, optimize_overdraw  # noqa: E402
 from twin.mesh.reorder import acmr, atvr, optimize_vertex_cache, optimize_vertex_fetch  # noqa: E402
 from twin.mesh.weld import weld  # noqa: E402
 
@@ -85,6 +90,18 @@ def bench_mesh(name: str, v: np.ndarray, f: np.ndarray, repeat: int) -> dict:
         "acmr": acmr(ours, nv),
         "atvr": atvr(ours, nv),
         "time_s": best,
+        "cpu_s": _best(lambda: optimize_vertex_cache(f, nv), repeat, time.process_time),
+        "first_call_s": first,
+    }
+    # overdraw (after the cache order): pixels shaded per pixel covered, six axis views
+    res["overdraw_input"] = {"overdraw": measure_overdraw(v, ours).ratio}
+    first, best, od = _timed(lambda: optimize_overdraw(v, ours), repeat)
+    res["overdraw_ours"] = {
+        "acmr": acmr(od, nv),
+        "atvr": atvr(od, nv),
+        "overdraw": measure_overdraw(v, od).ratio,
+        "time_s": best,
+        "cpu_s": _best(lambda: optimize_overdraw(v, ours), repeat, time.process_time),
         "first_call_s": first,
     }
     first, best, fetched = _timed(lambda: optimize_vertex_fetch(v, ours), repeat)
@@ -113,6 +130,24 @@ def bench_mesh(name: str, v: np.ndarray, f: np.ndarray, repeat: int) -> dict:
             "acmr": acmr(theirs, nv),
             "atvr": atvr(theirs, nv),
             "time_s": best,
+            "cpu_s": _best(mo_cache, repeat, time.process_time),
+            "first_call_s": first,
+        }
+        v32p = np.ascontiguousarray(v, dtype=np.float32)
+        oidx = np.ascontiguousarray(ours.ravel())
+
+        def mo_overdraw():  # on our cache order, as ours
+            dst = np.empty_like(oidx)
+            mo.optimize_overdraw(dst, oidx, v32p, threshold=1.05)
+            return dst.reshape(-1, 3)
+
+        first, best, mod = _timed(mo_overdraw, repeat)
+        res["overdraw_meshopt"] = {
+            "acmr": acmr(mod, nv),
+            "atvr": atvr(mod, nv),
+            "overdraw": measure_overdraw(v, mod).ratio,
+            "time_s": best,
+            "cpu_s": _best(mo_overdraw, repeat, time.process_time),
             "first_call_s": first,
         }
         v32 = np.ascontiguousarray(v, dtype=np.float32)
@@ -146,6 +181,10 @@ def bench_mesh(name: str, v: np.ndarray, f: np.ndarray, repeat: int) -> dict:
         res["ratios"] = {
             "cache_acmr": res["cache_ours"]["acmr"] / res["cache_meshopt"]["acmr"],
             "cache_time": res["cache_ours"]["time_s"] / res["cache_meshopt"]["time_s"],
+            "cache_cpu": res["cache_ours"]["cpu_s"] / res["cache_meshopt"]["cpu_s"],
+            "overdraw": res["overdraw_ours"]["overdraw"] / res["overdraw_meshopt"]["overdraw"],
+            "overdraw_acmr": res["overdraw_ours"]["acmr"] / res["overdraw_meshopt"]["acmr"],
+            "overdraw_cpu": res["overdraw_ours"]["cpu_s"] / res["overdraw_meshopt"]["cpu_s"],
             "fetch_time": res["fetch_ours"]["time_s"] / res["fetch_meshopt"]["time_s"],
             "weld_time": res["weld_ours"]["time_s"] / res["weld_meshopt"]["time_s"],
         }
@@ -333,13 +372,21 @@ def _best(fn, repeat: int, clock=time.perf_counter) -> float:
     return best
 
 
+def _order_metrics(faces: np.ndarray, n_vertices: int) -> dict:
+    """ACMR / ATVR (FIFO 16) of a decoder's triangle order: what a renderer of the
+    decoded mesh pays."""
+    f = np.asarray(faces).astype(np.uint32)
+    return {"acmr": acmr(f, n_vertices), "atvr": atvr(f, n_vertices)}
+
+
 def bench_codec(v: np.ndarray, f: np.ndarray, repeat: int, bits: int = 14) -> dict:
     """Bytes, bytes per triangle, encode time (best of ``repeat``), decode time (best
     of ``max(repeat, 10)``) and decode throughput (float32 positions + uint32
     indices out, per second) of twin's archive, Draco (DracoPy,
     ``compression_level=7``, ``quantization_bits=bits``) and the EXT_meshopt streams
     of our encoder (decoded by meshoptimizer's decoder, raw and with zlib level 9 on
-    top as a gzip transport would add)."""
+    top as a gzip transport would add), and the ACMR / ATVR of each decoder's
+    triangle order."""
     import zlib
 
     from twin.mesh.codec import decode, encode
@@ -371,7 +418,7 @@ def bench_codec(v: np.ndarray, f: np.ndarray, repeat: int, bits: int = 14) -> di
     dec_s = _best(lambda: decode(data), dec_repeat)
     res["twin"] = row(
         len(data), enc_s, dec_s, lambda: decode(data),
-        first_encode_s=first, first_decode_s=first_dec,
+        first_encode_s=first, first_decode_s=first_dec, **_order_metrics(df, len(dv)),
     )  # fmt: skip
     try:
         import DracoPy
@@ -387,7 +434,10 @@ def bench_codec(v: np.ndarray, f: np.ndarray, repeat: int, bits: int = 14) -> di
         dm = DracoPy.decode(d)
         assert len(np.asarray(dm.faces)) == len(f)
         dec_s = _best(lambda: DracoPy.decode(d), dec_repeat)
-        res["draco"] = row(len(d), enc_s, dec_s, lambda: DracoPy.decode(d))
+        res["draco"] = row(
+            len(d), enc_s, dec_s, lambda: DracoPy.decode(d),
+            **_order_metrics(np.asarray(dm.faces).reshape(-1, 3), len(np.asarray(dm.points))),
+        )  # fmt: skip
     except ImportError:
         pass
     mo = _meshopt()
@@ -403,11 +453,16 @@ def bench_codec(v: np.ndarray, f: np.ndarray, repeat: int, bits: int = 14) -> di
             return a, b
 
         dec_s = _best(mo_dec, dec_repeat)
+        ib = np.asarray(mo_dec()[1])
+        if idx["byteStride"] == 2:  # the wrapper returns 16-bit indices in a uint32 array
+            ib = ib.view(np.uint16)[: idx["count"]]
+        order = _order_metrics(ib.reshape(-1, 3), int(m["n_vertices"]))
     else:
         dec_s = None
+        order = {}
     res["meshopt"] = row(
         size, enc_s, dec_s, mo_dec if mo is not None else None,
-        vertices_after_fetch=int(m["n_vertices"]),
+        vertices_after_fetch=int(m["n_vertices"]), **order,
     )  # fmt: skip
     res["meshopt+zlib9"] = {"bytes": gz, "bytes_per_triangle": gz / len(f)}
     if "draco" in res:
@@ -423,7 +478,7 @@ def bench_codec(v: np.ndarray, f: np.ndarray, repeat: int, bits: int = 14) -> di
 def print_codec_table(results: list[dict]) -> None:
     head = (
         f"{'mesh':6} {'tris':>9} {'codec':14} {'bytes':>10} {'B/tri':>6} {'enc s':>7} "
-        f"{'dec s':>7} {'cpu s':>7} {'dec MB/s':>8}"
+        f"{'dec s':>7} {'cpu s':>7} {'dec MB/s':>8} {'ACMR':>6} {'ATVR':>6}"
     )
     print(head)
     print("-" * len(head))
@@ -435,9 +490,10 @@ def print_codec_table(results: list[dict]) -> None:
             dec = f"{d['decode_s']:7.3f}" if d.get("decode_s") else " " * 7
             mbs = f"{d['decode_mb_s']:8.0f}" if d.get("decode_mb_s") else " " * 8
             cpu = f"{d['decode_cpu_s']:7.3f}" if d.get("decode_cpu_s") else " " * 7
+            order = f" {d['acmr']:6.3f} {d['atvr']:6.3f}" if "acmr" in d else ""
             print(
                 f"{r['mesh']:6} {r['triangles']:9d} {name:14} {d['bytes']:10d} "
-                f"{d['bytes_per_triangle']:6.3f} {enc} {dec} {cpu} {mbs}"
+                f"{d['bytes_per_triangle']:6.3f} {enc} {dec} {cpu} {mbs}{order}"
             )
         if "ratios" in r.get("codec", {}):
             ratios = ", ".join(f"{k} {v:.3f}" for k, v in r["codec"]["ratios"].items())
@@ -487,6 +543,7 @@ _COMPILE_SNIPPET = """
 import time
 import numpy as np
 t0 = time.perf_counter()
+from twin.mesh.overdraw import measure_overdraw, optimize_overdraw
 from twin.mesh.reorder import acmr, optimize_vertex_cache, optimize_vertex_fetch
 from twin.mesh.weld import weld
 t1 = time.perf_counter()
@@ -499,6 +556,8 @@ for name, fn in [
     ("optimize_vertex_cache", lambda: optimize_vertex_cache(f, 30)),
     ("optimize_vertex_fetch", lambda: optimize_vertex_fetch(v, f)),
     ("acmr", lambda: acmr(f, 30)),
+    ("optimize_overdraw", lambda: optimize_overdraw(v, f)),
+    ("measure_overdraw", lambda: measure_overdraw(v, f)),
 ]:
     t = time.perf_counter()
     fn()
@@ -533,22 +592,27 @@ def compile_times() -> dict:
 
 def print_table(results: list[dict]) -> None:
     head = (
-        f"{'mesh':6} {'tris':>9} {'method':16} {'ACMR':>7} {'ATVR':>7} {'time s':>8} {'1st s':>7}"
+        f"{'mesh':6} {'tris':>9} {'method':17} {'ACMR':>7} {'ATVR':>7} {'overdraw':>8} "
+        f"{'time s':>8} {'CPU s':>7} {'1st s':>7}"
     )
     print(head)
     print("-" * len(head))
     for r in results:
         rows = [("input order", r["input"])]
         rows += [
-            (k.replace("_", " "), r[k]) for k in r if k.startswith(("cache_", "fetch_", "weld_"))
+            (k.replace("_", " "), r[k])
+            for k in r
+            if k.startswith(("cache_", "overdraw_", "fetch_", "weld_"))
         ]
         for label, d in rows:
             a = f"{d['acmr']:7.4f}" if "acmr" in d else " " * 7
             t = f"{d['atvr']:7.4f}" if "atvr" in d else " " * 7
+            o = f"{d['overdraw']:8.4f}" if "overdraw" in d else " " * 8
             s = f"{d['time_s']:8.3f}" if "time_s" in d else " " * 8
+            u = f"{d['cpu_s']:7.3f}" if "cpu_s" in d else " " * 7
             c = f"{d['first_call_s']:7.3f}" if "first_call_s" in d else " " * 7
             extra = f"  -> {d['vertices']} verts" if "vertices" in d else ""
-            print(f"{r['mesh']:6} {r['triangles']:9d} {label:16} {a} {t} {s} {c}{extra}")
+            print(f"{r['mesh']:6} {r['triangles']:9d} {label:17} {a} {t} {o} {s} {u} {c}{extra}")
         if "ratios" in r:
             ratios = ", ".join(f"{k} {v:.3f}" for k, v in r["ratios"].items())
             print(f"{'':6} ours/meshopt: {ratios}")
@@ -584,12 +648,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_codec:
             r["codec"] = bench_codec(v, f, args.repeat)
         results.append(r)
+    cache_real = None
+    if args.real_mesh.exists():
+        v, f = cityjson_mesh(args.real_mesh)
+        cache_real = bench_mesh(args.real_mesh.stem[:6], v, f, max(args.repeat, 5))
     codec_real = None
     if not args.no_codec and args.real_mesh.exists():
         v, f = cityjson_mesh(args.real_mesh)
         codec_real = {"mesh": args.real_mesh.stem, "vertices": len(v), "triangles": len(f)}
         codec_real["codec"] = bench_codec(v, f, max(args.repeat, 5))
-    print_table(results)
+    print_table(results + ([cache_real] if cache_real else []))
     if not args.no_simplify:
         print()
         print_simplify_table(results)
@@ -630,6 +698,7 @@ def main(argv: list[str] | None = None) -> int:
             "distance_samples": args.samples,
         },
         "results": results,
+        "cache_real_mesh": cache_real,
         "codec_real_mesh": codec_real,
         "first_call": compiled,
         "codec_first_call": codec_compiled,
