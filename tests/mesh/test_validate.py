@@ -117,3 +117,81 @@ def test_parameters_checked():
         acmr(F, 0)
     # every error is a TwinError
     assert issubclass(ParameterError, TwinError) and issubclass(InputError, TwinError)
+
+
+# -- non-manifold edges and zero-area faces ------------------------------------------
+
+# edge (0, 1) used by four faces, a bowtie at vertex 1, a collinear face (1, 5, 8)
+# and one with a repeated corner (2, 2, 3)
+NM_V = np.array(
+    [[0, 0, 0], [1, 0, 0], [0.5, 1, 0], [0.5, -1, 0], [0.5, 0, 1], [2, 0, 0], [3, 1, 0],
+     [3, -1, 0], [0.5, 0, 0]],
+    float,
+)  # fmt: skip
+NM_F = np.array([[0, 1, 2], [1, 0, 3], [0, 1, 4], [1, 5, 8], [5, 6, 7], [2, 2, 3], [0, 8, 1]])
+
+
+def test_check_topology_names_the_first_bad_face_and_edge():
+    from twin.mesh.validate import check_topology
+
+    with pytest.raises(InputError, match=r"face 3 \[1, 5, 8\] has area 0 .*3 such faces"):
+        check_topology(NM_V, NM_F, path="scan.ply")
+    with pytest.raises(InputError, match=r"^scan.ply: non-manifold edge \[0, 1\] .* 4 faces"):
+        check_topology(NM_V, NM_F, min_area=None, path="scan.ply")
+    v, f = check_topology(NM_V, NM_F, manifold=False, min_area=None)
+    np.testing.assert_array_equal(f, NM_F)
+    # a closed 2-manifold with positive areas passes; a small face fails min_area
+    tet_v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
+    tet_f = np.array([[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]])
+    check_topology(tet_v, tet_f)
+    with pytest.raises(InputError, match="has area 0.5"):
+        check_topology(tet_v, tet_f, min_area=0.5)
+    with pytest.raises(ParameterError, match="min_area"):
+        check_topology(tet_v, tet_f, min_area=float("nan"))
+
+
+def test_storage_functions_keep_non_manifold_and_zero_area_faces():
+    from twin.mesh import (
+        decode,
+        decode_meshopt,
+        encode,
+        encode_meshopt,
+        measure_overdraw,
+        optimize_overdraw,
+    )
+
+    def tris(f):
+        return sorted(map(tuple, np.asarray(f).tolist()))
+
+    f = NM_F.astype(np.uint32)
+    # weld drops only the face with a repeated corner (documented), nothing else
+    wv, wf, _, _ = weld(NM_V, f)
+    np.testing.assert_array_equal(wv, NM_V)
+    assert tris(wf) == tris(np.delete(f, 5, axis=0))
+    # reorderings keep every triangle, winding included
+    assert tris(optimize_vertex_cache(f, len(NM_V))) == tris(f)
+    assert tris(optimize_overdraw(NM_V, f)) == tris(f)
+    fv, ff, _, remap = optimize_vertex_fetch(NM_V, f)
+    np.testing.assert_array_equal(fv[ff], NM_V[f])
+    assert measure_overdraw(NM_V, f).covered > 0
+    # both codecs return the same triangles (same corner positions, same order of
+    # corners up to rotation)
+    dv, df = decode(encode(NM_V, f))
+    got = {tuple(np.round(dv[t], 3).ravel()) for t in df}
+    want = {tuple(np.round(NM_V[t], 3).ravel()) for t in f}
+    assert len(df) == len(f)
+    rot = {
+        tuple(np.roll(np.asarray(k).reshape(3, 3), r, axis=0).ravel())
+        for k in got
+        for r in (0, 1, 2)
+    }
+    assert want <= rot
+    mv, mf = decode_meshopt(encode_meshopt(NM_V, f))
+    assert len(mf) == len(f)
+    got = {tuple(np.round(mv[t], 3).ravel()) for t in mf}
+    rot = {
+        tuple(np.roll(np.asarray(k).reshape(3, 3), r, axis=0).ravel())
+        for k in got
+        for r in (0, 1, 2)
+    }
+    assert want <= rot

@@ -38,7 +38,7 @@ from twin.mesh.reorder import acmr, atvr, optimize_vertex_cache, optimize_vertex
 from twin.mesh.roofs import BuildingsResult, buildings_from_points
 from twin.mesh.simplify import SimplifyResult, simplify
 from twin.mesh.surface import Surface, reconstruct, write_surface
-from twin.mesh.validate import check_mesh
+from twin.mesh.validate import check_mesh, check_topology
 from twin.mesh.weld import weld
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "building_meshes",
     "buildings_from_points",
     "check_mesh",
+    "check_topology",
     "decode",
     "decode_index_buffer",
     "decode_meshopt",

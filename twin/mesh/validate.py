@@ -172,3 +172,58 @@ def check_n_vertices(n_vertices, faces: np.ndarray | None = None) -> int:
     if n > MAX_VERTICES:
         raise InputError(f"{n} vertices is more than uint32 indices can address ({MAX_VERTICES})")
     return n
+
+
+def check_topology(
+    vertices,
+    faces,
+    *,
+    manifold: bool = True,
+    min_area: float | None = 0.0,
+    path: PathLike = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`check_mesh` plus the surface checks a stage that needs a clean 2-manifold
+    asks for; returns the same ``(vertices, faces)``.
+
+    Every storage function (weld, cache, fetch, overdraw, quantise, both codecs)
+    accepts non-manifold edges and zero-area faces and keeps them exactly (weld
+    drops faces with a repeated corner); call this where a stage cannot.
+
+    - ``manifold``: raise if an edge is shared by more than two faces (the message
+      gives the edge, how many faces use it and the first of them).
+    - ``min_area``: raise if a face's area is ``<= min_area`` (0.0: zero-area faces,
+      i.e. a repeated corner or three collinear corners); None skips the check.
+
+    Raises :class:`~twin.errors.InputError` naming ``path``. Memory: about 60 bytes
+    per face (edge keys and their sort).
+    """
+    v, f = check_mesh(vertices, faces, path=path)
+    if min_area is not None and not (np.isfinite(min_area) and float(min_area) >= 0):
+        raise ParameterError(f"min_area must be a number >= 0 or None, got {min_area!r}")
+    if min_area is not None:
+        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+        area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+        bad = np.flatnonzero(area <= float(min_area))
+        if bad.size:
+            t = int(bad[0])
+            raise InputError(
+                f"face {t} {f[t].tolist()} has area {area[t]:.3g} <= {float(min_area):g} "
+                f"({bad.size} such faces); weld or drop them first",
+                path=path,
+            )
+    if manifold:
+        e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).astype(np.int64)
+        e.sort(axis=1)
+        keys = e[:, 0] * np.int64(v.shape[0]) + e[:, 1]
+        uniq, first, count = np.unique(keys, return_index=True, return_counts=True)
+        over = np.flatnonzero(count > 2)
+        if over.size:
+            k = int(over[0])
+            edge = [int(uniq[k] // v.shape[0]), int(uniq[k] % v.shape[0])]
+            t = int(first[k]) % f.shape[0]
+            raise InputError(
+                f"non-manifold edge {edge} is shared by {int(count[k])} faces (first: face "
+                f"{t}); {over.size} such edges",
+                path=path,
+            )
+    return v, f
