@@ -314,9 +314,25 @@ def tin_max_error_int(px, py, pz, faces, herr):
     return tri_err, uncovered
 
 
+def _renamed(fn, name: str):
+    """A copy of the Python function ``fn`` under another name. Numba's on-disk cache
+    is keyed by the function's qualified name and first line, not by its compile
+    options: a second dispatcher of the *same* function (serial beside parallel)
+    would load the other one's machine code from the cache."""
+    import types
+
+    code = fn.__code__.replace(co_name=name, co_qualname=name)
+    out = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    out.__qualname__ = name
+    out.__doc__ = fn.__doc__
+    return out
+
+
 #: :func:`tin_max_error_int` compiled serially and without the GIL: for one tile per
 #: thread (parallel Numba regions must not be entered from several threads at once).
-tin_max_error_int_serial = njit(cache=True, nogil=True)(tin_max_error_int.py_func)
+tin_max_error_int_serial = njit(cache=True, nogil=True)(
+    _renamed(tin_max_error_int.py_func, "tin_max_error_int_serial")
+)
 
 
 # --------------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ def tin_file(
     used for a path whose file has none). ``tile_size``: samples a side of each tile
     (>= 16; tiles share their border rows and columns). ``workers``: threads
     (default: the CPU count); tiles are read and triangulated in parallel, at most
-    two per worker in flight. ``stats``: a dict to fill with ``tiles``,
+    two per worker in flight (windows are read in the calling thread). ``stats``: a
+    dict to fill with ``tiles``,
     ``tile_size`` and ``valid_samples`` (the count of valid samples in the raster).
 
     Returns ``(vertices, faces, max_error_reached)`` like :func:`twin.terrain.tin`
@@ -151,7 +152,9 @@ def tin_file(
     fchunks = []
     state = {"next": nb, "reached": -1.0, "uncovered": 0, "valid": 0}
 
-    def run(job):
+    def load(job):
+        """Read a tile's window (in the calling thread: GDAL's allocations stay in
+        one place) and count the valid samples it owns."""
         j, i = job
         r0, r1 = int(ys[j]), int(ys[j + 1])
         c0, c1 = int(xs[i]), int(xs[i + 1])
@@ -159,10 +162,13 @@ def tin_file(
         # the tile owns its samples past its top and left border lines (the first
         # row and column of tiles own those lines too): a partition of the grid
         nvalid = int(np.isfinite(own[(1 if j else 0) :, (1 if i else 0) :]).sum())
+        return j, i, own, nvalid
+
+    def run(j, i, own, nvalid):
         res = tile_tin(
             own, tile_corners(corner_z, j, i), tile_borders(prof, xs, ys, j, i), max_error
         )
-        return r0, r1, c0, c1, res, nvalid
+        return int(ys[j]), int(ys[j + 1]), int(xs[i]), int(xs[i + 1]), res, nvalid
 
     def append(r0, r1, c0, c1, res, nvalid):
         state["valid"] += nvalid
@@ -189,13 +195,13 @@ def tin_file(
     with prog.step("terrain tin (tiles)", total=len(jobs)) as advance:
         if workers == 1 or len(jobs) == 1:
             for job in jobs:
-                append(*run(job))
+                append(*run(*load(job)))
                 advance(1)
         else:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 pending = deque()
                 for job in jobs:
-                    pending.append(pool.submit(run, job))
+                    pending.append(pool.submit(run, *load(job)))
                     if len(pending) >= 2 * workers:
                         append(*pending.popleft().result())
                         advance(1)
