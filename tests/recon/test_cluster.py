@@ -86,26 +86,28 @@ def test_clustered_dense_matches_every_view_once_and_fuses_as_well(small_survey,
     V, F, surf, _ = read_truth_ply(small_survey / "truth" / "mesh.ply")
     C = np.array([im["centre_enu"] for im in cams["images"]])
     order = np.argsort(np.linalg.norm(C[:, :2] - np.median(C[:, :2], axis=0), axis=1))
-    names = [cams["images"][i]["name"] for i in sorted(order[:12])]
+    names = [cams["images"][i]["name"] for i in sorted(order[:10])]
     pts = V[::5]
     whole, cl1, info1 = dense_clustered(
-        cams, small_survey / "images", tmp_path / "one", max_views=12, points=pts, which=names
+        cams, small_survey / "images", tmp_path / "one", max_views=10, points=pts, which=names
     )
     parts, clusters, info = dense_clustered(
-        cams, small_survey / "images", tmp_path / "many", max_views=6, points=pts, which=names
+        cams, small_survey / "images", tmp_path / "many", max_views=7, points=pts, which=names
     )
     assert len(cl1) == 1 and len(clusters) >= 3
-    assert all(len(c.views) <= 6 for c in clusters)
+    assert all(len(c.views) <= 7 for c in clusters)
     # every view matched once as a reference, one depth map each
     assert sorted(info["matched"]) == sorted(names)
     assert sorted(p.stem for p in (tmp_path / "many").glob("*.npz")) == sorted(names)
-    # the overlap is not fused twice: no two points closer than the merge cell across
-    # cluster borders beyond what the unclustered cloud has
-    assert len(parts) < 1.1 * len(whole)
+    # the overlap is not fused twice: about as many points as the unclustered cloud,
+    # and no more near-duplicates (points closer than a quarter of the merge cell)
+    assert 0.9 * len(whole) < len(parts) < 1.1 * len(whole)
     from scipy.spatial import cKDTree
 
     near_parts = (cKDTree(parts.xyz).query(parts.xyz, k=2)[0][:, 1] < 0.25 * info["voxel_m"]).mean()
-    near_whole = (cKDTree(whole.xyz).query(whole.xyz, k=2)[0][:, 1] < 0.25 * info1["voxel_m"]).mean()
+    near_whole = (
+        cKDTree(whole.xyz).query(whole.xyz, k=2)[0][:, 1] < 0.25 * info1["voxel_m"]
+    ).mean()
     assert near_parts < near_whole + 0.02
     # as good as the unclustered run against the truth surface
     gsd = info1["median_gsd_m"]

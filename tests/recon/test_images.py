@@ -137,3 +137,27 @@ def test_real_photos_metadata(shared_data):
     assert all(i.has_gps for i in s.images)
     b = scan_images(shared_data / "images" / "berlin" / "images")
     assert len(b.images) == 3 and all(i.mask is not None for i in b.images)
+
+
+def test_rig_stations_from_capture_time(tmp_path):
+    """Photos fired together (same time to the millisecond, same GPS fix, one per
+    camera) are rig stations; a sequence of single photos is not a rig."""
+    shots = plan_flight((0, 0, 100, 100), SPEC)[:10]  # two stations of the 5-camera rig
+    folder = tmp_path / "rig"
+    folder.mkdir()
+    for i, shot in enumerate(shots):
+        data, _ = jpeg_bytes(
+            _texture(i), shot, lon=121.5 + 1e-4 * shot.station, lat=29.8, alt=200.0,
+            relative_altitude=188.0, gimbal=gimbal_angles(shot.R),
+        )  # fmt: skip
+        (folder / f"{shot.name}.jpg").write_bytes(data)
+    s = scan_images(folder)
+    assert all("." in im.time for im in s.images)  # EXIF sub-seconds kept
+    stations = s.rig_stations()
+    assert sorted(len(g) for g in stations) == [5, 5]
+    for g in stations:
+        assert len({im.time for im in g}) == 1 and len({im.camera_key for im in g}) == 5
+    # the same photos, each with its own GPS fix: not taken together
+    single = tmp_path / "single"
+    _photo_set(single, 10)
+    assert scan_images(single).rig_stations() == []

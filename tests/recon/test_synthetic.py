@@ -6,14 +6,17 @@ camera rig, GPS noise 1.5 m horizontal / 3 m vertical per station), no LiDAR or 
 Documented tolerances (measured on this survey, with margin):
 
 * SfM registers every photo, mean reprojection error < 1 px.
+* The five-camera rig is mapped as a rig (one pose per station; the cameras'
+  ``cam_from_rig`` start from the gimbal angles and are refined by bundle adjustment).
 * After georeferencing from the noisy EXIF GPS (and the XMP gimbal angles), camera
-  centres are within ``POS_RMSE`` (3D RMSE, metres; about 13 nadir GSD; measured 2.8) of
-  ``cameras.json``. The GPS noise alone allows about 3 m / sqrt(stations) in height,
-  and this small two-strip block bends at its ends: SfM's own error (the best
-  similarity to the true centres) has a median under ``SHAPE_MEDIAN`` but a few
-  weakly connected end-of-strip obliques are several metres off (``SHAPE_RMSE``).
-* Rotations: median error < ``ROT_MEDIAN`` degrees (the worst cameras reach 1-2
-  degrees; the 0.1 degree goal is not met on this small block).
+  centres are within ``POS_RMSE`` (3D RMSE, metres; about 5 nadir GSD; measured
+  0.9-1.0) of ``cameras.json``: the GPS noise (1.5 m horizontal, 3 m vertical per
+  station) averaged over the block's 24 stations. SfM's own error (the best
+  similarity to the true centres) has a median under ``SHAPE_MEDIAN`` (measured
+  0.2-0.35 m) and an RMSE under ``SHAPE_RMSE``.
+* Rotations: median error < ``ROT_MEDIAN`` = 0.1 degree (measured 0.06-0.10), every
+  camera within ``ROT_MAX`` (measured 0.15-0.25: the end-of-strip cameras of this
+  two-strip block, whose position and rotation errors trade off at 200 m range).
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from twin.synth.truth import read_truth_ply
 
 pytestmark = pytest.mark.slow
 
-POS_RMSE = 4.0
-SHAPE_MEDIAN = 1.5
-SHAPE_RMSE = 4.0
-ROT_MEDIAN = 0.3
+POS_RMSE = 1.5
+SHAPE_MEDIAN = 0.5
+SHAPE_RMSE = 0.8
+ROT_MEDIAN = 0.1
+ROT_MAX = 0.35
 CRS = "EPSG:4550"
 
 
@@ -133,6 +137,9 @@ def test_sfm_registers_every_photo_and_georeferences(survey, sparse):
     assert measured["shape_median_m"] < SHAPE_MEDIAN
     assert measured["shape_rmse_m"] < SHAPE_RMSE
     assert measured["rotation_median_deg"] < ROT_MEDIAN
+    assert measured["rotation_max_deg"] < ROT_MAX
+    # the rig: one frame per station, every photo with EXIF in it
+    assert report["rig"]["cameras"] == 4 and report["rig"]["images"] == 52 - len(NO_GPS)
     # centres in the survey CRS agree with cameras.json's
     crs_true = {im["name"]: im["centre_crs"] for im in truth.raw["images"]}
     d = [np.linalg.norm(np.subtract(by[f"{n}.jpg"]["centre_crs"], crs_true[n])) for n in crs_true]

@@ -40,9 +40,18 @@ from twin.cli._common import emit_json
     show_default=True,
     help="Run dense matching on images resized by this factor.",
 )
+@click.option(
+    "--max-cluster-views",
+    type=click.IntRange(2, None),
+    default=None,
+    help="Dense matching and fusion by overlapping clusters of at most N views "
+    "(default: as many as fit in about 8 GB).",
+)
 @click.option("--force", is_flag=True, help="Redo every step even if its inputs are unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def recon(images, out, crs, gcp, masks, mapper, no_dense, dense_scale, force, as_json):
+def recon(
+    images, out, crs, gcp, masks, mapper, no_dense, dense_scale, max_cluster_views, force, as_json
+):
     """Reconstruct cameras and a dense point cloud (LAZ) from a folder of photos.
 
     Reads EXIF/XMP (GPS, focal length, gimbal angles), runs SfM (pycolmap, CPU),
@@ -54,13 +63,18 @@ def recon(images, out, crs, gcp, masks, mapper, no_dense, dense_scale, force, as
     Example:
       twin synth survey --preset small --no-lidar --no-events
       twin recon survey/images recon --crs EPSG:4550
+      twin recon survey/images recon --crs EPSG:4550 --max-cluster-views 40
     """
     from twin.progress import terminal
     from twin.recon.run import ReconOptions, reconstruct
     from twin.recon.sfm import SfmOptions
 
     options = ReconOptions(
-        sfm=SfmOptions(mapper=mapper), dense=not no_dense, dense_scale=dense_scale, force=force
+        sfm=SfmOptions(mapper=mapper),
+        dense=not no_dense,
+        dense_scale=dense_scale,
+        max_cluster_views=max_cluster_views,
+        force=force,
     )
     report = reconstruct(
         images,
@@ -93,8 +107,10 @@ def recon(images, out, crs, gcp, masks, mapper, no_dense, dense_scale, force, as
         click.echo(f"GCPs ({g['gcp']['role']}): RMSE {g['gcp']['rmse_m']} m")
     if "dense" in report:
         d = report["dense"]
+        cl = d.get("clustering", {}).get("clusters", 1)
         click.echo(
             f"dense: {d['points']} points from {d['views']} views "
-            f"({d['seconds_per_megapixel']:.1f} s/MP)"
+            f"({d['seconds_per_megapixel']:.1f} s/MP"
+            + (f", {len(cl)} clusters)" if isinstance(cl, list) else ")")
         )
     click.echo(f"written to {out} (report.json has the details)")

@@ -12,15 +12,18 @@ fusion partners.
 
 :func:`dense_clustered` runs dense matching (:func:`twin.recon.mvs.compute_depth_maps`)
 cluster by cluster, each reference view once, with sources chosen among its cluster's
-views; then fuses each cluster's depth maps (:func:`twin.recon.fuse.fuse`) and keeps
-the points inside the cluster's ground cell. The cells partition the plane, so the
-clusters' overlap is fused by one cluster only and no surface is duplicated.
+views (clusters are built so that each reference's sources, as chosen in the whole
+block, are in its cluster). Fusion (:func:`twin.recon.fuse.fuse`) runs per cluster
+too: each reference view's depth map is fused once, in its own cluster, checked
+against the maps of the cluster's other views; the clusters' points are then merged
+on one voxel grid (:func:`twin.recon.fuse.voxel_merge`), so surface seen from two
+clusters is not duplicated.
 
 Peak memory grows with ``max_views``: the images of one cluster plus one reference
 view's matching (see :mod:`twin.recon.mvs`; about 0.3 GB for a 6 MP view), then the
 depth maps of one cluster during fusion (about 28 bytes a pixel each: 8 views of
-6 MP ≈ 1.3 GB), plus the fused points kept so far (about 40 bytes each). It does not
-grow with the number of views in the block.
+6 MP ≈ 1.3 GB), plus the fused points (about 40 bytes each before the final merge).
+Apart from the points it does not grow with the number of views in the block.
 """
 
 from __future__ import annotations
@@ -85,12 +88,19 @@ def view_targets(
 
 
 def cluster_views(
-    targets: np.ndarray, max_views: int, *, overlap: float = 0.5
+    targets: np.ndarray,
+    max_views: int,
+    *,
+    overlap: float = 0.5,
+    sources: list[list[int]] | None = None,
 ) -> list[ViewCluster]:
     """Overlapping spatial clusters of at most ``max_views`` views (see the module
     docstring). ``targets``: the ENU ground point of each view (:func:`view_targets`),
     or camera positions. ``overlap``: the share of each cluster's views that are
-    borrowed from its neighbours (0 to 0.9). Raises :class:`ParameterError` for a
+    borrowed from its neighbours (0 to 0.9). ``sources``: each view's matching sources
+    (indices); a cell is then also split until its views and all their sources fit in
+    ``max_views``, and the sources join the cluster first, so a view is matched with
+    the same sources as in the whole block. Raises :class:`ParameterError` for a
     ``max_views`` under 2."""
     targets = np.asarray(targets, float).reshape(-1, 3)
     n = len(targets)
@@ -107,7 +117,11 @@ def cluster_views(
     stack = [(np.arange(n), (-inf, -inf, inf, inf))]
     while stack:
         idx, box = stack.pop()
-        if len(idx) <= core:
+        need = set(idx.tolist())
+        if sources is not None:
+            for i in idx:
+                need.update(sources[i])
+        if len(idx) <= 1 or (len(idx) <= core and len(need) <= max_views):
             leaves.append((idx, box))
             continue
         ext = np.ptp(xy[idx], axis=0)
@@ -130,8 +144,11 @@ def cluster_views(
         dx = np.maximum(np.maximum(x0 - xy[:, 0], xy[:, 0] - x1), 0.0)
         dy = np.maximum(np.maximum(y0 - xy[:, 1], xy[:, 1] - y1), 0.0)
         dist = np.hypot(dx, dy)
-        dist[idx] = -1.0
-        near = np.argsort(dist, kind="stable")[:max_views]
+        dist[idx] = -2.0
+        if sources is not None:
+            src = [j for i in idx for j in sources[i] if j not in set(idx.tolist())]
+            dist[src] = -1.0
+        near = np.argsort(dist, kind="stable")[: max(max_views, len(idx))]
         clusters.append(ViewCluster(sorted(int(i) for i in idx), sorted(int(i) for i in near), box))
     return clusters
 
@@ -183,13 +200,21 @@ def dense_clustered(
         keep = set(which)
         imgs = [im for im in imgs if im["name"] in keep]
     names = [im["name"] for im in imgs]
-    # cluster from the geometry only: no image is read here
-    C, A = [], []
-    for im in imgs:
-        R = np.asarray(im["R"], float)
-        C.append(-R.T @ np.asarray(im["t"], float))
-        A.append(R[2])
-    clusters = cluster_views(view_targets(np.array(C), np.array(A)), max_views, overlap=overlap)
+    # clusters from the geometry only (no image is read): where each view looks, and
+    # the sources the matcher would pick for it in the whole block
+    geo = [_geometry_view(cameras, im, scale) for im in imgs]
+    if ranges is not None:
+        rg = [ranges.get(n) for n in names]
+    else:
+        rg = [mvs.depth_range(v, points, default=(1.0, 1e4)) for v in geo]
+    srcs = [
+        mvs.select_sources(geo, i, float(np.sqrt(rg[i][0] * rg[i][1])), options or mvs.MvsOptions())
+        for i in range(len(geo))
+    ]
+    C = np.array([v.centre for v in geo]).reshape(-1, 3)
+    A = np.array([v.R[2] for v in geo]).reshape(-1, 3)
+    clusters = cluster_views(view_targets(C, A), max_views, overlap=overlap, sources=srcs)
+    del geo
     matched: list[str] = []
     t_match = 0.0
     mp = 0.0
@@ -201,12 +226,13 @@ def dense_clustered(
             views = mvs.load_views(sub, Path(image_dir), scale=scale)
             local = {i: k for k, i in enumerate(c.views)}
             refs = [local[i] for i in c.refs]
-            rg = None
-            if ranges is not None:
-                rg = [ranges.get(v.name) for v in views]
             t0 = time.perf_counter()
             maps = mvs.compute_depth_maps(
-                views, points=points, ranges=rg, options=options, out_dir=dense_dir, which=refs
+                views,
+                ranges=[rg[i] for i in c.views],
+                options=options,
+                out_dir=dense_dir,
+                which=refs,
             )
             t_match += time.perf_counter() - t0
             for k, m in zip(refs, maps, strict=True):
@@ -220,20 +246,31 @@ def dense_clustered(
             advance(1)
     if voxel is None:
         voxel = 0.5 * (float(np.median(gsd)) if gsd else 0.1)
+    # fusion: each cluster fuses its reference views' maps, checked against the maps of
+    # all its views (the reference's sources and neighbours); the others' own points
+    # are left to their clusters (their confidence is marked and the points dropped)
     parts = []
     t0 = time.perf_counter()
     with progress.step("fusion by cluster", total=len(clusters)) as advance:
         for c in clusters:
             sub = {**cameras, "images": [imgs[i] for i in c.views]}
             views = mvs.load_views(sub, Path(image_dir), scale=scale)
-            maps = [mvs.DepthMap.load(dense_dir / f"{Path(v.name).stem}.npz") for v in views]
-            cloud = fusion.fuse(views, maps, min_views=min_views, voxel=voxel)
-            own = c.owns(cloud.xyz[:, :2]) if len(cloud) else np.zeros(0, bool)
-            c.stats = {"points": int(own.sum()), "fused_before_crop": len(cloud)}
-            parts.append(fusion.FusedCloud(*(a[own] for a in _fields(cloud))))
-            del maps, views
+            refs = set(c.refs)
+            maps = []
+            for i, v in zip(c.views, views, strict=True):
+                m = mvs.DepthMap.load(dense_dir / f"{Path(v.name).stem}.npz")
+                if i not in refs:
+                    m.confidence = np.full(m.depth.shape, -1.0, np.float32)
+                maps.append(m)
+            cloud = fusion.fuse(views, maps, min_views=min_views, voxel=None)
+            mine = cloud.confidence >= 0
+            c.stats = {"points_before_merge": int(mine.sum())}
+            parts.append(fusion.FusedCloud(*(a[mine] for a in _fields(cloud))))
+            del maps, views, cloud
             advance(1)
     cloud = fusion.FusedCloud(*(np.concatenate([_fields(p)[q] for p in parts]) for q in range(5)))
+    del parts
+    cloud = fusion.voxel_merge(cloud, voxel)
     info = {
         "matched": matched,
         "names": names,
@@ -245,6 +282,23 @@ def dense_clustered(
         "voxel_m": voxel,
     }
     return cloud, clusters, info
+
+
+def _geometry_view(cameras: dict, im: dict, scale: float):
+    """A :class:`twin.recon.mvs.View` with the camera of ``im`` and no pixels (a
+    zero-stride stand-in image of the right size) for source selection."""
+    from twin.recon.mvs import View
+
+    sensors = cameras.get("cameras") or cameras.get("sensors")
+    cam = sensors[im.get("camera") or im.get("sensor")]
+    w, h = int(cam["width"]), int(cam["height"])
+    K = np.array([[cam["fx"], 0, cam["cx"]], [0, cam["fy"], cam["cy"]], [0, 0, 1.0]])
+    if scale != 1.0:
+        nw, nh = max(8, int(round(w * scale))), max(8, int(round(h * scale)))
+        K = np.diag([nw / w, nh / h, 1.0]) @ K
+        w, h = nw, nh
+    rgb = np.broadcast_to(np.zeros(1, np.uint8), (h, w, 3))
+    return View(im["name"], K, np.asarray(im["R"], float), np.asarray(im["t"], float), rgb)
 
 
 def _fields(cloud) -> tuple:

@@ -153,11 +153,21 @@ def reconstruct(
         save_state()
     # ---------------------------------------------------------------- mapping
     model_dir = out / "sfm" / "model"
-    mkey = _key(fkey, options.sfm.mapper, options.sfm.refine_intrinsics)
+    mkey = _key(
+        fkey,
+        options.sfm.mapper,
+        options.sfm.refine_intrinsics,
+        options.sfm.gps_prior,
+        options.sfm.final_refinement,
+    )
     if state.get("mapping") != mkey or not (model_dir / "images.bin").exists():
         t0 = time.perf_counter()
         with progress.step("incremental/global mapping"):
             rec, mrep = sfm.map_reconstruction(images, db, out / "sfm" / "mappers", options.sfm)
+            if options.sfm.final_refinement:
+                rec, mrep["refinement"] = sfm.refine_reconstruction(
+                    rec, db, images.folder, out / "sfm" / "refined", options.sfm
+                )
         timings["mapping"] = time.perf_counter() - t0
         if model_dir.exists():
             shutil.rmtree(model_dir)
