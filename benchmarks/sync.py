@@ -227,15 +227,14 @@ def bench_placement(n: int, tmp: Path) -> dict:
     }
 
 
+# the server as ``twin sync serve`` runs it
 _SERVER = """
-import sys, uvicorn
+import sys
 sys.path.insert(0, {root!r})
-from twin.sync.server import create_app
-from twin.sync.store import SQLiteStore
-store = SQLiteStore({db!r})
-app = create_app(store, tokens={{"bench-token-0001": {{"name": "bench",
-    "scopes": {{"write": "*", "read": True}}, "rate": 1e9, "burst": 1e9}}}})
-uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning", ws_per_message_deflate=False)
+from twin.sync.server import serve
+serve({db!r}, tokens={{"bench-token-0001": {{"name": "bench",
+    "scopes": {{"write": "*", "read": True}}, "rate": 1e9, "burst": 1e9}}}},
+    port={port}, log_level="warning")
 """
 
 
@@ -265,6 +264,15 @@ def start_server(db: Path) -> tuple[subprocess.Popen, int]:
                 stop_server(proc)
                 raise RuntimeError("the uvicorn server did not start")
             time.sleep(0.1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc; 0 elsewhere)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -398,6 +406,7 @@ def bench_ws(subscribers: int, rate: float, seconds: float, batch: int, tmp: Pat
         ]
         sent_at = []
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=HEADERS, timeout=60) as c:
+            cpu0 = cpu_seconds(proc.pid), cpu_seconds(listener.pid)
             t0 = time.perf_counter()
             for b, body in enumerate(bodies):
                 delay = t0 + b * batch / rate - time.perf_counter()
@@ -406,6 +415,8 @@ def bench_ws(subscribers: int, rate: float, seconds: float, batch: int, tmp: Pat
                 sent_at.append(time.perf_counter())
                 c.post("/events", content=body).raise_for_status()
             wall = time.perf_counter() - t0
+        server_cpu = cpu_seconds(proc.pid) - cpu0[0]
+        listener_cpu = cpu_seconds(listener.pid) - cpu0[1]
         listener.wait(150)
         recv = json.loads(out.read_text()) if out.exists() else []
     finally:
@@ -424,6 +435,10 @@ def bench_ws(subscribers: int, rate: float, seconds: float, batch: int, tmp: Pat
         "latency_ms_p50": round(float(np.percentile(arr, 50)), 2) if len(arr) else None,
         "latency_ms_p99": round(float(np.percentile(arr, 99)), 2) if len(arr) else None,
         "ingest_seconds": round(wall, 3),
+        # CPU per batch while posting (fan-out to every subscriber included): less
+        # sensitive to other jobs on the machine than the latencies
+        "server_cpu_ms_per_batch": round(server_cpu * 1000 / n_batches, 2),
+        "listener_cpu_ms_per_batch": round(listener_cpu * 1000 / n_batches, 2),
     }
 
 
@@ -720,6 +735,7 @@ def main(argv=None) -> int:
         w = out["websocket"]
         rows.append((f"WS push p99 ms ({w['subscribers']} subs)", w["latency_ms_p99"]))
         rows.append(("WS achieved ingest (events/s)", w["achieved_events_per_s"]))
+        rows.append(("WS server CPU per batch (ms)", w["server_cpu_ms_per_batch"]))
     for k, v in rows:
         print(f"{k:38} {v:>14,}" if isinstance(v, int) else f"{k:38} {v:>14}")
     if "twin_store" in out:
