@@ -18,8 +18,9 @@ def hard_boundaries_kernel(faces, n_vertices, cache_size):
     """Cluster starts where the cache order jumps to a new patch: triangle 0 and
     every triangle whose three corners all miss the FIFO cache of ``cache_size``.
 
-    Returns int64 starts (ascending, first 0). O(M); memory one int64 per vertex
-    plus the starts."""
+    Returns ``(starts int64 ascending, first 0; misses)``, ``misses`` being the
+    FIFO misses of the whole list (its ACMR times M). O(M); memory one int64 per
+    vertex plus the starts."""
     m = faces.shape[0]
     stamp = np.full(n_vertices, _NEVER, np.int64)
     out = np.empty(m, np.int64)
@@ -36,7 +37,7 @@ def hard_boundaries_kernel(faces, n_vertices, cache_size):
         if t == 0 or tm == 3:
             out[k] = t
             k += 1
-    return out[:k]
+    return out[:k], misses
 
 
 @njit(cache=True)
@@ -94,60 +95,20 @@ def soft_boundaries_kernel(faces, n_vertices, cache_size, hard, threshold):
 
 
 @njit(cache=True)
-def area_centre_kernel(vertices, faces):
-    """Area-weighted centroid of the mesh surface (float64 (3,)); the vertex mean
-    when every triangle has zero area. O(M)."""
-    sx = 0.0
-    sy = 0.0
-    sz = 0.0
-    area = 0.0
-    for t in range(faces.shape[0]):
-        a = faces[t, 0]
-        b = faces[t, 1]
-        c = faces[t, 2]
-        ux = vertices[b, 0] - vertices[a, 0]
-        uy = vertices[b, 1] - vertices[a, 1]
-        uz = vertices[b, 2] - vertices[a, 2]
-        wx = vertices[c, 0] - vertices[a, 0]
-        wy = vertices[c, 1] - vertices[a, 1]
-        wz = vertices[c, 2] - vertices[a, 2]
-        px = uy * wz - uz * wy
-        py = uz * wx - ux * wz
-        pz = ux * wy - uy * wx
-        ar = np.sqrt(px * px + py * py + pz * pz)
-        area += ar
-        sx += ar * (vertices[a, 0] + vertices[b, 0] + vertices[c, 0])
-        sy += ar * (vertices[a, 1] + vertices[b, 1] + vertices[c, 1])
-        sz += ar * (vertices[a, 2] + vertices[b, 2] + vertices[c, 2])
-    out = np.empty(3, np.float64)
-    if area > 0.0:
-        out[0] = sx / (3.0 * area)
-        out[1] = sy / (3.0 * area)
-        out[2] = sz / (3.0 * area)
-    else:
-        for k in range(3):
-            out[k] = vertices[:, k].mean()
-    return out
-
-
-@njit(cache=True)
-def cluster_keys_kernel(vertices, faces, starts, centre):
+def cluster_keys_kernel(vertices, faces, starts):
     """How much each cluster faces outward: ``dot(c - centre, n)`` with c the
-    cluster's area-weighted centroid and n its unit area-weighted normal (0 for a
-    cluster of zero area). Returns float64 (len(starts),). O(M); memory the keys."""
+    cluster's area-weighted centroid, n its unit area-weighted normal and centre the
+    area-weighted centroid of the whole surface (the vertex mean if its area is 0);
+    0 for a cluster of zero area or zero summed normal.
+
+    Returns ``(keys float64 (C,), centre float64 (3,))``. One pass over the
+    triangles; memory 7 floats per cluster."""
     m = faces.shape[0]
     nc = starts.shape[0]
-    keys = np.zeros(nc, np.float64)
+    acc = np.zeros((nc, 7), np.float64)  # normal xyz, area, area * centroid xyz * 3
     for ci in range(nc):
         s = starts[ci]
         e = starts[ci + 1] if ci + 1 < nc else m
-        nx = 0.0
-        ny = 0.0
-        nz = 0.0
-        cx = 0.0
-        cy = 0.0
-        cz = 0.0
-        area = 0.0
         for t in range(s, e):
             a = faces[t, 0]
             b = faces[t, 1]
@@ -162,20 +123,35 @@ def cluster_keys_kernel(vertices, faces, starts, centre):
             py = uz * wx - ux * wz
             pz = ux * wy - uy * wx
             ar = np.sqrt(px * px + py * py + pz * pz)
-            nx += px
-            ny += py
-            nz += pz
-            area += ar
-            cx += ar * (vertices[a, 0] + vertices[b, 0] + vertices[c, 0])
-            cy += ar * (vertices[a, 1] + vertices[b, 1] + vertices[c, 1])
-            cz += ar * (vertices[a, 2] + vertices[b, 2] + vertices[c, 2])
-        nl = np.sqrt(nx * nx + ny * ny + nz * nz)
-        if area > 0.0 and nl > 0.0:
-            dx = cx / (3.0 * area) - centre[0]
-            dy = cy / (3.0 * area) - centre[1]
-            dz = cz / (3.0 * area) - centre[2]
-            keys[ci] = (dx * nx + dy * ny + dz * nz) / nl
-    return keys
+            acc[ci, 0] += px
+            acc[ci, 1] += py
+            acc[ci, 2] += pz
+            acc[ci, 3] += ar
+            acc[ci, 4] += ar * (vertices[a, 0] + vertices[b, 0] + vertices[c, 0])
+            acc[ci, 5] += ar * (vertices[a, 1] + vertices[b, 1] + vertices[c, 1])
+            acc[ci, 6] += ar * (vertices[a, 2] + vertices[b, 2] + vertices[c, 2])
+    centre = np.zeros(3, np.float64)
+    area = 0.0
+    for ci in range(nc):
+        area += acc[ci, 3]
+        for k in range(3):
+            centre[k] += acc[ci, 4 + k]
+    if area > 0.0:
+        for k in range(3):
+            centre[k] /= 3.0 * area
+    else:
+        for k in range(3):
+            centre[k] = vertices[:, k].mean()
+    keys = np.zeros(nc, np.float64)
+    for ci in range(nc):
+        nl = np.sqrt(acc[ci, 0] ** 2 + acc[ci, 1] ** 2 + acc[ci, 2] ** 2)
+        ca = acc[ci, 3]
+        if ca > 0.0 and nl > 0.0:
+            d = 0.0
+            for k in range(3):
+                d += (acc[ci, 4 + k] / (3.0 * ca) - centre[k]) * acc[ci, k]
+            keys[ci] = d / nl
+    return keys, centre
 
 
 @njit(cache=True)

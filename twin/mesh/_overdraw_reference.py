@@ -25,10 +25,13 @@ def hard_boundaries_ref(faces, n_vertices, cache_size):
     f = [tuple(t) for t in np.asarray(faces, np.int64).tolist()]
     fifo: deque[int] = deque()
     out = []
+    total = 0
     for t, tri in enumerate(f):
-        if _misses([tri], cache_size, fifo) == 3 or t == 0:
+        m = _misses([tri], cache_size, fifo)
+        total += m
+        if m == 3 or t == 0:
             out.append(t)
-    return np.array(out, np.int64)
+    return np.array(out, np.int64), total
 
 
 def soft_boundaries_ref(faces, n_vertices, cache_size, hard, threshold):
@@ -55,9 +58,15 @@ def soft_boundaries_ref(faces, n_vertices, cache_size, hard, threshold):
     return np.array(out, np.int64)
 
 
-def cluster_keys_ref(vertices, faces, starts, centre):
+def cluster_keys_ref(vertices, faces, starts):
     v = np.asarray(vertices, np.float64)
     f = np.asarray(faces, np.int64)
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    ar = np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    if ar.sum() > 0:
+        centre = (ar[:, None] * (a + b + c)).sum(axis=0) / (3 * ar.sum())
+    else:
+        centre = v.mean(axis=0)
     bounds = list(starts) + [len(f)]
     keys = []
     for s, e in zip(bounds[:-1], bounds[1:], strict=True):
@@ -70,7 +79,7 @@ def cluster_keys_ref(vertices, faces, starts, centre):
             keys.append(float(np.dot(cen - centre, n / np.linalg.norm(n))))
         else:
             keys.append(0.0)
-    return np.array(keys)
+    return np.array(keys), centre
 
 
 def rasterise_overdraw_ref(p, faces, size):
