@@ -24,8 +24,15 @@ the survey area, with its holes reported:
 reconstructed one by one. DSM tiles share their border rows and columns of cells;
 every border sample is made a vertex on both sides, so neighbouring tiles meet at the
 same vertices and the welded mesh has no cracks. Poisson tiles are reconstructed
-with ``overlap`` metres of neighbouring points and cut back to their own square (by
-face centroid); their seams match within about one octree cell but are not welded.
+with ``overlap`` metres of neighbouring points, all at the octree cell an untiled run
+would use, and clipped exactly at their square (:func:`clip_to_box`: triangles
+crossing a side are split on it); the two rims on each shared side, which match
+within about one octree cell, are then zipped (:func:`zip_seam`: each rim's vertices
+are inserted into the other rim and the pairs welded), tiles first along each row,
+then row to row. A rim loop only one side has (a small closed surface the other
+tile did not reconstruct) is capped, and sliver loops where three or four tiles
+meet are filled; what still stays open is reported as a hole and counted in
+``info["stitch"]["open_seam_edges"]``.
 
 **Holes** (:class:`Hole`: size and place): for Poisson, the connected chains of
 boundary edges (used by one face) that do not touch the outline of the area; for the
@@ -35,7 +42,8 @@ DSM, the voids of the grid larger than ``max_fill`` (left open in the mesh).
 one tile's TIN: measured about 340 bytes per grid cell in all (78 MB for 480 x 480
 cells). Poisson: Open3D's octree and output mesh of one tile plus that tile's points
 and normals: measured about 3 kB per input point of a tile at depth 9-10 (560 MB for
-215 k points); tiles bound it for large areas, the output mesh grows with the area.
+215 k points); tiles bound it for large areas, the output mesh grows with the area
+(stitching works on the joined mesh: a few arrays of its faces).
 """
 
 from __future__ import annotations
@@ -457,6 +465,225 @@ def _dsm_mesh(xyz, area, resolution, max_error, max_fill, tile_size, progress):
     return verts, faces, info
 
 
+# ---------------------------------------------------------------------------- stitching
+def clip_to_box(vertices, faces, box, eps: float = 1e-6):
+    """The part of a mesh inside the vertical prism over ``box`` (xmin, ymin, xmax, ymax):
+    triangles crossing a side are split exactly at it (each cut edge gets one new
+    vertex, shared by the triangles on both of its sides), vertices within ``eps`` of a
+    side are moved onto it. Returns compacted ``(vertices, faces)``; the cut rim lies
+    exactly on the box sides. Memory grows with the mesh."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    x0, y0, x1, y1 = box
+    for axis, c, sign in ((0, x0, -1.0), (0, x1, 1.0), (1, y0, -1.0), (1, y1, 1.0)):
+        v, f = _clip_halfspace(v, f, axis, c, sign, eps)
+        if len(f) == 0:
+            break
+    return _compact(v, f)
+
+
+def _compact(v, f):
+    used = np.zeros(len(v), bool)
+    used[f.ravel()] = True
+    remap = np.cumsum(used) - 1
+    return v[used], remap[f]
+
+
+def _clip_halfspace(v, f, axis, c, sign, eps):
+    """Keep ``sign * (coord[axis] - c) <= 0``; split the triangles that cross."""
+    d = sign * (v[:, axis] - c)
+    near = np.abs(d) <= eps
+    if near.any():
+        v = v.copy()
+        v[near, axis] = c
+        d[near] = 0.0
+    sd = np.sign(d)[f]
+    keep = (sd <= 0).all(axis=1)
+    cross = (sd > 0).any(axis=1) & (sd < 0).any(axis=1)
+    if not cross.any():
+        return v, f[keep]
+    new_pos: list[np.ndarray] = []
+    cut: dict[tuple[int, int], int] = {}
+    n0 = len(v)
+
+    def cut_vertex(a: int, b: int) -> int:
+        key = (a, b) if a < b else (b, a)
+        i = cut.get(key)
+        if i is None:
+            t = d[a] / (d[a] - d[b])
+            p = v[a] + t * (v[b] - v[a])
+            p[axis] = c
+            i = n0 + len(new_pos)
+            new_pos.append(p)
+            cut[key] = i
+        return i
+
+    tris = []
+    for tri in f[cross].tolist():
+        poly = []
+        for k in range(3):
+            a, b = tri[k], tri[(k + 1) % 3]
+            if d[a] <= 0:
+                poly.append(a)
+            if d[a] * d[b] < 0:
+                poly.append(cut_vertex(a, b))
+        for k in range(1, len(poly) - 1):
+            tris.append((poly[0], poly[k], poly[k + 1]))
+    v = np.vstack([v, np.asarray(new_pos)]) if new_pos else v
+    f = np.concatenate([f[keep], np.asarray(tris, dtype=np.int64).reshape(-1, 3)])
+    return v, f
+
+
+class _Union:
+    def __init__(self, n: int):
+        self.parent = np.arange(n)
+
+    def find(self, i: int) -> int:
+        p = self.parent
+        root = i
+        while p[root] != root:
+            root = p[root]
+        while p[i] != root:
+            p[i], i = root, p[i]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _seam_half_edges(v, f, axis, c):
+    """Boundary half-edges lying on the plane ``coord[axis] == c``: (a, b) in their
+    face's winding, the face, the opposite corner and the side (-1/+1) of the face."""
+    on = v[:, axis] == c
+    cand = np.flatnonzero(on[f].sum(axis=1) >= 2)  # only these can use an edge on the plane
+    if len(cand) == 0:
+        return None
+    fc = f[cand]
+    he = fc[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    opp = fc[:, [2, 0, 1]].ravel()
+    face = np.repeat(cand, 3)
+    lo, hi = np.minimum(he[:, 0], he[:, 1]), np.maximum(he[:, 0], he[:, 1])
+    key = lo * len(v) + hi
+    _, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
+    sel = (cnt[inv] == 1) & on[he[:, 0]] & on[he[:, 1]]
+    side = np.sign(v[f[face[sel]]].mean(axis=1)[:, axis] - c)
+    ok = side != 0
+    idx = np.flatnonzero(sel)[ok]
+    return he[idx], face[idx], opp[idx], side[ok].astype(np.int64)
+
+
+def zip_seam(vertices, faces, axis: int, c: float, tol: float, snap: float | None = None):
+    """Close the crack between the two parts of a mesh that meet at the vertical plane
+    ``coord[axis] == c`` (each clipped exactly at it, see :func:`clip_to_box`).
+
+    The open rims on the plane (boundary edges with both ends on it) of the two sides
+    are zipped: every rim vertex of one side within ``tol`` (in the plane) of the
+    other side's rim is inserted into that rim (the edge is split and its triangle
+    fanned) or matched to a rim vertex there when within ``snap``; matched pairs are
+    welded at their mean position. Both rims then run through the same vertices, so
+    the edges are shared. Rim parts with no counterpart (a hole on one side) stay
+    open. Returns ``(vertices, faces, stats)``. Memory grows with the mesh."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    snap = tol * 0.05 if snap is None else snap
+    got = _seam_half_edges(v, f, axis, c)
+    stats = {"rim_edges": 0, "welded": 0}
+    if got is None:
+        return v, f, stats
+    he, face, opp, side = got
+    stats["rim_edges"] = int(len(he))
+    if not ((side < 0).any() and (side > 0).any()):
+        return v, f, stats
+    from scipy.spatial import cKDTree
+
+    other = 1 - axis
+    p2 = np.column_stack([v[:, other], v[:, 2]])
+    splits: dict[int, list[tuple[float, int]]] = {}  # half-edge row -> [(t, new vertex)]
+    new_pos: list[np.ndarray] = []
+    pairs: list[tuple[int, int]] = []
+    n0 = len(v)
+    for s_from, s_to in ((1, -1), (-1, 1)):
+        rows = np.flatnonzero(side == s_to)
+        segs = he[rows]
+        a2, b2 = p2[segs[:, 0]], p2[segs[:, 1]]
+        tree = cKDTree(0.5 * (a2 + b2))
+        pts = np.unique(he[side == s_from].ravel())
+        k = min(8, len(rows))
+        _, cand = tree.query(p2[pts], k=k)
+        cand = cand.reshape(len(pts), k)
+        ab = b2[cand] - a2[cand]  # (P, k, 2)
+        ap = p2[pts][:, None, :] - a2[cand]
+        L2 = np.maximum(np.einsum("pkc,pkc->pk", ab, ab), 1e-300)
+        t = np.clip(np.einsum("pkc,pkc->pk", ap, ab) / L2, 0.0, 1.0)
+        dist = np.linalg.norm(ap - t[..., None] * ab, axis=2)
+        best = np.argmin(dist, axis=1)
+        r = np.arange(len(pts))
+        bd, bt, brow = dist[r, best], t[r, best], rows[cand[r, best]]
+        L = np.sqrt(L2[r, best])
+        for p, dd, tt, row, ln in zip(pts.tolist(), bd, bt, brow.tolist(), L, strict=True):
+            if dd > tol:
+                continue
+            a, b = int(he[row, 0]), int(he[row, 1])
+            if tt * ln <= snap:
+                pairs.append((p, a))
+            elif (1.0 - tt) * ln <= snap:
+                pairs.append((p, b))
+            else:
+                i = n0 + len(new_pos)
+                new_pos.append(v[a] + tt * (v[b] - v[a]))
+                splits.setdefault(row, []).append((float(tt), i))
+                pairs.append((p, i))
+    if not pairs:
+        return v, f, stats
+    if new_pos:
+        v = np.vstack([v, np.asarray(new_pos)])
+    # fan the triangles of split rim edges
+    drop = []
+    tris = []
+    for row, pts_t in splits.items():
+        a, b, o = int(he[row, 0]), int(he[row, 1]), int(opp[row])
+        chain = [a, *(i for _, i in sorted(pts_t)), b]
+        drop.append(int(face[row]))
+        tris.extend((chain[j], chain[j + 1], o) for j in range(len(chain) - 1))
+    if drop:
+        keep = np.ones(len(f), bool)
+        keep[drop] = False
+        f = np.concatenate([f[keep], np.asarray(tris, dtype=np.int64).reshape(-1, 3)])
+    # weld matched pairs at their mean
+    uf = _Union(len(v))
+    for p, q in pairs:
+        uf.union(p, q)
+    members = np.unique(np.asarray(pairs).ravel())
+    roots = np.array([uf.find(int(i)) for i in members])
+    sums = np.zeros((len(v), 3))
+    cnt = np.zeros(len(v))
+    np.add.at(sums, roots, v[members])
+    np.add.at(cnt, roots, 1.0)
+    has = cnt > 0
+    v = v.copy()
+    v[has] = sums[has] / cnt[has, None]
+    v[has, axis] = c
+    root_of = np.arange(len(v))
+    root_of[members] = roots
+    f = root_of[f]
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
+    # the same triangle twice (both windings): a collapsed sliver pair, both go
+    touched = np.zeros(len(v), bool)
+    touched[members] = True
+    near = np.flatnonzero(touched[f].any(axis=1))
+    key = np.sort(f[near], axis=1)
+    _, inv, cnt_f = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    if (cnt_f > 1).any():
+        keep = np.ones(len(f), bool)
+        keep[near[cnt_f[inv.ravel()] > 1]] = False
+        f = f[keep]
+    stats["welded"] = int(len(pairs))
+    v, f = _compact(v, f)
+    return v, f, stats
+
+
 # ---------------------------------------------------------------------------- Poisson
 def _poisson_piece(xyz, normals, depth, trim, scale, threads):
     import open3d as o3d
@@ -530,17 +757,22 @@ def _poisson_mesh(xyz, normals, area, depth, resolution, trim, max_distance, til
         ys = np.arange(y0, y1, tile_size)
         boxes = [(a, b, min(a + tile_size, x1), min(b + tile_size, y1)) for b in ys for a in xs]
     else:
+        xs, ys = np.array([x0]), np.array([y0])
         boxes = [(x0, y0, x1, y1)]
     tree = cKDTree(xyz) if max_distance else None
     import numba
 
     threads = max(1, numba.get_num_threads())
-    verts, faces = [], []
-    nv = 0
-    used_depths = []
+    # octree cell: ``resolution`` or finer, from the extent of all the points
+    ext_all = max(float(np.max(xyz.max(axis=0) - xyz.min(axis=0))), 1e-6)
+    d_all = int(np.clip(math.ceil(math.log2(max(ext_all * 1.1 / resolution, 2))), 5, 11))
+    cell = ext_all * 1.21 / 2**d_all
+    pieces: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    used_depths, cells = [], []
+    nxt = len(xs) if tile_size else 1
     with progress.step("surface: Poisson", total=len(boxes)) as advance:
-        for bx0, by0, bx1, by1 in boxes:
-            pad = overlap if tile_size else 0.0
+        for n, (bx0, by0, bx1, by1) in enumerate(boxes):
+            pad = overlap
             sel = (
                 (xyz[:, 0] >= bx0 - pad)
                 & (xyz[:, 0] <= bx1 + pad)
@@ -551,38 +783,176 @@ def _poisson_mesh(xyz, normals, area, depth, resolution, trim, max_distance, til
                 advance(1)
                 continue
             p = xyz[sel]
-            span = float(np.max(p.max(axis=0) - p.min(axis=0))) * 1.1
-            d = depth or int(np.clip(math.ceil(math.log2(max(span / resolution, 2))), 5, 11))
+            ext = max(float(np.max(p.max(axis=0) - p.min(axis=0))), 1e-6)
+            if depth:
+                d, scale = depth, 1.1
+            else:
+                # the octree cube sized so that its cells are ``cell`` wide: every tile
+                # works at the cell size an untiled run of the whole area would use
+                d = int(np.clip(math.ceil(math.log2(max(ext * 1.1 / cell, 2))), 5, 11))
+                scale = max(1.1, 2**d * cell / ext)
             used_depths.append(d)
-            v, f = _poisson_piece(p, normals[sel], d, trim, 1.1, threads)
-            if len(f) == 0:
-                advance(1)
-                continue
-            cen = v[f].mean(axis=1)
-            inside = (cen[:, 0] >= bx0) & (cen[:, 0] < bx1) & (cen[:, 1] >= by0) & (cen[:, 1] < by1)
-            if bx1 == x1:
-                inside |= (cen[:, 0] == x1) & (cen[:, 1] >= by0) & (cen[:, 1] < by1)
-            inside &= shapely.contains_xy(area, cen[:, 0], cen[:, 1])
-            if max_distance:
-                dist, _ = tree.query(cen[inside], distance_upper_bound=max_distance)
-                inside[np.flatnonzero(inside)[~np.isfinite(dist)]] = False
-            f = f[inside]
-            used = np.unique(f)
-            remap = np.full(len(v), -1, np.int64)
-            remap[used] = np.arange(len(used))
-            verts.append(v[used])
-            faces.append(remap[f] + nv)
-            nv += len(used)
+            cells.append(ext * scale / 2**d)
+            v, f = _poisson_piece(p, normals[sel], d, trim, scale, threads)
+            if len(f):
+                # cut exactly at the tile's sides: neighbours meet on the same planes
+                v, f = clip_to_box(v, f, (bx0, by0, bx1, by1))
+            if len(f):
+                cen = v[f].mean(axis=1)
+                inside = shapely.contains_xy(area.buffer(1e-9), cen[:, 0], cen[:, 1])
+                if max_distance:
+                    dist, _ = tree.query(cen[inside], distance_upper_bound=max_distance)
+                    inside[np.flatnonzero(inside)[~np.isfinite(dist)]] = False
+                v, f = _compact(v, f[inside])
+            if len(f):
+                pieces[divmod(n, nxt)] = (v, f)
             advance(1)
-    if not faces:
+    if not pieces:
         raise InputError("Poisson reconstruction produced no surface inside the area")
+    seam = {"seams": 0, "rim_edges": 0, "welded": 0, "open_seam_edges": 0}
+    tol = 2.0 * max(cells)
+    with progress.step("surface: stitch tiles"):
+        rows = []
+        for j in sorted({k[0] for k in pieces}):
+            acc = None
+            for i in range(nxt):
+                if (j, i) not in pieces:
+                    continue
+                if acc is None:
+                    acc = pieces[(j, i)]
+                    continue
+                acc = _zip_parts(acc, pieces[(j, i)], 0, float(xs[i]), tol, seam)
+            rows.append((j, acc))
+        v, f = rows[0][1]
+        for j, part in rows[1:]:
+            v, f = _zip_parts((v, f), part, 1, float(ys[j]), tol, seam)
+        if len(pieces) > 1:
+            # where three or four tiles meet, a sliver loop can be left: closed
+            lines = [(0, float(x)) for x in xs[1:]] + [(1, float(y)) for y in ys[1:]]
+            v, f, seam["filled_slivers"] = _fill_seam_slivers(v, f, lines, tol)
+            # a weld that crossed the rims' order can leave a fin (an edge with three
+            # faces): its faces next to the seam go and the loop left is filled
+            for _ in range(3):
+                nm = non_manifold_edges(f)
+                if len(nm) == 0:
+                    break
+                near = np.zeros(len(v), bool)
+                for axis, c in lines:
+                    near |= np.abs(v[:, axis] - c) <= tol
+                bad = np.zeros(len(v), bool)
+                bad[nm[near[nm].all(axis=1)].ravel()] = True
+                drop = bad[f].sum(axis=1) >= 2
+                if not drop.any():
+                    break
+                v, f = _compact(v, f[~drop])
+                v, f, k = _fill_seam_slivers(v, f, lines, tol)
+                seam["filled_slivers"] += k
+                seam["fins_removed"] = seam.get("fins_removed", 0) + int(drop.sum())
+            be = boundary_edges(f)
+            on = np.zeros(len(be), bool)
+            for axis, c in lines:
+                on |= (v[be, axis] == c).all(axis=1)
+            seam["open_seam_edges"] = int(on.sum())
     info = {
         "depth": sorted(set(used_depths)),
         "trim_quantile": trim,
         "max_distance": max_distance,
         "tiles": len(boxes),
     }
-    return np.concatenate(verts), np.concatenate(faces), info
+    if tile_size:
+        info["stitch"] = seam
+    return v, f, info
+
+
+def _zip_parts(a, b, axis, c, tol, stats):
+    """Two meshes joined and zipped along the plane ``coord[axis] == c``."""
+    v = np.vstack([a[0], b[0]])
+    f = np.concatenate([a[1], b[1] + len(a[0])])
+    v, f, st = zip_seam(v, f, axis, c, tol)
+    v, f, capped = cap_rim_loops(v, f, axis, c)
+    left = _seam_half_edges(v, f, axis, c)
+    stats["seams"] += 1
+    stats["rim_edges"] += st["rim_edges"]
+    stats["welded"] += st["welded"]
+    stats["capped_loops"] = stats.get("capped_loops", 0) + capped
+    stats["open_seam_edges"] += 0 if left is None else int(len(left[0]))
+    return v, f
+
+
+def _boundary_cycles(he: np.ndarray) -> list[list[int]]:
+    """Closed cycles of directed boundary half-edges (each used once; at a pinch
+    vertex any unused outgoing edge continues the walk). Open chains are left out."""
+    out_of: dict[int, list[int]] = {}
+    for a, b in he.tolist():
+        out_of.setdefault(a, []).append(b)
+    cycles = []
+    for start in list(out_of):
+        while out_of.get(start):
+            loop = [start]
+            cur = out_of[start].pop()
+            while cur != start and out_of.get(cur):
+                loop.append(cur)
+                cur = out_of[cur].pop()
+            if cur == start and len(loop) >= 3:
+                cycles.append(loop)
+    return cycles
+
+
+def _fan(v, loops):
+    """Triangles closing each loop (wound against it) and the centre vertices added."""
+    new_pos, tris = [], []
+    for loop in loops:
+        if len(loop) == 3:
+            tris.append((loop[2], loop[1], loop[0]))
+            continue
+        centre = len(v) + len(new_pos)
+        new_pos.append(v[loop].mean(axis=0))
+        tris.extend((loop[(i + 1) % len(loop)], loop[i], centre) for i in range(len(loop)))
+    return np.asarray(new_pos).reshape(-1, 3), np.asarray(tris, dtype=np.int64).reshape(-1, 3)
+
+
+def _fill_seam_slivers(v, f, lines, tol):
+    """Fan-fill closed boundary loops shorter than ``8 * tol`` whose vertices all lie
+    within ``tol`` of a seam line (``(axis, c)`` pairs). Returns ``(v, f, filled)``."""
+    be = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    lo, hi = np.minimum(be[:, 0], be[:, 1]), np.maximum(be[:, 0], be[:, 1])
+    _, inv, cnt = np.unique(lo * len(v) + hi, return_inverse=True, return_counts=True)
+    he = be[cnt[inv] == 1]
+    near = np.zeros(len(v), bool)
+    for axis, c in lines:
+        near |= np.abs(v[:, axis] - c) <= tol
+    he = he[near[he[:, 0]] & near[he[:, 1]]]
+    if len(he) == 0:
+        return v, f, 0
+    loops = []
+    for loop in _boundary_cycles(he):
+        pts = v[loop]
+        if np.linalg.norm(pts - np.roll(pts, -1, axis=0), axis=1).sum() <= 8 * tol:
+            loops.append(loop)
+    if not loops:
+        return v, f, 0
+    new_pos, tris = _fan(v, loops)
+    return np.vstack([v, new_pos]), np.concatenate([f, tris]), len(loops)
+
+
+def cap_rim_loops(vertices, faces, axis: int, c: float):
+    """Close the rim loops left open on the plane ``coord[axis] == c`` (a small closed
+    surface, e.g. a tree crown, that one side's reconstruction has and the other's
+    lacks): each closed chain of rim edges gets a fan from its centre, wound against
+    the rim so the orientation is kept. Open chains stay open. Returns
+    ``(vertices, faces, loops capped)``."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    got = _seam_half_edges(v, f, axis, c)
+    if got is None or len(got[0]) == 0:
+        return v, f, 0
+    loops = _boundary_cycles(got[0])
+    if not loops:
+        return v, f, 0
+    new_pos, tris = _fan(v, loops)
+    v = np.vstack([v, new_pos])
+    v[len(v) - len(new_pos) :, axis] = c
+    return v, np.concatenate([f, tris]), len(loops)
 
 
 # ---------------------------------------------------------------------------- public
@@ -736,6 +1106,7 @@ __all__ = [
     "Hole",
     "Surface",
     "boundary_edges",
+    "clip_to_box",
     "dsm_grid",
     "estimate_normals",
     "find_holes",
@@ -743,4 +1114,5 @@ __all__ = [
     "non_manifold_edges",
     "reconstruct",
     "write_surface",
+    "zip_seam",
 ]
