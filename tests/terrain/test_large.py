@@ -265,3 +265,82 @@ def test_6000_square_raster_in_bounded_memory(tmp_path, holey_dem):
             or (pc_ == 0).all()
             or (pc_ == cols - 1).all()
         ), e
+
+
+def _edges_match(out, z, rng):
+    """Neighbouring tiles of level z carry the same vertices along their shared
+    edge (positions exactly, heights within the quantisation)."""
+    from twin.terrain.quantized_mesh import QMAX, decode_tile
+    from twin.terrain.tiling import tile_bounds
+
+    x0, y0, x1, y1 = rng
+    pairs = 0
+    for x in range(x0, x1 + 1):
+        for y in range(y0, y1 + 1):
+            a = decode_tile((out / f"{z}/{x}/{y}.terrain").read_bytes(), tile_bounds(z, x, y))
+            for dx, dy, ea, eb in ((1, 0, "east", "west"), (0, 1, "north", "south")):
+                if x + dx > x1 or y + dy > y1:
+                    continue
+                b = decode_tile(
+                    (out / f"{z}/{x + dx}/{y + dy}.terrain").read_bytes(),
+                    tile_bounds(z, x + dx, y + dy),
+                )
+                pa, pb = a["lonlat_h"][a[ea]], b["lonlat_h"][b[eb]]
+                assert np.abs(pa[:, :2] - pb[:, :2]).max() < 1e-12
+                tol = sum((t["max_height"] - t["min_height"]) / QMAX / 2 for t in (a, b))
+                assert np.abs(pa[:, 2] - pb[:, 2]).max() <= tol + 1e-4
+                pairs += 1
+    return pairs
+
+
+def test_tiles_of_a_large_raster_from_windows(tmp_path, monkeypatch):
+    import pyproj
+
+    from twin.cli import main
+    from twin.terrain import tiling, windowed
+    from twin.terrain.tiling import tile_range, write_terrain_tiles
+
+    h = _rough(400, 500, seed=7).astype(np.float32) * 3
+    x0, y0 = pyproj.Transformer.from_crs(4326, 32633, always_xy=True).transform(15.0, 45.0)
+    path = tmp_path / "dem.tif"
+    _write(path, h, from_origin(round(x0), round(y0), 10.0, 10.0))
+    ref = write_terrain_tiles(path, tmp_path / "ref", max_error=1.0)
+    monkeypatch.setattr(windowed, "LARGE_SAMPLES", 10_000)
+    monkeypatch.setattr(tiling, "OVERVIEW_SIDE", 64)  # step 8: coarse levels sample it
+    seen = []
+    real = tiling.WindowedDemSampler._window_sample
+
+    def spy(self, x, y):
+        seen.append(len(x))
+        return real(self, x, y)
+
+    monkeypatch.setattr(tiling.WindowedDemSampler, "_window_sample", spy)
+    out = tmp_path / "win"
+    res = CliRunner().invoke(
+        main, ["terrain", "tiles", str(path), str(out), "--max-error", "1", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.output)
+    assert seen and s["max_zoom"] == ref["max_zoom"] and s["tiles"] == ref["tiles"]
+    zmax = s["max_zoom"]
+    # full-resolution levels: the same samples, so the same tiles, byte for byte
+    sampler = tiling.WindowedDemSampler(DemReader(path))
+    fine = [z for z in range(zmax + 1) if not sampler.uses_overview(z)]
+    coarse = [z for z in range(zmax + 1) if sampler.uses_overview(z)]
+    assert fine and coarse
+    # the overview: every 8th pixel of every 8th row, at its full-resolution place
+    assert sampler.step == 8 and sampler.overview.shape == (50, 62)
+    np.testing.assert_array_equal(sampler.overview.heights, h[4::8, 4::8])
+    xs, ys = sampler.reader.transform @ (np.array([4.5, 100.5]), np.array([12.5, 396.5]))
+    np.testing.assert_allclose(sampler.overview.sample(xs, ys), [h[12, 4], h[396, 100]], rtol=1e-12)
+    for z in fine:
+        for f in (tmp_path / "ref" / str(z)).rglob("*.terrain"):
+            assert (out / f.relative_to(tmp_path / "ref")).read_bytes() == f.read_bytes()
+    # every level, overview ones included: neighbours share their edges, and each
+    # level holds its error bound against its own samples
+    pairs = 0
+    for z in range(1, zmax + 1):
+        pairs += _edges_match(out, z, tile_range(s["bounds"], z))
+    assert pairs >= 4
+    for lv in s["levels"]:
+        assert lv["max_error_reached"] <= lv["max_error"]

@@ -265,6 +265,10 @@ def terrain_tiles(dem, outdir, max_error, max_zoom, crs, as_json):
     \b
     Example:
       twin terrain tiles survey/dem.tif terrain/ --max-error 0.5
+
+    A large raster (over 4096 x 4096 samples, or half the memory) is read window by
+    window: coarse levels sample an overview of at most 2048 x 2048 samples, finer
+    ones each tile's full-resolution window.
     """
     from twin.progress import terminal
     from twin.terrain.tiling import write_terrain_tiles

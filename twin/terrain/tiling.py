@@ -60,6 +60,10 @@ DEFAULT_GRID_SIZE = 65
 METRES_PER_DEGREE = 111_320.0
 #: Refuse pyramids larger than this (a wrong ``max_zoom`` would fill the disk).
 MAX_TILES = 1_000_000
+#: Largest side (samples) of the overview a large raster's coarse levels sample.
+OVERVIEW_SIDE = 2048
+#: Extra full-resolution pixels read around a tile's samples (hole filling, bilinear).
+WINDOW_MARGIN = 16
 
 
 # ----------------------------------------------------------------------- the scheme
@@ -173,10 +177,13 @@ class DemSampler:
                 f"cannot transform WGS 84 to the DEM's CRS ({exc})", path=self.source
             ) from None
 
+    def _bounds(self) -> tuple[float, float, float, float]:
+        return self.dem.bounds()
+
     def _lonlat_bounds(self) -> tuple[float, float, float, float]:
         """The DEM's extent in WGS 84 degrees, from its densified outline, grown by 1%
         (the rectangle used to decide which samples to transform)."""
-        x0, y0, x1, y1 = self.dem.bounds()
+        x0, y0, x1, y1 = self._bounds()
         t = np.linspace(0.0, 1.0, 65)
         xs = np.concatenate(
             [x0 + t * (x1 - x0), np.full(65, x1), x1 - t * (x1 - x0), np.full(65, x0)]
@@ -214,8 +221,9 @@ class DemSampler:
             return size
         return size * unit_factors(self.crs)[0] / METRES_PER_DEGREE
 
-    def sample(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        """Ellipsoidal heights (m) at lon/lat (degrees, same-shape arrays)."""
+    def sample(self, lon: np.ndarray, lat: np.ndarray, level: int | None = None) -> np.ndarray:
+        """Ellipsoidal heights (m) at lon/lat (degrees, same-shape arrays); ``level``
+        (the tile level asking) is unused here (see :class:`WindowedDemSampler`)."""
         lon = np.asarray(lon, dtype=np.float64)
         lat = np.asarray(lat, dtype=np.float64)
         out = np.full(lon.shape, self.fill_height)
@@ -226,6 +234,146 @@ class DemSampler:
             h = self.dem.sample(xy[:, 0], xy[:, 1]) * self.z_factor
             out[near] = np.where(np.isfinite(h), h, self.fill_height)
         return out
+
+
+class WindowedDemSampler(DemSampler):
+    """:class:`DemSampler` for a raster larger than memory (a
+    :class:`twin.terrain.dem.DemReader`), read window by window.
+
+    Levels whose tile grid spacing is at least ``step`` DEM pixels sample an
+    overview made once, up front: every ``step``-th pixel of every ``step``-th row
+    (``step`` chosen so that it has at most :data:`OVERVIEW_SIDE` samples a side),
+    its holes filled with the nearest valid overview height; the grid already skips
+    pixels there. Finer levels read, per tile, the window of full-resolution pixels
+    its samples need (plus a margin of :data:`WINDOW_MARGIN` pixels) and fill its
+    holes with the nearest valid height inside that window. Both choices depend on
+    the level only, so neighbouring tiles sample the same pixels along their shared
+    edge; only a hole reaching farther than the margin from a tile edge can fill
+    differently on the two sides (the skirts cover that).
+
+    Memory: the overview (at most ``OVERVIEW_SIDE**2`` samples, 8 bytes each, plus
+    the fill) and one tile's window: fewer than ``(grid_size * step)**2`` samples.
+    Building the overview reads the raster once in bands of rows (at most about
+    64 MB each).
+    """
+
+    def __init__(self, reader, fill_height: float = 0.0) -> None:
+        from affine import Affine
+        from scipy import ndimage
+
+        self.reader = reader
+        self.source = reader.path
+        rows, cols = reader.shape
+        step = max(1, math.ceil(max(rows, cols) / OVERVIEW_SIDE))
+        off = step // 2
+        band = max(step, (8 * 2**20 // max(cols, 1)) // step * step)
+        parts = []
+        for r0 in range(0, rows, band):
+            win = reader.read(r0, min(rows, r0 + band), 0, cols)
+            first = (off - r0) % step
+            parts.append(win[first::step, off::step])
+        ov = np.concatenate(parts) if parts else np.empty((0, 0))
+        valid = np.isfinite(ov)
+        if not valid.any():
+            raise InputError("every DEM cell (of an overview) is nodata", path=reader.path)
+        if not valid.all():
+            idx = ndimage.distance_transform_edt(
+                ~valid, return_distances=False, return_indices=True
+            )
+            ov = ov[idx[0], idx[1]]
+        shift = off + 0.5 - step / 2.0  # overview pixel centres on full-resolution ones
+        self.step = step
+        self.overview = Dem(
+            heights=ov,
+            transform=reader.transform @ Affine.translation(shift, shift) @ Affine.scale(step),
+            crs=reader.crs,
+            nodata=reader.nodata,
+            pixel_is_area=reader.pixel_is_area,
+            path=reader.path,
+        )
+        # the full raster's pixel size (pixel_degrees), without its heights
+        self.dem = Dem(heights=np.empty((0, 0)), transform=reader.transform, crs=reader.crs)
+        self._shape = (rows, cols)
+        self.fill_height = float(fill_height)
+        self.crs = _horizontal(reader.crs)
+        crs = parse_crs(reader.crs)
+        self.z_factor = unit_factors(crs)[1]
+        if crs.is_compound:
+            log.warning(
+                "%s: heights of %s are used as ellipsoidal (no geoid conversion)",
+                reader.path,
+                crs.name,
+            )
+        self.lonlat_bounds = self._lonlat_bounds()
+
+    def _bounds(self) -> tuple[float, float, float, float]:
+        rows, cols = self._shape
+        t = self.reader.transform
+        xs, ys = zip(
+            *[t @ (c, r) for c, r in ((0, 0), (cols, 0), (0, rows), (cols, rows))], strict=True
+        )
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def uses_overview(self, level: int, grid_size: int | None = None) -> bool:
+        """Whether tiles of ``level`` sample the overview (grid spacing >= step
+        pixels) rather than full-resolution windows."""
+        gs = DEFAULT_GRID_SIZE if grid_size is None else grid_size
+        spacing = tile_size(level) / (gs - 1)
+        return self.step > 1 and spacing >= self.step * self.pixel_degrees()
+
+    def sample(self, lon: np.ndarray, lat: np.ndarray, level: int | None = None) -> np.ndarray:
+        """Ellipsoidal heights (m) at lon/lat (degrees, same-shape arrays) for a tile
+        of ``level`` (None: full-resolution windows)."""
+        lon = np.asarray(lon, dtype=np.float64)
+        lat = np.asarray(lat, dtype=np.float64)
+        out = np.full(lon.shape, self.fill_height)
+        w, s, e, n = self.lonlat_bounds
+        near = (lon >= w) & (lon <= e) & (lat >= s) & (lat <= n)
+        if not near.any():
+            return out
+        xy = self._to_dem(lon[near], lat[near])
+        if level is not None and self.uses_overview(level, self._grid_size):
+            h = self.overview.sample(xy[:, 0], xy[:, 1])
+        else:
+            h = self._window_sample(xy[:, 0], xy[:, 1])
+        h = h * self.z_factor
+        out[near] = np.where(np.isfinite(h), h, self.fill_height)
+        return out
+
+    _grid_size = DEFAULT_GRID_SIZE
+
+    def _window_sample(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        from scipy import ndimage
+
+        rows, cols = self._shape
+        inv = ~self.reader.transform
+        fc = inv.a * x + inv.b * y + inv.c
+        fr = inv.d * x + inv.e * y + inv.f
+        ok = np.isfinite(fc) & np.isfinite(fr)
+        if not ok.any():
+            return np.full(len(x), np.nan)
+        m = WINDOW_MARGIN
+        c0 = max(0, int(np.floor(fc[ok].min())) - m)
+        c1 = min(cols, int(np.ceil(fc[ok].max())) + m)
+        r0 = max(0, int(np.floor(fr[ok].min())) - m)
+        r1 = min(rows, int(np.ceil(fr[ok].max())) + m)
+        if c1 <= c0 or r1 <= r0:
+            return np.full(len(x), np.nan)
+        win = self.reader.read(r0, r1, c0, c1)
+        valid = np.isfinite(win)
+        if not valid.any():
+            return np.full(len(x), np.nan)
+        if not valid.all():
+            idx = ndimage.distance_transform_edt(
+                ~valid, return_distances=False, return_indices=True
+            )
+            win = win[idx[0], idx[1]]
+        from affine import Affine
+
+        wt = self.reader.transform @ Affine.translation(c0, r0)
+        d = Dem(heights=win, transform=wt, crs=self.reader.crs, path=self.reader.path)
+        # points beyond the margin of the window are outside the raster (NaN)
+        return d.sample(x, y)
 
 
 # ------------------------------------------------------------------- one tile mesh
@@ -356,7 +504,9 @@ def make_tile(
     lon = np.concatenate([[w - dlon], lon_in, [e + dlon]])
     lat = np.concatenate([[s - dlat], lat_in, [n + dlat]])
     glon, glat = np.meshgrid(lon, lat)
-    hh = sampler.sample(glon.ravel(), np.clip(glat, -90.0, 90.0).ravel()).reshape(glon.shape)
+    hh = sampler.sample(glon.ravel(), np.clip(glat, -90.0, 90.0).ravel(), level=z).reshape(
+        glon.shape
+    )
     heights = np.ascontiguousarray(hh[1:-1, 1:-1])
     cols, rows, faces, reached = tile_mesh(heights, max_error)
     normals = _grid_normals(lon, lat, hh)[rows, cols]
@@ -448,8 +598,11 @@ def write_terrain_tiles(
 
     Memory: the DEM as float64 (8 bytes per pixel; with nodata holes a filled copy
     too, and about 40 bytes per pixel while filling) plus one tile's grid at a time
-    (O(grid_size**2)). Time grows with the number of tiles (about 6 ms per 65 x 65
-    tile on one core). Tiles are made one after another on one thread.
+    (O(grid_size**2)). A *large* raster path (:func:`twin.terrain.windowed.is_large`:
+    over 4096 x 4096 samples, or half the memory) is read window by window instead
+    (:class:`WindowedDemSampler`): an overview of at most 2048 x 2048 samples plus
+    one tile's window of full-resolution pixels. Time grows with the number of tiles
+    (about 6 ms per 65 x 65 tile on one core). Tiles are made one after another on one thread.
     """
     try:
         max_error = float(max_error)
@@ -463,9 +616,19 @@ def write_terrain_tiles(
         raise ParameterError(f"max_zoom must be an integer >= 0, got {max_zoom!r}")
     out = Path(out_dir)
     _check_out_dir(out)
-    if not isinstance(dem, Dem):
-        dem = read_dem(dem, crs=crs)
-    sampler = DemSampler(dem, fill_height=fill_height)
+    if isinstance(dem, Dem):
+        sampler = DemSampler(dem, fill_height=fill_height)
+    else:
+        from twin.terrain.dem import DemReader
+        from twin.terrain.windowed import is_large
+
+        reader = DemReader(dem, crs=crs)
+        if is_large(reader.shape):
+            sampler = WindowedDemSampler(reader, fill_height=fill_height)
+            sampler._grid_size = grid_size
+        else:
+            sampler = DemSampler(read_dem(dem, crs=crs), fill_height=fill_height)
+    source = sampler.source
     zmax = native_zoom(sampler, grid_size) if max_zoom is None else int(max_zoom)
     errors = level_errors(max_error, zmax)
     ranges = [(0, 0, 1, 0)] + [tile_range(sampler.lonlat_bounds, z) for z in range(1, zmax + 1)]
@@ -503,7 +666,7 @@ def write_terrain_tiles(
             levels.append(stats)
         extra = {
             "heights": "ellipsoidal metres (WGS 84)",
-            "source": dem.path.name if dem.path is not None else None,
+            "source": Path(source).name if source is not None else None,
             "grid_size": grid_size,
             "max_error": errors,
             "dem_bounds": list(sampler.lonlat_bounds),
