@@ -320,3 +320,111 @@ def test_build_with_texture_paints_the_model(small_survey, small_model, tmp_path
     report = json.loads((out / "textured" / "georef.json").read_text())["report"]
     # the oblique photos see nearly all of the model (what they miss is filled, counted)
     assert report["unseen_faces"] < 0.2 * report["faces"]
+
+
+def test_build_with_draco_tiles(small_survey, small_model, tmp_path):
+    import shutil
+
+    from twin.pipeline import BuildParams, build
+    from twin.tiles.gltf import read_glb_json
+    from twin.tiles.lod import read_tile
+    from twin.tiles.validate import validate_tileset
+
+    out = tmp_path / "model"
+    shutil.copytree(small_model, out)
+    m = build(small_survey, out, params=BuildParams(tile_compression="draco"))
+    assert m["parameters"]["tile_compression"] == "draco"
+    assert validate_tileset(out / "tiles" / "tileset.json") == []
+    ref = {
+        p["name"]: p for p in _leaves(small_model, "buildings") + _leaves(small_model, "terrain")
+    }
+    for layer in ("terrain", "buildings"):
+        for glb in (out / "tiles" / layer / "t").rglob("*.glb"):
+            doc, _ = read_glb_json(glb)
+            assert doc["extensionsRequired"] == ["KHR_draco_mesh_compression"]
+        for p in _leaves(out, layer):
+            r = ref[p["name"]]
+            # Draco's 14-bit grid over the tile vs the meshopt grid: a few millimetres
+            assert len(p["faces"]) == len(r["faces"])
+            lo, hi = r["vertices"].min(axis=0), r["vertices"].max(axis=0)
+            assert np.allclose(p["vertices"].min(axis=0), lo, atol=0.02)
+            assert np.allclose(p["vertices"].max(axis=0), hi, atol=0.02)
+            assert set(read_tile(p["path"])[0]) >= {"vertices", "faces"}
+
+
+@pytest.mark.slow
+def test_build_with_texture_tiles_the_textured_model(small_survey, small_model, tmp_path):
+    import io
+    import shutil
+
+    from PIL import Image
+    from scipy.spatial import cKDTree
+
+    from twin.pipeline import BuildParams, build
+    from twin.tiles.gltf import read_glb, read_property_tables
+    from twin.tiles.lod import read_tile
+    from twin.tiles.validate import node_validator_path, validate_glb, validate_tileset
+
+    out = tmp_path / "model"
+    shutil.copytree(small_model, out)
+    m = build(small_survey, out, params=BuildParams(texture=True, tile_max_faces=600))
+    tiles = m["stages"]["export"]["tiles"]["textured"]
+    assert tiles["levels"] >= 2
+    top = json.loads((out / "tiles" / "tileset.json").read_text())
+    assert [c["content"]["uri"] for c in top["root"]["children"]] == ["textured/tileset.json"]
+    assert validate_tileset(out / "tiles" / "tileset.json") == []
+    names = {o["path"] for o in m["outputs"]}
+    assert "tiles/textured/tileset.json" in names
+    # the source: textured/model.glb (one mesh per page), faces found by centroid
+    src = read_glb(out / "textured" / "model.glb")
+    cents, cols = [], []
+    for prim in src:
+        img = np.asarray(Image.open(io.BytesIO(prim["texture"])).convert("RGB"), float)
+        v = np.asarray(prim["positions"], float)
+        v = np.column_stack([v[:, 0], -v[:, 2], v[:, 1]])
+        f = np.asarray(prim["indices"])
+        cents.append(v[f].mean(axis=1))
+        cols.append(_sample(img, np.asarray(prim["texcoords"], float)[f].mean(axis=1)))
+    tree, cols = cKDTree(np.concatenate(cents)), np.concatenate(cols)
+    doc = json.loads((out / "tiles" / "textured" / "tileset.json").read_text())
+    by_level: dict[int, int] = {}
+    checked = 0
+
+    def walk(t, level):
+        nonlocal checked
+        for c in t.get("children", []):
+            walk(c, level + 1)
+        if "content" not in t:
+            return
+        path = out / "tiles" / "textured" / t["content"]["uri"]
+        for p in read_tile(path):
+            img = np.asarray(Image.open(io.BytesIO(p["texture"])).convert("RGB"), float)
+            by_level[level] = by_level.get(level, 0) + len(p["texture"])
+            if "children" in t:
+                continue
+            # a leaf draws every face with the colours of the textured model
+            d, near = tree.query(p["vertices"][p["faces"]].mean(axis=1))
+            assert d.max() < 0.01
+            uv = np.asarray(p["texcoords"], float)[p["faces"]].mean(axis=1)
+            diff = np.abs(_sample(img, uv) - cols[near]).max(axis=1)
+            # re-encoded photo texels; UVs 3 texels off give a 95th percentile >= 25
+            assert np.median(diff) <= 7 and np.percentile(diff, 95) <= 20, path
+            checked += 1
+        if node_validator_path().exists() and level <= 1:
+            assert validate_glb(path)["issues"]["numErrors"] == 0
+
+    walk(doc["root"], 0)
+    assert checked >= 2
+    levels = [by_level[k] for k in sorted(by_level)]
+    assert all(a < b for a, b in zip(levels, levels[1:], strict=False)), levels
+    # a click on the textured model finds the building: ids and the property table
+    leaf = next((out / "tiles" / "textured" / "t").rglob("*.glb"))
+    tables = read_property_tables(leaf)
+    assert tables and tables[0]["properties"]["building_id"][-1] == "ground"
+
+
+def _sample(img, uv):
+    h, w = img.shape[:2]
+    x = np.clip(np.rint(uv[:, 0] * w - 0.5).astype(int), 0, w - 1)
+    y = np.clip(np.rint(uv[:, 1] * h - 0.5).astype(int), 0, h - 1)
+    return img[y, x]

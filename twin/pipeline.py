@@ -51,6 +51,7 @@ class BuildParams:
     seat_buildings: bool = True  # footprint rings in the terrain TIN, flat at each base
     texture: bool = False  # paint model.glb with the survey's photos (textured/)
     tile_implicit: bool = False  # 3D Tiles 1.1 implicit quadtrees (subtrees) for big cities
+    tile_compression: str = "meshopt"  # tile GLBs: "meshopt" | "draco" | "none"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,6 +177,12 @@ def build(
     DEM size (divided by ``terrain_step²``) and the number of footprint vertices.
     """
     params = params or BuildParams()
+    from twin.tiles.gltf import COMPRESSIONS
+
+    if params.tile_compression not in COMPRESSIONS:
+        raise ParameterError(
+            f"tile_compression must be one of {COMPRESSIONS}, got {params.tile_compression!r}"
+        )
     if params.buildings_from not in ("footprints", "lidar"):
         raise ParameterError(
             f"buildings_from must be 'footprints' or 'lidar', got {params.buildings_from!r}"
@@ -332,6 +339,10 @@ def build(
         t1 = time.perf_counter()
         outputs.append(_texture(out, Path(survey), progress))
         stages["texture"] = {"status": "built", "seconds": time.perf_counter() - t1}
+        with progress.step("textured 3D Tiles"):
+            contents, tiles["textured"] = _textured_tiles(out, frame, params, bld, building_attrs)
+        outputs = [o for o in outputs if o != out / "tiles" / "tileset.json"]
+        outputs += [*contents, out / "tiles" / "tileset.json"]
     t1 = time.perf_counter()
     with progress.step("quantized-mesh terrain"):
         outputs.append(_terrain_tiles(out, dem_obj, params))
@@ -461,10 +472,11 @@ def _export(
     out: Path, frame: LocalFrame, terrain_v, terrain_f, bld, building_attrs, params: BuildParams
 ) -> list[Path]:
     from twin.tiles.gltf import GltfMesh, write_glb
-    from twin.tiles.lod import LodParams, write_lod_tileset, write_tileset_of_tilesets
+    from twin.tiles.lod import write_lod_tileset, write_tileset_of_tilesets
     from twin.tiles.obj import write_obj
     from twin.tiles.preview import render_preview
 
+    lod = _lod_params(params)
     meshes = [
         GltfMesh(
             name="terrain",
@@ -485,8 +497,9 @@ def _export(
     if tiles.exists() and not (tiles / "tileset.json").exists():
         shutil.rmtree(tiles)  # not ours (or half-written): start afresh
     tiles.mkdir(exist_ok=True)
+    keep = {m.name for m in meshes} | {"tileset.json"} | ({"textured"} if params.texture else set())
     for old in tiles.iterdir():  # an earlier single-level layout or a removed layer
-        if old.name not in {m.name for m in meshes} | {"tileset.json"}:
+        if old.name not in keep:
             shutil.rmtree(old) if old.is_dir() else old.unlink()
     summaries = {}
     for m in meshes:
@@ -495,7 +508,7 @@ def _export(
             tiles / m.name,
             [layer],
             frame,
-            params=LodParams(max_faces=params.tile_max_faces, implicit=params.tile_implicit),
+            params=lod,
             cache_dir=out / ".cache" / "tiles" / m.name,
             overwrite=True,
         )
@@ -508,6 +521,85 @@ def _export(
         for u in [*s["written"], *s["kept"], "tileset.json"]
     ]
     return [model, obj, *sorted(contents), tiles / "tileset.json", preview], summaries
+
+
+def _lod_params(params: BuildParams):
+    from twin.tiles.lod import LodParams
+
+    return LodParams(
+        max_faces=params.tile_max_faces,
+        implicit=params.tile_implicit,
+        compression=params.tile_compression,
+    )
+
+
+def _textured_tiles(out: Path, frame: LocalFrame, params: BuildParams, bld, building_attrs):
+    """``OUT/tiles/textured``: the photo-textured model (``OUT/textured/model.glb``,
+    one mesh per atlas page) as a quadtree LOD tileset, each page a layer: leaves
+    carry their crop of the page, parents are simplified with the UV seams kept and
+    their images downsampled per level (see :func:`twin.tiles.lod.write_lod_tileset`).
+    It replaces the untextured terrain and buildings in ``tiles/tileset.json``
+    (their own tilesets stay beside it). Faces of a building carry its feature id
+    (found by the face's centroid) and the building property table, with one more
+    row, ``ground``, for the terrain, so a click on the textured model finds the
+    building. Returns the tile files and the summary.
+    Memory: the textured model and its decoded pages (3 bytes per texel)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from twin.tiles.gltf import gltf_to_enu, read_glb
+    from twin.tiles.lod import Layer, write_lod_tileset, write_tileset_of_tilesets
+
+    src = out / "textured" / "model.glb"
+    layers = []
+    for i, prim in enumerate(read_glb(src)):
+        if prim.get("texture") is None or prim.get("texcoords") is None:
+            raise InputError(f"mesh {i} of the textured model has no texture", path=src)
+        try:
+            with Image.open(io.BytesIO(prim["texture"])) as im:
+                page = np.asarray(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"the texture of mesh {i} cannot be read: {exc}", path=src) from None
+        v = gltf_to_enu(np.asarray(prim["positions"], np.float64))
+        f = np.asarray(prim["indices"], np.int64)
+        uv = np.asarray(prim["texcoords"], np.float64)
+        fids = table = None
+        if bld is not None and len(bld["faces"]):
+            v, f, uv, fids = _building_ids(v, f, uv, bld, len(building_attrs))
+            table = _building_table([*building_attrs, {"building_id": "ground"}])
+        name = prim.get("name") or f"page{i}"
+        layers.append(
+            Layer(name, v, f, texcoords=uv, texture=page, feature_ids=fids, features=table)
+        )
+    tiles = out / "tiles"
+    summary = write_lod_tileset(
+        tiles / "textured",
+        layers,
+        frame,
+        params=_lod_params(params),
+        cache_dir=out / ".cache" / "tiles" / "textured",
+        overwrite=True,
+    )
+    write_tileset_of_tilesets(tiles, ["textured/tileset.json"], frame)
+    contents = [tiles / "textured" / u for u in [*summary["written"], *summary["kept"]]]
+    return [*sorted(contents), tiles / "textured" / "tileset.json"], summary
+
+
+def _building_ids(v, f, uv, bld: dict, n_buildings: int):
+    """Per-vertex building ids of a textured mesh: each face takes the id of the
+    building face with the same centroid (within 1 cm; ``n_buildings`` = ground), and
+    vertices shared by faces of different ids are split."""
+    from scipy.spatial import cKDTree
+
+    bc = bld["vertices"][bld["faces"]].mean(axis=1)
+    d, near = cKDTree(bc).query(v[f].mean(axis=1), distance_upper_bound=0.01)
+    ids = np.asarray(bld["feature_id"], np.int64)[np.minimum(near, len(bc) - 1)]
+    face_id = np.where(np.isfinite(d), ids, n_buildings)
+    key = np.repeat(face_id, 3) * len(v) + f.reshape(-1)
+    uniq, inv = np.unique(key, return_inverse=True)
+    src = uniq % len(v)
+    return v[src], inv.reshape(-1, 3), uv[src], uniq // len(v)
 
 
 def _cityjson(out: Path, frame: LocalFrame, bld: dict, attrs: list[dict], crs) -> Path:

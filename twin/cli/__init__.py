@@ -188,7 +188,17 @@ def synth(
     "error and box) instead of one explicit tileset.json per layer: for large cities.",
 )
 @click.option(
-    "--texture", is_flag=True, help="Also paint the model with SURVEY/images (textured/)."
+    "--texture",
+    is_flag=True,
+    help="Also paint the model with SURVEY/images (textured/) and tile it "
+    "(tiles/textured, shown instead of the untextured layers).",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["meshopt", "draco", "none"]),
+    default="meshopt",
+    show_default=True,
+    help="Tile GLBs: EXT_meshopt_compression, KHR_draco_mesh_compression or plain float32.",
 )
 @click.option("--force", is_flag=True, help="Rebuild every stage even if unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest to stdout.")
@@ -204,6 +214,7 @@ def build(
     lidar,
     implicit_tiles,
     texture,
+    compression,
     force,
     as_json,
 ):
@@ -213,6 +224,7 @@ def build(
     Example:
       twin synth survey --preset small && twin build survey model
       twin build survey model --buildings-from lidar   (LoD2 roofs from the LiDAR)
+      twin build survey model --texture --compression draco
     """
     from twin.pipeline import BuildParams
     from twin.pipeline import build as run_build
@@ -225,6 +237,7 @@ def build(
         buildings_from=buildings_from,
         texture=texture,
         tile_implicit=implicit_tiles,
+        tile_compression=compression,
     )
     manifest = run_build(
         survey,

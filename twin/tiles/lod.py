@@ -639,7 +639,7 @@ def _write_content(path: Path, node: _Node, layers, infos, p: LodParams) -> int:
         if info["uv"] is not None:
             uv = part.attrs[:, info["uv"] : info["uv"] + 2]
         if la.texture is not None:
-            uv, image = _tile_image(la.texture, uv, node.tex_factor.get(k, 1), p)
+            uv, image = _tile_image(la.texture, uv, part.faces, node.tex_factor.get(k, 1), p)
             tex_bytes += len(image)
         if ncol:
             colors = np.clip(part.attrs[:, :ncol], 0.0, 1.0).astype(np.float32)
@@ -677,42 +677,85 @@ _PIL_FORMATS = {"jpg": "JPEG", "webp": "WEBP"}
 CROP_MARGIN = 2
 
 
-def _tile_image(page: np.ndarray, uv: np.ndarray, factor: int, p: LodParams):
-    """The part of ``page`` that ``uv`` uses, box-filtered down by ``factor`` (a
-    power of two) and encoded; returns the UVs into it and the image bytes.
+def _tile_image(page: np.ndarray, uv: np.ndarray, faces: np.ndarray, factor: int, p: LodParams):
+    """The charts of ``page`` that a tile's faces use, repacked into one image,
+    box-filtered down by ``factor`` (a power of two) and encoded; returns the UVs
+    into it and the image bytes.
 
-    The crop is the UV rectangle grown by :data:`CROP_MARGIN` texels of the output,
-    aligned to ``factor`` so every output texel is the mean of ``factor**2`` page
-    texels (edge texels repeated where the page ends) and UVs map exactly."""
+    Each connected piece of the faces (a chart, or the part of one inside the tile:
+    vertices are split at chart borders) keeps the rectangle of page texels around
+    its UVs, grown by :data:`CROP_MARGIN` output texels and aligned to ``factor``,
+    so every output texel is the mean of ``factor**2`` page texels (edge texels are
+    repeated where the page ends) and the UVs map exactly. The rectangles are
+    packed on shelves, tallest first."""
     import io
 
     from PIL import Image
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
     h, w = page.shape[:2]
     f = int(factor)
     px = uv * [w, h]
+    n = len(uv)
+    fa = np.asarray(faces, np.int64).reshape(-1, 3)
+    rows = np.concatenate([fa[:, 0], fa[:, 1]])
+    cols = np.concatenate([fa[:, 1], fa[:, 2]])
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    used = np.zeros(n, bool)
+    used[fa.ravel()] = True
     m = CROP_MARGIN * f
-    x0 = int(np.floor((np.floor(px[:, 0].min()) - m) / f)) * f
-    y0 = int(np.floor((np.floor(px[:, 1].min()) - m) / f)) * f
-    x1 = int(np.ceil((np.ceil(px[:, 0].max()) + m) / f)) * f
-    y1 = int(np.ceil((np.ceil(px[:, 1].max()) + m) / f)) * f
-    x0, y0 = max(x0, 0), max(y0, 0)
-    x1 = min(x1, x0 + int(np.ceil((w - x0) / f)) * f)
-    y1 = min(y1, y0 + int(np.ceil((h - y0) / f)) * f)
-    crop = page[y0:y1, x0:x1]
-    pad_y, pad_x = (y1 - y0) - crop.shape[0], (x1 - x0) - crop.shape[1]
-    if pad_y or pad_x:
-        crop = np.pad(crop, ((0, pad_y), (0, pad_x), (0, 0)), mode="edge")
-    if f > 1:
-        hh, ww = crop.shape[0] // f, crop.shape[1] // f
-        crop = crop.reshape(hh, f, ww, f, 3).mean(axis=(1, 3))
-        crop = np.clip(np.rint(crop), 0, 255).astype(np.uint8)
+    rects = []  # (component, x0, y0, x1, y1) in page texels, aligned to f
+    for c in np.unique(comp[used]):
+        q = px[(comp == c) & used]
+        x0 = int(np.floor((np.floor(q[:, 0].min()) - m) / f)) * f
+        y0 = int(np.floor((np.floor(q[:, 1].min()) - m) / f)) * f
+        x1 = int(np.ceil((np.ceil(q[:, 0].max()) + m) / f)) * f
+        y1 = int(np.ceil((np.ceil(q[:, 1].max()) + m) / f)) * f
+        rects.append((c, x0, y0, x1, y1))
+    # shelf packing in output texels, tallest first, rows about as wide as tall
+    sizes = [((r[3] - r[1]) // f, (r[4] - r[2]) // f) for r in rects]
+    area = sum(a * b for a, b in sizes)
+    width = max(max(a for a, _ in sizes), int(np.ceil(np.sqrt(area) * 1.15)))
+    order = sorted(range(len(rects)), key=lambda k: -sizes[k][1])
+    places = [None] * len(rects)
+    x = y = shelf = 0
+    for k in order:
+        a, b = sizes[k]
+        if x + a > width:
+            x, y, shelf = 0, y + shelf, 0
+        places[k] = (x, y)
+        x += a
+        shelf = max(shelf, b)
+    height = y + shelf
+    out = np.zeros((height, width, 3), np.uint8)
+    new_px = px.copy()
+    for (c, x0, y0, x1, y1), (ox, oy), (a, b) in zip(rects, places, sizes, strict=True):
+        block = _page_block(page, x0, y0, x1, y1)
+        if f > 1:
+            block = block.reshape(b, f, a, f, 3).mean(axis=(1, 3))
+            block = np.clip(np.rint(block), 0, 255).astype(np.uint8)
+        out[oy : oy + b, ox : ox + a] = block
+        sel = comp == c
+        new_px[sel] = (px[sel] - [x0, y0]) / f + [ox, oy]
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(crop)).save(
-        buf, _PIL_FORMATS[p.texture_format], quality=int(p.texture_quality)
-    )
-    new_uv = (px - [x0, y0]) / [x1 - x0, y1 - y0]
-    return new_uv, buf.getvalue()
+    Image.fromarray(out).save(buf, _PIL_FORMATS[p.texture_format], quality=int(p.texture_quality))
+    return new_px / [width, height], buf.getvalue()
+
+
+def _page_block(page: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """``page[y0:y1, x0:x1]`` with the edge texels repeated outside the page."""
+    h, w = page.shape[:2]
+    block = page[max(y0, 0) : max(min(y1, h), 0), max(x0, 0) : max(min(x1, w), 0)]
+    pads = ((max(-y0, 0), max(y1 - h, 0)), (max(-x0, 0), max(x1 - w, 0)), (0, 0))
+    if any(a or b for a, b in pads[:2]):
+        if block.size == 0:  # wholly outside: the nearest page texel
+            block = page[min(max(y0, 0), h - 1) : min(max(y0, 0), h - 1) + 1,
+                         min(max(x0, 0), w - 1) : min(max(x0, 0), w - 1) + 1]  # fmt: skip
+            return np.broadcast_to(block, (y1 - y0, x1 - x0, 3)).copy()
+        block = np.pad(block, pads, mode="edge")
+    return block
 
 
 def _table_subset(table, rows: np.ndarray):
