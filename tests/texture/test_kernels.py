@@ -222,6 +222,58 @@ def test_pcg_solves_spd_systems():
     assert it < 200
 
 
+def test_pcg_kernel_matches_reference():
+    from scipy import sparse
+
+    rng = np.random.default_rng(8)
+    a = sparse.random(300, 300, density=0.02, random_state=9)
+    n = (a @ a.T + 0.1 * sparse.identity(300)).tocsr()
+    b = rng.normal(size=(300, 3))
+    x0 = rng.normal(size=(300, 3))
+    for tol in (1e-3, 1e-8):
+        s1, i1 = pcg(n, b, x0=x0, rtol=tol)
+        s2, i2 = R.pcg(n, b, x0=x0, rtol=tol)
+        assert abs(i1 - i2) <= 1  # parallel sums round differently
+        np.testing.assert_allclose(s1, s2, rtol=1e-4, atol=1e-5)
+
+
+def test_bilinear_kernel_matches_reference():
+    rng = np.random.default_rng(10)
+    img = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    x = rng.uniform(-3, 56, 500)
+    y = rng.uniform(-3, 40, 500)
+    np.testing.assert_allclose(K.bilinear_many(img, x, y), R.bilinear(img, x, y), atol=1e-9)
+
+
+def test_visibility_kernel_matches_reference():
+    from twin.texture.select import face_normals
+    from twin.texture.views import View
+
+    # a bumpy terrain with a box on it, seen obliquely: occlusion, back faces, the image
+    # edge and the view-angle limit all decide some faces
+    rng = np.random.default_rng(11)
+    gx, gy = np.meshgrid(np.linspace(-20, 20, 41), np.linspace(-20, 20, 41))
+    gz = 0.3 * rng.normal(size=gx.shape) + 6.0 * ((np.abs(gx) < 5) & (np.abs(gy) < 4))
+    v = np.column_stack([gx.ravel(), gy.ravel(), gz.ravel()])
+    i = np.arange(40 * 41).reshape(40, 41)[:, :-1].ravel()
+    f = np.concatenate([np.column_stack([i, i + 1, i + 42]), np.column_stack([i, i + 42, i + 41])])
+    c = np.array([-30.0, -5.0, 25.0])
+    fwd = -c / np.linalg.norm(c)
+    right = np.cross(fwd, [0, 0, 1.0])
+    right /= np.linalg.norm(right)
+    down = np.cross(fwd, right)
+    Rm = np.vstack([right, down, fwd])
+    view = View("v", 160, 120, 120.0, 120.0, 80.0, 60.0, Rm, -Rm @ c)
+    n = face_normals(v, f)
+    uv, z = view.project(v)
+    depth, _ = K.zbuffer(uv, z, f, 160, 120, 0.1)
+    args = (v, f, n, Rm, -Rm @ c, 120.0, 120.0, 80.0, 60.0, depth, np.cos(np.radians(80)))
+    args += (0.1, 0.1, 2.5, 0.05)
+    a, b = K.visible_faces(*args), R.visible_faces(*args)
+    assert 0.2 < a.mean() < 0.9
+    np.testing.assert_array_equal(a, b)
+
+
 def test_global_levelling_recovers_an_exposure_step():
     # a 20 x 10 grid of vertices (2 triangles per cell); left half from view 0, right
     # half from view 1 which reads 30 grey levels brighter: the offsets must close the

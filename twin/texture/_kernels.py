@@ -9,6 +9,11 @@
   seam edges that fades into the face).
 * :func:`dilate`: bleeding margins: empty texels next to filled ones take the mean of
   their filled 8-neighbours, ``n`` rings deep.
+* :func:`visible_faces`: the visibility test of view selection (in front, inside the
+  image, turned to the camera, not occluded in the depth buffer), face by face.
+* :func:`bilinear_many`: bilinear photo samples at many points.
+* :func:`pcg_csr`: the levelling's Jacobi-preconditioned conjugate gradients on a
+  CSR matrix, all right-hand sides at once.
 """
 
 from __future__ import annotations
@@ -194,3 +199,152 @@ def dilate(page, mask, n):  # pragma: no cover - compiled
                         page[j, i, 2] = np.uint8(np.floor(acc2 / cnt + 0.5))
                     new[j, i] = 2
         mask[:] = new
+
+
+@njit(cache=True, nogil=True)
+def visible_faces(
+    vertices, faces, normals, R, t, fx, fy, cx, cy, depth, cos_max, near, shrink, occ_px, occ_abs
+):  # pragma: no cover - compiled
+    """Which faces (bool (M,)) a pinhole camera (``x_cam = R X + t``) sees unoccluded:
+    every corner in front (depth > ``near``) and inside the image, the face turned to
+    the camera (cosine of the view angle > ``cos_max``), and its centroid and its
+    corners pulled ``shrink`` towards the centroid no farther than
+    ``occ_abs + occ_px`` pixel footprints behind the nearest ``depth`` (H, W) in the
+    3 x 3 pixels around them. One face at a time, without temporaries."""
+    h, w = depth.shape
+    m = faces.shape[0]
+    ok = np.zeros(m, dtype=np.bool_)
+    ox = -(R[0, 0] * t[0] + R[1, 0] * t[1] + R[2, 0] * t[2])
+    oy = -(R[0, 1] * t[0] + R[1, 1] * t[1] + R[2, 1] * t[2])
+    oz = -(R[0, 2] * t[0] + R[1, 2] * t[1] + R[2, 2] * t[2])
+    fmin = min(fx, fy)
+    pts = np.empty((4, 3))
+    for f in range(m):
+        good = True
+        for k in range(3):
+            X = vertices[faces[f, k]]
+            zc = R[2, 0] * X[0] + R[2, 1] * X[1] + R[2, 2] * X[2] + t[2]
+            if not zc > near:
+                good = False
+                break
+            u = fx * (R[0, 0] * X[0] + R[0, 1] * X[1] + R[0, 2] * X[2] + t[0]) / zc + cx
+            v = fy * (R[1, 0] * X[0] + R[1, 1] * X[1] + R[1, 2] * X[2] + t[1]) / zc + cy
+            if not (u >= 0.5 and u <= w - 0.5 and v >= 0.5 and v <= h - 0.5):
+                good = False
+                break
+        if not good:
+            continue
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        for d in range(3):
+            pts[0, d] = (vertices[a, d] + vertices[b, d] + vertices[c, d]) / 3.0
+        dx, dy, dz = ox - pts[0, 0], oy - pts[0, 1], oz - pts[0, 2]
+        dist = np.sqrt(dx * dx + dy * dy + dz * dz)
+        cosang = (normals[f, 0] * dx + normals[f, 1] * dy + normals[f, 2] * dz) / max(dist, 1e-12)
+        if not cosang > cos_max:
+            continue
+        for k in range(3):
+            vk = faces[f, k]
+            for d in range(3):
+                pts[k + 1, d] = vertices[vk, d] + shrink * (pts[0, d] - vertices[vk, d])
+        for k in range(4):
+            X = pts[k]
+            zc = R[2, 0] * X[0] + R[2, 1] * X[1] + R[2, 2] * X[2] + t[2]
+            u = fx * (R[0, 0] * X[0] + R[0, 1] * X[1] + R[0, 2] * X[2] + t[0]) / zc + cx
+            v = fy * (R[1, 0] * X[0] + R[1, 1] * X[1] + R[1, 2] * X[2] + t[1]) / zc + cy
+            px = min(max(int(u), 0), w - 1)
+            py = min(max(int(v), 0), h - 1)
+            nearest = np.inf
+            for jj in range(max(py - 1, 0), min(py + 2, h)):
+                for ii in range(max(px - 1, 0), min(px + 2, w)):
+                    if depth[jj, ii] < nearest:
+                        nearest = depth[jj, ii]
+            tol = occ_abs + occ_px * zc / fmin
+            if not nearest >= zc - tol:
+                good = False
+                break
+        ok[f] = good
+    return ok
+
+
+@njit(cache=True, parallel=True)
+def bilinear_many(img, x, y):  # pragma: no cover - compiled
+    """Bilinear samples (N, C) float64 of ``img`` (H, W, C) at image coordinates
+    ``x``, ``y`` (N,) (pixel centres at integer + 0.5, clamped at the border)."""
+    n = x.shape[0]
+    nc = img.shape[2]
+    out = np.empty((n, nc))
+    for i in prange(n):
+        for ch in range(nc):
+            out[i, ch] = _bilinear(img, x[i], y[i], ch)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def pcg_csr(indptr, indices, data, dinv, B, x, rtol, maxiter):  # pragma: no cover - compiled
+    """Jacobi-preconditioned conjugate gradients on the SPD CSR matrix
+    (``indptr``, ``indices``, ``data``) with inverse diagonal ``dinv``, for all
+    columns of ``B`` (n, c) at once, from ``x`` (updated in place). Stops when every
+    column's residual is at most ``rtol`` times its right-hand side. Returns the
+    iterations done (same algorithm as :func:`twin.texture.level.pcg`)."""
+    n, c = B.shape
+    r = np.empty_like(B)
+    z = np.empty_like(B)
+    q = np.empty_like(B)
+    for i in prange(n):
+        for j in range(c):
+            acc = 0.0
+            for k in range(indptr[i], indptr[i + 1]):
+                acc += data[k] * x[indices[k], j]
+            r[i, j] = B[i, j] - acc
+            z[i, j] = r[i, j] * dinv[i]
+    p = z.copy()
+    rz = np.zeros(c)
+    bn = np.zeros(c)
+    alpha = np.zeros(c)
+    beta = np.zeros(c)
+    for j in range(c):
+        s1 = 0.0
+        s2 = 0.0
+        for i in prange(n):
+            s1 += r[i, j] * z[i, j]
+            s2 += B[i, j] * B[i, j]
+        rz[j] = s1
+        bn[j] = np.sqrt(s2)
+    it = 0
+    while it < maxiter:
+        done = True
+        for j in range(c):
+            s = 0.0
+            for i in prange(n):
+                s += r[i, j] * r[i, j]
+            if np.sqrt(s) > rtol * max(bn[j], 1e-300):
+                done = False
+        if done:
+            break
+        for i in prange(n):
+            for j in range(c):
+                acc = 0.0
+                for k in range(indptr[i], indptr[i + 1]):
+                    acc += data[k] * p[indices[k], j]
+                q[i, j] = acc
+        for j in range(c):
+            s = 0.0
+            for i in prange(n):
+                s += p[i, j] * q[i, j]
+            alpha[j] = rz[j] / (1.0 if s == 0 else s)
+        for i in prange(n):
+            for j in range(c):
+                x[i, j] += alpha[j] * p[i, j]
+                r[i, j] -= alpha[j] * q[i, j]
+                z[i, j] = r[i, j] * dinv[i]
+        for j in range(c):
+            s = 0.0
+            for i in prange(n):
+                s += r[i, j] * z[i, j]
+            beta[j] = s / (1.0 if rz[j] == 0 else rz[j])
+            rz[j] = s
+        for i in prange(n):
+            for j in range(c):
+                p[i, j] = z[i, j] + beta[j] * p[i, j]
+        it += 1
+    return it

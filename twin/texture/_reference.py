@@ -37,6 +37,43 @@ def zbuffer(px, pz, faces, width, height, near):
     return depth, fid
 
 
+def visible_faces(
+    vertices, faces, normals, R, t, fx, fy, cx, cy, depth, cos_max, near, shrink, occ_px, occ_abs
+):
+    """NumPy twin of :func:`twin.texture._kernels.visible_faces` (whole arrays)."""
+    from scipy import ndimage
+
+    h, w = depth.shape
+
+    def project(X):
+        xc = X @ R.T + t
+        z = xc[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.column_stack([fx * xc[:, 0] / z + cx, fy * xc[:, 1] / z + cy]), z
+
+    uv, z = project(vertices)
+    tri_uv, tri_z = uv[faces], z[faces]
+    ok = np.all(tri_z > near, axis=1)
+    ok &= np.all((tri_uv[..., 0] >= 0.5) & (tri_uv[..., 0] <= w - 0.5), axis=1)
+    ok &= np.all((tri_uv[..., 1] >= 0.5) & (tri_uv[..., 1] <= h - 0.5), axis=1)
+    tri = vertices[faces]
+    cen = tri.mean(axis=1)
+    to_cam = -R.T @ t - cen
+    dist = np.linalg.norm(to_cam, axis=1)
+    ok &= np.einsum("ij,ij->i", normals, to_cam) / np.maximum(dist, 1e-12) > cos_max
+    idx = np.flatnonzero(ok)
+    pts = np.concatenate(
+        [cen[idx, None, :], tri[idx] + shrink * (cen[idx, None, :] - tri[idx])], axis=1
+    ).reshape(-1, 3)
+    puv, pz = project(pts)
+    px = np.clip(puv[:, 0].astype(np.int64), 0, w - 1)
+    py = np.clip(puv[:, 1].astype(np.int64), 0, h - 1)
+    nearest = ndimage.minimum_filter(depth, size=3, mode="nearest")
+    seen = nearest[py, px] >= pz - (occ_abs + occ_px * pz / min(fx, fy))
+    ok[idx] = seen.reshape(-1, 4).all(axis=1)
+    return ok
+
+
 def bilinear(img, x, y):
     """Bilinear samples (N, C) of ``img`` (H, W, C) at image coordinates (pixel centres
     at integer + 0.5, clamped at the border)."""
@@ -117,3 +154,29 @@ def dilate(page, mask, n):
         grow = ~filled & (cnt > 0)
         page[grow] = np.floor(acc[grow] / cnt[grow, None] + 0.5).astype(page.dtype)
         mask[grow] = 2
+
+
+def pcg(N, B, *, x0=None, rtol=1e-3, maxiter=5000):
+    """NumPy/SciPy twin of :func:`twin.texture.level.pcg`."""
+    dinv = 1.0 / N.diagonal()
+    x = np.zeros_like(B) if x0 is None else x0.copy()
+    r = B - N @ x
+    z = r * dinv[:, None]
+    p = z.copy()
+    rz = np.einsum("ij,ij->j", r, z)
+    bn = np.sqrt(np.einsum("ij,ij->j", B, B))
+    it = 0
+    while it < maxiter:
+        if np.all(np.sqrt(np.einsum("ij,ij->j", r, r)) <= rtol * np.maximum(bn, 1e-300)):
+            break
+        q = N @ p
+        pq = np.einsum("ij,ij->j", p, q)
+        alpha = rz / np.where(pq == 0, 1.0, pq)
+        x += alpha * p
+        r -= alpha * q
+        z = r * dinv[:, None]
+        rz_new = np.einsum("ij,ij->j", r, z)
+        p = z + (rz_new / np.where(rz == 0, 1.0, rz)) * p
+        rz = rz_new
+        it += 1
+    return x, it

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from twin.texture._reference import bilinear
+from twin.texture._kernels import bilinear_many
 
 K_SAMPLES = 6
 
@@ -45,9 +45,12 @@ def sample_views(
         m = labels == lab
         uv, _ = views[lab].project(points[m])
         acc = np.zeros((int(m.sum()), 3))
+        img = np.ascontiguousarray(images[lab])
         for dx in offs:
             for dy in offs:
-                acc += bilinear(images[lab], uv[:, 0] + dx, uv[:, 1] + dy)
+                acc += bilinear_many(
+                    img, np.ascontiguousarray(uv[:, 0] + dx), np.ascontiguousarray(uv[:, 1] + dy)
+                )
         out[m] = acc / len(offs) ** 2
     return out
 
@@ -184,29 +187,25 @@ def pcg(
 ) -> tuple[np.ndarray, int]:
     """Jacobi-preconditioned conjugate gradients for the SPD sparse ``N`` with all
     columns of ``B`` (n, c) at once; stops when every column's residual is below
-    ``rtol`` times its right-hand side. Returns ``(X, iterations)``."""
-    dinv = 1.0 / N.diagonal()
-    x = np.zeros_like(B) if x0 is None else x0.copy()
-    r = B - N @ x
-    z = r * dinv[:, None]
-    p = z.copy()
-    rz = np.einsum("ij,ij->j", r, z)
-    bn = np.sqrt(np.einsum("ij,ij->j", B, B))
-    it = 0
-    while it < maxiter:
-        if np.all(np.sqrt(np.einsum("ij,ij->j", r, r)) <= rtol * np.maximum(bn, 1e-300)):
-            break
-        q = N @ p
-        pq = np.einsum("ij,ij->j", p, q)
-        alpha = rz / np.where(pq == 0, 1.0, pq)
-        x += alpha * p
-        r -= alpha * q
-        z = r * dinv[:, None]
-        rz_new = np.einsum("ij,ij->j", r, z)
-        p = z + (rz_new / np.where(rz == 0, 1.0, rz)) * p
-        rz = rz_new
-        it += 1
-    return x, it
+    ``rtol`` times its right-hand side. Returns ``(X, iterations)``. Numba
+    (:func:`twin.texture._kernels.pcg_csr`); :func:`twin.texture._reference.pcg` is
+    the NumPy/SciPy twin."""
+    from twin.texture._kernels import pcg_csr
+
+    N = sparse.csr_matrix(N)
+    B = np.ascontiguousarray(B, dtype=np.float64).reshape(len(B), -1)
+    x = np.zeros_like(B) if x0 is None else np.array(x0, dtype=np.float64).reshape(B.shape)
+    it = pcg_csr(
+        N.indptr.astype(np.int64),
+        N.indices.astype(np.int64),
+        N.data.astype(np.float64),
+        1.0 / N.diagonal(),
+        B,
+        x,
+        float(rtol),
+        int(maxiter),
+    )
+    return x, int(it)
 
 
 def local_levelling(

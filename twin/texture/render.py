@@ -120,37 +120,90 @@ def face_colours(tm) -> np.ndarray:
     return out
 
 
-def seam_jumps(tm, *, max_dihedral_deg: float = 10.0) -> dict:
+def edge_colours(tm, pairs: np.ndarray, edges: np.ndarray, *, inset: float = 0.15, n: int = 3):
+    """Texture colours (P, n, 2, 3) just inside both faces of each pair (P, 2) at
+    ``n`` points along their shared edge (``edges`` (P, 2) input vertex ids): the
+    points sit ``inset`` (barycentric) away from the edge into each face, so the
+    difference of the two sides is the step a viewer sees across the edge."""
+    src = tm.source_vertex[tm.faces]  # (M, 3) input vertex ids
+    s = (np.arange(n) + 0.5) / n
+    out = np.zeros((len(pairs), n, 2, 3))
+    for side in range(2):
+        fa = pairs[:, side]
+        corners = src[fa]
+        ia = np.argmax(corners == edges[:, :1], axis=1)
+        ib = np.argmax(corners == edges[:, 1:], axis=1)
+        w = np.zeros((len(pairs), n, 3))
+        r = np.arange(len(pairs))[:, None]
+        w[r, :, 3 - ia - ib] = inset  # the corner opposite the edge
+        w[r, np.arange(n)[None, :], ia[:, None]] = (1 - inset) * (1 - s)[None, :]
+        w[r, np.arange(n)[None, :], ib[:, None]] = (1 - inset) * s[None, :]
+        uv = np.einsum("pnk,pkc->pnc", w, tm.uv[tm.faces[fa]])
+        page = tm.face_page[fa]
+        for p, img in enumerate(tm.pages):
+            m = page == p
+            if not m.any():
+                continue
+            h, wd = img.shape[:2]
+            q = uv[m].reshape(-1, 2)
+            out[m, :, side] = bilinear(img, q[:, 0] * wd, q[:, 1] * h).reshape(-1, n, 3)
+    return out
+
+
+def seam_jumps(tm, *, max_dihedral_deg: float = 10.0, pairs: np.ndarray | None = None) -> dict:
     """Colour jump across chart boundaries versus inside charts, on the texture.
 
     For every pair of textured faces sharing an edge, near-coplanar (normals within
-    ``max_dihedral_deg``: a crease is a real colour edge), the jump is the mean
-    absolute RGB difference of the two faces' mean texture colours (see
-    :func:`face_colours`): a seam shows as a level step between neighbours, which
-    per-face means measure without the photos' pixel grain. Returns the mean jump
-    over pairs in different charts (``seam``) and in the same chart (``interior``),
-    with counts. ``tm`` is a :class:`~twin.texture.mapping.TexturedMesh`."""
+    ``max_dihedral_deg``: a crease is a real colour edge), or the given ``pairs``
+    (P, 2) face indices (e.g. only pairs whose true colour is uniform), two jumps are
+    measured: ``seam`` / ``interior``: the mean absolute RGB difference of the two
+    faces' mean texture colours (see :func:`face_colours`: a level step between
+    neighbours, without the photos' pixel grain); ``seam_edge`` / ``interior_edge``:
+    the difference right across the shared edge (:func:`edge_colours`: what a viewer
+    sees at a seam, after local levelling). Means over pairs in different charts and
+    in the same chart, with counts. ``tm`` is a
+    :class:`~twin.texture.mapping.TexturedMesh`."""
     from twin.texture.select import face_adjacency, face_normals
 
     src = tm.source_vertex[tm.faces]
     nv = int(tm.source_vertex.max()) + 1
-    pairs, _, _ = face_adjacency(src, nv)
+    all_pairs, all_edges, _ = face_adjacency(src, nv)
     lab = tm.labels
-    ok = (lab[pairs[:, 0]] >= 0) & (lab[pairs[:, 1]] >= 0)
-    verts = np.zeros((nv, 3))
-    verts[tm.source_vertex] = tm.vertices
-    nrm = face_normals(verts, src)
-    cosd = np.einsum("ij,ij->i", nrm[pairs[:, 0]], nrm[pairs[:, 1]])
-    ok &= cosd > np.cos(np.radians(max_dihedral_deg))
-    pairs = pairs[ok]
+    if pairs is None:
+        ok = (lab[all_pairs[:, 0]] >= 0) & (lab[all_pairs[:, 1]] >= 0)
+        verts = np.zeros((nv, 3))
+        verts[tm.source_vertex] = tm.vertices
+        nrm = face_normals(verts, src)
+        cosd = np.einsum("ij,ij->i", nrm[all_pairs[:, 0]], nrm[all_pairs[:, 1]])
+        ok &= cosd > np.cos(np.radians(max_dihedral_deg))
+        pairs, edges = all_pairs[ok], all_edges[ok]
+    else:
+        pairs = np.sort(np.asarray(pairs, dtype=np.int64), axis=1)
+        key_all = np.sort(all_pairs, axis=1)
+        m = len(lab)
+        ka = key_all[:, 0] * m + key_all[:, 1]
+        order = np.argsort(ka)
+        pos = np.searchsorted(ka[order], pairs[:, 0] * m + pairs[:, 1])
+        pos = np.minimum(pos, len(ka) - 1)
+        hit = ka[order][pos] == pairs[:, 0] * m + pairs[:, 1]
+        hit &= (lab[pairs[:, 0]] >= 0) & (lab[pairs[:, 1]] >= 0)
+        pairs, edges = pairs[hit], all_edges[order[pos[hit]]]
     col = face_colours(tm)
     jump = np.abs(col[pairs[:, 0]] - col[pairs[:, 1]]).mean(axis=1)
+    ec = edge_colours(tm, pairs, edges)
+    ejump = np.abs(ec[:, :, 0] - ec[:, :, 1]).mean(axis=(1, 2))
     # adjacent faces with the same view are in the same chart (charts are the
     # connected components of equal labels)
     same = lab[pairs[:, 0]] == lab[pairs[:, 1]]
+
+    def mean(x, m):
+        return float(x[m].mean()) if m.any() else 0.0
+
     return {
-        "seam": float(jump[~same].mean()) if (~same).any() else 0.0,
-        "interior": float(jump[same].mean()) if same.any() else 0.0,
+        "seam": mean(jump, ~same),
+        "interior": mean(jump, same),
+        "seam_edge": mean(ejump, ~same),
+        "interior_edge": mean(ejump, same),
         "seam_pairs": int((~same).sum()),
         "interior_pairs": int(same.sum()),
     }

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from twin.texture._kernels import zbuffer
+from twin.texture._kernels import visible_faces, zbuffer
 from twin.texture.views import View
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ NEAR = 0.1  # m: faces nearer to a camera than this are not drawn
 SHRINK = 0.1  # corner test points are pulled this far towards the centroid
 GRAD_FLOOR = 1.0  # added to the mean gradient (0..255 grey levels per pixel)
 OCC_TOL_PX = 2.5  # depth tolerance of the occlusion test, in pixel footprints
+OCC_TOL_M = 0.05  # ... plus this (m)
 
 
 @dataclass
@@ -75,41 +76,32 @@ def view_candidates(
 
     ``grad``: the view's :func:`sobel_magnitude`. Memory: the image's pixels (depth
     buffer, face ids) plus a few arrays of the face count."""
-    from scipy import ndimage
-
     uv, z = view.project(vertices)
     depth, fid = zbuffer(uv, z, faces, view.width, view.height, NEAR)
-    tri_uv = uv[faces]  # (M, 3, 2)
-    tri_z = z[faces]
     w, h = view.width, view.height
-    ok = np.all(tri_z > NEAR, axis=1)
-    ok &= np.all((tri_uv[..., 0] >= 0.5) & (tri_uv[..., 0] <= w - 0.5), axis=1)
-    ok &= np.all((tri_uv[..., 1] >= 0.5) & (tri_uv[..., 1] <= h - 0.5), axis=1)
-    tri = vertices[faces]
-    cen = tri.mean(axis=1)
-    to_cam = view.centre - cen
-    dist = np.linalg.norm(to_cam, axis=1)
-    cosang = np.einsum("ij,ij->i", normals, to_cam) / np.maximum(dist, 1e-12)
-    ok &= cosang > np.cos(np.radians(max_angle_deg))
+    ok = visible_faces(
+        np.ascontiguousarray(vertices, dtype=np.float64),
+        faces,
+        np.ascontiguousarray(normals, dtype=np.float64),
+        np.ascontiguousarray(view.R, dtype=np.float64),
+        np.ascontiguousarray(view.t, dtype=np.float64),
+        float(view.fx),
+        float(view.fy),
+        float(view.cx),
+        float(view.cy),
+        depth,
+        float(np.cos(np.radians(max_angle_deg))),
+        NEAR,
+        SHRINK,
+        OCC_TOL_PX,
+        OCC_TOL_M,
+    )
     idx = np.flatnonzero(ok)
     if len(idx) == 0:
         return idx, np.zeros(0)
-    # occlusion: centroid and shrunk corners against the depth buffer
-    pts = np.concatenate(
-        [cen[idx, None, :], tri[idx] + SHRINK * (cen[idx, None, :] - tri[idx])], axis=1
-    ).reshape(-1, 3)
-    puv, pz = view.project(pts)
-    px = np.clip(puv[:, 0].astype(np.int64), 0, w - 1)
-    py = np.clip(puv[:, 1].astype(np.int64), 0, h - 1)
-    # the nearest depth within one pixel: a face whose footprint touches an
-    # occluder's silhouette would sample the occluder's pixels when baked
-    near = ndimage.minimum_filter(depth, size=3, mode="nearest")
-    tol = 0.05 + OCC_TOL_PX * pz / min(view.fx, view.fy)
-    seen = near[py, px] >= pz - tol
-    vis = seen.reshape(-1, 4).all(axis=1)
-    idx = idx[vis]
+    tri_uv = uv[faces[idx]]
     # gradient magnitude integral
-    t = tri_uv[idx]
+    t = tri_uv
     area = 0.5 * np.abs(
         (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1])
         - (t[:, 2, 0] - t[:, 0, 0]) * (t[:, 1, 1] - t[:, 0, 1])
