@@ -211,8 +211,15 @@ def buildings_cmd(points, footprints, out, dem, cityjson, cityjson_crs, crs, fra
 )
 @click.option("--weld-tol", type=float, default=0.0, show_default=True, help="Weld distance.")
 @click.option("--lock-border", is_flag=True, help="Keep open borders fixed when simplifying.")
+@click.option(
+    "--overdraw", type=click.FloatRange(min=1.0), default=1.05, show_default=True,
+    help="GLB: draw outward-facing clusters first, ACMR at most this factor worse.",
+)  # fmt: skip
+@click.option("--no-overdraw", is_flag=True, help="Keep the vertex-cache triangle order.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def optimize_cmd(src, out, ratio, bits, codec, weld_tol, lock_border, as_json):
+def optimize_cmd(
+    src, out, ratio, bits, codec, weld_tol, lock_border, overdraw, no_overdraw, as_json
+):
     """Optimise a mesh file (PLY, OBJ, GLB) for storage: weld, simplify, vertex
     cache and fetch order, quantise, compress; write OUT (GLB or archive) and print
     the sizes before and after.
@@ -226,7 +233,7 @@ def optimize_cmd(src, out, ratio, bits, codec, weld_tol, lock_border, as_json):
 
     r = optimize(
         src, out, simplify=ratio, bits=bits, codec=codec, weld_tol=weld_tol,
-        lock_border=lock_border,
+        lock_border=lock_border, overdraw=None if no_overdraw else overdraw,
     )  # fmt: skip
     d = r.as_dict()
     if as_json:

@@ -1,4 +1,5 @@
-"""One-call mesh storage optimisation: weld -> simplify -> cache -> fetch -> quantise -> compress.
+"""One-call mesh storage optimisation: weld -> simplify -> cache -> overdraw -> fetch ->
+quantise -> compress.
 
 :func:`optimize` reads a mesh (arrays, a ``trimesh.Trimesh`` or a PLY/OBJ/GLB file),
 and writes a GLB (``codec="meshopt"``: KHR_mesh_quantization + EXT_meshopt_compression;
@@ -147,6 +148,7 @@ def optimize(
     codec: str = "meshopt",
     weld_tol: float = 0.0,
     lock_border: bool = False,
+    overdraw: float | None = 1.05,
 ) -> OptimizeResult:
     """Weld, optionally simplify, reorder, quantise and compress a mesh.
 
@@ -166,6 +168,14 @@ def optimize(
         (our archive, :func:`twin.mesh.encode`) or ``"none"`` (float32 GLB).
     weld_tol : merge vertices closer than this (mesh units; 0 = bit-identical).
     lock_border : keep open borders fixed while simplifying (tiles that must meet).
+    overdraw : for GLB output (``meshopt``, ``none``), reorder triangle clusters so
+        outward-facing ones draw first (:func:`twin.mesh.optimize_overdraw`, ACMR at
+        most this factor worse); None skips it. The ``twin`` and ``draco`` decoders
+        choose their own triangle order, so it is skipped for them. Measured
+        overdraw (:func:`twin.mesh.measure_overdraw`) of a 12 k-triangle city: 1.89 ->
+        1.77 in a ``none`` GLB, 1.90 -> 1.73 as meshoptimizer decodes the ``meshopt``
+        GLB (its writer re-runs the vertex-cache order, which keeps the cluster order
+        between disconnected parts but not inside a connected one).
 
     Returns an :class:`OptimizeResult` with sizes before and after.
     Memory: a few times the input arrays (weld ~100 bytes per vertex, simplify
@@ -201,6 +211,12 @@ def optimize(
     t0 = time.perf_counter()
     f = optimize_vertex_cache(f, len(v))
     t["vertex_cache"] = time.perf_counter() - t0
+    if overdraw is not None and codec in ("meshopt", "none"):
+        from twin.mesh.overdraw import optimize_overdraw
+
+        t0 = time.perf_counter()
+        f = optimize_overdraw(v, f, threshold=overdraw)
+        t["overdraw"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     v, f, _, _ = optimize_vertex_fetch(v, f)
     t["vertex_fetch"] = time.perf_counter() - t0
