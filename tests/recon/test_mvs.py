@@ -70,7 +70,7 @@ def test_pixel_cost_matches_the_reference():
     Kinv = np.linalg.inv(views[0].K)
     n_cam = views[0].R @ nrm
     rng = np.random.default_rng(3)
-    buf = np.empty(4)
+    buf = np.empty(kern.buffer_size(4, 3, 1))
     for _ in range(40):
         r, c = int(rng.integers(0, H)), int(rng.integers(0, W))
         d = float(depths[0][r, c]) * float(rng.uniform(0.9, 1.1))

@@ -6,11 +6,14 @@ a unit normal ``n`` in reference-camera coordinates facing the camera (``n . ray
 0``). For a source view with relative pose ``x_s = R x_ref + t`` the plane
 ``n . X = rho`` (``rho = n . X_p``) induces the homography ``H = K_s (R + t n^T / rho)
 K_ref^-1``. The matching cost of one source is ``1 - NCC`` over a ``(2 half + 1)²``
-window sampled every ``step`` pixels (2.0 when the window leaves the source image or
-is textureless); views are aggregated by the mean of the ``nbest`` lowest of the valid
-(< 2) costs (occlusion-robust), with at least two sources seeing the window (or every
-source, when there are fewer): a source that does not see a window says nothing about
-the hypothesis, so it must not favour depths that happen to project into more views.
+window sampled every ``step`` pixels, bilateral-weighted (weights from the reference
+window: grey-level difference to the centre, sigma ``SIGMA_COLOUR``, and distance,
+sigma ``half``; a window straddling an edge matches the centre's side); it is 2.0 when
+the window leaves the source image or is textureless. Views are aggregated by the mean
+of the ``nbest`` lowest valid (< 2) costs (occlusion-robust), with at least two sources
+seeing the window (or every source, when there are fewer): a source that does not see
+a window says nothing about the hypothesis, so it must not favour depths that happen
+to project into more views.
 :mod:`twin.recon._mvs_reference` holds the plain NumPy version
 of :func:`pixel_cost` that the tests compare against.
 """
@@ -22,6 +25,10 @@ from numba import njit, prange
 
 BAD = 2.0
 MIN_VAR = 1e-6
+# bilateral weights of the NCC window: grey-level (0..1) and spatial (``half`` px) sigma
+SIGMA_COLOUR = 0.12
+# PatchMatch propagation reach (px): the best of the other colour's pixels up to FAR away
+FAR = 15
 # sources (at least) that must see a window with some texture for a hypothesis to count
 MIN_VALID = 2
 
@@ -39,11 +46,19 @@ def _hash01(a, b, c, d):
     return float(h >> np.uint64(11)) / 9007199254740992.0
 
 
+@njit(cache=True)
+def buffer_size(n_sources, half, step):
+    """Length of the work buffer :func:`pixel_cost` needs (one per thread)."""
+    k = 2 * (half // step) + 1
+    return n_sources + 4 * k * k
+
+
 @njit(cache=True, fastmath=True)
 def pixel_cost(
     ref, srcs, dims, Ks, Rs, ts, Kinv, r, c, d, n0, n1, n2, half, step, nbest, buf
 ) -> float:
-    """Aggregated matching cost of hypothesis (d, n) at reference pixel (r, c)."""
+    """Aggregated matching cost of hypothesis (d, n) at reference pixel (r, c);
+    ``buf`` has :func:`buffer_size` elements."""
     H, W = ref.shape
     u = c + 0.5
     v = r + 0.5
@@ -54,6 +69,40 @@ def pixel_cost(
     if rho > -1e-9 or d <= 0:
         return BAD
     S = srcs.shape[0]
+    # the reference window once: sample positions, values and bilateral weights
+    centre = ref[r, c]
+    inv_c = 1.0 / (2.0 * SIGMA_COLOUR * SIGMA_COLOUR)
+    inv_s = 1.0 / (2.0 * max(half, 1) * max(half, 1))
+    nw = 0
+    wsum = 0.0
+    wr = 0.0
+    wrr = 0.0
+    for dy in range(-half, half + 1, step):
+        rr = r + dy
+        if rr < 0 or rr >= H:
+            continue
+        for dx in range(-half, half + 1, step):
+            cc = c + dx
+            if cc < 0 or cc >= W:
+                continue
+            rv = ref[rr, cc]
+            dc = rv - centre
+            w = np.exp(-dc * dc * inv_c - (dx * dx + dy * dy) * inv_s)
+            o = S + 4 * nw
+            buf[o] = cc + 0.5
+            buf[o + 1] = rr + 0.5
+            buf[o + 2] = rv
+            buf[o + 3] = w
+            wsum += w
+            wr += w * rv
+            wrr += w * rv * rv
+            nw += 1
+    if nw < 4:
+        return BAD
+    mr = wr / wsum
+    vr = wrr / wsum - mr * mr
+    if vr <= MIN_VAR:
+        return BAD
     M = np.empty((3, 3))
     Hm = np.empty((3, 3))
     for s in range(S):
@@ -71,57 +120,42 @@ def pixel_cost(
                 Hm[i, j] = a0 * Kinv[0, j] + a1 * Kinv[1, j] + a2 * Kinv[2, j]
         hs = dims[s, 0]
         ws = dims[s, 1]
-        sr = 0.0
-        srr = 0.0
-        ss = 0.0
-        sss = 0.0
+        img = srcs[s]
+        sw = 0.0
+        sww = 0.0
         srs = 0.0
-        cnt = 0
         ok = True
-        for dy in range(-half, half + 1, step):
-            rr = r + dy
-            if rr < 0 or rr >= H:
-                continue
-            qv = rr + 0.5
-            for dx in range(-half, half + 1, step):
-                cc = c + dx
-                if cc < 0 or cc >= W:
-                    continue
-                qu = cc + 0.5
-                pz = Hm[2, 0] * qu + Hm[2, 1] * qv + Hm[2, 2]
-                if pz <= 1e-12:
-                    ok = False
-                    break
-                x = (Hm[0, 0] * qu + Hm[0, 1] * qv + Hm[0, 2]) / pz - 0.5
-                y = (Hm[1, 0] * qu + Hm[1, 1] * qv + Hm[1, 2]) / pz - 0.5
-                if x < 0.0 or y < 0.0 or x >= ws - 1 or y >= hs - 1:
-                    ok = False
-                    break
-                ix = int(x)
-                iy = int(y)
-                fx = x - ix
-                fy = y - iy
-                img = srcs[s]
-                a = img[iy, ix] + fx * (img[iy, ix + 1] - img[iy, ix])
-                b = img[iy + 1, ix] + fx * (img[iy + 1, ix + 1] - img[iy + 1, ix])
-                val = a + fy * (b - a)
-                rv = ref[rr, cc]
-                sr += rv
-                srr += rv * rv
-                ss += val
-                sss += val * val
-                srs += rv * val
-                cnt += 1
-            if not ok:
+        for k in range(nw):
+            o = S + 4 * k
+            qu = buf[o]
+            qv = buf[o + 1]
+            pz = Hm[2, 0] * qu + Hm[2, 1] * qv + Hm[2, 2]
+            if pz <= 1e-12:
+                ok = False
                 break
+            x = (Hm[0, 0] * qu + Hm[0, 1] * qv + Hm[0, 2]) / pz - 0.5
+            y = (Hm[1, 0] * qu + Hm[1, 1] * qv + Hm[1, 2]) / pz - 0.5
+            if x < 0.0 or y < 0.0 or x >= ws - 1 or y >= hs - 1:
+                ok = False
+                break
+            ix = int(x)
+            iy = int(y)
+            fx = x - ix
+            fy = y - iy
+            a = img[iy, ix] + fx * (img[iy, ix + 1] - img[iy, ix])
+            b = img[iy + 1, ix] + fx * (img[iy + 1, ix + 1] - img[iy + 1, ix])
+            val = a + fy * (b - a)
+            w = buf[o + 3]
+            sw += w * val
+            sww += w * val * val
+            srs += w * buf[o + 2] * val
         cost = BAD
-        if ok and cnt >= 4:
-            inv = 1.0 / cnt
-            vr = srr * inv - (sr * inv) ** 2
-            vs = sss * inv - (ss * inv) ** 2
-            if vr > MIN_VAR and vs > MIN_VAR:
-                ncc = (srs * inv - sr * ss * inv * inv) / np.sqrt(vr * vs)
-                cost = 1.0 - ncc
+        if ok:
+            ms = sw / wsum
+            vs = sww / wsum - ms * ms
+            if vs > MIN_VAR:
+                ncc = (srs / wsum - mr * ms) / np.sqrt(vr * vs)
+                cost = min(max(1.0 - ncc, 0.0), BAD)
         buf[s] = cost
     # mean of the nbest lowest valid costs (insertion sort of a tiny array); a
     # source that does not see the window does not count against the hypothesis
@@ -166,7 +200,7 @@ def plane_sweep(ref, srcs, dims, Ks, Rs, ts, Kinv, depths, normals, half, step, 
     best_n = np.zeros((H, W, 3), np.float32)
     best_c = np.full((H, W), BAD, np.float32)
     for r in prange(H):
-        buf = np.empty(srcs.shape[0])
+        buf = np.empty(buffer_size(srcs.shape[0], half, step))
         for c in range(W):
             rx, ry, rz = _ray(Kinv, r, c)
             for m in range(normals.shape[0]):
@@ -215,19 +249,35 @@ def patchmatch_pass(
     dmin, dmax, half, step, nbest, spread,
 ):  # fmt: skip
     """One red-black PatchMatch half-iteration over pixels with ``(r + c) % 2 ==
-    colour``: each tries the planes of its neighbours at distance 1 and 3 (the other
-    colour), then two random perturbations of depth and normal whose size shrinks
-    with ``iteration``. Updates ``depth``/``normal``/``cost`` in place."""
+    colour``: each tries the planes of its four adjacent pixels and, in each of the four
+    directions, of the lowest-cost pixel 3 to ``FAR`` pixels away (the other colour:
+    propagation reaches across weakly textured areas), then two random perturbations of
+    depth and normal whose size shrinks with ``iteration``. Updates ``depth``,
+    ``normal`` and ``cost`` in place."""
     H, W = ref.shape
-    ody = np.array([-1, 1, 0, 0, -3, 3, 0, 0])
-    odx = np.array([0, 0, -1, 1, 0, 0, -3, 3])
+    ody = np.array([-1, 1, 0, 0])
+    odx = np.array([0, 0, -1, 1])
     for r in prange(H):
-        buf = np.empty(srcs.shape[0])
+        buf = np.empty(buffer_size(srcs.shape[0], half, step))
         for c in range((r + colour) % 2, W, 2):
             rx, ry, rz = _ray(Kinv, r, c)
             for o in range(8):
-                rr = r + ody[o]
-                cc = c + odx[o]
+                if o < 4:  # the adjacent pixel
+                    rr = r + ody[o]
+                    cc = c + odx[o]
+                else:  # the lowest-cost pixel 3, 5, ... FAR px away in that direction
+                    rr = -1
+                    cc = -1
+                    best = BAD + 1.0
+                    for k in range(3, FAR + 1, 2):
+                        qr = r + ody[o - 4] * k
+                        qc = c + odx[o - 4] * k
+                        if qr < 0 or qr >= H or qc < 0 or qc >= W:
+                            break
+                        if depth[qr, qc] > 0 and cost[qr, qc] < best:
+                            best = cost[qr, qc]
+                            rr = qr
+                            cc = qc
                 if rr < 0 or rr >= H or cc < 0 or cc >= W:
                     continue
                 dn = depth[rr, cc]
@@ -334,7 +384,7 @@ def evaluate(ref, srcs, dims, Ks, Rs, ts, Kinv, depth, normal, half, step, nbest
     H, W = ref.shape
     cost = np.full((H, W), BAD, np.float32)
     for r in prange(H):
-        buf = np.empty(srcs.shape[0])
+        buf = np.empty(buffer_size(srcs.shape[0], half, step))
         for c in range(W):
             d = depth[r, c]
             if d > 0:
