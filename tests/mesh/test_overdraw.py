@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twin.errors import InputError, ParameterError
 from twin.mesh._overdraw_kernels import (
@@ -181,3 +183,28 @@ def test_optimize_overdraw_bad_input():
         measure_overdraw(v, np.zeros((0, 3), np.uint32))
     with pytest.raises(ParameterError, match="resolution"):
         measure_overdraw(v, f, resolution=4)
+
+
+@st.composite
+def soups(draw):
+    """Random meshes: a few random vertices, non-degenerate random triangles (any
+    topology, duplicates allowed)."""
+    n = draw(st.integers(3, 30))
+    seed = draw(st.integers(0, 2**31))
+    g = rng(seed)
+    v = g.uniform(-5, 5, (n, 3))
+    m = draw(st.integers(1, 80))
+    f = np.stack([g.choice(n, 3, replace=False) for _ in range(m)]).astype(np.uint32)
+    return v, f
+
+
+@settings(max_examples=60, deadline=None)
+@given(soups(), st.sampled_from([1.0, 1.05, 1.5]), st.sampled_from([3, 16]))
+def test_property_same_triangles_and_acmr_bound(mesh, threshold, cache_size):
+    v, f = mesh
+    fc = optimize_vertex_cache(f, len(v), cache_size)
+    out = optimize_overdraw(v, fc, threshold=threshold, cache_size=cache_size)
+    assert sorted(map(tuple, out.tolist())) == sorted(map(tuple, f.tolist()))
+    assert acmr(out, len(v), cache_size) <= threshold * acmr(fc, len(v), cache_size) + 1e-12
+    o = measure_overdraw(v, out, 16)
+    assert o.shaded >= o.covered >= 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twin.mesh._kernels import fifo_misses_kernel, first_use_kernel, vertex_cache_kernel
 from twin.mesh._reference import fifo_misses_ref, first_use_ref, vertex_cache_ref
@@ -160,3 +162,21 @@ def test_optimize_vertex_fetch():
     # unchanged cache behaviour, indices now start 0, 1, 2
     assert acmr(nf, nv.shape[0]) == acmr(f, len(v))
     np.testing.assert_array_equal(nf[0], [0, 1, 2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(3, 40),
+    st.integers(1, 120),
+    st.integers(0, 2**31),
+    st.sampled_from([3, 4, 16]),
+)
+def test_property_cache_kernel_matches_reference(n, m, seed, cache_size):
+    # any topology (non-manifold, repeated triangles, several components)
+    g = rng(seed)
+    f = np.stack([g.choice(n, 3, replace=False) for _ in range(m)]).astype(np.uint32)
+    tables = cache_score_tables(cache_size)
+    o1 = vertex_cache_kernel(f, n, cache_size, *tables)
+    np.testing.assert_array_equal(o1, vertex_cache_ref(f, n, cache_size, *tables))
+    out = optimize_vertex_cache(f, n, cache_size)
+    np.testing.assert_array_equal(out, f[o1])
