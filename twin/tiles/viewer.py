@@ -16,7 +16,10 @@ token needed:
 
 The page shows ``tiles/buildings`` over the quantized-mesh terrain (``terrain/``),
 with the terrain mesh tileset as an alternative, building picking (the
-EXT_structural_metadata properties) and a time slider over the CZML history.
+EXT_structural_metadata properties) and a time slider over the CZML history. A
+model built with ``--texture`` is shown as its photo-textured tiles
+(``tiles/textured``: terrain and buildings in one, the globe hidden beneath them),
+the untextured layers one click away.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ def _model_config(model: Path) -> dict:
         cfg["buildings"] = "model/tiles/buildings/tileset.json"
     if (tiles / "terrain" / "tileset.json").exists():
         cfg["terrain_mesh"] = "model/tiles/terrain/tileset.json"
+    if (tiles / "textured" / "tileset.json").exists():
+        cfg["textured"] = "model/tiles/textured/tileset.json"
     if "buildings" not in cfg and "terrain_mesh" not in cfg:
         if (tiles / "tileset.json").exists():
             cfg["buildings"] = "model/tiles/tileset.json"

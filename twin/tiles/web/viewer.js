@@ -48,10 +48,17 @@ async function main() {
   };
   const buildings = config.buildings ? await load(config.buildings) : null;
   const terrainMesh = config.terrain_mesh ? await load(config.terrain_mesh) : null;
-  if (terrainMesh) terrainMesh.show = !config.terrain;
-  document.getElementById("show-terrain-mesh").checked = terrainMesh ? terrainMesh.show : false;
-  document.getElementById("show-globe").checked = !!config.terrain;
-  const main = terrainMesh || buildings;
+  // the photo-textured model holds terrain and buildings: shown alone when there is one
+  const textured = config.textured ? await load(config.textured) : null;
+  if (terrainMesh) terrainMesh.show = !config.terrain && !textured;
+  if (textured && buildings) buildings.show = false;
+  scene.globe.show = !textured;
+  const check = (id, on) => { document.getElementById(id).checked = on; };
+  check("show-terrain-mesh", terrainMesh ? terrainMesh.show : false);
+  check("show-globe", !!config.terrain && !textured);
+  check("show-textured", !!textured);
+  check("show-buildings", buildings ? buildings.show : false);
+  const main = textured || terrainMesh || buildings;
 
   // look at the whole city from the south-south-west, 35 degrees down
   const home = () => {
@@ -66,6 +73,12 @@ async function main() {
 
   const toggle = (id, fn) => document.getElementById(id).addEventListener("change", (e) => fn(e.target.checked));
   toggle("show-buildings", (on) => { if (buildings) buildings.show = on; });
+  toggle("show-textured", (on) => {
+    if (!textured) return;
+    textured.show = on;
+    scene.globe.show = !on && !!config.terrain;
+    check("show-globe", scene.globe.show);
+  });
   toggle("show-terrain-mesh", (on) => { if (terrainMesh) terrainMesh.show = on; });
   toggle("show-globe", (on) => {
     scene.globe.show = on;
@@ -146,7 +159,9 @@ async function main() {
   // report loading state; in snapshot mode post the canvas once everything is in
   let sent = false;
   const started = performance.now();
-  const tilesDone = () => (!buildings || buildings.tilesLoaded) && (!terrainMesh || !terrainMesh.show || terrainMesh.tilesLoaded) && scene.globe.tilesLoaded;
+  const shownDone = (ts) => !ts || !ts.show || ts.tilesLoaded;
+  const tilesDone = () => shownDone(buildings) && shownDone(terrainMesh) && shownDone(textured) &&
+    (!scene.globe.show || scene.globe.tilesLoaded);
   // with a live store, also wait (up to 10 s) for the first entities to arrive
   const done = () => tilesDone() && (!config.live || liveCount > 0 || performance.now() - started > 10000);
   scene.postRender.addEventListener(() => {
