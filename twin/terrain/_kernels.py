@@ -1399,26 +1399,49 @@ def _refine(
 
 @njit(cache=True)
 def rtin_errors(herr, hvert, max_error):
+    """:func:`rtin_errors_own`, returning only the midpoint errors."""
+    s = herr.shape[0]
+    return rtin_errors_own(
+        herr, hvert, max_error, np.full((s, s), -1.0), np.zeros((s, s), np.uint8)
+    )
+
+
+@njit(cache=True)
+def rtin_errors_own(herr, hvert, max_error, own, inexact):
     """Exact hierarchical errors of the RTIN over a square grid of size s = 2**k + 1.
 
-    Every triangle of the binary hierarchy is rasterised against its own plane (through
-    its three vertices, heights ``hvert``; valid samples ``herr``), so its error covers
-    *every* valid sample inside it, not only its hypotenuse midpoint. The error is
-    stored at the hypotenuse midpoint (shared by the two triangles on that hypotenuse)
-    as the max of both triangles' errors and of the errors stored at their children's
-    midpoints, processed from the finest level up: a triangle is split exactly when its
-    midpoint error exceeds the tolerance, and the result is always conforming.
+    Every triangle of the binary hierarchy gets its error against its own plane
+    (through its three vertices, heights ``hvert``) over *every* valid sample inside
+    it (``herr``), not only its hypotenuse midpoint. The error is stored at the
+    hypotenuse midpoint (shared by the two triangles on that hypotenuse) as the max
+    of both triangles' errors and of the errors stored at their children's
+    midpoints, processed from the finest level up: a triangle is split exactly when
+    its midpoint error exceeds the tolerance, and the result is always conforming.
 
-    Errors are exact up to ``max_error``: a triangle whose children already exceed it
-    is not rasterised, and rasterising stops at the first sample beyond it, so a value
-    above ``max_error`` only means "split" (:func:`rtin_extract` must use the same or
-    a larger tolerance). Returns a float64 (s, s) array (0 where no triangle has that
-    midpoint). Work grows with s**2 (times log2(s) at worst, for a tolerance no
-    sample exceeds); memory is the output (8 bytes per sample) plus a small stack.
+    A triangle's error is bounded without a pass first: at most its children's
+    errors plus ``|hvert(m) - (hvert(a) + hvert(b)) / 2|`` (the most the children's
+    planes depart from its own). When that bound is within ``max_error`` (less a
+    rounding slack) it stands in for the error (the decision to split is the same)
+    and ``inexact[m]`` is set; otherwise the triangle is rasterised, stopping at the
+    first sample beyond ``max_error`` (so a value above it only means "split";
+    :func:`rtin_extract` must use the same or a larger tolerance). A triangle whose
+    children already exceed the tolerance is not measured at all.
+
+    ``own`` (s, s) float64 filled with -1 and ``inexact`` (s, s) uint8 zeros are
+    filled in: ``own[m]`` the worst error (exact, or the bound where ``inexact[m]``)
+    of the triangles with hypotenuse midpoint ``m`` against their own planes. For
+    the leaves of the RTIN at ``max_error`` it is always set, and exact where
+    ``inexact`` is 0 (:func:`rtin_mesh` measures the others).
+
+    Returns the float64 (s, s) midpoint errors (0 where no triangle has that
+    midpoint). Work grows with s**2 times the number of levels that need a pass (at
+    most log2(s)); memory is the output and ``own`` (8 bytes per sample each),
+    ``inexact`` (1) and a small stack.
     """
     s = herr.shape[0]
     S = s - 1
     E = np.zeros((s, s), np.float64)
+    slack = 1e-9 * (1.0 + abs(max_error))
     depth_max = 0
     while (1 << (depth_max // 2)) < S:
         depth_max += 2
@@ -1482,15 +1505,27 @@ def rtin_errors(herr, hvert, max_error):
                 n += 1
                 continue
             e = E[my, mx]  # the hypotenuse neighbour may have set it already
+            below = 0.0  # the children's own errors (bounds), 0 for the smallest
             if dep + 1 < depth_max:
                 # children (c, a, m) and (b, c, m): midpoints of c-a and b-c
-                e = max(e, E[(cy + ay) >> 1, (cx + ax) >> 1])
-                e = max(e, E[(by + cy) >> 1, (bx + cx) >> 1])
+                m1y = (cy + ay) >> 1
+                m1x = (cx + ax) >> 1
+                m2y = (by + cy) >> 1
+                m2x = (bx + cx) >> 1
+                e = max(e, max(E[m1y, m1x], E[m2y, m2x]))
+                below = max(below, max(own[m1y, m1x], own[m2y, m2x]))
             if e <= max_error:
-                # only needed when nothing below already forces the split
-                e = max(
-                    e,
-                    tri_max_capped(
+                # only needed when nothing below already forces the split. A sample
+                # in a child is within the child's error of the child's plane, which
+                # is within |hvert(m) - chord| of this triangle's plane there (the
+                # planes differ linearly, by 0 at a, b, c): a bound without a pass
+                d = abs(hvert[my, mx] - 0.5 * (hvert[ay, ax] + hvert[by, bx]))
+                ub = below + d
+                if ub <= max_error - slack:
+                    t = ub
+                    inexact[my, mx] = 1
+                else:
+                    t = tri_max_capped(
                         ax,
                         ay,
                         hvert[ay, ax],
@@ -1502,8 +1537,10 @@ def rtin_errors(herr, hvert, max_error):
                         hvert[cy, cx],
                         herr,
                         max_error,
-                    ),
-                )
+                    )
+                e = max(e, t)
+                if t > own[my, mx]:
+                    own[my, mx] = t
             E[my, mx] = e
     return E
 
@@ -1577,6 +1614,112 @@ def rtin_extract(E, max_error):
     out = np.empty((nt, 3), np.int32)
     _rtin_walk(E, max_error, vid, out)
     return vid, out
+
+
+@njit(cache=True)
+def _rtin_leaves(herr, E, own, inexact, max_error, vid, out, ws):
+    """Second walk of :func:`rtin_mesh`: write the CCW triangles of ``vid`` indices
+    into ``out`` and return the leaves' worst error: ``own`` at their midpoints
+    where exact, else measured by rasterising the leaf (no cap)."""
+    s = E.shape[0]
+    S = s - 1
+    depth_max = 0
+    while (1 << (depth_max // 2)) < S:
+        depth_max += 2
+    st = ws
+    st[0, 0], st[0, 1], st[0, 2], st[0, 3], st[0, 4], st[0, 5], st[0, 6] = 0, 0, S, S, S, 0, 0
+    st[1, 0], st[1, 1], st[1, 2], st[1, 3], st[1, 4], st[1, 5], st[1, 6] = S, S, 0, 0, 0, S, 0
+    n = 2
+    nt = 0
+    worst = -1.0
+    while n > 0:
+        n -= 1
+        ax = st[n, 0]
+        ay = st[n, 1]
+        bx = st[n, 2]
+        by = st[n, 3]
+        cx = st[n, 4]
+        cy = st[n, 5]
+        dep = st[n, 6]
+        mx = (ax + bx) >> 1
+        my = (ay + by) >> 1
+        if dep < depth_max:
+            em = E[my, mx]
+            if em > max_error:
+                st[n, 0], st[n, 1], st[n, 2], st[n, 3] = cx, cy, ax, ay
+                st[n, 4], st[n, 5], st[n, 6] = mx, my, dep + 1
+                n += 1
+                st[n, 0], st[n, 1], st[n, 2], st[n, 3] = bx, by, cx, cy
+                st[n, 4], st[n, 5], st[n, 6] = mx, my, dep + 1
+                n += 1
+                continue
+            if inexact[my, mx]:
+                t = tri_max_capped(
+                    ax,
+                    ay,
+                    herr[ay, ax],
+                    bx,
+                    by,
+                    herr[by, bx],
+                    cx,
+                    cy,
+                    herr[cy, cx],
+                    herr,
+                    np.inf,
+                )
+            else:
+                t = own[my, mx]
+            if t > worst:
+                worst = t
+        if (bx - ax) * (cy - ay) - (by - ay) * (cx - ax) > 0:
+            out[nt, 0], out[nt, 1], out[nt, 2] = vid[ay, ax], vid[by, bx], vid[cy, cx]
+        else:
+            out[nt, 0], out[nt, 1], out[nt, 2] = vid[ay, ax], vid[cy, cx], vid[by, bx]
+        nt += 1
+    return worst
+
+
+@njit(cache=True)
+def rtin_mesh(herr, max_error):
+    """RTIN of a full (2**k + 1)**2 grid *without invalid samples*, in one call.
+
+    Returns ``(gv, faces, reached)``: (N, 3) float64 vertices (column, row, height;
+    row-major order), (M, 3) int32 CCW faces (as :func:`rtin_extract`), and the
+    TIN's exact worst error over all samples: the max, over the leaves, of the
+    errors :func:`rtin_errors_own` measured on their own planes, or, where it only
+    bounded them, of the leaf rasterised now (the smallest triangles hold no sample
+    but their vertices, so their error is 0). The leaves tile the grid, so every
+    sample is covered. Memory: the errors and own errors (16 bytes per sample), the
+    flags and vertex map (5) and the output.
+    """
+    s = herr.shape[0]
+    own = np.full((s, s), -1.0)
+    inexact = np.zeros((s, s), np.uint8)
+    E = rtin_errors_own(herr, herr, max_error, own, inexact)
+    vid = np.full((s, s), -1, np.int32)
+    nt = _rtin_walk(E, max_error, vid, np.empty((0, 3), np.int32))
+    k = 0
+    for y in range(s):
+        for x in range(s):
+            if vid[y, x] == 0:
+                vid[y, x] = k
+                k += 1
+    gv = np.empty((k, 3), np.float64)
+    k = 0
+    for y in range(s):
+        for x in range(s):
+            if vid[y, x] >= 0:
+                gv[k, 0] = x
+                gv[k, 1] = y
+                gv[k, 2] = herr[y, x]
+                k += 1
+    out = np.empty((nt, 3), np.int32)
+    depth_max = 0
+    while (1 << (depth_max // 2)) < s - 1:
+        depth_max += 2
+    ws = np.empty((2 * depth_max + 8, 7), np.int64)
+    worst = _rtin_leaves(herr, E, own, inexact, max_error, vid, out, ws)
+    return gv, out, max(worst, 0.0)
 
 
 # --------------------------------------------------------------------------------------

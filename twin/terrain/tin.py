@@ -468,8 +468,15 @@ def _tin_grid(herr, valid, max_error, mode, forced=None, tile_size=None, workers
     elif mode == "greedy":
         gx, gy, gz, faces = _greedy(herr, valid, max_error, forced)
     else:
-        from twin.terrain.rtin import rtin_grid
+        from twin.terrain.rtin import rtin_grid, rtin_size
 
+        s = rtin_size(*herr.shape)
+        if herr.shape == (s, s) and valid.all():
+            # a full grid: the hierarchical errors are exact, the leaves tile it
+            gv, faces, reached = _kernels.rtin_mesh(herr, max_error)
+            if not reached <= max_error:
+                raise RuntimeError(f"RTIN error {reached} exceeds max_error {max_error}")
+            return gv, faces, reached
         gx, gy, gz, faces = rtin_grid(herr, valid, max_error)
     if tile_size is None:
         gv = np.column_stack([gx, gy, gz])
