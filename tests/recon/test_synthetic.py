@@ -146,6 +146,12 @@ def test_sfm_registers_every_photo_and_georeferences(survey, sparse):
     assert np.sqrt(np.mean(np.square(d))) < POS_RMSE
     g = report["georeference"]
     assert g["gps_inliers"] >= 0.9 * g["gps_used"] and g["gps_rmse_m"] < 6.0
+    # the report: GPS residual per photo with GPS, points, timings of every step
+    assert len(g["gps_residuals_m"]) == 52 - len(NO_GPS)
+    assert report["sfm"]["points3D"] > 3000
+    assert {"ingest", "features", "matching", "mapping", "georeference"} <= set(report["timings_s"])
+    ref = report["mapping"]["refinement"]
+    assert ref["after"]["points3D"] > ref["before"]["points3D"]
     assert "gimbal" in g["rotation_source"]
 
 
@@ -193,7 +199,8 @@ def test_reconstruct_dense_writes_georeferenced_laz_and_resumes(survey, photos, 
     from twin.points.io import read
 
     out, _ = sparse
-    opts = ReconOptions(dense=True, dense_scale=0.5, dense_max_views=8)
+    # a large block in miniature: clusters of at most 6 views
+    opts = ReconOptions(dense=True, dense_scale=0.5, dense_max_views=8, max_cluster_views=6)
     opts.sfm.exhaustive_below = 30
     opts.sfm.neighbours = 20
     # one thread: pycolmap's multi-threaded mapping differs from run to run (seen: 2.8 vs
@@ -203,6 +210,11 @@ def test_reconstruct_dense_writes_georeferenced_laz_and_resumes(survey, photos, 
     # SfM steps were reused, not rerun
     assert "features" not in report["timings_s"] and "mapping" not in report["timings_s"]
     assert report["dense"]["views"] == 8 and report["dense"]["points"] > 5000
+    clusters = report["dense"]["clustering"]["clusters"]
+    refs = [r for c in clusters for r in c["refs"]]
+    assert len(clusters) >= 2 and all(c["views"] <= 6 for c in clusters)
+    assert len(refs) == len(set(refs)) == 8  # every view matched once as a reference
+    assert len(list((out / "dense").glob("*.npz"))) == 8
     cloud = read(out / "points.laz")
     assert cloud.crs.to_epsg() == 4550
     assert {"red", "green", "blue", "views", "normal_z"} <= set(cloud.fields)

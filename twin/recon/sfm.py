@@ -12,8 +12,9 @@ Steps (each function reads and writes files under a work folder so a run can res
    :func:`apply_rig`: the photos of a multi-camera rig (same capture time, one per
    camera) become frames of one rig, so the mapper solves one pose per station.
 3. :func:`map_reconstruction`: incremental mapping; when it registers under
-   ``min_registered`` of the images (forward motion, poor initial pair) the global
-   mapper runs too and the model with more registered images wins.
+   ``min_registered`` of the images (by default: when any image is left out; forward
+   motion, a poor initial pair) the global mapper runs too and the model with more
+   registered images wins.
 4. :func:`georeference`: a robust similarity (RANSAC over three-camera samples, then
    Umeyama on the inliers) from SfM camera centres to the GPS positions in a local
    ENU frame (:class:`twin.crs.LocalFrame` at the mean GPS position unless given); when
@@ -52,7 +53,7 @@ class SfmOptions:
     exhaustive_below: int = 60  # match every pair when there are fewer images
     neighbours: int = 30  # pairs per image by viewed ground point (larger sets)
     mapper: str = "auto"  # "auto" (incremental, global fallback), "incremental", "global"
-    min_registered: float = 0.8  # share of images below which the fallback runs
+    min_registered: float = 1.0  # share of images below which the fallback runs
     num_threads: int = -1
     seed: int = 0
     refine_intrinsics: bool | None = None  # None: only cameras whose focal was guessed
@@ -441,6 +442,7 @@ def refine_reconstruction(rec, database: Path, image_dir: Path, out: Path, optio
     import pycolmap
 
     options = options or SfmOptions()
+    t0, c0 = time.perf_counter(), time.process_time()
     before = reprojection_stats(rec)
     io = pycolmap.IncrementalPipelineOptions()
     io.num_threads = options.num_threads
@@ -459,7 +461,12 @@ def refine_reconstruction(rec, database: Path, image_dir: Path, out: Path, optio
         ba.print_summary = False
         ba.ceres.solver_options.num_threads = options.num_threads
         pycolmap.bundle_adjustment(rec, ba)
-    return rec, {"before": before, "after": reprojection_stats(rec)}
+    return rec, {
+        "before": before,
+        "after": reprojection_stats(rec),
+        "s": time.perf_counter() - t0,
+        "cpu_s": time.process_time() - c0,
+    }
 
 
 # ----------------------------------------------------------------------- georeferencing
