@@ -91,6 +91,46 @@ def test_pixel_cost_matches_the_reference():
     assert good < 0.1 < bad
 
 
+def test_sources_that_do_not_see_the_window_do_not_count():
+    """The cost is the mean of the valid costs only; two valid sources are required."""
+    views, depths, nrm = _plane_scene()
+    g = [v.grey() for v in views]
+    # a view whose image lies far to the side of the scene
+    away = View("away", views[1].K, views[1].R, views[1].t + [500.0, 0, 0], views[1].rgb)
+
+    def setup(idx):
+        vs = [away if j == "away" else views[j] for j in idx]
+        Rs = np.array([v.R @ views[0].R.T for v in vs])
+        ts = np.array([v.t - Rs[k] @ views[0].t for k, v in enumerate(vs)])
+        Ks = np.array([v.K for v in vs])
+        srcs = np.stack([g[1] if j == "away" else g[j] for j in idx])
+        return srcs, Ks, Rs, ts
+
+    r, c = H // 2, W // 2
+    d = float(depths[0][r, c])
+    n_cam = views[0].R @ nrm
+    Kinv = np.linalg.inv(views[0].K)
+
+    def both(idx, nbest=3):
+        srcs, Ks, Rs, ts = setup(idx)
+        buf = np.empty(kern.buffer_size(len(idx), 4, 2))
+        dims = np.array([[H, W]] * len(idx))
+        a = kern.pixel_cost(g[0], srcs, dims, Ks, Rs, ts, Kinv, r, c, d, *n_cam, 4, 2, nbest, buf)
+        b = ref.pixel_cost(g[0], srcs, Ks, Rs, ts, views[0].K, r, c, d, n_cam, 4, 2, nbest)
+        assert a == pytest.approx(b, abs=2e-4)
+        return b
+
+    c12 = both([1, 2], nbest=2)
+    assert c12 < 0.1
+    # a third source that sees nothing leaves the mean of the two that see the window
+    assert both([1, 2, "away"]) == pytest.approx(c12, abs=1e-9)
+    # one seeing source of two is not enough
+    assert both([1, "away"]) == ref.BAD
+    # a wrong depth seen by the same sources stays worse than the true one
+    d = 1.1 * d
+    assert both([1, 2, "away"]) > 0.3
+
+
 @pytest.mark.parametrize("normal", [(0.0, 0.0, 1.0), (0.5, 0.0, 1.0)])
 def test_depth_map_of_a_plane(normal):
     views, depths, nrm = _plane_scene(normal=normal)
