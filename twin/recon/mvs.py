@@ -9,11 +9,13 @@ For each reference view:
 2. **Coarse plane sweep** (:func:`twin.recon._mvs_kernels.plane_sweep`) on a
    downscaled copy (long side about ``coarse_size`` px): inverse-depth samples over the
    view's depth range, for the ground normal and the façade normals an oblique view
-   predicts (horizontal, facing the camera, and 60 degrees either side); NCC cost
-   aggregated over the best ``nbest`` sources (occlusion-robust).
+   predicts (horizontal, facing the camera, and 60 degrees either side); bilateral-
+   weighted NCC cost aggregated over the best ``nbest`` of the sources that see the
+   window (occlusion-robust; at least two must).
 3. **PatchMatch** at full resolution (:func:`twin.recon._mvs_kernels.patchmatch_pass`):
-   the sweep's planes upsampled, then red-black propagation of neighbours' planes and
-   random refinement of depth and normal.
+   the sweep's planes upsampled, then red-black propagation of the planes of the
+   adjacent pixels and of the best pixel up to 15 px away in each direction (reaching
+   across weak texture), and random refinement of depth and normal.
 4. Pixels whose cost stays above ``max_cost`` are dropped; ``confidence`` is
    ``1 - cost / max_cost``. Multi-view geometric consistency is checked in
    :func:`twin.recon.fuse.fuse`.
