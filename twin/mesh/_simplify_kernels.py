@@ -260,6 +260,51 @@ def face_normals(V, F):
     return N0
 
 
+@njit(cache=True, inline="always")
+def _spread21(x):
+    """The low 21 bits of ``x`` (uint64) spread to every third bit."""
+    x = (x | (x << np.uint64(32))) & np.uint64(0x1F00000000FFFF)
+    x = (x | (x << np.uint64(16))) & np.uint64(0x1F0000FF0000FF)
+    x = (x | (x << np.uint64(8))) & np.uint64(0x100F00F00F00F00F)
+    x = (x | (x << np.uint64(4))) & np.uint64(0x10C30C30C30C30C3)
+    x = (x | (x << np.uint64(2))) & np.uint64(0x1249249249249249)
+    return x
+
+
+@njit(cache=True, parallel=True)
+def morton_codes(v, lo, scale):
+    """3D Morton (Z-order) codes, 21 bits per axis, of ``(v - lo) * scale``
+    (truncated to integers). Parallel over vertices; 8 bytes per vertex."""
+    n = v.shape[0]
+    code = np.empty(n, np.uint64)
+    for i in prange(n):
+        c = np.uint64(0)
+        for axis in range(3):
+            c |= _spread21(np.uint64((v[i, axis] - lo[axis]) * scale)) << np.uint64(axis)
+        code[i] = c
+    return code
+
+
+@njit(cache=True)
+def stabilise_ties(code, order):
+    """Make an argsort ``order`` of ``code`` stable: each run of equal codes sorted
+    by index in place (runs are short: vertices sharing a position)."""
+    n = order.shape[0]
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and code[order[j]] == code[order[i]]:
+            j += 1
+        for a in range(i + 1, j):  # insertion sort of the run
+            x = order[a]
+            b = a
+            while b > i and order[b - 1] > x:
+                order[b] = order[b - 1]
+                b -= 1
+            order[b] = x
+        i = j
+
+
 @njit(cache=True)
 def sort_faces_by_min(F, n):
     """Faces ordered by their smallest vertex index (a stable counting sort)."""
@@ -627,7 +672,8 @@ RADIX_BITS = 11
 def collect_edges(F, head, nxt, falive, valive, kind, mark, stamp, euv, nbuf, store):
     """Live edges ``a << 32 | b``, ``a < b``, into ``euv`` in (a, b) order, leaving
     out edges whose ends are both LOCKED (only counted unless ``store``). Returns
-    ``(count, stamp)``."""
+    ``(count, stamp)``. On the way, corners of dead faces are unlinked from every
+    list walked (the live corners keep their order), so later walks stay short."""
     n = head.shape[0]
     count = 0
     for a in range(n):
@@ -635,23 +681,32 @@ def collect_edges(F, head, nxt, falive, valive, kind, mark, stamp, euv, nbuf, st
             continue
         stamp += 1
         k = 0
+        prev = -1
         c = head[a]
         while c != -1:
             f = c // 3
-            if falive[f]:
-                for j in range(3):
-                    b = F[f, j]
-                    if b > a and mark[b] != stamp:
-                        mark[b] = stamp
-                        if kind[a] != LOCKED or kind[b] != LOCKED:
-                            # insertion into the sorted neighbour buffer
-                            i = k
-                            while i > 0 and nbuf[i - 1] > b:
-                                nbuf[i] = nbuf[i - 1]
-                                i -= 1
-                            nbuf[i] = b
-                            k += 1
-            c = nxt[c]
+            nc = nxt[c]
+            if not falive[f]:
+                if prev == -1:
+                    head[a] = nc
+                else:
+                    nxt[prev] = nc
+                c = nc
+                continue
+            prev = c
+            for j in range(3):
+                b = F[f, j]
+                if b > a and mark[b] != stamp:
+                    mark[b] = stamp
+                    if kind[a] != LOCKED or kind[b] != LOCKED:
+                        # insertion into the sorted neighbour buffer
+                        i = k
+                        while i > 0 and nbuf[i - 1] > b:
+                            nbuf[i] = nbuf[i - 1]
+                            i -= 1
+                        nbuf[i] = b
+                        k += 1
+            c = nc
         if store:
             hi = np.uint64(a) << np.uint64(32)
             for i in range(k):
@@ -1013,11 +1068,12 @@ def _fan_dist2(px, py, pz, V, F, start, flist, r):
 
 
 @njit(cache=True, parallel=True)
-def measured_error(P0, V, F, falive, F0, rep):
+def measured_error(P0, V, F, falive, F0, rep, descent=DESCENT_VERTICES):
     """``(to_output (N,), to_input)``: upper bounds of the distance from each removed or
     moved input vertex (original position ``P0``) to the output surface (the faces
-    around the output vertex it went into, then, where that could raise the maximum,
-    a descent over neighbouring output fans to the locally closest face; 0 for
+    around the output vertex it went into, then, where that is above
+    ``to_input``, a descent over neighbouring output fans to the locally closest
+    face; 0 for
     vertices that stayed), and the largest distance from a moved output vertex
     (``V``) to the input faces ``F0`` around the input vertices that went into it.
     Memory: 12 bytes per input and per output face (vertex -> face lists) plus 29
@@ -1031,42 +1087,6 @@ def measured_error(P0, V, F, falive, F0, rep):
             moved[i] = 1
     chunk = 4096
     nchunks = (n + chunk - 1) // chunk
-    ub = np.zeros(n)
-    for ci in prange(nchunks):
-        best = 0.0
-        seen = np.empty(DESCENT_VERTICES + 3, np.int32)
-        for i in range(ci * chunk, min(n, (ci + 1) * chunk)):
-            r = rep[i]
-            if r == i and not moved[i]:
-                continue
-            d, fbest = _fan_dist2(P0[i, 0], P0[i, 1], P0[i, 2], V, F, start, flist, r)
-            # descend over the output surface: the fans of the closest face's
-            # corners, while that finds a closer face
-            nseen = 1
-            seen[0] = r
-            while fbest >= 0 and nseen < DESCENT_VERTICES:
-                improved = False
-                for k in range(3):
-                    w = F[fbest, k]
-                    fresh = True
-                    for t in range(nseen):
-                        if seen[t] == w:
-                            fresh = False
-                            break
-                    if not fresh:
-                        continue
-                    seen[nseen] = w
-                    nseen += 1
-                    e, fe = _fan_dist2(P0[i, 0], P0[i, 1], P0[i, 2], V, F, start, flist, w)
-                    if e < d:
-                        d = e
-                        fnext = fe
-                        improved = True
-                if not improved:
-                    break
-                fbest = fnext
-            if d < np.inf:
-                ub[i] = d
     # members of each output vertex's cluster (the input vertices that went into it)
     mstart = np.zeros(n + 1, np.int64)
     for i in range(n):
@@ -1103,6 +1123,48 @@ def measured_error(P0, V, F, falive, F0, rep):
             if d < np.inf and d > best:
                 best = d
         out2[ci] = best
+    # the vertices' own side first: below its maximum no descent is needed
+    floor2 = out2.max() if nchunks > 0 else 0.0
+    ub = np.zeros(n)
+    for ci in prange(nchunks):
+        best = 0.0
+        seen = np.empty(descent + 3, np.int32)
+        for i in range(ci * chunk, min(n, (ci + 1) * chunk)):
+            r = rep[i]
+            if r == i and not moved[i]:
+                continue
+            d, fbest = _fan_dist2(P0[i, 0], P0[i, 1], P0[i, 2], V, F, start, flist, r)
+            if d <= floor2:
+                ub[i] = d  # cannot raise the maximum: no descent
+                continue
+            # descend over the output surface: the fans of the closest face's
+            # corners, while that finds a closer face
+            nseen = 1
+            seen[0] = r
+            fnext = -1
+            while fbest >= 0 and nseen < descent:
+                improved = False
+                for k in range(3):
+                    w = F[fbest, k]
+                    fresh = True
+                    for t in range(nseen):
+                        if seen[t] == w:
+                            fresh = False
+                            break
+                    if not fresh:
+                        continue
+                    seen[nseen] = w
+                    nseen += 1
+                    e, fe = _fan_dist2(P0[i, 0], P0[i, 1], P0[i, 2], V, F, start, flist, w)
+                    if e < d:
+                        d = e
+                        fnext = fe
+                        improved = True
+                if not improved:
+                    break
+                fbest = fnext
+            if d < np.inf:
+                ub[i] = d
     if nchunks == 0:
         return ub, 0.0
     return np.sqrt(ub), np.sqrt(out2.max())

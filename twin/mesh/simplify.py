@@ -12,9 +12,11 @@ from twin.mesh._simplify_kernels import (
     exact_max,
     face_normals,
     measured_error,
+    morton_codes,
     resolve_into,
     simplify_kernel,
     sort_faces_by_min,
+    stabilise_ties,
 )
 from twin.mesh._weld_kernels import weld_exact_kernel
 from twin.mesh.validate import check_attributes, check_mesh
@@ -250,20 +252,14 @@ class _Prepared:
 
 
 def _morton_order(v: np.ndarray) -> np.ndarray:
-    """Vertex permutation along a 3D Morton (Z-order) curve of 21 bits per axis."""
+    """Vertex permutation along a 3D Morton (Z-order) curve of 21 bits per axis
+    (stable: vertices at one position keep their input order)."""
     lo = v.min(axis=0)
     span = float((v.max(axis=0) - lo).max()) or 1.0
-    q = ((v - lo) * ((2**21 - 1) / span)).astype(np.uint64)
-    code = np.zeros(v.shape[0], np.uint64)
-    for axis in range(3):
-        x = q[:, axis]
-        x = (x | (x << np.uint64(32))) & np.uint64(0x1F00000000FFFF)
-        x = (x | (x << np.uint64(16))) & np.uint64(0x1F0000FF0000FF)
-        x = (x | (x << np.uint64(8))) & np.uint64(0x100F00F00F00F00F)
-        x = (x | (x << np.uint64(4))) & np.uint64(0x10C30C30C30C30C3)
-        x = (x | (x << np.uint64(2))) & np.uint64(0x1249249249249249)
-        code |= x << np.uint64(axis)
-    return np.argsort(code, kind="stable")
+    code = morton_codes(v, lo, (2**21 - 1) / span)
+    order = np.argsort(code)
+    stabilise_ties(code, order)
+    return order
 
 
 def _prepare(v_in, f_in, attrs, lock_border: bool) -> _Prepared:
