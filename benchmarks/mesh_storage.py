@@ -31,7 +31,10 @@ measures, in one process:
   RSS rise is an upper bound: glibc keeps freed mid-size blocks, so it can count
   transient arrays several times over (ours: 292 at 100 k triangles but ~550-2000
   at 1 M, against ~280 bytes counted live); compare methods with care.
-  ``--no-simplify`` skips it.
+  ``--no-simplify`` skips it. Times: best-of wall seconds as the machine runs
+  them (our prange phases on every Numba thread) and best-of CPU seconds with one
+  Numba thread (``cpu``: the work done, steadier on a shared machine); the real
+  mesh (``--real-mesh``, Delft) is simplified too.
 
 Prints a table and writes JSON with the machine, the versions and every number,
 including our/meshoptimizer ratios. Later rounds add codecs.
@@ -270,6 +273,20 @@ def peak_memory(name: str, path: str, target: int) -> int | None:
     return int(out.stdout.strip().splitlines()[-1])
 
 
+def _cpu_one_thread(fn, repeat: int) -> float:
+    """Best-of-``repeat`` CPU seconds (``time.process_time``) of ``fn`` with one Numba
+    thread (our prange phases then run serially; the peers are single-threaded):
+    the work done, whatever else shares the machine."""
+    import numba
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return _best(fn, repeat, time.process_time)
+    finally:
+        numba.set_num_threads(threads)
+
+
 def bench_simplify(name, v, f, repeat: int, ratios, samples: int) -> dict:
     """Simplification of one mesh to each ratio by every available simplifier."""
     import tempfile
@@ -285,12 +302,16 @@ def bench_simplify(name, v, f, repeat: int, ratios, samples: int) -> dict:
             row: dict = {}
             for method, fn in fns.items():
                 first, best, out = _timed(lambda fn=fn, t=target: fn(v, f, t), repeat)
+                cpu = None  # the ratio's two sides only: the others take long
+                if method in ("ours", "meshopt"):
+                    cpu = _cpu_one_thread(lambda fn=fn, t=target: fn(v, f, t), repeat)
                 ov, of, err = out[0], out[1], out[2]
                 d = surface_distance(v, f, ov, of, n_samples=samples)
                 mem = peak_memory(method, path, target)
                 row[method] = {
                     "triangles": int(len(of)),
                     "time_s": best,
+                    "cpu_s_one_thread": cpu,
                     "first_call_s": first,
                     **d,
                     "returned_error": err,
@@ -304,6 +325,7 @@ def bench_simplify(name, v, f, repeat: int, ratios, samples: int) -> dict:
                     "hausdorff": row["ours"]["hausdorff"] / row["meshopt"]["hausdorff"],
                     "mean": row["ours"]["mean"] / row["meshopt"]["mean"],
                     "time": row["ours"]["time_s"] / row["meshopt"]["time_s"],
+                    "cpu": row["ours"]["cpu_s_one_thread"] / row["meshopt"]["cpu_s_one_thread"],
                 }
             res[f"{ratio:g}"] = row
     return res
@@ -311,7 +333,8 @@ def bench_simplify(name, v, f, repeat: int, ratios, samples: int) -> dict:
 
 def print_simplify_table(results: list[dict]) -> None:
     head = (
-        f"{'mesh':6} {'ratio':>5} {'method':20} {'tris':>8} {'time s':>7} {'Hausdorff':>10} "
+        f"{'mesh':6} {'ratio':>5} {'method':20} {'tris':>8} {'time s':>7} {'CPU s':>7} "
+        f"{'Hausdorff':>10} "
         f"{'mean':>9} {'err/H':>6} {'RSS B/v':>7}"
     )
     print(head)
@@ -325,8 +348,11 @@ def print_simplify_table(results: list[dict]) -> None:
                 mem = d["peak_bytes_per_vertex"]
                 eh_s = f"{eh:6.2f}" if eh else " " * 6
                 mem_s = f"{mem:7.0f}" if mem is not None else " " * 7
+                cpu = d.get("cpu_s_one_thread")
+                cpu_s = f"{cpu:7.3f}" if cpu is not None else " " * 7
                 print(
                     f"{r['mesh']:6} {ratio:>5} {method:20} {d['triangles']:8d} {d['time_s']:7.3f} "
+                    f"{cpu_s} "
                     f"{d['hausdorff']:10.4f} {d['mean']:9.5f} "
                     f"{eh_s} {mem_s}"
                 )
@@ -648,6 +674,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_codec:
             r["codec"] = bench_codec(v, f, args.repeat)
         results.append(r)
+    simplify_real = None
+    if not args.no_simplify and args.real_mesh.exists():
+        v, f = cityjson_mesh(args.real_mesh)
+        simplify_real = {"mesh": args.real_mesh.stem[:6], "vertices": len(v), "triangles": len(f)}
+        simplify_real["simplify"] = bench_simplify(
+            simplify_real["mesh"], v, f, max(args.repeat, 5), args.ratios, args.samples
+        )
     cache_real = None
     if args.real_mesh.exists():
         v, f = cityjson_mesh(args.real_mesh)
@@ -660,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results + ([cache_real] if cache_real else []))
     if not args.no_simplify:
         print()
-        print_simplify_table(results)
+        print_simplify_table(results + ([simplify_real] if simplify_real else []))
     if not args.no_codec:
         print()
         print_codec_table(results + ([codec_real] if codec_real else []))
@@ -700,6 +733,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "cache_real_mesh": cache_real,
         "codec_real_mesh": codec_real,
+        "simplify_real_mesh": simplify_real,
         "first_call": compiled,
         "codec_first_call": codec_compiled,
     }
