@@ -168,33 +168,38 @@ def attr_penalty(attrs, weights, u, v):
 # ---------------------------------------------------------------- set-up
 
 
-@njit(cache=True)
-def build_quadrics(V, F, Q):
-    """Area-weighted plane quadric of every face added to its three corners."""
-    for f in range(F.shape[0]):
-        a = F[f, 0]
-        b = F[f, 1]
-        c = F[f, 2]
-        e1x = V[b, 0] - V[a, 0]
-        e1y = V[b, 1] - V[a, 1]
-        e1z = V[b, 2] - V[a, 2]
-        e2x = V[c, 0] - V[a, 0]
-        e2y = V[c, 1] - V[a, 1]
-        e2z = V[c, 2] - V[a, 2]
-        nx = e1y * e2z - e1z * e2y
-        ny = e1z * e2x - e1x * e2z
-        nz = e1x * e2y - e1y * e2x
-        ln = np.sqrt(nx * nx + ny * ny + nz * nz)
-        if ln == 0.0:
-            continue
-        area = 0.5 * ln
-        nx /= ln
-        ny /= ln
-        nz /= ln
-        d = -(nx * V[a, 0] + ny * V[a, 1] + nz * V[a, 2])
-        add_plane(Q, a, nx, ny, nz, d, area)
-        add_plane(Q, b, nx, ny, nz, d, area)
-        add_plane(Q, c, nx, ny, nz, d, area)
+@njit(cache=True, parallel=True)
+def build_quadrics(V, F, Q, head, nxt):
+    """Area-weighted plane quadric of every face added to its three corners: each
+    vertex gathers its faces' planes along its corner list (increasing face order,
+    so the sums do not depend on the thread count). Parallel over vertices."""
+    n = V.shape[0]
+    for i in prange(n):
+        c = head[i]
+        while c != -1:
+            f = c // 3
+            c = nxt[c]
+            a = F[f, 0]
+            b = F[f, 1]
+            cc = F[f, 2]
+            e1x = V[b, 0] - V[a, 0]
+            e1y = V[b, 1] - V[a, 1]
+            e1z = V[b, 2] - V[a, 2]
+            e2x = V[cc, 0] - V[a, 0]
+            e2y = V[cc, 1] - V[a, 1]
+            e2z = V[cc, 2] - V[a, 2]
+            nx = e1y * e2z - e1z * e2y
+            ny = e1z * e2x - e1x * e2z
+            nz = e1x * e2y - e1y * e2x
+            ln = np.sqrt(nx * nx + ny * ny + nz * nz)
+            if ln == 0.0:
+                continue
+            area = 0.5 * ln
+            nx /= ln
+            ny /= ln
+            nz /= ln
+            d = -(nx * V[a, 0] + ny * V[a, 1] + nz * V[a, 2])
+            add_plane(Q, i, nx, ny, nz, d, area)
 
 
 @njit(cache=True)
@@ -232,11 +237,11 @@ def add_border_plane(V, F, Q, f, k, weight):
     Q[b, 10] -= w
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def face_normals(V, F):
-    """Unnormalised face normals (M, 3) float32 (cross products, mesh units**2)."""
+    """Unit face normals (M, 3) float32 (zero for degenerate faces). Parallel."""
     N0 = np.empty((F.shape[0], 3), np.float32)
-    for f in range(F.shape[0]):
+    for f in prange(F.shape[0]):
         a = F[f, 0]
         b = F[f, 1]
         c = F[f, 2]

@@ -281,9 +281,9 @@ def _prepare(v_in, f_in, attrs, lock_border: bool) -> _Prepared:
     pid, _, _ = weld_exact_kernel(np.ascontiguousarray((v_in[p.perm] + 0.0).view(np.uint64)))
     pid = pid.astype(np.int32)
     p.N0 = face_normals(p.V, p.F)
-    p.Q = np.zeros((n, 11))
-    build_quadrics(p.V, p.F, p.Q)
     p.head, p.nxt = build_corner_lists(p.F, n)
+    p.Q = np.zeros((n, 11))
+    build_quadrics(p.V, p.F, p.Q, p.head, p.nxt)
     falive = np.ones(p.F.shape[0], np.uint8)
     p.kind, p.ib, p.partner = classify(
         p.V, p.F, pid, p.head, p.nxt, falive, p.Q, lock_border, BORDER_WEIGHT
