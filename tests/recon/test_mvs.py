@@ -177,3 +177,41 @@ def test_kernel_consistency_against_exact_depths():
     assert ok.mean() > 0.8
     z = pts[ok.astype(bool)][:, 2]
     assert np.allclose(z, depths[0][ok.astype(bool)], rtol=0.01)
+
+
+def test_scores_per_label_against_a_ground_and_wall_mesh():
+    """Ground points on the truth, wall points 1 m in front of it: each label is scored
+    by its own points and samples."""
+    from twin.recon import evaluate
+
+    V = np.array(
+        [[-10, -10, 0], [10, -10, 0], [10, 10, 0], [-10, 10, 0], [10, -10, 10], [10, 10, 10]],
+        float,
+    )
+    F = np.array([[0, 1, 2], [0, 2, 3], [1, 5, 4], [1, 2, 5]])  # ground up, wall facing -x
+    labels = np.array([1, 1, 4, 4])
+    K = np.array([[300.0, 0, 320], [0, 300.0, 240], [0, 0, 1]])
+    cams = []
+    for y in (-2.0, 2.0):
+        C = np.array([-25.0, y, 15.0])
+        R = look_rotation(np.array([0.0, 0, 3]) - C, np.array([1.0, 0, 0]))
+        cams.append(dict(K=K, R=R, t=-R @ C, width=640, height=480))
+    g = np.mgrid[-9.95:10:0.1, -9.95:10:0.1].reshape(2, -1).T
+    ground = np.column_stack([g, np.zeros(len(g))])
+    w = np.mgrid[-9.9:10:0.2, 1.1:10:0.2].reshape(2, -1).T
+    wall = np.column_stack([np.full(len(w), 9.0), w])
+    sc = evaluate.score(
+        np.vstack([ground, wall]), V, F, cams, [0.5, 1.5], spacing=0.5, face_labels=labels
+    )
+    by = sc["by_label"]
+    assert by[1]["points"] == len(ground) and by[4]["points"] == len(wall)
+    assert by[1]["0.5"]["accuracy"] == 1.0 and by[1]["0.5"]["completeness"] > 0.99
+    # (the wall's foot is near the ground's points)
+    assert by[4]["0.5"]["accuracy"] == 0.0 and by[4]["0.5"]["completeness"] < 0.1
+    assert by[4]["1.5"]["accuracy"] == 1.0 and by[4]["1.5"]["completeness"] > 0.99
+    assert by[4]["0.5"]["f1"] == 0.0 and by[1]["0.5"]["f1"] > 0.99
+    assert by[1]["samples"] + by[4]["samples"] == sc["truth_samples"]
+    assert sc["completeness_by_label"][4]["1.5"] == by[4]["1.5"]["completeness"]
+    # whole-cloud accuracy is the point-weighted mix of the labels'
+    share = len(ground) / (len(ground) + len(wall))
+    assert sc["by_tau"]["0.5"]["accuracy"] == pytest.approx(share)
