@@ -428,3 +428,59 @@ def _sample(img, uv):
     x = np.clip(np.rint(uv[:, 0] * w - 0.5).astype(int), 0, w - 1)
     y = np.clip(np.rint(uv[:, 1] * h - 0.5).astype(int), 0, h - 1)
     return img[y, x]
+
+
+def test_bad_input_for_the_tiles(small_survey, small_model, tmp_path):
+    """A DEM in no CRS, a textured model whose texture cannot be read, a tiles folder
+    holding another tileset: one clear line each, nothing that looks complete."""
+    import shutil
+
+    import rasterio
+    from click.testing import CliRunner
+
+    from twin.cli import main
+    from twin.crs import LocalFrame
+    from twin.errors import InputError
+    from twin.pipeline import BuildParams, _textured_tiles
+
+    with rasterio.open(small_survey / "dem.tif") as src:
+        profile, data = src.profile, src.read()
+    profile.pop("crs", None)
+    nocrs = tmp_path / "nocrs.tif"
+    with rasterio.open(nocrs, "w", **profile) as dst:
+        dst.write(data)
+    r = CliRunner().invoke(
+        main, ["build", str(small_survey), str(tmp_path / "m"), "--dem", str(nocrs)]
+    )
+    assert r.exit_code == 2
+    assert "no CRS" in r.output and "nocrs.tif" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "m" / "manifest.json").exists()
+
+    # a textured model with a broken image
+    from twin.tiles.gltf import GltfMesh, write_glb
+
+    out = tmp_path / "t"
+    (out / "textured").mkdir(parents=True)
+    v = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0]], float)
+    uv = np.array([[0, 0], [1, 0], [0, 1]], float)
+    mesh = GltfMesh(v, np.array([[0, 1, 2]]), texcoords=uv, texture=b"\xff\xd8 not a jpeg")
+    write_glb(out / "textured" / "model.glb", [mesh])
+    frame = LocalFrame(121.55, 29.87, 0.0)
+    with pytest.raises(InputError, match="cannot be read") as e:
+        _textured_tiles(out, frame, BuildParams(texture=True), None, [])
+    assert "model.glb" in str(e.value)
+    assert not (out / "tiles" / "textured" / "tileset.json").exists()
+
+    # a layer folder holding another tileset is not ours to update: it is rebuilt
+    model = tmp_path / "model"
+    shutil.copytree(small_model, model)
+    foreign = model / "tiles" / "terrain"
+    shutil.rmtree(foreign)
+    foreign.mkdir()
+    (foreign / "tileset.json").write_text('{"asset": {"version": "1.0"}, "root": {}}')
+    from twin.pipeline import build
+    from twin.tiles.validate import validate_tileset
+
+    build(small_survey, model)
+    assert validate_tileset(model / "tiles" / "tileset.json") == []
+    assert (foreign / "tiles.index.json").exists()

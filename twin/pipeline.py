@@ -497,6 +497,8 @@ def _export(
     if tiles.exists() and not (tiles / "tileset.json").exists():
         shutil.rmtree(tiles)  # not ours (or half-written): start afresh
     tiles.mkdir(exist_ok=True)
+    # written again last: until then the folder does not look complete
+    (tiles / "tileset.json").unlink(missing_ok=True)
     keep = {m.name for m in meshes} | {"tileset.json"} | ({"textured"} if params.texture else set())
     for old in tiles.iterdir():  # an earlier single-level layout or a removed layer
         if old.name not in keep:

@@ -279,3 +279,49 @@ def test_bad_input_and_foreign_folders(tmp_path):
         write_lod_tileset(foreign, [terrain(10)], FRAME)
     assert (foreign / "tileset.json").read_text() == '{"asset": {"version": "1.0"}}'
     assert not list(tmp_path.glob(".x.*"))  # nothing half-written left behind
+
+
+def test_an_unfinished_update_never_looks_complete(tmp_path, monkeypatch):
+    import twin.tiles.lod as lod
+
+    out = tmp_path / "tiles"
+    layer = terrain(40)
+    write_lod_tileset(out, [layer], FRAME, params=LodParams(max_faces=800))
+    moved = Layer("terrain", layer.vertices + [0, 0, 1.0], layer.faces, colors=layer.colors)
+    calls = []
+    real = lod._write_content
+
+    def dies_on_the_second_tile(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(lod, "_write_content", dies_on_the_second_tile)
+    with pytest.raises(OSError, match="disk full"):
+        write_lod_tileset(out, [moved], FRAME, params=LodParams(max_faces=800))
+    monkeypatch.undo()
+    # one tile is new, the rest old: no tileset.json says the folder is complete
+    assert not (out / "tileset.json").exists()
+    with pytest.raises(OutputError, match="did not finish"):
+        write_lod_tileset(out, [moved], FRAME, params=LodParams(max_faces=800))
+    s = write_lod_tileset(out, [moved], FRAME, params=LodParams(max_faces=800), overwrite=True)
+    assert s["kept"] == [] and validate_tileset(out / "tileset.json") == []
+    _, tiles = tiles_of(out)
+    for t, _ in tiles:
+        if "content" in t and "children" not in t:
+            (p,) = read_tile(out / t["content"]["uri"])
+            assert (input_ids(moved, p["vertices"]) >= 0).all()  # the new surface
+
+
+def test_tiles_need_a_frame_and_skip_empty_layers(tmp_path):
+    from twin.errors import CRSError
+
+    with pytest.raises(CRSError, match="local frame"):
+        write_lod_tileset(tmp_path / "x", [terrain(10)], None)
+    assert not (tmp_path / "x").exists()
+    empty = Layer("empty", np.zeros((0, 3)), np.zeros((0, 3), np.uint32))
+    s = write_lod_tileset(tmp_path / "y", [empty, terrain(10)], FRAME)
+    assert validate_tileset(tmp_path / "y" / "tileset.json") == []
+    names = {p["name"] for u in s["written"] for p in read_tile(tmp_path / "y" / u)}
+    assert names == {"terrain"}

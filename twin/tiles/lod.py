@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from twin.crs import LocalFrame
-from twin.errors import InputError, OutputError, ParameterError
+from twin.errors import CRSError, InputError, OutputError, ParameterError
 from twin.fileio import atomic_path, write_json
 from twin.progress import Progress, ensure
 
@@ -317,7 +317,17 @@ def write_lod_tileset(
     not simplified again); a folder holding anything else raises
     :class:`~twin.errors.OutputError` unless ``overwrite``. ``tileset.json`` is
     written last, so a half-written folder never looks complete (a fresh folder is
-    built beside and renamed into place).
+    built beside and renamed into place; an update removes the old ``tileset.json``
+    first, and a folder left without one by an unfinished update is rebuilt, with
+    ``overwrite``, rather than trusted). ``frame`` (a :class:`~twin.crs.LocalFrame`)
+    places the ENU meshes on the globe: without one, :class:`~twin.errors.CRSError`.
+
+    Textured layers (``texcoords`` + ``texture``): a tile's image holds the charts
+    its faces use, repacked; parents' images are box-filtered by a power of two, at
+    least twice their children's factor and enough for a texel to be at most
+    ``texel_error_ratio`` x the tile's geometric error, which is raised to match
+    (texel size / ratio) so a client refines before the texels show. Encoded as
+    ``texture_format`` (JPEG or WebP) at ``texture_quality``.
 
     Returns ``{"tiles", "levels", "written", "kept", "removed", "root_error",
     "faces_in", "bytes"}``. Memory grows with the input meshes plus one tile's
@@ -328,6 +338,11 @@ def write_lod_tileset(
     p = params or LodParams()
     from twin.tiles.gltf import COMPRESSIONS
 
+    if not isinstance(frame, LocalFrame):
+        raise CRSError(
+            "tiles need the meshes' local frame (a twin.crs.LocalFrame anchored in their "
+            f"CRS) to place them on the globe; got {type(frame).__name__}"
+        )
     if p.compression not in COMPRESSIONS:
         raise ParameterError(f"compression must be one of {COMPRESSIONS}, got {p.compression!r}")
     if p.max_faces < 64:
@@ -346,6 +361,15 @@ def write_lod_tileset(
         if not out.is_dir():
             raise OutputError("the output exists and is not a folder", path=out)
         previous = read_tile_index(out)
+        if previous is not None and not (out / "tileset.json").exists():
+            # an update that did not finish: its tiles and index may disagree
+            if not overwrite:
+                raise OutputError(
+                    "the folder holds a tileset whose last update did not finish "
+                    "(no tileset.json; use overwrite to rebuild it)",
+                    path=out,
+                )
+            previous = None
         if previous is None and any(out.iterdir()):
             if not overwrite:
                 raise OutputError(
@@ -386,6 +410,10 @@ def write_lod_tileset(
     if fresh:
         out.parent.mkdir(parents=True, exist_ok=True)
         target_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+    else:
+        # updated in place: without tileset.json the folder does not look complete
+        # until the new one is written (and an unfinished update is rebuilt)
+        (out / "tileset.json").unlink()
     written, kept, removed = [], [], []
     index_tiles: dict[str, str] = {}
     texture_bytes = [0] * (max(n.level for n in nodes) + 1)
