@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/recon.py --json recon.json
     .venv/bin/python benchmarks/recon.py --survey path/to/survey --views 8 --scale 0.5
+    .venv/bin/python benchmarks/recon.py --views 0   # every photo a reference view
 
 On a synthetic survey (generated into a temporary folder unless ``--survey`` is
 given: the "small" preset, 640 x 480 photos, no LiDAR or events) the ``--views``
@@ -67,7 +68,9 @@ class PeakRSS:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--survey", type=Path, default=None)
-    ap.add_argument("--views", type=int, default=6)
+    ap.add_argument(
+        "--views", type=int, default=6, help="reference views nearest the centre (0: all)"
+    )
     ap.add_argument("--scale", type=float, default=1.0, help="image resize factor")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--max-cost", type=float, default=0.7, help="fusion cost bound")
@@ -93,7 +96,7 @@ def main() -> None:
     views = mvs.load_views(cams, survey / "images", scale=args.scale)
     C = np.array([v.centre for v in views])
     order = np.argsort(np.linalg.norm(C[:, :2] - np.median(C[:, :2], axis=0), axis=1))
-    which = sorted(order[: args.views].tolist())
+    which = sorted(order[: args.views or len(views)].tolist())
     ranges = [mvs.depth_range(v, V[::5]) for v in views]
     opt = mvs.MvsOptions()
     # compile outside the timings (Numba caches it on disk afterwards)
