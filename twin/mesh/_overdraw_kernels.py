@@ -156,7 +156,8 @@ def cluster_keys_kernel(vertices, faces, starts):
 
 @njit(cache=True)
 def take_clusters_kernel(faces, starts, order):
-    """The triangles of cluster ``order[0]``, then ``order[1]``, ...: uint32 (M, 3)."""
+    """The triangles of cluster ``order[0]``, then ``order[1]``, ...: uint32 (M, 3).
+    O(M); memory the output."""
     m = faces.shape[0]
     nc = starts.shape[0]
     out = np.empty((m, 3), np.uint32)
