@@ -266,31 +266,32 @@ def visible_faces(
     return ok
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def bilinear_many(img, x, y):  # pragma: no cover - compiled
     """Bilinear samples (N, C) float64 of ``img`` (H, W, C) at image coordinates
     ``x``, ``y`` (N,) (pixel centres at integer + 0.5, clamped at the border)."""
     n = x.shape[0]
     nc = img.shape[2]
     out = np.empty((n, nc))
-    for i in prange(n):
+    for i in range(n):
         for ch in range(nc):
             out[i, ch] = _bilinear(img, x[i], y[i], ch)
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def pcg_csr(indptr, indices, data, dinv, B, x, rtol, maxiter):  # pragma: no cover - compiled
     """Jacobi-preconditioned conjugate gradients on the SPD CSR matrix
     (``indptr``, ``indices``, ``data``) with inverse diagonal ``dinv``, for all
     columns of ``B`` (n, c) at once, from ``x`` (updated in place). Stops when every
     column's residual is at most ``rtol`` times its right-hand side. Returns the
-    iterations done (same algorithm as :func:`twin.texture.level.pcg`)."""
+    iterations done (same algorithm as :func:`twin.texture.level.pcg`). Serial: a
+    parallel region per vector operation costs more than it gains on a busy machine."""
     n, c = B.shape
     r = np.empty_like(B)
     z = np.empty_like(B)
     q = np.empty_like(B)
-    for i in prange(n):
+    for i in range(n):
         for j in range(c):
             acc = 0.0
             for k in range(indptr[i], indptr[i + 1]):
@@ -305,7 +306,7 @@ def pcg_csr(indptr, indices, data, dinv, B, x, rtol, maxiter):  # pragma: no cov
     for j in range(c):
         s1 = 0.0
         s2 = 0.0
-        for i in prange(n):
+        for i in range(n):
             s1 += r[i, j] * z[i, j]
             s2 += B[i, j] * B[i, j]
         rz[j] = s1
@@ -315,13 +316,13 @@ def pcg_csr(indptr, indices, data, dinv, B, x, rtol, maxiter):  # pragma: no cov
         done = True
         for j in range(c):
             s = 0.0
-            for i in prange(n):
+            for i in range(n):
                 s += r[i, j] * r[i, j]
             if np.sqrt(s) > rtol * max(bn[j], 1e-300):
                 done = False
         if done:
             break
-        for i in prange(n):
+        for i in range(n):
             for j in range(c):
                 acc = 0.0
                 for k in range(indptr[i], indptr[i + 1]):
@@ -329,21 +330,21 @@ def pcg_csr(indptr, indices, data, dinv, B, x, rtol, maxiter):  # pragma: no cov
                 q[i, j] = acc
         for j in range(c):
             s = 0.0
-            for i in prange(n):
+            for i in range(n):
                 s += p[i, j] * q[i, j]
             alpha[j] = rz[j] / (1.0 if s == 0 else s)
-        for i in prange(n):
+        for i in range(n):
             for j in range(c):
                 x[i, j] += alpha[j] * p[i, j]
                 r[i, j] -= alpha[j] * q[i, j]
                 z[i, j] = r[i, j] * dinv[i]
         for j in range(c):
             s = 0.0
-            for i in prange(n):
+            for i in range(n):
                 s += r[i, j] * z[i, j]
             beta[j] = s / (1.0 if rz[j] == 0 else rz[j])
             rz[j] = s
-        for i in prange(n):
+        for i in range(n):
             for j in range(c):
                 p[i, j] = z[i, j] + beta[j] * p[i, j]
         it += 1
