@@ -1397,6 +1397,79 @@ def _refine(
 # --------------------------------------------------------------------------------------
 
 
+@njit(cache=True, inline="always")
+def _rtin_square_tri(dep, i, k, x0, y0, L, q):
+    """Triangle ``q`` (0-1 at even depths, 0-3 at odd ones) of square (i, k) of side
+    ``L`` at depth ``dep`` of the RTIN hierarchy: (ax, ay, bx, by, cx, cy), the
+    hypotenuse a-b and the right angle at c. At depth 2j the squares of side
+    S >> j are cut along one diagonal (the main one where (i + k) is even), at depth
+    2j + 1 along both (hypotenuses on the square's sides)."""
+    x1 = x0 + L
+    y1 = y0 + L
+    if dep & 1 == 0:
+        if (i + k) & 1 == 0:
+            if q == 0:
+                return x0, y0, x1, y1, x1, y0
+            return x1, y1, x0, y0, x0, y1
+        if q == 0:
+            return x1, y0, x0, y1, x0, y0
+        return x0, y1, x1, y0, x1, y1
+    cx = x0 + (L >> 1)
+    cy = y0 + (L >> 1)
+    if q == 0:
+        return x1, y0, x0, y0, cx, cy
+    if q == 1:
+        return x1, y1, x1, y0, cx, cy
+    if q == 2:
+        return x0, y1, x1, y1, cx, cy
+    return x0, y0, x0, y1, cx, cy
+
+
+@njit(cache=True)
+def _rtin_tri(ax, ay, bx, by, cx, cy, herr, hvert, max_error, slack, E, own, inexact, kids):
+    """One triangle (hypotenuse a-b, right angle at c) of :func:`rtin_errors_own`."""
+    mx = (ax + bx) >> 1
+    my = (ay + by) >> 1
+    e = E[my, mx]  # the hypotenuse neighbour may have set it already
+    below = 0.0  # the children's own errors (bounds), 0 for the smallest
+    if kids:
+        # children (c, a, m) and (b, c, m): midpoints of c-a and b-c
+        m1y = (cy + ay) >> 1
+        m1x = (cx + ax) >> 1
+        m2y = (by + cy) >> 1
+        m2x = (bx + cx) >> 1
+        e = max(e, max(E[m1y, m1x], E[m2y, m2x]))
+        below = max(below, max(own[m1y, m1x], own[m2y, m2x]))
+    if e <= max_error:
+        # only needed when nothing below already forces the split. A sample in a
+        # child is within the child's error of the child's plane, which is within
+        # |hvert(m) - chord| of this triangle's plane there (the planes differ
+        # linearly, by 0 at a, b, c): a bound without a pass
+        d = abs(hvert[my, mx] - 0.5 * (hvert[ay, ax] + hvert[by, bx]))
+        ub = below + d
+        if ub <= max_error - slack:
+            t = ub
+            inexact[my, mx] = 1
+        else:
+            t = tri_max_capped(
+                ax,
+                ay,
+                hvert[ay, ax],
+                bx,
+                by,
+                hvert[by, bx],
+                cx,
+                cy,
+                hvert[cy, cx],
+                herr,
+                max_error,
+            )
+        e = max(e, t)
+        if t > own[my, mx]:
+            own[my, mx] = t
+    E[my, mx] = e
+
+
 @njit(cache=True)
 def rtin_errors(herr, hvert, max_error):
     """:func:`rtin_errors_own`, returning only the midpoint errors."""
@@ -1445,152 +1518,37 @@ def rtin_errors_own(herr, hvert, max_error, own, inexact):
     depth_max = 0
     while (1 << (depth_max // 2)) < S:
         depth_max += 2
-    # a stack of triangles (ax, ay, bx, by, cx, cy, depth): hypotenuse a-b, right angle c
-    st = np.empty((2 * depth_max + 8, 7), np.int64)
-    for level in range(depth_max - 1, -1, -1):
-        n = 0
-        st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = (
-            0,
-            0,
-            S,
-            S,
-            S,
-            0,
-            0,
-        )
-        n += 1
-        st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = (
-            S,
-            S,
-            0,
-            0,
-            0,
-            S,
-            0,
-        )
-        n += 1
-        while n > 0:
-            n -= 1
-            ax, ay, bx, by, cx, cy, dep = (
-                st[n, 0],
-                st[n, 1],
-                st[n, 2],
-                st[n, 3],
-                st[n, 4],
-                st[n, 5],
-                st[n, 6],
-            )
-            mx = (ax + bx) >> 1
-            my = (ay + by) >> 1
-            if dep < level:
-                st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = (
-                    cx,
-                    cy,
-                    ax,
-                    ay,
-                    mx,
-                    my,
-                    dep + 1,
-                )
-                n += 1
-                st[n, 0], st[n, 1], st[n, 2], st[n, 3], st[n, 4], st[n, 5], st[n, 6] = (
-                    bx,
-                    by,
-                    cx,
-                    cy,
-                    mx,
-                    my,
-                    dep + 1,
-                )
-                n += 1
-                continue
-            e = E[my, mx]  # the hypotenuse neighbour may have set it already
-            below = 0.0  # the children's own errors (bounds), 0 for the smallest
-            if dep + 1 < depth_max:
-                # children (c, a, m) and (b, c, m): midpoints of c-a and b-c
-                m1y = (cy + ay) >> 1
-                m1x = (cx + ax) >> 1
-                m2y = (by + cy) >> 1
-                m2x = (bx + cx) >> 1
-                e = max(e, max(E[m1y, m1x], E[m2y, m2x]))
-                below = max(below, max(own[m1y, m1x], own[m2y, m2x]))
-            if e <= max_error:
-                # only needed when nothing below already forces the split. A sample
-                # in a child is within the child's error of the child's plane, which
-                # is within |hvert(m) - chord| of this triangle's plane there (the
-                # planes differ linearly, by 0 at a, b, c): a bound without a pass
-                d = abs(hvert[my, mx] - 0.5 * (hvert[ay, ax] + hvert[by, bx]))
-                ub = below + d
-                if ub <= max_error - slack:
-                    t = ub
-                    inexact[my, mx] = 1
-                else:
-                    t = tri_max_capped(
+    # level by level from the finest up, triangles enumerated by their square: at
+    # depth 2j the squares of side L = S >> j are cut along one diagonal (the main
+    # one where (i + k) is even), at depth 2j + 1 along both (hypotenuses on the
+    # square's sides)
+    for dep in range(depth_max - 1, -1, -1):
+        j = dep >> 1
+        L = S >> j
+        n = 1 << j
+        kids = dep + 1 < depth_max
+        nq = 2 if dep & 1 == 0 else 4
+        for k in range(n):
+            for i in range(n):
+                for q in range(nq):
+                    ax, ay, bx, by, cx, cy = _rtin_square_tri(dep, i, k, i * L, k * L, L, q)
+                    _rtin_tri(
                         ax,
                         ay,
-                        hvert[ay, ax],
                         bx,
                         by,
-                        hvert[by, bx],
                         cx,
                         cy,
-                        hvert[cy, cx],
                         herr,
+                        hvert,
                         max_error,
+                        slack,
+                        E,
+                        own,
+                        inexact,
+                        kids,
                     )
-                e = max(e, t)
-                if t > own[my, mx]:
-                    own[my, mx] = t
-            E[my, mx] = e
     return E
-
-
-@njit(cache=True)
-def _rtin_walk(E, max_error, vid, out):
-    """Depth-first walk of the RTIN leaves (split while the midpoint error exceeds
-    ``max_error``). First pass (``out`` empty): mark used nodes in ``vid`` (set to 0)
-    and count triangles. Second pass: write CCW triangles of ``vid`` indices."""
-    s = E.shape[0]
-    S = s - 1
-    depth_max = 0
-    while (1 << (depth_max // 2)) < S:
-        depth_max += 2
-    write = out.shape[0] > 0
-    st = np.empty((2 * depth_max + 8, 7), np.int64)
-    st[0, 0], st[0, 1], st[0, 2], st[0, 3], st[0, 4], st[0, 5], st[0, 6] = 0, 0, S, S, S, 0, 0
-    st[1, 0], st[1, 1], st[1, 2], st[1, 3], st[1, 4], st[1, 5], st[1, 6] = S, S, 0, 0, 0, S, 0
-    n = 2
-    nt = 0
-    while n > 0:
-        n -= 1
-        ax = st[n, 0]
-        ay = st[n, 1]
-        bx = st[n, 2]
-        by = st[n, 3]
-        cx = st[n, 4]
-        cy = st[n, 5]
-        dep = st[n, 6]
-        mx = (ax + bx) >> 1
-        my = (ay + by) >> 1
-        if dep < depth_max and E[my, mx] > max_error:
-            st[n, 0], st[n, 1], st[n, 2], st[n, 3] = cx, cy, ax, ay
-            st[n, 4], st[n, 5], st[n, 6] = mx, my, dep + 1
-            n += 1
-            st[n, 0], st[n, 1], st[n, 2], st[n, 3] = bx, by, cx, cy
-            st[n, 4], st[n, 5], st[n, 6] = mx, my, dep + 1
-            n += 1
-            continue
-        if write:
-            if _orient(ax, ay, bx, by, cx, cy) > 0:
-                out[nt, 0], out[nt, 1], out[nt, 2] = vid[ay, ax], vid[by, bx], vid[cy, cx]
-            else:
-                out[nt, 0], out[nt, 1], out[nt, 2] = vid[ay, ax], vid[cy, cx], vid[by, bx]
-        else:
-            vid[ay, ax] = 0
-            vid[by, bx] = 0
-            vid[cy, cx] = 0
-        nt += 1
-    return nt
 
 
 @njit(cache=True)
@@ -1599,12 +1557,16 @@ def rtin_extract(E, max_error):
 
     Returns ``(vid, tri)``: an (s, s) int32 map from grid node to vertex index (-1 when
     unused; vertices numbered in row-major order) and an (M, 3) int32 array of vertex
-    indices, CCW with x = column, y = row upwards. Two walks of the hierarchy (count,
-    then write). Memory: 4 bytes per sample plus the output.
+    indices, CCW with x = column, y = row upwards, coarsest leaves first. Two passes
+    over the hierarchy, level by level (count, then write). Memory: 4 bytes per
+    sample plus the output.
     """
     s = E.shape[0]
     vid = np.full((s, s), -1, np.int32)
-    nt = _rtin_walk(E, max_error, vid, np.empty((0, 3), np.int32))
+    none = np.empty((0, 0))
+    flags = np.empty((0, 0), np.uint8)
+    wm = np.zeros(1)
+    nt = _rtin_leaf_pass(E, max_error, vid, np.empty((0, 3), np.int32), none, none, flags, wm)
     k = 0
     for y in range(s):
         for x in range(s):
@@ -1612,71 +1574,90 @@ def rtin_extract(E, max_error):
                 vid[y, x] = k
                 k += 1
     out = np.empty((nt, 3), np.int32)
-    _rtin_walk(E, max_error, vid, out)
+    _rtin_leaf_pass(E, max_error, vid, out, none, none, flags, wm)
     return vid, out
 
 
+@njit(cache=True, inline="always")
+def _rtin_leaf(
+    ax, ay, bx, by, cx, cy, dep, depth_max, E, tol, vid, out, nt, herr, own, inexact, wm
+):
+    """One existing hierarchy triangle of :func:`_rtin_leaf_pass`: when it is a leaf, mark its
+    vertices (count pass, ``out`` empty) or write it CCW and fold its error into
+    ``wm[0]`` (write pass). Returns the updated triangle count."""
+    mx = (ax + bx) >> 1
+    my = (ay + by) >> 1
+    if dep < depth_max and E[my, mx] > tol:
+        return nt  # split: its children are visited at the next level
+    if out.shape[0] == 0:
+        vid[ay, ax] = 0
+        vid[by, bx] = 0
+        vid[cy, cx] = 0
+        return nt + 1
+    if _orient(ax, ay, bx, by, cx, cy) > 0:
+        out[nt, 0], out[nt, 1], out[nt, 2] = vid[ay, ax], vid[by, bx], vid[cy, cx]
+    else:
+        out[nt, 0], out[nt, 1], out[nt, 2] = vid[ay, ax], vid[cy, cx], vid[by, bx]
+    if own.shape[0] > 0 and dep < depth_max:
+        if inexact[my, mx]:
+            t = tri_max_capped(
+                ax, ay, herr[ay, ax], bx, by, herr[by, bx], cx, cy, herr[cy, cx], herr, np.inf
+            )
+        else:
+            t = own[my, mx]
+        if t > wm[0]:
+            wm[0] = t
+    return nt + 1
+
+
 @njit(cache=True)
-def _rtin_leaves(herr, E, own, inexact, max_error, vid, out, ws):
-    """Second walk of :func:`rtin_mesh`: write the CCW triangles of ``vid`` indices
-    into ``out`` and return the leaves' worst error: ``own`` at their midpoints
-    where exact, else measured by rasterising the leaf (no cap)."""
+def _rtin_leaf_pass(E, tol, vid, out, herr, own, inexact, wm):
+    """The leaves of the RTIN for tolerance ``tol``, level by level (squares as in
+    :func:`rtin_errors_own`). Count pass (``out`` empty): mark the used nodes of
+    ``vid`` with 0 and return the number of leaves. Write pass: write the leaves as
+    CCW triangles of ``vid`` indices into ``out``; with ``own`` given (non-empty),
+    also their worst error into ``wm[0]``: ``own`` at their midpoints where exact,
+    else the leaf rasterised (no cap)."""
     s = E.shape[0]
     S = s - 1
     depth_max = 0
     while (1 << (depth_max // 2)) < S:
         depth_max += 2
-    st = ws
-    st[0, 0], st[0, 1], st[0, 2], st[0, 3], st[0, 4], st[0, 5], st[0, 6] = 0, 0, S, S, S, 0, 0
-    st[1, 0], st[1, 1], st[1, 2], st[1, 3], st[1, 4], st[1, 5], st[1, 6] = S, S, 0, 0, 0, S, 0
-    n = 2
     nt = 0
-    worst = -1.0
-    while n > 0:
-        n -= 1
-        ax = st[n, 0]
-        ay = st[n, 1]
-        bx = st[n, 2]
-        by = st[n, 3]
-        cx = st[n, 4]
-        cy = st[n, 5]
-        dep = st[n, 6]
-        mx = (ax + bx) >> 1
-        my = (ay + by) >> 1
-        if dep < depth_max:
-            em = E[my, mx]
-            if em > max_error:
-                st[n, 0], st[n, 1], st[n, 2], st[n, 3] = cx, cy, ax, ay
-                st[n, 4], st[n, 5], st[n, 6] = mx, my, dep + 1
-                n += 1
-                st[n, 0], st[n, 1], st[n, 2], st[n, 3] = bx, by, cx, cy
-                st[n, 4], st[n, 5], st[n, 6] = mx, my, dep + 1
-                n += 1
-                continue
-            if inexact[my, mx]:
-                t = tri_max_capped(
-                    ax,
-                    ay,
-                    herr[ay, ax],
-                    bx,
-                    by,
-                    herr[by, bx],
-                    cx,
-                    cy,
-                    herr[cy, cx],
-                    herr,
-                    np.inf,
-                )
-            else:
-                t = own[my, mx]
-            if t > worst:
-                worst = t
-        if (bx - ax) * (cy - ay) - (by - ay) * (cx - ax) > 0:
-            out[nt, 0], out[nt, 1], out[nt, 2] = vid[ay, ax], vid[by, bx], vid[cy, cx]
-        else:
-            out[nt, 0], out[nt, 1], out[nt, 2] = vid[ay, ax], vid[cy, cx], vid[by, bx]
-        nt += 1
-    return worst
+    for dep in range(depth_max + 1):
+        j = dep >> 1
+        L = S >> j
+        n = 1 << j
+        nq = 2 if dep & 1 == 0 else 4
+        for k in range(n):
+            for i in range(n):
+                for q in range(nq):
+                    ax, ay, bx, by, cx, cy = _rtin_square_tri(dep, i, k, i * L, k * L, L, q)
+                    # it exists when its parent split: the parent's hypotenuse
+                    # midpoint is this triangle's right-angle vertex c (errors grow
+                    # towards the root, so then every ancestor split too)
+                    if dep > 0 and not E[cy, cx] > tol:
+                        continue
+                    nt = _rtin_leaf(
+                        ax,
+                        ay,
+                        bx,
+                        by,
+                        cx,
+                        cy,
+                        dep,
+                        depth_max,
+                        E,
+                        tol,
+                        vid,
+                        out,
+                        nt,
+                        herr,
+                        own,
+                        inexact,
+                        wm,
+                    )
+    return nt
 
 
 @njit(cache=True)
@@ -1697,7 +1678,9 @@ def rtin_mesh(herr, max_error):
     inexact = np.zeros((s, s), np.uint8)
     E = rtin_errors_own(herr, herr, max_error, own, inexact)
     vid = np.full((s, s), -1, np.int32)
-    nt = _rtin_walk(E, max_error, vid, np.empty((0, 3), np.int32))
+    empty = np.empty((0, 3), np.int32)
+    wm = np.zeros(1)
+    nt = _rtin_leaf_pass(E, max_error, vid, empty, herr, own, inexact, wm)
     k = 0
     for y in range(s):
         for x in range(s):
@@ -1714,11 +1697,8 @@ def rtin_mesh(herr, max_error):
                 gv[k, 2] = herr[y, x]
                 k += 1
     out = np.empty((nt, 3), np.int32)
-    depth_max = 0
-    while (1 << (depth_max // 2)) < s - 1:
-        depth_max += 2
-    ws = np.empty((2 * depth_max + 8, 7), np.int64)
-    worst = _rtin_leaves(herr, E, own, inexact, max_error, vid, out, ws)
+    _rtin_leaf_pass(E, max_error, vid, out, herr, own, inexact, wm)
+    worst = wm[0]
     return gv, out, max(worst, 0.0)
 
 
