@@ -54,7 +54,10 @@ def _read_frame(path):
     "--max-error", type=float, default=0.1, show_default=True, help="DSM TIN bound (m); 0: grid."
 )
 @click.option(
-    "--tile-size", type=float, default=None, help="Reconstruct in tiles of this size (m)."
+    "--tile-size",
+    type=float,
+    default=None,
+    help="Reconstruct in tiles of this size (m), stitched without cracks.",
 )
 @click.option(
     "--area",
