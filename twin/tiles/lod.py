@@ -17,10 +17,17 @@ and neighbours never crack apart. A parent's ``geometricError`` is the error the
 simplification reports (in metres) plus the largest of its children's: measured,
 not a constant. Per-vertex colours and building ids ride along as attributes.
 
+Textured layers (one per atlas page: UVs + the page image) simplify with their UVs
+as attributes, chart borders kept as seams; each tile's image repacks the charts
+its faces use, and parents' images are box-filtered down per level with the texel
+size tied to the tile's geometric error (see :func:`write_lod_tileset`).
+
 Content
 -------
-One GLB per tile (:mod:`twin.tiles.gltf`) with one primitive per layer; positions
-relative to the tile's centre (RTC through the node's translation), the root tile
+One GLB per tile (:mod:`twin.tiles.gltf`: EXT_meshopt_compression by default,
+KHR_draco_mesh_compression or none by ``LodParams.compression``) with one primitive
+per layer; positions relative to the tile's centre (RTC through the node's
+translation), the root tile
 carries the ENU -> ECEF transform of the frame. Building ids (``_FEATURE_ID_0``)
 index a per-tile subset of the building property table (EXT_mesh_features +
 EXT_structural_metadata). Bounding volumes are tight ENU boxes around each tile's
