@@ -16,7 +16,11 @@ Output folder::
 A step whose outputs exist and whose inputs (image hashes, options, the previous
 step's output) are unchanged is skipped, so an interrupted run resumes. Peak memory
 is the largest of: SfM (features and matches of the block), one view's dense matching
-(see :mod:`twin.recon.mvs`), and fusion (all depth maps).
+(see :mod:`twin.recon.mvs`), and fusion (the depth maps of one view cluster, plus the
+fused points). A block whose images and depth maps would not fit
+``ReconOptions.dense_memory_gb`` (or with more views than ``max_cluster_views``) is
+matched and fused by overlapping view clusters (:mod:`twin.recon.cluster`); the
+report's ``dense.clustering`` lists them.
 """
 
 from __future__ import annotations
