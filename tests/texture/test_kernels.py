@@ -245,6 +245,19 @@ def test_bilinear_kernel_matches_reference():
     np.testing.assert_allclose(K.bilinear_many(img, x, y), R.bilinear(img, x, y), atol=1e-9)
 
 
+def test_sobel_and_pixel_sums_match_reference():
+    rng = np.random.default_rng(12)
+    img = rng.integers(0, 256, (41, 57, 3), dtype=np.uint8)
+    img[10:20, 5:30] = 200  # flat patches and edges
+    np.testing.assert_allclose(K.sobel_magnitude(img), R.sobel_magnitude(img), atol=2e-3)
+    fid = rng.integers(-1, 9, (41, 57)).astype(np.int32)
+    val = rng.uniform(0, 5, (41, 57)).astype(np.float32)
+    s, c = K.face_pixel_sums(fid, val, 12)
+    d = fid >= 0
+    np.testing.assert_allclose(s, np.bincount(fid[d], weights=val[d], minlength=12), rtol=1e-6)
+    np.testing.assert_array_equal(c, np.bincount(fid[d], minlength=12))
+
+
 def test_visibility_kernel_matches_reference():
     from twin.texture.select import face_normals
     from twin.texture.views import View

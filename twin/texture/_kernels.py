@@ -349,3 +349,44 @@ def pcg_csr(indptr, indices, data, dinv, B, x, rtol, maxiter):  # pragma: no cov
                 p[i, j] = z[i, j] + beta[j] * p[i, j]
         it += 1
     return it
+
+
+@njit(cache=True, nogil=True)
+def sobel_magnitude(image):  # pragma: no cover - compiled
+    """Sobel gradient magnitude (H, W) float32 of the luminance (0.299 R + 0.587 G +
+    0.114 B) of an RGB uint8 image, edges clamped, divided by 8 (grey levels per
+    pixel): :func:`twin.texture.select.sobel_magnitude` in one pass."""
+    h, w = image.shape[0], image.shape[1]
+    g = np.empty((h, w), dtype=np.float32)
+    for j in range(h):
+        for i in range(w):
+            g[j, i] = (
+                np.float32(image[j, i, 0]) * np.float32(0.299)
+                + np.float32(image[j, i, 1]) * np.float32(0.587)
+                + np.float32(image[j, i, 2]) * np.float32(0.114)
+            )
+    out = np.empty((h, w), dtype=np.float32)
+    for j in range(h):
+        jm, jp = max(j - 1, 0), min(j + 1, h - 1)
+        for i in range(w):
+            im, ip = max(i - 1, 0), min(i + 1, w - 1)
+            gx = (g[jm, ip] - g[jm, im]) + 2.0 * (g[j, ip] - g[j, im]) + (g[jp, ip] - g[jp, im])
+            gy = (g[jp, im] - g[jm, im]) + 2.0 * (g[jp, i] - g[jm, i]) + (g[jp, ip] - g[jm, ip])
+            out[j, i] = np.sqrt(gx * gx + gy * gy) / 8.0
+    return out
+
+
+@njit(cache=True, nogil=True)
+def face_pixel_sums(fid, values, n_faces):  # pragma: no cover - compiled
+    """Per face: the sum of ``values`` (H, W) over the pixels whose ``fid`` (H, W) is
+    that face, and how many there are (``fid`` < 0: no face)."""
+    s = np.zeros(n_faces)
+    c = np.zeros(n_faces, dtype=np.int64)
+    h, w = fid.shape
+    for j in range(h):
+        for i in range(w):
+            k = fid[j, i]
+            if k >= 0:
+                s[k] += values[j, i]
+                c[k] += 1
+    return s, c

@@ -74,6 +74,16 @@ def visible_faces(
     return ok
 
 
+def sobel_magnitude(image):
+    """SciPy twin of :func:`twin.texture._kernels.sobel_magnitude`."""
+    from scipy import ndimage
+
+    g = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    gx = ndimage.sobel(g, axis=1, mode="nearest")
+    gy = ndimage.sobel(g, axis=0, mode="nearest")
+    return np.hypot(gx, gy) / 8.0
+
+
 def bilinear(img, x, y):
     """Bilinear samples (N, C) of ``img`` (H, W, C) at image coordinates (pixel centres
     at integer + 0.5, clamped at the border)."""

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from twin.texture._kernels import visible_faces, zbuffer
+from twin.texture._kernels import face_pixel_sums, visible_faces, zbuffer
+from twin.texture._kernels import sobel_magnitude as _sobel
 from twin.texture.views import View
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,10 @@ class Candidates:
 
 
 def sobel_magnitude(image: np.ndarray) -> np.ndarray:
-    """Sobel gradient magnitude (H, W) float32 of an RGB uint8 image's luminance."""
-    from scipy import ndimage
-
-    g = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    gx = ndimage.sobel(g, axis=1, mode="nearest")
-    gy = ndimage.sobel(g, axis=0, mode="nearest")
-    return np.hypot(gx, gy) / 8.0
+    """Sobel gradient magnitude (H, W) float32 of an RGB uint8 image's luminance
+    (Numba, one pass; :func:`twin.texture._reference.sobel_magnitude` is the SciPy
+    twin)."""
+    return _sobel(np.ascontiguousarray(image, dtype=np.uint8))
 
 
 def view_candidates(
@@ -106,10 +104,8 @@ def view_candidates(
         (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1])
         - (t[:, 2, 0] - t[:, 0, 0]) * (t[:, 1, 1] - t[:, 0, 1])
     )
-    flat = fid.ravel()
-    drawn = flat >= 0
-    gsum = np.bincount(flat[drawn], weights=grad.ravel()[drawn], minlength=len(faces))[idx]
-    gcnt = np.bincount(flat[drawn], minlength=len(faces))[idx]
+    gsum, gcnt = face_pixel_sums(fid, np.ascontiguousarray(grad), len(faces))
+    gsum, gcnt = gsum[idx], gcnt[idx]
     cuv = t.mean(axis=1)
     gc = grad[
         np.clip(cuv[:, 1].astype(np.int64), 0, h - 1), np.clip(cuv[:, 0].astype(np.int64), 0, w - 1)
