@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from twin.texture._kernels import zbuffer
-from twin.texture._reference import bilinear
+from twin.texture._kernels import bilinear_many, zbuffer
 from twin.texture.select import NEAR
 from twin.texture.views import View
+
+
+def bilinear(img, x, y):
+    """Bilinear samples (N, C) of ``img`` at image coordinates (Numba)."""
+    return bilinear_many(
+        np.ascontiguousarray(img),
+        np.ascontiguousarray(x, dtype=np.float64),
+        np.ascontiguousarray(y, dtype=np.float64),
+    )
 
 
 def render_textured(
