@@ -177,6 +177,12 @@ def test_images_shrink_per_level_and_texels_follow_the_error(built):
             assert texel == pytest.approx(ratio * t["geometricError"], rel=0.25)
             child_errors = [c["geometricError"] for c in t["children"]]
             assert t["geometricError"] > max(child_errors)
+        # and every parent's images weigh less than its children's together
+        own = sum(len(p["texture"]) for p in read_tile(out / t["content"]["uri"]))
+        kids = sum(
+            len(p["texture"]) for c in t["children"] for p in read_tile(out / c["content"]["uri"])
+        )
+        assert own < 0.6 * kids, (t["content"], own, kids)
 
 
 def test_leaf_images_are_cropped_to_their_charts(built):

@@ -447,8 +447,9 @@ def glb_bytes(
     per axis (KHR_mesh_quantization, unsigned shorts; the node matrix gains the
     dequantising scale and offset, so the error is at most half a step of the
     mesh's bounding box / (2**bits - 1)), normals to normalised bytes, colours to
-    normalised RGBA bytes, and every vertex and index bufferView is stored with
-    EXT_meshopt_compression (our encoder; both extensions are then required).
+    normalised RGBA bytes, UVs within [0, 1] to normalised unsigned shorts, and every
+    vertex and index bufferView is stored with EXT_meshopt_compression (our
+    encoder; both extensions are then required).
     ``"draco"``: each primitive's positions (``bits`` bits), normals, UVs, colours
     and feature ids are one KHR_draco_mesh_compression blob (DracoPy, level
     :data:`DRACO_LEVEL`, see :func:`_draco_arrays`); as the extension's
@@ -500,7 +501,12 @@ def glb_bytes(
             if "colors" in q:
                 attrs["COLOR_0"] = b.add(q["colors"], _UBYTE, _ARRAY_BUFFER, normalized=True)
             if "texcoords" in q:
-                attrs["TEXCOORD_0"] = b.add(q["texcoords"], _FLOAT, _ARRAY_BUFFER)
+                uv = q["texcoords"]
+                if uv.min() >= 0.0 and uv.max() <= 1.0:  # KHR_mesh_quantization: 16 bits
+                    uv16 = np.rint(uv * 65535.0).astype(np.uint16)
+                    attrs["TEXCOORD_0"] = b.add(uv16, _USHORT, _ARRAY_BUFFER, normalized=True)
+                else:
+                    attrs["TEXCOORD_0"] = b.add(uv, _FLOAT, _ARRAY_BUFFER)
             fid_values = q.get("feature_ids")
             idx = q["faces"].reshape(-1)
         elif draco:
@@ -807,6 +813,10 @@ def _read_primitives(doc: dict, binary: bytes) -> list[dict]:
             ):
                 if key in a:
                     item[name] = get(key, a[key])
+            acc = doc["accessors"][a["TEXCOORD_0"]] if "TEXCOORD_0" in a else {}
+            if acc.get("normalized"):  # quantised UVs back to [0, 1]
+                top = {_UBYTE: 255.0, _USHORT: 65535.0}[acc["componentType"]]
+                item["texcoords"] = item["texcoords"].astype(np.float64) / top
             tex = _base_color_image(doc, binary, prim)
             if tex is not None:
                 item["texture"], item["texture_mime"] = tex
