@@ -196,7 +196,7 @@ def test_scores_per_label_against_a_ground_and_wall_mesh():
         C = np.array([-25.0, y, 15.0])
         R = look_rotation(np.array([0.0, 0, 3]) - C, np.array([1.0, 0, 0]))
         cams.append(dict(K=K, R=R, t=-R @ C, width=640, height=480))
-    g = np.mgrid[-9.95:10:0.1, -9.95:10:0.1].reshape(2, -1).T
+    g = np.mgrid[-9.9:10:0.2, -9.9:10:0.2].reshape(2, -1).T
     ground = np.column_stack([g, np.zeros(len(g))])
     w = np.mgrid[-9.9:10:0.2, 1.1:10:0.2].reshape(2, -1).T
     wall = np.column_stack([np.full(len(w), 9.0), w])
