@@ -15,6 +15,14 @@ levels, per-level geometric error, build seconds, bytes a client fetches (Cesium
 defaults: max SSE 16, 1080 px, 60 degrees) from 2 x the city size away and from 2 m
 above a street, and gltf-validator errors/warnings over every GLB.
 
+Every city is tiled twice in the same run: EXT_meshopt_compression (the default)
+and KHR_draco_mesh_compression (``--compression draco``, DracoPy level 7), the LOD
+tree and quantisation bits the same. ``textured``: the small city with its oblique
+photos, ``twin build --texture``; its ``tiles/textured`` LOD tileset (one layer per
+atlas page) with geometry and texture bytes counted apart, texture bytes per level,
+against ``textured/model.glb`` (the same model as one GLB with its JPEG pages).
+Wall and CPU seconds of every build.
+
 Peer: py3dtiles 12 writes the same leaf meshes (one feature per building, batch
 ids) as b3dm through its glTF helpers; its bytes per triangle and validator
 results over the GLBs inside the b3dm files.
@@ -80,7 +88,20 @@ def geometry_bytes(path: Path) -> int:
             continue
         ext = view.get("extensions", {}).get("EXT_meshopt_compression")
         n += ext["byteLength"] if ext else view["byteLength"]
+    for mesh in doc.get("meshes", []):  # KHR_draco_mesh_compression blobs (no target)
+        for prim in mesh["primitives"]:
+            draco = prim.get("extensions", {}).get("KHR_draco_mesh_compression")
+            if draco is not None:
+                n += doc["bufferViews"][draco["bufferView"]]["byteLength"]
     return n
+
+
+def texture_bytes(path: Path) -> int:
+    """Bytes of a GLB's embedded images."""
+    from twin.tiles.gltf import read_glb_json
+
+    doc, _ = read_glb_json(path)
+    return sum(doc["bufferViews"][im["bufferView"]]["byteLength"] for im in doc.get("images", []))
 
 
 def gzip_bytes(paths: list[Path]) -> int:
@@ -175,11 +196,27 @@ def bench_city(name: str, preset: str, work: Path, validate: int) -> dict:
          "--no-events", "--overwrite"],
         check=True, capture_output=True,
     )  # fmt: skip
-    from twin.pipeline import build
+    from twin.pipeline import BuildParams, build
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     m = build(survey, model, force=True)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    res = _city_stats(model, m, seconds, cpu, validate)
+    res["input"] = f"twin synth --preset {preset} + twin build"
+    res["py3dtiles"] = py3dtiles_peer(
+        [p for p in res.pop("leaves") if "buildings" in p.parts], work / f"{name}-py3dtiles",
+        validate,
+    )  # fmt: skip
+    # the same stages again (reused), tiles with Draco
+    t0, c0 = time.perf_counter(), time.process_time()
+    m = build(survey, model, params=BuildParams(tile_compression="draco"))
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    res["draco"] = _city_stats(model, m, seconds, cpu, validate)
+    res["draco"].pop("leaves")
+    return res
+
+
+def _city_stats(model: Path, m: dict, seconds: float, cpu: float, validate: int) -> dict:
     export = m["stages"]["export"]
     tileset = model / "tiles" / "tileset.json"
     tris, leaf_bytes, leaves, all_glb = _leaf_stats(tileset)
@@ -188,9 +225,9 @@ def bench_city(name: str, preset: str, work: Path, validate: int) -> dict:
     size = json.loads((model / "tiles" / "terrain" / "tileset.json").read_text())
     half = np.asarray(size["root"]["boundingVolume"]["box"])[[3, 7]].max()
     res = {
-        "input": f"twin synth --preset {preset} + twin build",
         "triangles": tris,
         "build_seconds": seconds,
+        "build_cpu_seconds": cpu,
         "export_seconds": export["seconds"],
         "one_glb_bytes": one,
         "tiles_bytes": total,
@@ -203,14 +240,68 @@ def bench_city(name: str, preset: str, work: Path, validate: int) -> dict:
         "fetch_far": _fetch(tileset, [0.0, -4 * half, 2 * half]),
         "fetch_street": _fetch(tileset, [0.0, 0.0, 20.0]),
         "validator": _validate_all(all_glb, validate),
+        "leaves": leaves,
     }
-    res["py3dtiles"] = py3dtiles_peer(
-        [p for p in leaves if "buildings" in p.parts], work / f"{name}-py3dtiles", validate
-    )
     return res
 
 
-def bench_mesh(work: Path, n: int, validate: int) -> dict:
+def bench_textured(work: Path, validate: int, max_faces: int = 1000) -> dict:
+    """The small city with photos, ``twin build --texture``: tiles/textured."""
+    survey, model = work / "textured-survey", work / "textured-model"
+    twin = [sys.executable, "-m", "twin.cli"]
+    subprocess.run(
+        [*twin, "synth", str(survey), "--preset", "small", "--no-lidar", "--no-events",
+         "--overwrite"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    from twin.pipeline import BuildParams, build
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    params = BuildParams(texture=True, tile_max_faces=max_faces)
+    m = build(survey, model, params=params, force=True)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    tileset = model / "tiles" / "textured" / "tileset.json"
+    tris, leaf_bytes, leaves, all_glb = _leaf_stats(tileset)
+    s = m["stages"]["export"]["tiles"]["textured"]
+    one = model / "textured" / "model.glb"
+    tex = sum(texture_bytes(p) for p in all_glb)
+    half = np.asarray(json.loads(tileset.read_text())["root"]["boundingVolume"]["box"])[
+        [3, 7]
+    ].max()
+    return {
+        "input": "twin synth --preset small (photos 640x480) + twin build --texture "
+        f"({max_faces} faces per tile)",
+        "triangles": tris,
+        "build_seconds": seconds,
+        "build_cpu_seconds": cpu,
+        "texture_stage_seconds": m["stages"]["texture"]["seconds"],
+        "tiles": s["count"],
+        "levels": s["levels"],
+        "geometric_error_by_level": s["geometric_error_by_level"],
+        "tiles_bytes": s["bytes"],
+        "texture_bytes": tex,
+        "texture_bytes_by_level": _texture_by_level(tileset),
+        "one_glb_bytes": one.stat().st_size,
+        "one_glb_texture_bytes": texture_bytes(one),
+        "leaf_bytes_per_triangle": leaf_bytes / max(tris, 1),
+        "leaf_geometry_bytes_per_triangle": sum(geometry_bytes(p) for p in leaves) / max(tris, 1),
+        "leaf_texture_bytes": sum(texture_bytes(p) for p in leaves),
+        "fetch_far": _fetch(model / "tiles" / "tileset.json", [0.0, -4 * half, 2 * half]),
+        "fetch_street": _fetch(model / "tiles" / "tileset.json", [0.0, 0.0, 20.0]),
+        "validator": _validate_all(all_glb, validate),
+    }
+
+
+def _texture_by_level(tileset: Path) -> list[int]:
+    out: dict[int, int] = {}
+    for t, base, lv in _walk(tileset):
+        uri = t.get("content", {}).get("uri")
+        if uri:
+            out[lv] = out.get(lv, 0) + texture_bytes(base / uri)
+    return [out[k] for k in sorted(out)]
+
+
+def bench_mesh(work: Path, n: int, validate: int, compression: str = "meshopt") -> dict:
     from _meshes import city_mesh
 
     from twin.crs import LocalFrame
@@ -218,16 +309,18 @@ def bench_mesh(work: Path, n: int, validate: int) -> dict:
     v, f = city_mesh(n)
     v = v - np.r_[v[:, :2].mean(axis=0), 0.0]
     frame = LocalFrame(121.55, 29.87, 0.0)
-    out = work / "mesh-tiles"
-    t0 = time.perf_counter()
-    s = write_lod_tileset(out, [Layer("city", v, f)], frame, params=LodParams())
-    seconds = time.perf_counter() - t0
+    out = work / f"mesh-tiles-{compression}"
+    t0, c0 = time.perf_counter(), time.process_time()
+    params = LodParams(compression=compression)
+    s = write_lod_tileset(out, [Layer("city", v, f)], frame, params=params)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     tris, leaf_bytes, leaves, all_glb = _leaf_stats(out / "tileset.json")
     half = float(np.ptp(v[:, :2], axis=0).max() / 2)
     return {
         "input": f"benchmarks/_meshes.py city_mesh({n})",
         "triangles": tris,
         "build_seconds": seconds,
+        "build_cpu_seconds": cpu,
         "seconds_per_million_triangles": seconds / (tris / 1e6),
         "tiles": s["tiles"],
         "levels": s["levels"],
@@ -248,6 +341,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="the small city only")
     ap.add_argument("--mesh-triangles", type=int, default=1_000_000)
     ap.add_argument("--validate", type=int, default=40, help="GLBs validated per input")
+    ap.add_argument("--only", choices=["cities", "textured", "mesh"], help="one part only")
+    ap.add_argument("--textured-max-faces", type=int, default=1000)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
     results = {
@@ -261,18 +356,31 @@ def main(argv=None) -> dict:
         cities = (
             [("small", "small")] if args.quick else [("small", "small"), ("default", "default")]
         )
-        for name, preset in cities:
+        for name, preset in cities if args.only in (None, "cities") else []:
             print(f"-- city {name}", flush=True)
             results["inputs"][name] = bench_city(name, preset, work, args.validate)
-        if not args.quick:
+            results["inputs"][f"{name}-draco"] = results["inputs"][name].pop("draco")
+        if args.only in (None, "textured"):
+            print("-- textured city", flush=True)
+            results["inputs"]["textured"] = bench_textured(
+                work, args.validate, args.textured_max_faces
+            )
+        if not args.quick and args.only in (None, "mesh"):
             print("-- mesh", flush=True)
             results["inputs"]["mesh-1M"] = bench_mesh(work, args.mesh_triangles, args.validate)
+            results["inputs"]["mesh-1M-draco"] = bench_mesh(
+                work, args.mesh_triangles, args.validate, "draco"
+            )
     print()
     print(f"{'input':<10}{'tris':>10}{'B/tri':>8}{'geom':>6}{'gzip':>6}{'tiles/GLB':>11}"
           f"{'far KB':>9}"
           f"{'street KB':>11}{'s/Mtri':>8}{'val.err':>9}{'py3dtiles B/tri':>17}"
           f"{'p3d err':>9}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
     for name, r in results["inputs"].items():
+        if name == "textured":
+            continue
         p3 = r.get("py3dtiles", {})
         spm = r.get("seconds_per_million_triangles", r["build_seconds"] / (r["triangles"] / 1e6))
         print(
@@ -285,8 +393,18 @@ def main(argv=None) -> dict:
             f"{p3.get('bytes_per_triangle', float('nan')):>17.2f}"
             f"{p3.get('validator', {}).get('errors', '-'):>9}"
         )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    t = results["inputs"].get("textured")
+    if t is None:
+        return results
+    print(
+        f"\ntextured: {t['triangles']:,} triangles in {t['tiles']} tiles ({t['levels']} levels), "
+        f"geometry {t['leaf_geometry_bytes_per_triangle']:.2f} B/tri, textures "
+        f"{t['texture_bytes'] / 1e3:.0f} KB (by level {t['texture_bytes_by_level']}) vs "
+        f"{t['one_glb_texture_bytes'] / 1e3:.0f} KB in textured/model.glb; "
+        f"far {t['fetch_far']['bytes'] / 1e3:.0f} KB, street "
+        f"{t['fetch_street']['bytes'] / 1e3:.0f} KB; validator errors "
+        f"{t['validator']['errors']}"
+    )
     return results
 
 
