@@ -422,3 +422,20 @@ def test_real_dem(shared_data, name, mode):
     assert gv[:, 0].min() >= -1e-6 and gv[:, 0].max() <= heights.shape[1] - 1 + 1e-6
     assert gv[:, 1].min() >= -1e-6 and gv[:, 1].max() <= heights.shape[0] - 1 + 1e-6
     assert len(faces) < valid.sum()
+
+
+@pytest.mark.parametrize("size,max_error,seed", [(33, 0.3, 3), (65, 1.0, 4), (129, 0.05, 5)])
+def test_rtin_full_grid_kernel_matches_extraction_and_measures_exactly(size, max_error, seed):
+    """The one-call RTIN of a full grid (finest level from chord errors, coarser
+    triangles bounded from their children before any pass) gives the same triangles
+    as the reference hierarchy and reports the worst error the rasteriser finds."""
+    rng = np.random.default_rng(seed)
+    h = np.cumsum(np.cumsum(rng.normal(size=(size, size)), 0), 1) * 0.2
+    gv, faces, reached = _kernels.rtin_mesh(h, max_error)
+    node = [(int(x), int(y)) for x, y in gv[:, :2]]
+    got = {_canon(tuple(node[i] for i in t)) for t in faces}
+    assert got == _reference.rtin_ref(h, h, max_error)
+    err, _ = tin_errors(gv, faces.astype(np.int64), h)
+    assert reached == pytest.approx(err.max(), abs=1e-12) and reached <= max_error
+    v, f, r = tin(h, max_error, mode="rtin")  # the path tin() takes for a full grid
+    assert r == reached and len(f) == len(faces)

@@ -1471,6 +1471,58 @@ def _rtin_tri(ax, ay, bx, by, cx, cy, herr, hvert, max_error, slack, E, own, ine
 
 
 @njit(cache=True)
+def _rtin_finest(herr, hvert, max_error, slack, E, own, inexact):
+    """The finest level with midpoints of :func:`rtin_errors_own` (squares of side
+    2 cut along both diagonals) on a grid with every sample valid and ``hvert`` the
+    heights: each triangle holds its three vertices (error 0) and its hypotenuse
+    midpoint m, so the error at m is ``|h(m) - chord|``, the same for both triangles
+    on that hypotenuse. Errors above ``max_error`` (less the rounding slack) go
+    through the rasteriser as at the other levels. Returns False, doing nothing,
+    when some sample is invalid or ``hvert`` differs from ``herr``."""
+    s = herr.shape[0]
+    for y in range(s):
+        for x in range(s):
+            if not herr[y, x] == hvert[y, x]:
+                return False
+    lim = max_error - slack
+    for y in range(s):
+        for x in range(1 - (y & 1), s, 2):
+            # (x, y) with x + y odd: a side midpoint; its chord runs along the side
+            if y & 1 == 0:
+                ax, ay, bx, by = x + 1, y, x - 1, y
+            else:
+                ax, ay, bx, by = x, y + 1, x, y - 1
+            d = abs(herr[y, x] - 0.5 * (herr[ay, ax] + herr[by, bx]))
+            if d <= lim:
+                E[y, x] = d
+                own[y, x] = d
+            else:
+                for side in (-1, 1):
+                    if y & 1 == 0:
+                        cx, cy = x, y + side
+                    else:
+                        cx, cy = x + side, y
+                    if 0 <= cx < s and 0 <= cy < s:
+                        _rtin_tri(
+                            ax,
+                            ay,
+                            bx,
+                            by,
+                            cx,
+                            cy,
+                            herr,
+                            hvert,
+                            max_error,
+                            slack,
+                            E,
+                            own,
+                            inexact,
+                            False,
+                        )
+    return True
+
+
+@njit(cache=True)
 def rtin_errors(herr, hvert, max_error):
     """:func:`rtin_errors_own`, returning only the midpoint errors."""
     s = herr.shape[0]
@@ -1522,7 +1574,10 @@ def rtin_errors_own(herr, hvert, max_error, own, inexact):
     # depth 2j the squares of side L = S >> j are cut along one diagonal (the main
     # one where (i + k) is even), at depth 2j + 1 along both (hypotenuses on the
     # square's sides)
-    for dep in range(depth_max - 1, -1, -1):
+    top = depth_max - 1
+    if S >= 2 and _rtin_finest(herr, hvert, max_error, slack, E, own, inexact):
+        top = depth_max - 2
+    for dep in range(top, -1, -1):
         j = dep >> 1
         L = S >> j
         n = 1 << j
@@ -1582,9 +1637,9 @@ def rtin_extract(E, max_error):
 def _rtin_leaf(
     ax, ay, bx, by, cx, cy, dep, depth_max, E, tol, vid, out, nt, herr, own, inexact, wm
 ):
-    """One existing hierarchy triangle of :func:`_rtin_leaf_pass`: when it is a leaf, mark its
-    vertices (count pass, ``out`` empty) or write it CCW and fold its error into
-    ``wm[0]`` (write pass). Returns the updated triangle count."""
+    """One existing hierarchy triangle of :func:`_rtin_leaf_pass`: when it is a
+    leaf, mark its vertices (count pass, ``out`` empty) or write it CCW (write pass),
+    folding its error into ``wm[0]``. Returns the updated triangle count."""
     mx = (ax + bx) >> 1
     my = (ay + by) >> 1
     if dep < depth_max and E[my, mx] > tol:
@@ -1593,18 +1648,19 @@ def _rtin_leaf(
         vid[ay, ax] = 0
         vid[by, bx] = 0
         vid[cy, cx] = 0
+        if own.shape[0] > 0 and dep < depth_max and not inexact[my, mx]:
+            if own[my, mx] > wm[0]:
+                wm[0] = own[my, mx]  # the exact errors first
         return nt + 1
     if _orient(ax, ay, bx, by, cx, cy) > 0:
         out[nt, 0], out[nt, 1], out[nt, 2] = vid[ay, ax], vid[by, bx], vid[cy, cx]
     else:
         out[nt, 0], out[nt, 1], out[nt, 2] = vid[ay, ax], vid[cy, cx], vid[by, bx]
-    if own.shape[0] > 0 and dep < depth_max:
-        if inexact[my, mx]:
-            t = tri_max_capped(
-                ax, ay, herr[ay, ax], bx, by, herr[by, bx], cx, cy, herr[cy, cx], herr, np.inf
-            )
-        else:
-            t = own[my, mx]
+    if own.shape[0] > 0 and dep < depth_max and inexact[my, mx] and own[my, mx] > wm[0]:
+        # only a bound, above the worst error so far: measure the leaf (no cap)
+        t = tri_max_capped(
+            ax, ay, herr[ay, ax], bx, by, herr[by, bx], cx, cy, herr[cy, cx], herr, np.inf
+        )
         if t > wm[0]:
             wm[0] = t
     return nt + 1
@@ -1615,9 +1671,10 @@ def _rtin_leaf_pass(E, tol, vid, out, herr, own, inexact, wm):
     """The leaves of the RTIN for tolerance ``tol``, level by level (squares as in
     :func:`rtin_errors_own`). Count pass (``out`` empty): mark the used nodes of
     ``vid`` with 0 and return the number of leaves. Write pass: write the leaves as
-    CCW triangles of ``vid`` indices into ``out``; with ``own`` given (non-empty),
-    also their worst error into ``wm[0]``: ``own`` at their midpoints where exact,
-    else the leaf rasterised (no cap)."""
+    CCW triangles of ``vid`` indices into ``out``. With ``own`` given (non-empty),
+    ``wm[0]`` gets the leaves' worst error: the count pass takes ``own`` at the
+    midpoints where it is exact, the write pass rasterises (no cap) the leaves
+    whose bound exceeds the worst so far (the others cannot change it)."""
     s = E.shape[0]
     S = s - 1
     depth_max = 0
@@ -1678,9 +1735,8 @@ def rtin_mesh(herr, max_error):
     inexact = np.zeros((s, s), np.uint8)
     E = rtin_errors_own(herr, herr, max_error, own, inexact)
     vid = np.full((s, s), -1, np.int32)
-    empty = np.empty((0, 3), np.int32)
     wm = np.zeros(1)
-    nt = _rtin_leaf_pass(E, max_error, vid, empty, herr, own, inexact, wm)
+    nt = _rtin_leaf_pass(E, max_error, vid, np.empty((0, 3), np.int32), herr, own, inexact, wm)
     k = 0
     for y in range(s):
         for x in range(s):
