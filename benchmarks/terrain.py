@@ -217,6 +217,87 @@ def real_dems(extra=()):
     return out
 
 
+_LARGE_CHILD = """
+import json, sys, time
+from twin.terrain.windowed import tin_file
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+out = []
+for _ in range(2):  # the first run also pays GDAL's one-time set-up
+    base = status("VmRSS:")
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    t0, c0 = time.perf_counter(), time.process_time()
+    v, f, reached = tin_file(sys.argv[1], 1.0, tile_size=257)
+    out.append({"growth": status("VmHWM:") - base, "s": time.perf_counter() - t0,
+                "cpu_s": time.process_time() - c0})
+print(json.dumps({"runs": out, "triangles": int(len(f)), "reached": reached,
+                  "output_bytes": int(v.nbytes + f.nbytes)}))
+"""
+
+
+def large_raster(side):
+    """Peak RSS growth of :func:`twin.terrain.windowed.tin_file` (max error 1 m,
+    tiles of 257) on a ``side`` x ``side`` float32 tiled GeoTIFF of a smooth
+    surface, in a fresh child process (kernels warmed on a small raster first)."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "large.tif"
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=side,
+            height=side,
+            count=1,
+            dtype="float32",
+            crs="EPSG:32633",
+            transform=from_origin(400000.0, 5800000.0, 1.0, 1.0),
+            nodata=-9999.0,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+        ) as ds:
+            xs = np.arange(side, dtype=np.float64)
+            for r0 in range(0, side, 500):
+                nr = min(500, side - r0)
+                y = np.arange(r0, r0 + nr, dtype=np.float64)[:, None]
+                hh = 80 * np.sin(xs / 900.0) * np.cos(y / 1100.0) + 0.004 * xs
+                hh = hh + 20 * np.sin((xs + y) / 300.0)
+                ds.write(hh.astype(np.float32), 1, window=Window(0, r0, side, nr))
+        warm = Path(d) / "warm.tif"
+        with rasterio.open(
+            warm,
+            "w",
+            driver="GTiff",
+            width=300,
+            height=300,
+            count=1,
+            dtype="float32",
+            crs="EPSG:32633",
+            transform=from_origin(0.0, 300.0, 1.0, 1.0),
+        ) as ds:
+            ds.write(np.random.default_rng(0).random((300, 300), dtype=np.float32), 1)
+        code = "from twin.terrain.windowed import tin_file\n"
+        code += f"tin_file({str(warm)!r}, 0.5, tile_size=64)\n" + _LARGE_CHILD
+        pr = subprocess.run(
+            [sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT
+        )
+        if pr.returncode:
+            raise RuntimeError(pr.stderr[-2000:])
+        row = json.loads(pr.stdout.strip().splitlines()[-1])
+        row["side"] = side
+        row["raster_bytes"] = path.stat().st_size
+    return row
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="write the results here")
@@ -233,7 +314,21 @@ def main(argv=None):
     )
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--no-memory", action="store_true", help="skip the forked memory runs")
+    ap.add_argument(
+        "--large",
+        type=int,
+        default=0,
+        help="also triangulate a SIDE x SIDE float32 GeoTIFF from windowed reads "
+        "(tin_file, 1 m) and report the peak RSS growth (e.g. 6000; 0: skip)",
+    )
+    ap.add_argument("--large-only", action="store_true", help="only the --large run")
     args = ap.parse_args(argv)
+    if args.large_only:
+        row = large_raster(args.large or 6000)
+        print(json.dumps(row, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps({"large": row}, indent=2))
+        return
 
     results = {
         "machine": {
@@ -315,6 +410,9 @@ def main(argv=None):
                 }
             )
     results["ratios"] = ratios
+    if args.large:
+        results["large"] = large_raster(args.large)
+        print("\nlarge raster from windowed reads:", json.dumps(results["large"]))
     print("\nratios to the peer (same run):")
     for q in ratios:
         print(
