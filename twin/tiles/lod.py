@@ -61,7 +61,9 @@ from twin.fileio import atomic_path, write_json
 from twin.progress import Progress, ensure
 
 INDEX = "tiles.index.json"
-_FORMAT = 1
+# Bumped whenever the same input and parameters would give different tile bytes
+# (an index of another format is ignored: every tile is rewritten).
+_FORMAT = 2  # 2: 16-bit UVs in meshopt tiles, 4-byte aligned views after images
 
 
 @dataclass
