@@ -230,7 +230,7 @@ def optimize(
 
         if codec == "draco":
             _need_draco()
-        data = glb_bytes([GltfMesh(v, f)], compression=codec, bits=bits)
+        data = glb_bytes([GltfMesh(v, f)], compression=codec, bits=bits, reorder=False)
         if codec == "none":
             step = 0.0
     t["encode"] = time.perf_counter() - t0

@@ -376,9 +376,12 @@ def _draco_arrays(m: GltfMesh, pos: np.ndarray, idx: np.ndarray, bits: int) -> d
     return out
 
 
-def _meshopt_arrays(m: GltfMesh, pos: np.ndarray, idx: np.ndarray, bits: int, i: int) -> dict:
-    """Vertex-cache and fetch ordered, quantised arrays of one mesh for
-    KHR_mesh_quantization + EXT_meshopt_compression, and its dequantising matrix."""
+def _meshopt_arrays(
+    m: GltfMesh, pos: np.ndarray, idx: np.ndarray, bits: int, i: int, reorder: bool = True
+) -> dict:
+    """Vertex-cache and fetch ordered (unless ``reorder`` is False: the caller's order
+    is kept), quantised arrays of one mesh for KHR_mesh_quantization +
+    EXT_meshopt_compression, and its dequantising matrix."""
     from twin.mesh.quantize import quantize
     from twin.mesh.reorder import optimize_vertex_cache, optimize_vertex_fetch
 
@@ -393,9 +396,12 @@ def _meshopt_arrays(m: GltfMesh, pos: np.ndarray, idx: np.ndarray, bits: int, i:
         a = np.asarray(a, np.float64).reshape(len(pos), -1)
         cols.append(a)
         names.append((name, a.shape[1]))
-    f = optimize_vertex_cache(idx.reshape(-1, 3), len(pos))
     attrs = np.hstack(cols) if cols else None
-    v, f, attrs, _ = optimize_vertex_fetch(pos, f, attrs)
+    if reorder:
+        f = optimize_vertex_cache(idx.reshape(-1, 3), len(pos))
+        v, f, attrs, _ = optimize_vertex_fetch(pos, f, attrs)
+    else:
+        v, f = pos, idx.reshape(-1, 3)
     split, k = {}, 0
     for name, w in names:
         split[name] = attrs[:, k : k + w]
@@ -438,6 +444,7 @@ def glb_bytes(
     compression: str = "none",
     bits: int = 14,
     draco_fallback: bool = False,
+    reorder: bool = True,
 ) -> bytes:
     """The GLB file content for ``meshes`` (see the module docstring for the layout).
 
@@ -449,7 +456,9 @@ def glb_bytes(
     mesh's bounding box / (2**bits - 1)), normals to normalised bytes, colours to
     normalised RGBA bytes, UVs within [0, 1] to normalised unsigned shorts, and every
     vertex and index bufferView is stored with EXT_meshopt_compression (our
-    encoder; both extensions are then required).
+    encoder; both extensions are then required). ``reorder=False`` keeps the given
+    triangle and vertex order (for meshes already ordered, e.g. by
+    :func:`twin.mesh.optimize_overdraw`, whose order a new vertex-cache pass would undo).
     ``"draco"``: each primitive's positions (``bits`` bits), normals, UVs, colours
     and feature ids are one KHR_draco_mesh_compression blob (DracoPy, level
     :data:`DRACO_LEVEL`, see :func:`_draco_arrays`); as the extension's
@@ -486,7 +495,7 @@ def glb_bytes(
                 raise ParameterError(f"mesh {i} ({m.name}): texcoords must be (N, 2)")
         mesh_matrix = None
         if meshopt:
-            q = _meshopt_arrays(m, pos, idx, bits, i)
+            q = _meshopt_arrays(m, pos, idx, bits, i, reorder)
             mesh_matrix = q["dequantize"]
             n = q["n"]
             attrs = {
