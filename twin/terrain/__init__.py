@@ -3,6 +3,8 @@
 * :func:`read_dem` -> :class:`Dem` (rasterio; nodata masks, custom WKT);
 * :func:`tin` (greedy Delaunay refinement or RTIN, the error bound guaranteed;
   constraint edges, tiles in parallel with matching borders);
+  :func:`twin.terrain.windowed.tin_file` for DEM files larger than memory (tiles
+  from windowed reads, memory bounded by the tile size plus the output);
 * :func:`footprint_base_heights`, :func:`seated_tin` (buildings on the ground),
   :func:`terrain_heights_at`;
 * :func:`dem_to_mesh` (a regular-grid mesh in the local ENU frame);

@@ -356,7 +356,9 @@ def tin(
         coordinates (orientation follows the sign of the transform's determinant).
     max_error_reached
         Largest ``|tin - h|`` over all valid samples, measured by rasterising the
-        output back onto the grid; always ``<= max_error``.
+        output back onto the grid (RTIN on a full (2**k + 1)**2 grid without holes:
+        the max of the leaves' exact errors, which the kernel measures as it goes;
+        the tests rasterise it back); always ``<= max_error``.
 
     Nodata
     ------
