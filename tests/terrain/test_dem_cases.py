@@ -116,3 +116,39 @@ def test_pixel_is_point_and_pixel_is_area(tmp_path):
         np.testing.assert_allclose(d.sample(x, y), [h[0, 0]], rtol=1e-7)
         v, _, _ = tin(d.heights, 0.1, transform=d.transform)
         assert v[:, 0].min() == 1002.5 and v[:, 1].max() == 1997.5
+
+
+def test_dtm_from_points_cog_windows_and_tin(tmp_path):
+    """A DTM straight from ``twin.points`` (a COG): read whole and in windows, its
+    TIN within the bound, and the windowed file TIN the same as the in-memory one."""
+    from twin.points.cloud import PointCloud
+    from twin.points.raster import dtm
+    from twin.terrain.windowed import tin_file
+
+    rng = np.random.default_rng(11)
+    n = 12_000
+    x = 600000.0 + rng.uniform(0, 60, n)
+    y = 5700000.0 + rng.uniform(0, 40, n)
+
+    def truth(x, y):
+        return 10 + 0.05 * (x - 600000.0) + 2 * np.sin((y - 5700000.0) / 6.0)
+
+    cloud = PointCloud(
+        xyz=np.column_stack([x, y, truth(x, y)]),
+        fields={"classification": np.full(n, 2, np.uint8)},
+        crs=rasterio.crs.CRS.from_epsg(32631),
+    )
+    out = tmp_path / "dtm.tif"
+    dtm(cloud, out, 1.0, ground="existing")
+    d = read_dem(out)
+    with rasterio.open(out) as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    cx, cy = d.pixel_centres(*np.nonzero(d.valid))
+    assert np.abs(d.heights[d.valid] - truth(cx, cy)).max() < 0.3  # cell means
+    w = read_dem(out, window=(5, 7, 20, 30))
+    np.testing.assert_array_equal(w.heights, d.heights[5:25, 7:37])
+    assert w.transform.almost_equals(d.transform @ Affine.translation(7, 5))
+    v, f, reached = tin(d.heights, 0.05, transform=d.transform, mask=d.valid, tile_size=16)
+    assert reached <= 0.05
+    v2, f2, r2 = tin_file(out, 0.05, tile_size=16)
+    assert r2 == reached and len(v2) == len(v) and len(f2) == len(f)
