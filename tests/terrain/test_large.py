@@ -344,3 +344,14 @@ def test_tiles_of_a_large_raster_from_windows(tmp_path, monkeypatch):
     assert pairs >= 4
     for lv in s["levels"]:
         assert lv["max_error_reached"] <= lv["max_error"]
+
+
+def test_tin_of_a_path_reads_windows(holey_dem):
+    v1, f1, r1 = tin_file(holey_dem, 0.5, tile_size=100)
+    v2, f2, r2 = tin(str(holey_dem), 0.5, tile_size=100)
+    v3, f3, r3 = tin(DemReader(holey_dem), 0.5, tile_size=100, workers=1)
+    assert r1 == r2 == r3 and np.array_equal(v1, v2) and np.array_equal(f1, f3)
+    with pytest.raises(TwinError, match="greedy"):
+        tin(holey_dem, 0.5, mode="rtin")
+    with pytest.raises(TwinError, match="transform"):
+        tin(holey_dem, 0.5, transform=(1, 0, 0, 0, -1, 0))

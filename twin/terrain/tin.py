@@ -312,7 +312,11 @@ def tin(
     ----------
     heights
         2D array (rows, cols) of heights, row 0 first (as a raster is stored). Any
-        numeric dtype; NaN and +-inf are invalid samples.
+        numeric dtype; NaN and +-inf are invalid samples. Or a DEM raster path (or
+        :class:`twin.terrain.dem.DemReader`): triangulated in tiles (``tile_size``,
+        default 257) from windowed reads, memory bounded by the tile size plus the
+        output (:func:`twin.terrain.windowed.tin_file`; greedy mode, the file's
+        transform and nodata).
     max_error
         Largest allowed vertical distance between the TIN and any valid sample, in
         height units (metres for a metric DEM). Must be > 0.
@@ -400,6 +404,21 @@ def tin(
         unreadable or non-finite constraints, constraints or tiles with RTIN, a
         ``tile_size`` below 16.
     """
+    import os
+
+    from twin.terrain.dem import DemReader
+
+    if isinstance(heights, (str, os.PathLike, DemReader)):
+        from twin.terrain.windowed import DEFAULT_TILE, tin_file
+
+        if mode != "greedy" or constraints is not None or mask is not None:
+            raise ParameterError(
+                "a DEM file is triangulated in tiles from windowed reads: greedy mode, "
+                "without mask or constraints (read it with read_dem for those)"
+            )
+        if transform is not None:
+            raise ParameterError("a DEM file brings its own transform: leave transform=None")
+        return tin_file(heights, max_error, tile_size or DEFAULT_TILE, workers=workers)
     herr, valid, max_error = _check_inputs(heights, max_error, mask, mode, constraints)
     aff = _affine6(transform)
     forced = None
