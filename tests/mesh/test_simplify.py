@@ -379,6 +379,33 @@ def test_point_triangle_distance_matches_dense_sampling():
         assert brute - exact < 0.02 * np.abs(tri).max()  # the sampling step
 
 
+def test_face_grid_search_matches_brute_force_on_a_flat_mesh():
+    from twin.mesh._simplify_kernels import exact_max, face_grid, grid_dist, point_mesh_dist
+
+    # a wide, nearly flat terrain: the grid gets a single layer of cells in z
+    v, f = grid(40, 30, spacing=2.0, height=lambda x, y: 0.05 * np.sin(x / 7.0))
+    f = f.astype(np.int32)
+    alive = np.ones(len(f), np.uint8)
+    alive[::7] = 0  # dead faces are not searched
+    lo, h, dims, cstart, cfaces, overflow = face_grid(v, f, alive)
+    assert dims[2] == 1 and dims[0] > 10
+    g = rng(5)
+    pts = np.column_stack(
+        [g.uniform(-10, 90, 300), g.uniform(-10, 70, 300), g.normal(0.0, 3.0, 300)]
+    )
+    brute = np.array([point_mesh_dist(*p, v, f, alive) for p in pts])
+    fast = np.array(
+        [grid_dist(*p, v, f, lo, h, dims, cstart, cfaces, overflow, 1e9, -1.0) for p in pts]
+    )
+    np.testing.assert_allclose(fast, brute, rtol=0, atol=1e-12)
+    # the maximum over points by decreasing (loose) bounds, exactly
+    bounds = brute + g.uniform(0.0, 5.0, len(pts))
+    order = np.argsort(bounds)[::-1].astype(np.int64)
+    best, _ = exact_max(pts, order, bounds, v, f, alive, 0.0)
+    assert best == pytest.approx(brute.max(), abs=1e-12)
+    assert exact_max(pts, order, bounds, v, f, alive, 1e3)[0] == 1e3  # the floor
+
+
 @pytest.mark.parametrize("frac", [0.1, 0.02])
 def test_returned_error_matches_measured_hausdorff_on_terrain(frac):
     v, f = grid(60, 50, spacing=0.5, height=hills)
