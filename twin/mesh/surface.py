@@ -766,7 +766,7 @@ def _poisson_mesh(xyz, normals, area, depth, resolution, trim, max_distance, til
     # octree cell: ``resolution`` or finer, from the extent of all the points
     ext_all = max(float(np.max(xyz.max(axis=0) - xyz.min(axis=0))), 1e-6)
     d_all = int(np.clip(math.ceil(math.log2(max(ext_all * 1.1 / resolution, 2))), 5, 11))
-    cell = ext_all * 1.21 / 2**d_all
+    cell = ext_all * 1.1 / 2**d_all
     pieces: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
     used_depths, cells = [], []
     nxt = len(xs) if tile_size else 1
