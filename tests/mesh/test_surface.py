@@ -160,10 +160,6 @@ def test_poisson_tiles_are_stitched_without_cracks(lidar, truth):
     assert len(non_manifold_edges(f)) == 0
     be = boundary_edges(f)
     p = v[be]  # (B, 2, 3)
-    on_outline = (
-        np.isclose(p[..., 0], x0) | np.isclose(p[..., 0], x1)
-        | np.isclose(p[..., 1], y0) | np.isclose(p[..., 1], y1)
-    ).all(axis=1)  # fmt: skip
     # no crack: no open edge on or within a metre of the seams (x = -20, y = -20) but
     # the outer rim's (edges touching the outline, where a seam ends)
     touches = (
@@ -173,11 +169,18 @@ def test_poisson_tiles_are_stitched_without_cracks(lidar, truth):
     near_seam = (np.abs(p[..., :2] + 20.0) < 1.0).any(axis=(1, 2))
     assert not (near_seam & ~touches).any(), p[near_seam & ~touches]
     assert tiled.info["stitch"]["open_seam_edges"] == 0
-    # every open edge inside the area belongs to a reported hole
-    inner = int((~on_outline).sum())
-    assert inner <= sum(h.edges for h in tiled.holes) + 40  # rims meeting the outline
-    # as close to the truth as the untiled run (same octree cell): measured tiled
-    # 0.31 / 0.36 m, untiled 0.22 / 0.50 m (mesh -> truth / truth -> mesh means)
+
+    # open edges off the outline: reported holes, or rims that run into the outline
+    # (as many as the untiled run has)
+    def off_outline(s):
+        q = s.vertices[boundary_edges(s.faces)]
+        on = np.isclose(q[..., 0], x0) | np.isclose(q[..., 0], x1)
+        on |= np.isclose(q[..., 1], y0) | np.isclose(q[..., 1], y1)
+        return int((~on.all(axis=1)).sum())
+
+    assert off_outline(tiled) <= off_outline(whole) + sum(h.edges for h in tiled.holes) + 10
+    # as close to the truth as the untiled run (its octree cell or finer): measured
+    # tiled 0.19 / 0.62 m, untiled 0.11 / 0.89 m (mesh -> truth / truth -> mesh means)
     assert tiled.info["depth"] and whole.info["depth"]
     mt, _, tt, _ = two_sided(tiled, truth, area)
     mw, _, tw, _ = two_sided(whole, truth, area)

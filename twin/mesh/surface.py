@@ -24,8 +24,8 @@ the survey area, with its holes reported:
 reconstructed one by one. DSM tiles share their border rows and columns of cells;
 every border sample is made a vertex on both sides, so neighbouring tiles meet at the
 same vertices and the welded mesh has no cracks. Poisson tiles are reconstructed
-with ``overlap`` metres of neighbouring points, all at the octree cell an untiled run
-would use, and clipped exactly at their square (:func:`clip_to_box`: triangles
+with ``overlap`` metres of neighbouring points, each at the octree cell an untiled run
+would use or finer, and clipped exactly at their square (:func:`clip_to_box`: triangles
 crossing a side are split on it); the two rims on each shared side, which match
 within about one octree cell, are then zipped (:func:`zip_seam`: each rim's vertices
 are inserted into the other rim and the pairs welded), tiles first along each row,
@@ -787,10 +787,11 @@ def _poisson_mesh(xyz, normals, area, depth, resolution, trim, max_distance, til
             if depth:
                 d, scale = depth, 1.1
             else:
-                # the octree cube sized so that its cells are ``cell`` wide: every tile
-                # works at the cell size an untiled run of the whole area would use
+                # every tile works at the untiled run's cell or finer; the cube stays
+                # at 1.1 x the points' box (a larger one lets Poisson close surfaces
+                # far from the data inside it)
                 d = int(np.clip(math.ceil(math.log2(max(ext * 1.1 / cell, 2))), 5, 11))
-                scale = max(1.1, 2**d * cell / ext)
+                scale = 1.1
             used_depths.append(d)
             cells.append(ext * scale / 2**d)
             v, f = _poisson_piece(p, normals[sel], d, trim, scale, threads)
