@@ -50,10 +50,10 @@ from twin.cli._common import emit_json
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["jpg", "webp", "png"]),
+    type=click.Choice(["jpg", "webp", "png", "ktx2"]),
     default="jpg",
     show_default=True,
-    help="Texture image format.",
+    help="Texture image format (ktx2: KTX 2.0 pages with mipmaps beside PNG ones).",
 )
 @click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace a textured model already in OUT.")

@@ -10,8 +10,11 @@ Output folder (written under a temporary name and renamed when complete):
 
 ``model.glb``
     glTF 2.0 binary, one mesh (node, primitive, material) per texture page, the page
-    embedded as JPEG/WebP/PNG; glTF y-up frame ``(E, U, -N)``; ``extras.frame`` the
-    local ENU frame.
+    embedded as JPEG/WebP/PNG (PNG when KTX2 is asked for); glTF y-up frame
+    ``(E, U, -N)``; ``extras.frame`` the local ENU frame.
+``texture_<page>.ktx2`` (format ``ktx2``)
+    The page as KTX 2.0 (RGBA8 sRGB, full mip chain, ZLIB supercompressed; see
+    :mod:`twin.texture.ktx2`), beside the PNG the GLB and the OBJ use.
 ``model.obj``, ``model.mtl``, ``texture_<page>.<ext>``
     Wavefront OBJ in local ENU metres (x east, y north, z up) with one ``usemtl`` per
     page; texture coordinates with v pointing up (OBJ convention, ``1 - v_glTF``).
@@ -38,6 +41,7 @@ FORMATS = {
     "jpg": ("JPEG", "image/jpeg"),
     "webp": ("WEBP", "image/webp"),
     "png": ("PNG", "image/png"),
+    "ktx2": ("KTX2", "image/ktx2"),
 }
 GEOREF = "georef.json"
 
@@ -108,11 +112,15 @@ def _trimesh_load(p: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode_image(page: np.ndarray, fmt: str, quality: int) -> bytes:
-    """Encode an (H, W, 3) uint8 page as ``fmt`` ("jpg", "webp" or "png")."""
+    """Encode an (H, W, 3) uint8 page as ``fmt`` ("jpg", "webp", "png" or "ktx2")."""
     from PIL import Image
 
     if fmt not in FORMATS:
         raise ParameterError(f"texture format {fmt!r} must be one of {sorted(FORMATS)}")
+    if fmt == "ktx2":
+        from twin.texture.ktx2 import encode_ktx2
+
+        return encode_ktx2(page)
     buf = io.BytesIO()
     kw = {} if fmt == "png" else {"quality": int(quality)}
     Image.fromarray(page).save(buf, FORMATS[fmt][0], **kw)
@@ -164,9 +172,12 @@ def write_textured(
             )
         if not overwrite:
             raise OutputError("a textured model is already there (use --overwrite)", path=out)
-    ext = fmt
-    mime = FORMATS[fmt][1] if fmt in FORMATS else None
-    encoded = [encode_image(p, fmt, quality) for p in tm.pages]
+    if fmt not in FORMATS:
+        raise ParameterError(f"texture format {fmt!r} must be one of {sorted(FORMATS)}")
+    ktx2 = fmt == "ktx2"
+    ext = "png" if ktx2 else fmt  # glTF core and OBJ tools read PNG, not KTX2
+    mime = FORMATS[ext][1]
+    encoded = [encode_image(p, ext, quality) for p in tm.pages]
     files = {}
     with atomic_dir(out) as tmp:
         meshes = []
@@ -188,6 +199,11 @@ def write_textured(
             (tmp / f"texture_{p}.{ext}").write_bytes(data)
             h, w = tm.pages[p].shape[:2]
             files[f"texture_{p}.{ext}"] = f"texture page {p} ({w}x{h})"
+            if ktx2:
+                (tmp / f"texture_{p}.ktx2").write_bytes(encode_image(tm.pages[p], "ktx2", 0))
+                files[f"texture_{p}.ktx2"] = (
+                    f"texture page {p} ({w}x{h}) as KTX2: RGBA8 sRGB, full mip chain, zlib"
+                )
         fr = frame.to_dict() if frame is not None else None
         write_glb(tmp / "model.glb", meshes, extras={"frame": fr, "generator": "twin texture"})
         files["model.glb"] = "glTF 2.0 binary, y-up (E, U, -N), one textured mesh per page"
