@@ -24,6 +24,10 @@ def test_demo_runs_the_whole_chain(tmp_path, shared_data):
         assert store.count() == summary["entities_in_store"] > 0
     manifest = json.loads((out / "model" / "manifest.json").read_text())
     assert {o["path"] for o in manifest["outputs"]} >= {"model.glb", "tiles/tileset.json"}
+    # folder sizes count every file on disk (the terrain pyramid is many tiles)
+    terrain = [k for k in summary["sizes_mb"] if k.startswith("terrain/")]
+    files = [p for p in (out / "model" / "terrain").rglob("*") if p.is_file()]
+    assert terrain == [f"terrain/ ({len(files)} files)"] and len(files) > 10
     # Running it again replaces its own output; a foreign folder is refused.
     run_demo(out, replay_seconds=5.0)
     (tmp_path / "mine").mkdir()

@@ -75,7 +75,7 @@ def run_demo(
         "counts": {**survey["counts"], **manifest.get("counts", {})},
         "replay": report.to_dict() if hasattr(report, "to_dict") else dict(vars(report)),
         "entities_in_store": entities,
-        "sizes_mb": _sizes(manifest["outputs"]),
+        "sizes_mb": _sizes(model_dir, manifest["outputs"]),
         "timings_s": {k: round(v, 2) for k, v in progress.timings.items()},
         "total_s": round(time.perf_counter() - t0, 1),
     }
@@ -106,15 +106,15 @@ def print_summary(summary: dict) -> None:
     )
 
 
-def _sizes(outputs: list[dict]) -> dict[str, float]:
-    """MB per output file, folders (tiles/, terrain/) summed into one entry each."""
+def _sizes(model_dir: Path, outputs: list[dict]) -> dict[str, float]:
+    """MB per output the manifest lists; a folder (tiles/, terrain/) is one entry
+    with every file under it on disk counted and summed."""
     out: dict[str, float] = {}
     for o in outputs:
         head, _, rest = o["path"].partition("/")
-        key = (
-            f"{head}/ ({sum(1 for p in outputs if p['path'].startswith(head + '/'))} files)"
-            if rest
-            else head
-        )
-        out[key] = out.get(key, 0.0) + o["bytes"] / 1e6
+        if not rest:
+            out[head] = out.get(head, 0.0) + o["bytes"] / 1e6
+            continue
+        files = [p for p in (model_dir / head).rglob("*") if p.is_file()]
+        out[f"{head}/ ({len(files)} files)"] = sum(p.stat().st_size for p in files) / 1e6
     return {k: round(v, 3) for k, v in out.items()}
