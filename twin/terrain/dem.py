@@ -124,6 +124,16 @@ def available_memory() -> int:
         return 1 << 62
 
 
+def _raster_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or an InputError if it is missing or a folder."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("DEM file not found", path=path)
+    if path.is_dir():
+        raise InputError("expected a DEM raster file, found a folder", path=path)
+    return path
+
+
 def read_dem(path: str | os.PathLike, crs=None, window=None) -> Dem:
     """Read band 1 of a DEM raster (GeoTIFF or anything GDAL reads) into a :class:`Dem`.
 
@@ -136,11 +146,7 @@ def read_dem(path: str | os.PathLike, crs=None, window=None) -> Dem:
     import rasterio
     from rasterio.errors import RasterioError
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError("DEM file not found", path=path)
-    if path.is_dir():
-        raise InputError("expected a DEM raster file, found a folder", path=path)
+    path = _raster_path(path)
     try:
         with rasterio.open(path) as ds:
             if ds.count < 1:
@@ -231,11 +237,7 @@ class DemReader:
         import rasterio
         from rasterio.errors import RasterioError
 
-        path = Path(path)
-        if not path.exists():
-            raise InputError("DEM file not found", path=path)
-        if path.is_dir():
-            raise InputError("expected a DEM raster file, found a folder", path=path)
+        path = _raster_path(path)
         try:
             with rasterio.open(path) as ds:
                 if ds.count < 1:
