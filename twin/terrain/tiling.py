@@ -152,14 +152,18 @@ class DemSampler:
             pixel_is_area=dem.pixel_is_area,
             path=dem.path,
         )
+        self._set_frame(dem.crs, dem.path, fill_height)
+
+    def _set_frame(self, dem_crs, path, fill_height: float) -> None:
+        """Horizontal CRS, height unit factor and lon/lat bounds of the raster."""
         self.fill_height = float(fill_height)
-        self.crs = _horizontal(dem.crs)
-        crs = parse_crs(dem.crs)
+        self.crs = _horizontal(dem_crs)
+        crs = parse_crs(dem_crs)
         self.z_factor = unit_factors(crs)[1]
         if crs.is_compound:
             log.warning(
                 "%s: heights of %s are used as ellipsoidal (no geoid conversion)",
-                dem.path,
+                path,
                 crs.name,
             )
         self.lonlat_bounds = self._lonlat_bounds()
@@ -294,17 +298,7 @@ class WindowedDemSampler(DemSampler):
         # the full raster's pixel size (pixel_degrees), without its heights
         self.dem = Dem(heights=np.empty((0, 0)), transform=reader.transform, crs=reader.crs)
         self._shape = (rows, cols)
-        self.fill_height = float(fill_height)
-        self.crs = _horizontal(reader.crs)
-        crs = parse_crs(reader.crs)
-        self.z_factor = unit_factors(crs)[1]
-        if crs.is_compound:
-            log.warning(
-                "%s: heights of %s are used as ellipsoidal (no geoid conversion)",
-                reader.path,
-                crs.name,
-            )
-        self.lonlat_bounds = self._lonlat_bounds()
+        self._set_frame(reader.crs, reader.path, fill_height)
 
     def _bounds(self) -> tuple[float, float, float, float]:
         rows, cols = self._shape
