@@ -313,7 +313,11 @@ def test_rectangles_at_any_angle_give_the_analytic_volume(length, ratio, angle, 
         expect = length * width * eave + 0.5 * width * rise * length
     else:
         expect = length * width * eave + rise * width * (3 * length - width) / 6
-    assert t.volume == pytest.approx(expect, rel=1e-7)
+    # roof vertices closer than the weld distance merge (a near-square hip's ridge of
+    # 6e-5 m becomes a point): the volume moves by at most rise * width * _WELD
+    from twin.mesh.buildings import _WELD
+
+    assert t.volume == pytest.approx(expect, rel=1e-7, abs=rise * width * _WELD)
     assert in_map(m)[:, 2].max() == pytest.approx(4.0 + eave + rise, abs=1e-6)
 
 
