@@ -154,7 +154,7 @@ def test_optimize_vertex_fetch():
     nv, nf, na, remap = optimize_vertex_fetch(v, f, attributes=attrs)
     assert nv.shape[0] == len(v) - 1 and remap[-1] == -1
     np.testing.assert_array_equal(nv[nf], v[f])  # same triangles in the same order
-    np.testing.assert_array_equal(na[:, 0], attrs[remap >= 0][np.argsort(remap[remap >= 0])])
+    np.testing.assert_array_equal(na, attrs[remap >= 0][np.argsort(remap[remap >= 0])])
     # first-use order: the first reference of each vertex is in increasing order
     flat = nf.ravel()
     _, first = np.unique(flat, return_index=True)

@@ -191,6 +191,10 @@ def buildings_cmd(points, footprints, out, dem, cityjson, cityjson_crs, crs, fra
         )
 
 
+def _size(n: int) -> str:
+    return f"{n} bytes" if n < 100_000 else f"{n / 1e6:.3f} MB"
+
+
 @mesh.command("optimize")
 @click.argument("src", metavar="IN", type=click.Path(dir_okay=False))
 @click.argument("out", metavar="OUT", type=click.Path(dir_okay=False))
@@ -242,13 +246,17 @@ def optimize_cmd(
     if as_json:
         emit_json(d)
         return
-    before = f"{r.input_faces} triangles, {r.raw_bytes / 1e6:.2f} MB raw"
+    before = f"{r.input_faces} triangles, {_size(r.raw_bytes)} raw"
     if r.input_bytes is not None:
-        before += f" ({r.input_bytes / 1e6:.2f} MB file)"
+        before += f" (file: {_size(r.input_bytes)})"
     click.echo(f"in:  {src}: {before}")
+    if r.ratio >= 1:
+        vs_raw = f"{r.ratio:.1f}x smaller than raw"
+    else:  # a tiny mesh: the container outweighs the data
+        vs_raw = f"{1 / r.ratio:.1f}x larger than raw"
     click.echo(
-        f"out: {out}: {r.output_faces} triangles, {r.output_bytes / 1e6:.3f} MB "
-        f"({d['bytes_per_triangle']:.2f} B/triangle, {r.ratio:.1f}x smaller than raw)"
+        f"out: {out}: {r.output_faces} triangles, {_size(r.output_bytes)} "
+        f"({d['bytes_per_triangle']:.2f} B/triangle, {vs_raw})"
     )
     if r.simplify_error:
         click.echo(f"simplification error: {r.simplify_error:.4g} (mesh units)")

@@ -1,10 +1,12 @@
 """Numba kernels for the EXT_meshopt_compression bitstream (glTF spec, Appendix A).
 
 Mode 0 (attributes, version 0, header ``0xa0``), mode 1 (triangles, header
-``0xe1``) and mode 2 (indices, header ``0xd1``). Each kernel matches its plain-Python reference in
-:mod:`twin.mesh._meshopt_reference` byte for byte (the tests check this). Kernels
-report bad streams with a negative status instead of raising; the wrappers in
-:mod:`twin.mesh.meshopt_codec` turn that into :class:`~twin.errors.InputError`.
+``0xe1``; the decoder also reads version 0, ``0xe0``, as meshoptimizer's does) and
+mode 2 (indices, header ``0xd1``; ``0xd0`` read too). Each kernel matches its
+plain-Python reference in :mod:`twin.mesh._meshopt_reference` byte for byte (the
+tests check this). Kernels report bad streams with a negative status instead of
+raising; the wrappers in :mod:`twin.mesh.meshopt_codec` turn that into
+:class:`~twin.errors.InputError`.
 
 Status codes: 0 ok, -1 truncated, -2 unexpected bytes before the tail, -3 codeaux
 table holds a 0xf nibble, -4 over-long varint, -5 wrong header byte, -6 (encoder)
@@ -18,6 +20,8 @@ from numba import njit
 
 VERTEX_HEADER = 0xA0
 INDEX_HEADER = 0xE1
+#: Version 0 of the triangle codec (meshoptimizer writes it on request); read only.
+INDEX_HEADER_V0 = 0xE0
 TAIL_MIN = 32
 
 
@@ -504,8 +508,10 @@ def decode_index_kernel(buf, index_count):
     size = buf.shape[0]
     if size < 1 + m + 16:
         return out, -1
-    if buf[0] != INDEX_HEADER:
+    if buf[0] != INDEX_HEADER and buf[0] != INDEX_HEADER_V0:
         return out, -5
+    # version 0 has no "last +- 1" codes: 0xXd and 0xXe read the vertex FIFO
+    fifo_max = 0xD if buf[0] == INDEX_HEADER else 0xF
     end = size - 16
     d = 1 + m
     ea = np.zeros(16, np.int64)
@@ -528,7 +534,7 @@ def decode_index_kernel(buf, index_count):
                 nxt += 1
                 vf[vo & 15] = c
                 vo += 1
-            elif lo < 0xD:
+            elif lo < fifo_max:
                 c = vf[(vo - 1 - lo) & 15]
             elif lo < 0xF:
                 c = (last - 1 if lo == 0xD else last + 1) & 0xFFFFFFFF
@@ -622,6 +628,8 @@ def decode_index_kernel(buf, index_count):
 # ---------------------------------------------------------------- indices (mode 2)
 
 SEQUENCE_HEADER = 0xD1
+#: Version 0 of the index-sequence header (same bitstream); read only.
+SEQUENCE_HEADER_V0 = 0xD0
 
 
 @njit(cache=True)
@@ -666,7 +674,7 @@ def decode_sequence_kernel(buf, count):
     size = buf.shape[0]
     if size < 1 + count + 4:
         return out, -1
-    if buf[0] != SEQUENCE_HEADER:
+    if buf[0] != SEQUENCE_HEADER and buf[0] != SEQUENCE_HEADER_V0:
         return out, -5
     end = size - 4
     p = 1

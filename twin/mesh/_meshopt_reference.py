@@ -347,8 +347,9 @@ def decode_index_ref(buf: bytes, index_count: int) -> np.ndarray:
     m = index_count // 3
     if len(buf) < 1 + m + 16:
         raise ValueError(f"index stream of {len(buf)} bytes is too short for {m} triangles")
-    if buf[0] != INDEX_HEADER:
-        raise ValueError(f"index stream header 0x{buf[0]:02x} is not 0xe1")
+    if buf[0] not in (INDEX_HEADER, 0xE0):
+        raise ValueError(f"index stream header 0x{buf[0]:02x} is not 0xe1 (or 0xe0)")
+    fifo_max = 0xD if buf[0] == INDEX_HEADER else 0xF  # version 0: no last +- 1 codes
     table = buf[len(buf) - 16 :]
     end = len(buf) - 16
     d = 1 + m
@@ -397,7 +398,7 @@ def decode_index_ref(buf: bytes, index_count: int) -> np.ndarray:
                 c = nxt
                 nxt += 1
                 pv(c)
-            elif lo < 0xD:
+            elif lo < fifo_max:
                 c = verts[lo]
             elif lo < 0xF:
                 c = (last - 1 if lo == 0xD else last + 1) & 0xFFFFFFFF
@@ -483,8 +484,8 @@ def decode_sequence_ref(buf: bytes, count: int) -> np.ndarray:
     """Inverse of :func:`encode_sequence_ref`: bytes -> (count,) uint32."""
     if len(buf) < 1 + count + 4:
         raise ValueError("index sequence is truncated")
-    if buf[0] != SEQUENCE_HEADER:
-        raise ValueError(f"index sequence header 0x{buf[0]:02x} is not 0xd1")
+    if buf[0] not in (SEQUENCE_HEADER, 0xD0):
+        raise ValueError(f"index sequence header 0x{buf[0]:02x} is not 0xd1 (or 0xd0)")
     end = len(buf) - 4
     p = 1
     last = [0, 0]

@@ -16,9 +16,12 @@ stores bufferViews in three modes; we write and read all three:
   deltas, then a 16-byte ``codeaux`` table. Triangles may be rotated (winding kept);
   their order is kept. Our encoder picks, per triangle, the rotation with the
   fewest bytes, and builds the ``codeaux`` table from the mesh's own statistics
-  (0x00 plus its 13 most frequent new-triangle patterns) in a first pass.
+  (0x00 plus its 13 most frequent new-triangle patterns) in a first pass. The
+  decoder also reads version 0 (header ``0xe0``, which meshoptimizer writes after
+  ``meshopt_encodeIndexVersion(0)``: there ``0xXd``/``0xXe`` read the vertex FIFO).
 - ``INDICES`` (mode 2, header ``0xd1``): any index sequence (lines, strips, sparse
-  accessor indices) as varint-7 zigzag deltas against the nearer of two baselines.
+  accessor indices) as varint-7 zigzag deltas against the nearer of two baselines
+  (``0xd0``, the same stream with a version-0 header, is read too).
 
 :func:`encode_meshopt` is the convenience the tiles writer uses: cache and fetch
 order, ``KHR_mesh_quantization`` (positions ``UNSIGNED_SHORT`` padded to 8 bytes,
@@ -42,7 +45,13 @@ from twin.errors import InputError, ParameterError
 from twin.mesh import _meshopt_kernels as K
 from twin.mesh.quantize import Quantized, dequantize, quantize
 from twin.mesh.reorder import optimize_vertex_cache, optimize_vertex_fetch
-from twin.mesh.validate import MAX_VERTICES, check_faces, check_mesh, check_n_vertices
+from twin.mesh.validate import (
+    MAX_VERTICES,
+    check_attributes,
+    check_faces,
+    check_mesh,
+    check_n_vertices,
+)
 
 __all__ = [
     "decode_index_buffer",
@@ -238,6 +247,13 @@ def _stream(data: np.ndarray, component: str, kind: str) -> dict:
     }
 
 
+def _attribute(a, n: int, width: int, what: str) -> np.ndarray:
+    a = check_attributes(a, n, what=what)
+    if a.shape[1] != width:
+        raise InputError(f"{what} must have shape (N, {width}), got {a.shape}")
+    return a
+
+
 def encode_meshopt(vertices, faces, bits: int = 14, normals=None, uvs=None) -> dict:
     """Optimise, quantise and encode a mesh for ``EXT_meshopt_compression``.
 
@@ -247,7 +263,8 @@ def encode_meshopt(vertices, faces, bits: int = 14, normals=None, uvs=None) -> d
     (uint16 x 4, ``byteStride`` 8, the fourth component 0), optionally
     ``"normals"`` (int8 x 4, ``byteStride`` 4, normalised) and ``"uvs"`` (uint16 x 2,
     ``byteStride`` 4, normalised), and ``"indices"`` (``mode`` TRIANGLES,
-    ``byteStride`` 2 when every index fits 16 bits, else 4); each holds ``data``
+    ``byteStride`` 2 when every index fits below 65535, the primitive-restart value
+    glTF forbids, i.e. at most 65535 vertices; else 4); each holds ``data``
     (bytes), ``byteStride``, ``count``, ``mode``, ``filter`` for the bufferView
     extension object. ``"quantized"`` is the :class:`Quantized` (node transform,
     texture transform) and ``"n_vertices"`` / ``"n_faces"`` the counts.
@@ -258,9 +275,9 @@ def encode_meshopt(vertices, faces, bits: int = 14, normals=None, uvs=None) -> d
     v, f = check_mesh(vertices, faces)
     extra = []
     if normals is not None:
-        extra.append(np.asarray(normals, np.float64).reshape(v.shape[0], -1))
+        extra.append(_attribute(normals, v.shape[0], 3, "normals"))
     if uvs is not None:
-        extra.append(np.asarray(uvs, np.float64).reshape(v.shape[0], -1))
+        extra.append(_attribute(uvs, v.shape[0], 2, "uvs"))
     f = optimize_vertex_cache(f, v.shape[0])
     attrs = np.hstack(extra) if extra else None
     v, f, attrs, _ = optimize_vertex_fetch(v, f, attrs)
@@ -277,7 +294,8 @@ def encode_meshopt(vertices, faces, bits: int = 14, normals=None, uvs=None) -> d
         out["normals"] = _stream(_pad_columns(q.normals, 4), "BYTE", "VEC3")
     if q.uvs is not None:
         out["uvs"] = _stream(q.uvs, "UNSIGNED_SHORT", "VEC2")
-    size = 2 if v.shape[0] <= 0x10000 else 4
+    # 0xFFFF is the primitive-restart value glTF forbids in UNSIGNED_SHORT indices
+    size = 2 if v.shape[0] <= 0xFFFF else 4
     out["indices"] = {
         "data": encode_index_buffer(f, v.shape[0]),
         "byteStride": size,
@@ -298,9 +316,14 @@ def decode_meshopt(d: dict) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"not an encode_meshopt result: missing {exc}") from None
     if not isinstance(q, Quantized):
         raise InputError("encode_meshopt result has no Quantized under 'quantized'")
-    raw = decode_vertex_buffer(p["data"], p["count"], p["byteStride"])
+    try:
+        raw = decode_vertex_buffer(p["data"], p["count"], p["byteStride"])
+        faces = decode_index_buffer(ix["data"], ix["count"], 4)
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"not an encode_meshopt result: bad stream entry ({exc})") from None
+    if raw.shape[1] < 6:
+        raise InputError(f"positions stream has byteStride {p['byteStride']}, expected 8")
     pos = raw.view(np.uint16)[:, :3]
-    faces = decode_index_buffer(ix["data"], ix["count"], 4)
     if faces.size and faces.max() >= p["count"]:
         raise InputError("index stream refers to vertices past the position count")
     restored = Quantized(

@@ -192,7 +192,7 @@ def optimize(
     t["read"] = time.perf_counter() - t0
     from twin.mesh.validate import check_mesh
 
-    v, f = check_mesh(v, f)
+    v, f = check_mesh(v, f, path=src)
     n_in, m_in = len(v), len(f)
     raw_bytes = 12 * n_in + 12 * m_in
 
@@ -236,6 +236,7 @@ def optimize(
     t["encode"] = time.perf_counter() - t0
     path = None
     if out is not None:
+        _check_suffix(out, codec)
         with atomic_path(out) as tmp:
             tmp.write_bytes(data)
         path = os.fspath(out)
@@ -259,6 +260,16 @@ def optimize(
     )
     log.info("mesh optimize: %d -> %d bytes (%s)", raw_bytes, len(data), codec)
     return res
+
+
+def _check_suffix(out, codec: str) -> None:
+    suffix = Path(out).suffix.lower()
+    glb = codec != "twin"
+    if (glb and suffix in READ_SUFFIXES and suffix != ".glb") or (
+        not glb and suffix in READ_SUFFIXES
+    ):
+        kind = "a binary glTF (.glb)" if glb else "a twin mesh archive, not a mesh format"
+        log.warning("%s: codec %r writes %s despite the %s suffix", out, codec, kind, suffix)
 
 
 def _encode_twin(v: np.ndarray, f: np.ndarray, bits: int) -> bytes:

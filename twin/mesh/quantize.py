@@ -50,13 +50,25 @@ class Quantized:
         """Largest per-axis position error quantisation can cause: half a step."""
         return 0.5 * self.step
 
-    def node_transform(self) -> dict:
-        """glTF node TRS that restores positions: ``{"translation", "scale"}``."""
-        return {"translation": [float(x) for x in self.offset], "scale": [float(self.step)] * 3}
+    def _scale(self, normalized: bool) -> float:
+        # a normalised UNSIGNED_SHORT accessor reads q / 65535: scale that back up
+        return float(self.step) * (65535.0 if normalized else 1.0)
 
-    def node_matrix(self) -> list[float]:
+    def node_transform(self, normalized: bool = False) -> dict:
+        """glTF node TRS that restores positions: ``{"translation", "scale"}``.
+
+        ``normalized``: the position accessor is ``normalized: true`` (a viewer reads
+        ``q / 65535``); the scale is then ``step * 65535``. Both variants are valid
+        KHR_mesh_quantization and restore the same positions.
+        """
+        return {
+            "translation": [float(x) for x in self.offset],
+            "scale": [self._scale(normalized)] * 3,
+        }
+
+    def node_matrix(self, normalized: bool = False) -> list[float]:
         """The same transform as a glTF node ``matrix`` (16 floats, column-major)."""
-        s = float(self.step)
+        s = self._scale(normalized)
         tx, ty, tz = (float(x) for x in self.offset)
         return [s, 0.0, 0.0, 0.0, 0.0, s, 0.0, 0.0, 0.0, 0.0, s, 0.0, tx, ty, tz, 1.0]
 
@@ -85,6 +97,11 @@ def quantize(vertices, bits: int = 14, normals=None, uvs=None) -> Quantized:
     v = check_vertices(vertices)
     lo = v.min(axis=0)
     extent = float((v.max(axis=0) - lo).max())
+    if not np.isfinite(extent):
+        raise InputError(
+            "vertices span more than float64 can hold (the bounding box's extent "
+            "overflows); move the mesh to a local frame first"
+        )
     levels = (1 << int(bits)) - 1
     step = extent / levels if extent > 0 else 1.0
     q = np.rint((v - lo) / step)

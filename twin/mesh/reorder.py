@@ -16,7 +16,7 @@ import numpy as np
 from twin.mesh._cache_kernels import take_faces_kernel
 from twin.mesh._kernels import fifo_misses_kernel, first_use_kernel, vertex_cache_kernel
 from twin.mesh.validate import (
-    check_attributes,
+    attribute_columns,
     check_cache_size,
     check_faces,
     check_mesh,
@@ -95,21 +95,26 @@ def optimize_vertex_fetch(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """Renumber vertices in order of first use by ``faces``; drop unused vertices.
 
-    Returns ``(vertices float64 (N', 3), faces uint32 (M, 3), attributes float64
-    (N', K) or None, remap int64 (N,))`` where ``remap[i]`` is the new index of input
-    vertex i, or -1 if no face uses it. Faces keep their order and winding.
+    ``attributes``: optional per-vertex values reordered with the vertices, an (N,)
+    or (N, K) array of any real dtype or a dict of them; they come back in the same
+    form (dtype, shape, dict keys).
+    Returns ``(vertices float64 (N', 3), faces uint32 (M, 3), attributes or None,
+    remap int64 (N,))`` where ``remap[i]`` is the new index of input vertex i, or -1
+    if no face uses it. Faces keep their order and winding.
     Memory: O(N + M), one int64 per vertex plus the outputs.
     """
     v, f = check_mesh(vertices, faces)
-    attrs = check_attributes(attributes, v.shape[0])
+    _, attr_rows = attribute_columns(attributes, v.shape[0])
     remap, _, inverse, out_f = first_use_kernel(f, v.shape[0])
-    return v[inverse], out_f, (attrs[inverse] if attrs is not None else None), remap
+    return v[inverse], out_f, attr_rows(inverse), remap
 
 
 def acmr(faces, n_vertices: int, cache_size: int = 16) -> float:
     """Average cache miss ratio: FIFO cache misses per triangle (0.5 is ideal for
-    a large regular grid, 3.0 is the worst). ``faces`` (M, 3) integer.
-    O(M) time, one int64 per vertex."""
+    a large regular grid, 3.0 is the worst). ``faces`` (M, 3) integer, drawn in
+    order through a FIFO of ``cache_size`` entries (a hit does not refresh an
+    entry), as meshoptimizer's ``meshopt_analyzeVertexCache`` with no warp or
+    primitive-group limits. O(M) time, one int64 per vertex."""
     f, n = _faces_nv(faces, n_vertices)
     misses, _ = fifo_misses_kernel(f, n, check_cache_size(cache_size))
     return misses / f.shape[0]
@@ -117,7 +122,8 @@ def acmr(faces, n_vertices: int, cache_size: int = 16) -> float:
 
 def atvr(faces, n_vertices: int, cache_size: int = 16) -> float:
     """Average transform to vertex ratio: FIFO cache misses per distinct referenced
-    vertex (1.0 is ideal: every vertex transformed once). O(M) time."""
+    vertex (1.0 is ideal: every vertex transformed once; unused vertices do not
+    count), as meshoptimizer's ``meshopt_analyzeVertexCache``. O(M) time."""
     f, n = _faces_nv(faces, n_vertices)
     misses, unique = fifo_misses_kernel(f, n, check_cache_size(cache_size))
     return misses / unique

@@ -153,6 +153,30 @@ def check_attributes(
     return arr
 
 
+def attribute_columns(attributes, n_vertices: int, *, path: PathLike = None):
+    """Per-vertex attributes as float64 columns plus a function that gives rows back
+    in the caller's own form: ``(cols (N, K) float64 or None, rows)`` where
+    ``rows(index)`` returns ``attributes[index]`` with the input's dtype and shape
+    (a 1-D array stays 1-D, uint8 colours stay uint8) or, for a dict of arrays (e.g.
+    ``{"uv": (N, 2), "normal": (N, 3), "color": (N, 4) uint8}``), a dict of them.
+    Each array is checked as :func:`check_attributes` does (the message names its key).
+    """
+    if attributes is None:
+        return None, lambda index: None
+    if isinstance(attributes, dict):
+        if not attributes:
+            raise InputError("attributes is an empty dict", path=path)
+        raw = {}
+        cols = []
+        for key, a in attributes.items():
+            cols.append(check_attributes(a, n_vertices, path=path, what=f"attributes[{key!r}]"))
+            raw[key] = np.asarray(a)
+        return np.hstack(cols), lambda index: {k: a[index] for k, a in raw.items()}
+    cols = check_attributes(attributes, n_vertices, path=path)
+    raw = np.asarray(attributes)
+    return cols, lambda index: raw[index]
+
+
 def check_cache_size(cache_size) -> int:
     """A post-transform cache size: an integer in [3, 1024]."""
     if isinstance(cache_size, bool) or not isinstance(cache_size, int | np.integer):

@@ -6,7 +6,7 @@ import numpy as np
 
 from twin.errors import ParameterError
 from twin.mesh._kernels import clean_faces_kernel, weld_exact_kernel, weld_grid_kernel
-from twin.mesh.validate import check_attributes, check_mesh
+from twin.mesh.validate import attribute_columns, check_mesh
 
 __all__ = ["weld"]
 
@@ -46,7 +46,8 @@ def weld(
         merges each into the lowest-index earlier *representative* within ``tol``
         (Euclidean distance); clusters are therefore at most ``2 tol`` across and
         never chain. The representative's position (and attributes) is kept.
-    attributes : optional (N,) or (N, K) per-vertex values (UVs, normals, colours).
+    attributes : optional (N,) or (N, K) per-vertex values (UVs, normals, colours),
+        any real dtype, or a dict of such arrays (``{"uv": uv, "color": rgba}``).
         Vertices are merged only if their attributes are equal (``tol == 0``) or
         within ``tol`` per component (``tol > 0``), so UV seams and hard normal
         edges survive.
@@ -57,7 +58,8 @@ def weld(
     faces : (M', 3) uint32, input face order with degenerate faces (two corners on
         one welded vertex) and duplicates (same three vertices in the same cyclic
         order as an earlier face; the opposite winding is kept) removed.
-    attributes : (N', K) float64, or None when none were given.
+    attributes : the kept representatives' attributes in the form they came in
+        (same dtype and shape per array, a dict for a dict), or None.
     remap : (N,) int64, for every *input* vertex its index in the output vertices,
         or -1 when it was dropped because no kept face uses it. ``out_vertices[
         remap[i]]`` is the welded position of input vertex i.
@@ -66,7 +68,7 @@ def weld(
     outputs; about 100 bytes per input vertex at peak. Time: expected O(N + M).
     """
     v, f = check_mesh(vertices, faces)
-    attrs = check_attributes(attributes, v.shape[0])
+    attrs, attr_rows = attribute_columns(attributes, v.shape[0])
     tol = _check_tol(tol, v)
     if tol == 0.0:
         cols = v if attrs is None else np.hstack([v, attrs])
@@ -85,5 +87,5 @@ def weld(
     out_faces = compact[new_faces].astype(np.uint32)
     kept = first[used]
     out_v = v[kept]
-    out_a = attrs[kept] if attrs is not None else None
+    out_a = attr_rows(kept)
     return out_v, out_faces.reshape(-1, 3), out_a, compact[remap]
