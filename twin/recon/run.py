@@ -194,6 +194,14 @@ def reconstruct(
     with progress.step("georeferencing"):
         geo = sfm.georeference(rec, images, frame=frame, gcps=gcps)
         sfm.apply_georef(rec, geo)
+        adjusted = None
+        gcp_control = bool(geo.gcp) and geo.gcp["role"].startswith("control")
+        if options.sfm.prior_adjustment and not gcp_control:
+            from twin.recon.georef import adjust_with_priors, check_gcps
+
+            adjusted = adjust_with_priors(rec, images, geo.frame)
+            if adjusted is not None and gcps:
+                geo.gcp = check_gcps(rec, images, gcps, geo.frame)
     timings["georeference"] = time.perf_counter() - t0
     report["georeference"] = {
         "frame": geo.frame.to_dict(),
@@ -205,6 +213,7 @@ def reconstruct(
         "gps_residuals_m": geo.gps_residuals,
         "gcp": geo.gcp or None,
         "crs": crs_label(out_crs) if out_crs is not None else None,
+        "prior_adjustment": adjusted,
     }
     sparse_dir = out / "sparse"
     sparse_dir.mkdir(exist_ok=True)

@@ -63,6 +63,8 @@ class SfmOptions:
     rig: bool = True  # photos of a multi-camera rig mapped as a rig (see apply_rig)
     gps_prior: bool = False  # incremental mapping with the EXIF GPS as position priors
     final_refinement: bool = True  # re-triangulate every match, then a robust global BA
+    # after the similarity: BA with GPS and gimbal-attitude priors (twin.recon.georef)
+    prior_adjustment: bool = True
 
 
 @dataclass
