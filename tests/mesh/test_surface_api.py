@@ -18,6 +18,7 @@ import pytest
 
 import twin.mesh as tm
 from twin.errors import InputError, ParameterError
+from twin.mesh.meshopt_codec import decode_index_sequence, encode_index_sequence
 
 mo = pytest.importorskip("meshoptimizer")
 
@@ -104,12 +105,9 @@ def fifo_misses(faces, n_vertices, cache_size) -> int:
 
 
 def canon(faces) -> list:
-    """Sorted triangles, each as its rotation starting at its smallest index (winding kept)."""
-    f = np.asarray(faces, np.int64).reshape(-1, 3)
-    r = np.argmin(f, axis=1)
-    rows = np.arange(len(f))
-    g = np.stack([f[rows, r], f[rows, (r + 1) % 3], f[rows, (r + 2) % 3]], axis=1)
-    return sorted(map(tuple, g.tolist()))
+    """Sorted triangles, each as its lexicographically smallest rotation (winding kept)."""
+    f = np.asarray(faces, np.int64).reshape(-1, 3).tolist()
+    return sorted(min((a, b, c), (b, c, a), (c, a, b)) for a, b, c in f)
 
 
 def mo_vertex_decode(buf: bytes, count: int, stride: int) -> np.ndarray:
@@ -520,3 +518,170 @@ def test_cache_size_checked(bad):
         tm.acmr(F, N, cache_size=bad)
     with pytest.raises(ParameterError, match="cache_size"):
         tm.optimize_vertex_cache(F, N, cache_size=bad)
+
+
+# ---------------------------------------------------------------- bits
+
+
+def spread_vertices(seed=0, n=500):
+    g = np.random.default_rng(seed)
+    v = g.normal(size=(n, 3)) * [300.0, 120.0, 25.0] + [4.5e5, 5.7e6, 40.0]
+    return v, g.integers(0, n, (2 * n, 3))
+
+
+@pytest.mark.parametrize("bits", list(range(1, 17)))
+def test_quantize_every_bit_depth(bits):
+    v, _ = spread_vertices(bits)
+    v32 = v.astype(np.float32)
+    for src in (v, v32):
+        q = tm.quantize(src, bits=bits)
+        assert q.bits == bits and q.positions.dtype == np.uint16
+        assert int(q.positions.max()) == 2**bits - 1  # the longest axis spans the grid
+        extent = np.ptp(np.asarray(src, np.float64), axis=0).max()
+        assert q.step == pytest.approx(extent / (2**bits - 1))
+        err = np.abs(tm.dequantize(q) - np.asarray(src, np.float64)).max()
+        assert err <= q.max_error * (1 + 1e-9) + 1e-9 * np.abs(v).max()
+        # the node transform restores them, as non-normalised and as normalised shorts
+        for normalized in (False, True):
+            t = q.node_transform(normalized=normalized)
+            m = np.array(q.node_matrix(normalized=normalized)).reshape(4, 4).T  # column-major
+            qq = q.positions.astype(np.float64) / (65535.0 if normalized else 1.0)
+            trs = qq * t["scale"] + t["translation"]
+            mat = qq @ m[:3, :3].T + m[:3, 3]
+            np.testing.assert_allclose(trs, tm.dequantize(q), rtol=0, atol=1e-9 * np.abs(v).max())
+            np.testing.assert_allclose(mat, trs, rtol=0, atol=1e-9 * np.abs(v).max())
+
+
+@pytest.mark.parametrize("bits", [8, 10, 12, 14, 16])
+def test_encode_decode_at_every_bit_depth(bits):
+    v, f = spread_vertices(bits, n=300)
+    data, order = tm.encode(v, f, bits=bits, return_order=True)
+    archive_mesh(data, order, v, f, bits)
+    q, qf = tm.decode_quantized(data)
+    assert q.bits == bits
+    np.testing.assert_array_equal(q.positions, tm.quantize(v, bits=bits).positions[order])
+    # EXT_meshopt: a lattice whose points lie further apart than the grid step, so
+    # each decoded vertex has one input vertex within half a step
+    g = np.random.default_rng(bits)
+    lattice = np.stack(np.meshgrid(*[np.arange(7)] * 3), -1).reshape(-1, 3)
+    v = lattice * [97.0, 101.0, 13.0] + g.uniform(-3, 3, lattice.shape) + [4.5e5, 5.7e6, 40.0]
+    f = g.integers(0, len(v), (600, 3))
+    d = tm.encode_meshopt(v, f, bits=bits)
+    mv, mf = tm.decode_meshopt(d)
+    assert d["quantized"].bits == bits
+    kept = np.unique(f)
+    assert_same_triangles(mv, mf, v[kept], np.searchsorted(kept, f), d["quantized"].max_error)
+
+
+BAD_BITS = [0, 17, -1, 14.5, 14.0, "14", None, True, np.float64(8)]
+
+
+@pytest.mark.parametrize("bits", BAD_BITS, ids=repr)
+def test_bad_bits_are_parameter_errors(bits):
+    for call in (
+        lambda: tm.quantize(V, bits=bits),
+        lambda: tm.encode(V, F, bits=bits),
+        lambda: tm.encode_meshopt(V, F, bits=bits),
+        lambda: tm.optimize((V, F), bits=bits),
+    ):
+        with pytest.raises(ParameterError, match="bits"):
+            call()
+
+
+def test_numpy_integer_bits_are_fine():
+    assert tm.quantize(V, bits=np.int64(10)).bits == 10
+    assert tm.decode_quantized(tm.encode(V, F, bits=np.uint8(10)))[0].bits == 10
+
+
+# ---------------------------------------------------------------- EXT_meshopt interop
+
+
+def vertex_like(n, stride, seed):
+    """Bytes that behave like vertex data: slowly drifting words plus some noise."""
+    g = np.random.default_rng(seed)
+    d = g.integers(0, 256, (n, stride), dtype=np.uint8)
+    words = np.cumsum(g.integers(-40, 41, (n, stride // 4)), axis=0).astype(np.int32)
+    d[:, : stride // 2] = words.view(np.uint8).reshape(n, -1)[:, : stride // 2]
+    return d
+
+
+@pytest.mark.parametrize("stride", list(range(4, 68, 4)))
+def test_vertex_streams_both_ways(stride):
+    n = 700  # several blocks (up to 256 elements each), a partial last group
+    d = vertex_like(n, stride, stride)
+    ours = tm.encode_vertex_buffer(d)
+    assert ours[0] == 0xA0
+    np.testing.assert_array_equal(mo_vertex_decode(ours, n, stride), d)
+    theirs = mo.encode_vertex_buffer(d, n, stride)
+    assert theirs[0] == 0xA0
+    np.testing.assert_array_equal(tm.decode_vertex_buffer(theirs, n, stride), d)
+    assert len(ours) <= 1.05 * len(theirs)
+    # typed input: rows of float32 / uint16 views of the same bytes
+    if stride % 4 == 0:
+        np.testing.assert_array_equal(
+            tm.decode_vertex_buffer(tm.encode_vertex_buffer(d.view(np.float32)), n, stride), d
+        )
+
+
+def test_vertex_stream_version_1_is_refused_clearly():
+    d = vertex_like(64, 12, 0)
+    mo.encode_vertex_version(1)
+    v1 = mo.encode_vertex_buffer(d, 64, 12)
+    mo.encode_vertex_version(0)
+    assert v1[0] == 0xA1
+    with pytest.raises(InputError, match="version 1"):
+        tm.decode_vertex_buffer(v1, 64, 12)
+
+
+def index_cases():
+    g = np.random.default_rng(11)
+    v, f = grid(30, 20, seed=2)
+    opt = tm.optimize_vertex_cache(f, len(v))
+    _, opt, _, _ = tm.optimize_vertex_fetch(v, opt)
+    rand = g.integers(0, 5000, (300, 3)).astype(np.uint32)
+    wide = (g.integers(0, 300, (200, 3)) * 70_001 + 5).astype(np.uint32)  # > 16 bits
+    degen = np.array([[0, 0, 1], [2, 2, 2], [1, 2, 3], [3, 2, 1], [1, 2, 3]], np.uint32)
+    return {"optimised": opt, "shuffled": f, "random": rand, "wide": wide, "degenerate": degen}
+
+
+@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("case", sorted(index_cases()))
+def test_triangle_streams_both_ways(case, version):
+    f = index_cases()[case]
+    n = int(f.max()) + 1
+    size = 2 if n <= 0xFFFF else 4
+    ours = tm.encode_index_buffer(f)
+    assert ours[0] == 0xE1
+    for s in {size, 4}:
+        dec = mo_index_decode(ours, f.size, s).reshape(-1, 3)
+        np.testing.assert_array_equal(dec, tm.decode_index_buffer(ours, f.size, s))
+    assert canon(tm.decode_index_buffer(ours, f.size)) == canon(f)
+    # meshoptimizer's stream (both versions of its triangle codec), read by ours
+    mo.encode_index_version(version)
+    theirs = mo.encode_index_buffer(f.ravel(), f.size, n)
+    assert theirs[0] == 0xE0 | version
+    np.testing.assert_array_equal(
+        tm.decode_index_buffer(theirs, f.size), mo_index_decode(theirs, f.size, 4).reshape(-1, 3)
+    )
+    if version == 1:
+        assert len(ours) <= 1.05 * len(theirs)
+
+
+@pytest.mark.parametrize("version", [0, 1])
+@pytest.mark.parametrize("case", ["strip", "lines", "sparse", "wide"])
+def test_index_sequences_both_ways(case, version):
+    g = np.random.default_rng(5)
+    seq = {
+        "strip": np.arange(2000) // 2 + (np.arange(2000) % 2) * 1000,
+        "lines": np.repeat(np.arange(1, 1000), 2)[1:-1],
+        "sparse": np.sort(g.choice(100_000, 800, replace=False)),
+        "wide": g.integers(0, 2**30, 500),
+    }[case].astype(np.uint32)
+    ours = encode_index_sequence(seq)
+    assert ours[0] == 0xD1
+    dec = mo.decode_index_sequence(seq.size, 4, ours)
+    np.testing.assert_array_equal(np.asarray(dec, np.uint32), seq)
+    mo.encode_index_version(version)
+    theirs = mo.encode_index_sequence(seq, seq.size, int(seq.max()) + 1)
+    assert theirs[0] == 0xD0 | version
+    np.testing.assert_array_equal(decode_index_sequence(theirs, seq.size), seq)
