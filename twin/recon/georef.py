@@ -81,6 +81,16 @@ def _log(R: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(np.asarray(R).reshape(-1, 3, 3)).as_rotvec()
 
 
+def _left_jacobian_inv(r: np.ndarray) -> np.ndarray:
+    """d log(exp(d) exp(r)) / d d at d = 0, for (n, 3) rotation vectors ``r``."""
+    th = np.linalg.norm(r, axis=1)
+    K = _skew(r)
+    small = th < 1e-6
+    ths = np.where(small, 1.0, th)
+    c = np.where(small, 1 / 12, (1 / ths**2) - (1 + np.cos(ths)) / (2 * ths * np.sin(ths)))
+    return np.eye(3) - 0.5 * K + c[:, None, None] * (K @ K)
+
+
 def project(Xc: np.ndarray, params: np.ndarray):
     """Pixels of camera-frame points and d(pixel)/d(Xc) (n, 2, 3).
 
@@ -292,10 +302,12 @@ def _prior_terms(prob: Problem, pri: Priors):
     # attitude: log(R_cam R_prior^T), in the camera's frame
     a = np.flatnonzero(np.isfinite(pri.R[:, 0, 0]))
     if len(a):
-        e = _log(R[a] @ np.transpose(pri.R[a], (0, 2, 1))) / pri.sigma_rot
+        r = _log(R[a] @ np.transpose(pri.R[a], (0, 2, 1)))
+        e = r / pri.sigma_rot
+        Jl = _left_jacobian_inv(r)
         J = np.zeros((len(a), 3, 12))
-        J[:, :, 0:3] = Rs[a]
-        J[m[a], :, 6:9] = np.eye(3)
+        J[:, :, 0:3] = Jl @ Rs[a]
+        J[m[a], :, 6:9] = Jl[m[a]]
         out.append((e, J / pri.sigma_rot, a, np.zeros(len(a), int)))
     # GPS: camera centre, split into horizontal (2 rows) and vertical (1 row)
     g = np.flatnonzero(np.isfinite(pri.C[:, 0]))
@@ -515,14 +527,16 @@ def adjust_problem(
     adjusted problem and a report, or None and the reason it did not run."""
     opts = options or PriorOptions()
     att = np.isfinite(R_prior[:, 0, 0])
-    if att.sum() < 3:
-        return None, {"skipped": "fewer than three photos with gimbal angles"}
+    gps = np.isfinite(C_prior[:, 0])
     R, _ = prob.cam_from_world()
     d_att = np.linalg.norm(_log(R[att] @ np.transpose(R_prior[att], (0, 2, 1))), axis=1)
-    sig_rot = _robust_rms(d_att) / np.sqrt(3)
-    if np.degrees(sig_rot) > opts.max_sigma_deg:
-        return None, {"skipped": f"gimbal angles scatter {np.degrees(sig_rot):.1f} deg"}
-    gps = np.isfinite(C_prior[:, 0])
+    sig_rot = _robust_rms(d_att) / np.sqrt(3) if att.any() else np.pi
+    if att.any() and np.degrees(sig_rot) > opts.max_sigma_deg:
+        log.info("gimbal angles scatter %.1f deg: not used", np.degrees(sig_rot))
+        R_prior = np.full_like(R_prior, np.nan)
+        att[:] = False
+    if gps.sum() < 3:  # the positions fix the datum (translation and scale)
+        return None, {"skipped": "fewer than three GPS positions"}
     dC = prob.centres()[gps] - C_prior[gps]
     sig_h = max(_robust_rms(dC[:, :2]), opts.min_sigma_gps_m) if gps.any() else 1.0
     sig_v = max(_robust_rms(dC[:, 2]), opts.min_sigma_gps_m) if gps.any() else 1.0
@@ -552,6 +566,8 @@ def adjust_problem(
             break
     R, _ = prob.cam_from_world()
     d_att = np.degrees(np.linalg.norm(_log(R[att] @ np.transpose(R_prior[att], (0, 2, 1))), axis=1))
+    if not att.any():
+        d_att = np.full(1, np.nan)
     return prob, {
         "start": start,
         "rounds": rounds,
@@ -577,6 +593,9 @@ def adjust_with_priors(
         return None
     prob, ids = got
     Rp, Cp, share = _priors_for(ids["names"], images, frame, prob)
+    if np.isfinite(Rp[:, 0, 0]).sum() < 3:
+        log.info("fewer than three photos with gimbal angles: no prior adjustment")
+        return None
     prob, report = adjust_problem(prob, Rp, Cp, share, options)
     if prob is None:
         log.info("no prior adjustment (%s): the similarity stands", report["skipped"])
@@ -610,10 +629,12 @@ def _variance_components(solver: _Solver, prob: Problem, pri: Priors, opts: Prio
         np.put_along_axis(Jf, np.broadcast_to(idx[:, None, :], J.shape), J, axis=2)
         Jf = Jf[:, :, : solver.P]
         q = np.einsum("nki,ij,nkj->n", Jf, Sig, Jf) * wp
-        red = max(J.shape[0] * J.shape[1] - float(q.sum()), 1e-3)
+        # rows down-weighted as outliers (beyond the Huber threshold) are left out
+        inl = wp >= 1.0
+        red = max(J.shape[1] * inl.sum() - float(q[inl].sum()), 1e-3)
         rows += J.shape[0] * J.shape[1]
-        prior_red += red
-        ss = float((wp * (ep**2).sum(1)).sum())
+        prior_red += J.shape[1] * len(ep) - float(q.sum())
+        ss = float((ep[inl] ** 2).sum())
         ratio = np.sqrt(ss / red)  # σ_new / σ_old
         if g == 0:
             out["sigma_rot"] = max(pri.sigma_rot * ratio, np.radians(opts.min_sigma_deg))
