@@ -12,12 +12,14 @@ input must raise a :class:`~twin.errors.TwinError` subclass naming the problem.
 from __future__ import annotations
 
 import ctypes
+import struct
+import zlib
 
 import numpy as np
 import pytest
 
 import twin.mesh as tm
-from twin.errors import InputError, ParameterError
+from twin.errors import InputError, ParameterError, TwinError
 from twin.mesh.meshopt_codec import decode_index_sequence, encode_index_sequence
 
 mo = pytest.importorskip("meshoptimizer")
@@ -685,3 +687,269 @@ def test_index_sequences_both_ways(case, version):
     theirs = mo.encode_index_sequence(seq, seq.size, int(seq.max()) + 1)
     assert theirs[0] == 0xD0 | version
     np.testing.assert_array_equal(decode_index_sequence(theirs, seq.size), seq)
+
+
+# ---------------------------------------------------------------- bad input
+
+VERTEX_CALLS = {
+    "weld": lambda v, f: tm.weld(v, f),
+    "weld_tol": lambda v, f: tm.weld(v, f, tol=0.1),
+    "optimize_vertex_fetch": lambda v, f: tm.optimize_vertex_fetch(v, f),
+    "optimize_overdraw": lambda v, f: tm.optimize_overdraw(v, f),
+    "quantize": lambda v, f: tm.quantize(v),
+    "encode": lambda v, f: tm.encode(v, f),
+    "encode_meshopt": lambda v, f: tm.encode_meshopt(v, f),
+    "optimize": lambda v, f: tm.optimize((v, f)),
+}
+FACE_CALLS = {
+    **{k: c for k, c in VERTEX_CALLS.items() if k != "quantize"},
+    "optimize_vertex_cache": lambda v, f: tm.optimize_vertex_cache(f, len(v)),
+    "acmr": lambda v, f: tm.acmr(f, len(v)),
+    "atvr": lambda v, f: tm.atvr(f, len(v)),
+    "encode_index_buffer": lambda v, f: tm.encode_index_buffer(f, len(v)),
+}
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("name", sorted(VERTEX_CALLS))
+def test_non_finite_coordinates(name, value):
+    v = V.copy()
+    v[17, 2] = value
+    with pytest.raises(InputError, match="row 17 is not finite"):
+        VERTEX_CALLS[name](v, F)
+    with pytest.raises(InputError, match="row 17 is not finite"):
+        VERTEX_CALLS[name](v.astype(np.float32), F)
+
+
+def test_extent_overflow_is_an_input_error():
+    v = np.array([[-1e308, 0.0, 0.0], [1e308, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    for call in (
+        lambda: tm.quantize(v),
+        lambda: tm.encode(v, TRI_F),
+        lambda: tm.encode_meshopt(v, TRI_F),
+    ):
+        with pytest.raises(InputError, match="overflows"):
+            call()
+
+
+BAD_FACES = {
+    "negative": (np.array([[0, 1, 2], [3, -1, 4]]), "row 1 has a negative index"),
+    "out_of_range": (np.array([[0, 1, 2], [3, 4, N]]), f"indexes vertex {N}, out of range"),
+    "far_out_of_range": (np.array([[0, 1, 2**40]]), "out of range"),
+    "uint64_huge": (np.array([[0, 1, 2**64 - 1]], np.uint64), "out of range"),
+    "quads": (np.array([[0, 1, 2, 3]]), r"shape \(M, 3\)"),
+    "flat": (np.array([0, 1, 2]), r"shape \(M, 3\)"),
+    "3d": (np.zeros((2, 3, 1), int), r"shape \(M, 3\)"),
+    "float": (np.array([[0.0, 1.0, 2.0]]), "integer array"),
+    "bool": (np.array([[True, False, True]]), "integer array"),
+    "ragged": ([[0, 1, 2], [0, 1]], "cannot be read as an array|integer array"),
+    "strings": (np.array([["0", "1", "2"]]), "integer array"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FACES))
+@pytest.mark.parametrize("name", sorted(FACE_CALLS))
+def test_bad_faces(name, case):
+    faces, message = BAD_FACES[case]
+    with pytest.raises(InputError, match=message):
+        FACE_CALLS[name](V, faces)
+
+
+@pytest.mark.parametrize(
+    "vertices,message",
+    [
+        (np.zeros((4, 2)), r"shape \(N, 3\)"),
+        (np.zeros((4, 3, 1)), r"shape \(N, 3\)"),
+        (np.zeros(12), r"shape \(N, 3\)"),
+        (np.ones((4, 3), complex), "real number"),
+        ([[0, 0, 0], [1, 0]], "cannot be read|real number|shape"),
+        (None, "real number|shape"),
+    ],
+)
+def test_bad_vertices(vertices, message):
+    for name in ("weld", "quantize", "encode", "encode_meshopt", "optimize_vertex_fetch"):
+        with pytest.raises(InputError, match=message):
+            VERTEX_CALLS[name](vertices, [[0, 1, 2]])
+
+
+def test_more_vertices_than_uint32_indices_allow_without_allocating():
+    import resource
+
+    huge = np.broadcast_to(np.zeros(3), (2**32, 3))  # zero strides: nothing allocated
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for name in sorted(VERTEX_CALLS):
+        with pytest.raises(InputError, match="uint32"):
+            VERTEX_CALLS[name](huge, TRI_F)
+    for call in (
+        lambda: tm.optimize_vertex_cache(TRI_F, 2**32),
+        lambda: tm.acmr(TRI_F, 2**32),
+        lambda: tm.atvr(TRI_F, 2**32),
+        lambda: tm.encode_index_buffer(TRI_F, 2**32),
+    ):
+        with pytest.raises(InputError, match="uint32"):
+            call()
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 200_000  # the 96 GiB array was never made
+    # the largest addressable mesh is one vertex less: 2**32 - 1 vertices, index 2**32 - 2
+    with pytest.raises(InputError, match="out of range"):
+        tm.optimize_vertex_cache(np.array([[0, 1, 2**32 - 1]], np.uint32), 2**32 - 1)
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.5, "7", None])
+def test_bad_vertex_counts(n):
+    with pytest.raises((InputError, ParameterError), match="n_vertices"):
+        tm.acmr(F, n)
+    with pytest.raises((InputError, ParameterError), match="n_vertices"):
+        tm.optimize_vertex_cache(F, n)
+
+
+def test_weld_tolerance_checked():
+    for tol in (-1.0, np.nan, np.inf, "a", None):
+        with pytest.raises(ParameterError, match="tol"):
+            tm.weld(V, F, tol=tol)
+
+
+# ---------------------------------------------------------------- corrupt streams
+
+
+def _crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_truncated_and_corrupt_archives():
+    data = tm.encode(V, F)
+    for k in range(len(data)):  # every truncation
+        with pytest.raises(InputError, match="truncated|not a twin mesh archive"):
+            tm.decode(data[:k])
+    g = np.random.default_rng(1)
+    for _ in range(200):  # any flipped byte fails the checksum (or the magic)
+        bad = bytearray(data)
+        i = int(g.integers(0, len(data)))
+        bad[i] ^= int(g.integers(1, 256))
+        with pytest.raises(InputError):
+            tm.decode(bytes(bad))
+    with pytest.raises(InputError, match="trailing bytes"):
+        tm.decode(data + b"\0")
+    # a corrupt payload behind a valid checksum: a clear error or some mesh, no crash
+    for _ in range(200):
+        body = bytearray(data[:-4])
+        i = int(g.integers(84, len(body)))
+        body[i:] = g.integers(0, 256, len(body) - i, dtype=np.uint8).tobytes()
+        try:
+            dv, df = tm.decode(_crc(bytes(body)))
+        except InputError:
+            continue
+        assert df.dtype == np.uint32 and (df < len(dv)).all() and np.isfinite(dv).all()
+
+
+def test_archive_header_with_impossible_counts(monkeypatch):
+    from twin.mesh import codec
+
+    data = tm.encode(TRI_V, TRI_F)
+    head = list(codec._HEAD.unpack_from(data))
+    for nv, nf in ((10**6, 1), (3, 10**6), (0, 1), (3, 0)):
+        head[4], head[5] = nv, nf
+        bad = _crc(codec._HEAD.pack(*head) + data[codec._HEAD.size : -4])
+        with pytest.raises(InputError, match="mesh archive"):
+            tm.decode(bad)
+
+    # counts the machine cannot hold are an InputError, not a MemoryError
+    def no_memory(*args):
+        raise MemoryError
+
+    monkeypatch.setattr(codec, "_decode_all", no_memory)
+    head[4], head[5] = 2**32 - 1, codec.MAX_FACES
+    bad = _crc(codec._HEAD.pack(*head) + data[codec._HEAD.size : -4])
+    with pytest.raises(InputError, match="more than memory allows"):
+        tm.decode(bad)
+
+
+def test_archive_from_a_path(tmp_path):
+    data, order = tm.encode(V, F, return_order=True)
+    (tmp_path / "m.twm").write_bytes(data)
+    for src in (tmp_path / "m.twm", str(tmp_path / "m.twm"), bytearray(data), memoryview(data)):
+        dv, df = tm.decode(src)
+        np.testing.assert_array_equal(dv, tm.decode(data)[0])
+    (tmp_path / "bad.twm").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(InputError, match=r"bad\.twm: mesh archive is corrupt \(checksum"):
+        tm.decode(tmp_path / "bad.twm")
+    with pytest.raises(InputError, match="not found"):
+        tm.decode(tmp_path / "none.twm")
+    with pytest.raises(InputError, match="cannot read"):
+        tm.decode(tmp_path)
+    with pytest.raises(InputError, match="must be bytes or a path"):
+        tm.decode(12)
+
+
+def _mutations(buf: bytes, g, n=150):
+    yield from (buf[:k] for k in range(len(buf)))
+    for _ in range(n):
+        bad = bytearray(buf)
+        i = int(g.integers(0, len(bad)))
+        bad[i:] = g.integers(0, 256, len(bad) - i, dtype=np.uint8).tobytes()
+        yield bytes(bad)
+
+
+def test_truncated_and_corrupt_meshopt_streams():
+    g = np.random.default_rng(3)
+    v, f = grid(12, 10, seed=5)
+    d = tm.encode_meshopt(v, f)
+    p, ix = d["positions"], d["indices"]
+    for bad in _mutations(p["data"], g):
+        try:
+            out = tm.decode_vertex_buffer(bad, p["count"], 8)
+        except InputError:
+            continue
+        assert out.shape == (p["count"], 8)
+    for bad in _mutations(ix["data"], g):
+        try:
+            out = tm.decode_index_buffer(bad, ix["count"])
+        except InputError:
+            continue
+        assert out.shape == (len(f), 3)
+    seq = encode_index_sequence(f.ravel())
+    for bad in _mutations(seq, g):
+        try:
+            out = decode_index_sequence(bad, f.size)
+        except InputError:
+            continue
+        assert out.shape == (f.size,)
+    # whole results: every way of breaking the dict is an InputError
+    for k in range(len(p["data"])):
+        with pytest.raises(InputError):
+            tm.decode_meshopt({**d, "positions": {**p, "data": p["data"][:k]}})
+    for broken in (
+        {},
+        {**d, "positions": None},
+        {**d, "indices": {**ix, "data": 5}},
+        {**d, "quantized": "q"},
+        {**d, "positions": {**p, "count": p["count"] - 1}},
+        {**d, "positions": {**p, "byteStride": 4}},
+        None,
+    ):
+        with pytest.raises(InputError):
+            tm.decode_meshopt(broken)
+    # the triangles refer to vertices the positions stream does not hold
+    few = tm.encode_vertex_buffer(np.zeros((5, 4), np.uint16))
+    with pytest.raises(InputError, match="past the position count"):
+        tm.decode_meshopt({**d, "positions": {**p, "data": few, "count": 5}})
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda b: tm.decode_vertex_buffer(b, 10, 6), "multiple of 4"),
+        (lambda b: tm.decode_vertex_buffer(b, -1, 8), "non-negative"),
+        (lambda b: tm.decode_vertex_buffer(b, 2**40, 8), "truncated"),
+        (lambda b: tm.decode_vertex_buffer("abc", 1, 4), "must be bytes"),
+        (lambda b: tm.decode_index_buffer(b, 10), "multiple of 3"),
+        (lambda b: tm.decode_index_buffer(b, 3 * 2**40), "truncated"),
+        (lambda b: tm.decode_index_buffer(b, 3, index_size=8), "index_size"),
+        (lambda b: decode_index_sequence(b, 2**40), "truncated"),
+        (lambda b: tm.encode_vertex_buffer(np.zeros((4, 3), np.uint8)), "multiple of 4"),
+        (lambda b: tm.encode_vertex_buffer(np.zeros((4, 65), np.float32)), "multiple of 4"),
+    ],
+)
+def test_bitstream_parameters_checked(call, message):
+    with pytest.raises(TwinError, match=message):
+        call(b"\xa0" + bytes(64))

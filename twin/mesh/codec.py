@@ -48,8 +48,10 @@ including the output arrays (24 bytes per face of them).
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -189,33 +191,51 @@ def encode(vertices, faces, bits: int = 14, *, return_order: bool = False):
     return data
 
 
-def _parse(data) -> tuple:
+def _read(data) -> tuple[bytes, str | None]:
+    """The archive's bytes and the file they came from (for messages), if any."""
+    if isinstance(data, str | os.PathLike):
+        path = os.fspath(data)
+        try:
+            return Path(path).read_bytes(), path
+        except FileNotFoundError:
+            raise InputError("mesh archive not found", path=path) from None
+        except OSError as exc:
+            raise InputError(
+                f"cannot read mesh archive: {exc.strerror or exc}", path=path
+            ) from None
     if isinstance(data, np.ndarray):
         data = data.tobytes()
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise InputError(f"a mesh archive must be bytes, got {type(data).__name__}")
-    data = bytes(data)
+        raise InputError(f"a mesh archive must be bytes or a path, got {type(data).__name__}")
+    return bytes(data), None
+
+
+def _parse(data, path=None) -> tuple:
     if len(data) < 4 or data[:4] != MAGIC:
-        raise InputError(f"not a twin mesh archive (magic {data[:4]!r}, expected {MAGIC!r})")
+        raise InputError(
+            f"not a twin mesh archive (magic {data[:4]!r}, expected {MAGIC!r})", path=path
+        )
     if len(data) < _HEAD.size + 4:
-        raise InputError(f"mesh archive is truncated ({len(data)} bytes)")
+        raise InputError(f"mesh archive is truncated ({len(data)} bytes)", path=path)
     (_, version, bits, flags, nv, nf, ox, oy, oz, step, lt, lr, ls) = _HEAD.unpack_from(data)
     if version != VERSION:
         raise InputError(
-            f"mesh archive version {version} is not supported (this library reads {VERSION})"
+            f"mesh archive version {version} is not supported (this library reads {VERSION})",
+            path=path,
         )
     if _HEAD.size + lt + lr + ls + 4 != len(data):
         raise InputError(
             f"mesh archive is truncated or has trailing bytes ({len(data)} bytes, header "
-            f"says {_HEAD.size + lt + lr + ls + 4})"
+            f"says {_HEAD.size + lt + lr + ls + 4})",
+            path=path,
         )
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) != crc:
-        raise InputError("mesh archive is corrupt (checksum mismatch)")
+        raise InputError("mesh archive is corrupt (checksum mismatch)", path=path)
     if flags & ~31 or (flags & 15) > 8 or not 1 <= bits <= 16 or nv == 0 or nf == 0:
-        raise InputError("mesh archive has an invalid header")
+        raise InputError("mesh archive has an invalid header", path=path)
     if nf > MAX_FACES:
-        raise InputError(f"mesh archive has {nf} faces, more than this codec handles")
+        raise InputError(f"mesh archive has {nf} faces, more than this codec handles", path=path)
     p = _HEAD.size
     tables = data[p : p + lt]
     raw = np.frombuffer(data, np.uint8, lr, p + lt)
@@ -224,15 +244,33 @@ def _parse(data) -> tuple:
 
 
 def _decode(data, want_float: bool):
-    bits, nv, nf, flags, offset, step, tables, raw, stream = _parse(data)
+    data, path = _read(data)
+    bits, nv, nf, flags, offset, step, tables, raw, stream = _parse(data, path)
     try:
         inflate = zlib.decompressobj()
         tables = inflate.decompress(tables, _MAX_TABLES)
     except zlib.error:
-        raise InputError("mesh archive has a corrupt model table") from None
+        raise InputError("mesh archive has a corrupt model table", path=path) from None
     if inflate.unconsumed_tail or not inflate.eof:
-        raise InputError("mesh archive has a corrupt model table")
-    vertices, q, faces, status = K.decode_all(
+        raise InputError("mesh archive has a corrupt model table", path=path)
+    try:
+        out = _decode_all(tables, stream, raw, nv, nf, bits, flags, offset, step, want_float)
+    except MemoryError:
+        raise InputError(
+            f"mesh archive claims {nv} vertices and {nf} faces, more than memory allows "
+            "(a corrupt header, or decode it on a bigger machine)",
+            path=path,
+        ) from None
+    vertices, q, faces, status = out
+    if status in (-7, -8) or (status == -1 and len(q) == 0):
+        raise InputError("mesh archive has a corrupt model table", path=path)
+    if status != 0:
+        raise InputError(f"mesh archive is corrupt: {_STATUS.get(status, status)}", path=path)
+    return vertices, Quantized(positions=q, offset=offset, step=float(step), bits=bits), faces
+
+
+def _decode_all(tables, stream, raw, nv, nf, bits, flags, offset, step, want_float):
+    return K.decode_all(
         np.frombuffer(tables, np.uint8),
         stream,
         raw,
@@ -245,15 +283,11 @@ def _decode(data, want_float: bool):
         float(step),
         want_float,
     )
-    if status in (-7, -8) or (status == -1 and len(q) == 0):
-        raise InputError("mesh archive has a corrupt model table")
-    if status != 0:
-        raise InputError(f"mesh archive is corrupt: {_STATUS.get(status, status)}")
-    return vertices, Quantized(positions=q, offset=offset, step=float(step), bits=bits), faces
 
 
 def decode_quantized(data) -> tuple[Quantized, np.ndarray]:
-    """Decode an archive to ``(Quantized positions, faces uint32 (M, 3))``."""
+    """Decode an archive (bytes or a file path) to ``(Quantized positions, faces
+    uint32 (M, 3))``."""
     _, qz, faces = _decode(data, False)
     return qz, faces
 
@@ -261,9 +295,12 @@ def decode_quantized(data) -> tuple[Quantized, np.ndarray]:
 def decode(data) -> tuple[np.ndarray, np.ndarray]:
     """Decode an archive to ``(vertices float64 (N, 3), faces uint32 (M, 3))``.
 
-    Vertices are ``q * step + offset``, equal to ``dequantize(quantize(v, bits))`` of
-    the encoded mesh. Raises :class:`~twin.errors.InputError` for a truncated or
-    corrupt archive (checksum), a wrong magic or an unsupported version.
+    ``data``: the archive's bytes (``bytes``, ``bytearray``, ``memoryview``, a uint8
+    array) or the path of a file holding it (what ``twin mesh optimize --codec twin``
+    writes). Vertices are ``q * step + offset``, equal to ``dequantize(quantize(v,
+    bits))`` of the encoded mesh. Raises :class:`~twin.errors.InputError` (naming the
+    file, if any) for a missing, truncated or corrupt archive (checksum), a wrong
+    magic, an unsupported version or a header whose counts cannot be allocated.
     Memory: about 30-60 bytes per face including the outputs.
     """
     vertices, _, faces = _decode(data, True)

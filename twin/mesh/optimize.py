@@ -114,12 +114,16 @@ def _source(mesh_or_path) -> tuple[np.ndarray, np.ndarray, int | None, str | Non
     if isinstance(mesh_or_path, str | os.PathLike):
         v, f = read_mesh(mesh_or_path)
         return v, f, Path(mesh_or_path).stat().st_size, os.fspath(mesh_or_path)
+    # arrays are converted (and checked) by check_mesh, which names what is wrong
     if hasattr(mesh_or_path, "vertices") and hasattr(mesh_or_path, "faces"):
-        return np.asarray(mesh_or_path.vertices), np.asarray(mesh_or_path.faces), None, None
+        return mesh_or_path.vertices, mesh_or_path.faces, None, None
+    if isinstance(mesh_or_path, dict) and {"vertices", "faces"} <= mesh_or_path.keys():
+        return mesh_or_path["vertices"], mesh_or_path["faces"], None, None
     if isinstance(mesh_or_path, tuple | list) and len(mesh_or_path) == 2:
-        return np.asarray(mesh_or_path[0]), np.asarray(mesh_or_path[1]), None, None
+        return mesh_or_path[0], mesh_or_path[1], None, None
     raise ParameterError(
-        "optimize takes a mesh file path, a (vertices, faces) pair or a trimesh.Trimesh, "
+        "optimize takes a mesh file path, a (vertices, faces) pair, a dict with "
+        "'vertices' and 'faces' or a trimesh.Trimesh, "
         f"got {type(mesh_or_path).__name__}"
     )
 
@@ -155,7 +159,8 @@ def optimize(
     Parameters
     ----------
     mesh_or_path : a mesh file (PLY, OBJ, GLB, ...; see :func:`read_mesh`), a
-        ``(vertices, faces)`` pair or a ``trimesh.Trimesh``.
+        ``(vertices, faces)`` pair, a dict with ``"vertices"`` and ``"faces"`` or a
+        ``trimesh.Trimesh`` (any object with ``.vertices`` and ``.faces``).
     out : where to write the result (GLB for ``meshopt``/``draco``/``none``, our
         archive for ``twin``), atomically; None computes the bytes only
         (``result.data``).

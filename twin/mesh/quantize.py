@@ -96,7 +96,8 @@ def quantize(vertices, bits: int = 14, normals=None, uvs=None) -> Quantized:
         raise ParameterError(f"bits must be an integer in [1, 16], got {bits!r}")
     v = check_vertices(vertices)
     lo = v.min(axis=0)
-    extent = float((v.max(axis=0) - lo).max())
+    with np.errstate(over="ignore"):
+        extent = float((v.max(axis=0) - lo).max())
     if not np.isfinite(extent):
         raise InputError(
             "vertices span more than float64 can hold (the bounding box's extent "
