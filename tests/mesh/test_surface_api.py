@@ -12,13 +12,17 @@ input must raise a :class:`~twin.errors.TwinError` subclass naming the problem.
 from __future__ import annotations
 
 import ctypes
+import json
 import struct
 import zlib
 
 import numpy as np
 import pytest
+import trimesh
+from click.testing import CliRunner
 
 import twin.mesh as tm
+from twin.cli import main
 from twin.errors import InputError, ParameterError, TwinError
 from twin.mesh.meshopt_codec import decode_index_sequence, encode_index_sequence
 
@@ -953,3 +957,153 @@ def test_truncated_and_corrupt_meshopt_streams():
 def test_bitstream_parameters_checked(call, message):
     with pytest.raises(TwinError, match=message):
         call(b"\xa0" + bytes(64))
+
+
+# ---------------------------------------------------------------- command line
+
+
+def glb_mesh(path):
+    """ENU positions and faces of a one-mesh GLB written by ``twin mesh optimize``
+    (quantised positions restored with the node matrix)."""
+    from twin.tiles.gltf import gltf_to_enu, read_glb, read_glb_json
+
+    doc, _ = read_glb_json(path)
+    prim = read_glb(path)[0]
+    pos = np.asarray(prim["positions"], np.float64)
+    if "matrix" in doc["nodes"][0]:
+        m = np.array(doc["nodes"][0]["matrix"]).reshape(4, 4).T
+        pos = pos @ m[:3, :3].T + m[:3, 3]
+    return gltf_to_enu(pos), np.asarray(prim["indices"], np.int64).reshape(-1, 3)
+
+
+def write_input(tmp_path, fmt):
+    """The small mesh as a PLY, OBJ or GLB file; returns the path and its vertices
+    as twin reads them (z-up ENU: a GLB is y-up on disk)."""
+    from twin.tiles.gltf import enu_to_gltf
+
+    v, f = grid(12, 9, seed=8)
+    path = tmp_path / f"in.{fmt}"
+    on_disk = enu_to_gltf(v) if fmt == "glb" else v
+    trimesh.Trimesh(on_disk, f, process=False).export(path)
+    return path, v, f
+
+
+@pytest.mark.parametrize("codec", ["meshopt", "twin", "draco"])
+@pytest.mark.parametrize("fmt", ["ply", "obj", "glb"])
+def test_cli_reads_ply_obj_glb_and_writes_what_it_reports(tmp_path, fmt, codec):
+    src, v, f = write_input(tmp_path, fmt)
+    out = tmp_path / ("out.twm" if codec == "twin" else "out.glb")
+    runner = CliRunner()
+    args = ["mesh", "optimize", str(src), str(out), "--codec", codec, "--bits", "12"]
+    res = runner.invoke(main, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["output_bytes"] == out.stat().st_size and d["input_bytes"] == src.stat().st_size
+    assert d["input_faces"] == len(f) == d["output_faces"] and d["bits"] == 12
+    # the human summary prints both sizes
+    res = runner.invoke(main, args)
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert (
+        lines[0].startswith("in:")
+        and str(src) in lines[0]
+        and f"{d['raw_bytes']} bytes" in lines[0]
+    )
+    assert lines[1].startswith("out:") and f"{d['output_bytes']} bytes" in lines[1]
+    # the file holds the input mesh at the stated precision
+    step = d["quantization_step"]
+    assert step == pytest.approx(np.ptp(v, axis=0).max() / 4095)
+    if codec == "twin":
+        mv, mf = tm.decode(out)
+    elif codec == "meshopt":
+        mv, mf = glb_mesh(out)
+    else:
+        pytest.importorskip("DracoPy")
+        from twin.tiles.gltf import read_glb
+
+        assert read_glb(out)[0]["indices"].size == f.size
+        return
+    assert_same_triangles(mv, mf, v, f, 0.5 * step * (1 + 1e-6) + 1e-9)
+
+
+def test_cli_bits_and_simplify(tmp_path):
+    src, v, f = write_input(tmp_path, "ply")
+    runner = CliRunner()
+    sizes = {}
+    for bits in (8, 16):
+        out = tmp_path / f"b{bits}.twm"
+        res = runner.invoke(
+            main,
+            [
+                "mesh",
+                "optimize",
+                str(src),
+                str(out),
+                "--codec",
+                "twin",
+                "--bits",
+                str(bits),
+                "--json",
+            ],
+        )
+        assert res.exit_code == 0, res.output
+        sizes[bits] = out.stat().st_size
+        mv, mf = tm.decode(out)
+        assert_same_triangles(
+            mv, mf, v, f, 0.5 * np.ptp(v, axis=0).max() / (2**bits - 1) * 1.000001
+        )
+    assert sizes[8] < sizes[16]
+    res = runner.invoke(
+        main,
+        ["mesh", "optimize", str(src), str(tmp_path / "s.glb"), "--simplify", "0.25", "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["output_faces"] <= len(f) // 4 + 1 and d["simplify_error"] >= 0
+
+
+BAD_FILES = {
+    "empty.ply": b"",
+    "garbage.ply": b"this is not a mesh\n" * 3,
+    "random.glb": bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8)),
+    "truncated.glb": None,  # a valid GLB cut in half
+    "points.obj": b"v 0 0 0\nv 1 0 0\nv 0 1 0\n",
+    "nan.ply": b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+    b"property float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n"
+    b"0 0 0\nnan 0 0\n0 1 0\n3 0 1 2\n",
+    "index.ply": b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+    b"property float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n"
+    b"0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n",
+    "flat.ply": b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+    b"property float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n"
+    b"0 0 0\n0 0 0\n0 0 0\n3 0 1 2\n",
+    "mesh.txt": b"0 0 0\n",
+    "missing.ply": None,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_cli_bad_input_files_exit_2_with_one_line_naming_the_file(tmp_path, name):
+    path = tmp_path / name
+    if name == "truncated.glb":
+        good, _, _ = write_input(tmp_path, "glb")
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif BAD_FILES[name] is not None:
+        path.write_bytes(BAD_FILES[name])
+    res = CliRunner().invoke(main, ["mesh", "optimize", str(path), str(tmp_path / "o.glb")])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "error" in lines[0] and name in lines[0], res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "o.glb").exists()  # nothing half-written
+
+
+def test_cli_bad_options(tmp_path):
+    src, _, _ = write_input(tmp_path, "ply")
+    runner = CliRunner()
+    for opts in (["--bits", "0"], ["--bits", "17"], ["--codec", "zip"], ["--simplify", "0"]):
+        res = runner.invoke(main, ["mesh", "optimize", str(src), str(tmp_path / "o.glb"), *opts])
+        assert res.exit_code == 2, (opts, res.output)
+    res = runner.invoke(main, ["mesh", "optimize", str(tmp_path), str(tmp_path / "o.glb")])
+    assert res.exit_code == 2  # a directory is not a mesh file
+    assert "Example" in runner.invoke(main, ["mesh", "optimize", "--help"]).output
