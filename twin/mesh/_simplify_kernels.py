@@ -461,8 +461,12 @@ def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight):
 
 
 @njit(cache=True)
-def plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp):
+def plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp, checked=False):
     """Plan the directed collapse u -> v: ``(ok, key, geometric e2, x, y, z)``.
+
+    ``checked``: the edge is known to be allowed (a candidate whose ends, and their
+    partners, no collapse has touched since it was ranked: the faces on the edge
+    are the same), so the face counts along border and seam edges are not walked.
 
     Allowed: an INTERIOR u into any v (to the quadric optimum when v is INTERIOR too,
     else onto v); a BORDER u along a border edge into a BORDER or LOCKED v (onto v);
@@ -482,17 +486,18 @@ def plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp):
     elif ku == BORDER:
         if kv != BORDER and kv != LOCKED:
             return False, 0.0, 0.0, 0.0, 0.0, 0.0
-        if count_edge_faces(F, head, nxt, falive, u, v) != 1:
+        if not checked and count_edge_faces(F, head, nxt, falive, u, v) != 1:
             return False, 0.0, 0.0, 0.0, 0.0, 0.0
     else:  # SEAM
         if kv != SEAM:
             return False, 0.0, 0.0, 0.0, 0.0, 0.0
-        if count_edge_faces(F, head, nxt, falive, u, v) != 1:
-            return False, 0.0, 0.0, 0.0, 0.0, 0.0
         pu = partner[u]
         pv = partner[v]
-        if count_edge_faces(F, head, nxt, falive, pu, pv) != 1:
-            return False, 0.0, 0.0, 0.0, 0.0, 0.0
+        if not checked:
+            if count_edge_faces(F, head, nxt, falive, u, v) != 1:
+                return False, 0.0, 0.0, 0.0, 0.0, 0.0
+            if count_edge_faces(F, head, nxt, falive, pu, pv) != 1:
+                return False, 0.0, 0.0, 0.0, 0.0, 0.0
         for j in range(11):
             tmp[j] += Q[pu, j] + Q[pv, j]
     x, y, z, e = plan_position(tmp, V[u, 0], V[u, 1], V[u, 2], V[v, 0], V[v, 1], V[v, 2], optimal)
@@ -605,9 +610,10 @@ def collapse_ok(V, F, N0, head, nxt, falive, ib, mark, stamp, u, v, px, py, pz,
 
 
 @njit(cache=True)
-def apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz):
+def apply_collapse(V, F, Q, head, nxt, falive, attrs, emit, u, v, px, py, pz):
     """Collapse u into v at p: kill the faces on the edge, move u's corners to v,
     splice the lists (dropping dead corners), merge quadrics, interpolate attributes.
+    Every vertex of a face around u or v gets ``emit`` set (its fan changed).
     Returns the number of faces removed."""
     # attribute interpolation parameter along the edge (0 at u, 1 at v)
     ex = V[v, 0] - V[u, 0]
@@ -628,6 +634,9 @@ def apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz):
             if F[f, 0] == v or F[f, 1] == v or F[f, 2] == v:
                 falive[f] = 0
                 removed += 1
+                emit[F[f, 0]] = 1
+                emit[F[f, 1]] = 1
+                emit[F[f, 2]] = 1
             else:
                 F[f, c % 3] = v
         c = nxt[c]
@@ -639,6 +648,10 @@ def apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz):
         while c != -1:
             nc = nxt[c]
             if falive[c // 3]:
+                f = c // 3
+                emit[F[f, 0]] = 1
+                emit[F[f, 1]] = 1
+                emit[F[f, 2]] = 1
                 if tail == -1:
                     newhead = c
                 else:
@@ -671,6 +684,8 @@ def apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz):
 
 PASS_ERROR_FACTOR = 1.5
 RADIX_BITS = 11
+KEY_BITS = np.uint32(0x7FFFFFFF)  # a key's float32 bits (keys are >= 0)
+REFUSED = np.uint32(0x80000000)  # flag on a sorted candidate: its collapse was refused
 
 
 @njit(cache=True)
@@ -781,6 +796,167 @@ def sort_candidates(ek, euv, count, sk, suv):
 
 
 @njit(cache=True)
+def mark_dirty(F, head, nxt, falive, valive, plock, partner, npass, emit):
+    """After pass ``npass``: the vertices it touched (``plock == npass``) and their seam
+    partners (whose seam edges' keys read the partner's quadric) become dirty
+    (``plock`` set to ``npass``). Every live dirty vertex and each vertex sharing a
+    live face with one has ``emit`` set (their lists are walked next): the
+    collapses marked the fans of the vertices they touched, this marks the fans of
+    the partners."""
+    n = plock.shape[0]
+    for t in range(n):
+        d = partner[t]
+        if plock[t] != npass or d == -1 or plock[d] == npass:
+            continue
+        plock[d] = npass
+        if not valive[d]:
+            continue
+        emit[d] = 1
+        c = head[d]
+        while c != -1:
+            f = c // 3
+            if falive[f]:
+                emit[F[f, 0]] = 1
+                emit[F[f, 1]] = 1
+                emit[F[f, 2]] = 1
+            c = nxt[c]
+
+
+@njit(cache=True)
+def collect_dirty_edges(F, head, nxt, falive, kind, mark, stamp, euv, nbuf, emit, plock,
+                        npass):  # fmt: skip
+    """The live edges with a dirty end (``plock == npass``), ``a << 32 | b``, ``a < b``,
+    into ``euv`` in (a, b) order, as :func:`collect_edges` lists them; only vertices
+    with ``emit`` set are walked (their flags cleared, dead corners unlinked).
+    Returns ``(count, stamp)``."""
+    n = head.shape[0]
+    count = 0
+    for a in range(n):
+        if not emit[a]:
+            continue
+        emit[a] = 0
+        if head[a] == -1:
+            continue
+        stamp += 1
+        da = plock[a] == npass
+        k = 0
+        prev = -1
+        c = head[a]
+        while c != -1:
+            f = c // 3
+            nc = nxt[c]
+            if not falive[f]:
+                if prev == -1:
+                    head[a] = nc
+                else:
+                    nxt[prev] = nc
+                c = nc
+                continue
+            prev = c
+            for j in range(3):
+                b = F[f, j]
+                if b > a and mark[b] != stamp:
+                    mark[b] = stamp
+                    if (da or plock[b] == npass) and (kind[a] != LOCKED or kind[b] != LOCKED):
+                        i = k
+                        while i > 0 and nbuf[i - 1] > b:
+                            nbuf[i] = nbuf[i - 1]
+                            i -= 1
+                        nbuf[i] = b
+                        k += 1
+            c = nc
+        hi = np.uint64(a) << np.uint64(32)
+        for i in range(k):
+            euv[count] = hi | np.uint64(nbuf[i])
+            count += 1
+    return count, stamp
+
+
+@njit(cache=True)
+def keep_clean(sk, suv, ncand, plock, npass, emit):
+    """Drop from the sorted candidates ``sk/suv[:ncand]`` every edge with an end
+    dirtied by pass ``npass`` (in place; the rest stay sorted). Returns how many
+    are left. Their keys are still exact: a key reads only its ends' (and their
+    seam partners') quadrics, positions and attributes and the faces on the edge,
+    which no collapse changes without touching an end. A candidate keeps its
+    ``REFUSED`` flag only while no vertex of its ends' fans was touched (neither end
+    has ``emit`` set): the checks that refused it read nothing else."""
+    k = 0
+    for i in range(ncand):
+        x = suv[i]
+        u = np.int64(x >> np.uint64(32))
+        v = np.int64(x & np.uint64(0xFFFFFFFF))
+        if plock[u] != npass and plock[v] != npass:
+            kb = sk[i]
+            if emit[u] or emit[v]:
+                kb &= KEY_BITS
+            sk[k] = kb
+            suv[k] = x
+            k += 1
+    return k
+
+
+@njit(cache=True, inline="always")
+def _edge_before(k1, x1, k2, x2):
+    """Whether candidate (key bits k1, u << 32 | v x1) sorts before (k2, x2): by key
+    bits, then by the undirected ends (min, max), as a full sort lists them."""
+    k1 &= KEY_BITS
+    k2 &= KEY_BITS
+    if k1 != k2:
+        return k1 < k2
+    u1 = x1 >> np.uint64(32)
+    v1 = x1 & np.uint64(0xFFFFFFFF)
+    u2 = x2 >> np.uint64(32)
+    v2 = x2 & np.uint64(0xFFFFFFFF)
+    a1 = min(u1, v1)
+    a2 = min(u2, v2)
+    if a1 != a2:
+        return a1 < a2
+    return max(u1, v1) < max(u2, v2)
+
+
+@njit(cache=True)
+def merge_candidates(sk, suv, nclean, dk, duv, ndirty):
+    """Merge the sorted dirty candidates ``dk/duv[:ndirty]`` into the sorted clean ones
+    ``sk/suv[:nclean]`` (in place, from the back): ``sk/suv[:nclean + ndirty]``."""
+    i = nclean - 1
+    j = ndirty - 1
+    w = nclean + ndirty - 1
+    while j >= 0:
+        if i >= 0 and _edge_before(dk[j], duv[j], sk[i], suv[i]):
+            sk[w] = sk[i]
+            suv[w] = suv[i]
+            i -= 1
+        else:
+            sk[w] = dk[j]
+            suv[w] = duv[j]
+            j -= 1
+        w -= 1
+
+
+@njit(cache=True)
+def rerank(V, F, Q, head, nxt, falive, valive, kind, partner, attrs, weights, plock, npass,
+           emit, mark, stamp, nbuf, euv, ek, sk, suv, ncand):  # fmt: skip
+    """The sorted candidates of the next pass from those of pass ``npass``: edges it
+    left untouched keep their keys and order, edges with a dirty end are listed,
+    ranked and sorted afresh and merged in. The result is the list a full
+    re-ranking (:func:`collect_edges`, :func:`rank_edges`, :func:`sort_candidates`)
+    gives. Returns ``(ncand, stamp)``."""
+    mark_dirty(F, head, nxt, falive, valive, plock, partner, npass, emit)
+    nclean = keep_clean(sk, suv, ncand, plock, npass, emit)
+    count, stamp = collect_dirty_edges(
+        F, head, nxt, falive, kind, mark, stamp, euv, nbuf, emit, plock, npass
+    )
+    rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, euv, ek, count)
+    # the clean and dirty edges are distinct live edges: at most the first count
+    nd = sort_candidates(ek, euv, count, sk[nclean:], suv[nclean:])
+    ek[:nd] = sk[nclean : nclean + nd]
+    euv[:nd] = suv[nclean : nclean + nd]
+    merge_candidates(sk, suv, nclean, ek, euv, nd)
+    return nclean + nd, stamp
+
+
+@njit(cache=True)
 def bits_to_float(bits, fbuf, ubuf):
     ubuf[0] = bits
     return np.float64(fbuf[0])
@@ -791,7 +967,7 @@ def bits_to_float(bits, fbuf, ubuf):
 
 @njit(cache=True)
 def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
-             sk, suv, ncand, state, plock, into, mark, target_faces, max_e2,
+             sk, suv, ncand, state, plock, into, mark, emit, target_faces, max_e2,
              pure, log):  # fmt: skip
     """One pass down the sorted candidates ``sk[:ncand]`` (key bits), ``suv`` (u << 32
     | v). ``state`` (int64) holds ``[faces_left, done, stamp, npass, stop, candidates
@@ -807,7 +983,7 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
     egoal = goal // 2
     error_goal = np.inf
     if egoal < ncand:
-        error_goal = PASS_ERROR_FACTOR * bits_to_float(sk[egoal], fbuf, ubuf)
+        error_goal = PASS_ERROR_FACTOR * bits_to_float(sk[egoal] & KEY_BITS, fbuf, ubuf)
     removed = 0
     collapses = 0
     e2max = 0.0
@@ -816,20 +992,22 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
         if faces_left <= target_faces:
             break
         visited += 1
-        kb = sk[i]
+        kb = sk[i] & KEY_BITS
         if bits_to_float(kb, fbuf, ubuf) > error_goal and removed > goal // 10:
             break
         u = np.int64(suv[i] >> np.uint64(32))
         v = np.int64(suv[i] & np.uint64(0xFFFFFFFF))
         if plock[u] == npass or plock[v] == npass:
             continue
+        if sk[i] & REFUSED and not emit[u] and not emit[v]:
+            continue  # refused before, and nothing around it changed since
         seam = kind[u] == SEAM
         pu = partner[u]
         pv = partner[v]
         if seam and (plock[pu] == npass or plock[pv] == npass):
             continue
         ok, key2, e2, px, py, pz = plan(
-            V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp
+            V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp, True
         )
         if not ok:
             continue
@@ -846,6 +1024,7 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
         if not collapse_ok(
             V, F, N0, head, nxt, falive, ib, mark, stamp, u, v, px, py, pz, True, moved
         ):
+            sk[i] |= REFUSED
             continue
         if seam:
             stamp += 2
@@ -853,13 +1032,13 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
                 V, F, N0, head, nxt, falive, ib, mark, stamp, pu, pv, px, py, pz, True, False
             ):
                 continue
-        r = apply_collapse(V, F, Q, head, nxt, falive, attrs, u, v, px, py, pz)
+        r = apply_collapse(V, F, Q, head, nxt, falive, attrs, emit, u, v, px, py, pz)
         valive[u] = 0
         into[u] = v
         plock[u] = npass
         plock[v] = npass
         if seam:
-            r += apply_collapse(V, F, Q, head, nxt, falive, attrs, pu, pv, px, py, pz)
+            r += apply_collapse(V, F, Q, head, nxt, falive, attrs, emit, pu, pv, px, py, pz)
             valive[pu] = 0
             into[pu] = pv
             plock[pu] = npass
@@ -912,18 +1091,26 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
     ek = np.empty(cap, np.uint32)
     suv = np.empty(cap, np.uint64)
     sk = np.empty(cap, np.uint32)
+    emit = np.zeros(n, np.uint8)
     state = np.array([m, 0, stamp, 0, 0, 0], np.int64)
     e2max = 0.0
+    ncand = 0
     while state[0] > target_faces and state[4] == 0:
         state[3] += 1
-        count, state[2] = collect_edges(
-            F, head, nxt, falive, valive, kind, mark, state[2], euv, nbuf, True
-        )
-        rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, euv, ek, count)
-        ncand = sort_candidates(ek, euv, count, sk, suv)
+        if state[3] == 1:
+            count, state[2] = collect_edges(
+                F, head, nxt, falive, valive, kind, mark, state[2], euv, nbuf, True
+            )
+            rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, euv, ek, count)
+            ncand = sort_candidates(ek, euv, count, sk, suv)
+        else:
+            ncand, state[2] = rerank(
+                V, F, Q, head, nxt, falive, valive, kind, partner, attrs, weights, plock,
+                state[3] - 1, emit, mark, state[2], nbuf, euv, ek, sk, suv, ncand,
+            )  # fmt: skip
         collapses, e2 = run_pass(
             V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
-            sk, suv, ncand, state, plock, into, mark, target_faces, max_e2, pure, log,
+            sk, suv, ncand, state, plock, into, mark, emit, target_faces, max_e2, pure, log,
         )  # fmt: skip
         if e2 > e2max:
             e2max = e2
