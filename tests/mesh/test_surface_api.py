@@ -1107,3 +1107,51 @@ def test_cli_bad_options(tmp_path):
     res = runner.invoke(main, ["mesh", "optimize", str(tmp_path), str(tmp_path / "o.glb")])
     assert res.exit_code == 2  # a directory is not a mesh file
     assert "Example" in runner.invoke(main, ["mesh", "optimize", "--help"]).output
+
+
+@pytest.mark.parametrize("form", ["uint8_rgba", "uint8_rgb", "float_rgba"])
+def test_encode_meshopt_colours_ride_along_and_decode(form):
+    v, f, sv, sf, attrs = seam_soup()
+    rgba = attrs["color"]
+    colors = {
+        "uint8_rgba": rgba,
+        "uint8_rgb": rgba[:, :3],
+        "float_rgba": rgba.astype(np.float32) / 255.0,
+    }[form]
+    both = {"c": colors, "uv": attrs["uv"], "n": attrs["normal"]}
+    wv, wf, wa, remap = tm.weld(sv, sf, attributes=both)
+    d = tm.encode_meshopt(wv, wf, normals=wa["n"], uvs=wa["uv"], colors=wa["c"])
+    c = d["colors"]
+    assert (c["byteStride"], c["componentType"], c["type"]) == (4, "UNSIGNED_BYTE", "VEC4")
+    mv, mf, got = tm.decode_meshopt(d, attributes=True)
+    assert got.keys() == {"normals", "uvs", "colors"}
+    np.testing.assert_array_equal(got["colors"], mo_vertex_decode(c["data"], c["count"], 4))
+    # match each output vertex to its input vertex by position and UV
+    q = d["quantized"]
+    dist = np.abs(np.column_stack([mv, got["uvs"]])[:, None, :] - np.column_stack([wv, wa["uv"]]))
+    ok = (dist[..., :3] <= q.max_error * (1 + 1e-9)).all(-1)
+    ok &= (dist[..., 3:] <= 0.5 / 65535 * q.uv_scale * (1 + 1e-6)).all(-1)
+    assert (ok.sum(axis=1) == 1).all()
+    match = np.argmax(ok, axis=1)
+    welded_rgba = np.empty((len(wv), 4), np.uint8)
+    welded_rgba[remap] = rgba  # every soup corner's exact RGBA (alpha 255 here)
+    np.testing.assert_array_equal(got["colors"], welded_rgba[match])
+    assert np.abs(got["normals"] - wa["n"][match]).max() <= 0.5 / 127
+    assert np.abs(got["uvs"] - wa["uv"][match]).max() <= 0.5 / 65535 * q.uv_scale.max() * 1.000001
+    assert_same_triangles(mv, mf, wv, wf, q.max_error, match=match)
+
+
+def test_colour_errors_and_big_endian_vertex_data():
+    v, f = grid(4, 3)
+    for colors, message in (
+        (np.zeros((12, 2), np.uint8), r"shape \(N, 3\) or \(N, 4\)"),
+        (np.full((12, 4), 1.5), r"in \[0, 1\]"),
+        (np.zeros((12, 4), np.int32), "must be uint8"),
+        (np.zeros((11, 4), np.uint8), "11 rows"),
+    ):
+        with pytest.raises(InputError, match=message):
+            tm.encode_meshopt(v, f, colors=colors)
+    # glTF buffers are little endian: a big-endian array encodes its values
+    data = np.arange(40, dtype=">f4").reshape(10, 4)
+    dec = tm.decode_vertex_buffer(tm.encode_vertex_buffer(data), 10, 16)
+    np.testing.assert_array_equal(dec.view("<f4"), data)

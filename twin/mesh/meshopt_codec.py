@@ -108,15 +108,19 @@ def _vertex_min_size(count: int, stride: int) -> int:
 def encode_vertex_buffer(data) -> bytes:
     """Encode vertex data as an ``ATTRIBUTES`` (mode 0, version 0) stream.
 
-    ``data``: an (N, ...) array; each row (its bytes, native order) is one element.
+    ``data``: an (N, ...) array; each row (its bytes, little endian as glTF
+    stores them: a big-endian array is converted) is one element.
     Row size (``byteStride``) must be a multiple of 4 and at most 256 bytes. The
     result decodes with :func:`decode_vertex_buffer` (or meshoptimizer's
     ``meshopt_decodeVertexBuffer``) given ``count = N`` and that stride.
     Memory: the output bound, about 1.02x ``N * stride`` bytes, plus the output.
     """
-    a = np.ascontiguousarray(data)
+    a = np.asarray(data)
     if a.ndim == 0 or a.dtype == object:
         raise InputError("vertex data must be an (N, ...) numeric array")
+    if a.dtype.byteorder == ">":  # glTF buffers are little endian
+        a = a.astype(a.dtype.newbyteorder("<"))
+    a = np.ascontiguousarray(a)
     n = a.shape[0]
     stride = a.itemsize * (int(np.prod(a.shape[1:])) if a.ndim > 1 else 1)
     if stride % 4 or not 4 <= stride <= 256:
@@ -254,36 +258,58 @@ def _attribute(a, n: int, width: int, what: str) -> np.ndarray:
     return a
 
 
-def encode_meshopt(vertices, faces, bits: int = 14, normals=None, uvs=None) -> dict:
+def _colors(c, n: int) -> np.ndarray:
+    """RGBA uint8 (N, 4) from uint8 RGB(A) or floats in [0, 1] (alpha 255 if absent)."""
+    raw = np.asarray(c)
+    cols = check_attributes(raw, n, what="colors")
+    if cols.shape[1] not in (3, 4):
+        raise InputError(f"colors must have shape (N, 3) or (N, 4), got {cols.shape}")
+    if raw.dtype == np.uint8:
+        rgba = raw.reshape(n, -1)
+    elif np.issubdtype(raw.dtype, np.integer):
+        raise InputError(f"integer colors must be uint8, got {raw.dtype}")
+    else:
+        if cols.min() < 0.0 or cols.max() > 1.0:
+            raise InputError("float colors must lie in [0, 1]")
+        rgba = np.rint(cols * 255.0).astype(np.uint8)
+    if rgba.shape[1] == 3:
+        rgba = np.hstack([rgba, np.full((n, 1), 255, np.uint8)])
+    return np.ascontiguousarray(rgba)
+
+
+def encode_meshopt(vertices, faces, bits: int = 14, normals=None, uvs=None, colors=None) -> dict:
     """Optimise, quantise and encode a mesh for ``EXT_meshopt_compression``.
 
     Steps: :func:`optimize_vertex_cache`, :func:`optimize_vertex_fetch` (unused
     vertices dropped), :func:`quantize` with ``bits``, then one stream per
     attribute and one for the indices. Returns a dict with ``"positions"``
     (uint16 x 4, ``byteStride`` 8, the fourth component 0), optionally
-    ``"normals"`` (int8 x 4, ``byteStride`` 4, normalised) and ``"uvs"`` (uint16 x 2,
+    ``"normals"`` (int8 x 4, ``byteStride`` 4, normalised), ``"uvs"`` (uint16 x 2,
+    ``byteStride`` 4, normalised) and ``"colors"`` (``COLOR_0``: uint8 RGBA,
     ``byteStride`` 4, normalised), and ``"indices"`` (``mode`` TRIANGLES,
     ``byteStride`` 2 when every index fits below 65535, the primitive-restart value
     glTF forbids, i.e. at most 65535 vertices; else 4); each holds ``data``
     (bytes), ``byteStride``, ``count``, ``mode``, ``filter`` for the bufferView
     extension object. ``"quantized"`` is the :class:`Quantized` (node transform,
     texture transform) and ``"n_vertices"`` / ``"n_faces"`` the counts.
-    ``vertices`` (N, 3) float metres in the tile frame; ``faces`` (M, 3).
+    ``vertices`` (N, 3) float metres in the tile frame; ``faces`` (M, 3);
+    ``normals`` (N, 3) unit vectors; ``uvs`` (N, 2); ``colors`` (N, 3) or (N, 4),
+    uint8 or floats in [0, 1] (alpha 255 when absent).
     Memory: O(N + M): the reordered copies, the integer attributes and about 17
     bytes per triangle of encoder scratch.
     """
     v, f = check_mesh(vertices, faces)
-    extra = []
+    extra = {}
     if normals is not None:
-        extra.append(_attribute(normals, v.shape[0], 3, "normals"))
+        extra["normals"] = _attribute(normals, v.shape[0], 3, "normals")
     if uvs is not None:
-        extra.append(_attribute(uvs, v.shape[0], 2, "uvs"))
+        extra["uvs"] = _attribute(uvs, v.shape[0], 2, "uvs")
+    if colors is not None:
+        extra["colors"] = _colors(colors, v.shape[0])
     f = optimize_vertex_cache(f, v.shape[0])
-    attrs = np.hstack(extra) if extra else None
-    v, f, attrs, _ = optimize_vertex_fetch(v, f, attrs)
-    n_nrm = None if normals is None else attrs[:, :3]
-    n_uv = None if uvs is None else attrs[:, -2:]
-    q = quantize(v, bits=bits, normals=n_nrm, uvs=n_uv)
+    v, f, attrs, _ = optimize_vertex_fetch(v, f, extra or None)
+    attrs = attrs or {}
+    q = quantize(v, bits=bits, normals=attrs.get("normals"), uvs=attrs.get("uvs"))
     out: dict = {
         "positions": _stream(_pad_columns(q.positions, 4), "UNSIGNED_SHORT", "VEC3"),
         "quantized": q,
@@ -294,6 +320,8 @@ def encode_meshopt(vertices, faces, bits: int = 14, normals=None, uvs=None) -> d
         out["normals"] = _stream(_pad_columns(q.normals, 4), "BYTE", "VEC3")
     if q.uvs is not None:
         out["uvs"] = _stream(q.uvs, "UNSIGNED_SHORT", "VEC2")
+    if "colors" in attrs:
+        out["colors"] = _stream(attrs["colors"], "UNSIGNED_BYTE", "VEC4")
     # 0xFFFF is the primitive-restart value glTF forbids in UNSIGNED_SHORT indices
     size = 2 if v.shape[0] <= 0xFFFF else 4
     out["indices"] = {
@@ -306,27 +334,58 @@ def encode_meshopt(vertices, faces, bits: int = 14, normals=None, uvs=None) -> d
     return out
 
 
-def decode_meshopt(d: dict) -> tuple[np.ndarray, np.ndarray]:
+def _decode_stream(d: dict, key: str, stride: int) -> np.ndarray:
+    try:
+        s = d[key]
+        raw = decode_vertex_buffer(s["data"], s["count"], s["byteStride"])
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"not an encode_meshopt result: bad {key!r} entry ({exc})") from None
+    if raw.shape[1] != stride:
+        raise InputError(f"{key} stream has byteStride {raw.shape[1]}, expected {stride}")
+    return raw
+
+
+def decode_meshopt(d: dict, attributes: bool = False):
     """Decode :func:`encode_meshopt`'s output to ``(vertices float64 (N, 3), faces
     uint32 (M, 3))``: dequantised positions (within half a step of the input) and
-    the reordered, possibly rotated triangles. Memory: O(N + M)."""
+    the reordered, possibly rotated triangles. With ``attributes=True`` returns
+    ``(vertices, faces, attrs)`` where ``attrs`` holds what was encoded, in the
+    output vertex order: ``"normals"`` float64 (N, 3) (``max(q / 127, -1)``, within
+    0.5/127 per component), ``"uvs"`` float64 (N, 2) (texture transform applied),
+    ``"colors"`` uint8 (N, 4). Raises :class:`~twin.errors.InputError` for a
+    malformed dict or a truncated or corrupt stream. Memory: O(N + M)."""
     try:
-        p, ix, q = d["positions"], d["indices"], d["quantized"]
+        ix, q = d["indices"], d["quantized"]
+        d["positions"]
     except (KeyError, TypeError) as exc:
         raise InputError(f"not an encode_meshopt result: missing {exc}") from None
     if not isinstance(q, Quantized):
         raise InputError("encode_meshopt result has no Quantized under 'quantized'")
+    raw = _decode_stream(d, "positions", 8)
     try:
-        raw = decode_vertex_buffer(p["data"], p["count"], p["byteStride"])
         faces = decode_index_buffer(ix["data"], ix["count"], 4)
     except (KeyError, TypeError) as exc:
-        raise InputError(f"not an encode_meshopt result: bad stream entry ({exc})") from None
-    if raw.shape[1] < 6:
-        raise InputError(f"positions stream has byteStride {p['byteStride']}, expected 8")
-    pos = raw.view(np.uint16)[:, :3]
-    if faces.size and faces.max() >= p["count"]:
+        raise InputError(f"not an encode_meshopt result: bad 'indices' entry ({exc})") from None
+    n = raw.shape[0]
+    if faces.size and faces.max() >= n:
         raise InputError("index stream refers to vertices past the position count")
-    restored = Quantized(
-        positions=np.ascontiguousarray(pos), offset=q.offset, step=q.step, bits=q.bits
-    )
-    return dequantize(restored), faces
+    pos = np.ascontiguousarray(raw.view(np.uint16)[:, :3])
+    vertices = dequantize(Quantized(positions=pos, offset=q.offset, step=q.step, bits=q.bits))
+    if not attributes:
+        return vertices, faces
+    out = {}
+    for key in ("normals", "uvs", "colors"):
+        if key not in d:
+            continue
+        a = _decode_stream(d, key, 4)
+        if a.shape[0] != n:
+            raise InputError(f"{key} stream has {a.shape[0]} elements for {n} vertices")
+        if key == "normals":
+            out[key] = np.maximum(a.view(np.int8)[:, :3].astype(np.float64) / 127.0, -1.0)
+        elif key == "uvs":
+            if q.uv_scale is None:
+                raise InputError("encode_meshopt result has UVs but no texture transform")
+            out[key] = a.view(np.uint16).astype(np.float64) / 65535.0 * q.uv_scale + q.uv_offset
+        else:
+            out[key] = a.copy()
+    return vertices, faces, out
