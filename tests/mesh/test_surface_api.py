@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import struct
 import zlib
 
@@ -23,7 +24,7 @@ from click.testing import CliRunner
 
 import twin.mesh as tm
 from twin.cli import main
-from twin.errors import InputError, ParameterError, TwinError
+from twin.errors import InputError, OutputError, ParameterError, TwinError
 from twin.mesh.meshopt_codec import decode_index_sequence, encode_index_sequence
 
 mo = pytest.importorskip("meshoptimizer")
@@ -1106,6 +1107,18 @@ def test_cli_bad_options(tmp_path):
         assert res.exit_code == 2, (opts, res.output)
     res = runner.invoke(main, ["mesh", "optimize", str(tmp_path), str(tmp_path / "o.glb")])
     assert res.exit_code == 2  # a directory is not a mesh file
+    # an output that cannot be written: one line naming it, nothing left behind
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "o.glb"  # below a plain file
+    res = runner.invoke(main, ["mesh", "optimize", str(src), str(out)])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().count("\n") == 0 and "cannot" in res.output
+    assert str(out) in res.output
+    with pytest.raises(OutputError, match="cannot"):
+        tm.optimize(src, out)
+    if os.path.isdir("/proc/self"):  # a folder where no file can be created
+        with pytest.raises(OutputError, match="cannot write"):
+            tm.optimize(src, "/proc/self/o.glb")
     assert "Example" in runner.invoke(main, ["mesh", "optimize", "--help"]).output
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twin.errors import InputError, ParameterError, TwinError
+from twin.errors import InputError, OutputError, ParameterError, TwinError
 from twin.fileio import atomic_path
 
 __all__ = ["CODECS", "OptimizeResult", "optimize", "read_mesh"]
@@ -242,8 +242,11 @@ def optimize(
     path = None
     if out is not None:
         _check_suffix(out, codec)
-        with atomic_path(out) as tmp:
-            tmp.write_bytes(data)
+        try:
+            with atomic_path(out) as tmp:
+                tmp.write_bytes(data)
+        except OSError as exc:
+            raise OutputError(f"cannot write: {exc.strerror or exc}", path=out) from None
         path = os.fspath(out)
     res = OptimizeResult(
         codec=codec,
