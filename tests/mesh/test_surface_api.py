@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import trimesh
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import twin.mesh as tm
 from twin.cli import main
@@ -1168,3 +1170,42 @@ def test_colour_errors_and_big_endian_vertex_data():
     data = np.arange(40, dtype=">f4").reshape(10, 4)
     dec = tm.decode_vertex_buffer(tm.encode_vertex_buffer(data), 10, 16)
     np.testing.assert_array_equal(dec.view("<f4"), data)
+
+
+# ---------------------------------------------------------------- property
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(3, 60),
+    m=st.integers(1, 120),
+    seed=st.integers(0, 2**16),
+    vform=st.sampled_from(sorted(VERTEX_FORMS)),
+    fform=st.sampled_from(sorted(FACE_FORMS)),
+)
+def test_property_any_form_any_mesh(n, m, seed, vform, fform):
+    """Random meshes (repeated, degenerate and unused vertices included) in any input
+    form: every function agrees with its canonical-input result, and the metrics
+    agree with meshoptimizer's analyser."""
+    g = np.random.default_rng(seed)
+    v = g.integers(-40, 40, (n, 3)) / 8.0  # exact in float32; repeats likely
+    f = g.integers(0, n, (m, 3)).astype(np.uint32)
+    vi, fi = VERTEX_FORMS[vform](v), FACE_FORMS[fform](f)
+    calls = {
+        "weld": lambda a, b: tm.weld(a, b),
+        "weld_tol": lambda a, b: tm.weld(a, b, tol=0.2),
+        "cache": lambda a, b: tm.optimize_vertex_cache(b, n, cache_size=7),
+        "fetch": lambda a, b: tm.optimize_vertex_fetch(a, b),
+        "overdraw": lambda a, b: tm.optimize_overdraw(a, b),
+        "quantize": lambda a, b: tm.quantize(a, bits=9),
+        "encode": lambda a, b: tm.encode(a, b, bits=9),
+    }
+    for call in calls.values():
+        _eq(call(vi, fi), call(v, f))
+    tr, m_acmr, m_atvr = mo_analyze(f, n, 16)
+    assert tm.acmr(fi, n) == pytest.approx(m_acmr, rel=1e-6) == pytest.approx(tr / m)
+    assert tm.atvr(fi, n) == pytest.approx(m_atvr, rel=1e-6)
+    data, order = tm.encode(vi, fi, bits=9, return_order=True)
+    archive_mesh(data, order, v, f, 9)
+    out = tm.optimize_vertex_cache(fi, n)
+    assert canon(out) == canon(f)
