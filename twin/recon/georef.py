@@ -43,6 +43,7 @@ from twin.recon.images import ImageSet, gimbal_rotation
 log = logging.getLogger(__name__)
 
 MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL")
+CHI2_MEDIAN = {1: 0.45494, 2: 1.38629, 3: 2.36597}  # medians of chi-square, k dof
 
 
 @dataclass
@@ -587,6 +588,11 @@ def adjust_with_priors(
     why in the log): fewer than three registered photos with gimbal angles, attitudes
     scattering more than ``max_sigma_deg``, or a camera model other than ``MODELS``."""
     t0, c0 = time.perf_counter(), time.process_time()
+    by = images.by_name()
+    registered = [im.name for _, im in rec.images.items() if im.has_pose]
+    if sum(by[n].has_gimbal for n in registered if n in by) < 3:
+        log.info("fewer than three photos with gimbal angles: no prior adjustment")
+        return None
     got = problem_from_reconstruction(rec)
     if got is None:
         log.info("camera model without a prior adjustment: the similarity stands")
@@ -629,13 +635,17 @@ def _variance_components(solver: _Solver, prob: Problem, pri: Priors, opts: Prio
         np.put_along_axis(Jf, np.broadcast_to(idx[:, None, :], J.shape), J, axis=2)
         Jf = Jf[:, :, : solver.P]
         q = np.einsum("nki,ij,nkj->n", Jf, Sig, Jf) * wp
-        # rows down-weighted as outliers (beyond the Huber threshold) are left out
-        inl = wp >= 1.0
-        red = max(J.shape[1] * inl.sum() - float(q[inl].sum()), 1e-3)
-        rows += J.shape[0] * J.shape[1]
-        prior_red += J.shape[1] * len(ep) - float(q.sum())
-        ss = float((ep[inl] ** 2).sum())
-        ratio = np.sqrt(ss / red)  # σ_new / σ_old
+        k = J.shape[1]
+        # photos sharing one GPS fix are one observation between them
+        count = pri.share[img] if g in (1, 2) else np.ones(len(img))
+        rows += k * count.sum()
+        prior_red += k * count.sum() - float(q.sum())
+        # each prior's squared residual over its redundancy is σ²-scaled chi-square with
+        # k degrees of freedom: the median of the ratios is robust to wrong priors
+        red_i = np.maximum(k - q / count, 0.05 * k)
+        t = (ep**2).sum(1) / count * k / red_i
+        ratio = np.sqrt(np.median(t) / CHI2_MEDIAN[k])  # σ_new / σ_old
+        red = float((k * count - q).sum())
         if g == 0:
             out["sigma_rot"] = max(pri.sigma_rot * ratio, np.radians(opts.min_sigma_deg))
             rep["sigma_attitude_deg"] = float(np.degrees(out["sigma_rot"]))
