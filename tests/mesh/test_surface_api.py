@@ -152,6 +152,53 @@ def assert_same_triangles(v, f, ref_v, ref_f, max_error, match=None):
     assert canon(np.asarray(match)[np.asarray(f, np.int64)]) == canon(ref_f)
 
 
+# ---------------------------------------------------------------- names
+
+
+SIGNATURES = {
+    "weld": ["vertices", "faces", "tol=0.0", "attributes=None"],
+    "optimize_vertex_cache": ["faces", "n_vertices", "cache_size=16"],
+    "optimize_vertex_fetch": ["vertices", "faces", "attributes=None"],
+    "acmr": ["faces", "n_vertices", "cache_size=16"],
+    "atvr": ["faces", "n_vertices", "cache_size=16"],
+    "simplify": [
+        "vertices",
+        "faces",
+        "target_faces=None",
+        "target_error=None",
+        "lock_border=False",
+        "attributes=None",
+        "attribute_weights=None",
+    ],
+    "quantize": ["vertices", "bits=14"],
+    "encode": ["vertices", "faces", "bits=14"],
+    "decode": ["data"],
+    "encode_meshopt": ["vertices", "faces", "bits=14"],
+    "decode_meshopt": [],
+    "dequantize": [],
+    "optimize_overdraw": ["vertices", "faces"],
+    "optimize": ["mesh_or_path"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_public_names_and_signatures(name):
+    """The documented names are in ``twin.mesh`` and ``twin.mesh.storage`` and take
+    the documented leading parameters with the documented defaults."""
+    import inspect
+
+    import twin.mesh.storage as storage
+
+    fn = getattr(tm, name)
+    assert getattr(storage, name) is fn and name in tm.__all__
+    params = list(inspect.signature(fn).parameters.values())
+    for want, p in zip(SIGNATURES[name], params, strict=False):
+        pname, _, default = want.partition("=")
+        assert p.name == pname
+        if default:
+            assert repr(p.default) == default
+
+
 # ---------------------------------------------------------------- input forms
 
 
