@@ -37,6 +37,7 @@ import os
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -50,8 +51,14 @@ from twin.sync.model import (
     parse_event,
 )
 
+# sqlite3 binds None through its adaptation protocol: a failed __adapt__/__conform__
+# lookup per NULL (about 0.25 us each, a fifth of the cost of binding an entity
+# row). An adapter registered for NoneType makes that one dict hit; None still binds
+# as NULL. Process-wide, changing nothing but the speed.
+sqlite3.register_adapter(type(None), {}.get)
+
 APPLIED, STALE, DUPLICATE, REJECTED = "applied", "stale", "duplicate", "rejected"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: entities checkpointed from history (3: written per batch)
 DEFAULT_CELL_DEG = 0.01  # indicator grid cell, degrees (about 1.1 km of latitude)
 DEFAULT_BUCKET_S = 60  # indicator time bucket, seconds
 
@@ -244,27 +251,39 @@ _COLS = ("id", "type", "revision", "observed_ns", "event_id", *_STATE, *_PLACE)
 _SEL = ", ".join(_COLS)
 _HIST_COLS = ("k", "observed_ns", "event_id", "revision", "outcome", *_STATE, *_PLACE)
 _INS_ENTITY = f"INSERT INTO entities ({_SEL}, k) VALUES ({', '.join('?' * len(_COLS))}, ?)"
-_UPD_ENTITY = (
-    "UPDATE entities SET revision = ?3, observed_ns = ?4, event_id = ?5, source = ?6, "
-    "lon = ?7, lat = ?8, alt = ?9, heading = ?10, speed = ?11, status = ?12, "
-    "attributes = ?13, building = ?14, floor = ?15, x = ?16, y = ?17, z = ?18 WHERE k = ?19"
-)
-_UPD_MOVE = (
-    "UPDATE entities SET revision = ?, observed_ns = ?, event_id = ?, lon = ?, lat = ?, "
-    "alt = ?, heading = ?, speed = ?, x = ?, y = ?, z = ? WHERE k = ?"
-)
 _INS_HIST = (
     f"INSERT INTO history ({', '.join(_HIST_COLS)}) VALUES ({', '.join('?' * len(_HIST_COLS))})"
 )
-# a history row straight from an in-memory entity row (?1 id and ?2 type unused)
+# an applied history row from an in-memory entity row's state (_COLS[2:], then k)
 _INS_HIST_ROW = (
-    f"INSERT INTO history ({', '.join(_HIST_COLS)}) VALUES (?19, ?4, ?5, ?3, "
-    "'applied', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+    f"INSERT INTO history ({', '.join(_HIST_COLS)}) VALUES (?17, ?2, ?3, ?1, "
+    "'applied', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
 )
-_COPY_HIST = (
-    f"INSERT INTO history ({', '.join(_HIST_COLS)}) SELECT k, observed_ns, event_id, "
-    "revision, 'applied', source, lon, lat, alt, heading, speed, status, attributes, "
-    "building, floor, x, y, z FROM entities WHERE k IN (SELECT value FROM json_each(?))"
+_row_state = itemgetter(slice(2, 19))  # what _INS_HIST_ROW binds of an entity row
+_key0, _key18 = itemgetter(0), itemgetter(18)  # the entity key of a history / entity row
+# The tail: the newest applied history row of every entity with one after the
+# checkpoint (applied rows of an entity are appended in revision order).
+_TAIL = (
+    "SELECT k, max(rowid) AS r FROM history WHERE rowid > {ck} AND outcome = 'applied' GROUP BY k"
+)
+_STATE_SET = (
+    "revision, observed_ns, event_id, source, lon, lat, alt, heading, speed, status, "
+    "attributes, building, floor, x, y, z"
+)
+_H_STATE = ", ".join("h." + c for c in _STATE_SET.split(", "))
+# The checkpoint: entities (keys in a JSON list) take their newest history row (the
+# newest by time is always applied: an older event is stale), one index seek each.
+_CHECKPOINT = (
+    f"UPDATE entities SET ({_STATE_SET}) = (SELECT {_STATE_SET} FROM history WHERE "
+    "k = entities.k ORDER BY observed_ns DESC, event_id DESC LIMIT 1) "
+    "WHERE k IN (SELECT value FROM json_each(?1))"
+)
+_CK_SQL = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'checkpoint'"
+# the newest state of entity keys (a JSON list) from history: _COLS[2:] order, then k
+_LATEST = (
+    f"SELECT {_H_STATE}, j.value FROM json_each(?1) "
+    "AS j JOIN history AS h ON h.rowid = (SELECT rowid FROM history WHERE k = j.value "
+    "ORDER BY observed_ns DESC, event_id DESC LIMIT 1)"
 )
 _new = tuple.__new__
 _ASOF_COLS = (
@@ -277,7 +296,12 @@ _ASOF_BY_ID = (
     "h.outcome, e.k FROM entities AS e JOIN history AS h ON h.k = e.k WHERE e.id = ?1 "
     "AND h.observed_ns <= ?2 ORDER BY h.observed_ns DESC, h.event_id DESC LIMIT 1"
 )
-_POINT = f"SELECT {_SEL} FROM entities WHERE id = ?"
+_POINT = f"SELECT {_SEL}, k FROM entities WHERE id = ?"
+# the newest history row of a known entity key: its current state (_COLS[2:] order)
+_LATEST_K = (
+    f"SELECT {_STATE_SET} FROM history WHERE k = ?1 ORDER BY observed_ns DESC, event_id DESC "
+    "LIMIT 1"
+)
 # as-of read of a known entity key: the columns in Entity's field order (from revision)
 _ASOF_K = (
     "SELECT revision, observed_ns, lon, lat, alt, heading, speed, status, attributes, "
@@ -669,6 +693,36 @@ def plan_batch(
     )
 
 
+def _upgrade(con: sqlite3.Connection, path: Path) -> None:
+    """Check the store's schema version. A version 3 store (entities rewritten by
+    every batch, so they hold the state of every history row) becomes version 4 in
+    place: its checkpoint is its newest history row. Any other version is refused."""
+    meta = dict(con.execute("SELECT key, value FROM meta"))
+    if meta.get("schema_version") == str(SCHEMA_VERSION) and "checkpoint" in meta:
+        return
+    _retry_locked(lambda: con.execute("BEGIN IMMEDIATE"))
+    try:
+        v = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        if v == "3":
+            last = con.execute("SELECT coalesce(max(rowid), 0) FROM history").fetchone()[0]
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('checkpoint', ?)", (str(last),))
+            con.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+        elif v == str(SCHEMA_VERSION):
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('checkpoint', '0')")
+        else:
+            raise InputError(
+                f"store schema version {v}: this twin reads version {SCHEMA_VERSION} "
+                "(and upgrades version 3)",
+                path=path,
+            )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 def _retry_locked(fn, seconds: float = 30.0):
     """Run ``fn`` again while SQLite says the database is locked (another process
     is creating the same store, or switching it to WAL), up to ``seconds``."""
@@ -694,12 +748,21 @@ class SQLiteStore(Store):
     event is never lost. The cost is one fsync per batch, negligible with batches of
     thousands of events.
 
-    Speed: current entity rows are cached in memory (write-through; dropped when
-    another connection commits, which ``PRAGMA data_version`` reveals, or after a
-    rollback), history is an append-only rowid table indexed by (entity key,
-    observed_ns, event_id), and the last applied state of each entity in a batch is
-    copied into history set-based from ``entities``; only superseded and stale
-    rows are bound one by one.
+    Speed: history is the record of state. Every applied event appends the entity's
+    whole new state to ``history`` (an append-only rowid table indexed by (entity
+    key, observed_ns, event_id)), so an entity's newest history row *is* its current
+    state. The ``entities`` table (id, type and a copy of the state, for
+    :meth:`query` and its indexes) is not rewritten per batch: it is brought up to
+    date set-based from history every ``checkpoint_rows`` history rows (a
+    *checkpoint*, in the transaction of the batch that crosses the mark; the meta
+    key ``checkpoint`` says up to which history row it holds). Between checkpoints
+    every read of current state overlays the newer *tail* of history, so readers on
+    any connection see exactly the committed state; a crash loses nothing (the
+    tail is durable history; there is nothing to rebuild). An entity moved by many
+    batches between two checkpoints has its ``entities`` page written once, not
+    once per batch. Current entity rows are also cached in memory
+    (write-through; dropped when another connection commits, which ``PRAGMA
+    data_version`` reveals, or after a rollback).
 
     Placement: with a ``placer`` (:class:`twin.sync.placement.Placer`), every event
     with a position is placed on the model before it is applied: the building and
@@ -711,8 +774,12 @@ class SQLiteStore(Store):
     next to the database may reach that size (64 MiB at most after a checkpoint).
 
     Memory: one batch, plus the entity cache (about 350 bytes per entity, cleared
-    when it exceeds ``max_cache`` entities). Disk grows with the number of history
-    rows (every applied or stale event).
+    when it exceeds ``max_cache`` entities) and the set of entity keys in the tail
+    (at most ``checkpoint_rows``). Disk grows with the number of history rows (every
+    applied or stale event).
+
+    A store written by schema version 3 (entities rewritten every batch) is
+    upgraded in place when opened; a newer schema is refused.
     """
 
     def __init__(
@@ -724,8 +791,14 @@ class SQLiteStore(Store):
         placer=None,
         cell_deg: float | None = None,
         bucket_s: int | None = None,
+        checkpoint_rows: int = 200_000,
     ):
         self.path = Path(path)
+        if not (isinstance(checkpoint_rows, int) and checkpoint_rows >= 1):
+            raise ParameterError(
+                f"checkpoint_rows must be an integer >= 1, not {checkpoint_rows!r}"
+            )
+        self.checkpoint_rows = checkpoint_rows
         self.placer = placer
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise InputError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
@@ -753,12 +826,7 @@ class SQLiteStore(Store):
             con.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
-            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if int(row[0]) != SCHEMA_VERSION:
-                raise InputError(
-                    f"store schema version {row[0]}, this twin reads {SCHEMA_VERSION}",
-                    path=self.path,
-                )
+            _upgrade(con, self.path)
             meta = dict(con.execute("SELECT key, value FROM meta"))
             self.cell_deg, self.bucket_s = _indicator_settings(meta, cell_deg, bucket_s, self.path)
             for k, v in (("cell_deg", self.cell_deg), ("bucket_s", self.bucket_s)):
@@ -776,10 +844,45 @@ class SQLiteStore(Store):
         self._cache: dict[str, list] = {}
         self._batch = 0
         self._next_k = (con.execute("SELECT max(k) FROM entities").fetchone()[0] or 0) + 1
-        self._version = self._data_version()
+        # the tail: entity keys with history rows after the checkpoint (their state in
+        # ``entities`` may be old), the checkpoint and the newest history row seen
+        self._tail: set[int] = set()
+        self._ckpt = self._tail_seen = -1
+        self._version = None  # data_version the cache and tail are valid for
+        self._catch_up()
 
     def _data_version(self) -> int:
         return self._con.execute("PRAGMA data_version").fetchone()[0]
+
+    def _catch_up(self) -> None:
+        """Make the cache and the tail valid for what is committed now (outside a
+        transaction: reads in one snapshot; inside one: that transaction's view).
+        The cache is dropped; the tail is read on from the newest row seen, or anew
+        after another connection made a checkpoint. Cost grows with the history rows
+        written since the last call (at most ``checkpoint_rows`` after a checkpoint)."""
+        con = self._con
+        own = con.in_transaction
+        version = self._data_version()  # before the snapshot: a later commit shows
+        if not own:
+            con.execute("BEGIN")
+        try:
+            ck = con.execute(_CK_SQL).fetchone()[0]
+            if ck != self._ckpt:
+                self._ckpt, self._tail_seen = ck, ck
+                self._tail = set()
+            rows = con.execute(
+                "SELECT k, rowid FROM history WHERE rowid > ? AND outcome = 'applied'",
+                (self._tail_seen,),
+            ).fetchall()
+            last = con.execute("SELECT max(rowid) FROM history").fetchone()[0] or 0
+            self._next_k = (con.execute("SELECT max(k) FROM entities").fetchone()[0] or 0) + 1
+        finally:
+            if not own:
+                con.execute("COMMIT")
+        self._tail.update(r[0] for r in rows)
+        self._tail_seen = max(self._tail_seen, last)
+        self._cache.clear()
+        self._version = version
 
     # ------------------------------------------------------------------ writes
     def apply(self, events: Iterable[Event | dict], *, now: int | None = None) -> list[Outcome]:
@@ -809,16 +912,16 @@ class SQLiteStore(Store):
         cur = self._cur
         cur.execute("BEGIN IMMEDIATE")
         try:
-            version = self._data_version()
-            if version != self._version or len(self._cache) > self.max_cache:
-                self._cache.clear()  # another connection wrote: our rows may be old
-                self._next_k = (cur.execute("SELECT max(k) FROM entities").fetchone()[0] or 0) + 1
+            if self._data_version() != self._version:
+                self._catch_up()  # another connection wrote: our rows may be old
+            elif len(self._cache) > self.max_cache:
+                self._cache.clear()
             self._apply(evs, outcomes, cur)
             cur.execute("COMMIT")
         except BaseException:
-            self._cache.clear()  # rows were changed in place
             cur.execute("ROLLBACK")
-            self._next_k = (cur.execute("SELECT max(k) FROM entities").fetchone()[0] or 0) + 1
+            self._ckpt = -1  # rows were changed in place: read everything again
+            self._catch_up()
             raise
         self._version = self._data_version()
         return outcomes  # type: ignore[return-value]
@@ -836,13 +939,17 @@ class SQLiteStore(Store):
             )
         }
         cache = self._cache
-        missing = list({e.entity_id for e in evs if e is not None and e.entity_id not in cache})
+        missing = list({e.entity_id for e in evs if e is not None} - cache.keys())
         if missing:
-            for r in cur.execute(
+            rows = cur.execute(
                 f"SELECT {_SEL}, k FROM entities WHERE id IN (SELECT value FROM json_each(?1))",
                 (json.dumps(missing),),
-            ):
-                cache[r[0]] = [*r, 0, 0, 0, None]
+            ).fetchall()
+            tail = self._tail
+            newer = self._latest([r[18] for r in rows if r[18] in tail]) if tail else {}
+            for r in rows:
+                h = newer.get(r[18])
+                cache[r[0]] = [*r, 0, 0, 0, None] if h is None else [r[0], r[1], *h, 0, 0, 0, None]
         self._batch += 1
         token = self._batch
         p = plan_batch(
@@ -860,44 +967,22 @@ class SQLiteStore(Store):
         dirty, created, incident_rows = p.dirty, p.created, p.incident_rows
         if created:
             cur.executemany(_INS_ENTITY, [r[:19] for r in created])
-        if len(dirty) > len(created):
-            narrow, wide = [], []
-            for r in dirty:
-                if r[21] == token:
-                    continue
-                if r[20] == token:
-                    wide.append(r[:19])
-                else:
-                    narrow.append(
-                        (
-                            r[2],
-                            r[3],
-                            r[4],
-                            r[6],
-                            r[7],
-                            r[8],
-                            r[9],
-                            r[10],
-                            r[15],
-                            r[16],
-                            r[17],
-                            r[18],
-                        )
-                    )
-            if narrow:  # the common case: a move; fewer columns, no index to maintain
-                cur.executemany(_UPD_MOVE, narrow)
-            if wide:
-                cur.executemany(_UPD_ENTITY, wide)
         if new_seen:
             cur.execute(
                 "INSERT INTO events_seen SELECT value FROM json_each(?)", (json.dumps(new_seen),)
             )
+        # History rows in entity-key order (stale ones, then applied ones: each
+        # entity's superseded states, then its final state): the index inserts sweep
+        # the (k, observed_ns, event_id) index once instead of jumping around it.
+        # Cursors stay in each entity's revision order.
         if hist:
+            hist.sort(key=_key0)
             cur.executemany(_INS_HIST, hist)
-        if hist_applied:
-            cur.executemany(_INS_HIST_ROW, hist_applied)
-        if dirty:  # the final state of each entity is its last applied history row
-            cur.execute(_COPY_HIST, (json.dumps([r[18] for r in dirty]),))
+        if dirty:
+            rows = [*hist_applied, *dirty] if hist_applied else dirty[:]
+            rows.sort(key=_key18)
+            cur.executemany(_INS_HIST_ROW, map(_row_state, rows))
+            self._tail.update([r[18] for r in dirty])
         if incident_rows:
             cur.executemany(
                 "INSERT INTO incidents VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -922,6 +1007,25 @@ class SQLiteStore(Store):
         rows = indicator_rows(p, reported)
         if rows:
             cur.executemany(_UPSERT_INDICATORS, rows)
+        last = cur.execute("SELECT max(rowid) FROM history").fetchone()[0] or 0
+        self._tail_seen = last
+        if last - self._ckpt >= self.checkpoint_rows:
+            self._checkpoint(cur, last)
+
+    def _checkpoint(self, cur: sqlite3.Cursor, last: int) -> None:
+        """Bring ``entities`` up to history row ``last`` (in the caller's transaction).
+        Cost grows with the entities changed since the last checkpoint."""
+        cur.execute(_CHECKPOINT, (json.dumps(sorted(self._tail)),))
+        cur.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint'", (str(last),))
+        self._ckpt = last
+        self._tail = set()
+
+    def _latest(self, ks: list[int]) -> dict[int, tuple]:
+        """Entity key -> its newest history row (``_COLS[2:]``, then k): current state."""
+        if not ks:
+            return {}
+        rows = self._con.execute(_LATEST, (json.dumps(ks),)).fetchall()
+        return {r[16]: r for r in rows}
 
     def _rows(self, sql: str, args: Sequence) -> list[tuple]:
         return self._con.execute(sql, args).fetchall()
@@ -933,11 +1037,20 @@ class SQLiteStore(Store):
         ``at`` (a partial stale row is completed from the latest applied row)."""
         if at is None:
             # the write-through cache answers while no other connection has written
-            cached = self._cache.get(entity_id)
-            if cached is not None and self._data_version() == self._version:
-                return _entity(cached)
+            if self._data_version() != self._version:
+                self._catch_up()
+            else:
+                cached = self._cache.get(entity_id)
+                if cached is not None:
+                    return _entity(cached)
             row = self._rcur.execute(_POINT, (entity_id,)).fetchone()
-            return None if row is None else _entity(row)
+            if row is None:
+                return None
+            if row[18] in self._tail:  # changed since the checkpoint: history has it
+                h = self._rcur.execute(_LATEST_K, (row[18],)).fetchone()
+                if h is not None:
+                    row = (row[0], row[1], *h)
+            return _entity(row)
         t = at if type(at) is int else _time_ns(at)
         # id -> (k, type) never changes once an entity exists: the cache may answer
         # (then one prepared index seek, only the state columns bound back); else one
@@ -1039,32 +1152,48 @@ class SQLiteStore(Store):
         a type or list of types; ``building``/``floor``/``status`` exact values;
         ``at`` evaluates the filters on the state as of that time (a scan of history
         up to ``at``: cost grows with history size, use it for analysis, not per frame).
+        Current state is ``entities`` overlaid with the history rows written since the
+        last checkpoint (cost grows with the entities, plus at most
+        ``checkpoint_rows`` tail rows).
         """
-        h, e = ("h.", "e.") if at is not None else ("", "")
-        where, args = [], []
+        args: list = []
         if bbox is not None:
             x0, y0, x1, y1 = (float(v) for v in bbox)
-            where.append(f"{h}lon BETWEEN ? AND ? AND {h}lat BETWEEN ? AND ?")
             args += [x0, x1, y0, y1]
         if types is not None:
             types = [types] if isinstance(types, str) else list(types)
-            where.append(f"{e}type IN ({', '.join('?' * len(types))})")
             args += types
-        for col, v in (("building", building), ("floor", floor), ("status", status)):
-            if v is not None:
-                where.append(f"{h}{col} = ?")
-                args.append(v)
+        args += [v for v in (building, floor, status) if v is not None]
+
+        def cond(h: str, e: str) -> str:  # the filters on state columns h., type e.
+            where = []
+            if bbox is not None:
+                where.append(f"{h}lon BETWEEN ? AND ? AND {h}lat BETWEEN ? AND ?")
+            if types is not None:
+                where.append(f"{e}type IN ({', '.join('?' * len(types))})")
+            for col, v in (("building", building), ("floor", floor), ("status", status)):
+                if v is not None:
+                    where.append(f"{h}{col} = ?")
+            return "".join(" AND " + w for w in where)
+
         if at is None:
-            cond = (" WHERE " + " AND ".join(where)) if where else ""
-            sql = f"SELECT {_SEL} FROM entities{cond} ORDER BY id"
-            return [_entity(r) for r in self._con.execute(sql, args)]
-        cond = "".join(" AND " + w for w in where)
+            # entities not changed since the checkpoint, then the newest history row
+            # of those that were (one statement: one snapshot)
+            sql = (
+                f"WITH t AS ({_TAIL.format(ck='(' + _CK_SQL + ')')}) "
+                f"SELECT {_SEL} FROM entities WHERE k NOT IN (SELECT k FROM t){cond('', '')} "
+                f"UNION ALL SELECT e.id, e.type, {_H_STATE} FROM t JOIN history AS h "
+                f"ON h.rowid = t.r JOIN entities AS e ON e.k = t.k WHERE 1{cond('h.', 'e.')} "
+                "ORDER BY 1"
+            )
+            return [_entity(r) for r in self._con.execute(sql, args + args)]
         sql = (
             f"SELECT {_HIST_SEL} FROM (SELECT *, row_number() OVER (PARTITION BY k "
             "ORDER BY observed_ns DESC, event_id DESC) AS rn FROM history WHERE observed_ns "
             "<= ?) AS h JOIN entities AS e ON e.k = h.k "
-            f"WHERE h.rn = 1{cond} ORDER BY e.id"
+            "WHERE h.rn = 1{cond} ORDER BY e.id"
         )
+        sql = sql.replace("{cond}", cond("h.", "e."))
         return [_entity(r) for r in self._con.execute(sql, [_time_ns(at), *args])]
 
     def cursor(self) -> int:
