@@ -265,6 +265,21 @@ def face_normals(V, F):
     return N0
 
 
+@njit(cache=True)
+def bounds(v):
+    """``(lo (3,), hi (3,))``: the per-axis minimum and maximum of points (N, 3)."""
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    for i in range(v.shape[0]):
+        for a in range(3):
+            x = v[i, a]
+            if x < lo[a]:
+                lo[a] = x
+            if x > hi[a]:
+                hi[a] = x
+    return lo, hi
+
+
 @njit(cache=True, inline="always")
 def _spread21(x):
     """The low 21 bits of ``x`` (uint64) spread to every third bit."""
@@ -290,24 +305,82 @@ def morton_codes(v, lo, scale):
     return code
 
 
+SORT_DIGIT = 13  # bits per digit of the Morton radix sort
+
+
 @njit(cache=True)
-def stabilise_ties(code, order):
-    """Make an argsort ``order`` of ``code`` stable: each run of equal codes sorted
-    by index in place (runs are short: vertices sharing a position)."""
-    n = order.shape[0]
+def radix_argsort(code):
+    """Stable argsort (int64) of uint64 ``code`` (LSD radix, 13-bit digits; digits on
+    which every code agrees are skipped). Memory: 32 bytes per code."""
+    n = code.shape[0]
+    nd = (64 + SORT_DIGIT - 1) // SORT_DIGIT
+    nb = 1 << SORT_DIGIT
+    mask = np.uint64(nb - 1)
+    hist = np.zeros((nd, nb), np.int64)
+    for i in range(n):
+        c = code[i]
+        for d in range(nd):
+            hist[d, (c >> np.uint64(d * SORT_DIGIT)) & mask] += 1
+    src_k = code.copy()
+    src_i = np.arange(n)
+    dst_k = np.empty(n, np.uint64)
+    dst_i = np.empty(n, np.int64)
+    for d in range(nd):
+        trivial = False
+        for b in range(nb):
+            if hist[d, b] == n:
+                trivial = True
+        if trivial:
+            continue
+        total = 0
+        for b in range(nb):
+            c = hist[d, b]
+            hist[d, b] = total
+            total += c
+        shift = np.uint64(d * SORT_DIGIT)
+        for i in range(n):
+            x = src_k[i]
+            b = (x >> shift) & mask
+            j = hist[d, b]
+            hist[d, b] = j + 1
+            dst_k[j] = x
+            dst_i[j] = src_i[i]
+        src_k, dst_k = dst_k, src_k
+        src_i, dst_i = dst_i, src_i
+    return src_i
+
+
+GROUP_RUN = 32  # longest run of equal Morton codes grouped by direct comparison
+
+
+@njit(cache=True)
+def position_groups(P, code):
+    """Groups of bit-identical positions (-0.0 == 0.0) of the Morton-ordered points
+    ``P`` with their sorted codes ``code``: equal positions have equal codes, so each
+    group lies in one run of equal codes. Returns ``(pid int32 (N,), ok)``, groups
+    numbered in order of first member; ``ok`` is False when a run is longer than
+    ``GROUP_RUN`` (then ``pid`` is incomplete). Linear time."""
+    n = P.shape[0]
+    pid = np.full(n, -1, np.int32)
+    g = 0
     i = 0
     while i < n:
         j = i + 1
-        while j < n and code[order[j]] == code[order[i]]:
+        while j < n and code[j] == code[i]:
             j += 1
-        for a in range(i + 1, j):  # insertion sort of the run
-            x = order[a]
-            b = a
-            while b > i and order[b - 1] > x:
-                order[b] = order[b - 1]
-                b -= 1
-            order[b] = x
+        if j - i > GROUP_RUN:
+            return pid, False
+        for a in range(i, j):
+            if pid[a] != -1:
+                continue
+            pid[a] = g
+            for b in range(a + 1, j):
+                if pid[b] == -1 and P[b, 0] == P[a, 0] and P[b, 1] == P[a, 1]:
+                    if P[b, 2] == P[a, 2]:
+                        pid[b] = g
+            g += 1
         i = j
+    return pid, True
 
 
 @njit(cache=True)

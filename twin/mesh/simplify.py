@@ -6,6 +6,7 @@ import numpy as np
 
 from twin.errors import ParameterError
 from twin.mesh._simplify_kernels import (
+    bounds,
     build_corner_lists,
     build_quadrics,
     classify,
@@ -13,10 +14,11 @@ from twin.mesh._simplify_kernels import (
     face_normals,
     measured_error,
     morton_codes,
+    position_groups,
+    radix_argsort,
     resolve_into,
     simplify_kernel,
     sort_faces_by_min,
-    stabilise_ties,
 )
 from twin.mesh._weld_kernels import weld_exact_kernel
 from twin.mesh.validate import check_attributes, check_mesh
@@ -251,15 +253,15 @@ class _Prepared:
     centre: np.ndarray
 
 
-def _morton_order(v: np.ndarray) -> np.ndarray:
+def _morton_order(v: np.ndarray, codes: bool = False):
     """Vertex permutation along a 3D Morton (Z-order) curve of 21 bits per axis
-    (stable: vertices at one position keep their input order)."""
-    lo = v.min(axis=0)
-    span = float((v.max(axis=0) - lo).max()) or 1.0
+    (stable: vertices at one position keep their input order); with ``codes`` also
+    the sorted codes."""
+    lo, hi = bounds(v)
+    span = float((hi - lo).max()) or 1.0
     code = morton_codes(v, lo, (2**21 - 1) / span)
-    order = np.argsort(code)
-    stabilise_ties(code, order)
-    return order
+    order = radix_argsort(code)
+    return (order, code[order]) if codes else order
 
 
 def _prepare(v_in, f_in, attrs, lock_border: bool) -> _Prepared:
@@ -268,18 +270,24 @@ def _prepare(v_in, f_in, attrs, lock_border: bool) -> _Prepared:
     corner lists and vertex kinds."""
     p = _Prepared()
     n = v_in.shape[0]
-    p.centre = 0.5 * (v_in.min(axis=0) + v_in.max(axis=0))
-    p.perm = _morton_order(v_in)
+    lo, hi = bounds(v_in)
+    p.centre = 0.5 * (lo + hi)
+    p.perm, code = _morton_order(v_in, codes=True)
     inv = np.empty(n, np.int32)
     inv[p.perm] = np.arange(n, dtype=np.int32)
-    p.V = v_in[p.perm] - p.centre  # working copy, centred for precise quadrics
+    pos = v_in[p.perm]
     F = inv[f_in]
     del inv
     p.F = sort_faces_by_min(F, n)
     del F
     # position groups (bit-identical positions, -0.0 == 0.0): seams and flat shading
-    pid, _, _ = weld_exact_kernel(np.ascontiguousarray((v_in[p.perm] + 0.0).view(np.uint64)))
-    pid = pid.astype(np.int32)
+    pid, ok = position_groups(pos, code)
+    del code
+    if not ok:  # many distinct points in one Morton cell: hash them instead
+        pid, _, _ = weld_exact_kernel(np.ascontiguousarray((pos + 0.0).view(np.uint64)))
+        pid = pid.astype(np.int32)
+    pos -= p.centre
+    p.V = pos  # working copy, centred for precise quadrics
     p.N0 = face_normals(p.V, p.F)
     p.head, p.nxt = build_corner_lists(p.F, n)
     p.Q = np.zeros((n, 11))
