@@ -1256,3 +1256,83 @@ def test_property_any_form_any_mesh(n, m, seed, vform, fform):
     archive_mesh(data, order, v, f, 9)
     out = tm.optimize_vertex_cache(fi, n)
     assert canon(out) == canon(f)
+
+
+# ---------------------------------------------------------------- viewers' decoder
+
+_JS = """
+const fs = require('fs');
+const path = require('path');
+const lib = require(process.argv[2]);
+const MeshoptDecoder = lib.MeshoptDecoder || lib;
+const dir = process.argv[3];
+MeshoptDecoder.ready.then(() => {
+  for (const c of JSON.parse(fs.readFileSync(path.join(dir, 'cases.json')))) {
+    const src = new Uint8Array(fs.readFileSync(path.join(dir, c.name + '.bin')));
+    const out = new Uint8Array(c.count * c.size);
+    try {
+      MeshoptDecoder.decodeGltfBuffer(out, c.count, c.size, src, c.mode, 'NONE');
+      fs.writeFileSync(path.join(dir, c.name + '.out'), out);
+    } catch (e) {
+      fs.writeFileSync(path.join(dir, c.name + '.err'), String(e));
+    }
+  }
+});
+"""
+
+
+def _js_decoder():
+    import shutil
+    from pathlib import Path
+
+    mod = (
+        Path(__file__).resolve().parents[2]
+        / "node_modules"
+        / "meshoptimizer"
+        / "meshopt_decoder.cjs"
+    )
+    if shutil.which("node") is None or not mod.exists():
+        pytest.skip("node or node_modules/meshoptimizer absent")
+    return mod
+
+
+def test_javascript_decoder_of_the_viewers_reads_our_streams(tmp_path):
+    """meshoptimizer's JavaScript decoder (the one three.js and CesiumJS load) reads
+    our vertex streams of every stride, triangle streams with 2- and 4-byte
+    indices, and index sequences."""
+    import subprocess
+
+    mod = _js_decoder()
+    cases, expect = [], {}
+
+    def add(name, data: bytes, count, size, mode, want: bytes):
+        (tmp_path / f"{name}.bin").write_bytes(data)
+        cases.append({"name": name, "count": count, "size": size, "mode": mode})
+        expect[name] = want
+
+    for stride in range(4, 68, 4):
+        d = vertex_like(300, stride, stride)
+        add(f"v{stride}", tm.encode_vertex_buffer(d), 300, stride, "ATTRIBUTES", d.tobytes())
+    for case, f in index_cases().items():
+        size = 2 if int(f.max()) < 0xFFFF else 4
+        enc = tm.encode_index_buffer(f)
+        want = tm.decode_index_buffer(enc, f.size, size).tobytes()
+        assert canon(tm.decode_index_buffer(enc, f.size)) == canon(f)
+        add(f"t_{case}", enc, f.size, size, "TRIANGLES", want)
+    seq = (np.arange(3000) // 2 + (np.arange(3000) % 2) * 1500).astype(np.uint32)
+    add("seq", encode_index_sequence(seq), seq.size, 4, "INDICES", seq.tobytes())
+    v, f = grid(300, 240, seed=9)  # > 65 535 vertices: 4-byte indices
+    d = tm.encode_meshopt(v, f)
+    p, ix = d["positions"], d["indices"]
+    pos = tm.decode_vertex_buffer(p["data"], p["count"], 8).tobytes()
+    add("big_positions", p["data"], p["count"], 8, "ATTRIBUTES", pos)
+    faces = tm.decode_index_buffer(ix["data"], ix["count"], ix["byteStride"]).tobytes()
+    add("big_indices", ix["data"], ix["count"], ix["byteStride"], "TRIANGLES", faces)
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    (tmp_path / "run.cjs").write_text(_JS)
+    subprocess.run(
+        ["node", str(tmp_path / "run.cjs"), str(mod), str(tmp_path)], check=True, timeout=120
+    )
+    for name, want in expect.items():
+        assert not (tmp_path / f"{name}.err").exists(), (tmp_path / f"{name}.err").read_text()
+        assert (tmp_path / f"{name}.out").read_bytes() == want, name
