@@ -1,0 +1,185 @@
+"""The embedded store's checkpoints: ``entities`` brought up to date from history
+every ``checkpoint_rows`` rows, reads overlaying the newer tail, crash safety, and
+the upgrade of a schema version 3 store."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.sync.test_store import T0, S, pev
+from twin.errors import InputError, ParameterError
+from twin.sync.store import SQLiteStore
+
+
+def _key(e):
+    return (e.id, e.revision, e.observed_ns, e.lon, e.status, e.attributes, e.event_id)
+
+
+def _stream(n: int, n_ent: int, seed: int) -> list:
+    """Moves with ties, late events, duplicates, status and attribute changes."""
+    rnd = random.Random(seed)
+    evs = [
+        pev(
+            rnd.randrange(n_ent),
+            f"e{k}",
+            rnd.randrange(400) / 4,
+            lon=round(rnd.uniform(100, 101), 4),
+            status=rnd.choice(["walking", "idle"]),
+            attrs={"v": rnd.randrange(5)} if rnd.random() < 0.2 else None,
+        )
+        for k in range(n)
+    ]
+    out = evs + rnd.sample(evs, n // 20)
+    rnd.shuffle(out)
+    return out
+
+
+def _entities_table(s: SQLiteStore) -> dict:
+    cols = "id, revision, observed_ns, event_id, lon, status, attributes"
+    return {r[0]: r[1:] for r in s._con.execute(f"SELECT {cols} FROM entities")}
+
+
+def _latest_history(s: SQLiteStore) -> dict:
+    """Each entity's newest history row (by time, then event id), by hand."""
+    out = {}
+    for r in s._con.execute(
+        "SELECT e.id, h.revision, h.observed_ns, h.event_id, h.lon, h.status, h.attributes "
+        "FROM history AS h JOIN entities AS e ON e.k = h.k ORDER BY h.observed_ns, h.event_id"
+    ):
+        out[r[0]] = r[1:]
+    return out
+
+
+@pytest.mark.parametrize("checkpoint_rows", [1, 37, 10**9])
+def test_reads_equal_with_any_checkpoint_interval(tmp_path, checkpoint_rows):
+    """Whatever the checkpoint interval, every current-state read (cached, from a
+    fresh connection, query with filters) equals a store that checkpoints after
+    every batch, and after a checkpoint ``entities`` holds the newest history row."""
+    evs = _stream(600, 25, seed=checkpoint_rows % 97)
+    a = SQLiteStore(tmp_path / "a.sqlite", checkpoint_rows=checkpoint_rows)
+    ref = SQLiteStore(tmp_path / "ref.sqlite", checkpoint_rows=1)
+    reader = SQLiteStore(tmp_path / "a.sqlite")  # another connection, reads only
+    for j in range(0, len(evs), 50):
+        oa, orf = a.apply(evs[j : j + 50]), ref.apply(evs[j : j + 50])
+        assert oa == orf
+        # the other connection follows every batch
+        ids = sorted({e.entity_id for e in evs[j : j + 50]})
+        assert [_key(reader.state(i)) for i in ids] == [_key(ref.state(i)) for i in ids]
+    ck = int(a._con.execute("SELECT value FROM meta WHERE key='checkpoint'").fetchone()[0])
+    n_hist = a.history_count()
+    if checkpoint_rows < n_hist:
+        assert ck >= n_hist - checkpoint_rows - 50  # the writer checkpointed
+    else:
+        assert ck == 0
+    # entities not changed since the checkpoint hold their newest history row
+    table, latest = _entities_table(a), _latest_history(a)
+    changed = {
+        r[0]
+        for r in a._con.execute(
+            "SELECT DISTINCT e.id FROM history AS h JOIN entities AS e ON e.k = h.k "
+            "WHERE h.rowid > ?",
+            (ck,),
+        )
+    }
+    assert table.keys() == latest.keys()
+    for i in table.keys() - changed:
+        assert table[i] == latest[i]
+    if checkpoint_rows == 1:
+        assert not changed and table == latest
+    fresh = SQLiteStore(tmp_path / "a.sqlite")
+    for q in (
+        {},
+        {"bbox": (100.2, 29.0, 100.7, 30.0)},
+        {"status": "idle"},
+        {"types": ["person"], "status": "walking"},
+    ):
+        want = [_key(x) for x in ref.query(**q)]
+        assert want and [_key(x) for x in a.query(**q)] == want
+        assert [_key(x) for x in fresh.query(**q)] == want
+    ids = [x.id for x in ref.query()]
+    assert [_key(fresh.state(i)) for i in ids] == [_key(ref.state(i)) for i in ids]
+    t = T0 + 50 * S
+    assert [_key(fresh.state(i, at=t)) if fresh.state(i, at=t) else None for i in ids] == [
+        _key(ref.state(i, at=t)) if ref.state(i, at=t) else None for i in ids
+    ]
+    for s in (a, ref, reader, fresh):
+        s.close()
+
+
+def test_other_writer_checkpoints_between_batches(tmp_path):
+    """Two connections write in turn, each checkpointing: neither loses the other's
+    tail, and revisions count every applied event."""
+    a = SQLiteStore(tmp_path / "w.sqlite", checkpoint_rows=7)
+    b = SQLiteStore(tmp_path / "w.sqlite", checkpoint_rows=5)
+    n = 0
+    for j in range(12):
+        w = a if j % 2 else b
+        out = w.apply([pev(i, f"w{j}-{i}", float(j), lon=100 + j) for i in range(4)])
+        n += 1
+        assert [o.revision for o in out] == [n] * 4
+    for s in (a, b):
+        assert {x.lon for x in s.query()} == {111.0}
+        assert s.state("urn:ngsi-ld:Person:X0002").revision == 12
+    a.close()
+    b.close()
+
+
+def test_killed_after_a_checkpoint(tmp_path):
+    """kill -9 after batches that checkpointed and a tail after them, in the middle of
+    the next batch: on reopening every committed batch is there, nothing of the
+    killed one, and the state equals the last committed batch."""
+    db = tmp_path / "k.sqlite"
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).parents[2])!r})
+from tests.sync.test_store import pev
+from twin.sync.store import SQLiteStore
+s = SQLiteStore({str(db)!r}, checkpoint_rows=120)
+for b in range(5):
+    s.apply([pev(i, f"e{{b}}-{{i}}", float(b), lon=121.0 + b) for i in range(50)])
+s._con.execute("BEGIN IMMEDIATE")
+s._con.execute("UPDATE entities SET lon = -1")
+s._con.execute("UPDATE meta SET value = '999999' WHERE key = 'checkpoint'")
+os._exit(9)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 9, r.stderr
+    s = SQLiteStore(db)
+    ck = int(s._con.execute("SELECT value FROM meta WHERE key='checkpoint'").fetchone()[0])
+    assert 0 < ck < 250 and s.history_count() == 250  # checkpointed, with a tail
+    assert {x.lon for x in s.query()} == {125.0} and s.count() == 50
+    assert s.state("urn:ngsi-ld:Person:X0007").revision == 5
+    s.close()
+
+
+def test_schema_3_store_is_upgraded_and_newer_refused(tmp_path):
+    db = tmp_path / "old.sqlite"
+    s = SQLiteStore(db, checkpoint_rows=1)  # entities current after every batch, as in 3
+    for b in range(3):
+        s.apply([pev(i, f"o{b}-{i}", float(b), lon=110.0 + b) for i in range(10)])
+    want = [(x.id, x.revision, x.lon) for x in s.query()]
+    s.close()
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    con.execute("DELETE FROM meta WHERE key = 'checkpoint'")
+    con.close()
+    s = SQLiteStore(db)
+    meta = dict(s._con.execute("SELECT key, value FROM meta"))
+    assert meta["schema_version"] == "4" and int(meta["checkpoint"]) == s.history_count()
+    assert [(x.id, x.revision, x.lon) for x in s.query()] == want
+    assert s.apply([pev(1, "new", 9.0, lon=1.0)])[0].revision == 4
+    s.close()
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(InputError, match="schema version 5") as exc:
+        SQLiteStore(db)
+    assert "old.sqlite" in str(exc.value)
+    with pytest.raises(ParameterError, match="checkpoint_rows"):
+        SQLiteStore(tmp_path / "p.sqlite", checkpoint_rows=0)
