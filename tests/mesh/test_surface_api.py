@@ -644,6 +644,26 @@ def test_bad_bits_are_parameter_errors(bits):
             call()
 
 
+def test_dequantize_from_raw_positions():
+    q = tm.quantize(V, bits=11)
+    np.testing.assert_array_equal(tm.dequantize(q.positions, q.offset, q.step), tm.dequantize(q))
+    np.testing.assert_array_equal(
+        tm.dequantize(q.positions.astype(np.int32).tolist(), q.offset.tolist(), q.step),
+        tm.dequantize(q),
+    )
+    for args, exc in (
+        ((q, q.offset, q.step), ParameterError),
+        ((q.positions,), ParameterError),
+        ((q.positions.astype(float), q.offset, q.step), InputError),
+        ((q.positions, [0, 0], q.step), ParameterError),
+        ((q.positions, q.offset, 0.0), ParameterError),
+        ((q.positions, q.offset, "x"), ParameterError),
+        ((None,), ParameterError),
+    ):
+        with pytest.raises(exc):
+            tm.dequantize(*args)
+
+
 def test_numpy_integer_bits_are_fine():
     assert tm.quantize(V, bits=np.int64(10)).bits == 10
     assert tm.decode_quantized(tm.encode(V, F, bits=np.uint8(10)))[0].bits == 10

@@ -140,11 +140,34 @@ def quantize(vertices, bits: int = 14, normals=None, uvs=None) -> Quantized:
     )
 
 
-def dequantize(q: Quantized) -> np.ndarray:
-    """Restore float64 (N, 3) positions: ``positions * step + offset``."""
-    if not isinstance(q, Quantized):
-        raise ParameterError(f"dequantize expects a Quantized, got {type(q).__name__}")
-    return q.positions.astype(np.float64) * q.step + q.offset
+def dequantize(q, offset=None, step=None) -> np.ndarray:
+    """Restore float64 (N, 3) positions: ``positions * step + offset``.
+
+    ``q``: a :class:`Quantized`, or the integer (N, 3) positions themselves with
+    ``offset`` (3,) and ``step`` given (the node's translation and uniform scale).
+    """
+    if isinstance(q, Quantized):
+        if offset is not None or step is not None:
+            raise ParameterError("dequantize takes offset and step only with raw positions")
+        return q.positions.astype(np.float64) * q.step + q.offset
+    if offset is None or step is None:
+        raise ParameterError(
+            f"dequantize expects a Quantized, or positions with offset and step; got "
+            f"{type(q).__name__}"
+        )
+    pos = np.asarray(q)
+    if pos.ndim != 2 or pos.shape[1] != 3 or not np.issubdtype(pos.dtype, np.integer):
+        raise InputError(f"quantized positions must be an integer (N, 3) array, got {pos.shape}")
+    off = np.asarray(offset, np.float64)
+    if off.shape != (3,) or not np.isfinite(off).all():
+        raise ParameterError(f"offset must be 3 finite numbers, got {offset!r}")
+    try:
+        step = float(step)
+    except (TypeError, ValueError):
+        raise ParameterError(f"step must be a number, got {step!r}") from None
+    if not (np.isfinite(step) and step > 0):
+        raise ParameterError(f"step must be a finite number > 0, got {step}")
+    return pos.astype(np.float64) * step + off
 
 
 def dequantize_normals(q: Quantized) -> np.ndarray | None:
