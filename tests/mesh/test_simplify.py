@@ -118,6 +118,100 @@ def test_kernel_matches_reference_seams_and_attributes():
     _compare(v, f, 30, attrs=uv, weights=[0.5, 0.5])
 
 
+def test_passes_keep_exact_keys_and_refusals_on_a_city():
+    # each pass keeps the untouched candidates and re-ranks only edges at dirty
+    # vertices: its list must be the one a full re-ranking gives (same keys, same
+    # order), and every candidate still flagged as refused must still be refused
+    K = sys.modules["twin.mesh._simplify_kernels"]
+    v, f = city_mesh(12_000, seed=2)
+    va, fa = S.check_mesh(v, f)
+    p = S._prepare(va, fa, None, False)
+    n, m = len(p.V), len(p.F)
+    w = np.ones(0)
+    falive, valive = np.ones(m, np.uint8), np.ones(n, np.uint8)
+    mark, nbuf, emit = np.zeros(n, np.int32), np.empty(n, np.int32), np.zeros(n, np.uint8)
+    into, plock = np.full(n, -1, np.int32), np.zeros(n, np.int32)
+    args = (p.F, p.head, p.nxt, falive, valive, p.kind, mark)
+    cap, stamp = K.collect_edges(*args, 2, np.empty(0, np.uint64), nbuf, False)
+    euv, ek = np.empty(cap, np.uint64), np.empty(cap, np.uint32)
+    suv, sk = np.empty(cap, np.uint64), np.empty(cap, np.uint32)
+    state = np.array([m, 0, stamp, 0, 0, 0], np.int64)
+    target, ncand, refused, tmp = m // 50, 0, 0, np.zeros(11)
+    while state[0] > target:
+        state[3] += 1
+        if state[3] == 1:
+            count, state[2] = K.collect_edges(*args, state[2], euv, nbuf, True)
+            K.rank_edges(p.V, p.F, p.Q, p.head, p.nxt, falive, p.kind, p.partner, p.attrs, w,
+                         euv, ek, count)  # fmt: skip
+            ncand = K.sort_candidates(ek, euv, count, sk, suv)
+        else:
+            ncand, state[2] = K.rerank(
+                p.V, p.F, p.Q, p.head, p.nxt, falive, valive, p.kind, p.partner, p.attrs, w,
+                plock, state[3] - 1, emit, mark, state[2], nbuf, euv, ek, sk, suv, ncand,
+            )  # fmt: skip
+            # the full re-ranking on copies
+            head, nxt, mk = p.head.copy(), p.nxt.copy(), mark.copy()
+            e2, k2, s2, u2 = (np.empty(cap, np.uint64), np.empty(cap, np.uint32),
+                              np.empty(cap, np.uint64), np.empty(cap, np.uint32))  # fmt: skip
+            c, _ = K.collect_edges(p.F, head, nxt, falive, valive, p.kind, mk, 2, e2, nbuf, True)
+            K.rank_edges(p.V, p.F, p.Q, head, nxt, falive, p.kind, p.partner, p.attrs, w,
+                         e2, k2, c)  # fmt: skip
+            nc = K.sort_candidates(k2, e2, c, u2, s2)
+            assert nc == ncand
+            np.testing.assert_array_equal(sk[:ncand] & K.KEY_BITS, u2[:nc])
+            np.testing.assert_array_equal(suv[:ncand], s2[:nc])
+            for i in np.flatnonzero(sk[:ncand] & K.REFUSED):
+                u, vv = int(suv[i] >> 32), int(suv[i] & 0xFFFFFFFF)
+                ok, _, _, x, y, z = K.plan(p.V, p.F, p.Q, p.head, p.nxt, falive, p.kind,
+                                           p.partner, p.attrs, w, u, vv, tmp)  # fmt: skip
+                moved = (x, y, z) != tuple(p.V[vv])
+                state[2] += 2
+                assert not K.collapse_ok(p.V, p.F, p.N0, p.head, p.nxt, falive, p.ib, mark,
+                                         state[2], u, vv, x, y, z, True, moved)  # fmt: skip
+                refused += 1
+        done, _ = K.run_pass(
+            p.V, p.F, p.N0, p.Q, p.head, p.nxt, falive, valive, p.kind, p.ib, p.partner,
+            p.attrs, w, sk, suv, ncand, state, plock, into, mark, emit, target, np.inf, True,
+            np.zeros((0, 2), np.int32),
+        )  # fmt: skip
+        if done == 0:
+            break
+    assert state[3] > 5 and refused > 0
+
+
+def test_morton_radix_order_and_position_groups():
+    K = sys.modules["twin.mesh._simplify_kernels"]
+    g = rng(4)
+    code = g.integers(0, 2**63, 5000, dtype=np.uint64)
+    code[::3] = code[1::3][: len(code[::3])]  # ties keep their input order
+    np.testing.assert_array_equal(K.radix_argsort(code), np.argsort(code, kind="stable"))
+    small = (code & np.uint64(0xFFF)).copy()  # most digits agree: skipped
+    np.testing.assert_array_equal(K.radix_argsort(small), np.argsort(small, kind="stable"))
+    # positions with duplicates (and -0.0 == 0.0): same groups as an exact weld
+    p = np.round(g.uniform(-1, 1, (3000, 3)), 1)
+    p[p == 0.0] = -0.0
+    p[::2] = np.abs(p[::2])
+    order, codes = S._morton_order(p, codes=True)
+    pid, ok = K.position_groups(p[order], codes)
+    assert ok
+    _, ref = np.unique(p[order] + 0.0, axis=0, return_inverse=True)
+    ref = ref.ravel()
+    # the same partition: pid and ref determine each other
+    pairs = set(zip(pid.tolist(), ref.tolist(), strict=True))
+    assert len(pairs) == len(set(pid.tolist())) == ref.max() + 1
+    # many distinct points in one Morton cell: reported, the caller hashes instead
+    tiny = np.vstack([np.zeros((1, 3)), 1e3 + g.uniform(0, 1e-9, (100, 3))])
+    order, codes = S._morton_order(tiny, codes=True)
+    assert not K.position_groups(tiny[order], codes)[1]
+    # end to end: a finely sampled patch (one Morton cell) beside a far triangle
+    v, f = grid(8, 8, spacing=1e-7, height=lambda x, y: 1e-9 * np.sin(x * 1e7))
+    v = np.vstack([v, [[1e3, 0, 0], [1e3, 1, 0], [1e3, 0, 1]]])
+    f = np.vstack([f, [[64, 65, 66]]]).astype(np.uint32)
+    r = simplify(v, f, target_faces=20)
+    assert len(r.faces) <= 20 and (r.remap >= 64).sum() == 3
+    assert r.error < 1e-6
+
+
 # ------------------------------------------------------------------ geometry
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from twin.errors import ParameterError
@@ -33,6 +34,10 @@ ERROR_SCALE = 2.0
 #: Runs at most this many times with ``target_error``: when the measured error of a
 #: run exceeds the target, the estimate's threshold is tightened and it runs again.
 TARGET_ERROR_TRIES = 3
+
+#: Meshes with fewer faces run on one thread: their parallel loops (a few
+#: milliseconds each) would cost more in thread hand-offs than they save.
+SERIAL_FACES = 65_536
 
 #: Weight of the border constraint planes relative to face area (per squared edge
 #: length): keeps open borders in place.
@@ -201,19 +206,25 @@ def simplify(
     )
     pure = attrs is None or not np.any(weights > 0)
     max_e2 = (target_error / ERROR_SCALE) ** 2 if np.isfinite(target_error) else np.inf
-    for _attempt in range(TARGET_ERROR_TRIES):
-        prep = _prepare(v_in, f_in, attrs, bool(lock_border))
-        log = np.zeros((0, 2), np.int32)
-        falive, _, _, _, into = simplify_kernel(
-            prep.V, prep.F, prep.N0, prep.Q, prep.head, prep.nxt, prep.kind, prep.ib,
-            prep.partner, prep.attrs, weights, target_faces, max_e2, pure, log,
-        )  # fmt: skip
-        prep.Q = prep.head = prep.nxt = prep.N0 = None
-        error = _measure(v_in, f_in, prep, falive, into)
-        if error <= target_error or max_e2 == 0.0:
-            break
-        # the measured error overshot the estimate that stopped the run: tighten
-        max_e2 *= min(0.5, 0.8 * (target_error / error) ** 2)
+    threads = numba.get_num_threads()
+    if m < SERIAL_FACES:
+        numba.set_num_threads(1)  # this thread only; restored below
+    try:
+        for _attempt in range(TARGET_ERROR_TRIES):
+            prep = _prepare(v_in, f_in, attrs, bool(lock_border))
+            log = np.zeros((0, 2), np.int32)
+            falive, _, _, _, into = simplify_kernel(
+                prep.V, prep.F, prep.N0, prep.Q, prep.head, prep.nxt, prep.kind, prep.ib,
+                prep.partner, prep.attrs, weights, target_faces, max_e2, pure, log,
+            )  # fmt: skip
+            prep.Q = prep.head = prep.nxt = prep.N0 = None
+            error = _measure(v_in, f_in, prep, falive, into)
+            if error <= target_error or max_e2 == 0.0:
+                break
+            # the measured error overshot the estimate that stopped the run: tighten
+            max_e2 *= min(0.5, 0.8 * (target_error / error) ** 2)
+    finally:
+        numba.set_num_threads(threads)
     return _output(v_in, prep, falive, attrs is not None, error)
 
 
