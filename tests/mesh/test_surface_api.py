@@ -1356,3 +1356,54 @@ def test_javascript_decoder_of_the_viewers_reads_our_streams(tmp_path):
     for name, want in expect.items():
         assert not (tmp_path / f"{name}.err").exists(), (tmp_path / f"{name}.err").read_text()
         assert (tmp_path / f"{name}.out").read_bytes() == want, name
+
+
+def _glb_with_json(doc: dict, binary: bytes) -> bytes:
+    js = json.dumps(doc).encode()
+    js += b" " * (-len(js) % 4)
+    binary += b"\0" * (-len(binary) % 4)
+    total = 12 + 8 + len(js) + 8 + len(binary)
+    return (
+        struct.pack("<III", 0x46546C67, 2, total)
+        + struct.pack("<II", len(js), 0x4E4F534A)
+        + js
+        + struct.pack("<II", len(binary), 0x004E4942)
+        + binary
+    )
+
+
+def test_optimize_reads_meshopt_glbs_back(tmp_path):
+    """A GLB written with EXT_meshopt_compression + KHR_mesh_quantization (ours, or
+    one whose positions are normalised and whose node is a child with a TRS
+    transform) is read back as the mesh it holds."""
+    from twin.tiles.gltf import enu_to_gltf, read_glb_json
+
+    src, v, f = write_input(tmp_path, "ply")
+    first = tm.optimize(src, tmp_path / "a.glb", bits=16)
+    again = tm.optimize(tmp_path / "a.glb", tmp_path / "b.twm", codec="twin", bits=16)
+    assert again.input_faces == len(f)
+    mv, mf = tm.decode(tmp_path / "b.twm")
+    assert_same_triangles(mv, mf, v, f, first.quantization_step * (1 + 1e-6))
+    # the same content as normalised shorts under a parent node with TRS transforms
+    doc, binary = read_glb_json(tmp_path / "a.glb")
+    m = np.array(doc["nodes"][0].pop("matrix")).reshape(4, 4).T  # dequantising S, T
+    scale, shift = m[0, 0], m[:3, 3]
+    acc = doc["accessors"][doc["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]
+    acc["normalized"] = True
+    acc["min"] = [x / 65535 for x in acc["min"]]
+    acc["max"] = [x / 65535 for x in acc["max"]]
+    half = np.sqrt(0.5)
+    doc["nodes"][0].update(scale=[scale * 65535] * 3, translation=list(shift))
+    doc["nodes"].append(  # parent: turn 90 degrees about glTF y, then move
+        {"children": [0], "rotation": [0.0, half, 0.0, half], "translation": [10.0, 0.0, 0.0]}
+    )
+    doc["scenes"][0]["nodes"] = [1]
+    (tmp_path / "c.glb").write_bytes(_glb_with_json(doc, binary))
+    r = tm.optimize(tmp_path / "c.glb", tmp_path / "c.twm", codec="twin", bits=16)
+    cv, cf = tm.decode(tmp_path / "c.twm")
+    g = enu_to_gltf(v)  # what the file held, in the glTF frame
+    rot = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])  # +90 deg about y
+    from twin.tiles.gltf import gltf_to_enu
+
+    expect = gltf_to_enu(g @ rot.T + [10.0, 0.0, 0.0])
+    assert_same_triangles(cv, cf, expect, f, 2 * r.quantization_step + 1e-9)

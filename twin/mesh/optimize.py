@@ -82,8 +82,11 @@ class OptimizeResult:
 def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read a triangle mesh file (PLY, OBJ, GLB/glTF, STL, OFF) with trimesh:
     ``(vertices float64 (N, 3) z-up, faces uint32 (M, 3))``; a scene's meshes are
-    concatenated with their node transforms applied. Raises :class:`InputError`
-    naming the file when it is missing, unreadable or has no triangles."""
+    concatenated with their node transforms applied. A GLB with
+    EXT_meshopt_compression or KHR_mesh_quantization content (what ``twin mesh
+    optimize`` and gltfpack write) is decoded by twin's own glTF reader. Raises
+    :class:`InputError` naming the file when it is missing, unreadable or has no
+    triangles."""
     import trimesh
 
     path = Path(path)
@@ -95,12 +98,15 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             f"unsupported mesh format {suffix or '(none)'}; use one of {', '.join(READ_SUFFIXES)}",
             path=path,
         )
-    try:
-        mesh = trimesh.load(path, force="mesh", process=False)
-    except Exception as exc:  # trimesh raises many kinds for a bad file
-        raise InputError(f"cannot read mesh: {exc}", path=path) from None
-    faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))))
-    vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), np.float64)
+    if suffix == ".glb" and _compressed_glb(path):
+        vertices, faces = _read_compressed_glb(path)
+    else:
+        try:
+            mesh = trimesh.load(path, force="mesh", process=False)
+        except Exception as exc:  # trimesh raises many kinds for a bad file
+            raise InputError(f"cannot read mesh: {exc}", path=path) from None
+        faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))))
+        vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), np.float64)
     if faces.ndim != 2 or faces.shape[0] == 0 or faces.shape[1] != 3:
         raise InputError("the file holds no triangles", path=path)
     if suffix in (".glb", ".gltf"):
@@ -108,6 +114,82 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
         vertices = gltf_to_enu(vertices)
     return np.ascontiguousarray(vertices), np.ascontiguousarray(faces, dtype=np.uint32)
+
+
+#: glTF extensions whose content trimesh does not decode; twin's own reader does.
+_TWIN_READS = ("EXT_meshopt_compression", "KHR_mesh_quantization")
+#: Largest value of each normalised integer component type (glTF 2.0, 3.11).
+_NORM = {5120: 127.0, 5121: 255.0, 5122: 32767.0, 5123: 65535.0}
+
+
+def _compressed_glb(path: Path) -> bool:
+    from twin.tiles.gltf import read_glb_json
+
+    try:
+        doc, _ = read_glb_json(path)
+    except TwinError:
+        return False  # trimesh gives the message
+    return any(e in doc.get("extensionsUsed", []) for e in _TWIN_READS)
+
+
+def _node_matrix(node: dict) -> np.ndarray:
+    """A glTF node's local transform (``matrix``, or T * R * S)."""
+    if "matrix" in node:
+        return np.array(node["matrix"], np.float64).reshape(4, 4).T  # column-major
+    x, y, z, w = node.get("rotation", [0.0, 0.0, 0.0, 1.0])
+    r = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+    m = np.eye(4)
+    m[:3, :3] = r * np.asarray(node.get("scale", [1.0, 1.0, 1.0]), np.float64)
+    m[:3, 3] = node.get("translation", [0.0, 0.0, 0.0])
+    return m
+
+
+def _read_compressed_glb(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Triangles of a GLB with EXT_meshopt_compression / KHR_mesh_quantization
+    content, decoded by :func:`twin.tiles.gltf.read_glb`, with normalised positions
+    scaled back and every node's world transform applied (glTF y-up frame)."""
+    from twin.tiles.gltf import read_glb, read_glb_json
+
+    doc, _ = read_glb_json(path)
+    prims = read_glb(path)
+    try:
+        meshes = doc.get("meshes", [])
+        first = np.cumsum([0] + [len(m["primitives"]) for m in meshes])
+        nodes = doc.get("nodes", [])
+        if doc.get("scenes"):
+            roots = doc["scenes"][doc.get("scene", 0)].get("nodes", [])
+        else:
+            children = {c for n in nodes for c in n.get("children", [])}
+            roots = [i for i in range(len(nodes)) if i not in children]
+        verts, faces, count = [], [], 0
+        stack = [(i, np.eye(4)) for i in roots]
+        while stack:
+            i, parent = stack.pop()
+            world = parent @ _node_matrix(nodes[i])
+            if "mesh" in nodes[i]:
+                for k, prim in enumerate(meshes[nodes[i]["mesh"]]["primitives"]):
+                    if prim.get("mode", 4) != 4:
+                        continue  # points and lines carry no triangles
+                    item = prims[first[nodes[i]["mesh"]] + k]
+                    acc = doc["accessors"][prim["attributes"]["POSITION"]]
+                    p = np.asarray(item["positions"], np.float64).reshape(-1, 3)
+                    if acc.get("normalized"):
+                        p = np.maximum(p / _NORM[acc["componentType"]], -1.0)
+                    verts.append(p @ world[:3, :3].T + world[:3, 3])
+                    faces.append(np.asarray(item["indices"], np.int64) + count)
+                    count += len(p)
+            stack.extend((c, world) for c in nodes[i].get("children", []))
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise InputError(f"cannot read mesh: malformed glTF ({exc})", path=path) from None
+    if not faces:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
+    return np.concatenate(verts), np.concatenate(faces)
 
 
 def _source(mesh_or_path) -> tuple[np.ndarray, np.ndarray, int | None, str | None]:
