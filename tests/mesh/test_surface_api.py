@@ -1384,6 +1384,12 @@ def test_optimize_reads_meshopt_glbs_back(tmp_path):
     assert again.input_faces == len(f)
     mv, mf = tm.decode(tmp_path / "b.twm")
     assert_same_triangles(mv, mf, v, f, first.quantization_step * (1 + 1e-6))
+    # an archive is an input too, whatever its name
+    (tmp_path / "b.bin").write_bytes((tmp_path / "b.twm").read_bytes())
+    r = tm.optimize(tmp_path / "b.bin", tmp_path / "d.twm", codec="twin", bits=16)
+    assert r.input_faces == len(f) and r.input_bytes == (tmp_path / "b.bin").stat().st_size
+    dv, df = tm.decode(tmp_path / "d.twm")
+    assert_same_triangles(dv, df, mv, mf, r.quantization_step * (1 + 1e-6))
     # the same content as normalised shorts under a parent node with TRS transforms
     doc, binary = read_glb_json(tmp_path / "a.glb")
     m = np.array(doc["nodes"][0].pop("matrix")).reshape(4, 4).T  # dequantising S, T

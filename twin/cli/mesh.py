@@ -227,9 +227,10 @@ def _size(n: int) -> str:
 def optimize_cmd(
     src, out, ratio, bits, codec, weld_tol, lock_border, overdraw, no_overdraw, as_json
 ):
-    """Optimise a mesh file (PLY, OBJ, GLB) for storage: weld, simplify, vertex
-    cache and fetch order, quantise, compress; write OUT (GLB or archive) and print
-    the sizes before and after.
+    """Optimise a mesh file (PLY, OBJ, GLB, also meshopt-compressed, or a twin
+    archive) for storage: weld, simplify, vertex cache and fetch order, quantise,
+    compress; write OUT (GLB or archive) and print the sizes before and after.
+    A bad or unreadable IN exits with status 2 and one line naming it.
 
     \b
     Example:

@@ -84,7 +84,8 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     ``(vertices float64 (N, 3) z-up, faces uint32 (M, 3))``; a scene's meshes are
     concatenated with their node transforms applied. A GLB with
     EXT_meshopt_compression or KHR_mesh_quantization content (what ``twin mesh
-    optimize`` and gltfpack write) is decoded by twin's own glTF reader. Raises
+    optimize`` and gltfpack write) is decoded by twin's own glTF reader, and a twin
+    mesh archive (:func:`twin.mesh.encode`, any file name) by :func:`decode`. Raises
     :class:`InputError` naming the file when it is missing, unreadable or has no
     triangles."""
     import trimesh
@@ -92,6 +93,11 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise InputError("mesh file not found", path=path)
+    if _is_archive(path):  # twin's own archive (``--codec twin``), whatever its name
+        from twin.mesh.codec import decode
+
+        vertices, faces = decode(path)
+        return vertices, faces
     suffix = path.suffix.lower()
     if suffix not in READ_SUFFIXES:
         raise InputError(
@@ -120,6 +126,16 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 _TWIN_READS = ("EXT_meshopt_compression", "KHR_mesh_quantization")
 #: Largest value of each normalised integer component type (glTF 2.0, 3.11).
 _NORM = {5120: 127.0, 5121: 255.0, 5122: 32767.0, 5123: 65535.0}
+
+
+def _is_archive(path: Path) -> bool:
+    from twin.mesh.codec import MAGIC
+
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False  # read_mesh's other branches give the message
 
 
 def _compressed_glb(path: Path) -> bool:
