@@ -19,6 +19,8 @@ Documented tolerances (measured on this survey, with margin):
 * Rotations: median error < ``ROT_MEDIAN`` (measured 0.007 degree), every camera
   within ``ROT_MAX`` = 0.1 degree (measured 0.019; 0.175 with the similarity alone,
   the end-of-strip and EXIF-less cameras of this two-strip block).
+* Two ground control points taken from the truth (too few to join the fit) check the
+  adjusted cameras: RMSE < ``POS_RMSE`` (measured 0.99 m, the GPS datum's offset).
 * With the gimbal angles made noisy (1 degree, as real drones) and a few 25 degree
   outliers, the attitudes' estimated σ follows the noise and the rotations are no
   worse than from the GPS alone.
@@ -80,16 +82,57 @@ def photos(survey, tmp_path_factory):
     return folder
 
 
+def _gcp_file(survey, path):
+    """Two ground control points from the truth: mesh vertices near the block centre
+    that four or more photos see unoccluded, with their exact pixels (check points:
+    two with positions are too few to join the fit)."""
+    from twin.crs import GEODETIC_3D
+    from twin.recon.evaluate import _scene
+
+    truth = read_cameras(survey)
+    V, F, _, _ = read_truth_ply(survey / "truth" / "mesh.ply")
+    scene = _scene(V, F)
+    centre = np.median([s.centre for s in truth.shots], axis=0)
+    near = V[np.linalg.norm(V[:, :2] - centre[:2], axis=1) < 60.0][::50]
+    seen = []
+    for shot in truth.shots:
+        cam = dict(K=shot.sensor.K, R=shot.R, t=shot.t, width=shot.sensor.width,
+                   height=shot.sensor.height)  # fmt: skip
+        seen.append(evaluate.visible_count(scene, near, [cam]) > 0)
+    seen = np.array(seen)
+    best = np.argsort(-seen.sum(0))[:: max(1, len(near) // 7)][:2]
+    points = []
+    for k in best:
+        X = near[k]
+        assert seen[:, k].sum() >= 4
+        obs = []
+        for j in np.flatnonzero(seen[:, k]):
+            shot = truth.shots[j]
+            x = shot.sensor.K @ (shot.R @ X + shot.t)
+            obs.append({"shot_id": f"{shot.name}.jpg", "pixel": (x[:2] / x[2]).tolist()})
+        lon, lat, h = truth.frame.to_crs(X[None], GEODETIC_3D)[0]
+        points.append(
+            {
+                "id": f"g{k}",
+                "position": {"longitude": lon, "latitude": lat, "altitude": h},
+                "observations": obs,
+            }
+        )
+    path.write_text(json.dumps({"points": points}))
+    return path
+
+
 @pytest.fixture(scope="module")
-def sparse(photos, tmp_path_factory):
+def sparse(survey, photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("recon") / "out"
+    gcp = _gcp_file(survey, out.parent / "gcp.json")
     opts = ReconOptions(dense=False)
     opts.sfm.exhaustive_below = 30  # exercise GPS/gimbal pair selection
     opts.sfm.neighbours = 20
     # one thread: pycolmap's multi-threaded mapping differs from run to run (seen: 2.8 vs
     # 6.1 m position RMSE); single-threaded with a fixed seed it is reproducible
     opts.sfm.num_threads = 1
-    report = reconstruct(photos, out, crs=CRS, options=opts)
+    report = reconstruct(photos, out, crs=CRS, gcp=gcp, options=opts)
     return out, report
 
 
@@ -162,6 +205,11 @@ def test_sfm_registers_every_photo_and_georeferences(survey, sparse):
     assert adj["attitude_priors"] == 52 and adj["gps_priors"] == 52 - len(NO_GPS)
     assert adj["rounds"][-1]["sigma_attitude_deg"] < 0.05
     assert adj["mean_reprojection_px"] < 1.0
+    # two ground control points from the truth, as checks of the adjusted cameras
+    gcp = g["gcp"]
+    assert gcp["role"].startswith("check") and gcp["triangulated"] == 2
+    print(gcp)
+    assert gcp["rmse_m"] < POS_RMSE
 
 
 def _rotation_errors(survey, rec, frame):

@@ -1,9 +1,9 @@
 """Bundle adjustment in the survey frame with GPS position and gimbal attitude priors.
 
 After the similarity of :func:`twin.recon.sfm.georeference` has put the sparse model in
-the local ENU frame, :func:`adjust_with_priors` adjusts every rig pose, rig camera
-rotation and 3D point once more, now with three kinds of observation besides the image
-points (reprojection error, soft-L1 loss):
+the local ENU frame, :func:`adjust_with_priors` adjusts every rig pose, rig camera pose
+(``cam_from_rig``) and 3D point once more, now with three kinds of observation besides
+the image points (reprojection error, soft-L1 loss, 1 px scale):
 
 * the EXIF GPS position of each photo (per axis: horizontal and vertical σ; a rig
   station's photos share one fix, so each of its photos counts ``1/n``);
@@ -13,15 +13,19 @@ points (reprojection error, soft-L1 loss):
   against their rotations.
 
 The weights are not guessed: the σ of each group (image points, gimbal attitudes,
-horizontal and vertical GPS) is re-estimated from its residuals and its redundancy
-(Förstner's variance component estimation) over a few rounds, starting from the
-scatter seen after the similarity. Exact attitudes thus end up weighted far above the
-image geometry and pin the block's rotations; real gimbals (0.5–2° of noise) get a σ of
-that size and barely move it. Priors on residuals beyond 3 σ are down-weighted (Huber),
-so a few wrong attitudes or GPS fixes cannot pull the block, and when the attitudes
-scatter by more than ``max_sigma_deg`` after the similarity they are not used at all.
-Photos without gimbal angles get no attitude prior; with fewer than three such photos
-the adjustment does not run (the similarity alone stands).
+horizontal and vertical GPS) is re-estimated from its residuals and redundancy numbers
+(Förstner's variance component estimation; for the priors the median of residual²
+over redundancy, scaled to the chi-square median, so wrong priors do not inflate it)
+over a few rounds, starting from the scatter seen after the similarity. Exact attitudes
+thus end up weighted far above the image geometry (down to ``min_sigma_deg``) and pin
+the block's rotations; real gimbals (0.5–2° of noise) get a σ of that size and barely
+move it. Priors beyond 3 σ are down-weighted in the solve (Huber), so a few wrong
+attitudes or GPS fixes cannot pull the block, and when the attitudes scatter by more
+than ``max_sigma_deg`` after the similarity they are not used at all. Photos without
+gimbal angles get no attitude prior; with fewer than three such photos, or fewer than
+three GPS positions, the adjustment does not run (the similarity alone stands). The
+caller skips it when ground control points were in the similarity (they would be
+ignored here) and re-checks GCP check points afterwards (:func:`check_gcps`).
 
 The solver is a Levenberg–Marquardt on the Schur complement of the points (dense in
 the pose parameters, 6 per rig pose and 6 per rig camera); intrinsics stay as the
