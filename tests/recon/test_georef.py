@@ -240,3 +240,25 @@ def test_prior_adjustment_pins_rotations_with_exact_attitudes_and_is_robust_to_n
     # attitudes that scatter beyond max_sigma_deg are not used at all
     _, rep3 = georef.adjust_problem(start, gimbal(20.0), C_prior, share)
     assert rep3["attitude_priors"] == 0
+
+
+def test_prior_adjustment_with_a_rig_camera_nothing_sees():
+    """A rig camera whose photos all failed to register: its pose stays put, the rest
+    is adjusted as usual."""
+    from twin.recon import georef
+    from twin.recon.images import gimbal_rotation
+
+    rng = np.random.default_rng(5)
+    true, noisy, heading = _rig_block(rng)
+    start = _perturbed(noisy, rng)
+    start.Rs = np.concatenate([start.Rs, np.eye(3)[None]])
+    start.ts = np.concatenate([start.ts, np.zeros((1, 3))])
+    n = len(start.img_frame)
+    R_prior = np.array(
+        [gimbal_rotation(-90.0 if i % 2 == 0 else -45.0, heading[i // 2]) for i in range(n)]
+    )
+    adjusted, _ = georef.adjust_problem(
+        start, R_prior, np.repeat(true.centres()[::2], 2, axis=0), np.full(n, 0.5)
+    )
+    assert np.all(np.isfinite(adjusted.Rs)) and np.allclose(adjusted.Rs[1], np.eye(3), atol=1e-6)
+    assert _rot_err_deg(adjusted, true).max() < 0.02

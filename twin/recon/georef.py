@@ -441,7 +441,10 @@ class _Solver:
         WVi = W @ self._block_diag(Vinv)
         S = Ud - (WVi @ W.T).toarray()
         rhs = -g + WVi @ gp.reshape(-1)
-        dc = np.linalg.solve(S, rhs)
+        try:
+            dc = np.linalg.solve(S, rhs)
+        except np.linalg.LinAlgError:  # a parameter nothing observes (a camera never seen)
+            dc = np.linalg.lstsq(S, rhs, rcond=None)[0]
         dp = -np.einsum("nij,nj->ni", Vinv, gp + (W.T @ dc).reshape(-1, 3))
         nf = len(prob.Rf)
         new = Problem(**{k: getattr(prob, k) for k in prob.__dataclass_fields__})
@@ -481,7 +484,7 @@ class _Solver:
         U, _, V, _, W = self.normal_equations(prob)
         Vinv = np.linalg.inv(V + 1e-12 * np.eye(3))
         S = U - (W @ self._block_diag(Vinv) @ W.T).toarray()
-        return np.linalg.inv(S)
+        return np.linalg.pinv(S, hermitian=True)
 
 
 # ----------------------------------------------------------------------- driver
