@@ -588,11 +588,33 @@ def plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp, c
 
 @njit(cache=True)
 def best_direction(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp):
-    """The cheaper allowed direction of edge {a, b}: ``(ok, key, u, v)``."""
-    ok1, k1, _, _, _, _ = plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp)
-    if kind[a] == INTERIOR and kind[b] == INTERIOR:
-        return ok1, k1, a, b  # symmetric: same optimum and key both ways
-    ok2, k2, _, _, _, _ = plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, b, a, tmp)
+    """The cheaper allowed direction of edge {a, b}: ``(ok, key, u, v)``. The face
+    counts along the edge (and its seam twin) that :func:`plan` checks are the same
+    both ways: they are counted once here."""
+    ka = kind[a]
+    kb = kind[b]
+    if ka == INTERIOR and kb == INTERIOR:  # symmetric: same optimum and key both ways
+        ok1, k1, _, _, _, _ = plan(
+            V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp, True
+        )
+        return ok1, k1, a, b
+    single = True
+    if ka == BORDER or ka == SEAM or kb == BORDER or kb == SEAM:
+        single = count_edge_faces(F, head, nxt, falive, a, b) == 1
+        if single and ka == SEAM and kb == SEAM:
+            single = count_edge_faces(F, head, nxt, falive, partner[a], partner[b]) == 1
+    ok1 = False
+    k1 = 0.0
+    if ka == INTERIOR or single:
+        ok1, k1, _, _, _, _ = plan(
+            V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp, True
+        )
+    ok2 = False
+    k2 = 0.0
+    if kb == INTERIOR or single:
+        ok2, k2, _, _, _, _ = plan(
+            V, F, Q, head, nxt, falive, kind, partner, attrs, weights, b, a, tmp, True
+        )
     if ok1 and (not ok2 or k1 <= k2):
         return True, k1, a, b
     if ok2:
