@@ -183,3 +183,28 @@ def test_schema_3_store_is_upgraded_and_newer_refused(tmp_path):
     assert "old.sqlite" in str(exc.value)
     with pytest.raises(ParameterError, match="checkpoint_rows"):
         SQLiteStore(tmp_path / "p.sqlite", checkpoint_rows=0)
+
+
+def test_close_checkpoints_what_it_wrote(tmp_path):
+    db = tmp_path / "c.sqlite"
+
+    def ck(s):
+        return int(s._con.execute("SELECT value FROM meta WHERE key='checkpoint'").fetchone()[0])
+
+    w = SQLiteStore(db)
+    w.apply([pev(i, f"a{i}", 1.0, lon=100.0 + i) for i in range(5)])
+    r = SQLiteStore(db)  # a reader: its close writes nothing
+    assert r.state("urn:ngsi-ld:Person:X0003").lon == 103.0
+    r.close()
+    assert ck(w) == 0
+    w.apply([pev(i, f"b{i}", 2.0, lon=110.0 + i) for i in range(5)])
+    w.checkpoint()
+    assert ck(w) == 10
+    assert {x[0] for x in w._con.execute("SELECT lon FROM entities")} == {
+        110.0 + i for i in range(5)
+    }
+    w.apply([pev(1, "c1", 3.0, lon=-5.0)])
+    w.close()
+    s = SQLiteStore(db)
+    assert ck(s) == 11 and s.state("urn:ngsi-ld:Person:X0001").lon == -5.0
+    s.close()

@@ -655,7 +655,11 @@ def plan_batch(
         if lon is None or row[1] == "incident" or (row[12] != "{}" and '"district"' in row[12]):
             key = ind_key(row, inv_cell)
         else:
-            key = (_floor(lon * inv_cell), _floor(row[7] * inv_cell), row[1], 0)
+            kx, ky = _floor(lon * inv_cell), _floor(row[7] * inv_cell)
+            if old_key is not None and old_key[0] == kx and old_key[1] == ky and not old_key[3]:
+                key = old_key  # the same cell (and type: it never changes)
+            else:
+                key = (kx, ky, row[1], 0)
         row[22] = key
         if not b_lo <= ns < b_hi:  # another time bucket (rare: events come in time order)
             bucket = ns // bucket_ns
@@ -668,7 +672,7 @@ def plan_batch(
         if acc is None:
             acc = bmap[key] = [0, 0, 0, 0.0, 0, 0.0]
         acc[1] += 1
-        if key != old_key:
+        if key is not old_key and key != old_key:
             acc[0] += 1
             if old_key is not None:
                 acc = bget(old_key)
@@ -849,6 +853,7 @@ class SQLiteStore(Store):
         self._tail: set[int] = set()
         self._ckpt = self._tail_seen = -1
         self._version = None  # data_version the cache and tail are valid for
+        self._wrote = False  # whether this connection applied a batch
         self._catch_up()
 
     def _data_version(self) -> int:
@@ -918,6 +923,7 @@ class SQLiteStore(Store):
                 self._cache.clear()
             self._apply(evs, outcomes, cur)
             cur.execute("COMMIT")
+            self._wrote = True
         except BaseException:
             cur.execute("ROLLBACK")
             self._ckpt = -1  # rows were changed in place: read everything again
@@ -1256,8 +1262,37 @@ class SQLiteStore(Store):
     def history_count(self) -> int:
         return self._con.execute("SELECT count(*) FROM history").fetchone()[0]
 
+    def checkpoint(self) -> None:
+        """Bring ``entities`` up to date with history now (one transaction; it waits
+        for another writer's batch). Every ``checkpoint_rows`` history rows the writer
+        does this by itself, and :meth:`close` does it after writing, so a store
+        opened later reads current state straight from ``entities``. Cost grows with
+        the entities changed since the last checkpoint."""
+        cur = self._cur
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            if self._data_version() != self._version:
+                self._catch_up()
+            if self._tail_seen > self._ckpt:
+                self._checkpoint(cur, self._tail_seen)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            self._ckpt = -1
+            self._catch_up()
+            raise
+        self._version = self._data_version()
+
     def close(self) -> None:
+        """Checkpoint what this connection wrote (skipped, and left to the next
+        writer, while another process holds the write lock), then close."""
         if self._con is not None:
+            if self._wrote and self._tail_seen > self._ckpt:
+                self._con.execute("PRAGMA busy_timeout = 0")
+                try:
+                    self.checkpoint()
+                except sqlite3.OperationalError:
+                    pass  # locked or read-only: the tail stays valid as it is
             self._con.close()
             self._con = None  # type: ignore[assignment]
 
