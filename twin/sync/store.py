@@ -296,7 +296,8 @@ _ASOF_BY_ID = (
     "h.outcome, e.k FROM entities AS e JOIN history AS h ON h.k = e.k WHERE e.id = ?1 "
     "AND h.observed_ns <= ?2 ORDER BY h.observed_ns DESC, h.event_id DESC LIMIT 1"
 )
-_POINT = f"SELECT {_SEL}, k FROM entities WHERE id = ?"
+# an entity row, its key and the newest history row (one snapshot)
+_POINT = f"SELECT {_SEL}, k, (SELECT max(rowid) FROM history) FROM entities WHERE id = ?"
 # the newest history row of a known entity key: its current state (_COLS[2:] order)
 _LATEST_K = (
     f"SELECT {_STATE_SET} FROM history WHERE k = ?1 ORDER BY observed_ns DESC, event_id DESC "
@@ -842,6 +843,7 @@ class SQLiteStore(Store):
         self._con = con
         self._cur = con.cursor()
         self._rcur = con.cursor()  # point and as-of reads (no cursor made per read)
+        self._vcur = con.cursor()  # PRAGMA data_version, asked before reads
         self.max_cache = max_cache
         # Write-through cache of current entity rows (id -> row list, see _COLS + k).
         # Valid while no other connection commits: PRAGMA data_version tells.
@@ -857,7 +859,7 @@ class SQLiteStore(Store):
         self._catch_up()
 
     def _data_version(self) -> int:
-        return self._con.execute("PRAGMA data_version").fetchone()[0]
+        return self._vcur.execute("PRAGMA data_version").fetchone()[0]
 
     def _catch_up(self) -> None:
         """Make the cache and the tail valid for what is committed now (outside a
@@ -1043,16 +1045,22 @@ class SQLiteStore(Store):
         ``at`` (a partial stale row is completed from the latest applied row)."""
         if at is None:
             # the write-through cache answers while no other connection has written
-            if self._data_version() != self._version:
-                self._catch_up()
-            else:
-                cached = self._cache.get(entity_id)
-                if cached is not None:
-                    return _entity(cached)
+            cached = self._cache.get(entity_id)
+            if cached is not None and self._data_version() == self._version:
+                return _entity(cached)
             row = self._rcur.execute(_POINT, (entity_id,)).fetchone()
             if row is None:
                 return None
-            if row[18] in self._tail:  # changed since the checkpoint: history has it
+            # No history row since the tail was read: the tail known holds every
+            # entity changed since the checkpoint (or more, after another connection's
+            # checkpoint: then history answers, as correctly). Otherwise another
+            # connection wrote: history answers now, and the tail catches up.
+            if (row[19] or 0) == self._tail_seen:
+                newer = row[18] in self._tail
+            else:
+                newer = True
+                self._catch_up()
+            if newer:
                 h = self._rcur.execute(_LATEST_K, (row[18],)).fetchone()
                 if h is not None:
                     row = (row[0], row[1], *h)
