@@ -262,3 +262,35 @@ def test_prior_adjustment_with_a_rig_camera_nothing_sees():
     )
     assert np.all(np.isfinite(adjusted.Rs)) and np.allclose(adjusted.Rs[1], np.eye(3), atol=1e-6)
     assert _rot_err_deg(adjusted, true).max() < 0.02
+
+
+def test_prior_adjustment_removes_a_common_attitude_offset():
+    """A compass-like 2 degree yaw offset on every gimbal attitude disagrees with the
+    GPS beyond its precision: the offset is removed (the attitudes keep their relative
+    rotations) and the result is as good as from the GPS alone. Without it, nothing is
+    removed."""
+    from twin.recon import georef
+    from twin.recon.images import gimbal_rotation
+
+    rng = np.random.default_rng(7)
+    true, noisy, heading = _rig_block(rng)
+    n = len(noisy.img_frame)
+    gps = true.centres()[::2] + rng.normal(0, 1, (len(true.Rf), 3)) * [1.5, 1.5, 3.0]
+    C_prior, share = np.repeat(gps, 2, axis=0), np.full(n, 0.5)
+    start = _perturbed(noisy, rng)
+
+    def gimbal(yaw_offset):
+        return np.array(
+            [
+                gimbal_rotation(-90.0 if i % 2 == 0 else -45.0, heading[i // 2] + yaw_offset)
+                for i in range(n)
+            ]
+        )
+
+    gps_only, _ = georef.adjust_problem(start, np.full((n, 3, 3), np.nan), C_prior, share)
+    biased, rep = georef.adjust_problem(start, gimbal(2.0), C_prior, share)
+    assert rep["start"]["attitude_offset_removed"]["deg"] == pytest.approx(2.0, abs=0.5)
+    err0, err = _rot_err_deg(gps_only, true), _rot_err_deg(biased, true)
+    assert err.max() < 1.1 * err0.max()
+    _, rep = georef.adjust_problem(start, gimbal(0.0), C_prior, share)
+    assert rep["start"]["attitude_offset_removed"] is None

@@ -512,6 +512,18 @@ def _priors_for(names, images: ImageSet, frame, prob: Problem):
     return R, C, share
 
 
+def _robust_rotation_mean(mats: np.ndarray) -> np.ndarray:
+    """Chordal mean of rotations, refitted on those within 3x the median angle."""
+    from twin.recon.sfm import _rotation_mean
+
+    M = _rotation_mean(mats)
+    for _ in range(3):
+        d = np.linalg.norm(_log(np.transpose(mats, (0, 2, 1)) @ M), axis=1)
+        keep = d <= max(3 * np.median(d), 1e-9)
+        M = _rotation_mean(mats[keep])
+    return M
+
+
 def _robust_rms(x: np.ndarray) -> float:
     """RMS of the values within 3 MAD-sigmas of zero (at least half of them)."""
     a = np.abs(np.asarray(x, float).ravel())
@@ -534,20 +546,47 @@ def adjust_problem(
     unknown; ``share``: the weight of each GPS fix (1 / photos sharing it). Returns the
     adjusted problem and a report, or None and the reason it did not run."""
     opts = options or PriorOptions()
+    R_prior = np.array(R_prior, float)
     att = np.isfinite(R_prior[:, 0, 0])
     gps = np.isfinite(C_prior[:, 0])
-    R, _ = prob.cam_from_world()
-    d_att = np.linalg.norm(_log(R[att] @ np.transpose(R_prior[att], (0, 2, 1))), axis=1)
-    sig_rot = _robust_rms(d_att) / np.sqrt(3) if att.any() else np.pi
-    if att.any() and np.degrees(sig_rot) > opts.max_sigma_deg:
-        log.info("gimbal angles scatter %.1f deg: not used", np.degrees(sig_rot))
-        R_prior = np.full_like(R_prior, np.nan)
-        att[:] = False
     if gps.sum() < 3:  # the positions fix the datum (translation and scale)
         return None, {"skipped": "fewer than three GPS positions"}
-    dC = prob.centres()[gps] - C_prior[gps]
-    sig_h = max(_robust_rms(dC[:, :2]), opts.min_sigma_gps_m) if gps.any() else 1.0
-    sig_v = max(_robust_rms(dC[:, 2]), opts.min_sigma_gps_m) if gps.any() else 1.0
+    # where the GPS alone would put the block: its similarity, residuals and precision
+    from twin.recon.sfm import umeyama
+
+    C = prob.centres()
+    s_g, Q_g, t_g = umeyama(C[gps], C_prior[gps], share[gps])
+    dC = s_g * C[gps] @ Q_g.T + t_g - C_prior[gps]
+    sig_h = max(_robust_rms(dC[:, :2]), opts.min_sigma_gps_m)
+    sig_v = max(_robust_rms(dC[:, 2]), opts.min_sigma_gps_m)
+    bias = None
+    if att.any():
+        R, _ = prob.cam_from_world()
+        # each attitude's world rotation of the block; their robust mean, the scatter
+        W = np.transpose(R_prior[att], (0, 2, 1)) @ R[att]
+        Q_a = _robust_rotation_mean(W)
+        d_att = np.linalg.norm(_log(np.transpose(W, (0, 2, 1)) @ Q_a), axis=1)
+        sig_rot = _robust_rms(d_att) / np.sqrt(3)
+        if np.degrees(sig_rot) > opts.max_sigma_deg:
+            log.info("gimbal angles scatter %.1f deg: not used", np.degrees(sig_rot))
+            R_prior[:] = np.nan
+            att[:] = False
+        else:
+            # a common offset of the attitudes (compass, boresight) that the GPS rules
+            # out at 99.9 %: the attitudes keep their relative rotations only
+            d = C[gps] - np.average(C[gps], axis=0, weights=share[gps])
+            Jg = -_skew(d)
+            w_pos = share[gps][:, None] / np.array([sig_h, sig_h, sig_v]) ** 2
+            info = np.einsum("nki,nk,nkj->ij", Jg, w_pos, Jg) * s_g**2
+            cov = np.linalg.inv(info) + np.eye(3) * sig_rot**2 / att.sum()
+            gap = _log(Q_a @ Q_g.T)[0]
+            chi2 = float(gap @ np.linalg.solve(cov, gap))
+            if chi2 > 16.27:
+                R_prior[att] = R_prior[att] @ (Q_a @ Q_g.T)
+                bias = {"deg": float(np.degrees(np.linalg.norm(gap))), "chi2": chi2}
+                log.info("gimbal attitudes %.2f deg off the GPS: offset removed", bias["deg"])
+    else:
+        sig_rot = np.pi
     e, _, _, _ = _obs_jacobians(prob)
     sig_px = max(_robust_rms(e), opts.min_sigma_px)
     pri = Priors(
@@ -555,6 +594,7 @@ def adjust_problem(
         sig_h, sig_v, opts.lever_arm_sigma_m,
     )  # fmt: skip
     start = {
+        "attitude_offset_removed": bias,
         "sigma_px": sig_px,
         "sigma_attitude_deg": float(np.degrees(pri.sigma_rot)),
         "sigma_gps_h_m": sig_h,
