@@ -289,7 +289,12 @@ def test_face_forms_give_the_canonical_result(name, form):
 
 
 def test_output_types():
-    """Faces come back C-contiguous uint32 (M, 3), vertices float64 (N, 3)."""
+    """Faces come back C-contiguous uint32 (M, 3), vertices float64 (N, 3); weld and
+    fetch give 4-tuples whose fields also have names."""
+    r = tm.weld(V.astype(np.float32), F.astype(np.int64))
+    assert r.vertices is r[0] and r.faces is r[1] and r.attributes is None and r.remap is r[3]
+    r = tm.optimize_vertex_fetch(V, F)
+    assert r.vertices is r[0] and r.faces is r[1] and r.attributes is None and r.remap is r[3]
     wv, wf, wa, remap = tm.weld(V.astype(np.float32), F.astype(np.int64))
     assert wv.dtype == np.float64 and wv.shape[1] == 3 and wa is None
     assert remap.dtype == np.int64 and remap.shape == (N,)

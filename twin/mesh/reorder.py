@@ -11,6 +11,8 @@ Run cache before fetch: fetch order follows the triangle order.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from twin.mesh._cache_kernels import take_faces_kernel
@@ -23,7 +25,24 @@ from twin.mesh.validate import (
     check_n_vertices,
 )
 
-__all__ = ["acmr", "atvr", "cache_score_tables", "optimize_vertex_cache", "optimize_vertex_fetch"]
+__all__ = [
+    "FetchResult",
+    "acmr",
+    "atvr",
+    "cache_score_tables",
+    "optimize_vertex_cache",
+    "optimize_vertex_fetch",
+]
+
+
+class FetchResult(NamedTuple):
+    """What :func:`optimize_vertex_fetch` returns: a 4-tuple with named fields."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    attributes: object
+    remap: np.ndarray
+
 
 #: Score of a cached vertex, and the scale of the valence scores below.
 _CACHED = 1024
@@ -90,23 +109,22 @@ def optimize_vertex_cache(faces, n_vertices: int, cache_size: int = 16) -> np.nd
     return take_faces_kernel(f, order)
 
 
-def optimize_vertex_fetch(
-    vertices, faces, attributes=None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+def optimize_vertex_fetch(vertices, faces, attributes=None) -> FetchResult:
     """Renumber vertices in order of first use by ``faces``; drop unused vertices.
 
     ``attributes``: optional per-vertex values reordered with the vertices, an (N,)
     or (N, K) array of any real dtype or a dict of them; they come back in the same
     form (dtype, shape, dict keys).
-    Returns ``(vertices float64 (N', 3), faces uint32 (M, 3), attributes or None,
-    remap int64 (N,))`` where ``remap[i]`` is the new index of input vertex i, or -1
-    if no face uses it. Faces keep their order and winding.
+    Returns a :class:`FetchResult` ``(vertices float64 (N', 3), faces uint32 (M, 3),
+    attributes or None, remap int64 (N,))`` (a tuple with these field names) where
+    ``remap[i]`` is the new index of input vertex i, or -1 if no face uses it. Faces
+    keep their order and winding.
     Memory: O(N + M), one int64 per vertex plus the outputs.
     """
     v, f = check_mesh(vertices, faces)
     _, attr_rows = attribute_columns(attributes, v.shape[0])
     remap, _, inverse, out_f = first_use_kernel(f, v.shape[0])
-    return v[inverse], out_f, attr_rows(inverse), remap
+    return FetchResult(v[inverse], out_f, attr_rows(inverse), remap)
 
 
 def acmr(faces, n_vertices: int, cache_size: int = 16) -> float:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from twin.errors import ParameterError
 from twin.mesh._kernels import clean_faces_kernel, weld_exact_kernel, weld_grid_kernel
 from twin.mesh.validate import attribute_columns, check_mesh
 
-__all__ = ["weld"]
+__all__ = ["WeldResult", "weld"]
+
+
+class WeldResult(NamedTuple):
+    """What :func:`weld` returns: a 4-tuple with named fields."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    attributes: object
+    remap: np.ndarray
 
 
 def _check_tol(tol, vertices: np.ndarray) -> float:
@@ -34,7 +45,7 @@ def weld(
     faces,
     tol: float = 0.0,
     attributes=None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+) -> WeldResult:
     """Merge duplicate vertices and drop degenerate, duplicate and unused elements.
 
     Parameters
@@ -54,6 +65,9 @@ def weld(
 
     Returns
     -------
+    A :class:`WeldResult` ``(vertices, faces, attributes, remap)`` (a tuple whose
+    fields also have these names):
+
     vertices : (N', 3) float64, the kept representatives in order of first occurrence.
     faces : (M', 3) uint32, input face order with degenerate faces (two corners on
         one welded vertex) and duplicates (same three vertices in the same cyclic
@@ -88,4 +102,4 @@ def weld(
     kept = first[used]
     out_v = v[kept]
     out_a = attr_rows(kept)
-    return out_v, out_faces.reshape(-1, 3), out_a, compact[remap]
+    return WeldResult(out_v, out_faces.reshape(-1, 3), out_a, compact[remap])
