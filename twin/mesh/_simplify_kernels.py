@@ -1154,6 +1154,58 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
     return collapses, e2max
 
 
+COMPACT_DEAD = 4  # faces are compacted once 1 / COMPACT_DEAD of those stored are dead
+
+
+@njit(cache=True)
+def compact_faces(F, N0, fal, forig, head, nxt, mc):
+    """Drop the dead faces from the first ``mc`` stored ones (stable, in place in F,
+    N0, ``fal``) and rebuild the corner lists over the live ones (each list in
+    increasing corner order), so walks touch dense memory. ``forig`` (original face
+    numbering) records which original faces were stored at the last compaction:
+    they take their current flags (the k-th stored face is the k-th original face
+    with ``forig`` set). Returns the new count. Neither the order of the faces nor
+    that of a list changes any decision."""
+    j = 0
+    for f in range(forig.shape[0]):
+        if forig[f]:
+            forig[f] = fal[j]
+            j += 1
+    k = 0
+    for j in range(mc):
+        if fal[j]:
+            if k != j:
+                for a in range(3):
+                    F[k, a] = F[j, a]
+                    N0[k, a] = N0[j, a]
+                fal[k] = 1
+            k += 1
+    for j in range(k, mc):
+        fal[j] = 0
+    head[:] = -1
+    for c in range(3 * k - 1, -1, -1):
+        v = F[c // 3, c % 3]
+        nxt[c] = head[v]
+        head[v] = c
+    return k
+
+
+@njit(cache=True)
+def restore_faces(F, fal, forig, mc):
+    """Undo the compactions at the end: the live stored faces back to their
+    original rows of F (dead rows are left as they are); ``forig`` becomes the
+    final alive flags in the original numbering."""
+    j = mc - 1
+    for f in range(forig.shape[0] - 1, -1, -1):
+        if forig[f]:
+            a = fal[j]
+            if a and f != j:
+                for t in range(3):
+                    F[f, t] = F[j, t]
+            forig[f] = a
+            j -= 1
+
+
 @njit(cache=True)
 def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
                     target_faces, max_e2, pure, log):  # fmt: skip
@@ -1168,13 +1220,18 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
     ``log`` (K, 2) int32, if it has rows, records the first K collapses (u, v).
     ``pure``: keys are geometric errors (no attribute term), so the first candidate
     over ``max_e2`` ends the run; otherwise such candidates are skipped.
+    Between passes the live faces are compacted (:func:`compact_faces`) once a
+    quarter of those stored are dead; on return F holds every live face in its
+    original row again (``head`` and ``nxt`` are then stale).
     Memory: grows with the number of edges E (about 3 N): 24 bytes per edge for the
-    pass lists (ends and key, sorted twice over for the radix sort); 21 bytes per vertex
-    of flags and scratch; plus the arrays passed in.
+    pass lists (ends and key, sorted twice over for the radix sort); 22 bytes per vertex
+    of flags and scratch, 2 bytes per face of alive flags; plus the arrays passed in.
     """
     n = V.shape[0]
     m = F.shape[0]
-    falive = np.ones(m, np.uint8)
+    falive = np.ones(m, np.uint8)  # of the stored (compacted) faces
+    forig = np.ones(m, np.uint8)  # of the original faces, see compact_faces
+    mc = m
     valive = np.ones(n, np.uint8)
     into = np.full(n, -1, np.int32)
     plock = np.zeros(n, np.int32)
@@ -1199,6 +1256,8 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
             rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, euv, ek, count)
             ncand = sort_candidates(ek, euv, count, sk, suv)
         else:
+            if COMPACT_DEAD * (mc - state[0]) >= mc:
+                mc = compact_faces(F, N0, falive, forig, head, nxt, mc)
             ncand, state[2] = rerank(
                 V, F, Q, head, nxt, falive, valive, kind, partner, attrs, weights, plock,
                 state[3] - 1, emit, mark, state[2], nbuf, euv, ek, sk, suv, ncand,
@@ -1211,7 +1270,8 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
             e2max = e2
         if collapses == 0:
             break
-    return falive, valive, e2max, state[1], into
+    restore_faces(F, falive, forig, mc)
+    return forig, valive, e2max, state[1], into
 
 
 # ---------------------------------------------------------------- measured error
