@@ -1418,3 +1418,38 @@ def test_optimize_reads_meshopt_glbs_back(tmp_path):
 
     expect = gltf_to_enu(g @ rot.T + [10.0, 0.0, 0.0])
     assert_same_triangles(cv, cf, expect, f, 2 * r.quantization_step + 1e-9)
+
+
+def test_tolerance_weld_against_brute_force():
+    """``tol > 0``: each vertex joins the lowest-index earlier representative within
+    ``tol`` (attributes within ``tol`` too), else becomes one, checked against a
+    quadratic brute force on clustered points (many pairs near the tolerance)."""
+
+    def brute(v, tol, attrs):
+        reps, rep_of = [], np.empty(len(v), np.int64)
+        for i in range(len(v)):
+            for r in reps:
+                near = np.linalg.norm(v[i] - v[r]) <= tol
+                if near and (attrs is None or np.all(np.abs(attrs[i] - attrs[r]) <= tol)):
+                    rep_of[i] = r
+                    break
+            else:
+                reps.append(i)
+                rep_of[i] = i
+        return rep_of
+
+    for seed in range(120):
+        g = np.random.default_rng(seed)
+        n = int(g.integers(3, 40))
+        v = np.round(g.uniform(0, 2, (n, 3)) * 4) / 4
+        v += g.normal(0, 0.05, (n, 3)) * (g.random((n, 1)) < 0.5)
+        tol = float(g.choice([0.05, 0.1, 0.25, 0.3, 0.5]))
+        attrs = g.integers(0, 2, (n, 1)).astype(np.uint8) if seed % 2 else None
+        f = np.array([[i, (i + 1) % n, (i + 2) % n] for i in range(n)])
+        wv, _, wa, remap = tm.weld(v, f, tol=tol, attributes=attrs)
+        rep = brute(v, tol, attrs)
+        used = remap >= 0
+        np.testing.assert_array_equal(wv[remap[used]], v[rep[used]])
+        if attrs is not None:
+            assert wa.dtype == np.uint8
+            np.testing.assert_array_equal(wa[remap[used]], attrs[rep[used]])
