@@ -1453,3 +1453,18 @@ def test_tolerance_weld_against_brute_force():
         if attrs is not None:
             assert wa.dtype == np.uint8
             np.testing.assert_array_equal(wa[remap[used]], attrs[rep[used]])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fetch_order_equals_meshoptimizer(seed):
+    """First-use order is unique: our remap equals meshoptimizer's
+    ``meshopt_optimizeVertexFetchRemap`` (unused vertices: -1 here, ~0 there)."""
+    g = np.random.default_rng(seed)
+    n = 500
+    f = g.integers(0, n, (700, 3)).astype(np.uint32)  # some vertices unused
+    v = g.normal(size=(n, 3))
+    remap = tm.optimize_vertex_fetch(v, f).remap
+    theirs = np.zeros(n, np.uint32)
+    count = mo.optimize_vertex_fetch_remap(theirs, f.ravel(), f.size, n)
+    assert count == len(np.unique(f))
+    np.testing.assert_array_equal(np.where(remap < 0, 0xFFFFFFFF, remap), theirs)
