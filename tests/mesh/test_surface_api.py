@@ -867,6 +867,11 @@ def test_more_vertices_than_uint32_indices_allow_without_allocating():
     ):
         with pytest.raises(InputError, match="uint32"):
             call()
+    from twin.mesh.codec import MAX_FACES
+
+    many = np.broadcast_to(np.array([[0, 1, 2]], np.uint32), (MAX_FACES + 1, 3))
+    with pytest.raises(InputError, match="more than one archive holds"):
+        tm.encode(TRI_V, many)
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kb < 200_000  # the 96 GiB array was never made
     # the largest addressable mesh is one vertex less: 2**32 - 1 vertices, index 2**32 - 2

@@ -150,11 +150,12 @@ def encode(vertices, faces, bits: int = 14, *, return_order: bool = False):
     """
     if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or not 1 <= bits <= 16:
         raise ParameterError(f"bits must be an integer in [1, 16], got {bits!r}")
-    v, f = check_mesh(vertices, faces)
-    if f.shape[0] > MAX_FACES:
+    m = np.shape(faces)[0] if isinstance(faces, np.ndarray) and np.ndim(faces) else 0
+    if m > MAX_FACES:  # before check_mesh copies or scans the faces
         raise InputError(
-            f"{f.shape[0]} faces is more than one archive holds ({MAX_FACES}); split into tiles"
+            f"{m} faces is more than one archive holds ({MAX_FACES}); split into tiles"
         )
+    v, f = check_mesh(vertices, faces)
     qz = quantize(v, bits=int(bits))
     q = qz.positions.astype(np.int64)
     f64 = f.astype(np.int64)
