@@ -872,6 +872,8 @@ def test_more_vertices_than_uint32_indices_allow_without_allocating():
     many = np.broadcast_to(np.array([[0, 1, 2]], np.uint32), (MAX_FACES + 1, 3))
     with pytest.raises(InputError, match="more than one archive holds"):
         tm.encode(TRI_V, many)
+    with pytest.raises(InputError, match="more than one vertex-cache pass orders"):
+        tm.optimize_vertex_cache(many, 3)
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kb < 200_000  # the 96 GiB array was never made
     # the largest addressable mesh is one vertex less: 2**32 - 1 vertices, index 2**32 - 2

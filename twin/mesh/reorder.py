@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from twin.errors import InputError
 from twin.mesh._cache_kernels import take_faces_kernel
 from twin.mesh._kernels import fifo_misses_kernel, first_use_kernel, vertex_cache_kernel
 from twin.mesh.validate import (
@@ -66,6 +67,11 @@ def cache_score_tables(cache_size: int = 16) -> tuple[np.ndarray, int]:
     return live_scores, _CACHED
 
 
+#: Most triangles one :func:`optimize_vertex_cache` call orders (its int32 FIFO time
+#: stamps count cache misses, at most 3 per triangle, below 2**31).
+MAX_CACHE_FACES = 700_000_000
+
+
 def _faces_nv(faces, n_vertices) -> tuple[np.ndarray, int]:
     n = check_n_vertices(n_vertices)
     return check_faces(faces, n), n
@@ -85,6 +91,7 @@ def optimize_vertex_cache(faces, n_vertices: int, cache_size: int = 16) -> np.nd
     its corner order (winding).
 
     ``faces`` (M, 3) integer, ``n_vertices`` the vertex count. Returns uint32 (M, 3).
+    At most :data:`MAX_CACHE_FACES` (700 M) triangles per call (an InputError above).
     Memory: about 40 bytes per triangle plus 28 per vertex (adjacency, scores,
     dead-end stack). Time: O(M * cache_size), about 25 candidate visits per triangle.
     Measured: ACMR 0.647 on a 1 M-triangle irregular scan, 0.661 on a 1 M-triangle
@@ -92,6 +99,12 @@ def optimize_vertex_cache(faces, n_vertices: int, cache_size: int = 16) -> np.nd
     meshoptimizer 0.2.30a0's ``optimize_vertex_cache``, in 1.0x / 1.8x / 1.4x its
     CPU time (``benchmarks/mesh_storage.py``).
     """
+    m = np.shape(faces)[0] if isinstance(faces, np.ndarray) and np.ndim(faces) else 0
+    if m > MAX_CACHE_FACES:  # before the checks scan or copy the faces
+        raise InputError(
+            f"{m} triangles is more than one vertex-cache pass orders ({MAX_CACHE_FACES}); "
+            "split the mesh into tiles"
+        )
     f, n = _faces_nv(faces, n_vertices)
     cache_size = check_cache_size(cache_size)
     degenerate = (f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 0] == f[:, 2])
