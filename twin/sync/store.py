@@ -37,6 +37,7 @@ import os
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
@@ -260,6 +261,14 @@ _INS_HIST_ROW = (
     "'applied', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
 )
 _row_state = itemgetter(slice(2, 19))  # what _INS_HIST_ROW binds of an entity row
+# the same for _ROWS rows per statement (fewer statement steps from Python)
+_ROWS = 50
+_INS_HIST_ROWS = f"INSERT INTO history ({', '.join(_HIST_COLS)}) VALUES " + ", ".join(
+    f"(?{17 * i + 17}, ?{17 * i + 2}, ?{17 * i + 3}, ?{17 * i + 1}, 'applied', "
+    + ", ".join(f"?{17 * i + c}" for c in range(4, 17))
+    + ")"
+    for i in range(_ROWS)
+)
 _key0, _key18 = itemgetter(0), itemgetter(18)  # the entity key of a history / entity row
 # The tail: the newest applied history row of every entity with one after the
 # checkpoint (applied rows of an entity are appended in revision order).
@@ -989,7 +998,15 @@ class SQLiteStore(Store):
         if dirty:
             rows = [*hist_applied, *dirty] if hist_applied else dirty[:]
             rows.sort(key=_key18)
-            cur.executemany(_INS_HIST_ROW, map(_row_state, rows))
+            n = len(rows) - len(rows) % _ROWS
+            if n:
+                flat = list(chain.from_iterable(map(_row_state, rows[:n])))
+                step = 17 * _ROWS
+                cur.executemany(
+                    _INS_HIST_ROWS, [flat[j : j + step] for j in range(0, len(flat), step)]
+                )
+            if n < len(rows):
+                cur.executemany(_INS_HIST_ROW, map(_row_state, rows[n:]))
             self._tail.update([r[18] for r in dirty])
         if incident_rows:
             cur.executemany(
