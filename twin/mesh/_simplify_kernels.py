@@ -305,6 +305,26 @@ def morton_codes(v, lo, scale):
     return code
 
 
+@njit(cache=True, parallel=True)
+def permute_mesh(v, f, perm, centre):
+    """``(v[perm] - centre, faces renumbered)``: internal vertex i is input vertex
+    ``perm[i]``; faces become int32 internal indices. Parallel."""
+    n = perm.shape[0]
+    p = np.empty((n, 3))
+    inv = np.empty(n, np.int32)
+    for i in prange(n):
+        j = perm[i]
+        inv[j] = i
+        for a in range(3):
+            p[i, a] = v[j, a] - centre[a]
+    m = f.shape[0]
+    out = np.empty((m, 3), np.int32)
+    for t in prange(m):
+        for a in range(3):
+            out[t, a] = inv[f[t, a]]
+    return p, out
+
+
 SORT_DIGIT = 13  # bits per digit of the Morton radix sort
 
 

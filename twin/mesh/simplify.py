@@ -15,6 +15,7 @@ from twin.mesh._simplify_kernels import (
     face_normals,
     measured_error,
     morton_codes,
+    permute_mesh,
     position_groups,
     radix_argsort,
     resolve_into,
@@ -230,13 +231,9 @@ def simplify(
 
 def _measure(v_in, f_in, prep, falive, into) -> float:
     """The measured error of a finished run (see :func:`measured_error`)."""
-    n = v_in.shape[0]
     rep = resolve_into(into)
-    p0 = v_in[prep.perm] - prep.centre  # bit-identical to the working copy's start
-    inv = np.empty(n, np.int32)
-    inv[prep.perm] = np.arange(n, dtype=np.int32)
-    f0 = inv[f_in]
-    del inv
+    # bit-identical to the working copy's start
+    p0, f0 = permute_mesh(v_in, f_in, prep.perm, prep.centre)
     bounds, to_input = measured_error(p0, prep.V, prep.F, falive, f0, rep)
     del f0, rep
     # the bounds are exact where the closest output face lies in the fans searched;
@@ -284,11 +281,7 @@ def _prepare(v_in, f_in, attrs, lock_border: bool) -> _Prepared:
     lo, hi = bounds(v_in)
     p.centre = 0.5 * (lo + hi)
     p.perm, code = _morton_order(v_in, codes=True)
-    inv = np.empty(n, np.int32)
-    inv[p.perm] = np.arange(n, dtype=np.int32)
-    pos = v_in[p.perm]
-    F = inv[f_in]
-    del inv
+    pos, F = permute_mesh(v_in, f_in, p.perm, np.zeros(3))  # v - 0.0 == v, bit for bit
     p.F = sort_faces_by_min(F, n)
     del F
     # position groups (bit-identical positions, -0.0 == 0.0): seams and flat shading
