@@ -20,9 +20,12 @@ Steps (each function reads and writes files under a work folder so a run can res
    Umeyama on the inliers) from SfM camera centres to the GPS positions in a local
    ENU frame (:class:`twin.crs.LocalFrame` at the mean GPS position unless given); when
    the photos carry gimbal angles, the rotation also draws on them, weighted by how
-   well each source pins it down. Ground control points, when given, join the fit
-   (three or more with positions) or serve as check points, and their residuals are
-   reported.
+   well each source pins it down (unless the two rotations differ by more than three
+   times their combined precision: a compass or boresight offset; then the GPS rotation
+   stands). Ground control points, when given, join the fit (three or more with
+   positions) or serve as check points, and their residuals are reported. Then
+   :func:`twin.recon.georef.adjust_with_priors` adjusts the block once more with the
+   GPS positions and gimbal attitudes as weighted priors.
 
 Peak memory grows with the number of SIFT features (database) and of matched pairs;
 COLMAP holds the sparse model in memory (a few hundred bytes per 3D point).
@@ -624,11 +627,19 @@ def georeference(
         extent = float(np.sqrt(((a - a.mean(0)) ** 2).sum(1).mean()))
         res = np.linalg.norm(a + t - enu[inl], axis=1)
         sig_p = np.degrees(float(np.sqrt(np.mean(res**2))) / max(extent, 1e-9)) / np.sqrt(inl.sum())
-        if spread < 5.0:
+        # a common offset of the gimbal angles (compass, boresight) shows as a gap to
+        # the GPS rotation beyond both precisions: then the GPS rotation stands
+        gap = float(_angle_deg(R @ Qm.T))
+        if spread < 5.0 and gap > 3.0 * float(np.hypot(sig_p, sig_g)):
+            source = f"gps (gimbal angles {gap:.2f} deg off the GPS rotation: not used)"
+        elif spread < 5.0:
             w = np.array([1 / sig_p**2, 1 / sig_g**2])
             R = _rotation_mean(np.stack([R, Qm]), w / w.sum())
             s, t = _scale_translation(src[inl], enu[inl], R)
-            source = f"gps+gimbal (gimbal weight {w[1] / w.sum():.2f}, spread {spread:.3f} deg)"
+            source = (
+                f"gps+gimbal (gimbal weight {w[1] / w.sum():.2f}, spread {spread:.3f} deg, "
+                f"{gap:.3f} deg off the GPS rotation, sigma {sig_p:.3f} deg)"
+            )
     if use_gcp:
         # GCPs (weighted as many cameras) refine the similarity with the GPS inliers
         a = np.vstack([src[inl], gcp_fit["sfm"]])
