@@ -187,6 +187,20 @@ def test_morton_radix_order_and_position_groups():
     np.testing.assert_array_equal(K.radix_argsort(code), np.argsort(code, kind="stable"))
     small = (code & np.uint64(0xFFF)).copy()  # most digits agree: skipped
     np.testing.assert_array_equal(K.radix_argsort(small), np.argsort(small, kind="stable"))
+    # candidate sort (parallel slices above a size, serial below): stable by key
+    # bits, uncollapsible edges (all bits set) left out
+    for count in (1000, K.PARALLEL_SORT + 12345):
+        keys = g.integers(0, 2**31, count, dtype=np.uint32) >> np.uint32(g.integers(0, 30))
+        keys[g.random(count) < 0.1] = 0xFFFFFFFF
+        keys[::7] = keys[3::7][: len(keys[::7])]
+        uv = np.arange(count, dtype=np.uint64)
+        sk, suv = np.empty(count, np.uint32), np.empty(count, np.uint64)
+        k = K.sort_candidates(keys.copy(), uv.copy(), count, sk, suv)
+        keep = np.flatnonzero(keys != 0xFFFFFFFF)
+        ref = keep[np.argsort(keys[keep], kind="stable")]
+        assert k == len(ref)
+        np.testing.assert_array_equal(suv[:k], ref)
+        np.testing.assert_array_equal(sk[:k], keys[ref])
     # positions with duplicates (and -0.0 == 0.0): same groups as an exact weld
     p = np.round(g.uniform(-1, 1, (3000, 3)), 1)
     p[p == 0.0] = -0.0

@@ -877,11 +877,59 @@ def rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, euv, e
                 ek[i] = np.uint32(0xFFFFFFFF)
 
 
+SORT_CHUNKS = 16  # slices of a parallel radix sort (any number gives the same order)
+PARALLEL_SORT = 65536  # fewer edges than this are sorted serially
+
+
+@njit(cache=True, parallel=True)
+def sort_candidates_parallel(ek, euv, count, sk, suv):
+    """:func:`sort_candidates` with each digit's histogram and scatter done by
+    ``SORT_CHUNKS`` slices in parallel (each slice scatters to its own offsets
+    within each bucket, so the result is the same stable order)."""
+    nb = 1 << RADIX_BITS
+    mask = nb - 1
+    p = SORT_CHUNKS
+    hist = np.zeros((p, nb), np.int64)
+    src_k, src_uv, dst_k, dst_uv = ek, euv, sk, suv
+    k = count
+    for d in range(3):
+        shift = d * RADIX_BITS
+        size = (k + p - 1) // p
+        for c in prange(p):
+            for b in range(nb):
+                hist[c, b] = 0
+            for i in range(c * size, min(k, (c + 1) * size)):
+                x = src_k[i]
+                if d > 0 or x != np.uint32(0xFFFFFFFF):
+                    hist[c, (x >> shift) & mask] += 1
+        total = 0
+        for b in range(nb):
+            for c in range(p):
+                h = hist[c, b]
+                hist[c, b] = total
+                total += h
+        for c in prange(p):
+            for i in range(c * size, min(k, (c + 1) * size)):
+                x = src_k[i]
+                if d > 0 or x != np.uint32(0xFFFFFFFF):
+                    b = (x >> shift) & mask
+                    j = hist[c, b]
+                    dst_k[j] = x
+                    dst_uv[j] = src_uv[i]
+                    hist[c, b] = j + 1
+        k = total
+        src_k, src_uv, dst_k, dst_uv = dst_k, dst_uv, src_k, src_uv
+    return k
+
+
 @njit(cache=True)
 def sort_candidates(ek, euv, count, sk, suv):
     """The collapsible edges (key bits below 0xFFFFFFFF) sorted stably by key bits
     into ``sk``/``suv`` (LSD radix on the 31 key bits, three digits; ``ek``/``euv``
-    serve as the middle buffer, so they are overwritten). Returns how many."""
+    serve as the middle buffer, so they are overwritten). Returns how many. Large
+    lists go to :func:`sort_candidates_parallel`."""
+    if count >= PARALLEL_SORT:
+        return sort_candidates_parallel(ek, euv, count, sk, suv)
     nb = 1 << RADIX_BITS
     mask = nb - 1
     hist = np.zeros(nb, np.int64)
