@@ -796,6 +796,13 @@ def apply_collapse(V, F, Q, head, nxt, falive, attrs, emit, u, v, px, py, pz):
 # ends once the target is met, or once keys pass ``PASS_ERROR_FACTOR`` times the key
 # of the ``goal / 2``-th candidate (``goal`` = faces still to remove) after at least
 # a tenth of the goal was removed.
+#
+# Only the first pass ranks every edge. Afterwards the candidates whose ends (and
+# their seam partners) no collapse touched keep their keys and their order; the
+# edges at touched vertices are listed, ranked, sorted and merged in (``rerank``):
+# the same list a full re-ranking gives, at the cost of the changed part. A
+# candidate whose collapse was refused is flagged and skipped while no vertex of its
+# ends' fans changes (the checks read nothing else).
 
 PASS_ERROR_FACTOR = 1.5
 RADIX_BITS = 11

@@ -136,7 +136,8 @@ def simplify(
     planes of its original faces (Garland–Heckbert quadrics); open borders add
     perpendicular constraint planes. Collapses run in passes (as in meshoptimizer):
     each pass ranks every live edge by the mean squared distance ``Q(p) / area`` of
-    the merged quadric at the new position ``p``, sorts them and collapses down the
+    the merged quadric at the new position ``p`` (edges no collapse touched keep their
+    key and place from the pass before), sorts them and collapses down the
     list, each vertex at most once per pass (so every key is exact when used), until
     the target or a per-pass error goal (1.5x the key at the pass's halfway
     candidate) is reached. ``p`` is the 3x3 optimum for two interior vertices, falling back to
@@ -193,11 +194,13 @@ def simplify(
     Memory: linear in N + M (about 2 N faces, 3 N edges on a typical mesh); per input
     vertex while the kernel runs: quadrics 88, pass edge lists 72 (24 bytes per
     edge), working faces 24, corner lists 28, original face normals 24, working
-    positions 24, permutation 8, flags and scratch ~25; plus 8 K for K attribute
+    positions 24, permutation 8, flags and scratch ~28; plus 8 K for K attribute
     columns. The error measurement afterwards (quadrics and edge lists freed) needs
     the original positions and faces (48), vertex -> face lists (~40) and a face grid
     of the output (about 16 bytes per output face).
-    Time: O((N + M) log(N / target)) — passes over the shrinking edge list.
+    Time: O((N + M) log(N / target)) — passes over the shrinking edge list. Meshes
+    under ``SERIAL_FACES`` faces run on one thread, larger ones use Numba's threads
+    in set-up, ranking, sorting and measurement (the collapses are sequential).
     """
     v_in, f_in = check_mesh(vertices, faces)
     attrs = check_attributes(attributes, v_in.shape[0])
