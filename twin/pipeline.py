@@ -644,7 +644,9 @@ def _welded_layer(m):
     cols = [np.asarray(a, np.float64).reshape(len(m.positions), -1)
             for a in (m.colors, m.feature_ids) if a is not None]  # fmt: skip
     attrs = np.hstack(cols) if cols else None
-    v, f, a, _ = weld(m.positions, m.indices, attributes=attrs)
+    welded = weld(m.positions, m.indices, attributes=attrs)
+    v, f = welded
+    a = welded.attributes
     colors = fids = None
     if m.colors is not None:
         colors = a[:, : np.asarray(m.colors).reshape(len(m.positions), -1).shape[1]]

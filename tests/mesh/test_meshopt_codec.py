@@ -74,7 +74,7 @@ def smooth_bytes(n, stride, seed=0):
 def optimised_city(n_triangles=20_000):
     v, f = city_mesh(n_triangles, seed=1)
     f = optimize_vertex_cache(f, v.shape[0])
-    v, f, _, _ = optimize_vertex_fetch(v, f)
+    v, f = optimize_vertex_fetch(v, f)
     return v, f
 
 
@@ -326,7 +326,9 @@ def test_encode_meshopt_round_trip_city():
     d = encode_meshopt(v, f, bits=14, normals=nrm, uvs=uv)
     # expected: the same deterministic reorder, then quantisation
     fo = optimize_vertex_cache(f, v.shape[0])
-    vo, fo, ao, _ = optimize_vertex_fetch(v, fo, np.hstack([nrm, uv]))
+    res = optimize_vertex_fetch(v, fo, np.hstack([nrm, uv]))
+    vo, fo = res
+    ao = res.attributes
     q = quantize(vo, bits=14, normals=ao[:, :3], uvs=ao[:, 3:])
     v2, f2 = decode_meshopt(d)
     assert np.array_equal(canon(f2), canon(fo))

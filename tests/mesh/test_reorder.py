@@ -151,7 +151,9 @@ def test_optimize_vertex_fetch():
     v = np.concatenate([v, [[99.0, 99, 99]]])  # an unused vertex
     attrs = np.arange(len(v), dtype=float)
     f = optimize_vertex_cache(f, len(v))
-    nv, nf, na, remap = optimize_vertex_fetch(v, f, attributes=attrs)
+    res = optimize_vertex_fetch(v, f, attributes=attrs)
+    nv, nf = res
+    na, remap = res.attributes, res.remap
     assert nv.shape[0] == len(v) - 1 and remap[-1] == -1
     np.testing.assert_array_equal(nv[nf], v[f])  # same triangles in the same order
     np.testing.assert_array_equal(na, attrs[remap >= 0][np.argsort(remap[remap >= 0])])

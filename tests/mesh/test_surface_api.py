@@ -290,12 +290,17 @@ def test_face_forms_give_the_canonical_result(name, form):
 
 def test_output_types():
     """Faces come back C-contiguous uint32 (M, 3), vertices float64 (N, 3); weld and
-    fetch give 4-tuples whose fields also have names."""
+    fetch unpack as (vertices, faces), as simplify as (vertices, faces, error), with the
+    extras by name."""
     r = tm.weld(V.astype(np.float32), F.astype(np.int64))
-    assert r.vertices is r[0] and r.faces is r[1] and r.attributes is None and r.remap is r[3]
+    assert len(r) == 2 and r.vertices is r[0] and r.faces is r[1] and r.attributes is None
+    assert r.remap.shape == (len(V),)
     r = tm.optimize_vertex_fetch(V, F)
-    assert r.vertices is r[0] and r.faces is r[1] and r.attributes is None and r.remap is r[3]
-    wv, wf, wa, remap = tm.weld(V.astype(np.float32), F.astype(np.int64))
+    assert len(r) == 2 and r.vertices is r[0] and r.faces is r[1] and r.attributes is None
+    assert r.remap.shape == (len(V),)
+    res = tm.weld(V.astype(np.float32), F.astype(np.int64))
+    wv, wf = res
+    wa, remap = res.attributes, res.remap
     assert wv.dtype == np.float64 and wv.shape[1] == 3 and wa is None
     assert remap.dtype == np.int64 and remap.shape == (N,)
     for f in (
@@ -318,12 +323,14 @@ def test_output_types():
 
 
 def test_one_triangle():
-    wv, wf, _, remap = tm.weld(TRI_V, TRI_F)
+    res = tm.weld(TRI_V, TRI_F)
+    wv, wf = res
+    remap = res.remap
     np.testing.assert_array_equal(wv, TRI_V)
     np.testing.assert_array_equal(wf, TRI_F)
     np.testing.assert_array_equal(remap, [0, 1, 2])
     np.testing.assert_array_equal(tm.optimize_vertex_cache(TRI_F, 3), TRI_F)
-    fv, ff, _, _ = tm.optimize_vertex_fetch(TRI_V, TRI_F)
+    fv, ff = tm.optimize_vertex_fetch(TRI_V, TRI_F)
     np.testing.assert_array_equal(ff, TRI_F)
     np.testing.assert_array_equal(tm.optimize_overdraw(TRI_V, TRI_F), TRI_F)
     assert tm.acmr(TRI_F, 3) == 3.0 and tm.atvr(TRI_F, 3) == 1.0
@@ -375,10 +382,14 @@ def test_unused_vertices():
     used = np.unique(F)
     unused = np.setdiff1d(np.arange(N), used)
     assert unused.tolist() == [20, N - 1]
-    wv, wf, _, remap = tm.weld(V, F)
+    res = tm.weld(V, F)
+    wv, wf = res
+    remap = res.remap
     assert len(wv) == len(used) and (remap[unused] == -1).all()
     np.testing.assert_array_equal(wv[remap[used]], V[used])
-    fv, ff, _, fremap = tm.optimize_vertex_fetch(V, F)
+    res = tm.optimize_vertex_fetch(V, F)
+    fv, ff = res
+    fremap = res.remap
     assert len(fv) == len(used) and (fremap[unused] == -1).all()
     np.testing.assert_array_equal(fv[ff], V[F])  # same triangles, same corners
     # atvr counts transforms per referenced vertex, as meshoptimizer does
@@ -426,10 +437,10 @@ def test_more_than_65535_vertices_round_trip_exactly():
     out = tm.optimize_vertex_cache(f, n)
     assert canon(out) == canon(f)
     assert tm.acmr(out, n) < 0.75 * tm.acmr(f, n)
-    fv, ff, _, _ = tm.optimize_vertex_fetch(v, out)
+    fv, ff = tm.optimize_vertex_fetch(v, out)
     np.testing.assert_array_equal(fv[ff], v[out])
     assert int(ff.max()) == n - 1
-    wv, wf, _, _ = tm.weld(np.vstack([v, v]), np.vstack([f, f + n]))
+    wv, wf = tm.weld(np.vstack([v, v]), np.vstack([f, f + n]))
     np.testing.assert_array_equal(wv, v)
     np.testing.assert_array_equal(wf, f)
 
@@ -454,7 +465,9 @@ def seam_soup():
 @pytest.mark.parametrize("tol", [0.0, 1e-3])
 def test_weld_carries_attributes_in_their_own_dtype(tol):
     v, f, sv, sf, attrs = seam_soup()
-    wv, wf, wa, remap = tm.weld(sv, sf, tol=tol, attributes=attrs)
+    res = tm.weld(sv, sf, tol=tol, attributes=attrs)
+    wv, wf = res
+    wa, remap = res.attributes, res.remap
     seam = int((v[:, 0] == 2.0).sum())
     assert len(wv) == len(v) + seam  # the UV seam at x = 2 keeps two vertices
     assert wa.keys() == attrs.keys()
@@ -463,9 +476,10 @@ def test_weld_carries_attributes_in_their_own_dtype(tol):
         np.testing.assert_array_equal(wa[k][remap], a)  # every corner keeps its values
     np.testing.assert_array_equal(wv[remap], sv)
     # a single array rides along the same way (uint8 colours stay uint8)
-    _, _, rgba, _ = tm.weld(sv, sf, tol=tol, attributes=attrs["color"])
+    res = tm.weld(sv, sf, tol=tol, attributes=attrs["color"])
+    rgba = res.attributes
     assert rgba.dtype == np.uint8 and rgba.shape[1] == 4
-    one_d = tm.weld(sv, sf, tol=tol, attributes=attrs["fid"])[2]
+    one_d = tm.weld(sv, sf, tol=tol, attributes=attrs["fid"]).attributes
     assert one_d.dtype == np.int32 and one_d.ndim == 1
     # without the attributes the seam closes
     assert len(tm.weld(sv, sf, tol=tol)[0]) == len(v)
@@ -473,9 +487,13 @@ def test_weld_carries_attributes_in_their_own_dtype(tol):
 
 def test_fetch_carries_attributes():
     v, f, sv, sf, attrs = seam_soup()
-    wv, wf, wa, _ = tm.weld(sv, sf, attributes=attrs)
+    res = tm.weld(sv, sf, attributes=attrs)
+    wv, wf = res
+    wa = res.attributes
     order = tm.optimize_vertex_cache(wf, len(wv), cache_size=12)
-    fv, ff, fa, remap = tm.optimize_vertex_fetch(wv, order, attributes=wa)
+    res = tm.optimize_vertex_fetch(wv, order, attributes=wa)
+    fv, ff = res
+    fa = res.attributes
     np.testing.assert_array_equal(fv[ff], wv[order])
     for k in attrs:
         assert fa[k].dtype == wa[k].dtype
@@ -484,7 +502,8 @@ def test_fetch_carries_attributes():
     first = ff.ravel()[np.sort(np.unique(ff.ravel(), return_index=True)[1])]
     np.testing.assert_array_equal(first, np.arange(len(fv)))
     uv, _ = fa["uv"], fa["color"]
-    _, _, uv2, _ = tm.optimize_vertex_fetch(wv, order, attributes=wa["uv"].tolist())
+    res = tm.optimize_vertex_fetch(wv, order, attributes=wa["uv"].tolist())
+    uv2 = res.attributes
     np.testing.assert_array_equal(np.asarray(uv2, np.float32), uv)
 
 
@@ -504,7 +523,9 @@ def test_attribute_errors():
 
 def test_encode_meshopt_normals_and_uvs_reach_meshoptimizer():
     v, f, sv, sf, attrs = seam_soup()
-    wv, wf, wa, _ = tm.weld(sv, sf, attributes={"uv": attrs["uv"], "n": attrs["normal"]})
+    res = tm.weld(sv, sf, attributes={"uv": attrs["uv"], "n": attrs["normal"]})
+    wv, wf = res
+    wa = res.attributes
     d = tm.encode_meshopt(wv, wf, bits=12, normals=wa["n"], uvs=wa["uv"])
     q = d["quantized"]
     nrm = mo_vertex_decode(d["normals"]["data"], d["normals"]["count"], 4).view(np.int8)
@@ -718,7 +739,7 @@ def index_cases():
     g = np.random.default_rng(11)
     v, f = grid(30, 20, seed=2)
     opt = tm.optimize_vertex_cache(f, len(v))
-    _, opt, _, _ = tm.optimize_vertex_fetch(v, opt)
+    _, opt = tm.optimize_vertex_fetch(v, opt)
     rand = g.integers(0, 5000, (300, 3)).astype(np.uint32)
     wide = (g.integers(0, 300, (200, 3)) * 70_001 + 5).astype(np.uint32)  # > 16 bits
     degen = np.array([[0, 0, 1], [2, 2, 2], [1, 2, 3], [3, 2, 1], [1, 2, 3]], np.uint32)
@@ -1214,7 +1235,9 @@ def test_encode_meshopt_colours_ride_along_and_decode(form):
         "float_rgba": rgba.astype(np.float32) / 255.0,
     }[form]
     both = {"c": colors, "uv": attrs["uv"], "n": attrs["normal"]}
-    wv, wf, wa, remap = tm.weld(sv, sf, attributes=both)
+    res = tm.weld(sv, sf, attributes=both)
+    wv, wf = res
+    wa, remap = res.attributes, res.remap
     d = tm.encode_meshopt(wv, wf, normals=wa["n"], uvs=wa["uv"], colors=wa["c"])
     c = d["colors"]
     assert (c["byteStride"], c["componentType"], c["type"]) == (4, "UNSIGNED_BYTE", "VEC4")
@@ -1454,7 +1477,9 @@ def test_tolerance_weld_against_brute_force():
         tol = float(g.choice([0.05, 0.1, 0.25, 0.3, 0.5]))
         attrs = g.integers(0, 2, (n, 1)).astype(np.uint8) if seed % 2 else None
         f = np.array([[i, (i + 1) % n, (i + 2) % n] for i in range(n)])
-        wv, _, wa, remap = tm.weld(v, f, tol=tol, attributes=attrs)
+        res = tm.weld(v, f, tol=tol, attributes=attrs)
+        wv, _ = res
+        wa, remap = res.attributes, res.remap
         rep = brute(v, tol, attrs)
         used = remap >= 0
         np.testing.assert_array_equal(wv[remap[used]], v[rep[used]])

@@ -165,13 +165,13 @@ def test_storage_functions_keep_non_manifold_and_zero_area_faces():
 
     f = NM_F.astype(np.uint32)
     # weld drops only the face with a repeated corner (documented), nothing else
-    wv, wf, _, _ = weld(NM_V, f)
+    wv, wf = weld(NM_V, f)
     np.testing.assert_array_equal(wv, NM_V)
     assert tris(wf) == tris(np.delete(f, 5, axis=0))
     # reorderings keep every triangle, winding included
     assert tris(optimize_vertex_cache(f, len(NM_V))) == tris(f)
     assert tris(optimize_overdraw(NM_V, f)) == tris(f)
-    fv, ff, _, remap = optimize_vertex_fetch(NM_V, f)
+    fv, ff = optimize_vertex_fetch(NM_V, f)
     np.testing.assert_array_equal(fv[ff], NM_V[f])
     assert measure_overdraw(NM_V, f).covered > 0
     # both codecs return the same triangles (same corner positions, same order of

@@ -46,7 +46,9 @@ def test_soup_weld_restores_the_indexed_grid():
     v, f = grid()
     sv, sf = soup(v, f)
     assert sv.shape[0] == 3 * f.shape[0]
-    wv, wf, wa, remap = weld(sv, sf)
+    res = weld(sv, sf)
+    wv, wf = res
+    wa, remap = res.attributes, res.remap
     assert wv.shape == v.shape  # every vertex back, no more
     assert wf.shape == f.shape and wf.dtype == np.uint32
     assert wa is None
@@ -62,7 +64,9 @@ def test_tolerance_weld_of_a_jittered_soup():
     sv = sv + rng(1).uniform(-0.01, 0.01, sv.shape)  # jitter << spacing
     exact = weld(sv, sf)[0]
     assert exact.shape[0] == sv.shape[0]  # nothing bit-identical
-    wv, wf, _, remap = weld(sv, sf, tol=0.05)
+    res = weld(sv, sf, tol=0.05)
+    wv, wf = res
+    remap = res.remap
     assert wv.shape[0] == v.shape[0]
     assert wf.shape[0] == f.shape[0]
     assert np.linalg.norm(wv[remap] - sv, axis=1).max() <= 0.05
@@ -75,7 +79,9 @@ def test_uv_seams_are_not_merged():
     # another, so the 4 vertices on the seam column x = 0.5 get two UVs each
     half = (v[f][:, :, 0].min(axis=1) < 0.25).repeat(3)
     uv = sv[:, :2] * 0.1 + np.where(half, 0.0, 0.5)[:, None]
-    wv, wf, wa, remap = weld(sv, sf, attributes=uv)
+    res = weld(sv, sf, attributes=uv)
+    wv, wf = res
+    wa, remap = res.attributes, res.remap
     n_seam = int(np.isclose(v[:, 0], 0.5).sum())
     assert n_seam == 4
     assert wv.shape[0] == v.shape[0] + n_seam
@@ -99,7 +105,9 @@ def test_degenerate_duplicate_and_unused_are_dropped():
             [1, 5, 2],  # kept
         ]
     )
-    wv, wf, _, remap = weld(v, f)
+    res = weld(v, f)
+    wv, wf = res
+    remap = res.remap
     np.testing.assert_array_equal(wf, [[0, 1, 2], [0, 2, 1], [1, 3, 2]])
     np.testing.assert_array_equal(remap, [0, 1, 2, 0, -1, 3])  # vertex 4 unused
     np.testing.assert_array_equal(wv, v[[0, 1, 2, 5]])
@@ -108,13 +116,17 @@ def test_degenerate_duplicate_and_unused_are_dropped():
 def test_negative_zero_equals_zero():
     v = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [-0.0, 0, -0.0]])
     f = np.array([[0, 1, 2], [3, 2, 1]])
-    wv, wf, _, remap = weld(v, f)
+    res = weld(v, f)
+    wv, wf = res
+    remap = res.remap
     assert wv.shape[0] == 3 and remap[3] == 0
 
 
 def test_all_degenerate_gives_an_empty_mesh():
     v = np.array([[0.0, 0, 0], [1e-4, 0, 0], [0, 1e-4, 0]])
-    wv, wf, _, remap = weld(v, [[0, 1, 2]], tol=0.01)
+    res = weld(v, [[0, 1, 2]], tol=0.01)
+    wv, wf = res
+    remap = res.remap
     assert wv.shape == (0, 3) and wf.shape == (0, 3)
     np.testing.assert_array_equal(remap, [-1, -1, -1])
 
@@ -170,11 +182,15 @@ def test_clean_faces_on_a_synthetic_grid():
 @given(st.integers(0, 2**31), st.sampled_from([0.0, 0.05, 0.2]))
 def test_weld_is_idempotent_and_keeps_geometry(seed, tol):
     v, f = random_mesh(seed, n=60, m=80)
-    wv, wf, _, remap = weld(v, f, tol=tol)
+    res = weld(v, f, tol=tol)
+    wv, wf = res
+    remap = res.remap
     used = remap >= 0
     assert np.linalg.norm(wv[remap[used]] - v[used], axis=1).max(initial=0) <= tol
     if wf.shape[0]:
-        wv2, wf2, _, remap2 = weld(wv, wf, tol=0.0)
+        res = weld(wv, wf, tol=0.0)
+        wv2, wf2 = res
+        remap2 = res.remap
         np.testing.assert_array_equal(wv2, wv)
         np.testing.assert_array_equal(wf2, wf)
         np.testing.assert_array_equal(remap2, np.arange(wv.shape[0]))

@@ -307,7 +307,9 @@ def encode_meshopt(vertices, faces, bits: int = 14, normals=None, uvs=None, colo
     if colors is not None:
         extra["colors"] = _colors(colors, v.shape[0])
     f = optimize_vertex_cache(f, v.shape[0])
-    v, f, attrs, _ = optimize_vertex_fetch(v, f, extra or None)
+    fetched = optimize_vertex_fetch(v, f, extra or None)
+    v, f = fetched
+    attrs = fetched.attributes
     attrs = attrs or {}
     q = quantize(v, bits=bits, normals=attrs.get("normals"), uvs=attrs.get("uvs"))
     out: dict = {

@@ -300,7 +300,7 @@ def optimize(
     raw_bytes = 12 * n_in + 12 * m_in
 
     t0 = time.perf_counter()
-    v, f, _, _ = weld(v, f, tol=weld_tol)
+    v, f = weld(v, f, tol=weld_tol)
     t["weld"] = time.perf_counter() - t0
     if len(f) == 0:
         raise InputError("no triangles left after welding (all degenerate)", path=src)
@@ -321,7 +321,7 @@ def optimize(
         f = optimize_overdraw(v, f, threshold=overdraw)
         t["overdraw"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    v, f, _, _ = optimize_vertex_fetch(v, f)
+    v, f = optimize_vertex_fetch(v, f)
     t["vertex_fetch"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

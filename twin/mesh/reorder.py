@@ -11,13 +11,12 @@ Run cache before fetch: fetch order follows the triangle order.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from twin.errors import InputError
 from twin.mesh._cache_kernels import take_faces_kernel
 from twin.mesh._kernels import fifo_misses_kernel, first_use_kernel, vertex_cache_kernel
+from twin.mesh._result import MeshResult
 from twin.mesh.validate import (
     attribute_columns,
     check_cache_size,
@@ -36,13 +35,9 @@ __all__ = [
 ]
 
 
-class FetchResult(NamedTuple):
-    """What :func:`optimize_vertex_fetch` returns: a 4-tuple with named fields."""
-
-    vertices: np.ndarray
-    faces: np.ndarray
-    attributes: object
-    remap: np.ndarray
+class FetchResult(MeshResult):
+    """What :func:`optimize_vertex_fetch` returns: ``(vertices, faces)`` with
+    ``.attributes`` and ``.remap``."""
 
 
 #: Score of a cached vertex, and the scale of the valence scores below.
@@ -128,9 +123,9 @@ def optimize_vertex_fetch(vertices, faces, attributes=None) -> FetchResult:
     ``attributes``: optional per-vertex values reordered with the vertices, an (N,)
     or (N, K) array of any real dtype or a dict of them; they come back in the same
     form (dtype, shape, dict keys).
-    Returns a :class:`FetchResult` ``(vertices float64 (N', 3), faces uint32 (M, 3),
-    attributes or None, remap int64 (N,))`` (a tuple with these field names) where
-    ``remap[i]`` is the new index of input vertex i, or -1 if no face uses it. Faces
+    Returns a :class:`FetchResult`, unpacking as ``vertices, faces`` (float64
+    (N', 3), uint32 (M, 3)), with ``.attributes`` (or None) and ``.remap`` (int64
+    (N,)): ``remap[i]`` is the new index of input vertex i, or -1 if no face uses it. Faces
     keep their order and winding.
     Memory: O(N + M), one int64 per vertex plus the outputs.
     """

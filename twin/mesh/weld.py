@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from twin.errors import ParameterError
 from twin.mesh._kernels import clean_faces_kernel, weld_exact_kernel, weld_grid_kernel
+from twin.mesh._result import MeshResult
 from twin.mesh.validate import attribute_columns, check_mesh
 
 __all__ = ["WeldResult", "weld"]
 
 
-class WeldResult(NamedTuple):
-    """What :func:`weld` returns: a 4-tuple with named fields."""
-
-    vertices: np.ndarray
-    faces: np.ndarray
-    attributes: object
-    remap: np.ndarray
+class WeldResult(MeshResult):
+    """What :func:`weld` returns: ``(vertices, faces)`` with ``.attributes`` and
+    ``.remap``."""
 
 
 def _check_tol(tol, vertices: np.ndarray) -> float:
@@ -65,8 +60,8 @@ def weld(
 
     Returns
     -------
-    A :class:`WeldResult` ``(vertices, faces, attributes, remap)`` (a tuple whose
-    fields also have these names):
+    A :class:`WeldResult`: unpacks as ``vertices, faces``; ``.attributes`` and
+    ``.remap`` come along.
 
     vertices : (N', 3) float64, the kept representatives in order of first occurrence.
     faces : (M', 3) uint32, input face order with degenerate faces (two corners on

@@ -399,7 +399,9 @@ def _meshopt_arrays(
     attrs = np.hstack(cols) if cols else None
     if reorder:
         f = optimize_vertex_cache(idx.reshape(-1, 3), len(pos))
-        v, f, attrs, _ = optimize_vertex_fetch(pos, f, attrs)
+        fetched = optimize_vertex_fetch(pos, f, attrs)
+        v, f = fetched
+        attrs = fetched.attributes
     else:
         v, f = pos, idx.reshape(-1, 3)
     split, k = {}, 0

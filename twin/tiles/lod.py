@@ -263,7 +263,9 @@ def _join(parts: list[_Part]) -> _Part:
     v = np.concatenate([q.vertices for q in parts])
     f = np.concatenate([q.faces.astype(np.int64) + o for q, o in zip(parts, offs, strict=True)])
     a = np.concatenate([q.attrs for q in parts])
-    vw, fw, aw, _ = weld(v, f, tol=0.0, attributes=a if a.shape[1] else None)
+    welded = weld(v, f, tol=0.0, attributes=a if a.shape[1] else None)
+    vw, fw = welded
+    aw = welded.attributes
     if aw is None:
         aw = np.zeros((len(vw), 0))
     return _Part(vw, fw.astype(np.uint32), np.asarray(aw, np.float64).reshape(len(vw), -1))
