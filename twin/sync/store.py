@@ -778,9 +778,12 @@ class SQLiteStore(Store):
     any connection see exactly the committed state; a crash loses nothing (the
     tail is durable history; there is nothing to rebuild). An entity moved by many
     batches between two checkpoints has its ``entities`` page written once, not
-    once per batch. Current entity rows are also cached in memory
-    (write-through; dropped when another connection commits, which ``PRAGMA
-    data_version`` reveals, or after a rollback).
+    once per batch. The batch that crosses the mark takes longer by about 2 us per
+    entity changed since the last checkpoint; :meth:`checkpoint` does it on demand
+    and :meth:`close` after writing. A batch's history rows are written in entity-key
+    order, so their index inserts sweep the index once. Current entity rows are also
+    cached in memory (write-through; dropped when another connection commits, which
+    ``PRAGMA data_version`` reveals, or after a rollback).
 
     Placement: with a ``placer`` (:class:`twin.sync.placement.Placer`), every event
     with a position is placed on the model before it is applied: the building and
