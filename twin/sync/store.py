@@ -271,6 +271,25 @@ _INS_HIST_ROWS = f"INSERT INTO history ({', '.join(_HIST_COLS)}) VALUES " + ", "
     for i in range(_ROWS)
 )
 _key0, _key18 = itemgetter(0), itemgetter(18)  # the entity key of a history / entity row
+_row19 = itemgetter(slice(0, 19))  # what _INS_ENTITY binds of an entity row
+_INS_ENTITY_ROWS = f"INSERT INTO entities ({_SEL}, k) VALUES " + ", ".join(
+    [f"({', '.join('?' * (len(_COLS) + 1))})"] * _ROWS
+)
+
+
+def _insert_rows(cur, one: str, many: str, width: int, rows) -> None:
+    """Insert ``rows`` (sequences of ``width`` values) with ``many`` (``_ROWS`` rows
+    to a statement, their values one after the other), the rest with ``one``."""
+    flat = list(chain.from_iterable(rows))
+    step = width * _ROWS
+    n = len(flat) - len(flat) % step
+    if n:
+        cur.executemany(many, [flat[j : j + step] for j in range(0, n, step)])
+    if n < len(flat):
+        rest = flat[n:]
+        cur.executemany(one, [rest[j : j + width] for j in range(0, len(rest), width)])
+
+
 # The tail: the newest applied history row of every entity with one after the
 # checkpoint (applied rows of an entity are appended in revision order).
 _TAIL = (
@@ -973,7 +992,8 @@ class SQLiteStore(Store):
             )
         }
         cache = self._cache
-        missing = list({e.entity_id for e in evs if e is not None} - cache.keys())
+        # (set.difference looks each id up in the dict: batch-sized, not cache-sized)
+        missing = list({e.entity_id for e in evs if e is not None}.difference(cache))
         if missing:
             rows = cur.execute(
                 f"SELECT {_SEL}, k FROM entities WHERE id IN (SELECT value FROM json_each(?1))",
@@ -1000,7 +1020,7 @@ class SQLiteStore(Store):
         hist, hist_applied, new_seen = p.hist, p.hist_applied, p.new_seen
         dirty, created, incident_rows = p.dirty, p.created, p.incident_rows
         if created:
-            cur.executemany(_INS_ENTITY, [r[:19] for r in created])
+            _insert_rows(cur, _INS_ENTITY, _INS_ENTITY_ROWS, 19, map(_row19, created))
         if new_seen:
             cur.execute(
                 "INSERT INTO events_seen SELECT value FROM json_each(?)", (json.dumps(new_seen),)
@@ -1015,15 +1035,7 @@ class SQLiteStore(Store):
         if dirty:
             rows = [*hist_applied, *dirty] if hist_applied else dirty[:]
             rows.sort(key=_key18)
-            n = len(rows) - len(rows) % _ROWS
-            if n:
-                flat = list(chain.from_iterable(map(_row_state, rows[:n])))
-                step = 17 * _ROWS
-                cur.executemany(
-                    _INS_HIST_ROWS, [flat[j : j + step] for j in range(0, len(flat), step)]
-                )
-            if n < len(rows):
-                cur.executemany(_INS_HIST_ROW, map(_row_state, rows[n:]))
+            _insert_rows(cur, _INS_HIST_ROW, _INS_HIST_ROWS, 17, map(_row_state, rows))
             self._tail.update([r[18] for r in dirty])
         if incident_rows:
             cur.executemany(
