@@ -191,7 +191,7 @@ def test_close_checkpoints_what_it_wrote(tmp_path):
     def ck(s):
         return int(s._con.execute("SELECT value FROM meta WHERE key='checkpoint'").fetchone()[0])
 
-    w = SQLiteStore(db)
+    w = SQLiteStore(db, checkpoint_rows=1000)
     w.apply([pev(i, f"a{i}", 1.0, lon=100.0 + i) for i in range(5)])
     r = SQLiteStore(db)  # a reader: its close writes nothing
     assert r.state("urn:ngsi-ld:Person:X0003").lon == 103.0

@@ -307,6 +307,12 @@ _CHECKPOINT = (
     "k = entities.k ORDER BY observed_ns DESC, event_id DESC LIMIT 1) "
     "WHERE k IN (SELECT value FROM json_each(?1))"
 )
+# the checkpoint of entities whose current row is in memory (_COLS + k), by key
+_UPSERT_ENTITY, _UPSERT_ENTITY_ROWS = (
+    f"{sql} ON CONFLICT (k) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _STATE_SET.split(", "))
+    for sql in (_INS_ENTITY, _INS_ENTITY_ROWS)
+)
 _CK_SQL = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'checkpoint'"
 # the newest state of entity keys (a JSON list) from history: _COLS[2:] order, then k
 _LATEST = (
@@ -886,8 +892,9 @@ class SQLiteStore(Store):
         self._batch = 0
         self._next_k = (con.execute("SELECT max(k) FROM entities").fetchone()[0] or 0) + 1
         # the tail: entity keys with history rows after the checkpoint (their state in
-        # ``entities`` may be old), the checkpoint and the newest history row seen
-        self._tail: set[int] = set()
+        # ``entities`` may be old) -> their current row as this connection wrote it
+        # (None: only history knows), the checkpoint and the newest history row seen
+        self._tail: dict[int, list | None] = {}
         self._ckpt = self._tail_seen = -1
         self._version = None  # data_version the cache and tail are valid for
         self._wrote = False  # whether this connection applied a batch
@@ -911,7 +918,7 @@ class SQLiteStore(Store):
             ck = con.execute(_CK_SQL).fetchone()[0]
             if ck != self._ckpt:
                 self._ckpt, self._tail_seen = ck, ck
-                self._tail = set()
+                self._tail = {}
             rows = con.execute(
                 "SELECT k, rowid FROM history WHERE rowid > ? AND outcome = 'applied'",
                 (self._tail_seen,),
@@ -921,7 +928,9 @@ class SQLiteStore(Store):
         finally:
             if not own:
                 con.execute("COMMIT")
-        self._tail.update(r[0] for r in rows)
+        # another connection wrote: rows held for the tail may be old, history knows
+        self._tail = dict.fromkeys(self._tail)
+        self._tail.update((r[0], None) for r in rows)
         self._tail_seen = max(self._tail_seen, last)
         self._cache.clear()
         self._version = version
@@ -1036,7 +1045,7 @@ class SQLiteStore(Store):
             rows = [*hist_applied, *dirty] if hist_applied else dirty[:]
             rows.sort(key=_key18)
             _insert_rows(cur, _INS_HIST_ROW, _INS_HIST_ROWS, 17, map(_row_state, rows))
-            self._tail.update([r[18] for r in dirty])
+            self._tail.update({r[18]: r for r in dirty})
         if incident_rows:
             cur.executemany(
                 "INSERT INTO incidents VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -1069,10 +1078,16 @@ class SQLiteStore(Store):
     def _checkpoint(self, cur: sqlite3.Cursor, last: int) -> None:
         """Bring ``entities`` up to history row ``last`` (in the caller's transaction).
         Cost grows with the entities changed since the last checkpoint."""
-        cur.execute(_CHECKPOINT, (json.dumps(sorted(self._tail)),))
+        tail = self._tail
+        rows = sorted((r for r in tail.values() if r is not None), key=_key18)
+        if rows:  # written by this connection: bound from memory, no history seek
+            _insert_rows(cur, _UPSERT_ENTITY, _UPSERT_ENTITY_ROWS, 19, map(_row19, rows))
+        if len(rows) < len(tail):
+            unknown = sorted(k for k, r in tail.items() if r is None)
+            cur.execute(_CHECKPOINT, (json.dumps(unknown),))
         cur.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint'", (str(last),))
         self._ckpt = last
-        self._tail = set()
+        self._tail = {}
 
     def _latest(self, ks: list[int]) -> dict[int, tuple]:
         """Entity key -> its newest history row (``_COLS[2:]``, then k): current state."""
