@@ -22,9 +22,20 @@ Event form (one JSON object; this is what ``events.ndjson`` holds)::
     }
 
 Positions are WGS 84 longitude/latitude in degrees and ellipsoidal height in metres
-(EPSG:4979). Time inside twin is ``int`` epoch nanoseconds UTC. ``building_id`` and
-``floor`` in ``attributes`` are lifted into :attr:`Event.building`/:attr:`Event.floor`
-so the store can index them.
+(EPSG:4979) by default. A position in another CRS names it: ``{"x": 351200.5, "y":
+3305120.2, "z": 12.0, "crs": "EPSG:32651"}`` (a UTM zone, CGCS2000 / Gauss-Krueger
+EPSG:4547, ...) or ``{"lon": .., "lat": .., "crs": "EPSG:4490"}``; an event-level
+``"crs"`` applies to a position without its own. A GeoJSON Point (``{"type": "Point",
+"coordinates": [lon, lat, alt]}``) is accepted as ``position`` too. Such positions are
+transformed to WGS 84 when the event is parsed (heights pass through as ellipsoidal
+metres) and refused when they fall outside the CRS's area of use (with a margin of
+:data:`AREA_MARGIN_DEG` degrees). Time inside twin is ``int`` epoch nanoseconds UTC.
+``building_id`` and ``floor`` in ``attributes`` are lifted into
+:attr:`Event.building`/:attr:`Event.floor` so the store can index them.
+
+A GeoJSON Feature (Point geometry, event fields in ``properties``) is an event too, and
+flat records (CSV rows) go through :func:`event_from_record`, which knows the column
+names people write (``lon``/``lng``/``longitude``/``x``, ``time``/``timestamp``, ...).
 
 An event is a snapshot of the fields it carries: fields it leaves out keep their
 previous value when the event is applied (``attributes`` are merged key by key).
@@ -32,8 +43,10 @@ previous value when the event is applied (``attributes`` are merged key by key).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +71,7 @@ MAX_ATTRIBUTES_BYTES = 16 * 1024  # its attributes, compact JSON
 MAX_ID_CHARS = 256
 MIN_TIME_NS = 946_684_800_000_000_000  # 2000-01-01T00:00:00Z
 MAX_FUTURE_NS = 86_400 * 1_000_000_000  # a day ahead of "now"
+AREA_MARGIN_DEG = 0.1  # how far outside its CRS's area of use a position may lie
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -176,24 +190,62 @@ def format_time(ns: int) -> str:
 
 
 def parse_time(value, *, what: str = "observed_at") -> int:
-    """ISO 8601 with a zone (``Z`` or ``+hh:mm``) or int epoch ns -> epoch ns UTC.
+    """ISO 8601 with a zone (``Z`` or ``+hh:mm``), an aware :class:`datetime`, or int
+    epoch ns -> epoch ns UTC.
 
-    Raises :class:`EventError` for anything else (naive times are refused: a time
-    without a zone is ambiguous)."""
+    Raises :class:`EventError` for anything else (naive times, strings or datetimes,
+    are refused: a time without a zone is ambiguous)."""
     if isinstance(value, bool):
         raise EventError(f"{what} must be an ISO 8601 string or epoch ns, got a boolean")
     if isinstance(value, int):
         return value
-    if not isinstance(value, str):
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise EventError(
+                f"{what} {value.isoformat()!r} has no time zone (use an aware datetime)"
+            )
+        dt = value
+    elif not isinstance(value, str):
         raise EventError(f"{what} must be an ISO 8601 string, got {type(value).__name__}")
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise EventError(f"{what} {value[:40]!r} is not an ISO 8601 time") from None
-    if dt.tzinfo is None:
-        raise EventError(f"{what} {value[:40]!r} has no time zone (add Z for UTC)")
+    else:
+        text = value.strip()
+        if text[-1:] == "z":
+            text = text[:-1] + "Z"
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise EventError(f"{what} {value[:40]!r} is not an ISO 8601 time") from None
+        if dt.tzinfo is None:
+            raise EventError(f"{what} {value[:40]!r} has no time zone (add Z for UTC)")
     delta = dt - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+
+
+def parse_time_arg(value, *, what: str = "time") -> int:
+    """A time a person or a query string gives -> epoch ns UTC.
+
+    ISO 8601 with a zone, an aware :class:`datetime`, or a number of epoch units
+    told apart by magnitude: below 1e11 seconds, below 1e14 milliseconds, below 1e17
+    microseconds, else nanoseconds (``1777622400``, ``1777622400.5``,
+    ``1777622400000`` and ``1777622400000000000`` are the same instant). Raises
+    :class:`EventError` otherwise."""
+    if isinstance(value, bool):
+        raise EventError(f"{what} must be a time, got a boolean")
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        text = value.strip()
+        value = int(text) if text.lstrip("+-").isdigit() else float(text)
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise EventError(f"{what} is {value} (not finite)")
+        a = abs(value)
+        scale = 1e9 if a < 1e11 else 1e6 if a < 1e14 else 1e3 if a < 1e17 else 1
+        if isinstance(value, int):
+            return value * int(scale)
+        return int(round(value * scale))
+    return parse_time(value, what=what)
 
 
 def now_ns() -> int:
@@ -253,6 +305,125 @@ def _position(lon, lat, alt) -> tuple[float, float, float | None]:
     return lon, lat, alt
 
 
+_WGS84_NAMES = frozenset(
+    {
+        "EPSG:4326",
+        "EPSG:4979",
+        "OGC:CRS84",
+        "OGC:CRS84H",
+        "CRS84",
+        "WGS84",
+        "WGS 84",
+        "URN:OGC:DEF:CRS:OGC:1.3:CRS84",
+        "URN:OGC:DEF:CRS:OGC::CRS84",
+        "URN:OGC:DEF:CRS:EPSG::4326",
+        "URN:OGC:DEF:CRS:EPSG::4979",
+        "HTTP://WWW.OPENGIS.NET/DEF/CRS/OGC/1.3/CRS84",
+        "HTTP://WWW.OPENGIS.NET/DEF/CRS/EPSG/0/4326",
+    }
+)
+
+
+def _crs_text(crs) -> str | None:
+    """The CRS a position names (None: WGS 84). Accepts ``"EPSG:n"``, an EPSG
+    integer, a URN/URL, WKT or a PROJ string."""
+    if crs is None:
+        return None
+    if isinstance(crs, bool) or not isinstance(crs, (str, int)):
+        raise EventError(f"position.crs must be a string such as 'EPSG:32651', got {crs!r:.40}")
+    text = f"EPSG:{crs}" if isinstance(crs, int) else crs.strip()
+    if not text or len(text) > 4096:
+        raise EventError("position.crs is empty or too long")
+    return None if text.upper() in _WGS84_NAMES else text
+
+
+@functools.lru_cache(maxsize=64)
+def _to_wgs84(text: str):
+    """(transformer to EPSG:4979, z factor, area of use or None, label, geographic)
+    for a CRS text; cached (a few CRSs serve a whole feed)."""
+    from twin import crs as tc
+    from twin.errors import CRSError
+
+    try:
+        c = tc.parse_crs(text)
+    except CRSError as exc:
+        raise EventError(f"position.crs: {exc.reason}") from None
+    if c.is_geocentric or not (c.is_geographic or c.is_projected or c.is_compound):
+        raise EventError(f"position.crs {text[:40]!r} is not a geographic or projected CRS")
+    dst = tc.parse_crs(tc.GEODETIC_3D)
+    tr, exact = tc._transformer(tc._as_3d(c).to_wkt(), dst.to_wkt())
+    zf = tc._z_factor(c, "auto", exact)
+    aou = c.area_of_use
+    area = None if aou is None else (aou.west, aou.south, aou.east, aou.north)
+    geographic = (c.sub_crs_list[0] if c.is_compound else c).is_geographic
+    return tr, zf, area, tc.crs_label(c), geographic
+
+
+def _finite(v, key: str) -> float:
+    return _num(v, key, -1e300, 1e300)
+
+
+def _position_crs(a, b, c, text: str) -> tuple[float, float, float | None]:
+    """(a, b[, c]) in the CRS ``text`` -> WGS 84 lon, lat, ellipsoidal height."""
+    tr, zf, area, label, geographic = _to_wgs84(text)
+    ka, kb = ("position.lon", "position.lat") if geographic else ("position.x", "position.y")
+    a, b = _finite(a, ka), _finite(b, kb)
+    z = None if c is None else _finite(c, "position.alt")
+    lon, lat, h = tr.transform(a, b, 0.0 if z is None else z * zf, errcheck=False)
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        raise EventError(f"position ({a:g}, {b:g}) cannot be transformed from {label}")
+    if area is not None:
+        w, s_, e, n = area
+        m = AREA_MARGIN_DEG
+        in_lon = (w - m <= lon <= e + m) if w <= e else (lon >= w - m or lon <= e + m)
+        if not (in_lon and s_ - m <= lat <= n + m):
+            raise EventError(
+                f"position ({a:g}, {b:g}) lies at lon {lon:.4f}, lat {lat:.4f}, outside "
+                f"the area of use of {label} (lon {w:g}..{e:g}, lat {s_:g}..{n:g})"
+            )
+    return _position(lon, lat, None if z is None else h)
+
+
+def parse_position(pos, crs=None) -> tuple[float, float, float | None]:
+    """A position object -> WGS 84 ``(lon, lat, alt or None)``.
+
+    Forms: ``{"lon", "lat"[, "alt"]}``, ``{"x", "y"[, "z"], "crs"}``, a GeoJSON Point
+    ``{"type": "Point", "coordinates": [x, y(, z)]}``; ``crs`` (the position's own
+    ``"crs"`` first) names a CRS other than WGS 84. Raises :class:`EventError`."""
+    if not isinstance(pos, dict):
+        raise EventError("position must be an object {lon, lat, alt}")
+    text = _crs_text(pos.get("crs", crs))
+    if "coordinates" in pos:
+        if pos.get("type", "Point") != "Point":
+            raise EventError(f"position must be a Point, got a {pos.get('type')!r:.20}")
+        co = pos["coordinates"]
+        if not isinstance(co, list) or len(co) not in (2, 3):
+            raise EventError("position coordinates must be [lon, lat] or [lon, lat, alt]")
+        a, b, c = co[0], co[1], co[2] if len(co) == 3 else None
+        xy = text is not None
+    elif "lon" in pos or "lat" in pos:
+        if "lon" not in pos or "lat" not in pos:
+            raise EventError("position needs lon and lat")
+        a, b, c = pos["lon"], pos["lat"], pos.get("alt")
+        xy = False
+    elif "x" in pos or "y" in pos:
+        if "x" not in pos or "y" not in pos:
+            raise EventError("position needs x and y")
+        a, b = pos["x"], pos["y"]
+        c = pos["z"] if pos.get("z") is not None else pos.get("alt")
+        xy = True
+    else:
+        raise EventError("position needs lon and lat (or x, y and a crs)")
+    if text is not None:
+        return _position_crs(a, b, c, text)
+    try:
+        return _position(a, b, c)
+    except EventError as exc:
+        if xy and "outside" in exc.reason:
+            raise EventError(exc.reason + " (projected x/y need the position's crs)") from None
+        raise
+
+
 def _attributes(v) -> tuple[dict, str]:
     if v is None or v == {}:
         return {}, "{}"
@@ -291,11 +462,14 @@ def parse_event(obj, *, now: int | None = None) -> Event:
     """Validate one event (a dict, or its JSON text/bytes) and return an :class:`Event`.
 
     ``now`` (epoch ns, default the wall clock) bounds how far in the future
-    ``observed_at`` may be. NGSI-LD entities (with ``id``/``type`` and no
-    ``event_id``) are passed to :func:`from_ngsi_ld`. Raises :class:`EventError`
-    with a precise reason; nothing else escapes for any JSON input.
+    ``observed_at`` may be. GeoJSON Features go to :func:`from_feature`; NGSI-LD
+    entities (with ``id``/``type`` and no ``event_id``) to :func:`from_ngsi_ld`.
+    Raises :class:`EventError` with a precise reason; nothing else escapes for any
+    JSON input.
     """
     obj = _load(obj)
+    if obj.get("type") == "Feature":
+        return from_feature(obj, now=now)
     if "event_id" not in obj and "id" in obj and "type" in obj:
         return from_ngsi_ld(obj, now=now)
     event_id = _str(obj, "event_id", required=True)
@@ -310,11 +484,7 @@ def parse_event(obj, *, now: int | None = None) -> Event:
     ev = Event(event_id, entity_id, etype, ns, source)
     pos = obj.get("position")
     if pos is not None:
-        if not isinstance(pos, dict):
-            raise EventError("position must be an object {lon, lat, alt}")
-        if "lon" not in pos or "lat" not in pos:
-            raise EventError("position needs lon and lat")
-        ev.lon, ev.lat, ev.alt = _position(pos["lon"], pos["lat"], pos.get("alt"))
+        ev.lon, ev.lat, ev.alt = parse_position(pos, obj.get("crs"))
     ev.heading = _opt_num(obj, "heading", 0.0, 360.0)
     ev.speed = _opt_num(obj, "speed", 0.0, 1000.0)
     ev.status = _str(obj, "status", required=False, limit=64)
@@ -332,19 +502,65 @@ def parse_event(obj, *, now: int | None = None) -> Event:
 _NGSI_TYPES = {t.capitalize(): t for t in ENTITY_TYPES}
 
 
+# NGSI-LD attribute types (normalized form) -> the member holding their value
+_NGSI_MEMBER = {
+    "Property": "value",
+    "GeoProperty": "value",
+    "Relationship": "object",
+    "LanguageProperty": "languageMap",
+    "JsonProperty": "json",
+    "ListProperty": "valueList",
+    "ListRelationship": "objectList",
+    "VocabProperty": "vocab",
+}
+
+
 def _ngsi_value(prop):
-    return prop.get("value") if isinstance(prop, dict) else prop
+    """An attribute's value in normalized form (``{"type": "Property", "value": v}``,
+    a Relationship's ``object``, ...) or simplified/keyValues form (the value itself,
+    a GeoJSON geometry for a GeoProperty)."""
+    if not isinstance(prop, dict):
+        return prop
+    member = _NGSI_MEMBER.get(prop.get("type"))
+    if member is not None and member in prop:
+        return prop[member]
+    if "value" in prop:
+        return prop["value"]
+    if "object" in prop:
+        return prop["object"]
+    return prop
+
+
+def _ngsi_observed(obj: dict) -> object | None:
+    """The entity's observation time: ``observedAt`` on the entity, else the latest
+    ``observedAt`` of its attributes, else a ``dateObserved`` attribute."""
+    if obj.get("observedAt") is not None:
+        return obj["observedAt"]
+    best = None
+    for k, v in obj.items():
+        if k != "@context" and isinstance(v, dict) and v.get("observedAt") is not None:
+            ns = parse_time(v["observedAt"], what=f"{k}.observedAt")
+            if best is None or ns > best:
+                best = ns
+    if best is not None:
+        return best
+    return _ngsi_value(obj.get("dateObserved"))
 
 
 def from_ngsi_ld(obj, *, now: int | None = None, event_id: str | None = None) -> Event:
-    """Validate an NGSI-LD entity (normalized form) and return it as an :class:`Event`.
+    """Validate an NGSI-LD entity and return it as an :class:`Event`.
 
+    Normalized form (``{"type": "Property", "value": ..}``, GeoProperty,
+    Relationship ``object``, LanguageProperty ...) and simplified / keyValues form
+    (plain values; ``location`` a GeoJSON geometry) alike; ``@context`` is ignored.
     Understood: ``id``, ``type`` (``Person``, ``Vehicle``, ``Asset``, ``Incident``,
-    ``Sensor``; a full URI's last segment counts), ``location`` (GeoProperty Point,
-    ``[lon, lat]`` or ``[lon, lat, alt]``), ``status``, ``heading``, ``speed``,
-    ``source`` Properties; ``observedAt`` on the entity or on ``location``/``status``;
-    ``eventId`` (else ``id@observedAt`` is the idempotency key). Other Properties
-    become attributes (``buildingId`` -> ``building_id``).
+    ``Sensor``; a full URI's last segment counts), ``location`` (a Point, ``[lon,
+    lat]`` or ``[lon, lat, alt]``, WGS 84), ``status``, ``heading``, ``speed``,
+    ``source``; the time is ``observedAt`` on the entity, else the latest
+    ``observedAt`` of its attributes, else ``dateObserved``; ``eventId`` (else
+    ``id@observedAt`` is the idempotency key). Other attributes become attributes
+    (``buildingId`` -> ``building_id``; system attributes such as ``modifiedAt`` are
+    dropped).
     """
     obj = _load(obj)
     entity_id = _str(obj, "id", required=True)
@@ -353,14 +569,11 @@ def from_ngsi_ld(obj, *, now: int | None = None, event_id: str | None = None) ->
     etype = _NGSI_TYPES.get(short) or (short if short in ENTITY_TYPES else None)
     if etype is None:
         raise EventError(f"unknown entity type {raw_type!r}")
-    observed = obj.get("observedAt")
-    for key in ("location", "status", "speed", "heading"):
-        if observed is None and isinstance(obj.get(key), dict):
-            observed = obj[key].get("observedAt")
+    observed = _ngsi_observed(obj)
     if observed is None:
         raise EventError("missing observedAt (on the entity or its location/status)")
     ns = check_time(parse_time(observed, what="observedAt"), now)
-    eid = event_id or obj.get("eventId") or _ngsi_value(obj.get("eventId"))
+    eid = event_id or _ngsi_value(obj.get("eventId"))
     if not isinstance(eid, str) or not eid:
         eid = f"{entity_id}@{format_time(ns)}"
     src = _ngsi_value(obj.get("source"))
@@ -396,6 +609,10 @@ def from_ngsi_ld(obj, *, now: int | None = None, event_id: str | None = None) ->
         "@context",
         "expectedRevision",
         "revision",
+        "createdAt",
+        "modifiedAt",
+        "deletedAt",
+        "dateObserved",
     }
     attrs = {}
     for k, v in obj.items():
@@ -416,12 +633,29 @@ _SNAKE = {"buildingId": "building_id"}
 _CAMEL = {v: k for k, v in _SNAKE.items()}
 
 
-def to_ngsi_ld(entity: Entity | Event) -> dict:
+NGSI_LD_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
+
+
+def to_ngsi_ld(entity: Entity | Event, *, key_values: bool = False, context=None) -> dict:
     """An :class:`Entity` (or :class:`Event`) in NGSI-LD normalized form.
 
     ``location`` is a GeoProperty Point ``[lon, lat, alt]`` (WGS 84; ``[lon, lat]``
     when the altitude is unknown), each Property
-    carries ``observedAt``; the revision travels as the ``revision`` Property."""
+    carries ``observedAt``; the revision travels as the ``revision`` Property.
+    ``key_values=True``: the simplified (keyValues) form instead, plain values and
+    ``location`` a GeoJSON Point (``observedAt`` stays on the entity).
+    ``context``: an ``@context`` to include (``True``: the NGSI-LD core context), as
+    ``application/ld+json`` payloads carry it. :func:`from_ngsi_ld` reads both forms
+    back."""
+    out = _to_ngsi_ld(entity)
+    if key_values:
+        out = {k: _ngsi_value(v) for k, v in out.items()}
+    if context:
+        out = {"@context": NGSI_LD_CONTEXT if context is True else context, **out}
+    return out
+
+
+def _to_ngsi_ld(entity: Entity | Event) -> dict:
     observed = format_time(entity.observed_ns)
     etype = entity.type if isinstance(entity, Entity) else entity.entity_type
     eid = entity.id if isinstance(entity, Entity) else entity.entity_id
@@ -452,6 +686,154 @@ def to_ngsi_ld(entity: Entity | Event) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- records
+# column / property names people write for each event field (lower case)
+_ALIASES = {
+    "event_id": ("event_id", "eventid", "event", "event id"),
+    "entity_id": ("entity_id", "entityid", "entity", "entity id", "id"),
+    "entity_type": ("entity_type", "entitytype", "type", "entity type", "kind_of_entity"),
+    "observed_at": (
+        "observed_at",
+        "observedat",
+        "time",
+        "timestamp",
+        "datetime",
+        "date_time",
+        "observed",
+        "t",
+    ),
+    "source": ("source",),
+    "lon": ("lon", "lng", "long", "longitude"),
+    "lat": ("lat", "latitude"),
+    "x": ("x", "easting", "east"),
+    "y": ("y", "northing", "north"),
+    "alt": ("alt", "altitude", "z", "height", "elevation", "h"),
+    "crs": ("crs", "srs", "epsg"),
+    "heading": ("heading", "bearing", "course"),
+    "speed": ("speed",),
+    "status": ("status", "state"),
+    "attributes": ("attributes",),
+    "expected_revision": ("expected_revision", "expectedrevision"),
+}
+_ALIAS_OF = {a: k for k, names in _ALIASES.items() for a in names}
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+def _cell(v):
+    """A CSV cell -> number where it reads as one (int, else float), else the text."""
+    if not isinstance(v, str):
+        return v
+    t = v.strip()
+    if _INT.match(t):
+        return int(t)
+    if _NUMBER.match(t) or t.lower() in ("nan", "inf", "-inf", "+inf"):
+        return float(t)
+    return t
+
+
+def event_from_record(rec: dict, *, now: int | None = None, crs=None, cells: bool = False) -> Event:
+    """An :class:`Event` from a flat record: a CSV row or a GeoJSON Feature's
+    properties. Column names are matched without case and with the usual aliases
+    (``entity``/``id``, ``type``, ``time``/``timestamp``, ``lon``/``lng``/``longitude``
+    or ``x``/``easting`` with ``crs``, ``alt``/``z``/``height``, ``bearing``...);
+    ``building_id`` and ``floor`` columns and every unknown column become attributes.
+    Empty cells are absent. A missing ``event_id`` becomes ``entity_id@observed_at``
+    (replaying the same file twice is then a no-op). ``crs``: the CRS of positions
+    whose record names none. ``cells=True``: values are text (CSV): numbers are read
+    from it, and ``observed_at`` may be epoch seconds/ms/us/ns. Validated by
+    :func:`parse_event`; raises :class:`EventError` with the reason."""
+    d: dict = {}
+    extra: dict = {}
+    for k, v in rec.items():
+        if v is None or (isinstance(v, str) and not v.strip()):
+            continue
+        key = str(k).strip().lstrip("\ufeff")
+        field_ = _ALIAS_OF.get(key.lower())
+        if field_ is None or field_ in d:
+            extra[key] = _cell(v) if cells else v
+        else:
+            d[field_] = v
+    if cells:
+        for k in ("lon", "lat", "x", "y", "alt", "heading", "speed", "expected_revision"):
+            if k in d:
+                d[k] = _cell(d[k])
+        if isinstance(d.get("crs"), str) and d["crs"].strip().isdigit():
+            d["crs"] = int(d["crs"])
+        t = d.get("observed_at")
+        if isinstance(t, str) and _NUMBER.match(t.strip()):
+            d["observed_at"] = parse_time_arg(t, what="observed_at")
+        a = d.get("attributes")
+        if isinstance(a, str):
+            try:
+                d["attributes"] = json.loads(a)
+            except ValueError:
+                raise EventError("attributes must be a JSON object") from None
+    out: dict = {}
+    for k in ("event_id", "entity_id", "entity_type", "observed_at", "source", "status"):
+        if k in d:
+            out[k] = d[k]
+    for k in ("heading", "speed", "expected_revision"):
+        if k in d:
+            out[k] = d[k]
+    if isinstance(out.get("entity_type"), str):
+        out["entity_type"] = out["entity_type"].strip().lower()
+    pos_crs = d.get("crs", crs)
+    if "lon" in d or "lat" in d:
+        out["position"] = {"lon": d.get("lon"), "lat": d.get("lat"), "alt": d.get("alt")}
+    elif "x" in d or "y" in d:
+        out["position"] = {"x": d.get("x"), "y": d.get("y"), "z": d.get("alt")}
+    if "position" in out:
+        out["position"] = {k: v for k, v in out["position"].items() if v is not None}
+        if pos_crs is not None:
+            out["position"]["crs"] = pos_crs
+    attrs = dict(d.get("attributes") or {}) if isinstance(d.get("attributes"), dict) else None
+    if attrs is None and "attributes" in d:
+        raise EventError("attributes must be a JSON object")
+    attrs = attrs or {}
+    for k, v in extra.items():
+        attrs.setdefault(k, v)
+    if attrs:
+        out["attributes"] = attrs
+    if "event_id" not in out and "entity_id" in out and "observed_at" in out:
+        ns = parse_time(out["observed_at"])
+        out["event_id"] = f"{out['entity_id']}@{format_time(ns)}"
+    return parse_event(out, now=now)
+
+
+def from_feature(obj, *, now: int | None = None, crs=None) -> Event:
+    """An :class:`Event` from a GeoJSON Feature: a Point (or null) geometry,
+    ``[lon, lat(, alt)]`` WGS 84 as RFC 7946 says (``crs`` names another CRS, as an
+    old-style GeoJSON ``crs`` member does), the event's fields in ``properties``
+    (names as :func:`event_from_record` knows them); the Feature's ``id`` is the
+    entity id when the properties have none."""
+    obj = _load(obj)
+    props = obj.get("properties")
+    if props is None:
+        props = {}
+    if not isinstance(props, dict):
+        raise EventError("feature properties must be a JSON object")
+    rec = dict(props)
+    keys = {str(k).lower() for k in rec}
+    if not keys & set(_ALIASES["entity_id"]) and obj.get("id") is not None:
+        rec["entity_id"] = str(obj["id"])
+    geom = obj.get("geometry")
+    if geom is not None:
+        if not isinstance(geom, dict) or geom.get("type") != "Point":
+            kind = geom.get("type") if isinstance(geom, dict) else type(geom).__name__
+            raise EventError(f"feature geometry must be a Point, got {kind!r:.30}")
+        co = geom.get("coordinates")
+        if not isinstance(co, list) or len(co) not in (2, 3):
+            raise EventError("Point coordinates must be [lon, lat] or [lon, lat, alt]")
+        for k in ("lon", "lat", "x", "y", "alt", "longitude", "latitude", "z"):
+            rec.pop(k, None)
+        rec["x"], rec["y"] = co[0], co[1]
+        if len(co) == 3:
+            rec["alt"] = co[2]
+        if crs is None:
+            rec["lon"], rec["lat"] = rec.pop("x"), rec.pop("y")
+    return event_from_record(rec, now=now, crs=crs)
+
+
 __all__ = [
     "ENTITY_TYPES",
     "INCIDENT_STATES",
@@ -459,9 +841,13 @@ __all__ = [
     "Entity",
     "Event",
     "EventError",
+    "event_from_record",
     "format_time",
+    "from_feature",
     "from_ngsi_ld",
     "parse_event",
+    "parse_position",
     "parse_time",
+    "parse_time_arg",
     "to_ngsi_ld",
 ]
