@@ -741,32 +741,35 @@ def apply_collapse(V, F, Q, head, nxt, falive, attrs, emit, u, v, px, py, pz):
         t = min(1.0, max(0.0, t))
     for k in range(attrs.shape[1]):
         attrs[v, k] = (1.0 - t) * attrs[u, k] + t * attrs[v, k]
+    # one walk of each list: v's live corners (killing the faces on the edge), then
+    # u's (moved to v), linked into v's new list
     removed = 0
-    c = head[u]
-    while c != -1:
-        f = c // 3
-        if falive[f]:
-            if F[f, 0] == v or F[f, 1] == v or F[f, 2] == v:
-                falive[f] = 0
-                removed += 1
-                emit[F[f, 0]] = 1
-                emit[F[f, 1]] = 1
-                emit[F[f, 2]] = 1
-            else:
-                F[f, c % 3] = v
-        c = nxt[c]
-    # rebuild v's list: live corners of v, then live corners of u
     newhead = -1
     tail = -1
-    for src in (v, u):
+    for side in range(2):
+        src = v if side == 0 else u
         c = head[src]
         while c != -1:
             nc = nxt[c]
-            if falive[c // 3]:
-                f = c // 3
-                emit[F[f, 0]] = 1
-                emit[F[f, 1]] = 1
-                emit[F[f, 2]] = 1
+            f = c // 3
+            if falive[f]:
+                a0 = F[f, 0]
+                a1 = F[f, 1]
+                a2 = F[f, 2]
+                if side == 0 and (a0 == u or a1 == u or a2 == u):
+                    falive[f] = 0
+                    removed += 1
+                    emit[a0] = 1
+                    emit[a1] = 1
+                    emit[a2] = 1
+                    c = nc
+                    continue
+                if side == 1:
+                    F[f, c % 3] = v
+                emit[a0] = 1
+                emit[a1] = 1
+                emit[a2] = 1
+                emit[v] = 1
                 if tail == -1:
                     newhead = c
                 else:
