@@ -20,6 +20,29 @@ def _open(db: str, *, exists: bool, **kw):
     return open_store(db, **kw)
 
 
+def _t(value: str | None, what: str):
+    """A time option (ISO 8601 with a zone, or epoch seconds/ms/us/ns) -> epoch ns."""
+    if value is None:
+        return None
+    from twin.sync.model import parse_time_arg
+
+    return parse_time_arg(value, what=what)
+
+
+def _type_list(text: str | None) -> list[str] | None:
+    """``person,vehicle`` -> a list of known entity types (ParameterError otherwise)."""
+    if not text:
+        return None
+    from twin.errors import ParameterError
+    from twin.sync.model import ENTITY_TYPES
+
+    types = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [t for t in types if t not in ENTITY_TYPES]
+    if bad:
+        raise ParameterError(f"unknown entity types {bad} (one of {', '.join(ENTITY_TYPES)})")
+    return types
+
+
 _db_option = click.option(
     "--db",
     default="twin-live.sqlite",
@@ -34,7 +57,7 @@ def sync():
 
 
 @sync.command("replay")
-@click.argument("events", type=click.Path(dir_okay=False))
+@click.argument("events", type=click.Path(dir_okay=False, allow_dash=False))
 @click.option(
     "--db",
     default="twin-live.sqlite",
@@ -52,37 +75,86 @@ def sync():
     "--until", type=float, default=None, help="Stop after this many seconds of event time."
 )
 @click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=5000, show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "ndjson", "csv", "geojson"]),
+    default="auto",
+    show_default=True,
+    help="Event file format (auto: from the file name, else its first character).",
+)
+@click.option(
+    "--crs",
+    default=None,
+    help="CRS of positions that name none (CSV x/y columns, GeoJSON coordinates), "
+    "e.g. EPSG:32651; default WGS 84.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the replay report as JSON.")
-def sync_replay(events, db, speed, until, batch_size, as_json):
-    """Replay an NDJSON event file into a store, with a per-outcome report.
+def sync_replay(events, db, speed, until, batch_size, fmt, crs, as_json):
+    """Replay an event file (NDJSON, CSV or GeoJSON) into a store, with a
+    per-outcome report. Malformed records are reported by line and skipped; a file
+    without a single valid event is an error.
 
     \b
     Example:
       twin sync replay survey/events.ndjson --db live.sqlite --speed 10
+      twin sync replay positions.csv --db live.sqlite --crs EPSG:32651
     """
+    from twin.errors import InputError
     from twin.sync.replay import replay
 
+    if speed is not None and not speed > 0:
+        from twin.errors import ParameterError
+
+        raise ParameterError(f"--speed must be > 0, got {speed}")
     with _open(db, exists=False) as store:
-        report = replay(events, store, speed=speed, until=until, batch_size=batch_size)
+        report = replay(
+            events,
+            store,
+            speed=speed,
+            until=until,
+            batch_size=batch_size,
+            fmt=None if fmt == "auto" else fmt,
+            crs=crs,
+        )
     d = report.to_dict()
+    if d["events"] == 0 and d["malformed"] > 0:
+        ln, _, reason = d["errors"][0]
+        raise InputError(
+            f"no valid event in {d['malformed']} records ({d['unit']} {ln}: {reason})",
+            path=events,
+        )
     if as_json:
         emit_json(d)
         return
     click.echo(
-        f"{d['events']} events from {d['lines']} lines: {d['applied']} applied, "
+        f"{d['events']} events from {d['lines']} {d['unit']}s: {d['applied']} applied, "
         f"{d['stale']} stale, {d['duplicate']} duplicate, {d['rejected']} rejected, "
         f"{d['malformed']} malformed ({d['events_per_second']:.0f} events/s)"
     )
     for line, event_id, reason in d["errors"][:20]:
-        click.echo(f"  line {line} {event_id or ''}: {reason}", err=True)
+        click.echo(f"  {events}: {d['unit']} {line} {event_id or ''}: {reason}", err=True)
 
 
 @sync.command("state")
 @click.argument("entity_id")
 @_db_option
-@click.option("--at", default=None, help="Time travel: the state as of this ISO 8601 time.")
+@click.option(
+    "--at",
+    default=None,
+    help="Time travel: the state as of this time (ISO 8601 with a zone, or epoch "
+    "seconds/ms/us/ns).",
+)
 @click.option("--history", "with_history", is_flag=True, help="Also print the history.")
-def sync_state(entity_id, db, at, with_history):
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["twin", "ngsi-ld", "ngsi-ld-keyvalues"]),
+    default="twin",
+    show_default=True,
+    help="twin's JSON form, or NGSI-LD (normalized or keyValues).",
+)
+def sync_state(entity_id, db, at, with_history, fmt):
     """Print an entity's current state (or its state at a past time) as JSON.
 
     \b
@@ -92,12 +164,17 @@ def sync_state(entity_id, db, at, with_history):
     import dataclasses
 
     from twin.errors import InputError
+    from twin.sync.model import to_ngsi_ld
 
+    t = _t(at, "--at")
     with _open(db, exists=True) as store:
-        entity = store.state(entity_id, at=at)
+        entity = store.state(entity_id, at=t)
         if entity is None:
             raise InputError(f"no entity {entity_id!r}" + (f" at {at}" if at else ""), path=db)
-        out = {**dataclasses.asdict(entity), "observed_at": entity.observed_at}
+        if fmt == "twin":
+            out = {**dataclasses.asdict(entity), "observed_at": entity.observed_at}
+        else:
+            out = to_ngsi_ld(entity, key_values=fmt == "ngsi-ld-keyvalues", context=True)
         if with_history:
             out["history"] = store.history(entity_id)
     emit_json(out)
@@ -120,9 +197,9 @@ def sync_indicators(db, t0, t1, types, cells, as_json):
     """
     with _open(db, exists=True) as store:
         rows = store.indicators(
-            t0,
-            t1,
-            types=types.split(",") if types else None,
+            _t(t0, "--t0"),
+            _t(t1, "--t1"),
+            types=_type_list(types),
             cells=cells.split(",") if cells else None,
         )
         meta = {"cell_deg": store.cell_deg, "bucket_s": store.bucket_s}
@@ -194,10 +271,13 @@ def sync_serve(db, tokens, host, port, model, mqtt, mqtt_types):
 @sync.command("export-czml")
 @_db_option
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--t0", default=None, help="Start time (ISO 8601); default: the first event.")
-@click.option("--t1", default=None, help="End time (ISO 8601); default: the last event.")
+@click.option(
+    "--t0", default=None, help="Start time (ISO 8601 or epoch); default: the first event."
+)
+@click.option("--t1", default=None, help="End time (ISO 8601 or epoch); default: the last event.")
 @click.option("--types", default=None, help="Comma-separated entity types.")
-def sync_export_czml(db, out, t0, t1, types):
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def sync_export_czml(db, out, t0, t1, types, as_json):
     """Export entity history as time-dynamic CZML (for Cesium).
 
     \b
@@ -207,7 +287,16 @@ def sync_export_czml(db, out, t0, t1, types):
     from twin.sync.czml import export_czml
 
     with _open(db, exists=True) as store:
-        r = export_czml(store, out, t0=t0, t1=t1, types=types.split(",") if types else None)
+        r = export_czml(
+            store,
+            out,
+            t0=_t(t0, "--t0"),
+            t1=_t(t1, "--t1"),
+            types=_type_list(types),
+        )
+    if as_json:
+        emit_json(r)
+        return
     click.echo(f"{out}: {r['entities']} entities, {r['samples']} samples")
 
 
@@ -216,7 +305,8 @@ def sync_export_czml(db, out, t0, t1, types):
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--at", default=None, help="Snapshot time (ISO 8601); default: now.")
 @click.option("--types", default=None, help="Comma-separated entity types.")
-def sync_export_geojson(db, out, at, types):
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def sync_export_geojson(db, out, at, types, as_json):
     """Export a GeoJSON snapshot of entity state (current, or as of --at).
 
     \b
@@ -226,5 +316,8 @@ def sync_export_geojson(db, out, at, types):
     from twin.sync.geojson import export_geojson
 
     with _open(db, exists=True) as store:
-        n = export_geojson(store, out, at=at, types=types.split(",") if types else None)
+        n = export_geojson(store, out, at=_t(at, "--at"), types=_type_list(types))
+    if as_json:
+        emit_json({"path": str(out), "features": n})
+        return
     click.echo(f"{out}: {n} features")
