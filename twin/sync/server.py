@@ -4,12 +4,17 @@ Endpoints (every one needs ``Authorization: Bearer <token>``; the WebSocket also
 takes ``?token=`` because browsers cannot set headers on it)::
 
     POST /events                      batch of events: JSON array, one object, or NDJSON
-    GET  /entities/{id}?at=           current state, or as of a time (time travel)
-    GET  /entities?bbox=&type=&building=&floor=&status=&at=&limit=
+    GET  /entities/{id}?at=&format=   current state, or as of a time (time travel)
+    GET  /entities?bbox=&type=&building=&floor=&status=&at=&limit=&format=
     GET  /entities/{id}/history?t0=&t1=
     GET  /indicators?t0=&t1=&types=&cells=   counts, rates, incident timers per cell/type
     GET  /health                      store counts and the current cursor
     WS   /ws?bbox=&types=&building=&since=   pushed deltas, resumable with a cursor
+
+Times (``at``, ``t0``, ``t1``) are ISO 8601 with a zone or epoch seconds, ms, us or
+ns (told apart by magnitude). ``format=ngsi-ld`` (or ``Accept: application/ld+json``)
+returns entities in NGSI-LD normalized form, ``&options=keyValues`` simplified.
+``POST /events`` takes twin's events, NGSI-LD entities and GeoJSON Features alike.
 
 Tokens (a dict, or a JSON/TOML file with the same shape)::
 
@@ -66,7 +71,7 @@ from fastapi.responses import JSONResponse, Response
 
 from twin.errors import InputError, ParameterError
 from twin.sync.ingest import Ingestor, count_outcomes
-from twin.sync.model import ENTITY_TYPES, Entity, EventError, parse_time, to_ngsi_ld
+from twin.sync.model import ENTITY_TYPES, Entity, EventError, parse_time_arg, to_ngsi_ld
 from twin.sync.store import Store
 
 log = logging.getLogger(__name__)
@@ -204,19 +209,39 @@ def _types(text: str | None) -> list[str] | None:
 
 
 def _time(text: str | None, what: str):
+    """A time query parameter: ISO 8601 with a zone, or epoch seconds/ms/us/ns
+    (told apart by magnitude, :func:`~twin.sync.model.parse_time_arg`)."""
     if text is None or text == "":
         return None
-    if text.lstrip("-").isdigit():
-        return int(text)
     try:
-        return parse_time(text, what=what)
+        return parse_time_arg(text, what=what)
     except EventError as exc:
         raise ParameterError(exc.reason) from None
 
 
+def _shape(fmt: str, options: str | None, accept: str | None) -> str:
+    """``twin``, ``ngsi-ld`` or ``ngsi-ld-kv`` from ``format``/``options`` (NGSI-LD's
+    ``options=keyValues``) or an ``Accept: application/ld+json`` header."""
+    if fmt not in ("twin", "ngsi-ld"):
+        raise ParameterError(f"format must be twin or ngsi-ld, not {fmt!r:.30}")
+    if fmt == "twin" and accept and "application/ld+json" in accept:
+        fmt = "ngsi-ld"
+    opts = {o.strip().lower() for o in (options or "").split(",") if o.strip()}
+    if fmt == "ngsi-ld" and opts & {"keyvalues", "simplified"}:
+        return "ngsi-ld-kv"
+    return fmt
+
+
+def _out(e: Entity, shape: str) -> dict:
+    if shape == "twin":
+        return entity_dict(e)
+    return to_ngsi_ld(e, key_values=shape == "ngsi-ld-kv", context=True)
+
+
 def split_body(body: bytes, content_type: str | None) -> list:
     """A request body -> list of raw events (dicts, or JSON text of NDJSON lines that
-    the one validation path parses). A JSON array, one JSON object, or NDJSON."""
+    the one validation path parses). A JSON array, one JSON object, a GeoJSON
+    FeatureCollection (one event per Feature), or NDJSON."""
     text = body.lstrip()
     ct = (content_type or "").split(";")[0].strip().lower()
     if ct not in ("application/x-ndjson", "application/ndjson") and text[:1] in (b"[", b"{"):
@@ -229,6 +254,8 @@ def split_body(body: bytes, content_type: str | None) -> list:
         if isinstance(obj, list):
             return obj
         if isinstance(obj, dict):
+            if obj.get("type") == "FeatureCollection" and isinstance(obj.get("features"), list):
+                return obj["features"]
             return [obj]
     return [ln for ln in body.split(b"\n") if ln.strip()]
 
@@ -509,13 +536,20 @@ def create_app(
         return {"id": entity_id, "history": rows}
 
     @app.get("/entities/{entity_id}")
-    async def entity(request: Request, entity_id: str, at: str | None = None, format: str = "twin"):
+    async def entity(
+        request: Request,
+        entity_id: str,
+        at: str | None = None,
+        format: str = "twin",
+        options: str | None = None,
+    ):
         auth(request.headers.get("authorization"), need_read=True, path="GET entity")
         t = _time(at, "at")
+        shape = _shape(format, options, request.headers.get("accept"))
         e = await locked(lambda: store.state(entity_id, at=t))
         if e is None:
             raise HTTPException(404, f"no entity {entity_id!r}" + (f" at {at}" if at else ""))
-        return to_ngsi_ld(e) if format == "ngsi-ld" else entity_dict(e)
+        return _out(e, shape)
 
     @app.get("/entities")
     async def entities(
@@ -527,13 +561,16 @@ def create_app(
         status: str | None = None,
         at: str | None = None,
         limit: int = 10_000,
+        format: str = "twin",
+        options: str | None = None,
     ):
         auth(request.headers.get("authorization"), need_read=True, path="GET entities")
         args = dict(bbox=_bbox(bbox), types=_types(type), at=_time(at, "at"))
+        shape = _shape(format, options, request.headers.get("accept"))
         found = await locked(
             lambda: store.query(building=building, floor=floor, status=status, **args)
         )
-        return {"count": len(found), "entities": [entity_dict(e) for e in found[: max(0, limit)]]}
+        return {"count": len(found), "entities": [_out(e, shape) for e in found[: max(0, limit)]]}
 
     @app.get("/indicators")
     async def indicators(
