@@ -1471,8 +1471,9 @@ def _csr(F, alive, n):
 
 
 @njit(cache=True)
-def _fan_dist2(px, py, pz, V, F, start, flist, r):
-    """Squared distance from p to the faces around vertex r, and the closest face."""
+def _fan_dist2(px, py, pz, V, F, start, flist, r, enough=-1.0):
+    """Squared distance from p to the faces around vertex r, and the closest face;
+    or, as soon as a face within squared distance ``enough`` turns up, that one."""
     d = np.inf
     fb = -1
     for j in range(start[r], start[r + 1]):
@@ -1489,6 +1490,8 @@ def _fan_dist2(px, py, pz, V, F, start, flist, r):
         if e < d:
             d = e
             fb = f
+            if d <= enough:
+                break
     return d, fb
 
 
@@ -1501,6 +1504,11 @@ def measured_error(P0, V, F, falive, F0, rep, descent=DESCENT_VERTICES):
     face; 0 for
     vertices that stayed), and the largest distance from a moved output vertex
     (``V``) to the input faces ``F0`` around the input vertices that went into it.
+    Searches stop early where they cannot raise a maximum: a fan search at the
+    first face within ``to_input`` (that bound is then just some face's distance,
+    below ``to_input``), an output vertex's search at the first input face within
+    its chunk's running maximum; the maxima and every bound above ``to_input``
+    are as a full search gives them.
     Memory: 12 bytes per input and per output face (vertex -> face lists) plus 29
     bytes per vertex."""
     n = V.shape[0]
@@ -1529,8 +1537,11 @@ def measured_error(P0, V, F, falive, F0, rep, descent=DESCENT_VERTICES):
         for r in range(ci * chunk, min(n, (ci + 1) * chunk)):
             if not moved[r] or rep[r] != r:
                 continue
+            # a face within the chunk's maximum ends the search: r cannot raise it
             d = np.inf
             for jm in range(mstart[r], mstart[r + 1]):
+                if d <= best:
+                    break
                 w = members[jm]
                 for j in range(start0[w], start0[w + 1]):
                     g = flist0[j]
@@ -1545,6 +1556,8 @@ def measured_error(P0, V, F, falive, F0, rep, descent=DESCENT_VERTICES):
                     )  # fmt: skip
                     if e < d:
                         d = e
+                        if d <= best:
+                            break
             if d < np.inf and d > best:
                 best = d
         out2[ci] = best
@@ -1558,9 +1571,9 @@ def measured_error(P0, V, F, falive, F0, rep, descent=DESCENT_VERTICES):
             r = rep[i]
             if r == i and not moved[i]:
                 continue
-            d, fbest = _fan_dist2(P0[i, 0], P0[i, 1], P0[i, 2], V, F, start, flist, r)
+            d, fbest = _fan_dist2(P0[i, 0], P0[i, 1], P0[i, 2], V, F, start, flist, r, floor2)
             if d <= floor2:
-                ub[i] = d  # cannot raise the maximum: no descent
+                ub[i] = d  # cannot raise the maximum: no descent (nor the whole fan)
                 continue
             # descend over the output surface: the fans of the closest face's
             # corners, while that finds a closer face
