@@ -59,6 +59,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -208,11 +209,17 @@ def _types(text: str | None) -> list[str] | None:
     return types
 
 
+_SPACED_OFFSET = re.compile(r"T[\d:.]+( \d\d:\d\d)$")
+
+
 def _time(text: str | None, what: str):
     """A time query parameter: ISO 8601 with a zone, or epoch seconds/ms/us/ns
     (told apart by magnitude, :func:`~twin.sync.model.parse_time_arg`)."""
     if text is None or text == "":
         return None
+    m = _SPACED_OFFSET.search(text)
+    if m is not None:  # an unescaped "+hh:mm" in a URL arrives as " hh:mm"
+        text = text[: m.start(1)] + "+" + text[m.start(1) + 1 :]
     try:
         return parse_time_arg(text, what=what)
     except EventError as exc:
