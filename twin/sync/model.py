@@ -50,6 +50,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from twin.errors import InputError
 
@@ -234,17 +235,16 @@ def parse_time_arg(value, *, what: str = "time") -> int:
     :class:`EventError` otherwise."""
     if isinstance(value, bool):
         raise EventError(f"{what} must be a time, got a boolean")
-    if isinstance(value, str) and _NUMBER.match(value.strip()):
-        text = value.strip()
-        value = int(text) if text.lstrip("+-").isdigit() else float(text)
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float):
+        if not math.isfinite(value):
             raise EventError(f"{what} is {value} (not finite)")
+        value = repr(value)  # the shortest decimal text: exact below
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        value = Decimal(value.strip())
+    if isinstance(value, (int, Decimal)):
         a = abs(value)
-        scale = 1e9 if a < 1e11 else 1e6 if a < 1e14 else 1e3 if a < 1e17 else 1
-        if isinstance(value, int):
-            return value * int(scale)
-        return int(round(value * scale))
+        scale = 10**9 if a < 10**11 else 10**6 if a < 10**14 else 10**3 if a < 10**17 else 1
+        return int(Decimal(value) * scale)
     return parse_time(value, what=what)
 
 

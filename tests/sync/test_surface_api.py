@@ -1,0 +1,593 @@
+"""The public surface of twin.sync on varied, valid and invalid input, against truth.
+
+Ground truth is computed here by hand from the same events: deduplicated by
+``event_id``, sorted by ``(observed_at, event_id)``; every event carries the full
+state, so the final state (and every as-of state) is the last such event. Outcomes
+per event are simulated in delivery order (duplicate / stale / applied).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
+import pyproj
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from twin.sync import (
+    SQLiteStore,
+    from_ngsi_ld,
+    parse_event,
+    to_ngsi_ld,
+)
+from twin.sync.model import EventError, format_time, parse_time, parse_time_arg
+
+NOW = parse_time("2026-05-02T00:00:00Z")
+T0 = parse_time("2026-05-01T08:00:00Z")
+S = 1_000_000_000
+MS = 1_000_000
+TYPES = ("person", "vehicle", "asset", "sensor")
+
+
+# ----------------------------------------------------------------------------- truth
+def make_stream(seed: int, n_ent: int = 6, n_ev: int = 150, late=0.05, dup=0.01):
+    """(delivery order of raw events, the distinct events). Full-state events with
+    millisecond times; ``late`` of them delivered later than their time; ``dup``
+    delivered twice."""
+    rng = random.Random(seed)
+    evs = []
+    for k in range(n_ev):
+        ent = rng.randrange(n_ent)
+        typ = TYPES[ent % len(TYPES)]
+        t = T0 + rng.randrange(3600) * S + rng.randrange(1000) * MS
+        evs.append(
+            {
+                "event_id": f"s{seed}-{k:05d}",
+                "entity_id": f"urn:ngsi-ld:{typ.capitalize()}:{ent}",
+                "entity_type": typ,
+                "observed_at": format_time(t),
+                "source": f"feed/{typ}",
+                "position": {
+                    "lon": round(121.50 + rng.random() * 0.1, 7),
+                    "lat": round(29.80 + rng.random() * 0.1, 7),
+                    "alt": round(rng.uniform(0, 50), 3),
+                },
+                "speed": round(rng.uniform(0, 20), 2),
+                "heading": round(rng.uniform(0, 359), 1),
+                "status": rng.choice(["idle", "moving", "busy"]),
+                "attributes": {"k": k % 7, "building_id": f"B{ent % 2}", "floor": ent % 3},
+            }
+        )
+    order = sorted(evs, key=lambda e: (e["observed_at"], e["event_id"]))
+    delivered = []
+    held = []
+    for e in order:
+        if rng.random() < late:
+            held.append(e)  # delivered after some later ones
+        else:
+            delivered.append(e)
+        if held and rng.random() < 0.3:
+            delivered.append(held.pop(0))
+    delivered += held
+    for i in sorted(rng.sample(range(len(delivered)), max(1, int(dup * len(delivered))))):
+        delivered.insert(rng.randrange(i, len(delivered) + 1), dict(delivered[i]))
+    return delivered, evs
+
+
+def key(e: dict) -> tuple:
+    return (parse_time(e["observed_at"]), e["event_id"])
+
+
+def truth_states(events: list[dict], at: int | None = None) -> dict[str, dict]:
+    """entity id -> the last distinct event (by time, event id) at or before ``at``."""
+    out: dict[str, dict] = {}
+    seen = set()
+    for e in sorted(events, key=key):
+        if e["event_id"] in seen or (at is not None and key(e)[0] > at):
+            continue
+        seen.add(e["event_id"])
+        out[e["entity_id"]] = e
+    return out
+
+
+def truth_outcomes(delivered: list[dict]) -> list[str]:
+    seen, cur, out = set(), {}, []
+    for e in delivered:
+        if e["event_id"] in seen:
+            out.append("duplicate")
+            continue
+        seen.add(e["event_id"])
+        k = key(e)
+        if e["entity_id"] in cur and k < cur[e["entity_id"]]:
+            out.append("stale")
+        else:
+            cur[e["entity_id"]] = k
+            out.append("applied")
+    return out
+
+
+def same_state(ent, e: dict) -> None:
+    """An Entity equals the full-state event ``e``."""
+    assert ent is not None, e["entity_id"]
+    p = e["position"]
+    assert (ent.id, ent.type, ent.event_id) == (e["entity_id"], e["entity_type"], e["event_id"])
+    assert ent.observed_at == format_time(parse_time(e["observed_at"]))
+    assert (ent.lon, ent.lat, ent.alt) == (p["lon"], p["lat"], p["alt"])
+    assert (ent.speed, ent.heading, ent.status) == (e["speed"], e["heading"], e["status"])
+    assert ent.attributes == e["attributes"] and ent.source == e["source"]
+    assert ent.building == e["attributes"]["building_id"]
+    assert ent.floor == e["attributes"]["floor"]
+
+
+def apply_in_batches(store, delivered, rng) -> list:
+    outs, i = [], 0
+    while i < len(delivered):
+        n = rng.randint(1, 40)
+        outs += store.apply(delivered[i : i + n], now=NOW)
+        i += n
+    return outs
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(tmp_path / "live.sqlite")
+    yield s
+    s.close()
+
+
+# ----------------------------------------------------------------------------- store
+def test_store_state_history_query_against_truth(store):
+    delivered, evs = make_stream(1)
+    outs = apply_in_batches(store, delivered, random.Random(2))
+    assert [o.result for o in outs] == truth_outcomes(delivered)
+    assert [o.event_id for o in outs] == [e["event_id"] for e in delivered]
+    assert "stale" in {o.result for o in outs} and "duplicate" in {o.result for o in outs}
+    want = truth_states(evs)
+    assert store.count() == len(want)
+    for eid, e in want.items():
+        same_state(store.state(eid), e)
+    # the revision counts the applied events of the entity
+    applied = [e for e, o in zip(delivered, outs, strict=True) if o.result == "applied"]
+    for eid in want:
+        assert store.state(eid).revision == sum(e["entity_id"] == eid for e in applied)
+    assert store.state("urn:ngsi-ld:Vehicle:404") is None
+
+    # time travel with every time form the API promises
+    rng = random.Random(3)
+    for _ in range(25):
+        t = T0 + rng.randrange(-60, 3700) * S + rng.randrange(1000) * MS
+        then = truth_states(evs, at=t)
+        dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t // 1000)
+        forms = [
+            t,
+            format_time(t),
+            format_time(t).replace("Z", "+00:00"),
+            (dt.astimezone(timezone(timedelta(hours=8)))).isoformat(),
+            dt,
+            dt.astimezone(timezone(timedelta(hours=-5))),
+        ]
+        for eid in want:
+            got = [store.state(eid, at=f) for f in forms]
+            if eid in then:
+                for g in got:
+                    same_state(g, then[eid])
+            else:
+                assert got == [None] * len(forms)
+
+    # history: every distinct event of the entity in [t0, t1], in time order
+    eid = next(iter(want))
+    rows = store.history(eid)
+    mine = sorted({e["event_id"]: e for e in evs if e["entity_id"] == eid}.values(), key=key)
+    assert [r["event_id"] for r in rows] == [e["event_id"] for e in mine]
+    outcome: dict = {}
+    for e, o in zip(delivered, outs, strict=True):
+        outcome.setdefault(e["event_id"], o.result)  # the first delivery counts
+    assert [r["outcome"] for r in rows] == [outcome[e["event_id"]] for e in mine]
+    t0, t1 = key(mine[1])[0], key(mine[-2])[0]
+    sub = store.history(eid, format_time(t0), datetime.fromtimestamp(t1 / S, UTC))
+    assert [r["event_id"] for r in sub] == [e["event_id"] for e in mine[1:-1]]
+    assert all(r["cursor"] > 0 for r in rows)
+
+    # query: every filter combination against a brute-force pass over the truth
+    bbox = (121.52, 29.82, 121.58, 29.88)
+
+    def brute(states, bbox=None, types=None, building=None, floor=None, status=None):
+        out = []
+        for e in states.values():
+            p = e["position"]
+            if bbox and not (bbox[0] <= p["lon"] <= bbox[2] and bbox[1] <= p["lat"] <= bbox[3]):
+                continue
+            if types and e["entity_type"] not in types:
+                continue
+            if building and e["attributes"]["building_id"] != building:
+                continue
+            if floor is not None and e["attributes"]["floor"] != floor:
+                continue
+            if status and e["status"] != status:
+                continue
+            out.append(e["entity_id"])
+        return sorted(out)
+
+    t_mid = T0 + 1800 * S
+    for kw in (
+        {},
+        {"bbox": bbox},
+        {"types": ["vehicle", "person"]},
+        {"types": "asset"},
+        {"building": "B1"},
+        {"building": "B0", "floor": 2},
+        {"status": "moving"},
+        {"bbox": bbox, "types": ["person"], "status": "busy"},
+    ):
+        assert [e.id for e in store.query(**kw)] == brute(want, **kw), kw
+        then = truth_states(evs, at=t_mid)
+        got = store.query(at=format_time(t_mid), **kw)
+        assert [e.id for e in got] == brute(then, **kw), kw
+        for g in got:
+            same_state(g, then[g.id])
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 10_000),
+    n_ent=st.integers(1, 5),
+    n_ev=st.integers(1, 60),
+    late=st.sampled_from([0.0, 0.05, 0.3]),
+    dup=st.sampled_from([0.01, 0.1]),
+)
+def test_final_state_equals_sorted_deduplicated_replay(
+    tmp_path_factory, seed, n_ent, n_ev, late, dup
+):
+    delivered, evs = make_stream(seed, n_ent, n_ev, late, dup)
+    d = tmp_path_factory.mktemp("prop")
+    with SQLiteStore(d / "a.sqlite") as a, SQLiteStore(d / "b.sqlite") as b:
+        outs = apply_in_batches(a, delivered, random.Random(seed))
+        assert [o.result for o in outs] == truth_outcomes(delivered)
+        sorted_once = sorted({e["event_id"]: e for e in evs}.values(), key=key)
+        b.apply(sorted_once, now=NOW)
+        want = truth_states(evs)
+        for eid, e in want.items():
+            same_state(a.state(eid), e)
+            same_state(b.state(eid), e)
+        assert [x.id for x in a.query()] == sorted(want)
+
+
+def ev(i, t_s, ent="urn:ngsi-ld:Vehicle:1", typ="vehicle", **over):
+    d = {
+        "event_id": f"e{i}",
+        "entity_id": ent,
+        "entity_type": typ,
+        "observed_at": format_time(T0 + int(t_s * S)),
+        "source": "test",
+        "position": {"lon": 121.55, "lat": 29.87},
+    }
+    d.update(over)
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def test_one_batch_exact_outcomes_and_rejections(store):
+    inc = "urn:ngsi-ld:Incident:I9"
+    batch = [
+        ev(1, 10),
+        ev(2, 20, speed=3.0),
+        ev(3, 15),  # late: stale
+        ev(1, 10),  # duplicate
+        '{"event_id": "j1", "entity_id": ',  # malformed JSON text
+        ev(4, 30, entity_id=None),
+        ev(5, 30, observed_at=None),
+        ev(6, 30, position={"lon": math.nan, "lat": 29.8}),
+        ev(7, 30, position={"lon": 121.5, "lat": 91.0}),
+        ev(8, 30, position={"lon": math.inf, "lat": 29.8}),
+        ev(9, 30, observed_at="1970-01-01T00:00:00Z"),
+        ev(10, 30, observed_at="2100-01-01T00:00:00Z"),
+        ev(11, 30, typ="hydrant"),
+        json.dumps(ev(12, 30, attributes={"blob": "x" * 70_000})),
+        ev(13, 30, attributes={"blob": "x" * 20_000}),
+        ev(14, 0, ent=inc, typ="incident", status="closed"),  # must start reported
+        ev(15, 40, expected_revision=7),  # optimistic concurrency: revision is 2
+        ev(16, 41, expected_revision=2, status="parked"),
+        ev(17, 42, typ="person"),  # the entity is a vehicle
+        ev(18, 43, observed_at="2026-05-01T08:00:43"),  # no zone
+        ev(19, 44, speed=-3.0),
+    ]
+    outs = store.apply(batch, now=NOW)
+    res = [(o.event_id, o.result, o.revision) for o in outs]
+    assert res[:4] == [
+        ("e1", "applied", 1),
+        ("e2", "applied", 2),
+        ("e3", "stale", 2),
+        ("e1", "duplicate", None),
+    ]
+    reasons = {o.event_id: o.reason for o in outs if o.result == "rejected"}
+    assert [o.result for o in outs[4:15]] == ["rejected"] * 11
+    assert outs[4].event_id is None and "not valid JSON" in outs[4].reason
+    assert "missing field 'entity_id'" in reasons["e4"]
+    assert "missing field 'observed_at'" in reasons["e5"]
+    assert "position.lon is nan" in reasons["e6"]
+    assert "position.lat=91.0 is outside [-90, 90]" in reasons["e7"]
+    assert "position.lon is inf" in reasons["e8"]
+    assert "before 2000-01-01" in reasons["e9"]
+    assert "more than a day in the future" in reasons["e10"]
+    assert "unknown entity_type 'hydrant'" in reasons["e11"]
+    assert "limit 65536" in outs[13].reason and "limit 16384" in reasons["e13"]
+    assert "illegal incident transition" in reasons["e14"]
+    assert reasons["e15"] == "revision conflict: expected 7, current 2"
+    assert (outs[17].result, outs[17].revision) == ("applied", 3)
+    assert reasons["e17"] == "entity urn:ngsi-ld:Vehicle:1 is a vehicle, not a person"
+    assert "has no time zone" in reasons["e18"]
+    assert "speed=-3.0 is outside" in reasons["e19"]
+    # the valid rest was applied; nothing of the rejected ones is visible
+    e = store.state("urn:ngsi-ld:Vehicle:1")
+    assert (e.revision, e.status, e.speed, e.event_id) == (3, "parked", 3.0, "e16")
+    assert store.state(inc) is None and store.count() == 1
+    # a rejected event id is not "seen": a corrected event may reuse it
+    fixed = store.apply([ev(7, 50, position={"lon": 121.5, "lat": 29.9})], now=NOW)
+    assert fixed[0].result == "applied"
+
+
+def test_incident_lifecycle_audit_trail_and_timers(store):
+    inc = "urn:ngsi-ld:Incident:fire-12"
+    steps = [
+        ("reported", 0, "citizen-app", None),
+        ("dispatched", 95.5, "dispatch/anna", "engine-7"),
+        ("on_scene", 402, "unit/engine-7", None),
+        ("on_scene", 500, "unit/engine-7", None),  # an update within the same state
+        ("resolved", 1300, "unit/engine-7", None),
+        ("closed", 1805, "dispatch/anna", None),
+    ]
+    batch = []
+    for i, (status, t, who, responder) in enumerate(steps):
+        attrs = {"responder": responder} if responder else None
+        batch.append(ev(i, t, ent=inc, typ="incident", status=status, source=who, attributes=attrs))
+    assert [o.result for o in store.apply(batch, now=NOW)] == ["applied"] * len(steps)
+    d = store.incident(inc)
+    assert d["time_to_dispatch_s"] == 95.5
+    assert d["time_to_on_scene_s"] == 402.0
+    assert d["time_to_close_s"] == 1805.0
+    assert d["responder"] == "engine-7"
+    assert d["reported_ns"] == T0 and d["closed_ns"] == T0 + 1805 * S
+    # the audit trail: who changed what, when
+    trail = [(r["source"], r["status"], r["observed_at"]) for r in store.history(inc)]
+    assert trail == [(w, s_, format_time(T0 + int(t * S))) for s_, t, w, _ in steps]
+    # illegal transitions, one by one, with the reason; the state stays closed
+    bad = [
+        ev(20, 1900, ent=inc, typ="incident", status="reported"),
+        ev(21, 1901, ent=inc, typ="incident", status="dispatched"),
+        ev(22, 0, ent="urn:ngsi-ld:Incident:x", typ="incident", status="on_scene"),
+        ev(23, 5, ent="urn:ngsi-ld:Incident:y", typ="incident", status="reported"),
+        ev(24, 6, ent="urn:ngsi-ld:Incident:y", typ="incident", status="resolved"),
+    ]
+    outs = store.apply(bad, now=NOW)
+    assert [o.result for o in outs] == ["rejected", "rejected", "rejected", "applied", "rejected"]
+    assert all("illegal incident transition" in o.reason for o in outs if o.reason)
+    assert store.state(inc).status == "closed"
+    assert store.incident("urn:ngsi-ld:Incident:y")["time_to_dispatch_s"] is None
+    # unknown incident status: a validation error
+    with pytest.raises(EventError, match="unknown incident status"):
+        parse_event(ev(30, 1, ent=inc, typ="incident", status="burning"), now=NOW)
+
+
+# ----------------------------------------------------------------------------- times
+def test_time_forms():
+    t = parse_time("2026-05-01T08:00:06.250Z")
+    assert parse_time("2026-05-01T16:00:06.250+08:00") == t
+    assert parse_time("2026-05-01T03:00:06.250-05:00") == t
+    assert parse_time("2026-05-01 08:00:06.250Z") == t
+    assert parse_time("2026-05-01T08:00:06.250z") == t
+    assert parse_time(datetime(2026, 5, 1, 8, 0, 6, 250_000, tzinfo=UTC)) == t
+    tz8 = timezone(timedelta(hours=8))
+    assert parse_time(datetime(2026, 5, 1, 16, 0, 6, 250_000, tzinfo=tz8)) == t
+    for naive in ("2026-05-01T08:00:06", datetime(2026, 5, 1, 8)):
+        with pytest.raises(EventError, match="no time zone"):
+            parse_time(naive)
+    # epoch numbers for people and query strings: seconds, ms, us or ns by magnitude
+    for v in ("1777622406.25", 1777622406.25, "1777622406250", "1777622406250000", str(t), t):
+        assert parse_time_arg(v) == t, v
+    assert parse_time_arg("2026-05-01T08:00:06.250Z") == t
+    for bad in ("yesterday", "nan", True, ""):
+        with pytest.raises(EventError):
+            parse_time_arg(bad)
+
+
+# ----------------------------------------------------------------------------- positions
+LON, LAT, ALT = 121.5512345, 29.8712345, 12.5
+WUHAN = (114.3054321, 30.5928765)
+
+
+def fwd(crs, lon, lat):
+    return pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
+
+
+@pytest.mark.parametrize(
+    "pos, lonlat",
+    [
+        ({"lon": LON, "lat": LAT, "alt": ALT}, (LON, LAT)),
+        ({"lon": LON, "lat": LAT, "alt": ALT, "crs": "EPSG:4326"}, (LON, LAT)),
+        ({"lon": LON, "lat": LAT, "alt": ALT, "crs": "EPSG:4490"}, (LON, LAT)),  # CGCS2000
+        ({"type": "Point", "coordinates": [LON, LAT, ALT]}, (LON, LAT)),
+        ({"x": "utm51", "y": None, "z": ALT, "crs": "EPSG:32651"}, (LON, LAT)),
+        ({"x": "utm51", "y": None, "z": ALT, "crs": 32651}, (LON, LAT)),
+        ({"x": "gk4550", "y": None, "alt": ALT, "crs": "EPSG:4550"}, (LON, LAT)),
+        ({"x": "gk4547", "y": None, "z": ALT, "crs": "EPSG:4547"}, WUHAN),
+        ({"type": "Point", "coordinates": ["utm51", None, ALT], "crs": "EPSG:32651"}, (LON, LAT)),
+    ],
+)
+def test_positions_in_any_crs(pos, lonlat):
+    codes = {"utm51": "EPSG:32651", "gk4550": "EPSG:4550", "gk4547": "EPSG:4547"}
+    pos = json.loads(json.dumps(pos))
+    tag = pos.get("x") or (pos.get("coordinates") or [None])[0]
+    if tag in codes:
+        x, y = fwd(codes[tag], *lonlat)
+        if "x" in pos:
+            pos["x"], pos["y"] = x, y
+        else:
+            pos["coordinates"][:2] = [x, y]
+    e = parse_event(ev(1, 0, position=pos), now=NOW)
+    assert e.lon == pytest.approx(lonlat[0], abs=1e-8)
+    assert e.lat == pytest.approx(lonlat[1], abs=1e-8)
+    assert e.alt == pytest.approx(ALT, abs=1e-6)
+
+
+def test_event_level_crs_and_storage_in_wgs84(store):
+    x, y = fwd("EPSG:32651", LON, LAT)
+    outs = store.apply([ev(1, 0, crs="EPSG:32651", position={"x": x, "y": y})], now=NOW)
+    assert outs[0].result == "applied"
+    e = store.state("urn:ngsi-ld:Vehicle:1")
+    assert (e.lon, e.lat) == (pytest.approx(LON, abs=1e-8), pytest.approx(LAT, abs=1e-8))
+    assert e.alt is None
+    q = store.query(bbox=(LON - 1e-4, LAT - 1e-4, LON + 1e-4, LAT + 1e-4))
+    assert [x.id for x in q] == ["urn:ngsi-ld:Vehicle:1"]
+
+
+@pytest.mark.parametrize(
+    "pos, reason",
+    [
+        ({"x": 950_000.0, "y": 3_305_000.0, "crs": "EPSG:32651"}, "outside the area of use"),
+        ({"lon": 20.0, "lat": 50.0, "crs": "EPSG:4490"}, "outside the area of use"),
+        ({"x": 500_000.0, "y": 3_300_000.0, "crs": "EPSG:4547"}, None),  # inside: fine
+        ({"x": 1e6, "y": 3.3e6, "crs": "EPSG:4547"}, "outside the area of use"),
+        ({"x": 359_000.0, "y": 3_305_000.0, "crs": "EPSG:999999"}, "cannot understand the CRS"),
+        ({"x": 1.0, "y": 2.0, "crs": "EPSG:4978"}, "not a geographic or projected CRS"),
+        ({"x": 359_000.0, "y": 3_305_000.0}, "need the position's crs"),
+        ({"x": math.nan, "y": 3_305_000.0, "crs": "EPSG:32651"}, "position.x is nan"),
+        ({"x": 359_000.0, "crs": "EPSG:32651"}, "position needs x and y"),
+        ({"x": "359000", "y": 3_305_000.0, "crs": "EPSG:32651"}, "position.x must be a number"),
+        ({"lon": LON, "lat": 91.0}, "position.lat=91.0 is outside"),
+        ({"lon": LON, "lat": LAT, "crs": ["EPSG:4326"]}, "position.crs must be a string"),
+        ({"type": "LineString", "coordinates": [LON, LAT]}, "must be a Point"),
+        ({"type": "Point", "coordinates": [LON]}, "coordinates must be"),
+        ([LON, LAT], "position must be an object"),
+    ],
+)
+def test_bad_positions_rejected_with_reason(pos, reason):
+    if reason is None:
+        assert parse_event(ev(1, 0, position=pos), now=NOW).lon == pytest.approx(114.0, abs=0.1)
+        return
+    with pytest.raises(EventError) as info:
+        parse_event(ev(1, 0, position=pos), now=NOW)
+    assert reason in info.value.reason
+
+
+# ----------------------------------------------------------------------------- NGSI-LD
+CTX = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
+
+
+def test_ngsi_ld_forms_in(store):
+    t1, t2 = "2026-05-01T08:00:05Z", "2026-05-01T08:00:09.500Z"
+    normalized = {
+        "@context": [CTX],
+        "id": "urn:ngsi-ld:Vehicle:42",
+        "type": "Vehicle",
+        "location": {
+            "type": "GeoProperty",
+            "value": {"type": "Point", "coordinates": [LON, LAT, ALT]},
+            "observedAt": t1,
+        },
+        "speed": {"type": "Property", "value": 8.5, "observedAt": t2, "unitCode": "MTS"},
+        "status": {"type": "Property", "value": "driving"},
+        "refDepot": {"type": "Relationship", "object": "urn:ngsi-ld:Depot:D1"},
+        "plate": {"type": "Property", "value": "ZJ-B 123"},
+        "name": {"type": "LanguageProperty", "languageMap": {"en": "Ambulance 3"}},
+        "modifiedAt": "2026-05-01T08:00:10Z",
+    }
+    e = from_ngsi_ld(normalized, now=NOW)
+    assert (e.entity_id, e.entity_type, e.speed, e.status) == (
+        "urn:ngsi-ld:Vehicle:42",
+        "vehicle",
+        8.5,
+        "driving",
+    )
+    assert (e.lon, e.lat, e.alt) == (LON, LAT, ALT)
+    assert e.observed_ns == parse_time(t2)  # the latest observedAt of the attributes
+    assert e.attributes == {
+        "refDepot": "urn:ngsi-ld:Depot:D1",
+        "plate": "ZJ-B 123",
+        "name": {"en": "Ambulance 3"},
+    }
+    key_values = {
+        "id": "urn:ngsi-ld:Person:P7",
+        "type": "https://uri.fiware.org/ns/data-models#Person",
+        "location": {"type": "Point", "coordinates": [LON, LAT]},
+        "status": "walking",
+        "observedAt": t1,
+        "buildingId": "B0003",
+    }
+    p = parse_event(key_values, now=NOW)
+    assert (p.entity_type, p.lon, p.lat, p.alt, p.status) == ("person", LON, LAT, None, "walking")
+    assert p.building == "B0003" and p.event_id == "urn:ngsi-ld:Person:P7@2026-05-01T08:00:05.000Z"
+    date_observed = {
+        "id": "urn:ngsi-ld:Sensor:S1",
+        "type": "Sensor",
+        "dateObserved": "2026-05-01T08:00:07Z",
+        "temperature": 21.5,
+    }
+    s = parse_event(date_observed, now=NOW)
+    assert s.observed_at == "2026-05-01T08:00:07.000Z" and s.attributes == {"temperature": 21.5}
+    # through the store: NGSI-LD and twin's form share one path
+    outs = store.apply([normalized, key_values, date_observed, normalized], now=NOW)
+    assert [o.result for o in outs] == ["applied", "applied", "applied", "duplicate"]
+    for bad, reason in [
+        ({**key_values, "type": "Dragon"}, "unknown entity type"),
+        ({**key_values, "location": {"type": "Polygon", "coordinates": []}}, "GeoJSON Point"),
+        ({**key_values, "location": {"type": "Point", "coordinates": [LON, 91.0]}}, "lat=91.0"),
+        ({k: v for k, v in key_values.items() if k != "observedAt"}, "missing observedAt"),
+        ({**key_values, "observedAt": "2100-01-01T00:00:00Z"}, "future"),
+        (
+            {**normalized, "speed": {"type": "Property", "value": "fast", "observedAt": t2}},
+            "speed must be a number",
+        ),
+    ]:
+        with pytest.raises(EventError, match=reason):
+            parse_event(bad, now=NOW)
+
+
+def test_ngsi_ld_forms_out_round_trip(store):
+    store.apply(
+        [
+            ev(
+                1,
+                3,
+                speed=2.5,
+                heading=90.0,
+                status="parked",
+                position={"lon": LON, "lat": LAT, "alt": ALT},
+                attributes={"building_id": "B1", "floor": 2, "plate": "X"},
+            )
+        ],
+        now=NOW,
+    )
+    ent = store.state("urn:ngsi-ld:Vehicle:1")
+    norm = to_ngsi_ld(ent, context=True)
+    assert norm["@context"] == CTX and norm["type"] == "Vehicle"
+    assert norm["location"] == {
+        "type": "GeoProperty",
+        "value": {"type": "Point", "coordinates": [LON, LAT, ALT]},
+        "observedAt": ent.observed_at,
+    }
+    assert norm["speed"] == {"type": "Property", "value": 2.5, "observedAt": ent.observed_at}
+    assert norm["buildingId"]["value"] == "B1" and norm["revision"]["value"] == 1
+    kv = to_ngsi_ld(ent, key_values=True)
+    assert kv["location"] == {"type": "Point", "coordinates": [LON, LAT, ALT]}
+    assert (kv["speed"], kv["status"], kv["floor"], kv["revision"]) == (2.5, "parked", 2, 1)
+    for form in (norm, kv, json.loads(json.dumps(kv))):
+        back = from_ngsi_ld(form, now=NOW)
+        assert (back.entity_id, back.entity_type, back.observed_ns) == (
+            ent.id,
+            ent.type,
+            ent.observed_ns,
+        )
+        assert (back.lon, back.lat, back.alt, back.speed, back.heading, back.status) == (
+            LON,
+            LAT,
+            ALT,
+            2.5,
+            90.0,
+            "parked",
+        )
+        assert back.attributes == {"building_id": "B1", "floor": 2, "plate": "X"}
