@@ -8,20 +8,30 @@ per event are simulated in delivery order (duplicate / stale / applied).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import logging
 import math
 import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import pyproj
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from twin.errors import InputError, ParameterError
+from twin.cli import main
 from twin.sync import (
     SQLiteStore,
+    export_czml,
+    export_geojson,
     from_ngsi_ld,
+    open_store,
     parse_event,
+    replay,
     to_ngsi_ld,
 )
 from twin.sync.model import EventError, format_time, parse_time, parse_time_arg
@@ -591,3 +601,218 @@ def test_ngsi_ld_forms_out_round_trip(store):
             "parked",
         )
         assert back.attributes == {"building_id": "B1", "floor": 2, "plate": "X"}
+
+
+# ----------------------------------------------------------------------------- files
+def check_states(store, evs, *, approx=False):
+    want = truth_states(evs)
+    assert store.count() == len(want)
+    for eid, e in want.items():
+        got = store.state(eid)
+        if not approx:
+            same_state(got, e)
+            continue
+        p = e["position"]
+        assert got.lon == pytest.approx(p["lon"], abs=1e-8)
+        assert got.lat == pytest.approx(p["lat"], abs=1e-8)
+        assert got.alt == pytest.approx(p["alt"], abs=1e-6)
+        assert (got.event_id, got.status, got.attributes) == (
+            e["event_id"],
+            e["status"],
+            e["attributes"],
+        )
+
+
+def csv_text(rows, header, delim=",", *, time=str, xy=None, crs_col=False, eol="\n"):
+    """CSV of full-state events with the given header names (in the order of
+    ``COLS``); ``xy``: a CRS to write projected x/y in instead of lon/lat."""
+    out = io.StringIO()
+    w = csv.writer(out, delimiter=delim, lineterminator=eol)
+    w.writerow(header + (["crs"] if crs_col else []))
+    tf = pyproj.Transformer.from_crs("EPSG:4326", xy, always_xy=True) if xy else None
+    for e in rows:
+        p = e["position"]
+        a, b = (p["lon"], p["lat"]) if tf is None else tf.transform(p["lon"], p["lat"])
+        t = parse_time(e["observed_at"])
+        vals = [
+            e["event_id"],
+            e["entity_id"],
+            e["entity_type"],
+            time(t),
+            repr(a),
+            repr(b),
+            p["alt"],
+            e["speed"],
+            e["heading"],
+            e["status"],
+            e["source"],
+            e["attributes"]["building_id"],
+            e["attributes"]["floor"],
+            e["attributes"]["k"],
+        ]
+        w.writerow(vals + ([xy] if crs_col else []))
+    return out.getvalue()
+
+
+COLS = "event_id entity_id entity_type observed_at lon lat alt speed heading status source"
+COLS = COLS.split() + ["building_id", "floor", "k"]
+HEADERS = {
+    "plain": (COLS, ","),
+    "aliases": (
+        ["EventId", "Entity", "Type", "Timestamp", "Longitude", "Latitude", "Height"]
+        + ["Speed", "Bearing", "Status", "Source", "building_id", "floor", "k"],
+        ";",
+    ),
+    "tabs": (["event", "id", "type", "time", "lng", "lat", "z"] + COLS[7:], "\t"),
+}
+
+
+@pytest.mark.parametrize("variant", ["plain", "aliases", "tabs", "epoch", "utm-column", "utm-arg"])
+def test_csv_variants_replay_to_truth(tmp_path, store, variant):
+    delivered, evs = make_stream(11, n_ev=60)
+    header, delim = HEADERS.get(variant, HEADERS["plain"])
+    kw: dict = {}
+    if variant == "epoch":
+        kw["time"] = lambda t: f"{t / S:.3f}"
+    if variant.startswith("utm"):
+        header = [*COLS[:4], "x", "y", "z", *COLS[7:]]
+        kw["xy"] = "EPSG:32651"
+        kw["crs_col"] = variant == "utm-column"
+    text = csv_text(delivered, header, delim, eol="\r\n", **kw)
+    p = tmp_path / "events.csv"
+    p.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    r = replay(p, store, now=NOW, crs="EPSG:32651" if variant == "utm-arg" else None)
+    assert (r.format, r.malformed, r.events) == ("csv", 0, len(delivered))
+    assert (r.applied, r.stale, r.duplicate) == tuple(
+        truth_outcomes(delivered).count(k) for k in ("applied", "stale", "duplicate")
+    )
+    check_states(store, evs, approx=variant.startswith("utm"))
+
+
+def test_csv_without_event_ids_is_idempotent_and_reports_lines(tmp_path, store):
+    p = tmp_path / "pos.csv"
+    p.write_text(
+        "entity,type,time,lon,lat,speed\r\n"
+        "urn:ngsi-ld:Vehicle:1,Vehicle,2026-05-01T08:00:00Z,121.55,29.87,3.5\r\n"
+        "urn:ngsi-ld:Vehicle:1,vehicle,2026-05-01T08:00:10+00:00,121.56,29.88,\r\n"
+        "urn:ngsi-ld:Vehicle:2,vehicle,2026-05-01T08:00:00Z,abc,29.87,1\r\n"
+        "urn:ngsi-ld:Vehicle:3,vehicle,2026-05-01T08:00:00Z,121.5,91,1\r\n"
+        "urn:ngsi-ld:Vehicle:4,vehicle,2026-05-01T08:00:00Z,121.5,29.8,1,extra\r\n"
+        ",,,,,\r\n"
+        "urn:ngsi-ld:Vehicle:5,ufo,2026-05-01T08:00:00Z,121.5,29.8,1\r\n"
+        "urn:ngsi-ld:Vehicle:6,vehicle,1970-01-01T00:00:00Z,121.5,29.8,1\r\n"
+    )
+    r = replay(p, store, now=NOW)
+    assert (r.events, r.applied, r.malformed) == (2, 2, 5)
+    assert [(ln, reason.split(" (")[0]) for ln, _, reason in r.errors] == [
+        (4, "position.lon must be a number, got str"),
+        (5, "position.lat=91.0 is outside [-90, 90]"),
+        (6, "7 fields, the header has 6"),
+        (8, "unknown entity_type 'ufo'"),
+        (9, "observed_at 1970-01-01T00:00:00.000Z is before 2000-01-01"),
+    ]
+    e = store.state("urn:ngsi-ld:Vehicle:1")
+    assert (e.lon, e.lat, e.speed, e.revision) == (121.56, 29.88, 3.5, 2)
+    assert e.event_id == "urn:ngsi-ld:Vehicle:1@2026-05-01T08:00:10.000Z"
+    again = replay(p, store, now=NOW)
+    assert (again.applied, again.duplicate) == (0, 2)
+
+
+def feature(e, xy=None):
+    p = e["position"]
+    a, b = (p["lon"], p["lat"]) if xy is None else fwd(xy, p["lon"], p["lat"])
+    props = {k: v for k, v in e.items() if k not in ("position", "entity_id")}
+    return {
+        "type": "Feature",
+        "id": e["entity_id"],
+        "geometry": {"type": "Point", "coordinates": [a, b, p["alt"]]},
+        "properties": props,
+    }
+
+
+@pytest.mark.parametrize("variant", ["geojson", "geojson-crs", "json-array", "geojsonl"])
+def test_geojson_and_json_files_replay_to_truth(tmp_path, store, variant):
+    delivered, evs = make_stream(12, n_ev=60)
+    if variant == "geojson":
+        p = tmp_path / "ev.geojson"
+        doc = {"type": "FeatureCollection", "features": [feature(e) for e in delivered]}
+        p.write_text(json.dumps(doc))
+    elif variant == "geojson-crs":
+        p = tmp_path / "ev.geojson"
+        crs = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32651"}}
+        feats = [feature(e, "EPSG:32651") for e in delivered]
+        p.write_text(json.dumps({"type": "FeatureCollection", "crs": crs, "features": feats}))
+    elif variant == "json-array":
+        p = tmp_path / "ev.json"
+        p.write_text(json.dumps(delivered, indent=1))
+    else:
+        p = tmp_path / "ev.geojsonl"
+        p.write_text("\n".join(json.dumps(feature(e)) for e in delivered))
+    r = replay(p, store, now=NOW)
+    assert (r.malformed, r.events) == (0, len(delivered))
+    assert r.duplicate == truth_outcomes(delivered).count("duplicate")
+    check_states(store, evs, approx=variant == "geojson-crs")
+
+
+def test_ndjson_bom_crlf_blank_and_bad_lines(tmp_path, store):
+    delivered, evs = make_stream(13, n_ev=40)
+    lines = [json.dumps(e) for e in delivered]
+    lines.insert(3, "")
+    lines.insert(5, '{"event_id": "x1", "entity_id": "v"')
+    lines.insert(7, json.dumps({**delivered[0], "event_id": "x2", "entity_type": "ufo"}))
+    p = tmp_path / "ev.ndjson"
+    p.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    r = replay(p, store, now=NOW)
+    assert (r.events, r.malformed) == (len(delivered), 2)
+    assert [(ln, reason[:20]) for ln, _, reason in r.errors] == [
+        (6, "not valid JSON: Expe"),
+        (8, "unknown entity_type "),
+    ]
+    check_states(store, evs)
+
+
+@pytest.mark.parametrize("name", ["e.ndjson", "e.csv", "e.geojson", "e.json", "noext"])
+def test_empty_files_replay_nothing(tmp_path, store, name):
+    p = tmp_path / name
+    p.write_bytes(b"" if name != "e.csv" else b"\xef\xbb\xbf\r\n")
+    r = replay(p, store, now=NOW)
+    assert (r.events, r.malformed, store.count()) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("a.csv", "who,when\r\nv1,2026-05-01T08:00:00Z\r\n", "has no entity_id / entity_type"),
+        ("b.csv", "entity_id,entity_type,time,lon,lon\n", "repeats a column"),
+        ("c.csv", b"entity_id,entity_type,time\n\xff\xfe,vehicle,x\n", "not UTF-8"),
+        ("d.geojson", '{"type": "FeatureCollection", "features": [', "not valid GeoJSON"),
+        ("e.geojson", '{"type": "FeatureCollection"}', "no features array"),
+        ("f.geojson", '{"type": "FeatureCollection", "crs": 5, "features": []}', "crs member"),
+    ],
+)
+def test_unreadable_files_name_the_file(tmp_path, store, name, content, reason):
+    p = tmp_path / name
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(InputError) as info:
+        replay(p, store, now=NOW)
+    assert reason in str(info.value) and name in str(info.value)
+    with pytest.raises(InputError, match="cannot read the event file"):
+        replay(tmp_path, store)
+    with pytest.raises(ParameterError, match="format must be one of"):
+        replay(p, store, fmt="xml")
+
+
+def test_replay_paced_at_speed_10(tmp_path, store):
+    p = tmp_path / "ev.csv"
+    p.write_text(
+        "entity_id,entity_type,observed_at,lon,lat\n"
+        + "".join(f"v1,vehicle,2026-05-01T08:00:{s:02d}Z,121.5,29.8\n" for s in (0, 10, 20, 50))
+    )
+    clock, sleeps = [0.0], []
+
+    def sleep(s):
+        sleeps.append(round(s, 6))
+        clock[0] += s
+
+    r = replay(p, store, speed=10, now=NOW, sleep=sleep, clock=lambda: clock[0])
+    assert sleeps == [1.0, 1.0, 3.0] and r.applied == 4
