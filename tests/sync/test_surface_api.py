@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from twin.errors import InputError, ParameterError
 from twin.cli import main
+from twin.errors import InputError, OutputError, ParameterError
 from twin.sync import (
     SQLiteStore,
     export_czml,
@@ -816,3 +816,374 @@ def test_replay_paced_at_speed_10(tmp_path, store):
 
     r = replay(p, store, speed=10, now=NOW, sleep=sleep, clock=lambda: clock[0])
     assert sleeps == [1.0, 1.0, 3.0] and r.applied == 4
+
+
+# ----------------------------------------------------------------------------- CLI
+def cli(*args):
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in r.output
+    return r
+
+
+def test_cli_replay_state_and_exports(tmp_path):
+    delivered, evs = make_stream(21, n_ev=80)
+    src = tmp_path / "ev.csv"
+    header = [*COLS[:4], "x", "y", "z", *COLS[7:]]
+    src.write_text(csv_text(delivered, header, xy="EPSG:32651"))
+    db = tmp_path / "live.sqlite"
+    r = cli("sync", "replay", src, "--db", db, "--crs", "EPSG:32651", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert (rep["format"], rep["events"], rep["malformed"]) == ("csv", len(delivered), 0)
+    assert rep["applied"] == truth_outcomes(delivered).count("applied")
+    with SQLiteStore(db) as s:
+        check_states(s, evs, approx=True)
+    eid = sorted(truth_states(evs))[0]
+    t = T0 + 1800 * S
+    then = truth_states(evs, at=t)[eid]
+    for at in (format_time(t), f"{t / S:.3f}", str(t), "2026-05-01T16:30:00+08:00"):
+        r = cli("sync", "state", eid, "--db", db, "--at", at)
+        assert r.exit_code == 0, r.output
+        got = json.loads(r.output)
+        assert (got["event_id"], got["status"]) == (then["event_id"], then["status"])
+    r = cli("sync", "state", eid, "--db", db, "--format", "ngsi-ld-keyvalues", "--history")
+    kv = json.loads(r.output)
+    assert kv["id"] == eid and kv["location"]["type"] == "Point" and kv["@context"] == CTX
+    mine = {e["event_id"] for e in evs if e["entity_id"] == eid}
+    assert {h["event_id"] for h in kv["history"]} == mine
+    # CZML and GeoJSON files from the CLI
+    out = tmp_path / "live.czml"
+    r = cli("sync", "export-czml", "--db", db, out, "--types", "vehicle,person", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc[0]["id"] == "document" and doc[0]["version"] == "1.0"
+    want = sorted(e for e, v in truth_states(evs).items() if v["entity_type"] in TYPES[:2])
+    assert sorted(p["id"] for p in doc[1:]) == want == sorted(want)
+    assert json.loads(r.output)["entities"] == len(want)
+    gj = tmp_path / "snap.geojson"
+    r = cli("sync", "export-geojson", "--db", db, gj, "--at", format_time(t), "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["features"] == len(truth_states(evs, at=t))
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path):
+    db = tmp_path / "live.sqlite"
+    good = tmp_path / "ok.ndjson"
+    good.write_text(json.dumps(ev(1, 0)) + "\n")
+    assert cli("sync", "replay", good, "--db", db).exit_code == 0
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("a,b\n1,2\n")
+    junk = tmp_path / "junk.ndjson"
+    junk.write_text("hello\n{oops\n")
+    cases = [
+        (["sync", "replay", tmp_path / "missing.ndjson", "--db", db], "missing.ndjson"),
+        (["sync", "replay", bad_csv, "--db", db], "bad.csv: the CSV header has no"),
+        (["sync", "replay", junk, "--db", db], "junk.ndjson: no valid event in 2 records"),
+        (["sync", "replay", good, "--db", db, "--speed", "0"], "--speed must be > 0"),
+        (["sync", "replay", bad_csv, "--db", db, "--crs", "EPSG:1"], "bad.csv"),
+        (["sync", "state", "urn:x", "--db", db], "no entity 'urn:x'"),
+        (["sync", "state", "urn:x", "--db", tmp_path / "none.sqlite"], "no such store file"),
+        (
+            ["sync", "state", "urn:ngsi-ld:Vehicle:1", "--db", db, "--at", "2026-05-01T08:00"],
+            "has no time zone",
+        ),
+        (
+            ["sync", "state", "urn:ngsi-ld:Vehicle:1", "--db", db, "--at", "noon"],
+            "is not an ISO 8601 time",
+        ),
+        (
+            ["sync", "export-czml", "--db", db, tmp_path / "x.czml", "--types", "ufo"],
+            "unknown entity types ['ufo']",
+        ),
+        (
+            ["sync", "export-geojson", "--db", db, tmp_path / "x.geojson", "--at", "x"],
+            "is not an ISO 8601 time",
+        ),
+        (["sync", "indicators", "--db", db, "--t0", "then"], "is not an ISO 8601 time"),
+    ]
+    for args, msg in cases:
+        r = cli(*args)
+        assert r.exit_code == 2, (args, r.output)
+        assert msg in r.output, (args, r.output)
+        lines = [ln for ln in r.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("twin: error:"), r.output
+    r = cli("sync", "state", "urn:ngsi-ld:Vehicle:1", "--db", db, "--at", "1777622400")
+    assert r.exit_code == 0 and json.loads(r.output)["event_id"] == "e1"
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    r = cli("sync", "replay", empty, "--db", db)
+    assert r.exit_code == 0 and r.output.startswith("0 events")
+    for sub in ("replay", "state", "serve", "export-czml", "export-geojson", "indicators"):
+        h = cli("sync", sub, "--help")
+        assert h.exit_code == 0 and "Example" in h.output
+
+
+# ----------------------------------------------------------------------------- HTTP
+ADMIN, TRAFFIC, VIEWER = "admin-token-0001", "traffic-token-01", "viewer-token-001"
+TOKENS = {
+    ADMIN: {"name": "ops", "scopes": {"write": "*", "read": True}},
+    TRAFFIC: {"name": "traffic", "scopes": {"write": ["vehicle"], "read": False}},
+    VIEWER: {"name": "viewer", "scopes": {"read": True}},
+}
+
+
+def H(tok, **more):
+    return {"Authorization": f"Bearer {tok}", **more}
+
+
+@pytest.fixture
+def client(store):
+    from fastapi.testclient import TestClient
+
+    from twin.sync.server import create_app
+
+    return TestClient(create_app(store, tokens=TOKENS, now=NOW))
+
+
+def test_http_ingest_forms_and_reads_against_truth(client, store):
+    delivered, evs = make_stream(31, n_ev=90)
+    # the same stream in three body forms: JSON array, NDJSON, GeoJSON FeatureCollection
+    a, b, c = delivered[:30], delivered[30:60], delivered[60:]
+    outs = client.post("/events", json=a, headers=H(ADMIN)).json()["outcomes"]
+    nd = "\r\n".join(json.dumps(e) for e in b).encode()
+    r = client.post(
+        "/events", content=nd, headers=H(ADMIN, **{"Content-Type": "application/x-ndjson"})
+    )
+    outs += r.json()["outcomes"]
+    fc = {"type": "FeatureCollection", "features": [feature(e) for e in c]}
+    outs += client.post("/events", json=fc, headers=H(ADMIN)).json()["outcomes"]
+    assert [o["result"] for o in outs] == truth_outcomes(delivered)
+    check_states(store, evs)
+    want = truth_states(evs)
+    eid = sorted(want)[1]
+    t = T0 + 2000 * S
+    then = truth_states(evs, at=t)
+    for at in (format_time(t), str(t // S), str(t), "2026-05-01T16:33:20+08:00"):
+        r = client.get(f"/entities/{eid}", params={"at": at}, headers=H(VIEWER))
+        if eid in then:
+            assert r.json()["event_id"] == then[eid]["event_id"], at
+        else:
+            assert r.status_code == 404
+    # unescaped "+" in a hand-written URL
+    r = client.get(f"/entities/{eid}?at=2026-05-01T16:33:20+08:00", headers=H(VIEWER))
+    assert r.status_code in (200, 404) and r.status_code == (200 if eid in then else 404)
+    e = client.get(f"/entities/{eid}", headers=H(VIEWER)).json()
+    assert (e["event_id"], e["position"]["lon"]) == (
+        want[eid]["event_id"],
+        want[eid]["position"]["lon"],
+    )
+    ng = client.get(f"/entities/{eid}?format=ngsi-ld", headers=H(VIEWER)).json()
+    assert ng["location"]["type"] == "GeoProperty" and ng["@context"] == CTX
+    kv = client.get(f"/entities/{eid}?format=ngsi-ld&options=keyValues", headers=H(VIEWER)).json()
+    assert kv["location"] == {
+        "type": "Point",
+        "coordinates": [want[eid]["position"][k] for k in ("lon", "lat", "alt")],
+    }
+    ld = client.get(f"/entities/{eid}", headers=H(VIEWER, Accept="application/ld+json")).json()
+    assert ld == ng
+    # queries: bbox, type, building, floor, status, time
+    bbox = "121.52,29.82,121.58,29.88"
+    got = client.get(f"/entities?bbox={bbox}&type=vehicle,person", headers=H(VIEWER)).json()
+    assert [x["id"] for x in got["entities"]] == [
+        x.id for x in store.query(bbox=(121.52, 29.82, 121.58, 29.88), types=["vehicle", "person"])
+    ]
+    got = client.get("/entities?building=B1&floor=1", headers=H(VIEWER)).json()
+    assert sorted(x["id"] for x in got["entities"]) == sorted(
+        k
+        for k, v in want.items()
+        if v["attributes"]["building_id"] == "B1" and v["attributes"]["floor"] == 1
+    )
+    got = client.get(f"/entities?at={t // S}&status=busy", headers=H(VIEWER)).json()
+    assert sorted(x["id"] for x in got["entities"]) == sorted(
+        k for k, v in then.items() if v["status"] == "busy"
+    )
+    h = client.get(f"/entities/{eid}/history?t0={T0 // S}&t1={format_time(t)}", headers=H(VIEWER))
+    mine = sorted(
+        {x["event_id"]: x for x in evs if x["entity_id"] == eid and key(x)[0] <= t}.values(),
+        key=key,
+    )
+    assert [r_["event_id"] for r_ in h.json()["history"]] == [x["event_id"] for x in mine]
+    for bad in (
+        "/entities?bbox=1,2,3",
+        "/entities?type=ufo",
+        "/entities?at=noon",
+        f"/entities/{eid}?at=2026-05-01T08:00:00",
+        f"/entities/{eid}?format=xml",
+    ):
+        r = client.get(bad, headers=H(VIEWER))
+        assert r.status_code == 400 and r.json()["detail"], bad
+
+
+def test_http_auth_scopes_and_limits(store, caplog):
+    from fastapi.testclient import TestClient
+
+    from twin.sync.server import create_app
+
+    t = [0.0]
+    tokens = {
+        **TOKENS,
+        "slow-token-0001": {"name": "slow", "scopes": {"write": "*"}, "rate": 5, "burst": 10},
+    }
+    client = TestClient(
+        create_app(
+            store, tokens=tokens, now=NOW, max_body=40_000, max_events=20, clock=lambda: t[0]
+        )
+    )
+    body = [ev(1, 0), ev(2, 1, ent="urn:ngsi-ld:Asset:H1", typ="asset")]
+    for hdr in ({}, {"Authorization": "Bearer nope-nope-nope"}, {"Authorization": ADMIN}):
+        assert client.post("/events", json=body, headers=hdr).status_code == 401
+        assert client.get("/entities", headers=hdr).status_code == 401
+        assert client.get("/health", headers=hdr).status_code == 401
+    assert store.count() == 0
+    assert client.get("/entities", headers=H(TRAFFIC)).status_code == 403
+    with caplog.at_level(logging.WARNING):
+        r = client.post("/events", json=body, headers=H(TRAFFIC)).json()
+    assert [o["result"] for o in r["outcomes"]] == ["applied", "rejected"]
+    assert "may not write asset" in r["outcomes"][1]["reason"]
+    assert any("may not write asset" in m for m in caplog.messages)
+    r = client.post("/events", json=body, headers=H(VIEWER)).json()
+    assert [o["result"] for o in r["outcomes"]] == ["rejected", "rejected"]
+    assert store.state("urn:ngsi-ld:Asset:H1") is None
+    # size limits: the body, the batch, one event
+    big = [ev(10, 0, attributes={"blob": "x" * 15_000}) for _ in range(3)]
+    assert client.post("/events", json=big, headers=H(ADMIN)).status_code == 413
+    many = [ev(100 + i, i) for i in range(21)]
+    assert client.post("/events", json=many, headers=H(ADMIN)).status_code == 413
+    one = json.dumps(ev(11, 5, attributes={"blob": "y" * 17_000}))
+    r = client.post("/events", content=one, headers=H(ADMIN)).json()
+    assert r["outcomes"][0]["result"] == "rejected" and "limit 16384" in r["outcomes"][0]["reason"]
+    # rate: a bucket of 10 events refilled at 5/s
+    slow = H("slow-token-0001")
+    assert (
+        client.post("/events", json=[ev(20 + i, i) for i in range(10)], headers=slow).status_code
+        == 200
+    )
+    r = client.post("/events", json=[ev(40, 20)], headers=slow)
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    t[0] += 1.0
+    assert client.post("/events", json=[ev(40, 20)], headers=slow).status_code == 200
+
+
+def test_websocket_filtered_push_and_resume(client, store):
+    delivered, _ = make_stream(41, n_ev=40)
+    first, later = delivered[:20], delivered[20:]
+    client.post("/events", json=first, headers=H(ADMIN))
+    seen = []
+    with client.websocket_connect("/ws?types=vehicle&since=0", headers=H(VIEWER)) as ws:
+        hello = ws.receive_json()
+        assert hello["cursor"] == 0 and hello["head"] == store.cursor()
+        want_n = sum(1 for _, e in store.changes(0) if e.type == "vehicle")
+        while len(seen) < want_n:
+            seen += ws.receive_json()["deltas"]
+    last = seen[-1]["cursor"] if seen else 0
+    client.post("/events", json=later, headers=H(ADMIN))
+    with client.websocket_connect(f"/ws?types=vehicle&since={last}&token={VIEWER}") as ws:
+        ws.receive_json()
+        want = [(c, e.event_id) for c, e in store.changes(0) if e.type == "vehicle"]
+        while len(seen) < len(want):
+            seen += ws.receive_json()["deltas"]
+    assert [(d["cursor"], d["event_id"]) for d in seen] == want
+    assert all(d["type"] == "vehicle" and d["revision"] >= 1 for d in seen)
+    with pytest.raises(Exception):  # noqa: B017 - closed with 1008 before accepting
+        with client.websocket_connect("/ws?token=wrong-token-000") as ws:
+            ws.receive_json()
+
+
+# ----------------------------------------------------------------------------- exports
+def test_czml_and_geojson_content_against_truth(store, tmp_path):
+    delivered, evs = make_stream(51, n_ev=80)
+    parked = {
+        **evs[0],
+        "event_id": "parked-1",
+        "entity_id": "urn:ngsi-ld:Asset:parked",
+        "entity_type": "asset",
+        "observed_at": format_time(T0 + 50 * S),
+    }
+    delivered, evs = [*delivered, parked], [*evs, parked]
+    inc = "urn:ngsi-ld:Incident:I1"
+    life = [("reported", 100), ("dispatched", 200), ("on_scene", 900), ("closed", 1000)]
+    extra = [ev(900 + i, t, ent=inc, typ="incident", status=s) for i, (s, t) in enumerate(life)]
+    outs = store.apply(delivered + extra, now=NOW)
+    assert [o.result for o in outs[-4:]] == ["applied"] * 3 + ["rejected"]  # on_scene -> closed
+    t0, t1 = T0 + 300 * S, T0 + 3000 * S
+    info = export_czml(
+        store, tmp_path / "a.czml", t0=format_time(t0), t1=datetime.fromtimestamp(t1 / S, UTC)
+    )
+    doc = json.loads((tmp_path / "a.czml").read_text())
+    assert doc[0]["id"] == "document" and doc[0]["version"] == "1.0"
+    assert doc[0]["clock"]["interval"] == f"{format_time(t0)}/{format_time(t1)}"
+    distinct = {e["event_id"]: e for e in evs}.values()
+    # an entity's samples: its state as of t0 (when observed before), then the window's
+    by_ent: dict = {k: [v] for k, v in truth_states(evs, at=t0).items() if key(v)[0] < t0}
+    for e in sorted(distinct, key=key):
+        if t0 <= key(e)[0] <= t1:
+            if key(e)[0] == t0:
+                by_ent[e["entity_id"]] = []
+            by_ent.setdefault(e["entity_id"], []).append(e)
+    pk = {p["id"]: p for p in doc[1:]}
+    # the incident was dispatched before the window: it is shown so from t0 on
+    spans = pk.pop(inc)["properties"]["status"]
+    assert [(x["string"], x["interval"]) for x in spans] == [
+        ("dispatched", f"{format_time(t0)}/{format_time(T0 + 900 * S)}"),
+        ("on_scene", f"{format_time(T0 + 900 * S)}/{format_time(t1)}"),
+    ]
+    assert sorted(pk) == sorted(by_ent) and info["entities"] == len(by_ent) + 1
+    assert any(len(r) == 1 and key(r[0])[0] < t0 for r in by_ent.values())  # parked
+    for eid, rows in by_ent.items():
+        p = pk[eid]
+        first = key(rows[0])[0]
+        assert p["availability"] == f"{format_time(max(first, t0))}/{format_time(t1)}"
+        samples = []
+        for e in rows:
+            q = e["position"]
+            samples += [round((key(e)[0] - first) / 1e9, 3), q["lon"], q["lat"], q["alt"]]
+        if len(rows) == 1:
+            assert p["position"]["cartographicDegrees"] == samples[1:]
+        else:
+            assert p["position"]["epoch"] == format_time(first)
+            assert p["position"]["cartographicDegrees"] == samples
+        assert [s_["string"] for s_ in p["properties"]["status"]] == [
+            s_
+            for i, s_ in enumerate(e["status"] for e in rows)
+            if i == 0 or rows[i - 1]["status"] != s_
+        ]
+    # the incident (positions without altitude: clamped), status intervals as lived
+    export_czml(store, tmp_path / "i.czml", types=["incident"])
+    (ip,) = json.loads((tmp_path / "i.czml").read_text())[1:]
+    assert [s_["string"] for s_ in ip["properties"]["status"]] == [
+        "reported",
+        "dispatched",
+        "on_scene",
+    ]
+    assert ip["properties"]["status"][1]["interval"] == (
+        f"{format_time(T0 + 200 * S)}/{format_time(T0 + 900 * S)}"
+    )
+    assert ip["billboard"]["heightReference"] == "CLAMP_TO_GROUND"
+    # GeoJSON snapshots: now and as of a time, by type
+    t = T0 + 1500 * S
+    n = export_geojson(store, tmp_path / "s.geojson", at=t, types=["person", "vehicle"])
+    fc = json.loads((tmp_path / "s.geojson").read_text())
+    then = {k: v for k, v in truth_states(evs, at=t).items() if v["entity_type"] in TYPES[:2]}
+    assert n == len(then) == len(fc["features"]) and fc["type"] == "FeatureCollection"
+    for f in fc["features"]:
+        e = then[f["id"]]
+        q = e["position"]
+        assert f["geometry"] == {"type": "Point", "coordinates": [q["lon"], q["lat"], q["alt"]]}
+        assert (f["properties"]["status"], f["properties"]["building"]) == (
+            e["status"],
+            e["attributes"]["building_id"],
+        )
+    # an output below a file: a clean error naming it, nothing left behind
+    with pytest.raises(OutputError, match="x.geojson"):
+        export_geojson(store, tmp_path / "s.geojson" / "x.geojson")
+    with pytest.raises(OutputError, match="x.czml"):
+        export_czml(store, tmp_path / "s.geojson" / "x.czml")
+
+
+def test_open_store_paths(tmp_path):
+    with open_store(tmp_path / "deep" / "dir" / "a.sqlite") as s:
+        assert s.apply([ev(1, 0)], now=NOW)[0].result == "applied"
+    with open_store(str(tmp_path / "deep" / "dir" / "a.sqlite")) as s:
+        assert s.state("urn:ngsi-ld:Vehicle:1").revision == 1
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(InputError, match="junk.sqlite"):
+        open_store(tmp_path / "junk.sqlite")

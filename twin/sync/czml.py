@@ -24,6 +24,7 @@ file is written packet by packet, to a temporary name, then renamed).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -68,9 +69,14 @@ def _interval(a: int, b: int) -> str:
     return f"{_iso(a)}/{_iso(b)}"
 
 
-def entity_packet(entity_id: str, etype: str, rows: list[dict], t_end: int) -> dict | None:
+def entity_packet(
+    entity_id: str, etype: str, rows: list[dict], t_end: int, t_start: int | None = None
+) -> dict | None:
     """The CZML packet of one entity from its history rows (oldest first), or None
-    when no row has a position. ``t_end`` (epoch ns) closes the last status interval."""
+    when no row has a position. ``t_end`` (epoch ns) closes the last status interval;
+    ``t_start`` (the window's start) clips availability and status intervals (a first
+    row before it is the state the entity had then: its position stays a sample at
+    its own time, so interpolation inside the window is exact)."""
     pos = [r for r in rows if r["lon"] is not None]
     if not pos:
         return None
@@ -85,11 +91,12 @@ def entity_packet(entity_id: str, etype: str, rows: list[dict], t_end: int) -> d
             0.0 if r["alt"] is None else r["alt"],
         ]
     last = rows[-1]["observed_ns"]
+    first = rows[0]["observed_ns"] if t_start is None else max(rows[0]["observed_ns"], t_start)
     pkt: dict = {
         "id": entity_id,
         "name": entity_id.rsplit(":", 1)[-1],
         "description": f"{etype} {entity_id}",
-        "availability": _interval(rows[0]["observed_ns"], max(last, t_end)),
+        "availability": _interval(first, max(last, t_end)),
     }
     if len(pos) == 1:
         pkt["position"] = {"cartographicDegrees": samples[1:]}
@@ -110,7 +117,7 @@ def entity_packet(entity_id: str, etype: str, rows: list[dict], t_end: int) -> d
         if not spans or spans[-1][2] != st:
             if spans:
                 spans[-1][1] = r["observed_ns"]
-            spans.append([r["observed_ns"], None, st])
+            spans.append([max(r["observed_ns"], first), None, st])
     if spans:
         spans[-1][1] = max(t_end, spans[-1][0])
         pkt["properties"] = {
@@ -142,6 +149,20 @@ def entity_packet(entity_id: str, etype: str, rows: list[dict], t_end: int) -> d
     return pkt
 
 
+def _track(store: Store, entity_id: str, lo: int | None, hi: int | None) -> list[dict]:
+    """History rows of one entity in [lo, hi], led by its state as of ``lo`` when it
+    was last observed before the window (an entity parked before ``t0`` is there
+    from ``t0`` on)."""
+    rows = store.history(entity_id, lo, hi)
+    if lo is None or (rows and rows[0]["observed_ns"] == lo):
+        return rows
+    e = store.state(entity_id, at=lo)
+    if e is None or e.observed_ns >= lo:
+        return rows
+    before = {k: getattr(e, k) for k in ("observed_ns", "lon", "lat", "alt", "status")}
+    return [before, *rows]
+
+
 def export_czml(
     store: Store,
     path: str | os.PathLike,
@@ -152,9 +173,11 @@ def export_czml(
     name: str = "twin live",
     multiplier: float = 10.0,
 ) -> dict:
-    """Write the history of the store's entities between ``t0`` and ``t1`` (epoch ns
-    or ISO 8601; default all) as a CZML document to ``path``; ``types`` limits the
-    entity types. Returns ``{"path", "packets", "entities", "samples", "t0", "t1"}``.
+    """Write the history of the store's entities between ``t0`` and ``t1`` (epoch ns,
+    ISO 8601 or an aware datetime; default all) as a CZML document to ``path``;
+    ``types`` limits the entity types. With ``t0``, an entity last observed before
+    it is exported from ``t0`` on, as it was then (its last earlier sample leads).
+    Returns ``{"path", "packets", "entities", "samples", "t0", "t1"}``.
 
     Raises :class:`OutputError` (naming the file) when it cannot be written; nothing
     is left at ``path`` then. Memory grows with one entity's history.
@@ -169,7 +192,7 @@ def export_czml(
     tracks = []
     first = last = None
     for e in ents:
-        rows = store.history(e.id, lo, hi)
+        rows = _track(store, e.id, lo, hi)
         if not rows:
             continue
         a, b = rows[0]["observed_ns"], rows[-1]["observed_ns"]
@@ -197,8 +220,8 @@ def export_czml(
         with open(tmp, "w") as f:
             f.write("[\n" + json.dumps(doc, separators=(",", ":")))
             for ent_id, etype in tracks:
-                rows = store.history(ent_id, lo, hi)
-                pkt = entity_packet(ent_id, etype, rows, end)
+                rows = _track(store, ent_id, lo, hi)
+                pkt = entity_packet(ent_id, etype, rows, end, lo)
                 if pkt is None:
                     continue
                 f.write(",\n" + json.dumps(pkt, separators=(",", ":"), allow_nan=False))
@@ -207,7 +230,8 @@ def export_czml(
             f.write("\n]\n")
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the parent is a file
+            tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write the CZML file: {exc}", path=path) from None
     return {
         "path": str(path),

@@ -6,6 +6,7 @@ then renamed. Memory grows with the number of entities in the snapshot."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -56,7 +57,8 @@ def export_geojson(store: Store, path: str | os.PathLike, at=None, types=None, b
         tmp.write_text(json.dumps(doc, separators=(",", ":"), allow_nan=False))
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the parent is a file
+            tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write the GeoJSON file: {exc}", path=path) from None
     return len(doc["features"])
 
