@@ -383,6 +383,13 @@ def test_incident_lifecycle_audit_trail_and_timers(store):
         parse_event(ev(30, 1, ent=inc, typ="incident", status="burning"), now=NOW)
 
 
+def test_entity_type_in_any_case(store):
+    outs = store.apply([ev(1, 0, typ="Vehicle"), ev(2, 1, typ=" VEHICLE ")], now=NOW)
+    assert [o.result for o in outs] == ["applied", "applied"]
+    assert store.state("urn:ngsi-ld:Vehicle:1").type == "vehicle"
+    assert store.count("vehicle") == 1
+
+
 # ----------------------------------------------------------------------------- times
 def test_time_forms():
     t = parse_time("2026-05-01T08:00:06.250Z")

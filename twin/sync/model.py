@@ -10,7 +10,7 @@ Event form (one JSON object; this is what ``events.ndjson`` holds)::
     {
       "event_id": "s0-P0001-000042",          # idempotency key, unique, <= 256 chars
       "entity_id": "urn:ngsi-ld:Person:P0001", # <= 256 chars
-      "entity_type": "person",                 # one of ENTITY_TYPES
+      "entity_type": "person",                 # one of ENTITY_TYPES (any case)
       "observed_at": "2026-05-01T08:00:01.000Z", # source time, ISO 8601 (or int epoch ns)
       "source": "synth/gps",                   # who says so (audit trail)
       "position": {"lon": 121.55, "lat": 29.87, "alt": 13.2},  # optional; WGS 84 (alt optional)
@@ -476,7 +476,9 @@ def parse_event(obj, *, now: int | None = None) -> Event:
     entity_id = _str(obj, "entity_id", required=True)
     etype = _str(obj, "entity_type", required=True)
     if etype not in ENTITY_TYPES:
-        raise EventError(f"unknown entity_type {etype!r} (one of {', '.join(ENTITY_TYPES)})")
+        if etype.strip().lower() not in ENTITY_TYPES:  # "Vehicle" as NGSI-LD writes it
+            raise EventError(f"unknown entity_type {etype!r} (one of {', '.join(ENTITY_TYPES)})")
+        etype = etype.strip().lower()
     if "observed_at" not in obj:
         raise EventError("missing field 'observed_at'")
     ns = check_time(parse_time(obj["observed_at"]), now)
