@@ -11,13 +11,26 @@ from twin.cli._common import emit_json
 @click.argument("images", type=click.Path(exists=True, file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option(
-    "--crs", default=None, help="CRS of the output points (default: the block's UTM zone)."
+    "--crs",
+    default=None,
+    help="CRS of the output points and of GCP coordinates without one: EPSG code, WKT, "
+    "'UTM' (the block's zone, default) or 'GK' (CGCS2000 3-degree Gauss-Kruger zone).",
 )
 @click.option(
     "--gcp",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Ground control points (OpenSfM ground_control_points.json).",
+    help="Ground control points: OpenSfM ground_control_points.json, OpenDroneMap "
+    "gcp_list.txt (CRS line, then 'x y z px py image [name]'), or CSV with a header "
+    "(name, x, y, z [, crs] [, image, px, py]).",
+)
+@click.option(
+    "--gcp-role",
+    type=click.Choice(["auto", "control", "check"]),
+    default="auto",
+    show_default=True,
+    help="GCPs in the georeferencing fit (control), only as check points, or control "
+    "when three or more are seen in two photos (auto).",
 )
 @click.option(
     "--masks",
@@ -50,7 +63,18 @@ from twin.cli._common import emit_json
 @click.option("--force", is_flag=True, help="Redo every step even if its inputs are unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def recon(
-    images, out, crs, gcp, masks, mapper, no_dense, dense_scale, max_cluster_views, force, as_json
+    images,
+    out,
+    crs,
+    gcp,
+    gcp_role,
+    masks,
+    mapper,
+    no_dense,
+    dense_scale,
+    max_cluster_views,
+    force,
+    as_json,
 ):
     """Reconstruct cameras and a dense point cloud (LAZ) from a folder of photos.
 
@@ -64,6 +88,7 @@ def recon(
       twin synth survey --preset small --no-lidar --no-events
       twin recon survey/images recon --crs EPSG:4550
       twin recon survey/images recon --crs EPSG:4550 --max-cluster-views 40
+      twin recon photos out --crs UTM --gcp gcp_list.txt --gcp-role check
     """
     from twin.progress import terminal
     from twin.recon.run import ReconOptions, reconstruct
@@ -81,6 +106,7 @@ def recon(
         out,
         crs=crs,
         gcp=gcp,
+        gcp_role=gcp_role,
         masks=masks,
         options=options,
         progress=None if as_json else terminal(),

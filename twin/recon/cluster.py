@@ -258,7 +258,7 @@ def dense_clustered(
             refs = set(c.refs)
             maps = []
             for i, v in zip(c.views, views, strict=True):
-                m = mvs.DepthMap.load(dense_dir / f"{Path(v.name).stem}.npz")
+                m = mvs.DepthMap.load(dense_dir / mvs.map_file_name(v.name))
                 if i not in refs:
                     m.confidence = np.full(m.depth.shape, -1.0, np.float32)
                 maps.append(m)

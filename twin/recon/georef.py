@@ -59,7 +59,7 @@ class PriorOptions:
     lever_arm_sigma_m: float = 0.1
     loss_px: float = 1.0  # soft-L1 scale of the reprojection error (pixels)
     huber: float = 3.0  # priors beyond this many σ are down-weighted
-    rounds: int = 4  # variance component estimation rounds (at most)
+    rounds: int = 12  # variance component estimation rounds (at most; weak blocks need ~10)
     sigma_tolerance: float = 0.05  # ... until no σ changes by more than this share
     max_iterations: int = 20  # LM iterations per round
 
@@ -580,10 +580,23 @@ def adjust_problem(
             info = np.einsum("nki,nk,nkj->ij", Jg, w_pos, Jg) * s_g**2
             cov = np.linalg.inv(info) + np.eye(3) * sig_rot**2 / att.sum()
             gap = _log(Q_a @ Q_g.T)[0]
-            chi2 = float(gap @ np.linalg.solve(cov, gap))
-            if chi2 > 16.27:
-                R_prior[att] = R_prior[att] @ (Q_a @ Q_g.T)
-                bias = {"deg": float(np.degrees(np.linalg.norm(gap))), "chi2": chi2}
+            # only rotations the GPS layout pins down: about an axis the centres' spread
+            # across which is within 3 GPS sigmas (one strip: its own line) the GPS
+            # rotation is noise, so an offset there can neither be seen nor removed
+            _, axes = np.linalg.eigh(info)
+            sig_pos = max(sig_h, sig_v)
+            keep = []
+            for u in axes.T:
+                across = d - np.outer(d @ u, u)
+                if np.sqrt(np.mean((across**2).sum(1))) * s_g > 3.0 * sig_pos:
+                    keep.append(u)
+            U = np.array(keep).reshape(-1, 3)
+            g_u = U @ gap
+            chi2 = float(g_u @ np.linalg.solve(U @ cov @ U.T, g_u)) if len(U) else 0.0
+            limit = {0: np.inf, 1: 10.83, 2: 13.82, 3: 16.27}[len(U)]
+            if chi2 > limit:
+                R_prior[att] = R_prior[att] @ _exp(U.T @ g_u)[0]
+                bias = {"deg": float(np.degrees(np.linalg.norm(g_u))), "chi2": chi2}
                 log.info("gimbal attitudes %.2f deg off the GPS: offset removed", bias["deg"])
     else:
         sig_rot = np.pi

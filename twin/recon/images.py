@@ -1,6 +1,8 @@
 """Image ingest: which photos of a folder can be used, and what their metadata says.
 
-:func:`scan_images` reads every file of a folder (no recursion) and returns an
+:func:`scan_images` reads every file of a folder and its subfolders (photo names are
+paths relative to it, e.g. ``nadir/0001.jpg``; hidden entries and ``masks`` folders
+are left out; suffixes in any case) and returns an
 :class:`ImageSet`: the usable :class:`ImageInfo` records and, for the rest, a
 :class:`Rejected` entry with the reason (not an image, corrupt JPEG, duplicate of another
 file, black or blank frame, far blurrier than the rest). Images without EXIF or
@@ -348,7 +350,18 @@ def scan_images(
     if masks is None and (folder.parent / "masks").is_dir():
         masks = folder.parent / "masks"
     masks = Path(masks) if masks is not None else None
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    skip = {masks.resolve()} if masks is not None and masks.is_dir() else set()
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".")
+            and d.lower() not in ("masks", "mask")
+            and (Path(root) / d).resolve() not in skip
+        )
+        files += [Path(root) / n for n in sorted(names) if not n.startswith(".")]
+    files = sorted(files, key=lambda p: p.relative_to(folder).as_posix())
     candidates = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if not candidates:
         raise InputError(
@@ -358,14 +371,15 @@ def scan_images(
     rejected: list[Rejected] = []
     seen: dict[str, str] = {}
     for p in candidates:
+        rel = p.relative_to(folder).as_posix()
         try:
             data = p.read_bytes()
         except OSError as exc:
-            rejected.append(Rejected(p.name, f"cannot read: {exc.strerror}"))
+            rejected.append(Rejected(rel, f"cannot read: {exc.strerror}"))
             continue
         digest = hashlib.sha256(data).hexdigest()
         if digest in seen:
-            rejected.append(Rejected(p.name, f"duplicate of {seen[digest]} (identical bytes)"))
+            rejected.append(Rejected(rel, f"duplicate of {seen[digest]} (identical bytes)"))
             continue
         try:
             with Image.open(p) as img:
@@ -376,22 +390,22 @@ def scan_images(
                 grey = _grey_small(img)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             why = "not a readable image" if isinstance(exc, UnidentifiedImageError) else str(exc)
-            rejected.append(Rejected(p.name, f"corrupt or unreadable image: {why}"))
+            rejected.append(Rejected(rel, f"corrupt or unreadable image: {why}"))
             continue
         if min(width, height) < 64:
-            rejected.append(Rejected(p.name, f"too small ({width}x{height} px)"))
+            rejected.append(Rejected(rel, f"too small ({width}x{height} px)"))
             continue
         if grey.std() < min_contrast:
             rejected.append(
                 Rejected(
-                    p.name,
+                    rel,
                     f"blank frame (grey mean {grey.mean():.0f}, std {grey.std():.1f}): "
                     "black, overexposed or lens cap",
                 )
             )
             continue
-        seen[digest] = p.name
-        info = ImageInfo(path=p, name=p.name, width=width, height=height, sha256=digest)
+        seen[digest] = rel
+        info = ImageInfo(path=p, name=rel, width=width, height=height, sha256=digest)
         info.sharpness = _sharpness(grey)
         exif = read_exif(p) if p.suffix.lower() in (".jpg", ".jpeg", ".tif", ".tiff") else {}
         if not exif:
@@ -413,7 +427,7 @@ def scan_images(
         if "AbsoluteAltitude" in xmp and info.alt is None and info.has_gps:
             info.alt = xmp["AbsoluteAltitude"]
         _focal(info, exif, focal_factor)
-        info.mask = _find_mask(masks, p.name)
+        info.mask = _find_mask(masks, rel)
         images.append(info)
     if len(images) >= 5:
         med = float(np.median([im.sharpness for im in images]))

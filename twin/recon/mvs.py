@@ -145,6 +145,13 @@ def undistort_rgb(rgb: np.ndarray, f: float, cx: float, cy: float, k1: float) ->
     return out
 
 
+def map_file_name(name: str) -> str:
+    """File name of a view's depth map: the image name without its suffix, folders
+    joined by ``__`` (photos in subfolders may share a file name)."""
+    p = Path(name)
+    return "__".join([*p.parent.parts, p.stem]) + ".npz"
+
+
 def load_views(cameras: dict, image_dir: Path, *, scale: float = 1.0) -> list[View]:
     """Views of a ``cameras.json``-style dict (``sfm.cameras_dict`` output or the
     synthetic survey's file), images read from ``image_dir`` and resized by ``scale``."""
@@ -371,7 +378,7 @@ def compute_depth_maps(
     out: list[DepthMap] = []
     with progress.step("dense matching", total=len(which)) as advance:
         for i in which:
-            dst = Path(out_dir) / f"{Path(views[i].name).stem}.npz" if out_dir else None
+            dst = Path(out_dir) / map_file_name(views[i].name) if out_dir else None
             if dst is not None and dst.exists():
                 out.append(DepthMap.load(dst))
                 advance(1)

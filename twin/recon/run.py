@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twin.errors import OutputError
+from twin.errors import InputError, OutputError, ParameterError
 from twin.fileio import atomic_path, write_json
 from twin.recon import sfm
 from twin.recon.images import scan_images
@@ -84,23 +84,50 @@ def reconstruct(
     masks: str | os.PathLike | None = None,
     options: ReconOptions | None = None,
     progress=None,
+    gcp_role: str = "auto",
 ) -> dict:
     """Run ingest, SfM, georeferencing, dense matching and fusion; return the report.
 
-    ``crs``: CRS of the output points and camera centres (default: the UTM zone of the
-    block). ``gcp``: a ground control point file (:func:`twin.recon.sfm.read_gcps`).
+    ``crs``: CRS of the output points and camera centres: an EPSG code, ``"EPSG:n"``,
+    WKT or PROJ string, ``"UTM"`` (the block's WGS 84 UTM zone, also the default) or
+    ``"GK"`` / ``"CGCS2000"`` (the block's CGCS2000 3-degree Gauss–Krüger zone).
+    ``gcp``: a ground control point file (:mod:`twin.recon.gcp`: OpenSfM JSON,
+    OpenDroneMap ``gcp_list.txt``, CSV; coordinates without a CRS are in ``crs``).
+    ``gcp_role``: ``"auto"``, ``"control"`` or ``"check"``
+    (:func:`twin.recon.sfm.georeference`).
     """
     import pycolmap
 
-    from twin.crs import GEODETIC_3D, LocalFrame, crs_label, parse_crs, utm_crs_for
+    from twin.crs import (
+        GEODETIC_3D,
+        LocalFrame,
+        cgcs2000_gk_crs_for,
+        crs_label,
+        parse_crs,
+        utm_crs_for,
+    )
     from twin.progress import ensure
 
     options = options or ReconOptions()
     progress = ensure(progress)
+    if gcp_role not in ("auto", "control", "check"):
+        raise ParameterError(f"gcp_role must be auto, control or check, not {gcp_role!r}")
+    auto_crs = None
+    if isinstance(crs, str) and crs.strip().lower() in ("utm", "auto", "gk", "cgcs2000"):
+        auto_crs, crs = crs.strip().lower(), None
+    elif isinstance(crs, str) and crs.strip().isdigit():
+        crs = f"EPSG:{crs.strip()}"
+    out_crs = parse_crs(crs) if crs is not None else None  # a bad CRS fails before SfM
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError("exists and is not a folder", path=out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write the output folder: {exc.strerror}", path=out) from None
     state_path = out / "state.json"
     state = {} if options.force or not state_path.exists() else json.loads(state_path.read_text())
     timings: dict[str, float] = {}
@@ -109,6 +136,7 @@ def reconstruct(
     def save_state():
         write_json(state_path, state)
 
+    gcps = sfm.read_gcps(gcp, crs=out_crs) if gcp else None  # a bad file fails first
     # ---------------------------------------------------------------- ingest
     t0 = time.perf_counter()
     with progress.step("image ingest"):
@@ -119,15 +147,31 @@ def reconstruct(
         {**images.summary(), "images": [im.to_dict() for im in images.images]},
     )
     report["images"] = images.summary()
-    gcps = sfm.read_gcps(gcp) if gcp else None
+    if len(images.images) < 2:
+        raise InputError(
+            f"structure from motion needs two or more usable photos, the folder has "
+            f"{len(images.images)}"
+            + "".join(f"; {r.name} skipped: {r.reason}" for r in images.rejected[:3]),
+            path=images_dir,
+        )
     frame = sfm.default_frame(images)
     if frame is None and gcps:
         llh = np.array([g["llh"] for g in gcps if g["llh"] is not None])
         if len(llh):
             frame = LocalFrame(*(float(v) for v in llh.mean(0)))
-    out_crs = parse_crs(crs) if crs is not None else None
+    gcp_check = None
+    if gcps:
+        from twin.recon.gcp import check_gcps_against_block
+
+        gps = sfm.gps_enu(images, frame) if frame is not None else np.zeros((0, 3))
+        gcp_check = check_gcps_against_block(
+            gcps, [im.name for im in images.images], frame, gps, path=gcp
+        )
     if out_crs is None and frame is not None:
-        out_crs = utm_crs_for(frame.lon, frame.lat)
+        if auto_crs in ("gk", "cgcs2000"):
+            out_crs = cgcs2000_gk_crs_for(frame.lon)
+        else:
+            out_crs = utm_crs_for(frame.lon, frame.lat)
 
     # ---------------------------------------------------------------- features + matches
     fkey = _key(
@@ -192,7 +236,7 @@ def reconstruct(
     # ---------------------------------------------------------------- georeference
     t0 = time.perf_counter()
     with progress.step("georeferencing"):
-        geo = sfm.georeference(rec, images, frame=frame, gcps=gcps)
+        geo = sfm.georeference(rec, images, frame=frame, gcps=gcps, gcp_role=gcp_role)
         sfm.apply_georef(rec, geo)
         adjusted = None
         gcp_control = bool(geo.gcp) and geo.gcp["role"].startswith("control")
@@ -203,6 +247,8 @@ def reconstruct(
             if adjusted is not None and gcps:
                 geo.gcp = check_gcps(rec, images, gcps, geo.frame)
     timings["georeference"] = time.perf_counter() - t0
+    if geo.gcp and gcp_check is not None:
+        geo.gcp = {**geo.gcp, **gcp_check}
     report["georeference"] = {
         "frame": geo.frame.to_dict(),
         "scale": geo.scale,

@@ -34,7 +34,6 @@ COLMAP holds the sparse model in memory (a few hundred bytes per 3D point).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -548,6 +547,34 @@ def _rotation_mean(mats: np.ndarray, weights: np.ndarray | None = None) -> np.nd
     return U @ D @ Vt
 
 
+def _fit_with_attitude(src, dst, R0, var_c: float, sig_rot: float):
+    """Similarity ``dst ≈ s R src + t`` with a prior ``R ≈ R0`` (σ ``sig_rot`` radians)
+    and position residuals of variance ``var_c`` per coordinate; returns R, s, t."""
+    from scipy.optimize import least_squares
+
+    s0, t0 = _scale_translation(src, dst, R0)
+
+    def fun(x):
+        R = _rotvec_matrix(x[:3]) @ R0
+        r = np.exp(x[3]) * src @ R.T + x[4:] - dst
+        return np.concatenate([r.ravel() / np.sqrt(var_c), x[:3] / sig_rot])
+
+    x = least_squares(fun, np.r_[0.0, 0.0, 0.0, np.log(s0), t0], method="lm").x
+    return _rotvec_matrix(x[:3]) @ R0, float(np.exp(x[3])), x[4:]
+
+
+def _rotvec(R: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_matrix(R).as_rotvec()
+
+
+def _rotvec_matrix(v: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_rotvec(v).as_matrix()
+
+
 def _angle_deg(R: np.ndarray) -> np.ndarray:
     tr = np.trace(R, axis1=-2, axis2=-1)
     return np.degrees(np.arccos(np.clip((tr - 1) / 2, -1, 1)))
@@ -572,12 +599,16 @@ def georeference(
     frame=None,
     gcps: list[dict] | None = None,
     threshold: float | None = None,
+    gcp_role: str = "auto",
 ) -> Georef:
     """Similarity from the SfM frame to ENU metres (see the module docstring).
 
     ``threshold``: RANSAC inlier distance (m); by default 3x the median residual of a
     first all-points fit, at least 1 m. Raises :class:`TwinError` with fewer than
-    three registered images with GPS and no GCPs.
+    three registered images with GPS and no GCPs. ``gcp_role``: ``"auto"`` (GCPs join
+    the fit when three or more are triangulated, else they are checks), ``"control"``
+    (they must join: raises :class:`TwinError` with fewer than three triangulated) or
+    ``"check"`` (never in the fit; residuals only).
     """
     from twin.crs import GEODETIC_3D, LocalFrame
 
@@ -594,7 +625,15 @@ def georeference(
     enu = frame.from_crs(llh, GEODETIC_3D) if len(names) else np.zeros((0, 3))
     src = np.array([poses[n][1] for n in names]).reshape(-1, 3)
     gcp_fit = _gcp_points(rec, images, gcps or [], frame)
-    use_gcp = len(gcp_fit["names"]) >= 3
+    if gcp_role not in ("auto", "control", "check"):
+        raise InputError(f"gcp_role must be auto, control or check, not {gcp_role!r}")
+    use_gcp = len(gcp_fit["names"]) >= 3 and gcp_role != "check"
+    if gcp_role == "control" and gcps and not use_gcp:
+        raise TwinError(
+            f"GCPs as control need three with a position, each seen in two or more "
+            f"registered photos; {len(gcp_fit['names'])} of {len(gcps)} qualify "
+            "(use them as checks instead)"
+        )
     if len(names) < 3 and not use_gcp:
         raise TwinError(
             f"georeferencing needs three registered images with GPS (or three GCPs); "
@@ -622,23 +661,53 @@ def georeference(
         )
         Qm = _rotation_mean(Q)
         spread = float(np.sqrt(np.mean(_angle_deg(np.einsum("ij,njk->nik", Qm.T, Q)) ** 2)))
-        sig_g = max(spread, 0.005) / np.sqrt(len(gim))
+        sig_g = np.radians(max(spread, 0.005)) / np.sqrt(len(gim))
+        # the GPS rotation's covariance (radians², world axes) from the camera layout:
+        # a rotation about an axis is pinned by the cameras' spread across it, so a
+        # single strip leaves the rotation about its own line open (then the gimbal
+        # angles decide it)
         a = s * src[inl] @ R.T
-        extent = float(np.sqrt(((a - a.mean(0)) ** 2).sum(1).mean()))
-        res = np.linalg.norm(a + t - enu[inl], axis=1)
-        sig_p = np.degrees(float(np.sqrt(np.mean(res**2))) / max(extent, 1e-9)) / np.sqrt(inl.sum())
+        a = a - a.mean(0)
+        res = np.linalg.norm(a + s * src[inl].mean(0) @ R.T + t - enu[inl], axis=1)
+        var_c = max(float(np.mean(res**2)) / 3.0, 1e-6)  # per coordinate (m²)
+        info = (a**2).sum() * np.eye(3) - a.T @ a
+        cov_p = var_c * np.linalg.inv(info + 1e-9 * np.trace(info) * np.eye(3) + 1e-12)
         # a common offset of the gimbal angles (compass, boresight) shows as a gap to
         # the GPS rotation beyond both precisions: then the GPS rotation stands
-        gap = float(_angle_deg(R @ Qm.T))
-        if spread < 5.0 and gap > 3.0 * float(np.hypot(sig_p, sig_g)):
+        delta = _rotvec(Qm @ R.T)
+        cov = cov_p + sig_g**2 * np.eye(3)
+        mahal = float(np.sqrt(delta @ np.linalg.solve(cov, delta)))
+        gap = float(np.degrees(np.linalg.norm(delta)))
+        sig_p = float(np.degrees(np.sqrt(np.linalg.eigvalsh(cov_p).max())))
+        weak = sig_p > 1.0
+        if spread < 5.0 and mahal > 3.0 and not weak:
             source = f"gps (gimbal angles {gap:.2f} deg off the GPS rotation: not used)"
         elif spread < 5.0:
-            w = np.array([1 / sig_p**2, 1 / sig_g**2])
-            R = _rotation_mean(np.stack([R, Qm]), w / w.sum())
-            s, t = _scale_translation(src[inl], enu[inl], R)
+            # information-weighted: exp(K delta) R, K = (I_p + I_g)^-1 I_g
+            Ip = np.linalg.inv(cov_p)
+            Ig = np.eye(3) / sig_g**2
+            K = np.linalg.solve(Ip + Ig, Ig)
+            wg = float(np.trace(K)) / 3.0
+            if weak:
+                # far from linear: solve GPS positions and the attitude prior together,
+                # starting from the gimbal rotation
+                R, s, t = _fit_with_attitude(src[inl], enu[inl], Qm, var_c, sig_g)
+            else:
+                R = _rotvec_matrix(K @ delta) @ R
+                s, t = _scale_translation(src[inl], enu[inl], R)
             source = (
-                f"gps+gimbal (gimbal weight {w[1] / w.sum():.2f}, spread {spread:.3f} deg, "
-                f"{gap:.3f} deg off the GPS rotation, sigma {sig_p:.3f} deg)"
+                f"gps+gimbal (gimbal weight {wg:.2f}, spread {spread:.3f} deg, "
+                f"{gap:.3f} deg off the GPS rotation, GPS sigma up to {sig_p:.3f} deg)"
+            )
+        if weak and not source.startswith("gps+gimbal"):
+            source += " (camera positions nearly on a line: rotation about it uncertain)"
+    elif inl.sum() >= 3:
+        a = enu[inl] - enu[inl].mean(0)
+        ev = np.linalg.eigvalsh(a.T @ a)
+        if ev[1] < 1e-3 * ev[2] or np.sqrt(ev[1] / len(a)) < 2.0:
+            source += (
+                " (camera positions nearly on a line, no gimbal angles: "
+                "rotation about it uncertain)"
             )
     if use_gcp:
         # GCPs (weighted as many cameras) refine the similarity with the GPS inliers
@@ -665,44 +734,13 @@ def georeference(
 
 
 # ----------------------------------------------------------------------- GCPs
-def read_gcps(path: str | os.PathLike) -> list[dict]:
-    """Ground control points: OpenSfM ``ground_control_points.json`` (``points`` with
-    ``position`` {latitude, longitude, altitude} and ``observations`` of ``shot_id``
-    and ``projection`` in OpenSfM normalised image coordinates) or the same with
-    ``pixel`` [u, v] observations. Points without a position are kept (no check)."""
-    p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-        out = []
-        for pt in d["points"]:
-            pos = pt.get("position")
-            obs = []
-            for o in pt.get("observations", []):
-                obs.append(
-                    {
-                        "image": str(o["shot_id"]),
-                        "projection": o.get("projection"),
-                        "pixel": o.get("pixel"),
-                    }
-                )
-            out.append(
-                {
-                    "id": str(pt.get("id", len(out))),
-                    "llh": None
-                    if not pos
-                    else [
-                        float(pos["longitude"]),
-                        float(pos["latitude"]),
-                        float(pos.get("altitude", 0.0)),
-                    ],
-                    "observations": obs,
-                }
-            )
-    except FileNotFoundError:
-        raise InputError("no such GCP file", path=p) from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"not a ground control point file: {exc!r}", path=p) from None
-    return out
+def read_gcps(path: str | os.PathLike, crs=None) -> list[dict]:
+    """Ground control points from OpenSfM JSON, OpenDroneMap ``gcp_list.txt`` or CSV
+    (see :mod:`twin.recon.gcp`); ``crs``: the CRS of coordinates in a file that names
+    none. Points without a position are kept (no check)."""
+    from twin.recon.gcp import read_gcps as _read
+
+    return _read(path, crs=crs)
 
 
 def _gcp_pixel(obs: dict, cam) -> np.ndarray | None:
