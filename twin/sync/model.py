@@ -46,6 +46,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import numbers
 import re
 import time
 from dataclasses import dataclass, field
@@ -191,8 +192,9 @@ def format_time(ns: int) -> str:
 
 
 def parse_time(value, *, what: str = "observed_at") -> int:
-    """ISO 8601 with a zone (``Z`` or ``+hh:mm``), an aware :class:`datetime`, or int
-    epoch ns -> epoch ns UTC.
+    """ISO 8601 with a zone (``Z`` or ``+hh:mm``), an aware :class:`datetime` (or
+    pandas Timestamp), a NumPy ``datetime64`` (UTC) or int epoch ns (NumPy integers
+    too) -> epoch ns UTC.
 
     Raises :class:`EventError` for anything else (naive times, strings or datetimes,
     are refused: a time without a zone is ambiguous)."""
@@ -200,6 +202,13 @@ def parse_time(value, *, what: str = "observed_at") -> int:
         raise EventError(f"{what} must be an ISO 8601 string or epoch ns, got a boolean")
     if isinstance(value, int):
         return value
+    if isinstance(value, numbers.Integral):  # numpy integers
+        return int(value)
+    if type(value).__name__ == "datetime64":  # numpy: UTC by convention
+        ns = value.astype("datetime64[ns]").astype("int64")
+        if value != value:  # NaT
+            raise EventError(f"{what} is NaT")
+        return int(ns)
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise EventError(
