@@ -594,6 +594,41 @@ def test_ngsi_ld_forms_in(store):
             parse_event(bad, now=NOW)
 
 
+def test_ngsi_ld_notification_from_a_broker(client, store, tmp_path):
+    """A FIWARE broker's subscription POSTs Notifications: their entities are events."""
+    note = {
+        "id": "urn:ngsi-ld:Notification:1",
+        "type": "Notification",
+        "subscriptionId": "urn:ngsi-ld:Subscription:vehicles",
+        "notifiedAt": "2026-05-01T08:00:30Z",
+        "data": [
+            {
+                "id": "urn:ngsi-ld:Vehicle:7",
+                "type": "Vehicle",
+                "location": {
+                    "type": "GeoProperty",
+                    "value": {"type": "Point", "coordinates": [LON, LAT]},
+                    "observedAt": "2026-05-01T08:00:20Z",
+                },
+            },
+            {"id": "urn:ngsi-ld:Vehicle:8", "type": "Vehicle", "speed": 4.0},  # no time
+            {"id": "urn:ngsi-ld:Vehicle:9", "type": "Spaceship"},
+        ],
+    }
+    r = client.post(
+        "/events", json=note, headers=H(ADMIN, **{"Content-Type": "application/ld+json"})
+    )
+    outs = r.json()["outcomes"]
+    assert [o["result"] for o in outs] == ["applied", "applied", "rejected"]
+    assert store.state("urn:ngsi-ld:Vehicle:7").observed_at == "2026-05-01T08:00:20.000Z"
+    assert store.state("urn:ngsi-ld:Vehicle:8").observed_at == "2026-05-01T08:00:30.000Z"
+    p = tmp_path / "note.json"
+    p.write_text(json.dumps({**note, "notifiedAt": "2026-05-01T08:00:40Z"}))
+    rep = replay(p, store, now=NOW)
+    assert (rep.applied, rep.malformed) == (1, 1)  # Vehicle:7 is the same event again
+    assert store.state("urn:ngsi-ld:Vehicle:8").revision == 2
+
+
 def test_ngsi_ld_forms_out_round_trip(store):
     store.apply(
         [

@@ -555,7 +555,33 @@ def _ngsi_observed(obj: dict) -> object | None:
                 best = ns
     if best is not None:
         return best
-    return _ngsi_value(obj.get("dateObserved"))
+    if obj.get("dateObserved") is not None:
+        return _ngsi_value(obj.get("dateObserved"))
+    return obj.get("modifiedAt")
+
+
+def ngsi_notification_entities(obj: dict) -> list | None:
+    """The entities of an NGSI-LD Notification (``{"type": "Notification",
+    "notifiedAt": .., "data": [entities]}``, what a FIWARE broker's subscription
+    POSTs), or None when ``obj`` is not one. An entity without any time of its own
+    takes the notification's ``notifiedAt``."""
+    if not (isinstance(obj, dict) and obj.get("type") == "Notification"):
+        return None
+    data = obj.get("data")
+    if not isinstance(data, list):
+        raise EventError("an NGSI-LD notification needs a data array")
+    at = obj.get("notifiedAt")
+    out = []
+    for e in data:
+        if at is not None and isinstance(e, dict) and "observedAt" not in e:
+            try:
+                own = _ngsi_observed(e)
+            except EventError:
+                own = "invalid"  # its own time is refused where it is parsed
+            if own is None:
+                e = {**e, "observedAt": at}
+        out.append(e)
+    return out
 
 
 def from_ngsi_ld(obj, *, now: int | None = None, event_id: str | None = None) -> Event:
@@ -568,7 +594,8 @@ def from_ngsi_ld(obj, *, now: int | None = None, event_id: str | None = None) ->
     ``Sensor``; a full URI's last segment counts), ``location`` (a Point, ``[lon,
     lat]`` or ``[lon, lat, alt]``, WGS 84), ``status``, ``heading``, ``speed``,
     ``source``; the time is ``observedAt`` on the entity, else the latest
-    ``observedAt`` of its attributes, else ``dateObserved``; ``eventId`` (else
+    ``observedAt`` of its attributes, else ``dateObserved``, else ``modifiedAt``;
+    ``eventId`` (else
     ``id@observedAt`` is the idempotency key). Other attributes become attributes
     (``buildingId`` -> ``building_id``; system attributes such as ``modifiedAt`` are
     dropped).
@@ -855,6 +882,7 @@ __all__ = [
     "event_from_record",
     "format_time",
     "from_feature",
+    "ngsi_notification_entities",
     "from_ngsi_ld",
     "parse_event",
     "parse_position",

@@ -13,9 +13,9 @@ Formats (``fmt``, default: from the file name, else from its first character):
   ``event_id``; other columns become attributes), see
   :func:`twin.sync.model.event_from_record`. Streamed row by row.
 * **GeoJSON** (``.geojson``, ``.json``): a FeatureCollection of Point features (event
-  fields in ``properties``; an old-style ``crs`` member is honoured), or a JSON array
-  of events. Read whole: memory grows with the file. A ``.json`` file that is not one
-  JSON document is read as NDJSON.
+  fields in ``properties``; an old-style ``crs`` member is honoured), a JSON array
+  of events, or an NGSI-LD Notification. Read whole: memory grows with the file. A
+  ``.json`` file that is not one JSON document is read as NDJSON.
 
 A UTF-8 byte order mark and CRLF line ends are fine. Every record goes through the
 one validation path (:func:`twin.sync.model.parse_event`); a malformed one is
@@ -47,6 +47,7 @@ from twin.sync.model import (
     event_from_record,
     format_time,
     from_feature,
+    ngsi_notification_entities,
     parse_event,
 )
 from twin.sync.store import REJECTED, Store
@@ -310,7 +311,9 @@ def _document(doc, p: Path, crs, now, report: ReplayReport) -> Iterator[tuple[in
                 continue
             yield i, _one(lambda o: from_feature(o, now=now, crs=crs), feat)
         return
-    items = doc if isinstance(doc, list) else [doc]
+    items = ngsi_notification_entities(doc) if isinstance(doc, dict) else None
+    if items is None:
+        items = doc if isinstance(doc, list) else [doc]
     report.unit = "item"
     for i, item in enumerate(items, start=1):
         if crs is None:

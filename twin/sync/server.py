@@ -14,7 +14,9 @@ takes ``?token=`` because browsers cannot set headers on it)::
 Times (``at``, ``t0``, ``t1``) are ISO 8601 with a zone or epoch seconds, ms, us or
 ns (told apart by magnitude). ``format=ngsi-ld`` (or ``Accept: application/ld+json``)
 returns entities in NGSI-LD normalized form, ``&options=keyValues`` simplified.
-``POST /events`` takes twin's events, NGSI-LD entities and GeoJSON Features alike.
+``POST /events`` takes twin's events, NGSI-LD entities (also wrapped in an NGSI-LD
+Notification, so a FIWARE broker's subscription can point at it) and GeoJSON
+Features alike.
 
 Tokens (a dict, or a JSON/TOML file with the same shape)::
 
@@ -72,7 +74,14 @@ from fastapi.responses import JSONResponse, Response
 
 from twin.errors import InputError, ParameterError
 from twin.sync.ingest import Ingestor, count_outcomes
-from twin.sync.model import ENTITY_TYPES, Entity, EventError, parse_time_arg, to_ngsi_ld
+from twin.sync.model import (
+    ENTITY_TYPES,
+    Entity,
+    EventError,
+    ngsi_notification_entities,
+    parse_time_arg,
+    to_ngsi_ld,
+)
 from twin.sync.store import Store
 
 log = logging.getLogger(__name__)
@@ -248,7 +257,8 @@ def _out(e: Entity, shape: str) -> dict:
 def split_body(body: bytes, content_type: str | None) -> list:
     """A request body -> list of raw events (dicts, or JSON text of NDJSON lines that
     the one validation path parses). A JSON array, one JSON object, a GeoJSON
-    FeatureCollection (one event per Feature), or NDJSON."""
+    FeatureCollection (one event per Feature), an NGSI-LD Notification (its entities,
+    as a FIWARE broker's subscription sends them), or NDJSON."""
     text = body.lstrip()
     ct = (content_type or "").split(";")[0].strip().lower()
     if ct not in ("application/x-ndjson", "application/ndjson") and text[:1] in (b"[", b"{"):
@@ -263,6 +273,8 @@ def split_body(body: bytes, content_type: str | None) -> list:
         if isinstance(obj, dict):
             if obj.get("type") == "FeatureCollection" and isinstance(obj.get("features"), list):
                 return obj["features"]
+            if obj.get("type") == "Notification" and isinstance(obj.get("data"), list):
+                return ngsi_notification_entities(obj)
             return [obj]
     return [ln for ln in body.split(b"\n") if ln.strip()]
 
