@@ -989,6 +989,20 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
         assert h.exit_code == 0 and "Example" in h.output
 
 
+def test_cli_replay_from_standard_input(tmp_path):
+    db = tmp_path / "live.sqlite"
+    nd = "\n".join(json.dumps(ev(i, i, typ="Vehicle")) for i in range(3)) + "\n"
+    r = CliRunner().invoke(main, ["sync", "replay", "-", "--db", str(db), "--json"], input=nd)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["applied"] == 3
+    text = "entity_id,type,time,lon,lat\nurn:ngsi-ld:Vehicle:1,vehicle,1777622410,121.5,29.8\n"
+    args = ["sync", "replay", "-", "--db", str(db), "--format", "csv", "--json"]
+    r = CliRunner().invoke(main, args, input=text)
+    assert r.exit_code == 0 and json.loads(r.output)["applied"] == 1, r.output
+    with SQLiteStore(db) as s:
+        assert s.state("urn:ngsi-ld:Vehicle:1").revision == 4
+
+
 # ----------------------------------------------------------------------------- HTTP
 ADMIN, TRAFFIC, VIEWER = "admin-token-0001", "traffic-token-01", "viewer-token-001"
 TOKENS = {
@@ -1054,7 +1068,7 @@ def test_http_ingest_forms_and_reads_against_truth(client, store):
     assert ld == ng
     # queries: bbox, type, building, floor, status, time
     bbox = "121.52,29.82,121.58,29.88"
-    got = client.get(f"/entities?bbox={bbox}&type=vehicle,person", headers=H(VIEWER)).json()
+    got = client.get(f"/entities?bbox={bbox}&type=Vehicle,person", headers=H(VIEWER)).json()
     assert [x["id"] for x in got["entities"]] == [
         x.id for x in store.query(bbox=(121.52, 29.82, 121.58, 29.88), types=["vehicle", "person"])
     ]

@@ -32,6 +32,7 @@ import csv
 import io
 import json
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -133,8 +134,9 @@ def replay(
     clock: Callable[[], float] = time.monotonic,
 ) -> ReplayReport:
     """Replay the event file ``path`` (NDJSON, CSV or GeoJSON: see the module doc;
-    ``fmt`` forces one) into ``store``. ``crs``: the CRS of positions that name none
-    (CSV x/y columns, GeoJSON coordinates); default WGS 84.
+    ``fmt`` forces one; ``"-"`` reads standard input, NDJSON unless ``fmt`` says
+    otherwise or its first bytes show it) into ``store``. ``crs``: the CRS of
+    positions that name none (CSV x/y columns, GeoJSON coordinates); default WGS 84.
 
     ``speed=None`` applies as fast as possible; ``speed=k`` paces by ``observed_at``:
     an event ``dt`` seconds after the first one is applied no earlier than ``dt / k``
@@ -203,13 +205,17 @@ def replay(
             flush()
         return True
 
+    stdin = str(path) == "-"
     try:
-        f = open(p, "rb")  # noqa: SIM115
+        f = _Keep(sys.stdin.buffer) if stdin else open(p, "rb")  # noqa: SIM115
     except OSError as exc:
         raise InputError(f"cannot read the event file: {exc.strerror}", path=p) from None
+    if stdin and fmt is None:
+        fmt = "ndjson" if not hasattr(f.raw, "peek") else detect_format(p, f.raw.peek(64))
     with f:
         try:
-            for ln, ev in _records(f, p, fmt, crs, now, report):
+            src = f.raw if stdin else f
+            for ln, ev in _records(src, p, fmt, crs, now, report):
                 report.lines = ln
                 if isinstance(ev, EventError):
                     report.malformed += 1
@@ -225,6 +231,19 @@ def replay(
     report.last_observed = format_time(t_last) if t_last is not None else None
     report.seconds = clock() - start
     return report
+
+
+class _Keep:
+    """Standard input for ``with``: iterated and read, never closed."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def __enter__(self):
+        return self.raw
+
+    def __exit__(self, *exc):
+        return False
 
 
 def detect_format(path: str | os.PathLike, head: bytes = b"") -> str:

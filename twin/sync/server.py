@@ -211,7 +211,7 @@ def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
 def _types(text: str | None) -> list[str] | None:
     if not text:
         return None
-    types = [t.strip() for t in text.split(",") if t.strip()]
+    types = [t.strip().lower() for t in text.split(",") if t.strip()]
     bad = [t for t in types if t not in ENTITY_TYPES]
     if bad:
         raise ParameterError(f"unknown entity types {bad} (one of {', '.join(ENTITY_TYPES)})")
