@@ -935,6 +935,16 @@ def test_cli_replay_state_and_exports(tmp_path):
     gj = tmp_path / "snap.geojson"
     r = cli("sync", "export-geojson", "--db", db, gj, "--at", format_time(t), "--json")
     assert r.exit_code == 0 and json.loads(r.output)["features"] == len(truth_states(evs, at=t))
+    box = (121.5, 29.8, 121.55, 29.85)
+    r = cli("sync", "export-geojson", "--db", db, gj, "--bbox", ",".join(map(str, box)))
+    inside = [
+        k
+        for k, v in truth_states(evs).items()
+        if box[0] <= v["position"]["lon"] <= box[2] and box[1] <= v["position"]["lat"] <= box[3]
+    ]
+    assert r.exit_code == 0 and sorted(
+        f["id"] for f in json.loads(gj.read_text())["features"]
+    ) == sorted(inside)
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path):
@@ -971,6 +981,10 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
             "is not an ISO 8601 time",
         ),
         (["sync", "indicators", "--db", db, "--t0", "then"], "is not an ISO 8601 time"),
+        (
+            ["sync", "export-geojson", "--db", db, tmp_path / "x.geojson", "--bbox", "1,2"],
+            "bbox must be",
+        ),
     ]
     for args, msg in cases:
         r = cli(*args)

@@ -43,6 +43,15 @@ def _type_list(text: str | None) -> list[str] | None:
     return types
 
 
+def _bbox_arg(text: str | None):
+    """``lon0,lat0,lon1,lat1`` -> a 4-tuple of floats (ParameterError otherwise)."""
+    if not text:
+        return None
+    from twin.sync.server import _bbox
+
+    return _bbox(text)
+
+
 _db_option = click.option(
     "--db",
     default="twin-live.sqlite",
@@ -305,8 +314,14 @@ def sync_export_czml(db, out, t0, t1, types, as_json):
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--at", default=None, help="Snapshot time (ISO 8601); default: now.")
 @click.option("--types", default=None, help="Comma-separated entity types.")
+@click.option(
+    "--bbox",
+    default=None,
+    metavar="LON0,LAT0,LON1,LAT1",
+    help="Only entities inside this WGS 84 box.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
-def sync_export_geojson(db, out, at, types, as_json):
+def sync_export_geojson(db, out, at, types, bbox, as_json):
     """Export a GeoJSON snapshot of entity state (current, or as of --at).
 
     \b
@@ -316,7 +331,9 @@ def sync_export_geojson(db, out, at, types, as_json):
     from twin.sync.geojson import export_geojson
 
     with _open(db, exists=True) as store:
-        n = export_geojson(store, out, at=_t(at, "--at"), types=_type_list(types))
+        n = export_geojson(
+            store, out, at=_t(at, "--at"), types=_type_list(types), bbox=_bbox_arg(bbox)
+        )
     if as_json:
         emit_json({"path": str(out), "features": n})
         return
