@@ -195,3 +195,125 @@ def test_cli_refuses_unusable_folders_in_one_line(small_survey, tmp_path):
         main, ["recon", str(one), str(tmp_path / "o4"), "--gcp", str(empty / "notes.txt")]
     )
     assert r.exit_code == 2 and "notes.txt" in r.output
+
+
+# ----------------------------------------------------------------------- one strip
+STRIP = dict(extent=120.0, seed=3, crs="EPSG:4547", image_width=480, image_height=360)
+
+
+@pytest.fixture(scope="module")
+def strip_survey(tmp_path_factory):
+    """A block of one flight strip (10 photos: nadir, forward and backward views only),
+    in CGCS2000 Gauss-Krueger CM 114E, its photos in subfolders with upper-case and
+    non-ASCII names."""
+    from twin.synth.params import PRESETS
+    from twin.synth.survey import generate
+
+    root = tmp_path_factory.mktemp("strip")
+    generate(root / "survey", PRESETS["small"].with_(lidar=False, events=False, **STRIP))
+    photos = root / "photos"
+    names = {}
+    for p in sorted((root / "survey" / "images").glob("*.jpg")):
+        sub = "nadir" if "nadir" in p.stem else "schräg"
+        rel = f"{sub}/{p.stem}.JPG" if sub == "nadir" else f"{sub}/{p.stem}_ü.jpg"
+        (photos / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, photos / rel)
+        names[rel] = p.stem
+    return root / "survey", photos, names
+
+
+def _strip_gcps(survey, names, path, count=4):
+    """Ground control points from the truth mesh: ground vertices seen unoccluded by
+    three or more photos, spread across the block, with their exact pixels; a CSV in
+    the survey CRS (no crs column) with one row per observation."""
+    from twin.recon import evaluate
+    from twin.synth.camera import read_cameras
+    from twin.synth.truth import read_truth_ply
+
+    truth = read_cameras(survey)
+    V, F, _, _ = read_truth_ply(survey / "truth" / "mesh.ply")
+    scene = evaluate._scene(V, F)
+    cand = V[::7]
+    cams = [
+        dict(K=s.sensor.K, R=s.R, t=s.t, width=s.sensor.width, height=s.sensor.height)
+        for s in truth.shots
+    ]
+    seen = np.array([evaluate.visible_count(scene, cand, [c]) > 0 for c in cams])
+    cand, seen = cand[seen.sum(0) >= 3], seen[:, seen.sum(0) >= 3]
+    pick = [int(np.argmin(cand[:, 0] + cand[:, 1]))]
+    for _ in range(count - 1):  # farthest-point spread
+        d = np.min([np.linalg.norm(cand[:, :2] - cand[k, :2], axis=1) for k in pick], axis=0)
+        pick.append(int(np.argmax(d)))
+    by_stem = {v: k for k, v in names.items()}
+    xyz = truth.frame.to_crs(cand[pick], STRIP["crs"])
+    rows = ["name,x,y,z,image,px,py"]
+    for g, k in enumerate(pick):
+        for j in np.flatnonzero(seen[:, k]):
+            s = truth.shots[j]
+            x = s.sensor.K @ (s.R @ cand[k] + s.t)
+            u, v = x[:2] / x[2]
+            rows.append(
+                f"G{g},{xyz[g, 0]:.4f},{xyz[g, 1]:.4f},{xyz[g, 2]:.4f},{by_stem[s.name]},{u},{v}"
+            )
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _camera_errors(survey, out, names):
+    from twin.recon import sfm
+    from twin.synth.camera import read_cameras
+
+    truth = read_cameras(survey)
+    cams = json.loads((out / "cameras.json").read_text())
+    frame = LocalFrame.from_dict(cams["frame"])
+    M = truth.frame.rotation @ frame.rotation.T
+    shots = {s.name: s for s in truth.shots}
+    pos, rot, crs = [], [], []
+    for im in cams["images"]:
+        s = shots[names[im["name"]]]
+        c = truth.frame.ecef_to_enu(frame.enu_to_ecef(np.array(im["centre_enu"])))
+        pos.append(np.linalg.norm(c - s.centre))
+        rot.append(float(sfm._angle_deg(np.asarray(im["R"]) @ M.T @ s.R.T)))
+        crs.append(
+            np.linalg.norm(
+                np.subtract(im["centre_crs"], truth.frame.to_crs(s.centre[None], STRIP["crs"])[0])
+            )
+        )
+    return np.array(pos), np.array(rot), np.array(crs)
+
+
+@pytest.mark.slow
+def test_one_strip_block_in_subfolders_with_a_gcp_csv(strip_survey, tmp_path):
+    """All photos register; the rotation about the strip's own line (which GPS
+    positions on a line cannot give) comes from the gimbal angles: every camera within
+    0.1 degree. GCPs from a CSV in the survey CRS first check the block, then, on a
+    rerun into the same folder (SfM reused), are control: the adjusted block is shifted
+    onto them."""
+    from twin.recon.run import ReconOptions, reconstruct
+
+    survey, photos, names = strip_survey
+    gcp = _strip_gcps(survey, names, tmp_path / "gcp.csv")
+    opts = ReconOptions(dense=False)
+    opts.sfm.num_threads = 1
+    out = tmp_path / "out"
+    rep = reconstruct(photos, out, crs=STRIP["crs"], gcp=gcp, gcp_role="check", options=opts)
+    assert rep["sfm"]["registered"] == len(names) == 10
+    assert sorted(
+        im["name"] for im in json.loads((out / "cameras.json").read_text())["images"]
+    ) == sorted(names)
+    pos, rot, crs = _camera_errors(survey, out, names)
+    print("check:", np.sqrt(np.mean(pos**2)), rot.max(), rep["georeference"]["gcp"])
+    assert rot.max() < 0.1
+    assert np.sqrt(np.mean(pos**2)) < 1.5 and np.abs(crs - pos).max() < 0.05
+    g = rep["georeference"]["gcp"]
+    assert g["role"].startswith("check") and g["triangulated"] == 4 and g["rmse_m"] < 1.5
+    assert g["unknown_images"] == [] and rep["georeference"]["crs"].startswith("EPSG:4547")
+    again = reconstruct(photos, out, crs=STRIP["crs"], gcp=gcp, gcp_role="control", options=opts)
+    assert "features" not in again["timings_s"] and "mapping" not in again["timings_s"]
+    g = again["georeference"]["gcp"]
+    assert g["role"].startswith("control") and g["rmse_m"] < 0.5  # ~1 GSD
+    pos2, rot2, _ = _camera_errors(survey, out, names)
+    print("control:", np.sqrt(np.mean(pos2**2)), rot2.max(), g)
+    # the block moved onto the GCPs (off the GPS datum), its shape kept
+    assert g["rmse_m"] < rep["georeference"]["gcp"]["rmse_m"]
+    assert np.sqrt(np.mean(pos2**2)) < 1.5 and rot2.max() < 0.1

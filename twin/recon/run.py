@@ -240,12 +240,17 @@ def reconstruct(
         sfm.apply_georef(rec, geo)
         adjusted = None
         gcp_control = bool(geo.gcp) and geo.gcp["role"].startswith("control")
-        if options.sfm.prior_adjustment and not gcp_control:
-            from twin.recon.georef import adjust_with_priors, check_gcps
+        if options.sfm.prior_adjustment:
+            from twin.recon.georef import adjust_with_priors, check_gcps, shift_to_gcps
 
             adjusted = adjust_with_priors(rec, images, geo.frame)
             if adjusted is not None and gcps:
-                geo.gcp = check_gcps(rec, images, gcps, geo.frame)
+                if gcp_control:
+                    # the adjusted block keeps its shape; the GCPs move it off the
+                    # GPS datum
+                    geo.gcp = shift_to_gcps(rec, images, gcps, geo.frame)
+                else:
+                    geo.gcp = check_gcps(rec, images, gcps, geo.frame)
     timings["georeference"] = time.perf_counter() - t0
     if geo.gcp and gcp_check is not None:
         geo.gcp = {**geo.gcp, **gcp_check}
