@@ -16,6 +16,7 @@ import math
 import random
 from datetime import UTC, datetime, timedelta, timezone
 
+import numpy as np
 import pyproj
 import pytest
 from click.testing import CliRunner
@@ -1287,3 +1288,85 @@ def test_open_store_paths(tmp_path):
     (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(InputError, match="junk.sqlite"):
         open_store(tmp_path / "junk.sqlite")
+
+
+# ----------------------------------------------------------------------------- placement
+def test_snapping_onto_the_mesh_by_ray_casting(small_city, tmp_path):
+    """Positions asked to snap land on a known surface: a tilted plane with a
+    10 m high box on it, in the model's local frame."""
+    import trimesh
+
+    from twin.mesh.footprints import read_footprints
+    from twin.sync.placement import Placer
+    from twin.terrain.dem import read_dem
+
+    c = small_city
+    base = Placer(c.city.frame, read_dem(c.dem), read_footprints(c.footprints))
+    rng = np.random.default_rng(4)
+    lon = 121.55 + rng.uniform(-0.001, 0.001, 400)
+    lat = 29.87 + rng.uniform(-0.001, 0.001, 400)
+    p0 = base.place(lon, lat)
+    out = ~p0.indoor  # outdoors: the ray starts above the whole mesh
+    lon, lat = lon[out][:200], lat[out][:200]
+    p0 = base.place(lon, lat)
+    assert len(lon) == 200
+    x, y = p0.enu[:, 0], p0.enu[:, 1]
+    lo, hi = min(x.min(), y.min()) - 50, max(x.max(), y.max()) + 50
+
+    def plane(x, y):
+        return 0.05 * x - 0.02 * y + 30.0
+
+    g = np.array([[lo, lo], [hi, lo], [hi, hi], [lo, hi]], float)
+    verts = np.column_stack([g, plane(g[:, 0], g[:, 1])])
+    faces = [[0, 1, 2], [0, 2, 3]]
+    box = trimesh.creation.box(extents=(20, 20, 10))
+    cx, cy = np.median(x), np.median(y)
+    box.apply_translation((cx, cy, plane(cx, cy) + 5.0))
+    mesh = trimesh.util.concatenate([trimesh.Trimesh(verts, faces), box])
+    path = tmp_path / "surface.ply"
+    mesh.export(path)
+    for m in ((mesh.vertices, mesh.faces), mesh, path):
+        pl = Placer(
+            c.city.frame,
+            read_dem(c.dem),
+            read_footprints(c.footprints),
+            mesh=m,
+            outdoor_offset=0.0,
+        )
+        p = pl.place(lon, lat, snap_to_mesh=True)
+        on_box = (np.abs(x - cx) < 10) & (np.abs(y - cy) < 10)
+        want = np.where(on_box, plane(cx, cy) + 10.0, plane(x, y))
+        assert p.snapped.all()
+        np.testing.assert_allclose(p.enu[:, 2], want, atol=2e-3)
+        np.testing.assert_allclose(p.enu[:, :2], p0.enu[:, :2], atol=1e-3)
+    # not asked: the terrain as before; asked for some: only those move
+    np.testing.assert_allclose(pl.place(lon, lat).enu, p0.enu)
+    some = np.arange(200) % 2 == 0
+    q = pl.place(lon, lat, snap_to_mesh=some)
+    assert (q.snapped == some).all()
+    np.testing.assert_allclose(q.enu[~some], p0.enu[~some])
+    # events ask with attributes.snap
+    from twin.sync.model import parse_event
+
+    evs = [
+        parse_event(
+            ev(
+                i,
+                i,
+                position={"lon": lon[i], "lat": lat[i]},
+                attributes={"snap": "mesh"} if i % 2 else None,
+            ),
+            now=NOW,
+        )
+        for i in range(6)
+    ]
+    pl.place_events(evs)
+    for i, e in enumerate(evs):
+        z = want[i] if i % 2 else p0.enu[i, 2]
+        assert e.z == pytest.approx(z, abs=2e-3)
+    with pytest.raises(ParameterError, match="needs a Placer with a mesh"):
+        base.place(lon, lat, snap_to_mesh=True)
+    bad = tmp_path / "bad.ply"
+    bad.write_text("not a mesh")
+    with pytest.raises(InputError, match="bad.ply"):
+        Placer(c.city.frame, mesh=bad)

@@ -15,7 +15,13 @@ ellipsoidal altitude in metres) into where they are on the 3D model, vectorised:
 * ``height``: the placed ellipsoidal height. Outdoors, ``ground + outdoor_offset``
   (snapped onto the terrain: consumer GPS heights are off by metres) unless
   ``snap=False`` and an altitude was given; indoors, the given altitude, else
-  ``base_height + floor * floor_height + indoor_offset``.
+  ``base_height + floor * floor_height + indoor_offset``;
+* ``snapped``: where asked (``snap_to_mesh``), the position is snapped onto the
+  model's mesh surface by ray casting straight down in the local frame (Open3D's
+  ``RaycastingScene``): from ``mesh_search`` metres above the placed height (from
+  above the whole mesh for outdoor positions without an altitude), the first
+  surface hit gives the height (+ ``outdoor_offset`` outdoors, ``indoor_offset``
+  indoors). Positions where the ray hits nothing keep their height.
 
 Latitude/longitude are taken as WGS 84 and transformed to the DEM's and the
 footprints' CRS with pyproj (for CGCS2000 the two datums agree to well under a metre).
@@ -61,6 +67,7 @@ class Placement:
     floor: np.ndarray
     x: np.ndarray
     y: np.ndarray
+    snapped: np.ndarray | None = None  # (n,) bool: placed on the mesh surface
 
     def __len__(self) -> int:
         return len(self.ground)
@@ -86,7 +93,13 @@ class Placer:
     :func:`~twin.mesh.footprints.read_footprints` returns, or a path read with it.
     ``floor_height`` metres per storey; ``outdoor_offset`` metres above the terrain
     for outdoor entities; ``indoor_offset`` metres above the floor slab for indoor
-    ones without an altitude. Memory: the DEM grid plus the footprint tree.
+    ones without an altitude. ``mesh``: the model's surface in its local ENU frame
+    (metres, z up), as ``(vertices (N, 3), faces (M, 3))``, a ``trimesh.Trimesh``, or
+    a mesh file trimesh reads (PLY, OBJ, ...) holding ENU coordinates, for snapping
+    positions onto it by ray casting (:meth:`place` ``snap_to_mesh``; ``snap_to_mesh``
+    here is the default, and an event's ``attributes.snap == "mesh"`` asks for it).
+    ``mesh_search``: metres above a position the downward ray starts. Memory: the DEM
+    grid plus the footprint tree (plus the mesh's ray-casting structure).
     """
 
     def __init__(
@@ -99,6 +112,9 @@ class Placer:
         outdoor_offset: float = 0.0,
         indoor_offset: float = 0.0,
         snap: bool = True,
+        mesh=None,
+        snap_to_mesh: bool = False,
+        mesh_search: float = 2.0,
     ):
         if isinstance(frame, dict):
             frame = LocalFrame.from_dict(frame)
@@ -125,6 +141,67 @@ class Placer:
         self._fp_tf = None
         if footprints is not None:
             self._init_footprints(footprints)
+        if not (np.isfinite(mesh_search) and mesh_search >= 0):
+            raise ParameterError(f"mesh_search must be >= 0 metres, not {mesh_search}")
+        self.mesh_search = float(mesh_search)
+        self.snap_to_mesh = bool(snap_to_mesh)
+        self._scene = None
+        self._mesh_top = 0.0
+        if mesh is not None:
+            self._init_mesh(mesh)
+        elif snap_to_mesh:
+            raise ParameterError("snap_to_mesh needs a mesh")
+
+    def _init_mesh(self, mesh) -> None:
+        import open3d as o3d
+
+        src = None
+        if isinstance(mesh, (str, os.PathLike)):
+            import trimesh
+
+            src = mesh
+            try:
+                mesh = trimesh.load(mesh, force="mesh", process=False)
+            except Exception as exc:  # trimesh raises many kinds for a bad file
+                raise InputError(f"cannot read the mesh: {exc}", path=src) from None
+        if hasattr(mesh, "vertices") and hasattr(mesh, "faces"):
+            v, f = mesh.vertices, mesh.faces
+        else:
+            try:
+                v, f = mesh
+            except (TypeError, ValueError):
+                raise ParameterError(
+                    "mesh must be (vertices, faces), a Trimesh or a file"
+                ) from None
+        v = np.asarray(v, dtype=np.float64)
+        f = np.asarray(f)
+        if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
+            raise InputError(
+                f"the mesh must have (N, 3) vertices and (M, 3) triangles, got {v.shape} "
+                f"and {f.shape}",
+                path=src,
+            )
+        if not np.isfinite(v).all() or f.min() < 0 or f.max() >= len(v):
+            raise InputError("the mesh has non-finite vertices or bad face indices", path=src)
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(
+            o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(f.astype(np.uint32))
+        )
+        self._scene = scene
+        self._mesh_top = float(v[:, 2].max())
+
+    def _snap(self, enu: np.ndarray, start_z: np.ndarray) -> np.ndarray:
+        """Height (ENU z) of the first surface straight below ``(x, y, start_z)``,
+        NaN where the ray hits nothing."""
+        import open3d as o3d
+
+        n = len(enu)
+        rays = np.zeros((n, 6), np.float32)
+        rays[:, 0:2] = enu[:, 0:2]
+        rays[:, 2] = start_z
+        rays[:, 5] = -1.0
+        t = self._scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy().astype(np.float64)
+        return np.where(np.isfinite(t), start_z - t, np.nan)
 
     def _init_footprints(self, footprints) -> None:
         import shapely
@@ -173,13 +250,15 @@ class Placer:
         self._fp_tf = None if same else _transformer(fp_crs)
 
     # ------------------------------------------------------------------ placing
-    def place(self, lon, lat, alt=None, floor=None) -> Placement:
+    def place(self, lon, lat, alt=None, floor=None, snap_to_mesh=None) -> Placement:
         """Place positions (arrays or scalars broadcast together).
 
         ``lon``/``lat`` WGS 84 degrees; ``alt`` ellipsoidal metres (NaN where unknown);
         ``floor`` integer floors (:data:`NO_FLOOR` or negative-out-of-range where
-        unknown; a float array may use NaN). Returns a :class:`Placement`. Memory
-        grows linearly with the number of positions.
+        unknown; a float array may use NaN). ``snap_to_mesh``: True, False or a
+        boolean array, which positions to snap onto the mesh (default: the Placer's
+        ``snap_to_mesh``). Returns a :class:`Placement`. Memory grows linearly with
+        the number of positions.
         """
         import shapely
 
@@ -253,6 +332,25 @@ class Placer:
 
         ecef = geodetic_to_ecef(lon, lat, height)
         enu = (ecef - self._origin) @ self._rot.T
+        snapped = None
+        if snap_to_mesh is None:
+            snap_to_mesh = self.snap_to_mesh
+        ask = np.broadcast_to(np.asarray(snap_to_mesh, dtype=bool), (n,))
+        if ask.any():
+            if self._scene is None:
+                raise ParameterError("snapping onto the mesh needs a Placer with a mesh")
+            idx = np.flatnonzero(ask)
+            known = np.isfinite(alt_a[idx]) | inside[idx]
+            start = np.where(known, enu[idx, 2] + self.mesh_search, self._mesh_top + 1.0)
+            z = self._snap(enu[idx], start)
+            hit = np.isfinite(z)
+            off = np.where(inside[idx], self.indoor_offset, self.outdoor_offset)
+            dz = np.where(hit, z + off - enu[idx, 2], 0.0)
+            # the local vertical is the ellipsoid normal to within the frame's extent
+            enu[idx, 2] += dz
+            height[idx] += dz
+            snapped = np.zeros(n, dtype=bool)
+            snapped[idx[hit]] = True
         return Placement(
             enu=enu,
             ground=ground,
@@ -262,6 +360,7 @@ class Placer:
             floor=fl,
             x=np.asarray(x, dtype=np.float64),
             y=np.asarray(y, dtype=np.float64),
+            snapped=snapped,
         )
 
     def place_events(self, events: list[Event | None]) -> int:
@@ -269,7 +368,8 @@ class Placer:
         ``placed_building``, ``placed_floor`` and ``x``/``y``/``z`` (ENU metres).
 
         An event's ``attributes.floor`` is used as the given floor; ``alt`` as the
-        altitude. Returns the number of events placed. Memory grows with the batch.
+        altitude; ``attributes.snap`` (``"mesh"``/true, or false) overrides the
+        Placer's ``snap_to_mesh``. Returns the number of events placed. Memory grows with the batch.
         """
         idx = [i for i, e in enumerate(events) if e is not None and e.lon is not None]
         if not idx:
@@ -288,7 +388,19 @@ class Placer:
             np.float64,
             len(evs),
         )
-        p = self.place(lon, lat, alt, floor)
+        snap = None
+        if self._scene is not None:
+            snap = np.fromiter(
+                (
+                    self.snap_to_mesh
+                    if (a := e.attributes.get("snap")) is None
+                    else a == "mesh" or a is True
+                    for e in evs
+                ),
+                bool,
+                len(evs),
+            )
+        p = self.place(lon, lat, alt, floor, snap_to_mesh=snap)
         enu = p.enu.tolist()
         fl = p.floor.tolist()
         for e, b, f, (ex, ny, up) in zip(evs, p.building_id.tolist(), fl, enu, strict=True):
