@@ -791,6 +791,20 @@ def test_csv_without_event_ids_is_idempotent_and_reports_lines(tmp_path, store):
     assert (again.applied, again.duplicate) == (0, 2)
 
 
+def test_records_take_the_type_from_an_ngsi_ld_urn(tmp_path, store):
+    p = tmp_path / "urn.csv"
+    p.write_text(
+        "id,time,lon,lat\n"
+        "urn:ngsi-ld:Vehicle:1,2026-05-01T08:00:00Z,121.5,29.8\n"
+        "urn:ngsi-ld:Person:2,2026-05-01T08:00:00Z,121.5,29.8\n"
+        "plain-id,2026-05-01T08:00:00Z,121.5,29.8\n"
+    )
+    r = replay(p, store, now=NOW)
+    assert (r.applied, r.malformed) == (2, 1)
+    assert r.errors[0][0] == 4 and "missing field 'entity_type'" in r.errors[0][2]
+    assert [e.type for e in store.query()] == ["person", "vehicle"]
+
+
 def feature(e, xy=None):
     p = e["position"]
     a, b = (p["lon"], p["lat"]) if xy is None else fwd(xy, p["lon"], p["lat"])
@@ -855,7 +869,7 @@ def test_empty_files_replay_nothing(tmp_path, store, name):
 @pytest.mark.parametrize(
     "name, content, reason",
     [
-        ("a.csv", "who,when\r\nv1,2026-05-01T08:00:00Z\r\n", "has no entity_id / entity_type"),
+        ("a.csv", "who,when\r\nv1,2026-05-01T08:00:00Z\r\n", "has no entity_id / observed_at"),
         ("b.csv", "entity_id,entity_type,time,lon,lon\n", "repeats a column"),
         ("c.csv", b"entity_id,entity_type,time\n\xff\xfe,vehicle,x\n", "not UTF-8"),
         ("d.geojson", '{"type": "FeatureCollection", "features": [', "not valid GeoJSON"),

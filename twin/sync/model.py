@@ -755,6 +755,7 @@ _ALIASES = {
 }
 _ALIAS_OF = {a: k for k, names in _ALIASES.items() for a in names}
 _INT = re.compile(r"^[+-]?\d+$")
+_URN_TYPE = re.compile(r"^urn:ngsi-ld:([A-Za-z]+):", re.IGNORECASE)
 
 
 def _cell(v):
@@ -775,7 +776,8 @@ def event_from_record(rec: dict, *, now: int | None = None, crs=None, cells: boo
     (``entity``/``id``, ``type``, ``time``/``timestamp``, ``lon``/``lng``/``longitude``
     or ``x``/``easting`` with ``crs``, ``alt``/``z``/``height``, ``bearing``...);
     ``building_id`` and ``floor`` columns and every unknown column become attributes.
-    Empty cells are absent. A missing ``event_id`` becomes ``entity_id@observed_at``
+    Empty cells are absent. A missing type is read from an NGSI-LD URN id
+    (``urn:ngsi-ld:Vehicle:42``). A missing ``event_id`` becomes ``entity_id@observed_at``
     (replaying the same file twice is then a no-op). ``crs``: the CRS of positions
     whose record names none. ``cells=True``: values are text (CSV): numbers are read
     from it, and ``observed_at`` may be epoch seconds/ms/us/ns. Validated by
@@ -815,6 +817,10 @@ def event_from_record(rec: dict, *, now: int | None = None, crs=None, cells: boo
             out[k] = d[k]
     if isinstance(out.get("entity_type"), str):
         out["entity_type"] = out["entity_type"].strip().lower()
+    elif "entity_type" not in out and isinstance(out.get("entity_id"), str):
+        m = _URN_TYPE.match(out["entity_id"])  # urn:ngsi-ld:Vehicle:42 -> vehicle
+        if m is not None and m.group(1).lower() in ENTITY_TYPES:
+            out["entity_type"] = m.group(1).lower()
     pos_crs = d.get("crs", crs)
     if "lon" in d or "lat" in d:
         out["position"] = {"lon": d.get("lon"), "lat": d.get("lat"), "alt": d.get("alt")}

@@ -7,11 +7,11 @@ Formats (``fmt``, default: from the file name, else from its first character):
   line by line (memory grows with ``batch_size``, not with the file).
 * **CSV** (``.csv``, ``.tsv``; delimiter ``,`` ``;`` tab or ``|`` found from the
   header): one event per row, columns named as people write them (``entity_id`` or
-  ``id``, ``type``, ``observed_at`` or ``time``/``timestamp`` (ISO 8601, or epoch
-  seconds/ms/us/ns), ``lon``/``lat``/``alt`` or ``x``/``y``/``z`` with a ``crs``
-  column or the ``crs`` argument, ``heading``, ``speed``, ``status``, ``source``,
-  ``event_id``; other columns become attributes), see
-  :func:`twin.sync.model.event_from_record`. Streamed row by row.
+  ``id``, ``type`` (or an NGSI-LD URN id that names it), ``observed_at`` or
+  ``time``/``timestamp`` (ISO 8601, or epoch seconds/ms/us/ns), ``lon``/``lat``/``alt``
+  or ``x``/``y``/``z`` with a ``crs`` column or the ``crs`` argument, ``heading``,
+  ``speed``, ``status``, ``source``, ``event_id``; other columns become attributes),
+  see :func:`twin.sync.model.event_from_record`. Streamed row by row.
 * **GeoJSON** (``.geojson``, ``.json``): a FeatureCollection of Point features (event
   fields in ``properties``; an old-style ``crs`` member is honoured), a JSON array
   of events, or an NGSI-LD Notification. Read whole: memory grows with the file. A
@@ -341,7 +341,7 @@ def _document(doc, p: Path, crs, now, report: ReplayReport) -> Iterator[tuple[in
             yield i, _one(_with_crs, item, crs, now)
 
 
-_NEEDED = ("entity_id", "entity_type", "observed_at")
+_NEEDED = ("entity_id", "observed_at")  # the type may come from an NGSI-LD URN id
 
 
 def _csv(f, p: Path, crs, now) -> Iterator[tuple[int, object]]:
