@@ -198,35 +198,37 @@ def parse_time(value, *, what: str = "observed_at") -> int:
 
     Raises :class:`EventError` for anything else (naive times, strings or datetimes,
     are refused: a time without a zone is ambiguous)."""
-    if isinstance(value, bool):
-        raise EventError(f"{what} must be an ISO 8601 string or epoch ns, got a boolean")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, numbers.Integral):  # numpy integers
-        return int(value)
-    if type(value).__name__ == "datetime64":  # numpy: UTC by convention
-        ns = value.astype("datetime64[ns]").astype("int64")
-        if value != value:  # NaT
-            raise EventError(f"{what} is NaT")
-        return int(ns)
-    if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise EventError(
-                f"{what} {value.isoformat()!r} has no time zone (use an aware datetime)"
-            )
-        dt = value
-    elif not isinstance(value, str):
-        raise EventError(f"{what} must be an ISO 8601 string, got {type(value).__name__}")
-    else:
-        text = value.strip()
-        if text[-1:] == "z":
-            text = text[:-1] + "Z"
+    if type(value) is str:  # the common case first
+        text = value
+        if text[-1:] in ("z", " ", "\t", "\n", "\r") or text[:1].isspace():
+            text = text.strip()
+            if text[-1:] == "z":
+                text = text[:-1] + "Z"
         try:
             dt = datetime.fromisoformat(text)
         except ValueError:
             raise EventError(f"{what} {value[:40]!r} is not an ISO 8601 time") from None
         if dt.tzinfo is None:
             raise EventError(f"{what} {value[:40]!r} has no time zone (add Z for UTC)")
+    elif isinstance(value, bool):
+        raise EventError(f"{what} must be an ISO 8601 string or epoch ns, got a boolean")
+    elif isinstance(value, int):
+        return value
+    elif isinstance(value, numbers.Integral):  # numpy integers
+        return int(value)
+    elif type(value).__name__ == "datetime64":  # numpy: UTC by convention
+        ns = value.astype("datetime64[ns]").astype("int64")
+        if value != value:  # NaT
+            raise EventError(f"{what} is NaT")
+        return int(ns)
+    elif isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise EventError(
+                f"{what} {value.isoformat()!r} has no time zone (use an aware datetime)"
+            )
+        dt = value
+    else:
+        raise EventError(f"{what} must be an ISO 8601 string, got {type(value).__name__}")
     delta = dt - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
@@ -495,7 +497,13 @@ def parse_event(obj, *, now: int | None = None) -> Event:
     ev = Event(event_id, entity_id, etype, ns, source)
     pos = obj.get("position")
     if pos is not None:
-        ev.lon, ev.lat, ev.alt = parse_position(pos, obj.get("crs"))
+        if type(pos) is dict and "lon" in pos and "lat" in pos and "crs" not in pos:
+            if "crs" not in obj:  # WGS 84 lon/lat: the common case, inline
+                ev.lon, ev.lat, ev.alt = _position(pos["lon"], pos["lat"], pos.get("alt"))
+            else:
+                ev.lon, ev.lat, ev.alt = parse_position(pos, obj["crs"])
+        else:
+            ev.lon, ev.lat, ev.alt = parse_position(pos, obj.get("crs"))
     ev.heading = _opt_num(obj, "heading", 0.0, 360.0)
     ev.speed = _opt_num(obj, "speed", 0.0, 1000.0)
     ev.status = _str(obj, "status", required=False, limit=64)
