@@ -41,8 +41,10 @@ gets ``{"type": "deltas", "cursor": C, "deltas": [...]}`` (at most ``MAX_DELTAS`
 delta is an entity state with its ``revision`` and its own ``cursor`` (the history row id:
 strictly increasing). A client that reconnects with ``since=<last cursor it saw>``
 first gets everything after it from the store, then live deltas: nothing is
-missed and nothing repeats. ``since`` omitted: live only. Filters: ``bbox``
-(lon_min,lat_min,lon_max,lat_max), ``types`` (comma list), ``building``.
+missed and nothing repeats. ``since`` omitted: live only; a ``since`` ahead of the
+store's newest cursor (from another or a rebuilt store) is refused (close code 1008).
+Filters: ``bbox`` (lon_min,lat_min,lon_max,lat_max), ``types`` (comma list),
+``building``.
 
 Concurrency: store calls run in worker threads under one lock (a SQLite connection
 is used by one thread at a time), so batches are applied one at a time and the
@@ -627,6 +629,13 @@ def create_app(
             since = q.get("since")
             if since is not None and not since.isdigit():
                 raise ParameterError("since must be a cursor (a non-negative integer)")
+            if since is not None and int(since) > hub.published:
+                # a cursor from another store (or a rebuilt one): resuming from it
+                # would skip changes silently until the cursors caught up
+                raise ParameterError(
+                    f"since={since} is ahead of this store's newest cursor "
+                    f"{hub.published}: resynchronise (connect without since)"
+                )
         except HTTPException as exc:
             await websocket.close(code=1008, reason=str(exc.detail))
             return
