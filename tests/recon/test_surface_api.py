@@ -317,3 +317,61 @@ def test_one_strip_block_in_subfolders_with_a_gcp_csv(strip_survey, tmp_path):
     # the block moved onto the GCPs (off the GPS datum), its shape kept
     assert g["rmse_m"] < rep["georeference"]["gcp"]["rmse_m"]
     assert np.sqrt(np.mean(pos2**2)) < 1.5 and rot2.max() < 0.1
+
+
+def test_folders_case_and_names(small_survey, tmp_path):
+    """Photos in subfolders (hidden and mask folders left out), upper-case suffixes,
+    non-ASCII names, PNG/TIFF without EXIF (focal length estimated, or given)."""
+    from PIL import Image
+
+    from twin.recon.images import scan_images
+
+    src = small_survey / "images"
+    root = tmp_path / "photos"
+    for sub in ("nadir", "obliques/links", ".thumbs", "masks"):
+        (root / sub).mkdir(parents=True)
+    shutil.copy(src / "S01_P003_nadir.jpg", root / "nadir" / "S01_P003_nadir.JPG")
+    shutil.copy(src / "S01_P004_nadir.jpg", root / "nadir" / "Straße_04.jpeg")
+    shutil.copy(src / "S01_P004_left.jpg", root / "obliques" / "links" / "S01_P003_nadir.jpg")
+    shutil.copy(src / "S01_P004_nadir.jpg", root / ".thumbs" / "t.jpg")
+    Image.open(src / "S01_P005_nadir.jpg").save(root / "masks" / "m.png")
+    Image.open(src / "S01_P006_nadir.jpg").save(root / "P006.PNG")
+    Image.open(src / "S01_P007_nadir.jpg").save(root / "P007.tif")
+    images = scan_images(root)
+    names = [im.name for im in images.images]
+    assert names == [
+        "P006.PNG",
+        "P007.tif",
+        "nadir/S01_P003_nadir.JPG",
+        "nadir/Straße_04.jpeg",
+        "obliques/links/S01_P003_nadir.jpg",
+    ]
+    by = images.by_name()
+    assert by["nadir/Straße_04.jpeg"].has_gps and by["nadir/S01_P003_nadir.JPG"].has_gimbal
+    png = by["P006.PNG"]
+    assert not png.has_gps and png.focal_source == "guess"
+    assert "estimated" in png.notes[-1] and "--focal-35mm" in png.notes[-1]
+    assert images.summary()["focal_guessed"] == ["P006.PNG", "P007.tif"]
+    given = scan_images(root, focal_35mm=24.0).by_name()["P007.tif"]
+    assert given.focal_source.startswith("given")
+    assert given.focal_px == pytest.approx(24.0 / 36.0 * 320)
+    # the same file name in two folders: depth maps do not collide
+    from twin.recon.mvs import map_file_name
+
+    assert map_file_name("nadir/S01_P003_nadir.JPG") != map_file_name(
+        "obliques/links/S01_P003_nadir.jpg"
+    )
+
+
+def test_cli_refuses_photos_without_any_position(small_survey, tmp_path):
+    from PIL import Image
+
+    from twin.cli import main
+
+    folder = tmp_path / "png"
+    folder.mkdir()
+    for n in ("S01_P003_nadir", "S01_P004_nadir", "S01_P005_nadir"):
+        Image.open(small_survey / "images" / f"{n}.jpg").save(folder / f"{n}.png")
+    r = CliRunner().invoke(main, ["recon", str(folder), str(tmp_path / "out")])
+    assert r.exit_code == 2 and "no photo has a GPS position" in r.output
+    assert "--gcp" in r.output and "Traceback" not in r.output

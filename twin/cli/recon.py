@@ -45,6 +45,13 @@ from twin.cli._common import emit_json
     show_default=True,
     help="SfM mapper; auto falls back to global when incremental registers too few.",
 )
+@click.option(
+    "--focal-35mm",
+    type=click.FloatRange(1.0, 2000.0),
+    default=None,
+    help="35 mm equivalent focal length (mm) of photos whose EXIF has none "
+    "(default: estimated by SfM from a guess).",
+)
 @click.option("--no-dense", is_flag=True, help="Stop after SfM and georeferencing.")
 @click.option(
     "--dense-scale",
@@ -70,6 +77,7 @@ def recon(
     gcp_role,
     masks,
     mapper,
+    focal_35mm,
     no_dense,
     dense_scale,
     max_cluster_views,
@@ -100,6 +108,7 @@ def recon(
         dense_scale=dense_scale,
         max_cluster_views=max_cluster_views,
         force=force,
+        focal_35mm=focal_35mm,
     )
     report = reconstruct(
         images,

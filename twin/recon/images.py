@@ -158,6 +158,7 @@ class ImageSet:
             "rejected": [r.to_dict() for r in self.rejected],
             "without_gps": [im.name for im in self.images if not im.has_gps],
             "focal_guessed": [im.name for im in self.images if im.focal_source == "guess"],
+            "focal_given": [im.name for im in self.images if im.focal_source.startswith("given")],
             "cameras": len(self.camera_groups()),
         }
 
@@ -303,7 +304,9 @@ def _find_mask(masks: Path | None, name: str) -> Path | None:
     return None
 
 
-def _focal(info: ImageInfo, exif: dict, focal_factor: float) -> None:
+def _focal(
+    info: ImageInfo, exif: dict, focal_factor: float, focal_35mm: float | None = None
+) -> None:
     long_side = max(info.width, info.height)
     ppm = exif.get("pixels_per_mm")
     ew = exif.get("exif_width")
@@ -316,12 +319,20 @@ def _focal(info: ImageInfo, exif: dict, focal_factor: float) -> None:
         info.focal_source = "exif 35 mm equivalent"
         if info.focal_mm:
             info.sensor_width_mm = info.focal_mm / info.focal_35mm * 36.0 * info.width / long_side
+    elif focal_35mm:
+        info.focal_px = focal_35mm / 36.0 * long_side
+        info.focal_source = "given 35 mm equivalent"
+        info.notes.append(
+            f"no usable focal length in EXIF: the given 35 mm equivalent {focal_35mm:g} mm "
+            f"({info.focal_px:.0f} px) used"
+        )
     else:
         info.focal_px = focal_factor * long_side
         info.focal_source = "guess"
         info.notes.append(
             f"no usable focal length in EXIF: starting from {focal_factor} x the long side "
-            f"({info.focal_px:.0f} px) and letting SfM refine it; pass the intrinsics if known"
+            f"({info.focal_px:.0f} px) and letting SfM refine it (estimated); give the 35 mm "
+            "equivalent focal length if known (twin recon --focal-35mm)"
         )
 
 
@@ -332,15 +343,18 @@ def scan_images(
     focal_factor: float = FOCAL_GUESS,
     min_contrast: float = 2.0,
     blur_ratio: float = 0.02,
+    focal_35mm: float | None = None,
 ) -> ImageSet:
     """Inventory the photos in ``folder`` (see the module docstring).
 
     ``masks``: a folder of masks named ``<image name>.png`` (white = use); defaults to
     a ``masks`` folder beside ``folder`` when there is one. ``min_contrast``: a frame
     whose grey standard deviation (0-255) is below it is blank or black.
-    ``blur_ratio``: with at least five images, one whose Laplacian variance is below
-    this share of the set's median is rejected as blurred. Raises :class:`InputError`
-    when the folder is missing or holds no usable image (listing why each failed).
+    ``focal_35mm``: the 35 mm equivalent focal length of photos whose EXIF has none
+    (otherwise guessed and refined by SfM). ``blur_ratio``: with at least five images,
+    one whose Laplacian variance is below this share of the set's median is rejected as
+    blurred. Raises :class:`InputError` when the folder is missing or holds no usable
+    image (listing why each failed).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -426,7 +440,7 @@ def scan_images(
             info.relative_altitude = xmp["RelativeAltitude"]
         if "AbsoluteAltitude" in xmp and info.alt is None and info.has_gps:
             info.alt = xmp["AbsoluteAltitude"]
-        _focal(info, exif, focal_factor)
+        _focal(info, exif, focal_factor, focal_35mm)
         info.mask = _find_mask(masks, rel)
         images.append(info)
     if len(images) >= 5:

@@ -59,6 +59,7 @@ class ReconOptions:
     max_cluster_views: int | None = None
     cluster_overlap: float = 0.5  # share of a cluster's views borrowed from its neighbours
     dense_memory_gb: float = 8.0  # budget for one cluster's images and depth maps
+    focal_35mm: float | None = None  # 35 mm equivalent focal of photos without one in EXIF
     force: bool = False
 
 
@@ -140,7 +141,7 @@ def reconstruct(
     # ---------------------------------------------------------------- ingest
     t0 = time.perf_counter()
     with progress.step("image ingest"):
-        images = scan_images(images_dir, masks=masks)
+        images = scan_images(images_dir, masks=masks, focal_35mm=options.focal_35mm)
     timings["ingest"] = time.perf_counter() - t0
     write_json(
         out / "images.json",
@@ -166,6 +167,12 @@ def reconstruct(
         gps = sfm.gps_enu(images, frame) if frame is not None else np.zeros((0, 3))
         gcp_check = check_gcps_against_block(
             gcps, [im.name for im in images.images], frame, gps, path=gcp
+        )
+    if frame is None:
+        raise InputError(
+            "no photo has a GPS position (EXIF) and no GCP file with positions was given: "
+            "the block cannot be georeferenced (give --gcp)",
+            path=images_dir,
         )
     if out_crs is None and frame is not None:
         if auto_crs in ("gk", "cgcs2000"):
