@@ -631,11 +631,14 @@ def create_app(
                 raise ParameterError("since must be a cursor (a non-negative integer)")
             if since is not None and int(since) > hub.published:
                 # a cursor from another store (or a rebuilt one): resuming from it
-                # would skip changes silently until the cursors caught up
-                raise ParameterError(
-                    f"since={since} is ahead of this store's newest cursor "
-                    f"{hub.published}: resynchronise (connect without since)"
-                )
+                # would skip changes silently until the cursors caught up. (Another
+                # process sharing the store may be ahead of this hub: ask the store.)
+                newest = await locked(store.cursor)
+                if int(since) > newest:
+                    raise ParameterError(
+                        f"since={since} is ahead of this store's newest cursor "
+                        f"{newest}: resynchronise (connect without since)"
+                    )
         except HTTPException as exc:
             await websocket.close(code=1008, reason=str(exc.detail))
             return
