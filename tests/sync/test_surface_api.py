@@ -1384,3 +1384,78 @@ def test_snapping_onto_the_mesh_by_ray_casting(small_city, tmp_path):
     bad.write_text("not a mesh")
     with pytest.raises(InputError, match="bad.ply"):
         Placer(c.city.frame, mesh=bad)
+
+
+@pytest.mark.slow
+def test_mqtt_payload_forms(mosquitto, store):
+    """Over a real broker: an NGSI-LD notification, a GeoJSON FeatureCollection and a
+    UTM position go the same way as over HTTP, one outcome per event."""
+    import queue
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    from twin.sync.ingest import Ingestor
+    from twin.sync.mqtt import MQTTSource
+
+    src = MQTTSource("127.0.0.1", mosquitto, "city/in")
+    src.start(Ingestor(store, now=NOW))
+    got: queue.Queue = queue.Queue()
+    clients = []
+    for i, cb in enumerate((lambda c, u, m: got.put(json.loads(m.payload)), None)):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"surface-{i}-{time.time()}")
+        if cb is not None:
+            c.on_message = cb
+        c.connect("127.0.0.1", mosquitto)
+        c.loop_start()
+        clients.append(c)
+    sub, pub = clients
+    sub.subscribe("city/in/outcomes", qos=1)
+    time.sleep(0.2)
+    x, y = fwd("EPSG:32651", LON, LAT)
+    note = {
+        "type": "Notification",
+        "notifiedAt": "2026-05-01T08:00:30Z",
+        "data": [{"id": "urn:ngsi-ld:Vehicle:n1", "type": "Vehicle", "speed": 2.0}],
+    }
+    fc = {
+        "type": "FeatureCollection",
+        "features": [
+            feature(
+                {
+                    **ev(2, 5, ent="urn:ngsi-ld:Person:f1", typ="person"),
+                    "position": {"lon": LON, "lat": LAT, "alt": 3.0},
+                }
+            )
+        ],
+    }
+    utm = ev(
+        3,
+        6,
+        ent="urn:ngsi-ld:Asset:u1",
+        typ="asset",
+        position={"x": x, "y": y, "crs": "EPSG:32651"},
+    )
+    far = ev(
+        4,
+        6,
+        ent="urn:ngsi-ld:Asset:u2",
+        typ="asset",
+        position={"x": x + 1e6, "y": y, "crs": "EPSG:32651"},
+    )
+    for m in (note, fc, [utm, far]):
+        pub.publish("city/in", json.dumps(m), qos=1).wait_for_publish(5)
+    outs = [got.get(timeout=10)["outcomes"] for _ in range(3)]
+    assert [[o["result"] for o in m] for m in outs] == [
+        ["applied"],
+        ["applied"],
+        ["applied", "rejected"],
+    ]
+    assert "outside the area of use" in outs[2][1]["reason"]
+    assert store.state("urn:ngsi-ld:Vehicle:n1").observed_at == "2026-05-01T08:00:30.000Z"
+    assert store.state("urn:ngsi-ld:Person:f1").alt == 3.0
+    assert store.state("urn:ngsi-ld:Asset:u1").lon == pytest.approx(LON, abs=1e-8)
+    for c in clients:
+        c.loop_stop()
+        c.disconnect()
+    src.stop()
