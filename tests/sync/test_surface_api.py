@@ -152,6 +152,17 @@ def store(tmp_path):
 
 # ----------------------------------------------------------------------------- store
 def test_store_state_history_query_against_truth(store):
+    check_store_against_truth(store)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_postgres_store_state_history_query_against_truth(postgres):
+    with open_store(postgres, schema="surface_truth") as s:
+        check_store_against_truth(s)
+
+
+def check_store_against_truth(store):
     delivered, evs = make_stream(1)
     outs = apply_in_batches(store, delivered, random.Random(2))
     assert [o.result for o in outs] == truth_outcomes(delivered)
