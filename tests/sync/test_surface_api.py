@@ -409,6 +409,10 @@ def test_time_forms():
     assert parse_time("2026-05-01T03:00:06.250-05:00") == t
     assert parse_time("2026-05-01 08:00:06.250Z") == t
     assert parse_time("2026-05-01T08:00:06.250z") == t
+    # nanoseconds as clocks write them are kept (time inside twin is epoch ns)
+    assert parse_time("2026-05-01T08:00:06.250000123Z") == t + 123
+    assert parse_time("2026-05-01T16:00:06.2500001+08:00") == t + 100
+    assert format_time(parse_time("2026-05-01T08:00:06.999999999Z")) == ("2026-05-01T08:00:06.999Z")
     assert parse_time(datetime(2026, 5, 1, 8, 0, 6, 250_000, tzinfo=UTC)) == t
     tz8 = timezone(timedelta(hours=8))
     assert parse_time(datetime(2026, 5, 1, 16, 0, 6, 250_000, tzinfo=tz8)) == t
