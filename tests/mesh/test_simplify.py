@@ -412,7 +412,6 @@ def test_bad_input():
         simplify(v, f + 100, target_faces=1)
     for kw in (
         {"target_faces": -1},
-        {"target_faces": len(f) + 1},
         {"target_faces": 2.5},
         {"target_error": -0.1},
         {"target_error": float("nan")},
@@ -522,3 +521,41 @@ def test_returned_error_matches_measured_hausdorff_on_terrain(frac):
     v1, f1, err = simplify(v, f, target_faces=target)
     d = surface_distance(v, f, v1, f1, 100_000)
     assert abs(err - d["hausdorff"]) <= 0.25 * d["hausdorff"], (err, d)
+
+
+def test_target_at_or_above_the_face_count_returns_the_mesh():
+    """A target of M faces or more removes nothing (a LOD chain asking a small tile for
+    more faces than it has): the same triangles come back, error 0."""
+    v, f = grid(6, 5, height=hills)
+    for target in (len(f), len(f) + 1, 10 * len(f)):
+        out = simplify(v, f, target_faces=target)
+        assert out.error == 0.0
+        assert sorted(
+            map(tuple, np.sort(out.vertices[out.faces].reshape(-1, 9), axis=1))
+        ) == sorted(map(tuple, np.sort(v[f].reshape(-1, 9), axis=1)))
+
+
+def test_attributes_come_back_in_their_own_form():
+    """uint8 colours stay uint8 (interpolated values rounded), a 1-D array stays 1-D,
+    a dict comes back as a dict with the same keys and shapes."""
+    v, f = grid(12, 9, height=hills)
+    n = len(v)
+    uv = (v[:, :2] / v[:, :2].max()).astype(np.float32)
+    rgba = np.tile(np.array([10, 200, 30, 255], np.uint8), (n, 1))
+    fid = np.arange(n, dtype=np.int32) % 3
+    plain = simplify(v, f, target_faces=len(f) // 4, attributes=uv)
+    assert plain.attributes.dtype == np.float32 and plain.attributes.shape == (
+        len(plain.vertices),
+        2,
+    )
+    one = simplify(v, f, target_faces=len(f) // 4, attributes=v[:, 0])
+    assert one.attributes.shape == (len(one.vertices),)
+    both = simplify(
+        v, f, target_faces=len(f) // 4, attributes={"uv": uv, "color": rgba, "fid": fid}
+    )
+    a = both.attributes
+    assert set(a) == {"uv", "color", "fid"}
+    assert a["color"].dtype == np.uint8 and a["color"].shape == (len(both.vertices), 4)
+    np.testing.assert_array_equal(a["color"], np.broadcast_to(rgba[0], a["color"].shape))
+    assert a["fid"].dtype == np.int32 and a["fid"].ndim == 1
+    assert a["uv"].dtype == np.float32

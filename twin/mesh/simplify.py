@@ -23,7 +23,7 @@ from twin.mesh._simplify_kernels import (
     sort_faces_by_min,
 )
 from twin.mesh._weld_kernels import weld_exact_kernel
-from twin.mesh.validate import check_attributes, check_mesh
+from twin.mesh.validate import attribute_columns, attributes_like, check_mesh
 
 __all__ = ["ERROR_SCALE", "SimplifyResult", "simplify"]
 
@@ -48,8 +48,9 @@ BORDER_WEIGHT = 10.0
 class SimplifyResult(tuple):
     """``(vertices, faces, error)``, unpackable as a 3-tuple, with extras:
 
-    ``attributes`` ((N', K) float64 or None): the per-vertex attributes of the output
-    vertices; ``remap`` ((N',) int64): for each output vertex, the input vertex it
+    ``attributes`` (or None): the per-vertex attributes of the output vertices in
+    the form they came in (dtype, shape, dict keys; interpolated values of integer
+    attributes rounded); ``remap`` ((N',) int64): for each output vertex, the input vertex it
     continues (its index in the input arrays).
     """
 
@@ -82,10 +83,9 @@ def _check_params(target_faces, target_error, m: int, attrs, attribute_weights):
         if isinstance(target_faces, bool) or not isinstance(target_faces, int | np.integer):
             raise ParameterError(f"target_faces must be an integer, got {target_faces!r}")
         target_faces = int(target_faces)
-        if not 0 <= target_faces <= m:
-            raise ParameterError(
-                f"target_faces must be in [0, {m}] (the input), got {target_faces}"
-            )
+        if target_faces < 0:
+            raise ParameterError(f"target_faces must be >= 0, got {target_faces}")
+        target_faces = min(target_faces, m)  # at or above M: nothing to remove
     else:
         target_faces = 0
     if target_error is not None:
@@ -152,13 +152,15 @@ def simplify(
     ----------
     vertices : (N, 3) float, mesh units (metres in a local frame, usually).
     faces : (M, 3) integer indices.
-    target_faces : stop once at most this many faces remain (0 <= target <= M).
+    target_faces : stop once at most this many faces remain (>= 0; a target at or
+        above M removes nothing: the mesh comes back as is, unused vertices dropped).
     target_error : stop before the first collapse whose error (the ``error`` metric,
         mesh units) would exceed this. At least one of the two targets is needed.
     lock_border : vertices on open borders neither move nor disappear, so tiles
         simplified separately still meet: their border vertices come out
         bit-identical.
-    attributes : optional (N,) or (N, K) per-vertex values (UVs, normals, colours).
+    attributes : optional (N,) or (N, K) per-vertex values (UVs, normals, colours),
+        any real dtype, or a dict of such arrays (``{"uv": uv, "color": rgba}``).
         They ride along (linearly interpolated along a collapsed edge) and add
         ``0.25 * sum_k (w_k * (a_u - a_v))**2`` to a collapse's priority (not to its
         geometric error). Vertices that share a position with exactly one other
@@ -203,7 +205,7 @@ def simplify(
     in set-up, ranking, sorting and measurement (the collapses are sequential).
     """
     v_in, f_in = check_mesh(vertices, faces)
-    attrs = check_attributes(attributes, v_in.shape[0])
+    attrs, _ = attribute_columns(attributes, v_in.shape[0])
     m = f_in.shape[0]
     target_faces, target_error, weights = _check_params(
         target_faces, target_error, m, attrs, attribute_weights
@@ -229,7 +231,9 @@ def simplify(
             max_e2 *= min(0.5, 0.8 * (target_error / error) ** 2)
     finally:
         numba.set_num_threads(threads)
-    return _output(v_in, prep, falive, attrs is not None, error)
+    out = _output(v_in, prep, falive, attrs is not None, error)
+    out.attributes = attributes_like(attributes, out.attributes)
+    return out
 
 
 def _measure(v_in, f_in, prep, falive, into) -> float:

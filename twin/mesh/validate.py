@@ -177,6 +177,32 @@ def attribute_columns(attributes, n_vertices: int, *, path: PathLike = None):
     return cols, lambda index: raw[index]
 
 
+def attributes_like(attributes, cols: np.ndarray | None):
+    """Float64 attribute columns ``cols`` (N', K) (e.g. interpolated by a collapse)
+    back in the form of the caller's ``attributes``: the same dtype per array
+    (integers rounded and clipped to their range), a 1-D array as 1-D, a dict of
+    arrays as a dict split column by column in the dict's order."""
+    if attributes is None or cols is None:
+        return None
+
+    def like(a, c):
+        a = np.asarray(a)
+        if np.issubdtype(a.dtype, np.integer):
+            info = np.iinfo(a.dtype)
+            c = np.clip(np.rint(c), info.min, info.max)
+        c = c.astype(a.dtype)
+        return c[:, 0] if a.ndim == 1 else c
+
+    if not isinstance(attributes, dict):
+        return like(attributes, cols)
+    out, j = {}, 0
+    for key, a in attributes.items():
+        k = 1 if np.ndim(a) == 1 else np.shape(a)[1]
+        out[key] = like(a, cols[:, j : j + k])
+        j += k
+    return out
+
+
 def check_cache_size(cache_size) -> int:
     """A post-transform cache size: an integer in [3, 1024]."""
     if isinstance(cache_size, bool) or not isinstance(cache_size, int | np.integer):
