@@ -1474,3 +1474,75 @@ def test_mqtt_payload_forms(mosquitto, store):
         c.loop_stop()
         c.disconnect()
     src.stop()
+
+
+def test_cli_export_default_output_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "city.sqlite"
+    with SQLiteStore(db) as s:
+        s.apply([ev(1, 0), ev(2, 5)], now=NOW)
+    r = cli("sync", "export-czml", "--db", db)
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "city.czml").read_text())[1]["id"] == "urn:ngsi-ld:Vehicle:1"
+    r = cli("sync", "export-geojson", "--db", db, "-o", tmp_path / "snap.geojson", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["features"] == 1
+    r = cli("sync", "export-geojson", "--db", db, "a.geojson", "-o", "b.geojson")
+    assert r.exit_code == 2 and "two output files" in r.output
+
+
+@pytest.mark.slow
+def test_cli_serve_as_the_issue_writes_it(tmp_path):
+    """``twin sync serve --db F`` with no token file: a one-run admin token is printed,
+    and every endpoint needs it."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from twin.sync._local import free_port
+
+    port = free_port()
+    db = tmp_path / "live.sqlite"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("TWIN_SYNC_TOKENS", None)
+    err = open(tmp_path / "serve.log", "w+b")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "twin.cli", "sync", "serve", "--db", str(db), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+        env=env,
+    )
+    try:
+        token = None
+        base = f"http://127.0.0.1:{port}"
+        t_end = time.monotonic() + 60
+        while time.monotonic() < t_end:
+            text = (tmp_path / "serve.log").read_text()
+            if token is None and "admin token (read and write) is " in text:
+                token = text.split("admin token (read and write) is ")[1].split()[0]
+            try:
+                urllib.request.urlopen(base + "/health", timeout=1)
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 401  # up, and refusing without a token
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert token, (tmp_path / "serve.log").read_text()
+
+        def call(path, body=None):
+            req = urllib.request.Request(
+                base + path,
+                data=None if body is None else json.dumps(body).encode(),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+            return json.loads(urllib.request.urlopen(req, timeout=10).read())
+
+        out = call("/events", [ev(1, 0), ev(2, 1, typ="Vehicle")])
+        assert [o["result"] for o in out["outcomes"]] == ["applied", "applied"]
+        assert call("/entities/urn:ngsi-ld:Vehicle:1")["revision"] == 2
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        err.close()

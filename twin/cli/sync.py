@@ -43,6 +43,20 @@ def _type_list(text: str | None) -> list[str] | None:
     return types
 
 
+def _out_path(out: str | None, output: str | None, db: str, suffix: str) -> str:
+    """The output file: the argument or ``-o``, else the store's file name with
+    ``suffix`` (``twin-live`` + suffix for a database URL)."""
+    from pathlib import Path
+
+    from twin.errors import ParameterError
+
+    if out and output and out != output:
+        raise ParameterError(f"two output files given: {out} and {output}")
+    if out or output:
+        return out or output
+    return "twin-live" + suffix if "://" in db else str(Path(db).with_suffix(suffix))
+
+
 def _bbox_arg(text: str | None):
     """``lon0,lat0,lon1,lat1`` -> a 4-tuple of floats (ParameterError otherwise)."""
     if not text:
@@ -238,8 +252,11 @@ def sync_indicators(db, t0, t1, types, cells, as_json):
 @click.option(
     "--tokens",
     type=click.Path(dir_okay=False, exists=True),
-    required=True,
-    help="JSON/TOML file: token -> {name, scopes: {write: [types] or '*', read}}.",
+    default=None,
+    envvar="TWIN_SYNC_TOKENS",
+    help="JSON/TOML file: token -> {name, scopes: {write: [types] or '*', read}} "
+    "(or $TWIN_SYNC_TOKENS). Without one, a random admin token is made for this run "
+    "and printed: every endpoint still needs a token.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8765, show_default=True)
@@ -273,20 +290,38 @@ def sync_serve(db, tokens, host, port, model, mqtt, mqtt_types):
     """
     from twin.sync.server import serve
 
+    if tokens is None:
+        import secrets
+
+        token = secrets.token_urlsafe(24)
+        tokens = {token: {"name": "admin", "scopes": {"write": "*", "read": True}}}
+        click.echo(
+            f"no --tokens file: this run's admin token (read and write) is {token}\n"
+            f"  curl -H 'Authorization: Bearer {token}' http://{host}:{port}/health",
+            err=True,
+        )
     types = mqtt_types.split(",") if mqtt_types else None
     serve(db, tokens=tokens, host=host, port=port, model=model, mqtt=mqtt, mqtt_types=types)
 
 
 @sync.command("export-czml")
 @_db_option
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False), required=False)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Output file (or as the argument); default: the store's name with .czml.",
+)
 @click.option(
     "--t0", default=None, help="Start time (ISO 8601 or epoch); default: the first event."
 )
 @click.option("--t1", default=None, help="End time (ISO 8601 or epoch); default: the last event.")
 @click.option("--types", default=None, help="Comma-separated entity types.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
-def sync_export_czml(db, out, t0, t1, types, as_json):
+def sync_export_czml(db, out, output, t0, t1, types, as_json):
     """Export entity history as time-dynamic CZML (for Cesium).
 
     \b
@@ -295,6 +330,7 @@ def sync_export_czml(db, out, t0, t1, types, as_json):
     """
     from twin.sync.czml import export_czml
 
+    out = _out_path(out, output, db, ".czml")
     with _open(db, exists=True) as store:
         r = export_czml(
             store,
@@ -311,7 +347,15 @@ def sync_export_czml(db, out, t0, t1, types, as_json):
 
 @sync.command("export-geojson")
 @_db_option
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False), required=False)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Output file (or as the argument); default: the store's name with .geojson.",
+)
 @click.option("--at", default=None, help="Snapshot time (ISO 8601); default: now.")
 @click.option("--types", default=None, help="Comma-separated entity types.")
 @click.option(
@@ -321,7 +365,7 @@ def sync_export_czml(db, out, t0, t1, types, as_json):
     help="Only entities inside this WGS 84 box.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
-def sync_export_geojson(db, out, at, types, bbox, as_json):
+def sync_export_geojson(db, out, output, at, types, bbox, as_json):
     """Export a GeoJSON snapshot of entity state (current, or as of --at).
 
     \b
@@ -330,6 +374,7 @@ def sync_export_geojson(db, out, at, types, bbox, as_json):
     """
     from twin.sync.geojson import export_geojson
 
+    out = _out_path(out, output, db, ".geojson")
     with _open(db, exists=True) as store:
         n = export_geojson(
             store, out, at=_t(at, "--at"), types=_type_list(types), bbox=_bbox_arg(bbox)
