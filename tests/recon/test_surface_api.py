@@ -75,6 +75,9 @@ def _write_all(tmp_path):
     ]
     (tmp_path / "lonlat.csv").write_text("\n".join(rows))
     files["csv_lonlat_positions_only"] = (tmp_path / "lonlat.csv", None)
+    # degrees under x, y with the survey CRS given: read as lon/lat
+    (tmp_path / "xy_degrees.csv").write_text("\n".join(["name,x,y,z", *rows[1:]]))
+    files["csv_xy_degrees_positions_only"] = (tmp_path / "xy_degrees.csv", "EPSG:4550")
     return files
 
 
@@ -91,7 +94,7 @@ def test_every_gcp_form_gives_the_same_points(tmp_path):
                 continue
             back = FRAME.from_crs(np.array([by[n]["llh"]]), GEODETIC_3D)[0]
             assert np.abs(back - ENU[i]).max() < 2e-3, (form, n, back, ENU[i])
-            if form != "csv_lonlat_positions_only":
+            if not form.endswith("positions_only"):
                 got = [(o["image"], *o["pixel"]) for o in by[n]["observations"]]
                 assert got == [(im, float(u), float(v)) for im, u, v in OBS[n]], form
             else:
@@ -189,6 +192,8 @@ def test_cli_refuses_unusable_folders_in_one_line(small_survey, tmp_path):
     r = runner.invoke(main, ["recon", str(one), str(tmp_path / "o2"), "--no-dense"])
     assert r.exit_code == 2 and "two or more" in r.output, r.output
     assert "Traceback" not in r.output
+    r = runner.invoke(main, ["recon", str(one), str(empty / "notes.txt" / "out")])
+    assert r.exit_code == 2 and "cannot write the output folder" in r.output
     r = runner.invoke(main, ["recon", str(one), str(tmp_path / "o3"), "--crs", "EPSG:123456"])
     assert r.exit_code == 2 and "EPSG:123456" in r.output
     r = runner.invoke(

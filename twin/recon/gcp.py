@@ -21,8 +21,9 @@ Accepted forms (:func:`read_gcps` picks by content, not by extension):
   observations, ``image`` with ``px``/``py`` (or ``u``/``v``). Rows of one name add
   observations to one point; a row without an image only gives the position.
 
-Coordinates without a CRS in the file are in ``crs`` (the survey CRS); lon/lat columns
-mean WGS 84 (EPSG:4979). Heights are ellipsoidal, like the EXIF GPS altitudes the rest
+Coordinates without a CRS in the file are in ``crs`` (the survey CRS); lon/lat columns,
+or x/y columns whose values can only be degrees (all within ±180, ±90), mean WGS 84
+(EPSG:4979). Heights are ellipsoidal, like the EXIF GPS altitudes the rest
 of the block uses. A point's position is converted to ``llh`` at reading time, so a
 wrong CRS shows up as points far from the photos (:func:`check_gcps_against_block`).
 Memory grows with the number of observations.
@@ -253,9 +254,15 @@ def _read_csv(text: str, p: Path, crs) -> list[dict]:
         by_crs.setdefault(r[6], []).append(i)
     llh = np.zeros((len(rows), 3))
     for c, idx in by_crs.items():
+        xy = np.array([rows[i][1:3] for i in idx], float)
+        degrees = bool(np.all(np.abs(xy[:, 0]) <= 180) and np.all(np.abs(xy[:, 1]) <= 90))
         if c:
             cr = _parse_crs(c, p, f"line {rows[idx[0]][7]} (crs column)")
-        elif geographic:
+        elif geographic or (degrees and (crs is None or not parse_crs(crs).is_geographic)):
+            # x, y that can only be longitude, latitude degrees (no projected survey CRS
+            # has coordinates this close to its false origin over a whole block)
+            if not geographic:
+                log.info("%s: x, y read as longitude, latitude (WGS 84)", p)
             cr = parse_crs(GEODETIC_3D)
         elif crs is not None:
             cr = parse_crs(crs)
