@@ -87,7 +87,7 @@ def recon(
     """Reconstruct cameras and a dense point cloud (LAZ) from a folder of photos.
 
     IMAGES and its subfolders hold the photos (.jpg, .png, .tif in any case; a
-    ``masks`` folder is skipped). Reads EXIF/XMP (GPS, focal length, gimbal
+    masks folder is skipped). Reads EXIF/XMP (GPS, focal length, gimbal
     angles), runs SfM (pycolmap, CPU),
     georeferences to the GPS (and GCPs), then dense matching and fusion. Writes
     OUT/cameras.json, OUT/points.laz and OUT/report.json; rerunning skips the steps
