@@ -1546,3 +1546,119 @@ def test_cli_serve_as_the_issue_writes_it(tmp_path):
         proc.terminate()
         proc.wait(20)
         err.close()
+
+
+# ----------------------------------------------------------------------------- fuzz
+_KEYS = [
+    "event_id",
+    "entity_id",
+    "entity_type",
+    "observed_at",
+    "position",
+    "crs",
+    "type",
+    "id",
+    "location",
+    "properties",
+    "geometry",
+    "observedAt",
+    "status",
+    "speed",
+    "attributes",
+    "expected_revision",
+    "dateObserved",
+    "lon",
+    "lat",
+    "x",
+    "y",
+    "coordinates",
+    "value",
+    "object",
+    "data",
+    "notifiedAt",
+]
+_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(),
+    st.text(max_size=8),
+    st.sampled_from(
+        [
+            "EPSG:32651",
+            "EPSG:4978",
+            "Point",
+            "Feature",
+            "Vehicle",
+            "Notification",
+            "2026-05-01T08:00:00Z",
+            "urn:ngsi-ld:Vehicle:1",
+            "Property",
+            "Relationship",
+        ]
+    ),
+)
+_JSON = st.recursive(
+    _SCALAR,
+    lambda c: st.one_of(
+        st.lists(c, max_size=3), st.dictionaries(st.sampled_from(_KEYS), c, max_size=5)
+    ),
+    max_leaves=15,
+)
+_BASES = [
+    ev(1, 0),
+    {
+        "id": "urn:ngsi-ld:Vehicle:1",
+        "type": "Vehicle",
+        "observedAt": "2026-05-01T08:00:00Z",
+        "location": {"type": "Point", "coordinates": [LON, LAT]},
+    },
+    {
+        "type": "Feature",
+        "id": "urn:ngsi-ld:Vehicle:1",
+        "properties": {"time": 1777622400},
+        "geometry": {"type": "Point", "coordinates": [LON, LAT]},
+    },
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    base=st.sampled_from(_BASES),
+    over=st.dictionaries(st.sampled_from(_KEYS), _JSON, max_size=3),
+    arg=_JSON,
+)
+def test_any_json_is_an_event_or_a_reason(base, over, arg):
+    """Whatever JSON arrives (near-valid events of every form, odd types anywhere),
+    validation gives an Event or an EventError, never another exception."""
+    from twin.sync.model import event_from_record, parse_position
+    from twin.sync.server import split_body
+
+    obj = {**base, **over}
+    for f in (
+        lambda: parse_event(obj, now=NOW),
+        lambda: event_from_record(obj, now=NOW, cells=True),
+        lambda: parse_position(arg, obj.get("crs")),
+        lambda: parse_time_arg(arg),
+    ):
+        try:
+            f()
+        except EventError:
+            pass
+    try:
+        body = json.dumps(obj).encode()
+    except ValueError:
+        return
+    for raw in split_body(body, None):
+        try:
+            parse_event(raw, now=NOW)
+        except EventError:
+            pass
+
+
+def test_fuzz_findings():
+    # an attribute whose "type" is not a string; an epoch beyond int64
+    bad = {**_BASES[1], "brand": {"type": [], "value": 1}}
+    assert parse_event(bad, now=NOW).attributes == {"brand": 1}
+    with pytest.raises(EventError, match="out of range"):
+        parse_time_arg("9" * 30)

@@ -264,8 +264,12 @@ def parse_time_arg(value, *, what: str = "time") -> int:
     if isinstance(value, (int, Decimal)):
         a = abs(value)
         scale = 10**9 if a < 10**11 else 10**6 if a < 10**14 else 10**3 if a < 10**17 else 1
-        return int(Decimal(value) * scale)
-    return parse_time(value, what=what)
+        ns = int(Decimal(value) * scale)
+    else:
+        ns = parse_time(value, what=what)
+    if not -(2**63) < ns < 2**63:
+        raise EventError(f"{what} {str(value)[:40]!r} is out of range")
+    return ns
 
 
 def now_ns() -> int:
@@ -549,7 +553,8 @@ def _ngsi_value(prop):
     a GeoJSON geometry for a GeoProperty)."""
     if not isinstance(prop, dict):
         return prop
-    member = _NGSI_MEMBER.get(prop.get("type"))
+    t = prop.get("type")
+    member = _NGSI_MEMBER.get(t) if isinstance(t, str) else None
     if member is not None and member in prop:
         return prop[member]
     if "value" in prop:
