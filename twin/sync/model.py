@@ -289,7 +289,7 @@ def check_time(ns: int, now: int | None, *, what: str = "observed_at") -> int:
 # ----------------------------------------------------------------------------- fields
 def _str(obj: dict, key: str, *, required: bool, limit: int = MAX_ID_CHARS) -> str | None:
     v = obj.get(key)
-    if type(v) is str and 0 < len(v) <= limit:  # fast path
+    if type(v) is str and 0 < len(v) <= limit and v.isprintable():  # fast path
         return v
     if v is None:
         if required:
@@ -301,6 +301,8 @@ def _str(obj: dict, key: str, *, required: bool, limit: int = MAX_ID_CHARS) -> s
         raise EventError(f"{key} is empty")
     if len(v) > limit:
         raise EventError(f"{key} is longer than {limit} characters")
+    if v and not v.isprintable():
+        raise EventError(f"{key} {v[:40]!r} contains control or unprintable characters")
     return v
 
 
