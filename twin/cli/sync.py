@@ -115,13 +115,14 @@ def sync():
 @click.option("--json", "as_json", is_flag=True, help="Print the replay report as JSON.")
 def sync_replay(events, db, speed, until, batch_size, fmt, crs, as_json):
     """Replay an event file (NDJSON, CSV or GeoJSON) into a store, with a
-    per-outcome report. Malformed records are reported by line and skipped; a file
-    without a single valid event is an error.
+    per-outcome report (EVENTS '-': standard input). Malformed records are
+    reported by line and skipped; a file without a single valid event is an error.
 
     \b
     Example:
       twin sync replay survey/events.ndjson --db live.sqlite --speed 10
       twin sync replay positions.csv --db live.sqlite --crs EPSG:32651
+      cat day1.ndjson day2.ndjson | twin sync replay - --db live.sqlite
     """
     from twin.errors import InputError
     from twin.sync.replay import replay
