@@ -1687,3 +1687,66 @@ def test_store_duplicate_of_an_event_object_with_a_nul_id(store):
     assert store.apply([e], now=NOW)[0].result == "applied"
     e2 = Event("n\x00ul", "urn:ngsi-ld:Vehicle:1", "vehicle", T0)
     assert store.apply([e2], now=NOW)[0].result == "duplicate"
+
+
+# ----------------------------------------------------------------------------- indicators
+def test_indicators_by_district_against_hand_counts(store):
+    """Counts, open incidents and response timers per district, by hand."""
+    batch = []
+    for i in range(5):  # five people, three in the north, two in the south
+        d = "north" if i < 3 else "south"
+        batch.append(
+            ev(i, i, ent=f"urn:ngsi-ld:Person:{i}", typ="person", attributes={"district": d})
+        )
+    batch.append(
+        ev(10, 30, ent="urn:ngsi-ld:Person:0", typ="person", attributes={"district": "south"})
+    )  # person 0 moves south
+    inc = [  # (id, district, [(state, t)])
+        ("a", "north", [("reported", 0), ("dispatched", 60), ("on_scene", 300)]),
+        ("b", "north", [("reported", 10), ("dispatched", 130)]),
+        (
+            "c",
+            "south",
+            [
+                ("reported", 20),
+                ("dispatched", 50),
+                ("on_scene", 110),
+                ("resolved", 200),
+                ("closed", 260),
+            ],
+        ),
+    ]
+    k = 100
+    for name, dist, steps in inc:
+        for st_, t in steps:
+            k += 1
+            batch.append(
+                ev(
+                    k,
+                    t,
+                    ent=f"urn:ngsi-ld:Incident:{name}",
+                    typ="incident",
+                    status=st_,
+                    attributes={"district": dist},
+                )
+            )
+    assert {o.result for o in store.apply(batch, now=NOW)} == {"applied"}
+    rows = {(r["cell"], r["type"]): r for r in store.indicators()}
+    assert rows[("district/north", "person")]["count"] == 2
+    assert rows[("district/south", "person")]["count"] == 3
+    n, s_ = rows[("district/north", "incident")], rows[("district/south", "incident")]
+    assert (n["count"], n["open"], s_["count"], s_["open"]) == (2, 2, 1, 0)
+    assert (n["dispatched"], n["mean_dispatch_s"]) == (2, (60 + 120) / 2)
+    assert (n["on_scene"], n["mean_response_s"]) == (1, 300.0)
+    assert (s_["mean_dispatch_s"], s_["mean_response_s"]) == (30.0, 90.0)
+    # a window (whole 60 s buckets): only what happened in it, from 08:02:00 on
+    w = {
+        (r["cell"], r["type"]): r
+        for r in store.indicators("2026-05-01T08:02:00Z", "2026-05-01T08:10:00Z")
+    }
+    assert w[("district/north", "incident")]["dispatched"] == 1  # b at 130 s
+    assert w[("district/north", "incident")]["mean_dispatch_s"] == 120.0
+    assert w[("district/north", "incident")]["mean_response_s"] == 300.0  # a at 300 s
+    assert ("district/south", "incident") in w and w[("district/south", "incident")][
+        "dispatched"
+    ] == 0
