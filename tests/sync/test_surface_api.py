@@ -1750,3 +1750,14 @@ def test_indicators_by_district_against_hand_counts(store):
     assert ("district/south", "incident") in w and w[("district/south", "incident")][
         "dispatched"
     ] == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="store.py: an epoch-ns int beyond int64 reaches SQLite and raises OverflowError "
+    "(not a TwinError); the CLI and HTTP refuse it before the store",
+)
+def test_store_as_of_beyond_int64_is_a_clean_error(store):
+    store.apply([ev(1, 0)], now=NOW)
+    with pytest.raises(ParameterError):
+        store.state("urn:ngsi-ld:Vehicle:404", at=10**30)
