@@ -547,6 +547,34 @@ def _rotation_mean(mats: np.ndarray, weights: np.ndarray | None = None) -> np.nd
     return U @ D @ Vt
 
 
+def _level_about_line(rec, src, dst, s, R, t, axis):
+    """For aerial blocks whose cameras lie on a line (one strip) and carry no attitude:
+    the rotation about that line (ENU ``axis``) that makes the sparse points' best plane
+    level, cameras above it. None unless the points are flat (plane thickness under a
+    third of its narrower extent) and the cameras stand well above them (more than
+    half that extent): street-level sets are left alone. Returns R, s, t, degrees."""
+    X = np.array([p.xyz for _, p in rec.points3D.items()]).reshape(-1, 3)
+    if len(X) < 20:
+        return None
+    P = s * X @ R.T + t
+    C = s * src @ R.T + t
+    c0 = np.median(P, axis=0)
+    w, V = np.linalg.eigh(np.cov((P - c0).T))
+    n = V[:, 0]
+    h = (C - c0) @ n
+    if np.median(h) < 0:
+        n, h = -n, -h
+    if np.sqrt(w[0]) > np.sqrt(w[1]) / 3.0 or np.median(h) < 0.5 * np.sqrt(w[1]):
+        return None
+    a = axis / np.linalg.norm(axis)
+    z = np.array([0.0, 0.0, 1.0])
+    n_p, z_p = n - (n @ a) * a, z - (z @ a) * a
+    theta = float(np.arctan2(a @ np.cross(n_p, z_p), n_p @ z_p))
+    R2 = _rotvec_matrix(a * theta) @ R
+    s2, t2 = _scale_translation(src, dst, R2)
+    return R2, s2, t2, float(np.degrees(abs(theta)))
+
+
 def _fit_with_attitude(src, dst, R0, var_c: float, sig_rot: float):
     """Similarity ``dst ≈ s R src + t`` with a prior ``R ≈ R0`` (σ ``sig_rot`` radians)
     and position residuals of variance ``var_c`` per coordinate; returns R, s, t."""
@@ -703,12 +731,21 @@ def georeference(
             source += " (camera positions nearly on a line: rotation about it uncertain)"
     elif inl.sum() >= 3:
         a = enu[inl] - enu[inl].mean(0)
-        ev = np.linalg.eigvalsh(a.T @ a)
+        ev, evec = np.linalg.eigh(a.T @ a)
         if ev[1] < 1e-3 * ev[2] or np.sqrt(ev[1] / len(a)) < 2.0:
-            source += (
-                " (camera positions nearly on a line, no gimbal angles: "
-                "rotation about it uncertain)"
-            )
+            level = _level_about_line(rec, src[inl], enu[inl], s, R, t, evec[:, 2])
+            if level is not None:
+                R, s, t, tilt = level
+                source += (
+                    f" + level ground (camera positions nearly on a line, no gimbal "
+                    f"angles: the rotation about it levels the sparse points' plane, "
+                    f"{tilt:.1f} deg turned; as good as the ground is level across it)"
+                )
+            else:
+                source += (
+                    " (camera positions nearly on a line, no gimbal angles: "
+                    "rotation about it uncertain)"
+                )
     if use_gcp:
         # GCPs (weighted as many cameras) refine the similarity with the GPS inliers
         a = np.vstack([src[inl], gcp_fit["sfm"]])
