@@ -322,6 +322,22 @@ def test_one_strip_block_in_subfolders_with_a_gcp_csv(strip_survey, tmp_path):
     # the block moved onto the GCPs (off the GPS datum), its shape kept
     assert g["rmse_m"] < rep["georeference"]["gcp"]["rmse_m"]
     assert np.sqrt(np.mean(pos2**2)) < 1.5 and rot2.max() < 0.1
+    # a fifth GCP 30 m off (G0's photos, wrong coordinates): left out, the rest hold
+    rows = gcp.read_text().splitlines()
+    extra = []
+    for r in rows[1:]:
+        c = r.split(",")
+        if c[0] == "G0":
+            extra.append(",".join(["Gx", str(float(c[1]) + 30.0), *c[2:]]))
+    (tmp_path / "bad.csv").write_text("\n".join(rows + extra) + "\n", encoding="utf-8")
+    third = reconstruct(
+        photos, out, crs=STRIP["crs"], gcp=tmp_path / "bad.csv", gcp_role="control", options=opts
+    )
+    g = third["georeference"]["gcp"]
+    assert g["outliers"] == ["Gx"] and g["triangulated"] == 5
+    assert all(np.linalg.norm(v) < 0.5 for k, v in g["residuals_m"].items() if k != "Gx")
+    pos3, rot3, _ = _camera_errors(survey, out, names)
+    assert np.sqrt(np.mean(pos3**2)) < 1.5 and rot3.max() < 0.1
 
 
 def test_folders_case_and_names(small_survey, tmp_path):

@@ -743,12 +743,13 @@ def check_gcps(rec, images: ImageSet, gcps: list[dict], frame) -> dict:
     return sfm._gcp_report(rec, images, gcps, frame, same, used=False)
 
 
-def shift_to_gcps(rec, images: ImageSet, gcps: list[dict], frame) -> dict:
+def shift_to_gcps(rec, images: ImageSet, gcps: list[dict], frame, exclude=()) -> dict:
     """Ground control points as control of a reconstruction already adjusted in
     ``frame``'s ENU metres (:func:`adjust_with_priors`): the block is shifted by the
     median of the GCPs' residuals (the GPS datum's offset; the block's scale and
     rotation stay those of the GPS and attitudes, which span all of it), in place.
-    Returns the GCP report after the shift, with ``shift_m``."""
+    GCPs named in ``exclude`` (outliers) do not move it. Returns the GCP report after
+    the shift, with ``shift_m``."""
     import pycolmap
 
     from twin.recon import sfm
@@ -756,7 +757,10 @@ def shift_to_gcps(rec, images: ImageSet, gcps: list[dict], frame) -> dict:
     pts = sfm._gcp_points(rec, images, gcps, frame)
     if len(pts["names"]) == 0:
         return check_gcps(rec, images, gcps, frame)
-    shift = np.median(pts["enu"] - pts["sfm"], axis=0)
+    use = np.array([n not in set(exclude) for n in pts["names"]])
+    if not use.any():
+        use[:] = True
+    shift = np.median((pts["enu"] - pts["sfm"])[use], axis=0)
     rec.transform(pycolmap.Sim3d(1.0, pycolmap.Rotation3d(np.eye(3)), shift.reshape(3, 1)))
     same = sfm.Georef(1.0, np.eye(3), np.zeros(3), frame, 0, 0, float("nan"))
     rep = sfm._gcp_report(rec, images, gcps, frame, same, used=True)

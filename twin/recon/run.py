@@ -255,7 +255,9 @@ def reconstruct(
                 if gcp_control:
                     # the adjusted block keeps its shape; the GCPs move it off the
                     # GPS datum
-                    geo.gcp = shift_to_gcps(rec, images, gcps, geo.frame)
+                    out_gcp = geo.gcp.get("outliers", [])
+                    geo.gcp = shift_to_gcps(rec, images, gcps, geo.frame, exclude=out_gcp)
+                    geo.gcp["outliers"] = out_gcp
                 else:
                     geo.gcp = check_gcps(rec, images, gcps, geo.frame)
     timings["georeference"] = time.perf_counter() - t0

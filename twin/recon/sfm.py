@@ -746,6 +746,22 @@ def georeference(
                     " (camera positions nearly on a line, no gimbal angles: "
                     "rotation about it uncertain)"
                 )
+    gcp_outliers: list[str] = []
+    if use_gcp and inl.sum() >= 3:
+        # a GCP far off the others' agreement with the GPS fit (a wrong coordinate or
+        # a mislabelled photo) stays out of the fit; it is still reported
+        r = s * gcp_fit["sfm"] @ R.T + t - gcp_fit["enu"]
+        dev = np.linalg.norm(r - np.median(r, axis=0), axis=1)
+        bad = dev > max(5.0, 3.0 * float(np.median(dev)))
+        if bad.any() and (~bad).sum() >= 3:
+            gcp_outliers = [n for n, b in zip(gcp_fit["names"], bad, strict=True) if b]
+            gcp_fit = {
+                k: (v[~bad] if k != "names" else [n for n, b in zip(v, bad, strict=True) if not b])
+                for k, v in gcp_fit.items()
+            }
+            log.warning(
+                "GCPs %s disagree with the others by metres: left out of the fit", gcp_outliers
+            )
     if use_gcp:
         # GCPs (weighted as many cameras) refine the similarity with the GPS inliers
         a = np.vstack([src[inl], gcp_fit["sfm"]])
@@ -767,6 +783,7 @@ def georeference(
     )
     if gcps:
         geo.gcp = _gcp_report(rec, images, gcps, frame, geo, used=use_gcp)
+        geo.gcp["outliers"] = gcp_outliers
     return geo
 
 
