@@ -441,17 +441,12 @@ def test_reads_take_numpy_and_pandas_times(store):
         pd.Timestamp("2026-05-01T16:00:15", tz="Asia/Shanghai"),
     ):
         assert store.state("urn:ngsi-ld:Vehicle:1", at=at).event_id == "e1", at
-    with pytest.raises(EventError, match="NaT"):
+    with pytest.raises(ParameterError, match="NaT"):
         store.state("urn:ngsi-ld:Vehicle:1", at=np.datetime64("NaT"))
     rows = store.history("urn:ngsi-ld:Vehicle:1", np.datetime64("2026-05-01T08:00:15"))
     assert [r["event_id"] for r in rows] == ["e2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLiteStore.query unpacks bbox with float() and lets ValueError through "
-    "(store.py, owned elsewhere): a malformed bbox should be a ParameterError",
-)
 @pytest.mark.parametrize("bbox", [(121.5, 29.8, 121.6), "121.5,29.8,121.6,29.9"])
 def test_query_bad_bbox_is_a_parameter_error(store, bbox):
     with pytest.raises(ParameterError):
@@ -1674,19 +1669,16 @@ def test_ids_with_control_characters_are_rejected(store):
     assert store.apply([ev(3, 0, event_id="é🚗-1")], now=NOW)[0].result == "duplicate"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py: an Event object whose event_id holds a NUL is not found again by "
-    "the json_each lookup of seen ids, so a repeat raises sqlite3.IntegrityError (the "
-    "batch rolls back) instead of being a duplicate; parse_event now refuses such ids",
-)
-def test_store_duplicate_of_an_event_object_with_a_nul_id(store):
+def test_store_refuses_an_event_object_with_a_nul_id(store):
+    """SQLite's JSON functions and PostgreSQL's text cannot hold a NUL: such an id is
+    rejected (not stored and later mistaken), the rest of the batch applies."""
     from twin.sync.model import Event
 
     e = Event("n\x00ul", "urn:ngsi-ld:Vehicle:1", "vehicle", T0)
-    assert store.apply([e], now=NOW)[0].result == "applied"
-    e2 = Event("n\x00ul", "urn:ngsi-ld:Vehicle:1", "vehicle", T0)
-    assert store.apply([e2], now=NOW)[0].result == "duplicate"
+    assert store.apply([e], now=NOW)[0].result == "rejected"
+    out = store.apply([e, Event("ok", "urn:ngsi-ld:Vehicle:1", "vehicle", T0)], now=NOW)
+    assert [o.result for o in out] == ["rejected", "applied"]
+    assert "NUL" in out[0].reason
 
 
 # ----------------------------------------------------------------------------- indicators
@@ -1752,12 +1744,21 @@ def test_indicators_by_district_against_hand_counts(store):
     ] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py: an epoch-ns int beyond int64 reaches SQLite and raises OverflowError "
-    "(not a TwinError); the CLI and HTTP refuse it before the store",
-)
 def test_store_as_of_beyond_int64_is_a_clean_error(store):
     store.apply([ev(1, 0)], now=NOW)
     with pytest.raises(ParameterError):
         store.state("urn:ngsi-ld:Vehicle:404", at=10**30)
+
+
+def test_store_read_times_in_epoch_units_and_bad_boxes(store):
+    """Read times as numbers are epoch s, ms, µs or ns by magnitude (as the CLI and the
+    HTTP API read them); a bbox with min > max or a NaN is a ParameterError."""
+    store.apply([ev(1, 0)], now=NOW)
+    eid = "urn:ngsi-ld:Vehicle:1"
+    ns = store.state(eid).observed_ns
+    for at in (ns, ns // 10**3, ns // 10**6, ns / 1e9, ns // 10**9):
+        assert store.state(eid, at=at) is not None, at
+    assert store.state(eid, at=ns // 10**9 - 1) is None
+    for bad in ((1, 2, 0, 3), (0, 0, float("nan"), 1)):
+        with pytest.raises(ParameterError):
+            store.query(bbox=bad)

@@ -27,13 +27,12 @@ import zlib
 from collections.abc import Iterable, Sequence
 
 from twin.errors import InputError
-from twin.sync.model import Entity, Event, EventError, format_time, parse_event
+from twin.sync.model import Entity, Event, format_time
 from twin.sync.store import (
     _COLS,
     _HIST_COLS,
     _SEL,
     _UPSERT_INDICATORS_PG,
-    REJECTED,
     SCHEMA_VERSION,
     STALE,
     Outcome,
@@ -41,7 +40,9 @@ from twin.sync.store import (
     _entity,
     _indicator_settings,
     _time_ns,
+    check_bbox,
     indicator_rows,
+    parse_batch,
     plan_batch,
 )
 
@@ -174,19 +175,7 @@ class PostgresStore(Store):
     # ------------------------------------------------------------------ writes
     def apply(self, events: Iterable[Event | dict], *, now: int | None = None) -> list[Outcome]:
         """Apply one batch in one transaction (see :meth:`SQLiteStore.apply`)."""
-        evs: list[Event | None] = list(events)
-        outcomes: list[Outcome | None] = [None] * len(evs)
-        for i, e in enumerate(evs):
-            if type(e) is Event:
-                continue
-            try:
-                evs[i] = parse_event(e, now=now)
-            except EventError as exc:
-                evs[i] = None
-                eid = e.get("event_id") if isinstance(e, dict) else None
-                outcomes[i] = Outcome(
-                    eid if isinstance(eid, str) else None, REJECTED, None, exc.reason
-                )
+        evs, outcomes = parse_batch(events, now)
         if self.placer is not None:
             self.placer.place_events(evs)
         valid = [e for e in evs if e is not None]
@@ -323,7 +312,7 @@ class PostgresStore(Store):
         h, e = ("h.", "e.") if at is not None else ("", "")
         where, args = [], []
         if bbox is not None:
-            x0, y0, x1, y1 = (float(v) for v in bbox)
+            x0, y0, x1, y1 = check_bbox(bbox)
             where.append(f"{h}lon BETWEEN %s AND %s AND {h}lat BETWEEN %s AND %s")
             args += [x0, x1, y0, y1]
         if types is not None:

@@ -392,14 +392,63 @@ def _indicator_settings(meta: dict, cell_deg, bucket_s, where) -> tuple[float, i
     return out[0], out[1]
 
 
+def parse_batch(events: Iterable[Event | dict], now: int | None) -> tuple[list, list]:
+    """A batch as ``(events, outcomes)``: raw dicts/JSON parsed and validated with
+    :func:`~twin.sync.model.parse_event` (``now`` bounds future timestamps); an invalid
+    one becomes None with its ``rejected`` outcome, the others' outcomes None (to be
+    decided). :class:`Event` objects are trusted as built, except that an id holding a
+    NUL character (which neither SQLite's JSON functions nor PostgreSQL's text keep)
+    is rejected."""
+    evs: list[Event | None] = list(events)
+    outcomes: list[Outcome | None] = [None] * len(evs)
+    for i, e in enumerate(evs):
+        if type(e) is Event:
+            if "\x00" in e.event_id or "\x00" in e.entity_id:
+                evs[i] = None
+                outcomes[i] = Outcome(
+                    e.event_id, REJECTED, None, "event_id or entity_id contains a NUL character"
+                )
+            continue
+        try:
+            evs[i] = parse_event(e, now=now)
+        except EventError as exc:
+            evs[i] = None
+            eid = e.get("event_id") if isinstance(e, dict) else None
+            outcomes[i] = Outcome(eid if isinstance(eid, str) else None, REJECTED, None, exc.reason)
+    return evs, outcomes
+
+
+def check_bbox(bbox) -> tuple[float, float, float, float]:
+    """A query's ``bbox``: four finite numbers (lon_min, lat_min, lon_max, lat_max) in
+    WGS 84 degrees with min <= max, else :class:`ParameterError`."""
+    try:
+        if isinstance(bbox, str | bytes):
+            raise TypeError
+        x0, y0, x1, y1 = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise ParameterError(
+            f"bbox must be four numbers (lon_min, lat_min, lon_max, lat_max), got {bbox!r}"
+        ) from None
+    if not all(map(math.isfinite, (x0, y0, x1, y1))) or x0 > x1 or y0 > y1:
+        raise ParameterError(f"bbox must be finite with min <= max, got {bbox!r}")
+    return x0, y0, x1, y1
+
+
 def _time_ns(t) -> int | None:
+    """A time argument of a read (``at``, ``t0``, ``t1``) -> epoch ns, or None. Numbers
+    are epoch seconds, ms, µs or ns told apart by magnitude, as
+    :func:`~twin.sync.model.parse_time_arg` says (epoch ns of any date after 1973 are
+    taken as they are); a time that is not one raises :class:`ParameterError`."""
     if t is None:
         return None
-    if isinstance(t, (int, float)) and not isinstance(t, bool):
-        return int(t)
-    from twin.sync.model import parse_time
+    if type(t) is int and 10**17 <= t < 2**63:
+        return t
+    from twin.sync.model import parse_time_arg
 
-    return parse_time(t, what="time")
+    try:
+        return parse_time_arg(t, what="time")
+    except EventError as exc:
+        raise ParameterError(str(exc)) from None
 
 
 def _entity(row) -> Entity:
@@ -949,19 +998,7 @@ class SQLiteStore(Store):
         applies. If anything else fails (disk full, a bug), the whole batch rolls back
         and the exception propagates: nothing of it is visible.
         """
-        evs: list[Event | None] = list(events)
-        outcomes: list[Outcome | None] = [None] * len(evs)
-        for i, e in enumerate(evs):
-            if type(e) is Event:
-                continue
-            try:
-                evs[i] = parse_event(e, now=now)
-            except EventError as exc:
-                evs[i] = None
-                eid = e.get("event_id") if isinstance(e, dict) else None
-                outcomes[i] = Outcome(
-                    eid if isinstance(eid, str) else None, REJECTED, None, exc.reason
-                )
+        evs, outcomes = parse_batch(events, now)
         if self.placer is not None:  # building, floor and ENU from the position
             self.placer.place_events(evs)
         cur = self._cur
@@ -1130,7 +1167,7 @@ class SQLiteStore(Store):
                 if h is not None:
                     row = (row[0], row[1], *h)
             return _entity(row)
-        t = at if type(at) is int else _time_ns(at)
+        t = at if type(at) is int and 10**17 <= at < 2**63 else _time_ns(at)
         # id -> (k, type) never changes once an entity exists: the cache may answer
         # (then one prepared index seek, only the state columns bound back); else one
         # statement finds the entity and its row as of t
@@ -1237,7 +1274,7 @@ class SQLiteStore(Store):
         """
         args: list = []
         if bbox is not None:
-            x0, y0, x1, y1 = (float(v) for v in bbox)
+            x0, y0, x1, y1 = check_bbox(bbox)
             args += [x0, x1, y0, y1]
         if types is not None:
             types = [types] if isinstance(types, str) else list(types)
