@@ -11,7 +11,7 @@
   write scopes, apply, publish) that HTTP, MQTT and future log consumers feed;
 * :mod:`twin.sync.mqtt`: :class:`~twin.sync.mqtt.MQTTSource` (paho, QoS 1,
   acknowledged after commit);
-* :mod:`twin.sync.replay`: NDJSON replay into a store;
+* :mod:`twin.sync.replay`: NDJSON, CSV or GeoJSON event files replayed into a store;
 * :mod:`twin.sync.placement`: :class:`Placer`, positions onto the model (ENU frame,
   terrain height, building, floor);
 * :mod:`twin.sync.server`: the FastAPI app (:func:`~twin.sync.server.create_app`,
