@@ -423,3 +423,21 @@ def test_one_strip_without_gimbal_tags_is_levelled_on_the_ground(strip_survey, t
     print(np.median(rot), rot.max(), np.sqrt(np.mean(pos**2)))
     assert np.median(rot) < 2.0 and rot.max() < 3.0
     assert np.sqrt(np.mean(pos**2)) < 4.0
+
+
+def test_cli_reads_a_gcp_csv_in_the_auto_utm_zone(small_survey, tmp_path):
+    """``--crs UTM`` with a CSV without a crs column: its x, y are in the block's UTM
+    zone (here 51N); the file is checked before SfM (its photos are not in the folder)."""
+    from twin.cli import main
+
+    folder = _photos(small_survey, tmp_path / "p", ["S01_P003_nadir.jpg", "S01_P004_nadir.jpg"])
+    utm = transform(_llh(), GEODETIC_3D, "EPSG:32651")
+    rows = ["name,x,y,z,image,px,py"] + [
+        f"g{i},{x:.3f},{y:.3f},{z:.3f},IMG_{i}.JPG,10,20" for i, (x, y, z) in enumerate(utm)
+    ]
+    (tmp_path / "gcp.csv").write_text("\n".join(rows))
+    args = ["recon", str(folder), str(tmp_path / "out"), "--gcp", str(tmp_path / "gcp.csv")]
+    r = CliRunner().invoke(main, [*args, "--crs", "UTM"])
+    assert r.exit_code == 2 and "none of the GCP observations" in r.output, r.output
+    r = CliRunner().invoke(main, args)  # no --crs: the file cannot say where it is
+    assert r.exit_code == 2 and "without a CRS" in r.output, r.output

@@ -137,7 +137,8 @@ def reconstruct(
     def save_state():
         write_json(state_path, state)
 
-    gcps = sfm.read_gcps(gcp, crs=out_crs) if gcp else None  # a bad file fails first
+    # a bad GCP file fails first (with --crs UTM/GK: once the photos give the zone)
+    gcps = sfm.read_gcps(gcp, crs=out_crs) if gcp and not auto_crs else None
     # ---------------------------------------------------------------- ingest
     t0 = time.perf_counter()
     with progress.step("image ingest"):
@@ -156,6 +157,14 @@ def reconstruct(
             path=images_dir,
         )
     frame = sfm.default_frame(images)
+    if gcp and auto_crs:
+        if frame is not None:
+            out_crs = (
+                cgcs2000_gk_crs_for(frame.lon)
+                if auto_crs in ("gk", "cgcs2000")
+                else utm_crs_for(frame.lon, frame.lat)
+            )
+        gcps = sfm.read_gcps(gcp, crs=out_crs)
     if frame is None and gcps:
         llh = np.array([g["llh"] for g in gcps if g["llh"] is not None])
         if len(llh):
