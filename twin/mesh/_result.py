@@ -6,19 +6,20 @@ import numpy as np
 
 
 class MeshResult(tuple):
-    """``(vertices, faces)``, unpackable as a 2-tuple, with extras:
+    """``(vertices, faces)``, unpackable as a 2-tuple (a subclass may add items after
+    them, e.g. simplify's error), with extras:
 
     ``attributes``: the output vertices' attributes in the form they came in (same
     dtype and shape per array, a dict for a dict), or None when none were given;
     ``remap`` ((N,) int64): for every *input* vertex its index in the output
-    vertices, or -1 when no output face uses it.
+    vertices, or -1 when no output face uses it (a subclass may say otherwise).
     """
 
     attributes: object
     remap: np.ndarray
 
-    def __new__(cls, vertices, faces, attributes, remap):
-        obj = super().__new__(cls, (vertices, faces))
+    def __new__(cls, vertices, faces, attributes, remap, *more):
+        obj = super().__new__(cls, (vertices, faces, *more))
         obj.attributes = attributes
         obj.remap = remap
         return obj

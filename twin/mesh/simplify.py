@@ -6,6 +6,7 @@ import numba
 import numpy as np
 
 from twin.errors import ParameterError
+from twin.mesh._result import MeshResult
 from twin.mesh._simplify_kernels import (
     bounds,
     build_corner_lists,
@@ -45,31 +46,17 @@ SERIAL_FACES = 65_536
 BORDER_WEIGHT = 10.0
 
 
-class SimplifyResult(tuple):
+class SimplifyResult(MeshResult):
     """``(vertices, faces, error)``, unpackable as a 3-tuple, with extras:
 
     ``attributes`` (or None): the per-vertex attributes of the output vertices in
     the form they came in (dtype, shape, dict keys; interpolated values of integer
-    attributes rounded); ``remap`` ((N',) int64): for each output vertex, the input vertex it
-    continues (its index in the input arrays).
+    attributes rounded); ``remap`` ((N',) int64): for each output vertex, the input
+    vertex it continues (its index in the input arrays).
     """
 
-    attributes: np.ndarray | None
-    remap: np.ndarray
-
     def __new__(cls, vertices, faces, error, attributes, remap):
-        obj = super().__new__(cls, (vertices, faces, error))
-        obj.attributes = attributes
-        obj.remap = remap
-        return obj
-
-    @property
-    def vertices(self) -> np.ndarray:
-        return self[0]
-
-    @property
-    def faces(self) -> np.ndarray:
-        return self[1]
+        return super().__new__(cls, vertices, faces, attributes, remap, error)
 
     @property
     def error(self) -> float:
