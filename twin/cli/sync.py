@@ -31,16 +31,9 @@ def _t(value: str | None, what: str):
 
 def _type_list(text: str | None) -> list[str] | None:
     """``person,vehicle`` -> a list of known entity types (ParameterError otherwise)."""
-    if not text:
-        return None
-    from twin.errors import ParameterError
-    from twin.sync.model import ENTITY_TYPES
+    from twin.sync.model import parse_types
 
-    types = [t.strip().lower() for t in text.split(",") if t.strip()]
-    bad = [t for t in types if t not in ENTITY_TYPES]
-    if bad:
-        raise ParameterError(f"unknown entity types {bad} (one of {', '.join(ENTITY_TYPES)})")
-    return types
+    return parse_types(text)
 
 
 def _out_path(out: str | None, output: str | None, db: str, suffix: str) -> str:

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from twin.errors import InputError
+from twin.errors import InputError, ParameterError
 
 ENTITY_TYPES = ("person", "vehicle", "asset", "incident", "sensor")
 INCIDENT_STATES = ("reported", "dispatched", "on_scene", "resolved", "closed")
@@ -243,6 +243,19 @@ def parse_time(value, *, what: str = "observed_at") -> int:
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 _FRACTION = re.compile(r"[T ]\d\d:?\d\d:?\d\d[.,](\d{7,})")
+
+
+def parse_types(text: str | None) -> list[str] | None:
+    """``person,vehicle`` (a query string's or a command line's list) -> the entity
+    types, lower-cased; None for none given. An unknown type is a
+    :class:`~twin.errors.ParameterError` naming the known ones."""
+    if not text:
+        return None
+    types = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [t for t in types if t not in ENTITY_TYPES]
+    if bad:
+        raise ParameterError(f"unknown entity types {bad} (one of {', '.join(ENTITY_TYPES)})")
+    return types
 
 
 def parse_time_arg(value, *, what: str = "time") -> int:

@@ -82,6 +82,7 @@ from twin.sync.model import (
     EventError,
     ngsi_notification_entities,
     parse_time_arg,
+    parse_types,
     to_ngsi_ld,
 )
 from twin.sync.store import Store
@@ -210,14 +211,7 @@ def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
     return v[0], v[1], v[2], v[3]
 
 
-def _types(text: str | None) -> list[str] | None:
-    if not text:
-        return None
-    types = [t.strip().lower() for t in text.split(",") if t.strip()]
-    bad = [t for t in types if t not in ENTITY_TYPES]
-    if bad:
-        raise ParameterError(f"unknown entity types {bad} (one of {', '.join(ENTITY_TYPES)})")
-    return types
+_types = parse_types
 
 
 _SPACED_OFFSET = re.compile(r"T[\d:.]+( \d\d:\d\d)$")
