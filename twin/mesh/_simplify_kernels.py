@@ -168,6 +168,21 @@ def attr_penalty(attrs, weights, u, v):
 # ---------------------------------------------------------------- set-up
 
 
+@njit(cache=True, inline="always")
+def face_cross(V, a, b, c):
+    """``(b - a) x (c - a)`` of a face's corners and its length (twice the area)."""
+    e1x = V[b, 0] - V[a, 0]
+    e1y = V[b, 1] - V[a, 1]
+    e1z = V[b, 2] - V[a, 2]
+    e2x = V[c, 0] - V[a, 0]
+    e2y = V[c, 1] - V[a, 1]
+    e2z = V[c, 2] - V[a, 2]
+    nx = e1y * e2z - e1z * e2y
+    ny = e1z * e2x - e1x * e2z
+    nz = e1x * e2y - e1y * e2x
+    return nx, ny, nz, np.sqrt(nx * nx + ny * ny + nz * nz)
+
+
 @njit(cache=True, parallel=True)
 def build_quadrics(V, F, Q, head, nxt):
     """Area-weighted plane quadric of every face added to its three corners: each
@@ -180,18 +195,7 @@ def build_quadrics(V, F, Q, head, nxt):
             f = c // 3
             c = nxt[c]
             a = F[f, 0]
-            b = F[f, 1]
-            cc = F[f, 2]
-            e1x = V[b, 0] - V[a, 0]
-            e1y = V[b, 1] - V[a, 1]
-            e1z = V[b, 2] - V[a, 2]
-            e2x = V[cc, 0] - V[a, 0]
-            e2y = V[cc, 1] - V[a, 1]
-            e2z = V[cc, 2] - V[a, 2]
-            nx = e1y * e2z - e1z * e2y
-            ny = e1z * e2x - e1x * e2z
-            nz = e1x * e2y - e1y * e2x
-            ln = np.sqrt(nx * nx + ny * ny + nz * nz)
+            nx, ny, nz, ln = face_cross(V, a, F[f, 1], F[f, 2])
             if ln == 0.0:
                 continue
             area = 0.5 * ln
@@ -242,19 +246,7 @@ def face_normals(V, F):
     """Unit face normals (M, 3) float32 (zero for degenerate faces). Parallel."""
     N0 = np.empty((F.shape[0], 3), np.float32)
     for f in prange(F.shape[0]):
-        a = F[f, 0]
-        b = F[f, 1]
-        c = F[f, 2]
-        e1x = V[b, 0] - V[a, 0]
-        e1y = V[b, 1] - V[a, 1]
-        e1z = V[b, 2] - V[a, 2]
-        e2x = V[c, 0] - V[a, 0]
-        e2y = V[c, 1] - V[a, 1]
-        e2z = V[c, 2] - V[a, 2]
-        nx = e1y * e2z - e1z * e2y
-        ny = e1z * e2x - e1x * e2z
-        nz = e1x * e2y - e1y * e2x
-        ln = np.sqrt(nx * nx + ny * ny + nz * nz)
+        nx, ny, nz, ln = face_cross(V, F[f, 0], F[f, 1], F[f, 2])
         if ln > 0.0:
             nx /= ln
             ny /= ln
