@@ -59,6 +59,18 @@ def _bbox_arg(text: str | None):
     return _bbox(text)
 
 
+def _output_option(suffix: str):
+    """``-o/--output FILE``, the alternative to an export's OUT argument."""
+    return click.option(
+        "-o",
+        "--output",
+        "output",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=f"Output file (or as the argument); default: the store's name with {suffix}.",
+    )
+
+
 _db_option = click.option(
     "--db",
     default="twin-live.sqlite",
@@ -301,14 +313,7 @@ def sync_serve(db, tokens, host, port, model, mqtt, mqtt_types):
 @sync.command("export-czml")
 @_db_option
 @click.argument("out", type=click.Path(dir_okay=False), required=False)
-@click.option(
-    "-o",
-    "--output",
-    "output",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Output file (or as the argument); default: the store's name with .czml.",
-)
+@_output_option(".czml")
 @click.option(
     "--t0", default=None, help="Start time (ISO 8601 or epoch); default: the first event."
 )
@@ -342,14 +347,7 @@ def sync_export_czml(db, out, output, t0, t1, types, as_json):
 @sync.command("export-geojson")
 @_db_option
 @click.argument("out", type=click.Path(dir_okay=False), required=False)
-@click.option(
-    "-o",
-    "--output",
-    "output",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Output file (or as the argument); default: the store's name with .geojson.",
-)
+@_output_option(".geojson")
 @click.option("--at", default=None, help="Snapshot time (ISO 8601); default: now.")
 @click.option("--types", default=None, help="Comma-separated entity types.")
 @click.option(
