@@ -33,7 +33,7 @@ MIN_COS_ORIGINAL = 0.5  # a face may turn at most 60 degrees from its original n
 # ---------------------------------------------------------------- quadric algebra
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def add_plane(Q, i, nx, ny, nz, d, w):
     """Add ``w * (n . p + d)**2`` to quadric row ``i`` (n a unit normal)."""
     Q[i, 0] += w * nx * nx
@@ -64,7 +64,7 @@ def quadric_eval(q, x, y, z):
     )
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def plan_position(q, ux, uy, uz, vx, vy, vz, optimal):
     """Best position for collapsing edge (u, v) under quadric ``q`` (11-vector).
 
@@ -119,7 +119,7 @@ def plan_position(q, ux, uy, uz, vx, vy, vz, optimal):
     return bx, by, bz, best
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def face_ok(ax, ay, az, bx, by, bz, cx, cy, cz, px, py, pz, ox, oy, oz):
     """Whether moving corner ``a`` of triangle (a, b, c) to ``p`` keeps it valid.
 
@@ -155,7 +155,7 @@ def face_ok(ax, ay, az, bx, by, bz, cx, cy, cz, px, py, pz, ox, oy, oz):
     return dot > 0.0 and n1x * ox + n1y * oy + n1z * oz > MIN_COS_ORIGINAL * np.sqrt(l1)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def attr_penalty(attrs, weights, u, v):
     """``0.25 * sum_k (w_k (a_u,k - a_v,k))**2``: the attribute term of a collapse key."""
     s = 0.0
@@ -206,7 +206,7 @@ def build_quadrics(V, F, Q, head, nxt):
             add_plane(Q, i, nx, ny, nz, d, area)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def add_border_plane(V, F, Q, f, k, weight):
     """Constraint plane through edge k of face f, perpendicular to the face, weighted
     by ``weight * length**2``, added to both edge ends."""
@@ -428,7 +428,7 @@ def build_corner_lists(F, n):
     return head, nxt
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def count_edge_faces(F, head, nxt, falive, a, b):
     """Number of live faces containing both a and b (walks a's list)."""
     n = 0
@@ -545,7 +545,7 @@ def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight):
 # ---------------------------------------------------------------- planning
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp, checked=False):
     """Plan the directed collapse u -> v: ``(ok, key, geometric e2, x, y, z)``.
 
@@ -598,7 +598,7 @@ def plan(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, u, v, tmp, c
     return True, key, e2, x, y, z
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def best_direction(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a, b, tmp):
     """The cheaper allowed direction of edge {a, b}: ``(ok, key, u, v)``. The face
     counts along the edge (and its seam twin) that :func:`plan` checks are the same
@@ -637,7 +637,7 @@ def best_direction(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, a,
 # ---------------------------------------------------------------- checks
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def collapse_ok(V, F, N0, head, nxt, falive, ib, mark, stamp, u, v, px, py, pz,
                 fans, check_v):  # fmt: skip
     """Whether collapsing u into v at p is allowed, in one walk of each fan.
@@ -716,7 +716,7 @@ def collapse_ok(V, F, N0, head, nxt, falive, ib, mark, stamp, u, v, px, py, pz,
 # ---------------------------------------------------------------- apply
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def apply_collapse(V, F, Q, head, nxt, falive, attrs, emit, u, v, px, py, pz):
     """Collapse u into v at p: kill the faces on the edge, move u's corners to v,
     splice the lists (dropping dead corners), merge quadrics, interpolate attributes.
@@ -1121,7 +1121,7 @@ def rerank(V, F, Q, head, nxt, falive, valive, kind, partner, attrs, weights, pl
     return nclean + nd, stamp
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def bits_to_float(bits, fbuf, ubuf):
     ubuf[0] = bits
     return np.float64(fbuf[0])
