@@ -21,13 +21,47 @@ and ``heapq``; the tests compare the two collapse by collapse.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 INTERIOR = 0
 BORDER = 1
 SEAM = 2
 LOCKED = 3
 MIN_COS_ORIGINAL = 0.5  # a face may turn at most 60 degrees from its original normal
+
+
+# ---------------------------------------------------------------- memory
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """Ask the CPU to start loading the cache line of ``arr[idx]`` (1-D) or of row
+    ``idx``'s start (2-D) now, without waiting for it (LLVM's ``prefetch`` hint: no
+    effect on results). The pass loop issues it for candidates a few places ahead,
+    so their random reads overlap the work on the current one."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        i = context.cast(builder, args[1], idxty, types.intp)
+        inds = [i] + [context.get_constant(types.intp, 0)] * (aryty.ndim - 1)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, inds, wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read access, keep in all cache levels, data cache
+        rw, locality, cache = ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)
+        builder.call(fn, [builder.bitcast(ptr, i8p), rw, locality, cache])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 # ---------------------------------------------------------------- quadric algebra
@@ -801,6 +835,8 @@ def apply_collapse(V, F, Q, head, nxt, falive, attrs, emit, u, v, px, py, pz):
 
 PASS_ERROR_FACTOR = 1.5
 RADIX_BITS = 11
+PREFETCH_FAR = 16  # candidates ahead whose ends' rows are prefetched
+PREFETCH_NEAR = 6  # candidates ahead whose first face (its row, next corner) is prefetched
 KEY_BITS = np.uint32(0x7FFFFFFF)  # a key's float32 bits (keys are >= 0)
 REFUSED = np.uint32(0x80000000)  # flag on a sorted candidate: its collapse was refused
 
@@ -1157,6 +1193,31 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
         if faces_left <= target_faces:
             break
         visited += 1
+        # the candidates lie at random places: start loading the rows of those
+        # coming up (ends' lock, list head, quadric, position, kind; a little nearer,
+        # the first face of each end, whose head is loaded by then)
+        if i + PREFETCH_FAR < ncand:
+            x = suv[i + PREFETCH_FAR]
+            u = np.int64(x >> np.uint64(32))
+            v = np.int64(x & np.uint64(0xFFFFFFFF))
+            prefetch(plock, u)
+            prefetch(plock, v)
+            prefetch(head, u)
+            prefetch(head, v)
+            prefetch(Q, u)
+            prefetch(Q, v)
+            prefetch(V, u)
+            prefetch(V, v)
+            prefetch(kind, u)
+        if i + PREFETCH_NEAR < ncand:
+            x = suv[i + PREFETCH_NEAR]
+            for c in (
+                head[np.int64(x >> np.uint64(32))],
+                head[np.int64(x & np.uint64(0xFFFFFFFF))],
+            ):
+                if c >= 0:
+                    prefetch(F, c // 3)
+                    prefetch(nxt, c)
         kb = sk[i] & KEY_BITS
         if bits_to_float(kb, fbuf, ubuf) > error_goal and removed > goal // 10:
             break
