@@ -873,7 +873,7 @@ def collect_edges(F, head, nxt, falive, valive, kind, mark, stamp, euv, nbuf, st
                     mark[b] = stamp
                     if kind[a] != LOCKED or kind[b] != LOCKED:
                         # insertion into the sorted neighbour buffer
-                        i = k
+                        i = k if store else 0
                         while i > 0 and nbuf[i - 1] > b:
                             nbuf[i] = nbuf[i - 1]
                             i -= 1
@@ -1023,14 +1023,56 @@ def mark_dirty(F, head, nxt, falive, valive, plock, partner, npass, emit):
             c = nxt[c]
 
 
+EDGE_DIGIT = 11  # bits per digit of the radix sort of dirty edge ends
+
+
 @njit(cache=True)
-def collect_dirty_edges(F, head, nxt, falive, kind, mark, stamp, euv, nbuf, emit, plock,
+def sort_edge_ends(e, count, bits, tmp):
+    """Sort ``e[:count]`` (uint64 ``lo << bits | hi``, both ends below ``2**bits``)
+    ascending in place and rewrite each as ``lo << 32 | hi``. LSD radix, 11-bit
+    digits, ``tmp`` (>= count) the other buffer. Memory: none beyond ``tmp``."""
+    nb = 1 << EDGE_DIGIT
+    mask = np.uint64(nb - 1)
+    hist = np.zeros(nb, np.int64)
+    src, dst = e, tmp
+    for shift in range(0, 2 * bits, EDGE_DIGIT):
+        sh = np.uint64(shift)
+        hist[:] = 0
+        for i in range(count):
+            hist[(src[i] >> sh) & mask] += 1
+        total = 0
+        for b in range(nb):
+            c = hist[b]
+            hist[b] = total
+            total += c
+        for i in range(count):
+            x = src[i]
+            b = (x >> sh) & mask
+            dst[hist[b]] = x
+            hist[b] += 1
+        src, dst = dst, src
+    lo_mask = np.uint64((1 << bits) - 1)
+    ub = np.uint64(bits)
+    for i in range(count):
+        x = src[i]
+        e[i] = ((x >> ub) << np.uint64(32)) | (x & lo_mask)
+
+
+@njit(cache=True)
+def collect_dirty_edges(F, head, nxt, falive, kind, mark, stamp, euv, tmp, emit, plock,
                         npass):  # fmt: skip
     """The live edges with a dirty end (``plock == npass``), ``a << 32 | b``, ``a < b``,
-    into ``euv`` in (a, b) order, as :func:`collect_edges` lists them; only vertices
-    with ``emit`` set are walked (their flags cleared, dead corners unlinked).
+    into ``euv`` in (a, b) order, as :func:`collect_edges` lists them (``tmp``: a
+    scratch buffer as long). Only the dirty vertices' lists are read for edges (an
+    edge between two dirty vertices is taken from its lower end), then the edges are
+    sorted (:func:`sort_edge_ends`); every vertex with ``emit`` set has its flag
+    cleared and the dead corners unlinked from its list, so later walks stay short.
     Returns ``(count, stamp)``."""
     n = head.shape[0]
+    bits = 1
+    while (1 << bits) < n:
+        bits += 1
+    ub = np.uint64(bits)
     count = 0
     for a in range(n):
         if not emit[a]:
@@ -1038,38 +1080,41 @@ def collect_dirty_edges(F, head, nxt, falive, kind, mark, stamp, euv, nbuf, emit
         emit[a] = 0
         if head[a] == -1:
             continue
-        stamp += 1
-        da = plock[a] == npass
-        k = 0
         prev = -1
         c = head[a]
         while c != -1:
-            f = c // 3
             nc = nxt[c]
-            if not falive[f]:
+            if not falive[c // 3]:
                 if prev == -1:
                     head[a] = nc
                 else:
                     nxt[prev] = nc
-                c = nc
-                continue
-            prev = c
+            else:
+                prev = c
+            c = nc
+        if plock[a] != npass:
+            continue
+        stamp += 1
+        mark[a] = stamp
+        la = kind[a] == LOCKED
+        c = head[a]
+        while c != -1:
+            f = c // 3
             for j in range(3):
                 b = F[f, j]
-                if b > a and mark[b] != stamp:
+                if mark[b] != stamp:
                     mark[b] = stamp
-                    if (da or plock[b] == npass) and (kind[a] != LOCKED or kind[b] != LOCKED):
-                        i = k
-                        while i > 0 and nbuf[i - 1] > b:
-                            nbuf[i] = nbuf[i - 1]
-                            i -= 1
-                        nbuf[i] = b
-                        k += 1
-            c = nc
-        hi = np.uint64(a) << np.uint64(32)
-        for i in range(k):
-            euv[count] = hi | np.uint64(nbuf[i])
-            count += 1
+                    if b < a and plock[b] == npass:
+                        continue  # listed from b
+                    if la and kind[b] == LOCKED:
+                        continue
+                    if b < a:
+                        euv[count] = (np.uint64(b) << ub) | np.uint64(a)
+                    else:
+                        euv[count] = (np.uint64(a) << ub) | np.uint64(b)
+                    count += 1
+            c = nxt[c]
+    sort_edge_ends(euv, count, bits, tmp)
     return count, stamp
 
 
@@ -1145,11 +1190,12 @@ def rerank(V, F, Q, head, nxt, falive, valive, kind, partner, attrs, weights, pl
     gives. Returns ``(ncand, stamp)``."""
     mark_dirty(F, head, nxt, falive, valive, plock, partner, npass, emit)
     nclean = keep_clean(sk, suv, ncand, plock, npass, emit)
+    # the clean and dirty edges are distinct live edges: suv[nclean:] has room for
+    # the dirty ones (scratch for their sort here, the sorted list below)
     count, stamp = collect_dirty_edges(
-        F, head, nxt, falive, kind, mark, stamp, euv, nbuf, emit, plock, npass
+        F, head, nxt, falive, kind, mark, stamp, euv, suv[nclean:], emit, plock, npass
     )
     rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, euv, ek, count)
-    # the clean and dirty edges are distinct live edges: at most the first count
     nd = sort_candidates(ek, euv, count, sk[nclean:], suv[nclean:])
     ek[:nd] = sk[nclean : nclean + nd]
     euv[:nd] = suv[nclean : nclean + nd]
