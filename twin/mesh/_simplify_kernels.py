@@ -1023,19 +1023,26 @@ def mark_dirty(F, head, nxt, falive, valive, plock, partner, npass, emit):
             c = nxt[c]
 
 
-EDGE_DIGIT = 11  # bits per digit of the radix sort of dirty edge ends
+EDGE_DIGIT = 11  # bits per digit of the radix sort of dirty edge ends (short lists)
+EDGE_DIGIT_WIDE = 16  # the widest digit, for lists of at least 2**16 edges
 
 
 @njit(cache=True)
 def sort_edge_ends(e, count, bits, tmp):
     """Sort ``e[:count]`` (uint64 ``lo << bits | hi``, both ends below ``2**bits``)
-    ascending in place and rewrite each as ``lo << 32 | hi``. LSD radix, 11-bit
-    digits, ``tmp`` (>= count) the other buffer. Memory: none beyond ``tmp``."""
-    nb = 1 << EDGE_DIGIT
+    ascending in place and rewrite each as ``lo << 32 | hi``. LSD radix with digits
+    of ``EDGE_DIGIT`` bits, or as few digits of at most ``EDGE_DIGIT_WIDE`` bits as
+    the ``2 bits`` need for lists of 2**16 edges or more; ``tmp`` (>= count) the
+    other buffer. Memory: the histogram (8 bytes per bucket) beyond ``tmp``."""
+    width = EDGE_DIGIT
+    if count >= 1 << 16:
+        ndig = (2 * bits + EDGE_DIGIT_WIDE - 1) // EDGE_DIGIT_WIDE
+        width = (2 * bits + ndig - 1) // ndig
+    nb = 1 << width
     mask = np.uint64(nb - 1)
     hist = np.zeros(nb, np.int64)
     src, dst = e, tmp
-    for shift in range(0, 2 * bits, EDGE_DIGIT):
+    for shift in range(0, 2 * bits, width):
         sh = np.uint64(shift)
         hist[:] = 0
         for i in range(count):
