@@ -208,3 +208,30 @@ def test_close_checkpoints_what_it_wrote(tmp_path):
     s = SQLiteStore(db)
     assert ck(s) == 11 and s.state("urn:ngsi-ld:Person:X0001").lon == -5.0
     s.close()
+
+
+def test_default_interval_grows_with_the_entities(tmp_path, monkeypatch):
+    """By default a checkpoint comes every CHECKPOINT_ROWS history rows or every
+    CHECKPOINT_ROWS_PER_ENTITY rows per entity, whichever is more."""
+    import twin.sync.store as store
+
+    monkeypatch.setattr(store, "CHECKPOINT_ROWS", 30)
+    s = SQLiteStore(tmp_path / "d.sqlite")
+    assert s.checkpoint_rows is None
+
+    def ck() -> int:
+        return int(s._con.execute("SELECT value FROM meta WHERE key='checkpoint'").fetchone()[0])
+
+    # 5 entities: every 30 rows (5 x 4 = 20 is less); batches of 10 rows
+    for j in range(0, 60, 10):
+        s.apply([pev(k % 5, f"a{j + k}", j + k) for k in range(10)])
+        assert ck() == (30 if j + 10 >= 30 else 0) + (30 if j + 10 >= 60 else 0)
+    # 20 entities: every 80 rows from the last checkpoint (row 60)
+    s.apply([pev(k, f"b{k}", 100 + k) for k in range(5, 20)])  # rows 61..75
+    assert ck() == 60
+    for j in range(0, 60, 10):  # rows 76..135: the mark is crossed at 140
+        s.apply([pev(k, f"c{j + k}", 200 + j + k) for k in range(10)])
+    assert ck() == 60
+    s.apply([pev(k, f"d{k}", 300 + k) for k in range(10)])  # rows 136..145
+    assert ck() == 145
+    assert SQLiteStore(tmp_path / "d.sqlite").state("urn:ngsi-ld:Person:X0019").revision == 1

@@ -277,17 +277,24 @@ _INS_ENTITY_ROWS = f"INSERT INTO entities ({_SEL}, k) VALUES " + ", ".join(
 )
 
 
-def _insert_rows(cur, one: str, many: str, width: int, rows) -> None:
-    """Insert ``rows`` (sequences of ``width`` values) with ``many`` (``_ROWS`` rows
-    to a statement, their values one after the other), the rest with ``one``."""
-    flat = list(chain.from_iterable(rows))
-    step = width * _ROWS
-    n = len(flat) - len(flat) % step
+#: Default checkpoint interval of :class:`SQLiteStore`: at least this many history
+#: rows, and at least this many per entity (a checkpoint rewrites every entity
+#: changed since the last one, so its cost per event falls as the interval grows,
+#: while :meth:`SQLiteStore.query` overlays up to an interval of tail rows).
+CHECKPOINT_ROWS = 200_000
+CHECKPOINT_ROWS_PER_ENTITY = 4
+
+
+def _insert_rows(cur, one: str, many: str, rows: list) -> None:
+    """Insert ``rows`` (sequences of the values ``one`` binds) with ``many``
+    (``_ROWS`` rows to a statement, their values one after the other), the rest
+    with ``one``."""
+    n = len(rows) - len(rows) % _ROWS
     if n:
-        cur.executemany(many, [flat[j : j + step] for j in range(0, n, step)])
-    if n < len(flat):
-        rest = flat[n:]
-        cur.executemany(one, [rest[j : j + width] for j in range(0, len(rest), width)])
+        flat = chain.from_iterable
+        cur.executemany(many, [list(flat(rows[j : j + _ROWS])) for j in range(0, n, _ROWS)])
+    if n < len(rows):
+        cur.executemany(one, rows[n:])
 
 
 # The tail: the newest applied history row of every entity with one after the
@@ -706,9 +713,13 @@ def plan_batch(
                 row[5] = src
                 row[20] = token
             lon = e.lon
-            if lon is not None:
-                row[6:9] = lon, e.lat, e.alt
-                row[15:18] = e.x, e.y, e.z
+            if lon is not None:  # (item stores: a quarter of a slice store's time)
+                row[6] = lon
+                row[7] = e.lat
+                row[8] = e.alt
+                row[15] = e.x
+                row[16] = e.y
+                row[17] = e.z
             v = e.heading
             if v is not None:
                 row[9] = v
@@ -845,7 +856,10 @@ class SQLiteStore(Store):
     key, observed_ns, event_id)), so an entity's newest history row *is* its current
     state. The ``entities`` table (id, type and a copy of the state, for
     :meth:`query` and its indexes) is not rewritten per batch: it is brought up to
-    date set-based from history every ``checkpoint_rows`` history rows (a
+    date set-based from history every ``checkpoint_rows`` history rows (by default
+    200,000 or four rows per entity, whichever is more: each entity's row is then
+    rewritten about once per four of its events, and the tail that reads overlay
+    stays within a few times the entity count) (a
     *checkpoint*, in the transaction of the batch that crosses the mark; the meta
     key ``checkpoint`` says up to which history row it holds). Between checkpoints
     every read of current state overlays the newer *tail* of history, so readers on
@@ -870,7 +884,7 @@ class SQLiteStore(Store):
 
     Memory: one batch, plus the entity cache (about 350 bytes per entity, cleared
     when it exceeds ``max_cache`` entities) and the set of entity keys in the tail
-    (at most ``checkpoint_rows``). Disk grows with the number of history rows (every
+    (at most one per entity). Disk grows with the number of history rows (every
     applied or stale event).
 
     A store written by schema version 3 (entities rewritten every batch) is
@@ -886,12 +900,14 @@ class SQLiteStore(Store):
         placer=None,
         cell_deg: float | None = None,
         bucket_s: int | None = None,
-        checkpoint_rows: int = 200_000,
+        checkpoint_rows: int | None = None,
     ):
         self.path = Path(path)
-        if not (isinstance(checkpoint_rows, int) and checkpoint_rows >= 1):
+        if checkpoint_rows is not None and not (
+            isinstance(checkpoint_rows, int) and checkpoint_rows >= 1
+        ):
             raise ParameterError(
-                f"checkpoint_rows must be an integer >= 1, not {checkpoint_rows!r}"
+                f"checkpoint_rows must be an integer >= 1 or None, not {checkpoint_rows!r}"
             )
         self.checkpoint_rows = checkpoint_rows
         self.placer = placer
@@ -1070,7 +1086,7 @@ class SQLiteStore(Store):
         hist, hist_applied, new_seen = p.hist, p.hist_applied, p.new_seen
         dirty, created, incident_rows = p.dirty, p.created, p.incident_rows
         if created:
-            _insert_rows(cur, _INS_ENTITY, _INS_ENTITY_ROWS, 19, map(_row19, created))
+            _insert_rows(cur, _INS_ENTITY, _INS_ENTITY_ROWS, list(map(_row19, created)))
         if new_seen:
             cur.execute(
                 "INSERT INTO events_seen SELECT value FROM json_each(?)", (json.dumps(new_seen),)
@@ -1085,8 +1101,8 @@ class SQLiteStore(Store):
         if dirty:
             rows = [*hist_applied, *dirty] if hist_applied else dirty[:]
             rows.sort(key=_key18)
-            _insert_rows(cur, _INS_HIST_ROW, _INS_HIST_ROWS, 17, map(_row_state, rows))
-            self._tail.update({r[18]: r for r in dirty})
+            _insert_rows(cur, _INS_HIST_ROW, _INS_HIST_ROWS, list(map(_row_state, rows)))
+            self._tail.update(zip(map(_key18, dirty), dirty, strict=True))
         if incident_rows:
             cur.executemany(
                 "INSERT INTO incidents VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -1113,8 +1129,16 @@ class SQLiteStore(Store):
             cur.executemany(_UPSERT_INDICATORS, rows)
         last = cur.execute("SELECT max(rowid) FROM history").fetchone()[0] or 0
         self._tail_seen = last
-        if last - self._ckpt >= self.checkpoint_rows:
+        if last - self._ckpt >= self._checkpoint_every():
             self._checkpoint(cur, last)
+
+    def _checkpoint_every(self) -> int:
+        """History rows between checkpoints: ``checkpoint_rows``, or by default
+        ``CHECKPOINT_ROWS`` or ``CHECKPOINT_ROWS_PER_ENTITY`` per entity key given
+        out, whichever is more."""
+        if self.checkpoint_rows is not None:
+            return self.checkpoint_rows
+        return max(CHECKPOINT_ROWS, CHECKPOINT_ROWS_PER_ENTITY * (self._next_k - 1))
 
     def _checkpoint(self, cur: sqlite3.Cursor, last: int) -> None:
         """Bring ``entities`` up to history row ``last`` (in the caller's transaction).
@@ -1122,7 +1146,7 @@ class SQLiteStore(Store):
         tail = self._tail
         rows = sorted((r for r in tail.values() if r is not None), key=_key18)
         if rows:  # written by this connection: bound from memory, no history seek
-            _insert_rows(cur, _UPSERT_ENTITY, _UPSERT_ENTITY_ROWS, 19, map(_row19, rows))
+            _insert_rows(cur, _UPSERT_ENTITY, _UPSERT_ENTITY_ROWS, list(map(_row19, rows)))
         if len(rows) < len(tail):
             unknown = sorted(k for k, r in tail.items() if r is None)
             cur.execute(_CHECKPOINT, (json.dumps(unknown),))
