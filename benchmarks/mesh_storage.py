@@ -34,7 +34,10 @@ measures, in one process:
   ``--no-simplify`` skips it. Times: best-of wall seconds as the machine runs
   them (our prange phases on every Numba thread) and best-of CPU seconds with one
   Numba thread (``cpu``: the work done, steadier on a shared machine); the real
-  mesh (``--real-mesh``, Delft) is simplified too.
+  mesh (``--real-mesh``, Delft) is simplified too. ``--only-simplify`` runs just
+  this part (no cache, overdraw, fetch, weld, codec or first-call probes),
+  ``--meshes`` picks the meshes (``scan,city,delft``; ``delft`` is the real mesh)
+  and ``--methods`` the simplifiers (``ours,meshopt``: the ratio's two sides).
 
 Prints a table and writes JSON with the machine, the versions and every number,
 including our/meshoptimizer ratios. Later rounds add codecs.
@@ -287,12 +290,15 @@ def _cpu_one_thread(fn, repeat: int) -> float:
         numba.set_num_threads(threads)
 
 
-def bench_simplify(name, v, f, repeat: int, ratios, samples: int) -> dict:
-    """Simplification of one mesh to each ratio by every available simplifier."""
+def bench_simplify(name, v, f, repeat: int, ratios, samples: int, methods=None) -> dict:
+    """Simplification of one mesh to each ratio by every available simplifier (or
+    those named in ``methods``)."""
     import tempfile
 
     mo = _meshopt()
     fns = _simplifiers(mo)
+    if methods:
+        fns = {k: fn for k, fn in fns.items() if k in methods}
     res: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "mesh.npz")
@@ -320,7 +326,7 @@ def bench_simplify(name, v, f, repeat: int, ratios, samples: int) -> dict:
                     else None,
                     "peak_bytes_per_vertex": mem / len(v) if mem is not None else None,
                 }
-            if "meshopt" in row:
+            if "meshopt" in row and "ours" in row:
                 row["ratios"] = {
                     "hausdorff": row["ours"]["hausdorff"] / row["meshopt"]["hausdorff"],
                     "mean": row["ours"]["mean"] / row["meshopt"]["mean"],
@@ -655,49 +661,79 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=200_000, help="distance samples per side")
     ap.add_argument("--no-codec", action="store_true", help="skip the codec comparison")
     ap.add_argument(
+        "--only-simplify",
+        action="store_true",
+        help="simplification only (no cache, overdraw, fetch, weld, codec, first-call probes)",
+    )
+    ap.add_argument(
+        "--meshes",
+        default="scan,city,delft",
+        help="comma-separated meshes: scan, city, delft (the --real-mesh)",
+    )
+    ap.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated simplifiers (ours, meshopt, fast-simplification, open3d)",
+    )
+    ap.add_argument(
         "--real-mesh",
         type=Path,
         default=Path(__file__).resolve().parents[2] / "shared/data/delft/delft.json",
         help="a CityJSON file for the codec comparison on real data",
     )
     args = ap.parse_args(argv)
+    meshes = {m.strip() for m in args.meshes.split(",") if m.strip()}
+    methods = {m.strip() for m in args.methods.split(",")} if args.methods else None
+    only = args.only_simplify
+    if only:
+        args.no_simplify = False
+        args.no_codec = True
 
     results = []
     for name, gen in (("scan", scan_mesh), ("city", city_mesh)):
+        if name not in meshes:
+            continue
         t = time.perf_counter()
         v, f = gen(args.size, seed=args.seed)
         gen_s = time.perf_counter() - t
-        r = bench_mesh(name, v, f, args.repeat)
+        if only:
+            r = {"mesh": name, "vertices": len(v), "triangles": len(f)}
+        else:
+            r = bench_mesh(name, v, f, args.repeat)
         r["generate_s"] = gen_s
         if not args.no_simplify:
-            r["simplify"] = bench_simplify(name, v, f, args.repeat, args.ratios, args.samples)
+            r["simplify"] = bench_simplify(
+                name, v, f, args.repeat, args.ratios, args.samples, methods
+            )
         if not args.no_codec:
             r["codec"] = bench_codec(v, f, args.repeat)
         results.append(r)
+    real = "delft" in meshes and args.real_mesh.exists()
     simplify_real = None
-    if not args.no_simplify and args.real_mesh.exists():
+    if not args.no_simplify and real:
         v, f = cityjson_mesh(args.real_mesh)
         simplify_real = {"mesh": args.real_mesh.stem[:6], "vertices": len(v), "triangles": len(f)}
         simplify_real["simplify"] = bench_simplify(
-            simplify_real["mesh"], v, f, max(args.repeat, 5), args.ratios, args.samples
+            simplify_real["mesh"], v, f, max(args.repeat, 5), args.ratios, args.samples, methods
         )
     cache_real = None
-    if args.real_mesh.exists():
+    if real and not only:
         v, f = cityjson_mesh(args.real_mesh)
         cache_real = bench_mesh(args.real_mesh.stem[:6], v, f, max(args.repeat, 5))
     codec_real = None
-    if not args.no_codec and args.real_mesh.exists():
+    if not args.no_codec and real:
         v, f = cityjson_mesh(args.real_mesh)
         codec_real = {"mesh": args.real_mesh.stem, "vertices": len(v), "triangles": len(f)}
         codec_real["codec"] = bench_codec(v, f, max(args.repeat, 5))
-    print_table(results + ([cache_real] if cache_real else []))
+    if not only:
+        print_table(results + ([cache_real] if cache_real else []))
     if not args.no_simplify:
         print()
         print_simplify_table(results + ([simplify_real] if simplify_real else []))
     if not args.no_codec:
         print()
         print_codec_table(results + ([codec_real] if codec_real else []))
-    compiled = compile_times()
+    compiled = {} if only else compile_times()
     codec_compiled = None if args.no_codec else codec_compile_times()
     if codec_compiled:
         for label, times in codec_compiled.items():
@@ -728,6 +764,9 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "cache": 16,
             "simplify_ratios": None if args.no_simplify else args.ratios,
+            "meshes": sorted(meshes),
+            "simplify_methods": sorted(methods) if methods else None,
+            "only_simplify": only,
             "distance_samples": args.samples,
         },
         "results": results,
