@@ -15,6 +15,17 @@ per-event semantics beyond that (no revisions checks, incidents, merge).
 
 HTTP: a uvicorn server in a child process (stopped at the end), JSON batches of
 ``--http-batch`` events POSTed with httpx, ``--http-events`` in all.
+
+Size (``--only scale``): the same-shaped stream of ``--scale-events`` events over
+all the entities of a store pre-filled with 100 k entities and 1 M history rows,
+then of one with 1 M entities and 10 M rows, timed through ``close()`` (the
+deferred entity writes count). The default 4 M events span one full checkpoint
+interval of the big store (four history rows per entity), so both stores are
+measured in the steady state: every entity first touched, its row rewritten
+about once per four of its events. A run much shorter than that measures the
+cold start instead (each event then touches an entity for the first time: a read
+of its row and, at ``close()``, a rewrite, both far more frequent in the store
+with ten times the entities). About 6 minutes and 3 GB of memory for the events.
 """
 
 from __future__ import annotations
@@ -640,7 +651,12 @@ def main(argv=None) -> int:
         default="100000,1000000,1000000,10000000",
         help="small entities,history,big entities,history for the size test ('' to skip)",
     )
-    ap.add_argument("--scale-events", type=int, default=200_000)
+    ap.add_argument(
+        "--scale-events",
+        type=int,
+        default=4_000_000,
+        help="events for the size test (200000: a quick look at the cold start)",
+    )
     ap.add_argument("--only", default=None, help="comma list of parts to run (default all)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--_ws-listen", dest="ws_listen", default=None, help=argparse.SUPPRESS)
