@@ -1338,6 +1338,8 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
     return collapses, e2max
 
 
+COUNT_EDGES_FACES = 65_536  # smaller meshes size the edge lists at 3 per face
+
 COMPACT_DEAD = 4  # faces are compacted once 1 / COMPACT_DEAD of those stored are dead
 
 
@@ -1408,7 +1410,8 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
     quarter of those stored are dead; on return F holds every live face in its
     original row again (``head`` and ``nxt`` are then stale).
     Memory: grows with the number of edges E (about 3 N): 24 bytes per edge for the
-    pass lists (ends and key, sorted twice over for the radix sort); 22 bytes per vertex
+    pass lists (ends and key, sorted twice over for the radix sort; meshes under
+    ``COUNT_EDGES_FACES`` faces skip counting the edges and take 3 M); 22 bytes per vertex
     of flags and scratch, 2 bytes per face of alive flags; plus the arrays passed in.
     """
     n = V.shape[0]
@@ -1422,7 +1425,10 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
     mark = np.zeros(n, np.int32)
     nbuf = np.empty(n, np.int32)
     euv = np.empty(0, np.uint64)
-    cap, stamp = collect_edges(F, head, nxt, falive, valive, kind, mark, 2, euv, nbuf, False)
+    if m < COUNT_EDGES_FACES:
+        cap, stamp = 3 * m, 2  # at most three edges per face: no counting walk
+    else:
+        cap, stamp = collect_edges(F, head, nxt, falive, valive, kind, mark, 2, euv, nbuf, False)
     euv = np.empty(cap, np.uint64)
     ek = np.empty(cap, np.uint32)
     suv = np.empty(cap, np.uint64)
