@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import twin.sync.store as store_mod
 from twin.sync.model import Event, parse_time
 from twin.sync.pgstore import PostgresStore
 from twin.sync.store import SQLiteStore
@@ -277,6 +278,28 @@ def test_failed_batch_leaves_nothing(tmp_path, monkeypatch):
     # the events were not marked seen: the retried batch applies
     out = s.apply([pev(1, "b", 2.0, lon=122.0), pev(2, "c", 2.0)])
     assert results(out) == ["applied", "applied"] and out[0].revision == 2
+    s.close()
+
+
+def test_failed_plan_leaves_the_cache_as_committed(tmp_path, monkeypatch):
+    """A batch that fails while planning changed cache rows in place: they are read
+    again, so the next batch sees committed state."""
+    s = SQLiteStore(tmp_path / "p.sqlite")
+    s.apply([pev(1, "a", 1.0, lon=121.0)])
+    real = store_mod.plan_batch
+
+    def boom(*a, **kw):
+        real(*a, **kw)  # the cache rows are updated in place...
+        raise RuntimeError("planning failed")  # ...then planning fails
+
+    monkeypatch.setattr(store_mod, "plan_batch", boom)
+    with pytest.raises(RuntimeError):
+        s.apply([pev(1, "b", 2.0, lon=122.0)])
+    monkeypatch.setattr(store_mod, "plan_batch", real)
+    e = s.state("urn:ngsi-ld:Person:X0001")
+    assert (e.lon, e.revision, e.event_id) == (121.0, 1, "a")
+    out = s.apply([pev(1, "b", 2.0, lon=122.0)])
+    assert results(out) == ["applied"] and out[0].revision == 2
     s.close()
 
 
