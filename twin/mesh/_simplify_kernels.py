@@ -21,6 +21,7 @@ and ``heapq``; the tests compare the two collapse by collapse.
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
@@ -36,6 +37,11 @@ MIN_COS_ORIGINAL = 0.5  # a face may turn at most 60 degrees from its original n
 # ---------------------------------------------------------------- memory
 
 
+#: LLVM 17 and later have only opaque pointers, where the prefetch intrinsic is
+#: ``llvm.prefetch.p0`` (the name the hint below emits).
+_OPAQUE_POINTERS = llvm_binding.llvm_version_info[0] >= 17
+
+
 @intrinsic
 def prefetch(typingctx, arr, idx):
     """Ask the CPU to start loading the cache line of ``arr[idx]`` (1-D) or of row
@@ -47,6 +53,8 @@ def prefetch(typingctx, arr, idx):
     sig = types.void(arr, idx)
 
     def codegen(context, builder, signature, args):
+        if not _OPAQUE_POINTERS:  # older LLVM names the intrinsic by pointee type:
+            return context.get_dummy_value()  # no hint there (results are the same)
         aryty, idxty = signature.args
         ary = context.make_array(aryty)(context, builder, args[0])
         i = context.cast(builder, args[1], idxty, types.intp)
