@@ -7,7 +7,8 @@ placement and HTTP ingest through a real uvicorn server, all in the same run.
 Stream (same for both stores): ``--events`` person moves over ``--entities``
 entities in one hour; 5 % are delivered late (20 k - 300 k positions later, scaled
 to the stream), 1 % are delivered twice. Batches of ``--batch`` events, one
-transaction each, ``synchronous=FULL`` (durable) for both.
+transaction each, ``synchronous=FULL`` (durable) for both. The two stores ingest the
+stream in turn, ``--repeat`` times each, and the best run of each is compared.
 
 Baseline: the same tables written set-based with ``executemany`` (dedup against
 ``events_seen``, append history, upsert entities where newer), no cache, no
@@ -115,6 +116,15 @@ def bench_twin(stream, batch, path: Path) -> dict:
     out["reads"] = bench_reads(s, len({e.entity_id for e in stream}))
     s.close()
     return out
+
+
+def _best(runs: list[dict]) -> dict:
+    """The run with the highest wall rate, the best CPU rate of all, and every rate."""
+    best = dict(max(runs, key=lambda r: r["events_per_s"]))
+    best["cpu_events_per_s"] = max(r["cpu_events_per_s"] for r in runs)
+    best["runs_events_per_s"] = [r["events_per_s"] for r in runs]
+    best["runs_cpu_events_per_s"] = [r["cpu_events_per_s"] for r in runs]
+    return best
 
 
 def bench_reads(s: SQLiteStore, n_ent: int, n: int = 20_000) -> dict:
@@ -636,6 +646,9 @@ def main(argv=None) -> int:
     ap.add_argument("--entities", type=int, default=100_000)
     ap.add_argument("--events", type=int, default=500_000)
     ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="ingest runs of each store (the best is kept)"
+    )
     ap.add_argument("--placement", type=int, default=100_000, help="positions per call")
     ap.add_argument("--http-events", type=int, default=100_000)
     ap.add_argument("--http-batch", type=int, default=1000)
@@ -688,11 +701,18 @@ def main(argv=None) -> int:
             "seconds_to_make": round(time.perf_counter() - t, 2),
         }
         if want("ingest"):
-            out["twin_store"] = bench_twin(stream, a.batch, tmp / "twin.sqlite")
-            out["indicators_query"] = bench_indicators(tmp / "twin.sqlite")
-            _fresh(tmp / "twin.sqlite")
-            out["plain_sqlite"] = bench_plain(stream, a.batch, tmp / "plain.sqlite")
-            _fresh(tmp / "plain.sqlite")
+            # the two alternate, --repeat times each; the best of each is kept (the
+            # machine's speed drifts by 10-15 % between runs a few seconds apart)
+            twins, plains = [], []
+            for r in range(a.repeat):
+                twins.append(bench_twin(stream, a.batch, tmp / "twin.sqlite"))
+                if r == 0:
+                    out["indicators_query"] = bench_indicators(tmp / "twin.sqlite")
+                _fresh(tmp / "twin.sqlite")
+                plains.append(bench_plain(stream, a.batch, tmp / "plain.sqlite"))
+                _fresh(tmp / "plain.sqlite")
+            out["twin_store"] = _best(twins)
+            out["plain_sqlite"] = _best(plains)
             out["ingest_ratio_twin_over_plain"] = round(
                 out["twin_store"]["events_per_s"] / out["plain_sqlite"]["events_per_s"], 2
             )
