@@ -17,16 +17,17 @@ per-event semantics beyond that (no revisions checks, incidents, merge).
 HTTP: a uvicorn server in a child process (stopped at the end), JSON batches of
 ``--http-batch`` events POSTed with httpx, ``--http-events`` in all.
 
-Size (``--only scale``): the same-shaped stream of ``--scale-events`` events over
-all the entities of a store pre-filled with 100 k entities and 1 M history rows,
-then of one with 1 M entities and 10 M rows, timed through ``close()`` (the
-deferred entity writes count). The default 4 M events span one full checkpoint
-interval of the big store (four history rows per entity), so both stores are
-measured in the steady state: every entity first touched, its row rewritten
-about once per four of its events. A run much shorter than that measures the
-cold start instead (each event then touches an entity for the first time: a read
-of its row and, at ``close()``, a rewrite, both far more frequent in the store
-with ten times the entities). About 6 minutes and 3 GB of memory for the events.
+Size (``--only scale``): the same-shaped stream over all the entities of a store
+pre-filled with 100 k entities and 1 M history rows, then of one with 1 M entities
+and 10 M rows, timed through ``close()`` (the deferred entity writes count). By
+default each store takes four events per entity (400 k, then 4 M): one checkpoint
+interval of each, so both are measured in the steady state (every entity touched,
+its row rewritten about once per four of its events) and the big store keeps ten
+times the history of the small one throughout. ``--scale-events N`` gives both the
+same N events instead; a run much shorter than an interval measures the cold start
+(each event then touches an entity for the first time: a read of its row and, at
+``close()``, a rewrite, both far more frequent in the store with ten times the
+entities). About 5 minutes and 3 GB of memory for the big store's events.
 """
 
 from __future__ import annotations
@@ -585,16 +586,19 @@ def _prefill(path: Path, n_ent: int, n_hist: int) -> float:
     return time.perf_counter() - t
 
 
-def bench_scale(small: tuple[int, int], big: tuple[int, int], n_ev: int, batch: int, tmp: Path):
-    """Slowdown with size: the same-shaped stream of ``n_ev`` events over all the
-    entities of a store pre-filled with ``small`` = (entities, history rows), then
-    one pre-filled with ``big``; durable ingest and reads on each (reads through a
-    freshly opened store, so every one goes to the database: the cache-miss path)."""
+def bench_scale(
+    small: tuple[int, int], big: tuple[int, int], n_ev: int | None, batch: int, tmp: Path
+):
+    """Slowdown with size: the same-shaped stream of ``n_ev`` events (None: four per
+    entity, one checkpoint interval) over all the entities of a store pre-filled
+    with ``small`` = (entities, history rows), then one pre-filled with ``big``;
+    durable ingest and reads on each (reads through a freshly opened store, so every
+    one goes to the database: the cache-miss path)."""
     out = {}
     for name, (n_ent, n_hist) in (("small", small), ("big", big)):
         path = tmp / f"scale-{name}.sqlite"
         fill = _prefill(path, n_ent, n_hist)
-        stream = make_stream(n_ent, n_ev, seed=7)
+        stream = make_stream(n_ent, n_ev or 4 * n_ent, seed=7)
         s = SQLiteStore(path)
         t, c = time.perf_counter(), time.process_time()
         for k in range(0, len(stream), batch):
@@ -605,6 +609,7 @@ def bench_scale(small: tuple[int, int], big: tuple[int, int], n_ev: int, batch: 
         reads = bench_reads(s, n_ent, n=10_000)
         out[name] = {
             "entities": s.count(),
+            "events": len(stream),
             "history_rows": s.history_count(),
             "prefill_seconds": round(fill, 1),
             "events_per_s": round(len(stream) / dt),
@@ -667,8 +672,9 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--scale-events",
         type=int,
-        default=4_000_000,
-        help="events for the size test (200000: a quick look at the cold start)",
+        default=None,
+        help="events for each store of the size test (default: 4 per entity; "
+        "200000: a quick look at the cold start)",
     )
     ap.add_argument("--only", default=None, help="comma list of parts to run (default all)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
