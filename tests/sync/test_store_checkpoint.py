@@ -181,8 +181,9 @@ def test_schema_3_store_is_upgraded_and_newer_refused(tmp_path):
     with pytest.raises(InputError, match="schema version 5") as exc:
         SQLiteStore(db)
     assert "old.sqlite" in str(exc.value)
-    with pytest.raises(ParameterError, match="checkpoint_rows"):
-        SQLiteStore(tmp_path / "p.sqlite", checkpoint_rows=0)
+    for bad in (0, -5, True, 2.5, "100"):
+        with pytest.raises(ParameterError, match="checkpoint_rows"):
+            SQLiteStore(tmp_path / "p.sqlite", checkpoint_rows=bad)
 
 
 def test_close_checkpoints_what_it_wrote(tmp_path):
@@ -234,4 +235,7 @@ def test_default_interval_grows_with_the_entities(tmp_path, monkeypatch):
     assert ck() == 60
     s.apply([pev(k, f"d{k}", 300 + k) for k in range(10)])  # rows 136..145
     assert ck() == 145
-    assert SQLiteStore(tmp_path / "d.sqlite").state("urn:ngsi-ld:Person:X0019").revision == 1
+    r = SQLiteStore(tmp_path / "d.sqlite")  # another connection reads the same
+    assert r.state("urn:ngsi-ld:Person:X0019").revision == 1
+    r.close()
+    s.close()

@@ -873,11 +873,11 @@ class SQLiteStore(Store):
     key, observed_ns, event_id)), so an entity's newest history row *is* its current
     state. The ``entities`` table (id, type and a copy of the state, for
     :meth:`query` and its indexes) is not rewritten per batch: it is brought up to
-    date set-based from history every ``checkpoint_rows`` history rows (by default
-    200,000 or four rows per entity, whichever is more: each entity's row is then
-    rewritten about once per four of its events, and the tail that reads overlay
-    stays within a few times the entity count) (a
-    *checkpoint*, in the transaction of the batch that crosses the mark; the meta
+    date set-based from history every ``checkpoint_rows`` history rows: a
+    *checkpoint*, in the transaction of the batch that crosses the mark (by default
+    every 200,000 rows or four rows per entity, whichever is more, so each entity's
+    row is rewritten about once per four of its events and the tail that reads
+    overlay stays within a few times the entity count; the meta
     key ``checkpoint`` says up to which history row it holds). Between checkpoints
     every read of current state overlays the newer *tail* of history, so readers on
     any connection see exactly the committed state; a crash loses nothing (the
@@ -920,8 +920,10 @@ class SQLiteStore(Store):
         checkpoint_rows: int | None = None,
     ):
         self.path = Path(path)
-        if checkpoint_rows is not None and not (
-            isinstance(checkpoint_rows, int) and checkpoint_rows >= 1
+        if checkpoint_rows is not None and (
+            isinstance(checkpoint_rows, bool)
+            or not isinstance(checkpoint_rows, int)
+            or checkpoint_rows < 1
         ):
             raise ParameterError(
                 f"checkpoint_rows must be an integer >= 1 or None, not {checkpoint_rows!r}"
