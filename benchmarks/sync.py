@@ -608,6 +608,7 @@ def bench_scale(
     for name, (n_ent, n_hist) in (("small", small), ("big", big)):
         path = tmp / f"scale-{name}.sqlite"
         fill = _prefill(path, n_ent, n_hist)
+        gc.unfreeze()  # the previous store's input goes back to the collector
         stream = make_stream(n_ent, n_ev or 4 * n_ent, seed=7)
         _freeze_input()
         s = SQLiteStore(path)
@@ -663,7 +664,10 @@ def main(argv=None) -> int:
     ap.add_argument("--events", type=int, default=500_000)
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument(
-        "--repeat", type=int, default=3, help="ingest runs of each store (the best is kept)"
+        "--repeat",
+        type=lambda v: max(1, int(v)),
+        default=3,
+        help="ingest runs of each store, at least 1 (the best is kept)",
     )
     ap.add_argument("--placement", type=int, default=100_000, help="positions per call")
     ap.add_argument("--http-events", type=int, default=100_000)
