@@ -71,6 +71,15 @@ def test_reads_equal_with_any_checkpoint_interval(tmp_path, checkpoint_rows):
         # the other connection follows every batch
         ids = sorted({e.entity_id for e in evs[j : j + 50]})
         assert [_key(reader.state(i)) for i in ids] == [_key(ref.state(i)) for i in ids]
+        # as-of reads and history see rows before and after the checkpoint alike,
+        # from the writer (its cache and tail) and from the other connection
+        t = T0 + (j // 2) * S
+        want = [_key(x) if (x := ref.state(i, at=t)) else None for i in ids]
+        for s in (a, reader):
+            assert [_key(x) if (x := s.state(i, at=t)) else None for i in ids] == want
+        i = ids[j % len(ids)]
+        assert a.history(i) == reader.history(i) == ref.history(i)
+        assert reader.history(i, t0=t) == ref.history(i, t0=t)
     ck = int(a._con.execute("SELECT value FROM meta WHERE key='checkpoint'").fetchone()[0])
     n_hist = a.history_count()
     if checkpoint_rows < n_hist:
@@ -168,22 +177,61 @@ def test_schema_3_store_is_upgraded_and_newer_refused(tmp_path):
     con = sqlite3.connect(db, isolation_level=None)
     con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     con.execute("DELETE FROM meta WHERE key = 'checkpoint'")
+    con.execute("DELETE FROM history_index")  # version 3 indexed history row by row
+    con.execute("CREATE INDEX history_entity_time ON history (k, observed_ns, event_id)")
     con.close()
     s = SQLiteStore(db)
     meta = dict(s._con.execute("SELECT key, value FROM meta"))
-    assert meta["schema_version"] == "4" and int(meta["checkpoint"]) == s.history_count()
+    assert meta["schema_version"] == "5" and int(meta["checkpoint"]) == s.history_count()
+    assert s._con.execute("SELECT count(*) FROM history_index").fetchone()[0] == 30
     assert [(x.id, x.revision, x.lon) for x in s.query()] == want
+    assert s.state("urn:ngsi-ld:Person:X0003", at=T0 + S).lon == 111.0
     assert s.apply([pev(1, "new", 9.0, lon=1.0)])[0].revision == 4
     s.close()
     con = sqlite3.connect(db, isolation_level=None)
-    con.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    con.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
     con.close()
-    with pytest.raises(InputError, match="schema version 5") as exc:
+    with pytest.raises(InputError, match="schema version 6") as exc:
         SQLiteStore(db)
     assert "old.sqlite" in str(exc.value)
     for bad in (0, -5, True, 2.5, "100"):
         with pytest.raises(ParameterError, match="checkpoint_rows"):
             SQLiteStore(tmp_path / "p.sqlite", checkpoint_rows=bad)
+
+
+def test_schema_4_store_is_upgraded(tmp_path):
+    """Version 4 indexed history row by row: the upgrade indexes the rows up to its
+    checkpoint (the newer tail stays as it is) and drops the old index."""
+    db = tmp_path / "v4.sqlite"
+    evs = _stream(300, 12, seed=4)
+    s = SQLiteStore(db, checkpoint_rows=10**9)
+    ref = SQLiteStore(tmp_path / "ref.sqlite", checkpoint_rows=1)
+    for j in range(0, 200, 50):
+        s.apply(evs[j : j + 50])
+        ref.apply(evs[j : j + 50])
+    s.checkpoint()
+    s.apply(evs[200:])  # a tail after the checkpoint
+    ref.apply(evs[200:])
+    ck = int(s._con.execute("SELECT value FROM meta WHERE key='checkpoint'").fetchone()[0])
+    s._con.close()  # as a crash would leave it: no closing checkpoint
+    s._con = None
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    con.execute("DELETE FROM history_index")
+    con.execute("CREATE INDEX history_entity_time ON history (k, observed_ns, event_id)")
+    con.close()
+    s = SQLiteStore(db)
+    assert s._con.execute("SELECT count(*) FROM history_index").fetchone()[0] == ck
+    names = {r[0] for r in s._con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "history_entity_time" not in names
+    ids = sorted({e.entity_id for e in evs})
+    for t in (None, T0 + 30 * S, T0 + 70 * S):
+        assert [_key(s.state(i, at=t)) if s.state(i, at=t) else None for i in ids] == [
+            _key(ref.state(i, at=t)) if ref.state(i, at=t) else None for i in ids
+        ]
+    assert [s.history(i) for i in ids] == [ref.history(i) for i in ids]
+    s.close()
+    ref.close()
 
 
 def test_close_checkpoints_what_it_wrote(tmp_path):

@@ -33,7 +33,6 @@ from twin.sync.store import (
     _HIST_COLS,
     _SEL,
     _UPSERT_INDICATORS_PG,
-    SCHEMA_VERSION,
     STALE,
     Outcome,
     Store,
@@ -45,6 +44,8 @@ from twin.sync.store import (
     parse_batch,
     plan_batch,
 )
+
+SCHEMA_VERSION = 4  # of this backend's tables (the SQLite store counts its own)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text);
