@@ -591,7 +591,8 @@ def _prefill(path: Path, n_ent: int, n_hist: int) -> float:
         "ORDER BY k, observed_ns, event_id"
     )
     # entities hold the newest history row of each: checkpointed up to the last row
-    con.execute("UPDATE meta SET value = (SELECT max(rowid) FROM history) WHERE key = 'checkpoint'")
+    for key in ("checkpoint", "indexed"):
+        con.execute(f"UPDATE meta SET value = (SELECT max(rowid) FROM history) WHERE key = '{key}'")
     con.execute("COMMIT")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()

@@ -56,11 +56,20 @@ def _latest_history(s: SQLiteStore) -> dict:
     return out
 
 
-@pytest.mark.parametrize("checkpoint_rows", [1, 37, 10**9])
-def test_reads_equal_with_any_checkpoint_interval(tmp_path, checkpoint_rows):
-    """Whatever the checkpoint interval, every current-state read (cached, from a
-    fresh connection, query with filters) equals a store that checkpoints after
-    every batch, and after a checkpoint ``entities`` holds the newest history row."""
+@pytest.mark.parametrize(
+    ("checkpoint_rows", "index_rows"), [(1, None), (37, None), (10**9, None), (10**9, 23), (71, 9)]
+)
+def test_reads_equal_with_any_checkpoint_interval(
+    tmp_path, monkeypatch, checkpoint_rows, index_rows
+):
+    """Whatever the checkpoint interval (and the history index's, which may be
+    updated between checkpoints), every read (current state cached, from a fresh
+    connection, query with filters, as of a time, history) equals a store that
+    checkpoints after every batch, and after a checkpoint ``entities`` holds the
+    newest history row."""
+    if index_rows is not None:
+        monkeypatch.setattr("twin.sync.store.INDEX_ROWS", index_rows)
+        monkeypatch.setattr("twin.sync.store.INDEX_ROWS_PER_ENTITY", 0)
     evs = _stream(600, 25, seed=checkpoint_rows % 97)
     a = SQLiteStore(tmp_path / "a.sqlite", checkpoint_rows=checkpoint_rows)
     ref = SQLiteStore(tmp_path / "ref.sqlite", checkpoint_rows=1)
@@ -86,6 +95,10 @@ def test_reads_equal_with_any_checkpoint_interval(tmp_path, checkpoint_rows):
         assert ck >= n_hist - checkpoint_rows - 50  # the writer checkpointed
     else:
         assert ck == 0
+    ix = int(a._con.execute("SELECT value FROM meta WHERE key='indexed'").fetchone()[0])
+    assert a._con.execute("SELECT count(*) FROM history_index").fetchone()[0] == ix >= ck
+    if index_rows is not None:
+        assert ix >= n_hist - index_rows - 50  # indexed between checkpoints too
     # entities not changed since the checkpoint hold their newest history row
     table, latest = _entities_table(a), _latest_history(a)
     changed = {
@@ -117,8 +130,29 @@ def test_reads_equal_with_any_checkpoint_interval(tmp_path, checkpoint_rows):
     assert [_key(fresh.state(i, at=t)) if fresh.state(i, at=t) else None for i in ids] == [
         _key(ref.state(i, at=t)) if ref.state(i, at=t) else None for i in ids
     ]
+    for t in (T0 + 20 * S, T0 + 60 * S, T0 + 99 * S):
+        want = [_key(x) for x in ref.query(at=t)]
+        assert want and [_key(x) for x in a.query(at=t)] == want
+        assert [_key(x) for x in fresh.query(at=t, status="idle")] == [
+            _key(x) for x in ref.query(at=t, status="idle")
+        ]
     for s in (a, ref, reader, fresh):
         s.close()
+
+
+def test_as_of_tie_in_the_tail_goes_to_the_greater_event_id(tmp_path):
+    """Two events of one entity at the same time, neither indexed yet: the greater
+    event id is the newer one, for the writer and for another connection."""
+    db = tmp_path / "tie.sqlite"
+    s = SQLiteStore(db)
+    s.apply([pev(1, "a", 5.0, lon=101.0)])
+    s.apply([pev(1, "b", 5.0, lon=102.0), pev(1, "0", 5.0, lon=100.0)])
+    r = SQLiteStore(db)
+    for store in (s, r):
+        assert store.state("urn:ngsi-ld:Person:X0001", at=T0 + 5 * S).lon == 102.0
+        assert store.state("urn:ngsi-ld:Person:X0001", at=T0 + 4 * S) is None
+    s.close()
+    r.close()
 
 
 def test_other_writer_checkpoints_between_batches(tmp_path):
@@ -232,6 +266,24 @@ def test_schema_4_store_is_upgraded(tmp_path):
     assert [s.history(i) for i in ids] == [ref.history(i) for i in ids]
     s.close()
     ref.close()
+
+
+def test_store_without_an_indexed_mark_counts_its_checkpoint(tmp_path):
+    """A schema 5 store written before the ``indexed`` mark existed indexed history
+    at checkpoints only: its mark is taken to be the checkpoint."""
+    db = tmp_path / "m.sqlite"
+    s = SQLiteStore(db)
+    s.apply([pev(i, f"a{i}", 1.0, lon=100.0 + i) for i in range(5)])
+    s.close()  # checkpointed and indexed
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("DELETE FROM meta WHERE key = 'indexed'")
+    con.close()
+    s = SQLiteStore(db, checkpoint_rows=1)  # the next batch indexes its row
+    meta = dict(s._con.execute("SELECT key, value FROM meta"))
+    assert meta["indexed"] == meta["checkpoint"] == "5"
+    assert [o.result for o in s.apply([pev(1, "b", 2.0, lon=1.0)])] == ["applied"]
+    assert s.state("urn:ngsi-ld:Person:X0001", at=T0 + S).lon == 101.0
+    s.close()
 
 
 def test_close_checkpoints_what_it_wrote(tmp_path):

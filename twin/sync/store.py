@@ -289,6 +289,12 @@ _INS_ENTITY_ROWS = f"INSERT INTO entities ({_SEL}, k) VALUES " + ", ".join(
 #: while :meth:`SQLiteStore.query` overlays up to an interval of tail rows).
 CHECKPOINT_ROWS = 200_000
 CHECKPOINT_ROWS_PER_ENTITY = 4
+#: ``history_index`` is updated every this many history rows or this many per
+#: entity, whichever is more (and at every checkpoint): bounds the rows that reads
+#: find through memory; an update sweeps the index once (at a million entities, every
+#: 200,000 rows would write most of its pages five times as often).
+INDEX_ROWS = 200_000
+INDEX_ROWS_PER_ENTITY = 1
 
 
 def _insert_rows(cur, one: str, many: str, rows: list) -> None:
@@ -333,6 +339,13 @@ _UPSERT_ENTITY, _UPSERT_ENTITY_ROWS = (
     for sql in (_INS_ENTITY, _INS_ENTITY_ROWS)
 )
 _CK_SQL = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'checkpoint'"
+_IX_SQL = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'indexed'"
+# the newest row of entity keys (a JSON list) by history_index: _COLS[2:], then k
+_LATEST_INDEXED = (
+    f"SELECT {_H_STATE}, j.value FROM json_each(?1) AS j JOIN history AS h ON h.rowid = "
+    "(SELECT r FROM history_index WHERE k = j.value ORDER BY observed_ns DESC, "
+    "event_id DESC LIMIT 1)"
+)
 # states of history rows (rowids in a JSON list): _COLS[2:] order, then k
 _STATE_OF_ROWS = (
     f"SELECT {_STATE_SET}, k FROM history WHERE rowid IN (SELECT value FROM json_each(?1))"
@@ -345,8 +358,6 @@ _ASOF_COLS = (
 _LAST_ROW = "(SELECT max(rowid) FROM history)"
 # an entity row, its key and the newest history row (one snapshot)
 _POINT = f"SELECT {_SEL}, k, {_LAST_ROW} FROM entities WHERE id = ?"
-# the state of one history row (_COLS[2:] order)
-_STATE_OF_ROW = f"SELECT {_STATE_SET} FROM history WHERE rowid = ?1"
 # As-of reads: the columns in Entity's field order (from revision), the outcome
 # (16) and the newest history row (17); by id also the entity's key and type.
 _ASOF_FIELDS = ", ".join(
@@ -382,6 +393,14 @@ _ASOF_APPLIED = (
     "SELECT value FROM json_each(?5)) AND observed_ns <= ?4 AND outcome = 'applied' "
     "ORDER BY observed_ns DESC, event_id DESC LIMIT 1"
 )
+# one history row for an as-of read (as _ASOF_K)
+# the state of one history row, and the newest indexed row of key ?1 (_COLS[2:])
+_STATE_OF_ROW = f"SELECT {_STATE_SET} FROM history WHERE rowid = ?1"
+_LATEST_K = (
+    f"SELECT {_STATE_SET} FROM history WHERE rowid = (SELECT r FROM history_index "
+    "WHERE k = ?1 ORDER BY observed_ns DESC, event_id DESC LIMIT 1)"
+)
+_ASOF_ROW = f"SELECT {_ASOF_FIELDS}, {_LAST_ROW} FROM history AS h WHERE rowid = ?1"
 _STATE_COL = {"reported": 1, "dispatched": 2, "on_scene": 3, "resolved": 4, "closed": 5}
 # history rows read back in entity-row column order, then outcome (index 18)
 _HIST_SEL = (
@@ -830,7 +849,7 @@ def _upgrade(con: sqlite3.Connection, path: Path) -> None:
     row) has its rows up to the checkpoint written to ``history_index`` and the old
     index dropped. Any other version is refused."""
     meta = dict(con.execute("SELECT key, value FROM meta"))
-    if meta.get("schema_version") == str(SCHEMA_VERSION) and "checkpoint" in meta:
+    if meta.get("schema_version") == str(SCHEMA_VERSION) and "indexed" in meta:
         return
     _retry_locked(lambda: con.execute("BEGIN IMMEDIATE"))
     try:
@@ -840,13 +859,20 @@ def _upgrade(con: sqlite3.Connection, path: Path) -> None:
                 last = con.execute("SELECT coalesce(max(rowid), 0) FROM history").fetchone()[0]
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('checkpoint', ?)", (str(last),))
             con.execute("DELETE FROM history_index")
-            con.execute(_MERGE, (-1, con.execute(_CK_SQL).fetchone()[0]))
+            ck = con.execute(_CK_SQL).fetchone()[0]
+            con.execute(_MERGE, (-1, ck))
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)", (str(ck),))
             con.execute("DROP INDEX IF EXISTS history_entity_time")
             con.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
             )
         elif v == str(SCHEMA_VERSION):
             con.execute("INSERT OR IGNORE INTO meta VALUES ('checkpoint', '0')")
+            # history_index holds the rows up to the checkpoint unless it says more
+            con.execute(
+                "INSERT OR IGNORE INTO meta SELECT 'indexed', value FROM meta "
+                "WHERE key = 'checkpoint'"
+            )
         else:
             raise InputError(
                 f"store schema version {v}: this twin reads version {SCHEMA_VERSION} "
@@ -902,33 +928,34 @@ class SQLiteStore(Store):
 
     Speed: history is the record of state. Every applied event appends the entity's
     whole new state to ``history`` (an append-only rowid table), so an entity's
-    newest history row *is* its current state. Nothing else is written per event:
-    the two things derived from history are brought up to date set-based every
-    ``checkpoint_rows`` history rows, a *checkpoint*, in the transaction of the
-    batch that crosses the mark (by default every 200,000 rows or four rows per
-    entity, whichever is more; the meta key ``checkpoint`` says up to which history
-    row they hold):
+    newest history row *is* its current state. Nothing else is written per event;
+    what is derived from history is brought up to date set-based, in the
+    transaction of the batch that crosses a mark:
 
     * ``history_index`` (entity key, observed_ns, event_id -> rowid), which as-of
-      reads and :meth:`history` seek: the rows since the last checkpoint are sorted
-      and written in one sweep, so each index page is written about once per
-      checkpoint instead of once per batch (row by row, a 10,000-event batch over
-      100,000 entities rewrote a third of the index's pages; ingest is about 25 %
-      faster without that);
+      reads and :meth:`history` seek, every ``INDEX_ROWS`` (200,000) history rows or
+      one per entity, whichever is more, and at every checkpoint (meta key
+      ``indexed``): the new rows are sorted and written in one sweep, about 0.5 us
+      per row, so an index page is written about once per update instead of once
+      per batch (row by row, a 10,000-event batch over 100,000 entities rewrote a
+      third of the index's pages; ingest is about 25 % faster without that);
     * ``entities`` (id, type and a copy of the state, for :meth:`query` and its
-      indexes): each entity's row is rewritten about once per four of its events.
+      indexes) every ``checkpoint_rows`` history rows, a *checkpoint* (meta key
+      ``checkpoint``; by default every 200,000 rows or four rows per entity,
+      whichever is more), so each entity's row is rewritten about once per four of
+      its events; the batch that crosses the mark takes about 2 us longer per
+      entity changed since the last one.
 
-    The rows after the checkpoint, the *tail*, are found through memory: the
-    entities with a newer state (with this connection's rows for them), and, when
-    a read needs them, each entity's tail rowids (read from history by rowid, each
-    row once). Reads of current state overlay the tail; as-of reads and
-    :meth:`history` add the entity's tail rows to the index seek, so readers on any
-    connection see exactly the committed state. A crash loses nothing: the tail is
-    durable history, and the next checkpoint indexes it. The batch that crosses the
-    mark takes longer by about 0.5 us per history row and 2 us per entity changed
-    since the last checkpoint; :meth:`checkpoint` does it on demand and
-    :meth:`close` after writing. Current entity rows are also cached in memory
-    (write-through; dropped when another connection commits, which
+    The newer rows are found through memory: the entities changed since the
+    checkpoint, with this connection's current rows for them (reads of current
+    state overlay them), and, once a read needs them, each entity's rows not
+    indexed yet (their times and rowids, read from history by rowid, each row
+    once; at most one index update's worth), which as-of reads and
+    :meth:`history` add to the index seek. Readers on any connection see exactly
+    the committed state; a crash loses nothing (newer rows are durable history:
+    the next update indexes them). :meth:`checkpoint` brings both up to date on
+    demand, :meth:`close` after writing. Current entity rows are also cached in
+    memory (write-through; dropped when another connection commits, which
     ``PRAGMA data_version`` reveals, or after a rollback).
 
     Placement: with a ``placer`` (:class:`twin.sync.placement.Placer`), every event
@@ -941,9 +968,10 @@ class SQLiteStore(Store):
     next to the database may reach that size (64 MiB at most after a checkpoint).
 
     Memory: one batch, plus the entity cache (about 350 bytes per entity, cleared
-    when it exceeds ``max_cache`` entities), the set of entity keys in the tail (at
-    most one per entity) and, once an as-of or history read needed them, the tail's
-    rowids (about 40 bytes per tail row). Disk grows with the number of history
+    when it exceeds ``max_cache`` entities), the set of entity keys changed since
+    the checkpoint (at most one per entity) and, once an as-of or history read
+    needed them, the times and rowids of the rows not indexed yet (about 80 bytes
+    each; at most 200,000 or one per entity). Disk grows with the number of history
     rows (every applied or stale event) and their index entries (about 30 bytes).
 
     A store written by schema version 3 (entities rewritten every batch) or 4
@@ -1027,9 +1055,11 @@ class SQLiteStore(Store):
         # (None: only history knows), the checkpoint and the newest history row seen
         self._tail: dict[int, list | None] = {}
         self._ckpt = self._tail_seen = -1
-        # every history row after the checkpoint (the rows history_index does not
-        # hold yet) by entity key: rowids, applied ones positive, stale ones negative;
-        # read from history when a read needs them, up to row _trows_seen
+        # history rows not in history_index yet (after row _indexed) by entity key,
+        # oldest first, as a flat list (observed_ns, rowid, observed_ns, rowid, ...),
+        # applied rows' rowids positive, stale ones negative; read from history when
+        # a read needs them, up to row _trows_seen
+        self._indexed = -1
         self._trows: dict[int, list[int]] = {}
         self._trows_seen = -1
         self._version = None  # data_version the cache and tail are valid for
@@ -1055,7 +1085,10 @@ class SQLiteStore(Store):
             if ck != self._ckpt:
                 self._ckpt, self._tail_seen = ck, ck
                 self._tail = {}
-                self._trows, self._trows_seen = {}, ck
+            ix = con.execute(_IX_SQL).fetchone()[0]
+            if ix != self._indexed:
+                self._indexed = ix
+                self._trows, self._trows_seen = {}, ix
             rows = con.execute(
                 "SELECT k, rowid FROM history WHERE rowid > ? AND outcome = 'applied'",
                 (self._tail_seen,),
@@ -1098,7 +1131,7 @@ class SQLiteStore(Store):
                 self._wrote = True
             except BaseException:
                 cur.execute("ROLLBACK")
-                self._ckpt = -1  # rows were changed in place: read everything again
+                self._ckpt = self._indexed = -1  # rows changed in place: read all again
                 self._catch_up()
                 raise
         self._version = self._data_version()
@@ -1195,6 +1228,8 @@ class SQLiteStore(Store):
         self._tail_seen = last
         if last - self._ckpt >= self._checkpoint_every():
             self._checkpoint(cur, last)
+        elif last - self._indexed >= max(INDEX_ROWS, INDEX_ROWS_PER_ENTITY * (self._next_k - 1)):
+            self._index(cur, last)
 
     def _checkpoint_every(self) -> int:
         """History rows between checkpoints: ``checkpoint_rows``, or by default
@@ -1206,10 +1241,10 @@ class SQLiteStore(Store):
 
     def _checkpoint(self, cur: sqlite3.Cursor, last: int) -> None:
         """Index history up to row ``last`` and bring ``entities`` up to date with it
-        (in the caller's transaction). Cost grows with the rows since the last
-        checkpoint (sorted, then written to ``history_index`` in one sweep) and the
-        entities they changed."""
-        cur.execute(_MERGE, (self._ckpt, last))
+        (in the caller's transaction). Cost grows with the rows not indexed yet and
+        the entities changed since the last checkpoint."""
+        if last > self._indexed:
+            self._index(cur, last)
         tail = self._tail
         rows = sorted((r for r in tail.values() if r is not None), key=_key18)
         if rows:  # written by this connection: bound from memory, no history seek
@@ -1220,52 +1255,108 @@ class SQLiteStore(Store):
         cur.execute("UPDATE meta SET value = ? WHERE key = 'checkpoint'", (str(last),))
         self._ckpt = last
         self._tail = {}
+
+    def _index(self, cur: sqlite3.Cursor, last: int) -> None:
+        """Write history rows after the last indexed one up to ``last`` into
+        ``history_index`` (sorted: one sweep of the index; in the caller's
+        transaction). Cost: about 0.5 us per row."""
+        cur.execute(_MERGE, (self._indexed, last))
+        cur.execute("UPDATE meta SET value = ? WHERE key = 'indexed'", (str(last),))
+        self._indexed = last
         self._trows, self._trows_seen = {}, last
 
     def _tail_rows(self, k: int) -> list[int] | None:
-        """The history rows of entity key ``k`` after the checkpoint, oldest first
-        (applied ones as +rowid, stale ones as -rowid), as far as this connection has
-        seen (row ``_tail_seen``); None when there are none. Rows not read yet are
-        read from history first (each row once)."""
+        """The history rows of entity key ``k`` not indexed yet, oldest first, as
+        ``[observed_ns, rowid, observed_ns, rowid, ...]`` (applied rows' rowids
+        positive, stale ones negative), as far as this connection has seen (row
+        ``_tail_seen``); None when there are none. Rows not read yet are read from
+        history first (each row once)."""
         if self._trows_seen < self._tail_seen:
             trows = self._trows
-            for kk, r in self._con.execute(
-                "SELECT k, CASE outcome WHEN 'applied' THEN rowid ELSE -rowid END "
+            for kk, ns, r in self._con.execute(
+                "SELECT k, observed_ns, CASE outcome WHEN 'applied' THEN rowid ELSE -rowid END "
                 "FROM history WHERE rowid > ?1 AND rowid <= ?2",
                 (self._trows_seen, self._tail_seen),
             ):
                 lst = trows.get(kk)
                 if lst is None:
-                    trows[kk] = [r]
+                    trows[kk] = [ns, r]
                 else:
-                    lst.append(r)
+                    lst += (ns, r)
             self._trows_seen = self._tail_seen
         return self._trows.get(k)
 
     def _tail_json(self, k: int) -> str:
-        """The rowids of ``k``'s rows after the checkpoint as a JSON list."""
+        """The rowids of ``k``'s rows not indexed yet as a JSON list."""
         rows = self._tail_rows(k)
-        return json.dumps([abs(r) for r in rows]) if rows else "[]"
+        return json.dumps([abs(r) for r in rows[1::2]]) if rows else "[]"
+
+    def _asof_row(self, k: int, t: int, tail: list[int]):
+        """As-of read of entity key ``k`` with rows not indexed yet (``tail``, see
+        :meth:`_tail_rows`): the row (``_ASOF_FIELDS``, newest history row) or None.
+        The newest tail row at or before ``t`` is picked here; it is the answer when
+        any applied tail row is at or before ``t`` (an applied row is newer than every
+        row of earlier batches, so than every indexed row), else it is compared with
+        the index's row."""
+        best = -1
+        rid = 0
+        applied = tie = False
+        for j in range(0, len(tail), 2):
+            ns = tail[j]
+            if ns <= t:
+                r = tail[j + 1]
+                if r > 0:
+                    applied = True
+                if ns > best:
+                    best, rid, tie = ns, r, False
+                elif ns == best:
+                    tie = True  # the event ids decide: SQLite compares them
+        cur = self._rcur
+        if tie:
+            return cur.execute(_ASOF_TAIL, (k, t, self._tail_json(k))).fetchone()
+        if not rid:
+            return cur.execute(_ASOF_K, (k, t)).fetchone()
+        row = cur.execute(_ASOF_ROW, (abs(rid),)).fetchone()
+        if applied:
+            return row
+        ix = cur.execute(_ASOF_K, (k, t)).fetchone()
+        if ix is None or (row[1], row[10]) > (ix[1], ix[10]):
+            return row
+        return ix
 
     def _newest_applied(self, k: int) -> int:
-        """The rowid of the newest applied row of an entity key in the tail: its
+        """The rowid of ``k``'s newest applied row not indexed yet (0: none): its
         current state (an entity's applied rows are appended in revision order)."""
-        return next(r for r in reversed(self._tail_rows(k) or ()) if r > 0)
+        tail = self._tail_rows(k)
+        return next((r for r in reversed(tail[1::2]) if r > 0), 0) if tail else 0
+
+    def _current_rows(self, ks: list[int]) -> dict[int, tuple]:
+        """Entity keys -> their newest history row (``_COLS[2:]``, then k): the newest
+        applied row not indexed yet, else the newest indexed row."""
+        out: dict[int, tuple] = {}
+        rowids, indexed = [], []
+        for k in ks:
+            r = self._newest_applied(k)
+            if r:
+                rowids.append(r)
+            else:
+                indexed.append(k)
+        con = self._con
+        if rowids:
+            for h in con.execute(_STATE_OF_ROWS, (json.dumps(rowids),)):
+                out[h[16]] = h
+        if indexed:
+            for h in con.execute(_LATEST_INDEXED, (json.dumps(indexed),)):
+                out[h[16]] = h
+        return out
 
     def _latest(self, ks: list[int]) -> dict[int, list | tuple]:
         """Entity keys in the tail -> current state: the cache row this connection
-        wrote, or the newest applied history row (``_COLS[2:]``, then k)."""
-        out: dict[int, list | tuple] = {}
-        rowids = []
-        for k in ks:
-            row = self._tail[k]
-            if row is not None:
-                out[k] = row
-            else:
-                rowids.append(self._newest_applied(k))
-        if rowids:
-            for h in self._con.execute(_STATE_OF_ROWS, (json.dumps(rowids),)):
-                out[h[16]] = h
+        wrote, or the newest history row (``_COLS[2:]``, then k)."""
+        tail = self._tail
+        out: dict[int, list | tuple] = {k: tail[k] for k in ks if tail[k] is not None}
+        if len(out) < len(ks):
+            out.update(self._current_rows([k for k in ks if tail[k] is None]))
         return out
 
     @contextmanager
@@ -1305,25 +1396,27 @@ class SQLiteStore(Store):
                     return self._state_now(entity_id)
             return self._state_of(row)
         t = at if type(at) is int and 10**17 <= at < 2**63 else _time_ns(at)
-        # Rows up to the checkpoint: one seek of history_index (the entity's key and
-        # type from the cache, else found by the same statement); rows after it (the
-        # tail): their rowids known here go with the statement. The newest history
-        # row it saw says whether this connection knows every row (else the read is
-        # made again in one transaction with the tail caught up).
+        # Indexed rows: one seek of history_index (the entity's key and type from the
+        # cache, else found by the same statement); rows not indexed yet: from memory
+        # (see _asof_row). The newest history row the statement saw says whether this
+        # connection knows every row (else the read is made again in one transaction
+        # with the tail caught up).
         cached = self._cache.get(entity_id)
-        tail = self._tail_seen != self._ckpt
+        tail = self._tail_seen != self._indexed
         if cached is not None:
             k, typ = cached[18], cached[1]
-            if tail and self._tail_rows(k):
-                r = self._rcur.execute(_ASOF_TAIL, (k, t, self._tail_json(k))).fetchone()
+            rows = self._tail_rows(k) if tail else None
+            if rows:
+                r = self._asof_row(k, t, rows)
             else:
                 r = self._rcur.execute(_ASOF_K, (k, t)).fetchone()
         else:
             r = self._rcur.execute(_ASOF_BY_ID, (entity_id, t)).fetchone()
             if r is not None:
                 k, typ = r[18], r[19]
-                if tail and self._tail_rows(k):
-                    r = self._rcur.execute(_ASOF_TAIL, (k, t, self._tail_json(k))).fetchone()
+                rows = self._tail_rows(k) if tail else None
+                if rows:
+                    r = self._asof_row(k, t, rows)
         if r is None or r[17] != self._tail_seen:
             with self._read_view():
                 return self._state_at(entity_id, t)
@@ -1337,7 +1430,11 @@ class SQLiteStore(Store):
             own = self._tail[k]
             if own is not None:
                 return _entity(own)
-            h = self._rcur.execute(_STATE_OF_ROW, (self._newest_applied(k),)).fetchone()
+            r = self._newest_applied(k)
+            if r:  # the newest applied row not indexed yet
+                h = self._rcur.execute(_STATE_OF_ROW, (r,)).fetchone()
+            else:
+                h = self._rcur.execute(_LATEST_K, (k,)).fetchone()
             row = (row[0], row[1], *h)
         return _entity(row)
 
@@ -1352,7 +1449,8 @@ class SQLiteStore(Store):
         if e is None:
             return None
         k, typ = e
-        r = self._rcur.execute(_ASOF_TAIL, (k, t, self._tail_json(k))).fetchone()
+        rows = self._tail_rows(k)
+        r = self._asof_row(k, t, rows) if rows else self._rcur.execute(_ASOF_K, (k, t)).fetchone()
         return None if r is None else self._entity_at(r, entity_id, k, typ, t)
 
     def _entity_at(self, r, entity_id: str, k: int, typ: str, t: int) -> Entity:
@@ -1477,11 +1575,15 @@ class SQLiteStore(Store):
                 "ORDER BY 1"
             )
             return [_entity(r) for r in self._con.execute(sql, args + args)]
+        # each entity's newest row at or before ``at`` among the indexed rows and
+        # those after the last indexed one (keys only are sorted, then rows read)
         sql = (
-            f"SELECT {_HIST_SEL} FROM (SELECT *, row_number() OVER (PARTITION BY k "
-            "ORDER BY observed_ns DESC, event_id DESC) AS rn FROM history WHERE observed_ns "
-            "<= ?) AS h JOIN entities AS e ON e.k = h.k "
-            "WHERE h.rn = 1{cond} ORDER BY e.id"
+            f"SELECT {_HIST_SEL} FROM (SELECT r, row_number() OVER (PARTITION BY k "
+            "ORDER BY observed_ns DESC, event_id DESC) AS rn FROM (SELECT k, observed_ns, "
+            "event_id, r FROM history_index WHERE observed_ns <= ?1 UNION ALL SELECT k, "
+            f"observed_ns, event_id, rowid FROM history WHERE rowid > ({_IX_SQL}) AND "
+            "observed_ns <= ?1)) AS w JOIN history AS h ON h.rowid = w.r "
+            "JOIN entities AS e ON e.k = h.k WHERE w.rn = 1{cond} ORDER BY e.id"
         )
         sql = sql.replace("{cond}", cond("h.", "e."))
         return [_entity(r) for r in self._con.execute(sql, [_time_ns(at), *args])]
@@ -1547,11 +1649,11 @@ class SQLiteStore(Store):
         return self._con.execute("SELECT count(*) FROM history").fetchone()[0]
 
     def checkpoint(self) -> None:
-        """Bring ``entities`` up to date with history now (one transaction; it waits
-        for another writer's batch). Every ``checkpoint_rows`` history rows the writer
-        does this by itself, and :meth:`close` does it after writing, so a store
-        opened later reads current state straight from ``entities``. Cost grows with
-        the entities changed since the last checkpoint."""
+        """Bring ``entities`` and ``history_index`` up to date with history now (one
+        transaction; it waits for another writer's batch). Every ``checkpoint_rows``
+        history rows the writer does this by itself, and :meth:`close` does it after
+        writing, so a store opened later reads straight from them. Cost grows with
+        the rows not indexed yet and the entities changed since the last checkpoint."""
         cur = self._cur
         with _gc_paused():  # a row list per entity changed: nothing to collect
             cur.execute("BEGIN IMMEDIATE")
@@ -1563,7 +1665,7 @@ class SQLiteStore(Store):
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
-                self._ckpt = -1
+                self._ckpt = self._indexed = -1
                 self._catch_up()
                 raise
         self._version = self._data_version()
