@@ -593,6 +593,7 @@ def _prefill(path: Path, n_ent: int, n_hist: int) -> float:
     # entities hold the newest history row of each: checkpointed up to the last row
     for key in ("checkpoint", "indexed"):
         con.execute(f"UPDATE meta SET value = (SELECT max(rowid) FROM history) WHERE key = '{key}'")
+    con.execute("UPDATE head SET last = (SELECT max(rowid) FROM history)")
     con.execute("COMMIT")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()

@@ -95,6 +95,7 @@ def test_reads_equal_with_any_checkpoint_interval(
         assert ck >= n_hist - checkpoint_rows - 50  # the writer checkpointed
     else:
         assert ck == 0
+    assert a._con.execute("SELECT last FROM head").fetchone()[0] == n_hist  # kept by batches
     ix = int(a._con.execute("SELECT value FROM meta WHERE key='indexed'").fetchone()[0])
     assert a._con.execute("SELECT count(*) FROM history_index").fetchone()[0] == ix >= ck
     if index_rows is not None:

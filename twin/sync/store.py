@@ -237,6 +237,9 @@ CREATE TABLE IF NOT EXISTS history_index (
     k INTEGER NOT NULL, observed_ns INTEGER NOT NULL, event_id TEXT NOT NULL,
     r INTEGER NOT NULL, PRIMARY KEY (k, observed_ns, event_id)
 ) WITHOUT ROWID;
+-- the newest history rowid, kept by every batch: one row, read with every read
+-- that needs to know whether another connection wrote (cheaper than max(rowid))
+CREATE TABLE IF NOT EXISTS head (one INTEGER PRIMARY KEY CHECK (one = 1), last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events_seen (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY, reported_ns INTEGER, dispatched_ns INTEGER, on_scene_ns INTEGER,
@@ -355,7 +358,7 @@ _ASOF_COLS = (
     "?2, ?3, revision, observed_ns, event_id, source, lon, lat, alt, heading, speed, "
     "status, attributes, building, floor, x, y, z, outcome"
 )
-_LAST_ROW = "(SELECT max(rowid) FROM history)"
+_LAST_ROW = "(SELECT last FROM head)"
 # an entity row, its key and the newest history row (one snapshot)
 _POINT = f"SELECT {_SEL}, k, {_LAST_ROW} FROM entities WHERE id = ?"
 # As-of reads: the columns in Entity's field order (from revision), the outcome
@@ -1031,6 +1034,7 @@ class SQLiteStore(Store):
             con.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            con.execute("INSERT OR IGNORE INTO head SELECT 1, coalesce(max(rowid), 0) FROM history")
             _upgrade(con, self.path)
             meta = dict(con.execute("SELECT key, value FROM meta"))
             self.cell_deg, self.bucket_s = _indicator_settings(meta, cell_deg, bucket_s, self.path)
@@ -1225,6 +1229,8 @@ class SQLiteStore(Store):
         if rows:
             cur.executemany(_UPSERT_INDICATORS, rows)
         last = cur.execute("SELECT max(rowid) FROM history").fetchone()[0] or 0
+        if last != self._tail_seen:
+            cur.execute("UPDATE head SET last = ?", (last,))
         self._tail_seen = last
         if last - self._ckpt >= self._checkpoint_every():
             self._checkpoint(cur, last)
