@@ -61,7 +61,7 @@ from twin.sync.model import (
 sqlite3.register_adapter(type(None), {}.get)
 
 APPLIED, STALE, DUPLICATE, REJECTED = "applied", "stale", "duplicate", "rejected"
-SCHEMA_VERSION = 5  # 5: history indexed at checkpoints (4: per row; 3: entities per batch)
+SCHEMA_VERSION = 5  # 5: history indexed in sweeps (4: row by row; 3: entities per batch)
 DEFAULT_CELL_DEG = 0.01  # indicator grid cell, degrees (about 1.1 km of latitude)
 DEFAULT_BUCKET_S = 60  # indicator time bucket, seconds
 
@@ -231,8 +231,8 @@ CREATE TABLE IF NOT EXISTS history (
     lon REAL, lat REAL, alt REAL, heading REAL, speed REAL, status TEXT,
     attributes TEXT NOT NULL, building TEXT, floor INTEGER, x REAL, y REAL, z REAL
 );
--- history rows up to the checkpoint by entity and time (r: the history rowid),
--- written at checkpoints, sorted; newer rows are found through the writer's memory
+-- history rows up to meta 'indexed' by entity and time (r: the history rowid),
+-- written in sorted sweeps; newer rows are found through memory
 CREATE TABLE IF NOT EXISTS history_index (
     k INTEGER NOT NULL, observed_ns INTEGER NOT NULL, event_id TEXT NOT NULL,
     r INTEGER NOT NULL, PRIMARY KEY (k, observed_ns, event_id)
@@ -322,13 +322,14 @@ _STATE_SET = (
     "attributes, building, floor, x, y, z"
 )
 _H_STATE = ", ".join("h." + c for c in _STATE_SET.split(", "))
-# The checkpoint indexes history rows (?1, ?2] (sorted: one sweep of the index) ...
+# An index update: history rows (?1, ?2] into history_index, sorted (one sweep)
 _MERGE = (
     "INSERT INTO history_index SELECT k, observed_ns, event_id, rowid FROM history "
     "WHERE rowid > ?1 AND rowid <= ?2 ORDER BY k, observed_ns, event_id"
 )
-# ... then entities (keys in a JSON list) take their newest history row (the newest
-# by time is always applied: an older event is stale), one index seek each
+# The checkpoint (after an index update): entities (keys in a JSON list) take their
+# newest history row (the newest by time is always applied: an older event is
+# stale), one index seek each
 _CHECKPOINT = (
     f"UPDATE entities SET ({_STATE_SET}) = (SELECT {_STATE_SET} FROM history WHERE "
     "rowid = (SELECT r FROM history_index WHERE k = entities.k "
@@ -371,7 +372,7 @@ _ASOF_FIELDS = ", ".join(
     ).split()
 )
 _BY_TIME = "ORDER BY i.observed_ns DESC, i.event_id DESC LIMIT 1"
-# rows up to the checkpoint: one seek of the history index
+# indexed rows: one seek of history_index
 _ASOF_K = (
     f"SELECT {_ASOF_FIELDS}, {_LAST_ROW} FROM history_index AS i JOIN history AS h "
     f"ON h.rowid = i.r WHERE i.k = ?1 AND i.observed_ns <= ?2 {_BY_TIME}"
@@ -381,7 +382,7 @@ _ASOF_BY_ID = (
     "JOIN history_index AS i ON i.k = e.k JOIN history AS h ON h.rowid = i.r "
     f"WHERE e.id = ?1 AND i.observed_ns <= ?2 {_BY_TIME}"
 )
-# with the entity's rows after the checkpoint (rowids in a JSON list, ?3)
+# with the entity's rows not indexed yet (rowids in a JSON list, ?3)
 _ASOF_TAIL = (
     f"SELECT {_ASOF_FIELDS}, {_LAST_ROW} FROM history AS h WHERE rowid IN (SELECT r FROM "
     "(SELECT r FROM history_index AS i WHERE k = ?1 AND observed_ns <= ?2 "
@@ -396,13 +397,13 @@ _ASOF_APPLIED = (
     "SELECT value FROM json_each(?5)) AND observed_ns <= ?4 AND outcome = 'applied' "
     "ORDER BY observed_ns DESC, event_id DESC LIMIT 1"
 )
-# one history row for an as-of read (as _ASOF_K)
 # the state of one history row, and the newest indexed row of key ?1 (_COLS[2:])
 _STATE_OF_ROW = f"SELECT {_STATE_SET} FROM history WHERE rowid = ?1"
 _LATEST_K = (
     f"SELECT {_STATE_SET} FROM history WHERE rowid = (SELECT r FROM history_index "
     "WHERE k = ?1 ORDER BY observed_ns DESC, event_id DESC LIMIT 1)"
 )
+# one history row for an as-of read (as _ASOF_K)
 _ASOF_ROW = f"SELECT {_ASOF_FIELDS}, {_LAST_ROW} FROM history AS h WHERE rowid = ?1"
 _STATE_COL = {"reported": 1, "dispatched": 2, "on_scene": 3, "resolved": 4, "closed": 5}
 # history rows read back in entity-row column order, then outcome (index 18)
