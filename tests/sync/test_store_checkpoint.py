@@ -202,6 +202,76 @@ os._exit(9)
     s.close()
 
 
+def _moves(seed: int, n: int, n_ent: int, prefix: str) -> list:
+    rnd = random.Random(seed)
+    return [
+        pev(
+            rnd.randrange(n_ent),
+            f"{prefix}{i}",
+            rnd.randrange(2000) / 8,
+            lon=round(rnd.uniform(100, 101), 5),
+            status=rnd.choice(["walking", "idle"]),
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("close", [True, False])
+def test_two_writer_processes_at_once(tmp_path, close):
+    """Two processes write batches into one store at the same time, indexing every
+    97 rows and checkpointing every 331 (and now and then by hand), one of them
+    closing or not (a tail stays): every read afterwards (current, as of many times,
+    history, query as of a time) equals one writer's store of the same events."""
+    db = tmp_path / "two.sqlite"
+    code = f"""
+import random, sys
+sys.path.insert(0, {str(Path(__file__).parents[2])!r})
+import twin.sync.store as st
+from tests.sync.test_store_checkpoint import _moves
+st.INDEX_ROWS, st.INDEX_ROWS_PER_ENTITY = 97, 0
+s = st.SQLiteStore({str(db)!r}, checkpoint_rows=331)
+evs = _moves(int(sys.argv[1]), 3000, 120, sys.argv[2])
+rnd = random.Random(sys.argv[1])
+for j in range(0, len(evs), 40):
+    s.apply(evs[j : j + 40])
+    if rnd.random() < 0.05:
+        s.checkpoint()
+if {close!r}:
+    s.close()
+"""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(seed), prefix], stderr=subprocess.PIPE)
+        for seed, prefix in ((1, "a"), (2, "b"))
+    ]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read().decode()
+    ref = SQLiteStore(tmp_path / "ref.sqlite", checkpoint_rows=1)
+    evs = _moves(1, 3000, 120, "a") + _moves(2, 3000, 120, "b")
+    for j in range(0, len(evs), 500):
+        ref.apply(evs[j : j + 500])
+    s = SQLiteStore(db)
+    assert s.history_count() == 6000
+    assert s._con.execute("SELECT last FROM head").fetchone()[0] == 6000
+
+    def key(e):  # what does not depend on the order the two deliveries met in
+        return None if e is None else (e.id, e.observed_ns, e.event_id, e.lon, e.status)
+
+    def rows(h):
+        return sorted((x["observed_ns"], x["event_id"], x["lon"]) for x in h)
+
+    for i in sorted({e.entity_id for e in evs}):
+        assert key(s.state(i)) == key(ref.state(i))
+        for t in range(0, 260, 13):
+            assert key(s.state(i, at=T0 + t * S)) == key(ref.state(i, at=T0 + t * S))
+        assert rows(s.history(i)) == rows(ref.history(i))
+    for t in (50, 120, 240):
+        assert [key(e) for e in s.query(at=T0 + t * S)] == [
+            key(e) for e in ref.query(at=T0 + t * S)
+        ]
+    s.close()
+    ref.close()
+
+
 def test_schema_3_store_is_upgraded_and_newer_refused(tmp_path):
     db = tmp_path / "old.sqlite"
     s = SQLiteStore(db, checkpoint_rows=1)  # entities current after every batch, as in 3
