@@ -85,6 +85,9 @@ def test_time_formats():
         (json.dumps(ev(attributes={"blob": "x" * 70000})), "limit 65536"),
         (ev(expected_revision=-1), "expected_revision must be a non-negative integer"),
         (ev(entity_type="incident", status="exploded"), "unknown incident status"),
+        # a misplaced or misspelt field is refused, not silently dropped
+        (ev(position=None, lon=121.5, lat=29.8), "unknown field(s) 'lat', 'lon'; a position goes"),
+        (ev(atributes={"floor": 2}), "unknown field(s) 'atributes'; other values go in"),
     ],
 )
 def test_malformed_events_rejected_with_reason(obj, reason):

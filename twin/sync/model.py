@@ -497,6 +497,39 @@ def _load(obj) -> dict:
 
 
 # ----------------------------------------------------------------------------- parsing
+#: The fields of twin's event form; any other top-level field is refused, so that a
+#: misplaced one (``"lon"`` beside ``"position"``, a misspelt ``"atributes"``) is not
+#: silently dropped.
+EVENT_FIELDS = frozenset(
+    (
+        "event_id",
+        "entity_id",
+        "entity_type",
+        "observed_at",
+        "source",
+        "position",
+        "crs",
+        "heading",
+        "speed",
+        "status",
+        "attributes",
+        "expected_revision",
+    )
+)
+_POSITION_KEYS = frozenset(("lon", "lat", "alt", "lng", "longitude", "latitude", "x", "y", "z"))
+
+
+def _unknown_fields(obj: dict) -> EventError:
+    extra = obj.keys() - EVENT_FIELDS
+    names = ", ".join(repr(k) for k in sorted(map(str, extra)))
+    hint = (
+        '; a position goes in "position": {"lon": .., "lat": .., "alt": ..}'
+        if extra & _POSITION_KEYS
+        else '; other values go in "attributes"'
+    )
+    return EventError(f"unknown field(s) {names}{hint}")
+
+
 def parse_event(obj, *, now: int | None = None) -> Event:
     """Validate one event (a dict, or its JSON text/bytes) and return an :class:`Event`.
 
@@ -514,6 +547,8 @@ def parse_event(obj, *, now: int | None = None) -> Event:
     event_id = _str(obj, "event_id", required=True)
     entity_id = _str(obj, "entity_id", required=True)
     etype = _str(obj, "entity_type", required=True)
+    if not EVENT_FIELDS.issuperset(obj):
+        raise _unknown_fields(obj)
     if etype not in ENTITY_TYPES:
         if etype.strip().lower() not in ENTITY_TYPES:  # "Vehicle" as NGSI-LD writes it
             raise EventError(f"unknown entity_type {etype!r} (one of {', '.join(ENTITY_TYPES)})")
