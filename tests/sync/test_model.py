@@ -50,6 +50,15 @@ def test_parse_valid_event_fields_and_time():
     assert parse_event(e.to_dict(), now=NOW) == e
 
 
+def test_flat_json_event_is_read_as_a_record():
+    """Top-level lon/lat (no ``position``) are the position, as in a CSV row; other
+    unknown fields become attributes: nothing is dropped."""
+    e = parse_event(ev(position=None, lon=121.5, lat=29.8, alt=3.0, floor=2, colour="red"), now=NOW)
+    assert (e.lon, e.lat, e.alt) == (121.5, 29.8, 3.0)
+    assert e.attributes == {"building_id": "B0003", "floor": 2, "colour": "red"}
+    assert e.floor == 2 and e.event_id == "e1" and e.status == "walking"
+
+
 def test_time_formats():
     assert parse_time("2026-05-01T10:00:00+02:00") == parse_time("2026-05-01T08:00:00Z")
     assert format_time(parse_time("2026-05-01T08:00:00.123Z")) == "2026-05-01T08:00:00.123Z"
@@ -85,8 +94,8 @@ def test_time_formats():
         (json.dumps(ev(attributes={"blob": "x" * 70000})), "limit 65536"),
         (ev(expected_revision=-1), "expected_revision must be a non-negative integer"),
         (ev(entity_type="incident", status="exploded"), "unknown incident status"),
-        # a misplaced or misspelt field is refused, not silently dropped
-        (ev(position=None, lon=121.5, lat=29.8), "unknown field(s) 'lat', 'lon'; a position goes"),
+        # beside a position, a misplaced or misspelt field is refused, not dropped
+        (ev(lon=121.5, lat=29.8), "unknown field(s) 'lat', 'lon'; a position goes"),
         (ev(atributes={"floor": 2}), "unknown field(s) 'atributes'; other values go in"),
     ],
 )

@@ -5,7 +5,8 @@ Every ingress (NDJSON replay, later HTTP, MQTT, WebSocket) turns its input into 
 :func:`from_ngsi_ld` (an NGSI-LD entity, as FIWARE platforms send), so every path
 rejects the same things for the same reasons.
 
-Event form (one JSON object; this is what ``events.ndjson`` holds)::
+Event form (one JSON object; this is what ``events.ndjson`` holds; an object with
+other fields and no ``position`` is read as a flat record, as a CSV row is)::
 
     {
       "event_id": "s0-P0001-000042",          # idempotency key, unique, <= 256 chars
@@ -497,9 +498,10 @@ def _load(obj) -> dict:
 
 
 # ----------------------------------------------------------------------------- parsing
-#: The fields of twin's event form; any other top-level field is refused, so that a
-#: misplaced one (``"lon"`` beside ``"position"``, a misspelt ``"atributes"``) is not
-#: silently dropped.
+#: The fields of twin's event form. An object with other top-level fields is read as
+#: a flat record (:func:`event_from_record`: ``lon``/``lat`` columns, other fields
+#: attributes) when it has no ``position``; with one, it is refused, so that a
+#: misplaced field (``"lon"`` beside ``"position"``) is never silently dropped.
 EVENT_FIELDS = frozenset(
     (
         "event_id",
@@ -548,6 +550,8 @@ def parse_event(obj, *, now: int | None = None) -> Event:
     entity_id = _str(obj, "entity_id", required=True)
     etype = _str(obj, "entity_type", required=True)
     if not EVENT_FIELDS.issuperset(obj):
+        if "position" not in obj:  # flat: {"lon": .., "lat": .., "floor": ..}
+            return event_from_record(obj, now=now)
         raise _unknown_fields(obj)
     if etype not in ENTITY_TYPES:
         if etype.strip().lower() not in ENTITY_TYPES:  # "Vehicle" as NGSI-LD writes it
