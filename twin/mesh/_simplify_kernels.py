@@ -968,6 +968,18 @@ def sort_candidates_parallel(ek, euv, count, sk, suv):
     return k
 
 
+@njit(cache=True, inline="always")
+def exclusive_scan(hist):
+    """Bucket counts -> each bucket's first output position (in place); returns
+    the total count."""
+    total = 0
+    for b in range(hist.shape[0]):
+        c = hist[b]
+        hist[b] = total
+        total += c
+    return total
+
+
 @njit(cache=True)
 def sort_candidates(ek, euv, count, sk, suv):
     """The collapsible edges (key bits below 0xFFFFFFFF) sorted stably by key bits
@@ -987,11 +999,7 @@ def sort_candidates(ek, euv, count, sk, suv):
         for i in range(k):
             if d > 0 or src_k[i] != np.uint32(0xFFFFFFFF):
                 hist[(src_k[i] >> shift) & mask] += 1
-        total = 0
-        for b in range(nb):
-            c = hist[b]
-            hist[b] = total
-            total += c
+        total = exclusive_scan(hist)
         for i in range(k):
             x = src_k[i]
             if d > 0 or x != np.uint32(0xFFFFFFFF):
@@ -1055,11 +1063,7 @@ def sort_edge_ends(e, count, bits, tmp):
         hist[:] = 0
         for i in range(count):
             hist[(src[i] >> sh) & mask] += 1
-        total = 0
-        for b in range(nb):
-            c = hist[b]
-            hist[b] = total
-            total += c
+        exclusive_scan(hist)
         for i in range(count):
             x = src[i]
             b = (x >> sh) & mask
