@@ -81,18 +81,18 @@ def border_vertices(f):
 # ------------------------------------------------------------------ kernel vs reference
 
 
-def _compare(v, f, target, attrs=None, weights=None, lock=False, max_e2=np.inf):
+def _compare(v, f, target, attrs=None, weights=None, lock=False, max_e2=np.inf, parts=1):
     va, fa = S.check_mesh(v, f)
     p = S._prepare(va, fa, attrs, lock)
     w = np.ones(p.attrs.shape[1]) if weights is None else np.asarray(weights, float)
     pure = p.attrs.shape[1] == 0 or not np.any(w > 0)
     ref = simplify_loop_ref(
-        p.V, p.F, p.N0, p.Q, p.kind, p.ib, p.partner, p.attrs, w, target, max_e2, pure
+        p.V, p.F, p.N0, p.Q, p.kind, p.ib, p.partner, p.attrs, w, target, max_e2, pure, parts
     )
     log = np.zeros((len(f), 2), np.int32)
     falive, valive, e2, done, into = S.simplify_kernel(
         p.V, p.F, p.N0, p.Q, p.head, p.nxt, p.kind, p.ib, p.partner, p.attrs, w, target,
-        max_e2, pure, log,
+        max_e2, pure, log, parts,
     )  # fmt: skip
     assert done == len(ref[3]) > 0
     np.testing.assert_array_equal(log[:done], np.array(ref[3]))
@@ -103,19 +103,23 @@ def _compare(v, f, target, attrs=None, weights=None, lock=False, max_e2=np.inf):
     return done
 
 
-def test_kernel_matches_reference_sphere():
+@pytest.mark.parametrize("parts", [1, 2])
+def test_kernel_matches_reference_sphere(parts):
     v, f = bumpy_sphere(2)
-    assert _compare(v, f, 40) > 100
+    assert _compare(v, f, 40, parts=parts) > 100
 
 
-def test_kernel_matches_reference_open_terrain_with_error_stop():
-    v, f = grid(10, 8, height=hills)
-    _compare(v, f, 0, max_e2=1e-3)
+@pytest.mark.parametrize("parts", [1, 2])
+@pytest.mark.parametrize("size", [(10, 8), (30, 20)])
+def test_kernel_matches_reference_open_terrain_with_error_stop(parts, size):
+    v, f = grid(*size, height=hills)
+    _compare(v, f, 0, max_e2=1e-3, parts=parts)
 
 
-def test_kernel_matches_reference_seams_and_attributes():
+@pytest.mark.parametrize("parts", [1, 2])
+def test_kernel_matches_reference_seams_and_attributes(parts):
     v, f, uv = seamed_cylinder(12, 6)
-    _compare(v, f, 30, attrs=uv, weights=[0.5, 0.5])
+    _compare(v, f, 30, attrs=uv, weights=[0.5, 0.5], parts=parts)
 
 
 def test_passes_keep_exact_keys_and_refusals_on_a_city():
@@ -172,11 +176,70 @@ def test_passes_keep_exact_keys_and_refusals_on_a_city():
         done, _ = K.run_pass(
             p.V, p.F, p.N0, p.Q, p.head, p.nxt, falive, valive, p.kind, p.ib, p.partner,
             p.attrs, w, sk, suv, ncand, state, plock, into, mark, emit, target, np.inf, True,
-            np.zeros((0, 2), np.int32),
+            np.zeros((0, 2), np.int32), 2, np.zeros(n, np.uint8),
         )  # fmt: skip
         if done == 0:
             break
     assert state[3] > 5 and refused > 0
+
+
+def test_pass_in_two_parts_collapses_each_half_then_the_seam_between():
+    # one pass with parts=2: the first half's collapses (ends and their fans below
+    # the split), then the second half's, then those at the seam between them
+    K = sys.modules["twin.mesh._simplify_kernels"]
+    v, f = grid(40, 30, height=hills)
+    va, fa = S.check_mesh(v, f)
+    p = S._prepare(va, fa, None, False)
+    n, m = len(p.V), len(p.F)
+    split = n // 2
+    side = p.F >= split
+    crossing = np.unique(p.F[side.min(axis=1) != side.max(axis=1)])
+    w = np.ones(0)
+    falive, valive = np.ones(m, np.uint8), np.ones(n, np.uint8)
+    mark, nbuf, emit = np.zeros(n, np.int32), np.empty(n, np.int32), np.zeros(n, np.uint8)
+    into, plock = np.full(n, -1, np.int32), np.zeros(n, np.int32)
+    euv, ek = np.empty(3 * m, np.uint64), np.empty(3 * m, np.uint32)
+    suv, sk = np.empty(3 * m, np.uint64), np.empty(3 * m, np.uint32)
+    count, stamp = K.collect_edges(p.F, p.head, p.nxt, falive, valive, p.kind, mark, 2, euv,
+                                   nbuf, True)  # fmt: skip
+    K.rank_edges(p.V, p.F, p.Q, p.head, p.nxt, falive, p.kind, p.partner, p.attrs, w, euv, ek,
+                 count)  # fmt: skip
+    ncand = K.sort_candidates(ek, euv, count, sk, suv)
+    state = np.array([m, 0, stamp, 1, 0, 0], np.int64)
+    log = np.zeros((m, 2), np.int32)
+    collapses, _ = K.run_pass(
+        p.V, p.F, p.N0, p.Q, p.head, p.nxt, falive, valive, p.kind, p.ib, p.partner, p.attrs,
+        w, sk, suv, ncand, state, plock, into, mark, emit, 0, np.inf, True, log, 2,
+        np.zeros(n, np.uint8),
+    )  # fmt: skip
+    assert collapses == state[1] > 100
+    group = []  # 0, 1: a half's own; 2: at the seam
+    for u, t in log[:collapses]:
+        at_seam = np.isin([u, t], crossing).any() or (u >= split) != (t >= split)
+        group.append(2 if at_seam else int(u >= split))
+    assert group == sorted(group) and set(group) == {0, 1, 2}
+    # every collapse removed the faces on its edge (two, one on a border)
+    assert falive.sum() == m - 2 * collapses + sum(
+        1 for u, t in log[:collapses] if p.kind[u] == BORDER
+    )
+
+
+def test_two_part_passes_do_not_depend_on_the_thread_count():
+    import numba
+
+    v, f = city_mesh(80_000, seed=3)
+    assert len(f) >= S.SERIAL_FACES
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = simplify(v, f, target_faces=len(f) // 20)
+        numba.set_num_threads(max(2, threads) if numba.config.NUMBA_NUM_THREADS > 1 else 1)
+        two = simplify(v, f, target_faces=len(f) // 20)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(one.faces, two.faces)
+    np.testing.assert_array_equal(one.vertices, two.vertices)
+    assert one.error == two.error
 
 
 def test_morton_radix_order_and_position_groups():

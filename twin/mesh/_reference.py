@@ -163,7 +163,9 @@ def vertex_cache_ref(
     return np.array(order, np.int64)
 
 
-def simplify_loop_ref(V, F, N0, Q, kind, ib, partner, attrs, weights, target_faces, max_e2, pure):
+def simplify_loop_ref(
+    V, F, N0, Q, kind, ib, partner, attrs, weights, target_faces, max_e2, pure, parts=1
+):
     """The collapse loop of :func:`twin.mesh._simplify_kernels.simplify_kernel`, plainly.
 
     Same inputs (the prepared arrays of :func:`twin.mesh.simplify._prepare`; they are
@@ -173,6 +175,8 @@ def simplify_loop_ref(V, F, N0, Q, kind, ib, partner, attrs, weights, target_fac
     intersection. The per-number geometry (optimal position, face flip test,
     attribute penalty) is the kernels' own arithmetic run as Python (``.py_func``), so
     on small meshes the two must make the *same* collapses in the same order.
+    ``parts`` (1 or 2): as the kernel's, each pass's collapses in two halves of the
+    vertex order (the first half's, then the second's, then those of neither).
     Returns ``(falive, valive, e2max, log, into)``, ``log`` the list of (u, v) and
     ``into[u]`` the vertex u collapsed into (-1 if alive).
     """
@@ -289,6 +293,48 @@ def simplify_loop_ref(V, F, N0, Q, kind, ib, partner, attrs, weights, target_fac
         into[u] = v
         return removed
 
+    def run(cands, owner, want, locked, error_goal, goal, removed, limit):
+        """Collapse down cands[:limit] whose owner is ``want`` (owner None: all)
+        until ``removed`` reaches ``goal`` or the error goal; returns (removed,
+        collapses, e2 max, index of a max_e2 stop or None)."""
+        collapses, emax = 0, 0.0
+        for i, (kb, _, _, u, v) in enumerate(cands[:limit]):
+            if removed >= goal:
+                break
+            if unbits(kb) > error_goal and removed > goal // 10:
+                break
+            if owner is not None and owner[i] != want:
+                continue
+            seam = kind[u] == SEAM
+            pu, pv = int(partner[u]), int(partner[v])
+            if u in locked or v in locked or (seam and (pu in locked or pv in locked)):
+                continue
+            r = plan(u, v)
+            if r is None or bits(r[0]) != kb:
+                continue
+            key, e2, x, y, z = r
+            if e2 > max_e2:
+                if pure:
+                    return removed, collapses, emax, i
+                continue
+            p = (x, y, z)
+            if not (link_ok(u, v) and fan_ok(u, v, p)):
+                continue
+            if seam and not (link_ok(pu, pv) and fan_ok(pu, pv, p)):
+                continue
+            if tuple(V[v]) != p and not fan_ok(v, u, p):
+                continue
+            r = collapse(u, v, p)
+            locked.update((u, v))
+            if seam:
+                r += collapse(pu, pv, p)
+                locked.update((pu, pv))
+            removed += r
+            collapses += 1
+            log.append((u, v))
+            emax = max(emax, e2)
+        return removed, collapses, emax, None
+
     faces_left, e2max, log = m, 0.0, []
     stop = False
     while faces_left > target_faces and not stop:
@@ -308,41 +354,44 @@ def simplify_loop_ref(V, F, N0, Q, kind, ib, partner, attrs, weights, target_fac
             error_goal = PASS_ERROR_FACTOR * unbits(cands[goal // 2][0])
         locked: set[int] = set()
         removed = collapses = 0
-        for kb, _, _, u, v in cands:
-            if faces_left <= target_faces:
-                break
-            if unbits(kb) > error_goal and removed > goal // 10:
-                break
-            seam = kind[u] == SEAM
-            pu, pv = int(partner[u]), int(partner[v])
-            if u in locked or v in locked or (seam and (pu in locked or pv in locked)):
-                continue
-            r = plan(u, v)
-            if r is None or bits(r[0]) != kb:
-                continue
-            key, e2, x, y, z = r
-            if e2 > max_e2:
-                if pure:
+        limit = len(cands)
+        owner, want = None, None
+        if parts == 2:
+            # two halves of the vertex order; a candidate belongs to one when its
+            # ends (and seam partners) have no live face reaching into the other
+            split = n // 2
+            inner = np.ones(n, bool)
+            for f in np.flatnonzero(falive):
+                side = F[f] >= split
+                if side.min() != side.max():
+                    inner[F[f]] = False
+            live = [int(valive[:split].sum()), int(valive[split:].sum())]
+            goals = [goal * live[0] // max(sum(live), 1)]
+            goals.append(goal - goals[0])
+            owner = []
+            for _, _, _, u, v in cands:
+                ends = [u, v]
+                if kind[u] == SEAM:
+                    ends += [int(partner[u]), int(partner[v])]
+                half = int(u >= split)
+                ok = all(inner[w] and int(w >= split) == half for w in ends)
+                owner.append(half if ok else -1)
+            for part in (0, 1):
+                r, c, e, at = run(
+                    cands, owner, part, locked, error_goal, goals[part], 0, len(cands)
+                )
+                removed += r
+                collapses += c
+                e2max = max(e2max, e)
+                if at is not None:
+                    limit = min(limit, at)
                     stop = True
-                    break
-                continue
-            p = (x, y, z)
-            if not (link_ok(u, v) and fan_ok(u, v, p)):
-                continue
-            if seam and not (link_ok(pu, pv) and fan_ok(pu, pv, p)):
-                continue
-            if tuple(V[v]) != p and not fan_ok(v, u, p):
-                continue
-            r = collapse(u, v, p)
-            locked |= {u, v}
-            if seam:
-                r += collapse(pu, pv, p)
-                locked |= {pu, pv}
-            faces_left -= r
-            removed += r
-            collapses += 1
-            log.append((u, v))
-            e2max = max(e2max, e2)
+            want = -1
+        r, c, e, at = run(cands, owner, want, locked, error_goal, goal, removed, limit)
+        stop = stop or at is not None
+        faces_left -= r
+        collapses += c
+        e2max = max(e2max, e)
         if collapses == 0:
             break
     return falive, valive, e2max, log, into

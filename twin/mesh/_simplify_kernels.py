@@ -229,9 +229,11 @@ def face_cross(V, a, b, c):
 def build_quadrics(V, F, Q, head, nxt):
     """Area-weighted plane quadric of every face added to its three corners: each
     vertex gathers its faces' planes along its corner list (increasing face order,
-    so the sums do not depend on the thread count). Parallel over vertices."""
+    so the sums do not depend on the thread count) and writes its row once.
+    Parallel over vertices."""
     n = V.shape[0]
     for i in prange(n):
+        q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = q8 = q9 = q10 = 0.0
         c = head[i]
         while c != -1:
             f = c // 3
@@ -240,18 +242,40 @@ def build_quadrics(V, F, Q, head, nxt):
             nx, ny, nz, ln = face_cross(V, a, F[f, 1], F[f, 2])
             if ln == 0.0:
                 continue
-            area = 0.5 * ln
+            w = 0.5 * ln
             nx /= ln
             ny /= ln
             nz /= ln
             d = -(nx * V[a, 0] + ny * V[a, 1] + nz * V[a, 2])
-            add_plane(Q, i, nx, ny, nz, d, area)
+            q0 += w * nx * nx
+            q1 += w * nx * ny
+            q2 += w * nx * nz
+            q3 += w * ny * ny
+            q4 += w * ny * nz
+            q5 += w * nz * nz
+            q6 += w * nx * d
+            q7 += w * ny * d
+            q8 += w * nz * d
+            q9 += w * d * d
+            q10 += w
+        Q[i, 0] = q0
+        Q[i, 1] = q1
+        Q[i, 2] = q2
+        Q[i, 3] = q3
+        Q[i, 4] = q4
+        Q[i, 5] = q5
+        Q[i, 6] = q6
+        Q[i, 7] = q7
+        Q[i, 8] = q8
+        Q[i, 9] = q9
+        Q[i, 10] = q10
 
 
 @njit(cache=True, inline="always")
-def add_border_plane(V, F, Q, f, k, weight):
-    """Constraint plane through edge k of face f, perpendicular to the face, weighted
-    by ``weight * length**2``, added to both edge ends."""
+def add_border_plane(V, F, Q, f, k, weight, i):
+    """Constraint plane through edge k of face f (corner k to corner k + 1),
+    perpendicular to the face, weighted by ``weight * length**2``, added to vertex
+    ``i`` (one of the edge's ends; each end adds it for itself)."""
     a = F[f, k]
     b = F[f, (k + 1) % 3]
     c = F[f, (k + 2) % 3]
@@ -276,11 +300,9 @@ def add_border_plane(V, F, Q, f, k, weight):
     mz /= lm
     d = -(mx * V[a, 0] + my * V[a, 1] + mz * V[a, 2])
     w = weight * (ex * ex + ey * ey + ez * ez)
-    add_plane(Q, a, mx, my, mz, d, w)
-    add_plane(Q, b, mx, my, mz, d, w)
+    add_plane(Q, i, mx, my, mz, d, w)
     # constraint planes shape the optimum but are not surface area: keep w the area
-    Q[a, 10] -= w
-    Q[b, 10] -= w
+    Q[i, 10] -= w
 
 
 @njit(cache=True, parallel=True)
@@ -484,8 +506,70 @@ def count_edge_faces(F, head, nxt, falive, a, b):
     return n
 
 
-@njit(cache=True)
-def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight):
+@njit(cache=True, inline="always")
+def classify_vertex(V, F, pid, head, nxt, falive, Q, lock_border, border_weight, gsize,
+                    partner, cnt, kind, ib, i):  # fmt: skip
+    """Kind and index-border flag of vertex i, its border constraint planes added to
+    its quadric row (see :func:`classify`); ``cnt`` is zero on entry and on return."""
+    nb = 0
+    bad = False
+    c = head[i]
+    while c != -1:
+        f = c // 3
+        k = c % 3
+        cnt[F[f, (k + 1) % 3]] += 1
+        cnt[F[f, (k + 2) % 3]] += 1
+        c = nxt[c]
+    c = head[i]
+    while c != -1:
+        f = c // 3
+        k = c % 3
+        for side in range(2):
+            o = F[f, (k + 1 + side) % 3]
+            m = cnt[o]
+            if m == 1:
+                nb += 1
+                if gsize[pid[i]] == 2:
+                    po = partner[o]
+                    if po == -1 or count_edge_faces(F, head, nxt, falive, partner[i], po) != 1:
+                        bad = True
+                # the border edge i -> o (side 0) or o -> i: its constraint plane, for
+                # edges that do not start at a two-vertex group (seams keep theirs out)
+                if gsize[pid[i if side == 0 else o]] != 2:
+                    add_border_plane(V, F, Q, f, k if side == 0 else (k + 2) % 3, border_weight, i)
+            elif m > 2:
+                bad = True
+        c = nxt[c]
+    c = head[i]
+    while c != -1:
+        f = c // 3
+        k = c % 3
+        cnt[F[f, (k + 1) % 3]] = 0
+        cnt[F[f, (k + 2) % 3]] = 0
+        c = nxt[c]
+    # a border edge has one face, so i sees it exactly once (as next or previous)
+    g = gsize[pid[i]]
+    if head[i] == -1:
+        kind[i] = LOCKED  # unused vertex: never touched
+    elif g == 1:
+        if nb == 0 and not bad:
+            kind[i] = INTERIOR
+        elif nb == 2 and not bad:
+            kind[i] = LOCKED if lock_border else BORDER
+            ib[i] = 1
+        else:
+            kind[i] = LOCKED
+            ib[i] = 1 if nb > 0 else 0
+    elif g == 2 and nb == 2 and not bad:
+        kind[i] = SEAM
+        ib[i] = 1
+    else:
+        kind[i] = LOCKED
+        ib[i] = 1 if nb > 0 else 0
+
+
+@njit(cache=True, parallel=True)
+def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight, lanes=1):
     """Vertex kinds (INTERIOR, BORDER, SEAM, LOCKED), the index-border flag, the seam
     partner of each vertex (-1 if none), and border constraint planes added to Q.
 
@@ -518,62 +602,16 @@ def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight):
     kind = np.zeros(n, np.uint8)
     ib = np.zeros(n, np.uint8)
     # border edges: a directed edge a->b of a face with no face holding b->a or a->b;
-    # cnt[o] counts the faces around i that hold o (o is next or previous of i there)
-    cnt = np.zeros(n, np.int32)
-    for i in range(n):
-        nb = 0
-        bad = False
-        c = head[i]
-        while c != -1:
-            f = c // 3
-            k = c % 3
-            cnt[F[f, (k + 1) % 3]] += 1
-            cnt[F[f, (k + 2) % 3]] += 1
-            c = nxt[c]
-        c = head[i]
-        while c != -1:
-            f = c // 3
-            k = c % 3
-            for side in range(2):
-                o = F[f, (k + 1 + side) % 3]
-                m = cnt[o]
-                if m == 1:
-                    nb += 1
-                    if gsize[pid[i]] == 2:
-                        po = partner[o]
-                        if po == -1 or count_edge_faces(F, head, nxt, falive, partner[i], po) != 1:
-                            bad = True
-                    elif side == 0:
-                        add_border_plane(V, F, Q, f, k, border_weight)
-                elif m > 2:
-                    bad = True
-            c = nxt[c]
-        c = head[i]
-        while c != -1:
-            f = c // 3
-            k = c % 3
-            cnt[F[f, (k + 1) % 3]] = 0
-            cnt[F[f, (k + 2) % 3]] = 0
-            c = nxt[c]
-        # a border edge has one face, so i sees it exactly once (as next or previous)
-        g = gsize[pid[i]]
-        if head[i] == -1:
-            kind[i] = LOCKED  # unused vertex: never touched
-        elif g == 1:
-            if nb == 0 and not bad:
-                kind[i] = INTERIOR
-            elif nb == 2 and not bad:
-                kind[i] = LOCKED if lock_border else BORDER
-                ib[i] = 1
-            else:
-                kind[i] = LOCKED
-                ib[i] = 1 if nb > 0 else 0
-        elif g == 2 and nb == 2 and not bad:
-            kind[i] = SEAM
-            ib[i] = 1
-        else:
-            kind[i] = LOCKED
-            ib[i] = 1 if nb > 0 else 0
+    # cnt[o] counts the faces around i that hold o (o is next or previous of i there).
+    # Parallel in lanes of consecutive vertices, each with its own counts; a vertex
+    # writes only its own kind, flag and quadric row.
+    lanes = max(1, min(lanes, 16))
+    size = (n + lanes - 1) // lanes
+    for lane in prange(lanes):
+        cnt = np.zeros(n, np.int32)
+        for i in range(lane * size, min(n, (lane + 1) * size)):
+            classify_vertex(V, F, pid, head, nxt, falive, Q, lock_border, border_weight,
+                            gsize, partner, cnt, kind, ib, i)  # fmt: skip
     # a seam vertex whose partner is not a seam vertex is locked too
     for i in range(n):
         if kind[i] == SEAM and kind[partner[i]] != SEAM:
@@ -1077,6 +1115,32 @@ def sort_edge_ends(e, count, bits, tmp):
         e[i] = ((x >> ub) << np.uint64(32)) | (x & lo_mask)
 
 
+@njit(cache=True, parallel=True)
+def unlink_dead(F, head, nxt, falive, emit):
+    """Clear ``emit`` and unlink the corners of dead faces from the list of every
+    vertex that had it set (the live corners keep their order). Parallel over
+    vertices: each list is its own vertex's."""
+    n = head.shape[0]
+    chunk = 4096
+    for ci in prange((n + chunk - 1) // chunk):
+        for a in range(ci * chunk, min(n, (ci + 1) * chunk)):
+            if not emit[a]:
+                continue
+            emit[a] = 0
+            prev = -1
+            c = head[a]
+            while c != -1:
+                nc = nxt[c]
+                if not falive[c // 3]:
+                    if prev == -1:
+                        head[a] = nc
+                    else:
+                        nxt[prev] = nc
+                else:
+                    prev = c
+                c = nc
+
+
 @njit(cache=True)
 def collect_dirty_edges(F, head, nxt, falive, kind, mark, stamp, euv, tmp, emit, plock,
                         npass):  # fmt: skip
@@ -1084,34 +1148,18 @@ def collect_dirty_edges(F, head, nxt, falive, kind, mark, stamp, euv, tmp, emit,
     into ``euv`` in (a, b) order, as :func:`collect_edges` lists them (``tmp``: a
     scratch buffer as long). Only the dirty vertices' lists are read for edges (an
     edge between two dirty vertices is taken from its lower end), then the edges are
-    sorted (:func:`sort_edge_ends`); every vertex with ``emit`` set has its flag
-    cleared and the dead corners unlinked from its list, so later walks stay short.
-    Returns ``(count, stamp)``."""
+    sorted (:func:`sort_edge_ends`); first every vertex with ``emit`` set has its flag
+    cleared and the dead corners unlinked from its list (:func:`unlink_dead`), so
+    later walks stay short. Returns ``(count, stamp)``."""
     n = head.shape[0]
     bits = 1
     while (1 << bits) < n:
         bits += 1
     ub = np.uint64(bits)
+    unlink_dead(F, head, nxt, falive, emit)
     count = 0
     for a in range(n):
-        if not emit[a]:
-            continue
-        emit[a] = 0
-        if head[a] == -1:
-            continue
-        prev = -1
-        c = head[a]
-        while c != -1:
-            nc = nxt[c]
-            if not falive[c // 3]:
-                if prev == -1:
-                    head[a] = nc
-                else:
-                    nxt[prev] = nc
-            else:
-                prev = c
-            c = nc
-        if plock[a] != npass:
+        if plock[a] != npass or head[a] == -1:
             continue
         stamp += 1
         mark[a] = stamp
@@ -1231,37 +1279,58 @@ def bits_to_float(bits, fbuf, ubuf):
 # ---------------------------------------------------------------- main loop
 
 
+#: Pass modes of :func:`collapse_candidates`: every candidate, or those no part took.
+ALL = -1
+DEFERRED = -2
+
+
+@njit(cache=True, inline="always")
+def candidate_part(u, v, kind, partner, inner, split):
+    """The part (0: vertices below ``split``, 1: the rest) that owns candidate u -> v,
+    or -1: a part owns it when both ends (and their seam partners) are ``inner`` (no
+    live face around them reaches into the other part) and on its side."""
+    p = 1 if u >= split else 0
+    if not inner[u] or not inner[v] or (v >= split) != (p == 1):
+        return -1
+    if kind[u] == SEAM:
+        pu = partner[u]
+        pv = partner[v]
+        if not inner[pu] or not inner[pv] or (pu >= split) != (p == 1):
+            return -1
+        if (pv >= split) != (p == 1):
+            return -1
+    return p
+
+
 @njit(cache=True)
-def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
-             sk, suv, ncand, state, plock, into, mark, emit, target_faces, max_e2,
-             pure, log):  # fmt: skip
-    """One pass down the sorted candidates ``sk[:ncand]`` (key bits), ``suv`` (u << 32
-    | v). ``state`` (int64) holds ``[faces_left, done, stamp, npass, stop, candidates
-    visited]`` and is updated; returns ``(collapses, e2 max of this pass)``."""
-    faces_left = state[0]
-    done = state[1]
-    stamp = state[2]
-    npass = state[3]
+def collapse_candidates(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs,
+                        weights, sk, suv, limit, plock, into, mark, emit, max_e2, pure, npass,
+                        stamp, part, own, goal, removed, error_goal, log, done):  # fmt: skip
+    """Collapse down the sorted candidates ``sk[:limit]`` (key bits), ``suv`` (u << 32 |
+    v): with ``part`` 0 or 1 only those whose owner ``own[i]`` (see
+    :func:`candidate_part`) is that part, with ``DEFERRED`` those owned by none (-1),
+    with ``ALL`` every one (``own`` unused). Stops once
+    ``removed`` (faces, counting from the value passed) reaches ``goal``, or at the
+    first key over ``error_goal`` once more than ``goal // 10`` are removed, or (with
+    ``pure``) at the first collapse whose e2 exceeds ``max_e2``. Collapses are logged
+    to ``log[done:]`` while it has rows. Returns ``(removed, collapses, e2 max, stamp,
+    candidates visited, index of the max_e2 stop or -1)``."""
     tmp = np.zeros(11, np.float64)
     fbuf = np.zeros(1, np.float32)
     ubuf = fbuf.view(np.uint32)
-    goal = faces_left - target_faces
-    egoal = goal // 2
-    error_goal = np.inf
-    if egoal < ncand:
-        error_goal = PASS_ERROR_FACTOR * bits_to_float(sk[egoal] & KEY_BITS, fbuf, ubuf)
-    removed = 0
     collapses = 0
     e2max = 0.0
     visited = 0
-    for i in range(ncand):
-        if faces_left <= target_faces:
+    stop = -1
+    want = -1 if part == DEFERRED else part  # the owner value this run takes
+    for i in range(limit):
+        if removed >= goal:
             break
         visited += 1
         # the candidates lie at random places: start loading the rows of those
         # coming up (ends' lock, list head, quadric, position, kind; a little nearer,
         # the first face of each end, whose head is loaded by then)
-        if i + PREFETCH_FAR < ncand:
+        if i + PREFETCH_FAR < limit and (part == ALL or own[i + PREFETCH_FAR] == want):
             x = suv[i + PREFETCH_FAR]
             u = np.int64(x >> np.uint64(32))
             v = np.int64(x & np.uint64(0xFFFFFFFF))
@@ -1274,7 +1343,7 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
             prefetch(V, u)
             prefetch(V, v)
             prefetch(kind, u)
-        if i + PREFETCH_NEAR < ncand:
+        if i + PREFETCH_NEAR < limit and (part == ALL or own[i + PREFETCH_NEAR] == want):
             x = suv[i + PREFETCH_NEAR]
             for c in (
                 head[np.int64(x >> np.uint64(32))],
@@ -1288,6 +1357,8 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
             break
         u = np.int64(suv[i] >> np.uint64(32))
         v = np.int64(suv[i] & np.uint64(0xFFFFFFFF))
+        if part != ALL and own[i] != want:
+            continue
         if plock[u] == npass or plock[v] == npass:
             continue
         if sk[i] & REFUSED and not emit[u] and not emit[v]:
@@ -1307,7 +1378,7 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
             continue  # cannot happen: both ends and partners are unchanged
         if e2 > max_e2:
             if pure:
-                state[4] = 1
+                stop = i
                 break
             continue
         moved = px != V[v, 0] or py != V[v, 1] or pz != V[v, 2]
@@ -1334,19 +1405,133 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
             into[pu] = pv
             plock[pu] = npass
             plock[pv] = npass
-        faces_left -= r
         removed += r
+        if done + collapses < log.shape[0]:
+            log[done + collapses, 0] = u
+            log[done + collapses, 1] = v
         collapses += 1
-        if done < log.shape[0]:
-            log[done, 0] = u
-            log[done, 1] = v
-        done += 1
         if e2 > e2max:
             e2max = e2
-    state[0] = faces_left
-    state[1] = done
+    return removed, collapses, e2max, stamp, visited, stop
+
+
+@njit(cache=True, parallel=True)
+def mark_inner(F, falive, valive, split, inner):
+    """``inner[v]``: no live face around v has a corner on the other side of ``split``.
+    Returns the live vertices below and from ``split``. Parallel (the faces that
+    straddle write the same 0)."""
+    n = inner.shape[0]
+    for i in prange(n):
+        inner[i] = 1
+    for f in prange(F.shape[0]):
+        if falive[f]:
+            a = F[f, 0]
+            b = F[f, 1]
+            c = F[f, 2]
+            hi = a >= split
+            if (b >= split) != hi or (c >= split) != hi:
+                inner[a] = 0
+                inner[b] = 0
+                inner[c] = 0
+    low = 0
+    for i in prange(split):
+        low += valive[i]
+    high = 0
+    for i in prange(split, n):
+        high += valive[i]
+    return low, high
+
+
+@njit(cache=True, parallel=True)
+def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
+             sk, suv, ncand, state, plock, into, mark, emit, target_faces, max_e2,
+             pure, log, parts, inner):  # fmt: skip
+    """One pass down the sorted candidates ``sk[:ncand]`` (key bits), ``suv`` (u << 32
+    | v). ``state`` (int64) holds ``[faces_left, done, stamp, npass, stop, candidates
+    visited]`` and is updated; returns ``(collapses, e2 max of this pass)``.
+
+    With ``parts == 2`` the vertices are split in two index ranges (two halves of
+    the Morton order): a candidate whose ends' fans lie inside one half belongs to
+    it, and the halves collapse their own candidates at the same time (each in key
+    order, with a share of the pass's goal proportional to its live vertices; they
+    touch disjoint vertices, faces and corners). The candidates of neither half (at
+    the seam between them) follow, in key order. The result does not depend on the
+    number of threads. ``inner`` is (N,) uint8 scratch."""
+    faces_left = state[0]
+    stamp = state[2]
+    npass = state[3]
+    done = state[1]
+    fbuf = np.zeros(1, np.float32)
+    ubuf = fbuf.view(np.uint32)
+    goal = faces_left - target_faces
+    egoal = goal // 2
+    error_goal = np.inf
+    if egoal < ncand:
+        error_goal = PASS_ERROR_FACTOR * bits_to_float(sk[egoal] & KEY_BITS, fbuf, ubuf)
+    removed = 0
+    collapses = 0
+    e2max = 0.0
+    visited = 0
+    limit = ncand
+    rest = ALL
+    own = np.empty(0, np.int8)
+    if parts == 2:
+        split = V.shape[0] // 2
+        low, high = mark_inner(F, falive, valive, split, inner)
+        goals = np.empty(2, np.int64)
+        goals[0] = goal * low // max(low + high, 1)
+        goals[1] = goal - goals[0]
+        own = np.empty(ncand, np.int8)
+        chunk = 16384
+        for ci in prange((ncand + chunk - 1) // chunk):
+            for i in range(ci * chunk, min(ncand, (ci + 1) * chunk)):
+                x = suv[i]
+                own[i] = candidate_part(
+                    np.int64(x >> np.uint64(32)), np.int64(x & np.uint64(0xFFFFFFFF)),
+                    kind, partner, inner, split,
+                )  # fmt: skip
+        res = np.zeros((2, 6), np.int64)
+        e2s = np.zeros(2)
+        plog = np.zeros((2, max(log.shape[0] - done, 0), 2), np.int32)
+        for p in prange(2):
+            r, c, e, st, vis, stp = collapse_candidates(
+                V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
+                sk, suv, ncand, plock, into, mark, emit, max_e2, pure, npass, stamp, p,
+                own, goals[p], 0, error_goal, plog[p], 0,
+            )  # fmt: skip
+            res[p, 0] = r
+            res[p, 1] = c
+            res[p, 2] = st
+            res[p, 3] = vis
+            res[p, 4] = stp
+            e2s[p] = e
+        for p in range(2):
+            for k in range(min(res[p, 1], plog.shape[1])):
+                if done + collapses + k < log.shape[0]:
+                    log[done + collapses + k, 0] = plog[p, k, 0]
+                    log[done + collapses + k, 1] = plog[p, k, 1]
+            removed += res[p, 0]
+            collapses += res[p, 1]
+            stamp = max(stamp, res[p, 2])
+            visited += res[p, 3]
+            if res[p, 4] >= 0:
+                limit = min(limit, res[p, 4])
+                state[4] = 1
+            e2max = max(e2max, e2s[p])
+        rest = DEFERRED
+    r, c, e, stamp, vis, stp = collapse_candidates(
+        V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
+        sk, suv, limit, plock, into, mark, emit, max_e2, pure, npass, stamp, rest, own,
+        goal, removed, error_goal, log, done + collapses,
+    )  # fmt: skip
+    if stp >= 0:
+        state[4] = 1
+    collapses += c
+    e2max = max(e2max, e)
+    state[0] = faces_left - r
+    state[1] = done + collapses
     state[2] = stamp
-    state[5] += visited
+    state[5] += visited + vis
     return collapses, e2max
 
 
@@ -1406,7 +1591,7 @@ def restore_faces(F, fal, forig, mc):
 
 @njit(cache=True)
 def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
-                    target_faces, max_e2, pure, log):  # fmt: skip
+                    target_faces, max_e2, pure, log, parts=1):  # fmt: skip
     """Edge collapse in passes until ``target_faces`` faces remain, the next
     collapse's mean squared error ``e2`` exceeds ``max_e2`` or no edge can collapse.
     Modifies V, F, Q, head, nxt, attrs in place.
@@ -1446,6 +1631,7 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
     suv = np.empty(cap, np.uint64)
     sk = np.empty(cap, np.uint32)
     emit = np.zeros(n, np.uint8)
+    inner = np.zeros(n if parts == 2 else 0, np.uint8)
     state = np.array([m, 0, stamp, 0, 0, 0], np.int64)
     e2max = 0.0
     ncand = 0
@@ -1467,6 +1653,7 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
         collapses, e2 = run_pass(
             V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
             sk, suv, ncand, state, plock, into, mark, emit, target_faces, max_e2, pure, log,
+            parts, inner,
         )  # fmt: skip
         if e2 > e2max:
             e2max = e2

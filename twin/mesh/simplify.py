@@ -41,6 +41,11 @@ TARGET_ERROR_TRIES = 3
 #: milliseconds each) would cost more in thread hand-offs than they save.
 SERIAL_FACES = 65_536
 
+#: Larger meshes run each pass's collapses in this many parts (two halves of the
+#: vertices' spatial order, collapsing at the same time; see ``run_pass``). The output
+#: depends on it, not on the number of threads.
+PASS_PARTS = 2
+
 #: Weight of the border constraint planes relative to face area (per squared edge
 #: length): keeps open borders in place.
 BORDER_WEIGHT = 10.0
@@ -209,6 +214,7 @@ def simplify(
             falive, _, _, _, into = simplify_kernel(
                 prep.V, prep.F, prep.N0, prep.Q, prep.head, prep.nxt, prep.kind, prep.ib,
                 prep.partner, prep.attrs, weights, target_faces, max_e2, pure, log,
+                PASS_PARTS if m >= SERIAL_FACES else 1,
             )  # fmt: skip
             prep.Q = prep.head = prep.nxt = prep.N0 = None
             error = _measure(v_in, f_in, prep, falive, into)
@@ -288,11 +294,20 @@ def _prepare(v_in, f_in, attrs, lock_border: bool) -> _Prepared:
     p.V = pos  # working copy, centred for precise quadrics
     p.N0 = face_normals(p.V, p.F)
     p.head, p.nxt = build_corner_lists(p.F, n)
-    p.Q = np.zeros((n, 11))
+    p.Q = np.empty((n, 11))  # every row written
     build_quadrics(p.V, p.F, p.Q, p.head, p.nxt)
     falive = np.ones(p.F.shape[0], np.uint8)
     p.kind, p.ib, p.partner = classify(
-        p.V, p.F, pid, p.head, p.nxt, falive, p.Q, lock_border, BORDER_WEIGHT
+        p.V,
+        p.F,
+        pid,
+        p.head,
+        p.nxt,
+        falive,
+        p.Q,
+        lock_border,
+        BORDER_WEIGHT,
+        numba.get_num_threads(),
     )
     p.attrs = attrs[p.perm] if attrs is not None else np.zeros((n, 0))
     return p
