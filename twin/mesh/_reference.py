@@ -365,9 +365,6 @@ def simplify_loop_ref(
                 side = F[f] >= split
                 if side.min() != side.max():
                     inner[F[f]] = False
-            live = [int(valive[:split].sum()), int(valive[split:].sum())]
-            goals = [goal * live[0] // max(sum(live), 1)]
-            goals.append(goal - goals[0])
             owner = []
             for _, _, _, u, v in cands:
                 ends = [u, v]
@@ -376,6 +373,10 @@ def simplify_loop_ref(
                 half = int(u >= split)
                 ok = all(inner[w] and int(w >= split) == half for w in ends)
                 owner.append(half if ok else -1)
+            # each half's share of the goal: its share of the candidates keyed up to
+            # the error goal
+            upto = [o for (kb, *_), o in zip(cands, owner, strict=True) if unbits(kb) <= error_goal]
+            goals = [goal * upto.count(half) // max(len(upto), 1) for half in (0, 1)]
             for part in (0, 1):
                 r, c, e, at = run(
                     cands, owner, part, locked, error_goal, goals[part], 0, len(cands)
@@ -387,11 +388,22 @@ def simplify_loop_ref(
                     limit = min(limit, at)
                     stop = True
             want = -1
-        r, c, e, at = run(cands, owner, want, locked, error_goal, goal, removed, limit)
+            rest = goal - sum(goals)  # the seam's share, and what rounded off
+        else:
+            rest = goal
+        r, c, e, at = run(cands, owner, want, locked, error_goal, rest, 0, limit)
         stop = stop or at is not None
-        faces_left -= r
+        removed += r
         collapses += c
         e2max = max(e2max, e)
+        if parts == 2 and collapses == 0 and not stop:
+            # nothing collapsed within the shares: the pass again as one part
+            r, c, e, at = run(cands, None, None, locked, error_goal, goal, 0, len(cands))
+            stop = at is not None
+            removed += r
+            collapses += c
+            e2max = max(e2max, e)
+        faces_left -= removed
         if collapses == 0:
             break
     return falive, valive, e2max, log, into

@@ -1081,33 +1081,73 @@ EDGE_DIGIT = 11  # bits per digit of the radix sort of dirty edge ends (short li
 EDGE_DIGIT_WIDE = 16  # the widest digit, for lists of at least 2**16 edges
 
 
+@njit(cache=True, parallel=True)
+def radix_pass_parallel(src, dst, count, shift, width, hist):
+    """One stable LSD radix pass of ``src[:count]`` (uint64) into ``dst`` on the digit
+    ``(x >> shift) & (2**width - 1)``, by ``hist.shape[0]`` slices in parallel (each
+    slice scatters to its own offsets within each bucket: the same stable order)."""
+    p = hist.shape[0]
+    nb = 1 << width
+    mask = np.uint64(nb - 1)
+    sh = np.uint64(shift)
+    size = (count + p - 1) // p
+    for c in prange(p):
+        for b in range(nb):
+            hist[c, b] = 0
+        for i in range(c * size, min(count, (c + 1) * size)):
+            hist[c, (src[i] >> sh) & mask] += 1
+    total = 0
+    for b in range(nb):
+        for c in range(p):
+            h = hist[c, b]
+            hist[c, b] = total
+            total += h
+    for c in prange(p):
+        for i in range(c * size, min(count, (c + 1) * size)):
+            x = src[i]
+            b = (x >> sh) & mask
+            j = hist[c, b]
+            dst[j] = x
+            hist[c, b] = j + 1
+
+
 @njit(cache=True)
 def sort_edge_ends(e, count, bits, tmp):
     """Sort ``e[:count]`` (uint64 ``lo << bits | hi``, both ends below ``2**bits``)
     ascending in place and rewrite each as ``lo << 32 | hi``. LSD radix with digits
     of ``EDGE_DIGIT`` bits, or as few digits of at most ``EDGE_DIGIT_WIDE`` bits as
-    the ``2 bits`` need for lists of 2**16 edges or more; ``tmp`` (>= count) the
-    other buffer. Memory: the histogram (8 bytes per bucket) beyond ``tmp``."""
+    the ``2 bits`` need for lists of 2**16 edges or more (lists of ``PARALLEL_SORT``
+    or more are sorted by ``SORT_CHUNKS`` slices in parallel, with digits of at most
+    ``RADIX_BITS``); ``tmp`` (>= count) the other buffer.
+    Memory: the histograms (8 bytes per bucket and slice) beyond ``tmp``."""
+    parallel = count >= PARALLEL_SORT
     width = EDGE_DIGIT
     if count >= 1 << 16:
-        ndig = (2 * bits + EDGE_DIGIT_WIDE - 1) // EDGE_DIGIT_WIDE
+        widest = RADIX_BITS if parallel else EDGE_DIGIT_WIDE
+        ndig = (2 * bits + widest - 1) // widest
         width = (2 * bits + ndig - 1) // ndig
     nb = 1 << width
     mask = np.uint64(nb - 1)
-    hist = np.zeros(nb, np.int64)
     src, dst = e, tmp
-    for shift in range(0, 2 * bits, width):
-        sh = np.uint64(shift)
-        hist[:] = 0
-        for i in range(count):
-            hist[(src[i] >> sh) & mask] += 1
-        exclusive_scan(hist)
-        for i in range(count):
-            x = src[i]
-            b = (x >> sh) & mask
-            dst[hist[b]] = x
-            hist[b] += 1
-        src, dst = dst, src
+    if parallel:
+        hist2 = np.zeros((SORT_CHUNKS, nb), np.int64)
+        for shift in range(0, 2 * bits, width):
+            radix_pass_parallel(src, dst, count, shift, width, hist2)
+            src, dst = dst, src
+    else:
+        hist = np.zeros(nb, np.int64)
+        for shift in range(0, 2 * bits, width):
+            sh = np.uint64(shift)
+            hist[:] = 0
+            for i in range(count):
+                hist[(src[i] >> sh) & mask] += 1
+            exclusive_scan(hist)
+            for i in range(count):
+                x = src[i]
+                b = (x >> sh) & mask
+                dst[hist[b]] = x
+                hist[b] += 1
+            src, dst = dst, src
     lo_mask = np.uint64((1 << bits) - 1)
     ub = np.uint64(bits)
     for i in range(count):
@@ -1141,46 +1181,68 @@ def unlink_dead(F, head, nxt, falive, emit):
                 c = nc
 
 
+@njit(cache=True, parallel=True)
+def list_dirty_edges(F, head, nxt, kind, plock, npass, euv, bits, lanes):
+    """The edges :func:`collect_dirty_edges` lists, packed ``lo << bits | hi``, into
+    ``euv`` unsorted; returns how many. Parallel in lanes of consecutive vertices,
+    each with its own marks and output (copied to ``euv`` in lane order)."""
+    n = head.shape[0]
+    lanes = max(1, min(lanes, 16))
+    size = (n + lanes - 1) // lanes
+    ub = np.uint64(bits)
+    counts = np.zeros(lanes, np.int64)
+    out = np.empty((lanes, euv.shape[0]), np.uint64)  # touched only as far as written
+    for lane in prange(lanes):
+        mark = np.full(n, -1, np.int32)
+        row = out[lane]
+        k = 0
+        for a in range(lane * size, min(n, (lane + 1) * size)):
+            if plock[a] != npass or head[a] == -1:
+                continue
+            mark[a] = a
+            la = kind[a] == LOCKED
+            c = head[a]
+            while c != -1:
+                f = c // 3
+                for j in range(3):
+                    b = F[f, j]
+                    if mark[b] != a:
+                        mark[b] = a
+                        if b < a and plock[b] == npass:
+                            continue  # listed from b
+                        if la and kind[b] == LOCKED:
+                            continue
+                        if b < a:
+                            row[k] = (np.uint64(b) << ub) | np.uint64(a)
+                        else:
+                            row[k] = (np.uint64(a) << ub) | np.uint64(b)
+                        k += 1
+                c = nxt[c]
+        counts[lane] = k
+    count = 0
+    for lane in range(lanes):
+        euv[count : count + counts[lane]] = out[lane, : counts[lane]]
+        count += counts[lane]
+    return count
+
+
 @njit(cache=True)
 def collect_dirty_edges(F, head, nxt, falive, kind, mark, stamp, euv, tmp, emit, plock,
-                        npass):  # fmt: skip
+                        npass, lanes=1):  # fmt: skip
     """The live edges with a dirty end (``plock == npass``), ``a << 32 | b``, ``a < b``,
     into ``euv`` in (a, b) order, as :func:`collect_edges` lists them (``tmp``: a
     scratch buffer as long). Only the dirty vertices' lists are read for edges (an
-    edge between two dirty vertices is taken from its lower end), then the edges are
-    sorted (:func:`sort_edge_ends`); first every vertex with ``emit`` set has its flag
-    cleared and the dead corners unlinked from its list (:func:`unlink_dead`), so
-    later walks stay short. Returns ``(count, stamp)``."""
+    edge between two dirty vertices is taken from its lower end; see
+    :func:`list_dirty_edges`), then the edges are sorted (:func:`sort_edge_ends`);
+    first every vertex with ``emit`` set has its flag cleared and the dead corners
+    unlinked from its list (:func:`unlink_dead`), so later walks stay short.
+    Returns ``(count, stamp)``."""
     n = head.shape[0]
     bits = 1
     while (1 << bits) < n:
         bits += 1
-    ub = np.uint64(bits)
     unlink_dead(F, head, nxt, falive, emit)
-    count = 0
-    for a in range(n):
-        if plock[a] != npass or head[a] == -1:
-            continue
-        stamp += 1
-        mark[a] = stamp
-        la = kind[a] == LOCKED
-        c = head[a]
-        while c != -1:
-            f = c // 3
-            for j in range(3):
-                b = F[f, j]
-                if mark[b] != stamp:
-                    mark[b] = stamp
-                    if b < a and plock[b] == npass:
-                        continue  # listed from b
-                    if la and kind[b] == LOCKED:
-                        continue
-                    if b < a:
-                        euv[count] = (np.uint64(b) << ub) | np.uint64(a)
-                    else:
-                        euv[count] = (np.uint64(a) << ub) | np.uint64(b)
-                    count += 1
-            c = nxt[c]
+    count = list_dirty_edges(F, head, nxt, kind, plock, npass, euv, bits, lanes)
     sort_edge_ends(euv, count, bits, tmp)
     return count, stamp
 
@@ -1249,7 +1311,7 @@ def merge_candidates(sk, suv, nclean, dk, duv, ndirty):
 
 @njit(cache=True)
 def rerank(V, F, Q, head, nxt, falive, valive, kind, partner, attrs, weights, plock, npass,
-           emit, mark, stamp, nbuf, euv, ek, sk, suv, ncand):  # fmt: skip
+           emit, mark, stamp, nbuf, euv, ek, sk, suv, ncand, lanes=1):  # fmt: skip
     """The sorted candidates of the next pass from those of pass ``npass``: edges it
     left untouched keep their keys and order, edges with a dirty end are listed,
     ranked and sorted afresh and merged in. The result is the list a full
@@ -1260,7 +1322,7 @@ def rerank(V, F, Q, head, nxt, falive, valive, kind, partner, attrs, weights, pl
     # the clean and dirty edges are distinct live edges: suv[nclean:] has room for
     # the dirty ones (scratch for their sort here, the sorted list below)
     count, stamp = collect_dirty_edges(
-        F, head, nxt, falive, kind, mark, stamp, euv, suv[nclean:], emit, plock, npass
+        F, head, nxt, falive, kind, mark, stamp, euv, suv[nclean:], emit, plock, npass, lanes
     )
     rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, euv, ek, count)
     nd = sort_candidates(ek, euv, count, sk[nclean:], suv[nclean:])
@@ -1416,12 +1478,10 @@ def collapse_candidates(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partne
 
 
 @njit(cache=True, parallel=True)
-def mark_inner(F, falive, valive, split, inner):
+def mark_inner(F, falive, split, inner):
     """``inner[v]``: no live face around v has a corner on the other side of ``split``.
-    Returns the live vertices below and from ``split``. Parallel (the faces that
-    straddle write the same 0)."""
-    n = inner.shape[0]
-    for i in prange(n):
+    Parallel (the faces that straddle write the same 0)."""
+    for i in prange(inner.shape[0]):
         inner[i] = 1
     for f in prange(F.shape[0]):
         if falive[f]:
@@ -1433,13 +1493,6 @@ def mark_inner(F, falive, valive, split, inner):
                 inner[a] = 0
                 inner[b] = 0
                 inner[c] = 0
-    low = 0
-    for i in prange(split):
-        low += valive[i]
-    high = 0
-    for i in prange(split, n):
-        high += valive[i]
-    return low, high
 
 
 @njit(cache=True, parallel=True)
@@ -1453,10 +1506,12 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
     With ``parts == 2`` the vertices are split in two index ranges (two halves of
     the Morton order): a candidate whose ends' fans lie inside one half belongs to
     it, and the halves collapse their own candidates at the same time (each in key
-    order, with a share of the pass's goal proportional to its live vertices; they
-    touch disjoint vertices, faces and corners). The candidates of neither half (at
-    the seam between them) follow, in key order. The result does not depend on the
-    number of threads. ``inner`` is (N,) uint8 scratch."""
+    order; they touch disjoint vertices, faces and corners), each up to its share of
+    the pass's goal: the share it owns of the candidates keyed up to the error goal
+    (a half left with costly collapses only gets little). The candidates of neither
+    half (at the seam between them) follow, in key order, up to the rest of the goal;
+    if nothing collapsed, the pass runs again as one part. The result does not
+    depend on the number of threads. ``inner`` is (N,) uint8 scratch."""
     faces_left = state[0]
     stamp = state[2]
     npass = state[3]
@@ -1474,22 +1529,40 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
     visited = 0
     limit = ncand
     rest = ALL
+    rest_goal = goal
     own = np.empty(0, np.int8)
     if parts == 2:
         split = V.shape[0] // 2
-        low, high = mark_inner(F, falive, valive, split, inner)
-        goals = np.empty(2, np.int64)
-        goals[0] = goal * low // max(low + high, 1)
-        goals[1] = goal - goals[0]
+        mark_inner(F, falive, split, inner)
+        # the candidates up to the error goal: each part's share of the goal is its
+        # share of them (a half left with costly collapses only gets little)
+        kstop = ncand
+        if error_goal < np.inf:
+            lo = 0
+            while lo < kstop:
+                mid = (lo + kstop) // 2
+                if bits_to_float(sk[mid] & KEY_BITS, fbuf, ubuf) > error_goal:
+                    kstop = mid
+                else:
+                    lo = mid + 1
         own = np.empty(ncand, np.int8)
         chunk = 16384
-        for ci in prange((ncand + chunk - 1) // chunk):
+        nchunks = (ncand + chunk - 1) // chunk
+        cnt = np.zeros((nchunks, 3), np.int64)
+        for ci in prange(nchunks):
             for i in range(ci * chunk, min(ncand, (ci + 1) * chunk)):
                 x = suv[i]
-                own[i] = candidate_part(
+                o = candidate_part(
                     np.int64(x >> np.uint64(32)), np.int64(x & np.uint64(0xFFFFFFFF)),
                     kind, partner, inner, split,
                 )  # fmt: skip
+                own[i] = o
+                if i < kstop:
+                    cnt[ci, o + 1] += 1
+        total = cnt.sum()
+        goals = np.empty(2, np.int64)
+        for p in range(2):
+            goals[p] = goal * cnt[:, p + 1].sum() // max(total, 1)
         res = np.zeros((2, 6), np.int64)
         e2s = np.zeros(2)
         plog = np.zeros((2, max(log.shape[0] - done, 0), 2), np.int32)
@@ -1519,23 +1592,38 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
                 state[4] = 1
             e2max = max(e2max, e2s[p])
         rest = DEFERRED
+        rest_goal = goal - goals[0] - goals[1]  # the seam's share, and what rounded off
     r, c, e, stamp, vis, stp = collapse_candidates(
         V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
         sk, suv, limit, plock, into, mark, emit, max_e2, pure, npass, stamp, rest, own,
-        goal, removed, error_goal, log, done + collapses,
+        rest_goal, 0, error_goal, log, done + collapses,
     )  # fmt: skip
     if stp >= 0:
         state[4] = 1
+    removed += r
     collapses += c
+    visited += vis
     e2max = max(e2max, e)
-    state[0] = faces_left - r
+    if parts == 2 and collapses == 0 and state[4] == 0:
+        # nothing collapsed within the shares: the pass again as one part (so a pass
+        # that can collapse does)
+        r, c, e, stamp, vis, stp = collapse_candidates(
+            V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
+            sk, suv, ncand, plock, into, mark, emit, max_e2, pure, npass, stamp, ALL, own,
+            goal, 0, error_goal, log, done,
+        )  # fmt: skip
+        if stp >= 0:
+            state[4] = 1
+        removed += r
+        collapses += c
+        visited += vis
+        e2max = max(e2max, e)
+    state[0] = faces_left - removed
     state[1] = done + collapses
     state[2] = stamp
-    state[5] += visited + vis
+    state[5] += visited
     return collapses, e2max
 
-
-COUNT_EDGES_FACES = 65_536  # smaller meshes size the edge lists at 3 per face
 
 COMPACT_DEAD = 4  # faces are compacted once 1 / COMPACT_DEAD of those stored are dead
 
@@ -1591,7 +1679,7 @@ def restore_faces(F, fal, forig, mc):
 
 @njit(cache=True)
 def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
-                    target_faces, max_e2, pure, log, parts=1):  # fmt: skip
+                    target_faces, max_e2, pure, log, parts=1, lanes=1):  # fmt: skip
     """Edge collapse in passes until ``target_faces`` faces remain, the next
     collapse's mean squared error ``e2`` exceeds ``max_e2`` or no edge can collapse.
     Modifies V, F, Q, head, nxt, attrs in place.
@@ -1607,8 +1695,8 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
     quarter of those stored are dead; on return F holds every live face in its
     original row again (``head`` and ``nxt`` are then stale).
     Memory: grows with the number of edges E (about 3 N): 24 bytes per edge for the
-    pass lists (ends and key, sorted twice over for the radix sort; meshes under
-    ``COUNT_EDGES_FACES`` faces skip counting the edges and take 3 M); 22 bytes per vertex
+    pass lists (ends and key, sorted twice over for the radix sort; allocated for 3 M
+    edges, of which only the E listed are touched); 22 bytes per vertex
     of flags and scratch, 2 bytes per face of alive flags; plus the arrays passed in.
     """
     n = V.shape[0]
@@ -1621,11 +1709,9 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
     plock = np.zeros(n, np.int32)
     mark = np.zeros(n, np.int32)
     nbuf = np.empty(n, np.int32)
-    euv = np.empty(0, np.uint64)
-    if m < COUNT_EDGES_FACES:
-        cap, stamp = 3 * m, 2  # at most three edges per face: no counting walk
-    else:
-        cap, stamp = collect_edges(F, head, nxt, falive, valive, kind, mark, 2, euv, nbuf, False)
+    # at most three edges per face: the lists are sized for that, and only the part
+    # written is ever touched (the rest stays unbacked address space)
+    cap, stamp = 3 * m, 2
     euv = np.empty(cap, np.uint64)
     ek = np.empty(cap, np.uint32)
     suv = np.empty(cap, np.uint64)
@@ -1648,7 +1734,7 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
                 mc = compact_faces(F, N0, falive, forig, head, nxt, mc)
             ncand, state[2] = rerank(
                 V, F, Q, head, nxt, falive, valive, kind, partner, attrs, weights, plock,
-                state[3] - 1, emit, mark, state[2], nbuf, euv, ek, sk, suv, ncand,
+                state[3] - 1, emit, mark, state[2], nbuf, euv, ek, sk, suv, ncand, lanes,
             )  # fmt: skip
         collapses, e2 = run_pass(
             V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
