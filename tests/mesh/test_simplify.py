@@ -242,6 +242,26 @@ def test_two_part_passes_do_not_depend_on_the_thread_count():
     assert one.error == two.error
 
 
+def test_parallel_keep_clean_equals_the_serial_one():
+    K = sys.modules["twin.mesh._simplify_kernels"]
+    g = rng(7)
+    n, count = 5000, 3 * K.PARALLEL_SORT + 123
+    u = g.integers(0, n, count).astype(np.uint64)
+    v = g.integers(0, n, count).astype(np.uint64)
+    suv = (u << np.uint64(32)) | v
+    sk = g.integers(0, 2**32, count, dtype=np.uint64).astype(np.uint32)
+    plock = np.where(g.random(n) < 0.2, 5, 4).astype(np.int32)
+    emit = (g.random(n) < 0.3).astype(np.uint8)
+    a_k, a_uv = sk.copy(), suv.copy()
+    b_k, b_uv = sk.copy(), suv.copy()
+    na = K.keep_clean(a_k, a_uv, count, plock, 5, emit)
+    nb = K.keep_clean_parallel(b_k, b_uv, count, plock, 5, emit, np.empty(count, np.uint32),
+                               np.empty(count, np.uint64))  # fmt: skip
+    assert na == nb and 0 < na < count
+    np.testing.assert_array_equal(a_k[:na], b_k[:nb])
+    np.testing.assert_array_equal(a_uv[:na], b_uv[:nb])
+
+
 def test_morton_radix_order_and_position_groups():
     K = sys.modules["twin.mesh._simplify_kernels"]
     g = rng(4)
