@@ -151,7 +151,7 @@ def test_passes_keep_exact_keys_and_refusals_on_a_city():
         else:
             ncand, state[2] = K.rerank(
                 p.V, p.F, p.Q, p.head, p.nxt, falive, valive, p.kind, p.partner, p.attrs, w,
-                plock, state[3] - 1, emit, mark, state[2], nbuf, euv, ek, sk, suv, ncand,
+                plock, state[3] - 1, emit, mark, state[2], nbuf, euv, ek, sk, suv, ncand, 2,
             )  # fmt: skip
             # the full re-ranking on copies
             head, nxt, mk = p.head.copy(), p.nxt.copy(), mark.copy()

@@ -1182,32 +1182,35 @@ def unlink_dead(F, head, nxt, falive, emit):
 
 
 @njit(cache=True, parallel=True)
-def list_dirty_edges(F, head, nxt, kind, plock, npass, euv, bits, lanes):
+def list_dirty_edges(F, head, nxt, kind, plock, npass, euv, tmp, mark, mark2, bits, lanes):
     """The edges :func:`collect_dirty_edges` lists, packed ``lo << bits | hi``, into
-    ``euv`` unsorted; returns how many. Parallel in lanes of consecutive vertices,
-    each with its own marks and output (copied to ``euv`` in lane order)."""
+    ``euv`` unsorted; returns how many. With ``lanes == 2`` the two halves of the
+    vertices are listed in parallel, the first into ``euv`` with ``mark``, the second
+    into ``tmp`` with ``mark2`` (both int32 (N,) scratch, reset here), then appended."""
     n = head.shape[0]
-    lanes = max(1, min(lanes, 16))
+    lanes = 2 if lanes >= 2 else 1
     size = (n + lanes - 1) // lanes
     ub = np.uint64(bits)
-    counts = np.zeros(lanes, np.int64)
-    out = np.empty((lanes, euv.shape[0]), np.uint64)  # touched only as far as written
+    counts = np.zeros(2, np.int64)
     for lane in prange(lanes):
-        mark = np.full(n, -1, np.int32)
-        row = out[lane]
+        mk = mark if lane == 0 else mark2
+        row = euv if lane == 0 else tmp
+        lo = lane * size
+        hi = min(n, (lane + 1) * size)
+        mk[:] = -1
         k = 0
-        for a in range(lane * size, min(n, (lane + 1) * size)):
+        for a in range(lo, hi):
             if plock[a] != npass or head[a] == -1:
                 continue
-            mark[a] = a
+            mk[a] = a
             la = kind[a] == LOCKED
             c = head[a]
             while c != -1:
                 f = c // 3
                 for j in range(3):
                     b = F[f, j]
-                    if mark[b] != a:
-                        mark[b] = a
+                    if mk[b] != a:
+                        mk[b] = a
                         if b < a and plock[b] == npass:
                             continue  # listed from b
                         if la and kind[b] == LOCKED:
@@ -1219,11 +1222,8 @@ def list_dirty_edges(F, head, nxt, kind, plock, npass, euv, bits, lanes):
                         k += 1
                 c = nxt[c]
         counts[lane] = k
-    count = 0
-    for lane in range(lanes):
-        euv[count : count + counts[lane]] = out[lane, : counts[lane]]
-        count += counts[lane]
-    return count
+    euv[counts[0] : counts[0] + counts[1]] = tmp[: counts[1]]
+    return counts[0] + counts[1]
 
 
 @njit(cache=True)
@@ -1236,13 +1236,16 @@ def collect_dirty_edges(F, head, nxt, falive, kind, mark, stamp, euv, tmp, emit,
     :func:`list_dirty_edges`), then the edges are sorted (:func:`sort_edge_ends`);
     first every vertex with ``emit`` set has its flag cleared and the dead corners
     unlinked from its list (:func:`unlink_dead`), so later walks stay short.
-    Returns ``(count, stamp)``."""
+    ``mark`` is int32 (N,) scratch (overwritten; not the collapse checks' stamped
+    marks); ``lanes`` > 1 lists in two lanes at once. Returns ``(count, stamp)``."""
     n = head.shape[0]
     bits = 1
     while (1 << bits) < n:
         bits += 1
     unlink_dead(F, head, nxt, falive, emit)
-    count = list_dirty_edges(F, head, nxt, kind, plock, npass, euv, bits, lanes)
+    # a second lane lists the upper half of the vertices with marks of its own
+    mark2 = np.empty(n if lanes > 1 else 0, np.int32)
+    count = list_dirty_edges(F, head, nxt, kind, plock, npass, euv, tmp, mark, mark2, bits, lanes)
     sort_edge_ends(euv, count, bits, tmp)
     return count, stamp
 
@@ -1365,7 +1368,7 @@ def rerank(V, F, Q, head, nxt, falive, valive, kind, partner, attrs, weights, pl
     # the clean and dirty edges are distinct live edges: suv[nclean:] has room for
     # the dirty ones (scratch for their sort here, the sorted list below)
     count, stamp = collect_dirty_edges(
-        F, head, nxt, falive, kind, mark, stamp, euv, suv[nclean:], emit, plock, npass, lanes
+        F, head, nxt, falive, kind, nbuf, stamp, euv, suv[nclean:], emit, plock, npass, lanes
     )
     rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, euv, ek, count)
     nd = sort_candidates(ek, euv, count, sk[nclean:], suv[nclean:])
