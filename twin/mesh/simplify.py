@@ -177,11 +177,12 @@ def simplify(
     the input faces around the input vertices it replaced (0.0 when nothing moved).
     Against the Hausdorff distance measured independently with 200 k area samples
     per side (``benchmarks/_distance.py``) it came out at 1.00x on the 1 M-triangle
-    scan and city meshes at 10 % and 1 % (the city's at 1 %, where the ground
-    plane's border folds in, from an exact face-grid search of every input vertex
-    whose fan distance could raise the maximum). With ``target_error`` a run whose measured
-    error exceeds the target is repeated with a tighter threshold (at most
-    ``TARGET_ERROR_TRIES`` runs).
+    city mesh at 10 % and 1 % (the latter, where the ground plane's border folds in,
+    from an exact face-grid search of every input vertex whose fan distance could
+    raise the maximum) and the scan at 10 %, 0.84x on the scan at 1 % (the farthest
+    point there lies inside an output face, not at a vertex). With ``target_error`` a
+    run whose measured error exceeds the target is repeated with a tighter threshold
+    (at most ``TARGET_ERROR_TRIES`` runs).
     ``.attributes`` and ``.remap`` (input index of each output vertex) come along.
 
     Raises :class:`~twin.errors.InputError` for bad meshes (see
@@ -191,10 +192,13 @@ def simplify(
     Memory: linear in N + M (about 2 N faces, 3 N edges on a typical mesh); per input
     vertex while the kernel runs: quadrics 88, pass edge lists 72 (24 bytes per
     edge), working faces 24, corner lists 28, original face normals 24, working
-    positions 24, permutation 8, flags and scratch ~28; plus 8 K for K attribute
-    columns. The error measurement afterwards (quadrics and edge lists freed) needs
-    the original positions and faces (48), vertex -> face lists (~40) and a face grid
-    of the output (about 16 bytes per output face).
+    positions 24, permutation 8, flags and scratch ~28 (≈ 293 in all), plus with two
+    parts the halves' flags 1 and, for a moment in each pass, either the candidates'
+    owners (1 byte per edge) or the second listing lane's marks (4); ≈ 298 at the
+    peak; plus 8 K for K attribute columns. The error measurement afterwards
+    (quadrics and edge lists freed) needs the original positions and faces (48),
+    vertex -> face lists (~40) and a face grid of the output (about 16 bytes per
+    output face).
     Time: O((N + M) log(N / target)) — passes over the shrinking edge list. Meshes
     under ``SERIAL_FACES`` faces run on one thread, larger ones use Numba's threads
     in set-up, ranking, sorting and measurement, and collapse the two halves of
