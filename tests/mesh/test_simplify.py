@@ -350,7 +350,10 @@ def test_planar_grid_collapses_to_two_triangles_with_zero_error():
     assert_no_flips(v, f, v1, f1)
 
 
-def test_target_error_stops_and_error_is_within_target():
+@pytest.mark.parametrize("two_parts", [False, True])
+def test_target_error_stops_and_error_is_within_target(two_parts, monkeypatch):
+    if two_parts:  # as meshes from SERIAL_FACES faces run: two parts per pass, threads
+        monkeypatch.setattr(S, "SERIAL_FACES", 0)
     v, f = grid(30, 30, height=hills)
     prev = len(f)
     for tol in (0.001, 0.01, 0.05, 0.2):
@@ -363,7 +366,10 @@ def test_target_error_stops_and_error_is_within_target():
     assert prev < len(f) / 10
 
 
-def test_locked_borders_bit_identical_between_tiles():
+@pytest.mark.parametrize("two_parts", [False, True])
+def test_locked_borders_bit_identical_between_tiles(two_parts, monkeypatch):
+    if two_parts:  # as meshes from SERIAL_FACES faces run: two parts per pass, threads
+        monkeypatch.setattr(S, "SERIAL_FACES", 0)
     # two tiles of one terrain sharing the column x = 15
     va, fa = grid(16, 20, spacing=1.0, height=hills)
     vb, fb = grid(16, 20, spacing=1.0, height=hills, x0=15.0)
@@ -386,7 +392,10 @@ def test_locked_borders_bit_identical_between_tiles():
     assert np.isclose(free.vertices[:, 0], 15.0).sum() < 20
 
 
-def test_open_border_kept_in_place_without_lock():
+@pytest.mark.parametrize("two_parts", [False, True])
+def test_open_border_kept_in_place_without_lock(two_parts, monkeypatch):
+    if two_parts:  # as meshes from SERIAL_FACES faces run: two parts per pass, threads
+        monkeypatch.setattr(S, "SERIAL_FACES", 0)
     v, f = grid(25, 25, spacing=0.5, height=hills)
     v1, f1, _ = simplify(v, f, target_faces=len(f) // 20)
     b = v1[border_vertices(f1)]
@@ -416,7 +425,10 @@ def seamed_cylinder(nu=16, nv=8):
     return v, f.astype(np.uint32), uv
 
 
-def test_uv_seam_vertices_stay_on_the_seam():
+@pytest.mark.parametrize("two_parts", [False, True])
+def test_uv_seam_vertices_stay_on_the_seam(two_parts, monkeypatch):
+    if two_parts:  # as meshes from SERIAL_FACES faces run: two parts per pass, threads
+        monkeypatch.setattr(S, "SERIAL_FACES", 0)
     v, f, uv = seamed_cylinder(32, 12)
     va, fa = S.check_mesh(v, f)
     kinds = S._prepare(va, fa, uv, False).kind[np.argsort(S._morton_order(va))]
