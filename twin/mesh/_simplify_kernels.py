@@ -991,12 +991,7 @@ def sort_candidates_parallel(ek, euv, count, sk, suv):
                 x = src_k[i]
                 if d > 0 or x != np.uint32(0xFFFFFFFF):
                     hist[c, (x >> shift) & mask] += 1
-        total = 0
-        for b in range(nb):
-            for c in range(p):
-                h = hist[c, b]
-                hist[c, b] = total
-                total += h
+        total = exclusive_scan_slices(hist)
         for c in prange(p):
             for i in range(c * size, min(k, (c + 1) * size)):
                 x = src_k[i]
@@ -1020,6 +1015,20 @@ def exclusive_scan(hist):
         c = hist[b]
         hist[b] = total
         total += c
+    return total
+
+
+@njit(cache=True, inline="always")
+def exclusive_scan_slices(hist):
+    """Per-slice bucket counts ``hist`` (slices, buckets) -> each slice's first
+    output position in each bucket (bucket by bucket, slices in order: a stable
+    scatter); returns the total count."""
+    total = 0
+    for b in range(hist.shape[1]):
+        for c in range(hist.shape[0]):
+            h = hist[c, b]
+            hist[c, b] = total
+            total += h
     return total
 
 
@@ -1101,12 +1110,7 @@ def radix_pass_parallel(src, dst, count, shift, width, hist):
             hist[c, b] = 0
         for i in range(c * size, min(count, (c + 1) * size)):
             hist[c, (src[i] >> sh) & mask] += 1
-    total = 0
-    for b in range(nb):
-        for c in range(p):
-            h = hist[c, b]
-            hist[c, b] = total
-            total += h
+    exclusive_scan_slices(hist)
     for c in prange(p):
         for i in range(c * size, min(count, (c + 1) * size)):
             x = src[i]
