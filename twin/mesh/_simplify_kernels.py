@@ -1648,24 +1648,12 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
             e2max = max(e2max, e2s[p])
         rest = DEFERRED
         rest_goal = goal - goals[0] - goals[1]  # the seam's share, and what rounded off
-    r, c, e, stamp, vis, stp = collapse_candidates(
-        V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
-        sk, suv, limit, plock, into, mark, emit, max_e2, pure, npass, stamp, rest, own,
-        rest_goal, 0, error_goal, log, done + collapses,
-    )  # fmt: skip
-    if stp >= 0:
-        state[4] = 1
-    removed += r
-    collapses += c
-    visited += vis
-    e2max = max(e2max, e)
-    if parts == 2 and collapses == 0 and state[4] == 0:
-        # nothing collapsed within the shares: the pass again as one part (so a pass
-        # that can collapse does)
+    mode = rest
+    while True:
         r, c, e, stamp, vis, stp = collapse_candidates(
             V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, weights,
-            sk, suv, ncand, plock, into, mark, emit, max_e2, pure, npass, stamp, ALL, own,
-            goal, 0, error_goal, log, done,
+            sk, suv, limit, plock, into, mark, emit, max_e2, pure, npass, stamp, mode, own,
+            rest_goal, 0, error_goal, log, done + collapses,
         )  # fmt: skip
         if stp >= 0:
             state[4] = 1
@@ -1673,6 +1661,13 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
         collapses += c
         visited += vis
         e2max = max(e2max, e)
+        if mode == ALL or collapses > 0 or state[4] != 0:
+            break
+        # nothing collapsed within the shares: the pass again as one part (so a pass
+        # that can collapse does)
+        mode = ALL
+        limit = ncand
+        rest_goal = goal
     state[0] = faces_left - removed
     state[1] = done + collapses
     state[2] = stamp
