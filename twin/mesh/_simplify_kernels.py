@@ -324,16 +324,19 @@ def face_normals(V, F):
 @njit(cache=True)
 def bounds(v):
     """``(lo (3,), hi (3,))``: the per-axis minimum and maximum of points (N, 3)."""
-    lo = np.full(3, np.inf)
-    hi = np.full(3, -np.inf)
+    lx = ly = lz = np.inf
+    hx = hy = hz = -np.inf
     for i in range(v.shape[0]):
-        for a in range(3):
-            x = v[i, a]
-            if x < lo[a]:
-                lo[a] = x
-            if x > hi[a]:
-                hi[a] = x
-    return lo, hi
+        x = v[i, 0]
+        y = v[i, 1]
+        z = v[i, 2]
+        lx = min(lx, x)
+        hx = max(hx, x)
+        ly = min(ly, y)
+        hy = max(hy, y)
+        lz = min(lz, z)
+        hz = max(hz, z)
+    return np.array([lx, ly, lz]), np.array([hx, hy, hz])
 
 
 @njit(cache=True, inline="always")
@@ -384,44 +387,61 @@ def permute_mesh(v, f, perm, centre):
 SORT_DIGIT = 13  # bits per digit of the Morton radix sort
 
 
-@njit(cache=True)
+ARGSORT_SLICES = 8  # slices of the parallel Morton radix sort (any number: same order)
+
+
+@njit(cache=True, parallel=True)
 def radix_argsort(code):
     """Stable argsort (int64) of uint64 ``code`` (LSD radix, 13-bit digits; digits on
-    which every code agrees are skipped). Memory: 32 bytes per code."""
+    which every code agrees are skipped). Each digit's histogram and scatter run in
+    ``ARGSORT_SLICES`` slices in parallel, each slice scattering to its own offsets
+    within every bucket (the same stable order). Memory: 32 bytes per code."""
     n = code.shape[0]
     nd = (64 + SORT_DIGIT - 1) // SORT_DIGIT
     nb = 1 << SORT_DIGIT
     mask = np.uint64(nb - 1)
-    hist = np.zeros((nd, nb), np.int64)
-    for i in range(n):
-        c = code[i]
-        for d in range(nd):
-            hist[d, (c >> np.uint64(d * SORT_DIGIT)) & mask] += 1
-    src_k = code.copy()
+    p = ARGSORT_SLICES
+    size = (n + p - 1) // p
+    # digits on which every code agrees (all codes in one bucket) are skipped
+    first_code = code[0] if n > 0 else np.uint64(0)
+    differ = np.zeros((p, nd), np.uint8)
+    for c in prange(p):
+        for i in range(c * size, min(n, (c + 1) * size)):
+            z = code[i] ^ first_code
+            for d in range(nd):
+                if (z >> np.uint64(d * SORT_DIGIT)) & mask:
+                    differ[c, d] = 1
+    hist = np.zeros((p, nb), np.int64)
     src_i = np.arange(n)
-    dst_k = np.empty(n, np.uint64)
     dst_i = np.empty(n, np.int64)
+    src_k = code
+    dst_k = np.empty(n, np.uint64)
+    buf_k = np.empty(n, np.uint64)
+    first = True
     for d in range(nd):
-        trivial = False
-        for b in range(nb):
-            if hist[d, b] == n:
-                trivial = True
-        if trivial:
+        if not differ[:, d].any():
             continue
-        total = 0
-        for b in range(nb):
-            c = hist[d, b]
-            hist[d, b] = total
-            total += c
         shift = np.uint64(d * SORT_DIGIT)
-        for i in range(n):
-            x = src_k[i]
-            b = (x >> shift) & mask
-            j = hist[d, b]
-            hist[d, b] = j + 1
-            dst_k[j] = x
-            dst_i[j] = src_i[i]
-        src_k, dst_k = dst_k, src_k
+        for c in prange(p):
+            for bk in range(nb):
+                hist[c, bk] = 0
+            for i in range(c * size, min(n, (c + 1) * size)):
+                hist[c, (src_k[i] >> shift) & mask] += 1
+        exclusive_scan_slices(hist)
+        for c in prange(p):
+            for i in range(c * size, min(n, (c + 1) * size)):
+                y = src_k[i]
+                bk = (y >> shift) & mask
+                j = hist[c, bk]
+                hist[c, bk] = j + 1
+                dst_k[j] = y
+                dst_i[j] = src_i[i]
+        if first:  # the codes passed in stay as they are
+            src_k = dst_k
+            dst_k = buf_k
+            first = False
+        else:
+            src_k, dst_k = dst_k, src_k
         src_i, dst_i = dst_i, src_i
     return src_i
 

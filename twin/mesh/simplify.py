@@ -270,11 +270,11 @@ class _Prepared:
     centre: np.ndarray
 
 
-def _morton_order(v: np.ndarray, codes: bool = False):
+def _morton_order(v: np.ndarray, codes: bool = False, box=None):
     """Vertex permutation along a 3D Morton (Z-order) curve of 21 bits per axis
     (stable: vertices at one position keep their input order); with ``codes`` also
-    the sorted codes."""
-    lo, hi = bounds(v)
+    the sorted codes. ``box``: ``bounds(v)`` if already known."""
+    lo, hi = bounds(v) if box is None else box
     span = float((hi - lo).max()) or 1.0
     code = morton_codes(v, lo, (2**21 - 1) / span)
     order = radix_argsort(code)
@@ -289,7 +289,7 @@ def _prepare(v_in, f_in, attrs, lock_border: bool) -> _Prepared:
     n = v_in.shape[0]
     lo, hi = bounds(v_in)
     p.centre = 0.5 * (lo + hi)
-    p.perm, code = _morton_order(v_in, codes=True)
+    p.perm, code = _morton_order(v_in, codes=True, box=(lo, hi))
     pos, F = permute_mesh(v_in, f_in, p.perm, np.zeros(3))  # v - 0.0 == v, bit for bit
     p.F = sort_faces_by_min(F, n)
     del F
