@@ -225,52 +225,6 @@ def face_cross(V, a, b, c):
     return nx, ny, nz, np.sqrt(nx * nx + ny * ny + nz * nz)
 
 
-@njit(cache=True, parallel=True)
-def build_quadrics(V, F, Q, head, nxt):
-    """Area-weighted plane quadric of every face added to its three corners: each
-    vertex gathers its faces' planes along its corner list (increasing face order,
-    so the sums do not depend on the thread count) and writes its row once.
-    Parallel over vertices."""
-    n = V.shape[0]
-    for i in prange(n):
-        q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = q8 = q9 = q10 = 0.0
-        c = head[i]
-        while c != -1:
-            f = c // 3
-            c = nxt[c]
-            a = F[f, 0]
-            nx, ny, nz, ln = face_cross(V, a, F[f, 1], F[f, 2])
-            if ln == 0.0:
-                continue
-            w = 0.5 * ln
-            nx /= ln
-            ny /= ln
-            nz /= ln
-            d = -(nx * V[a, 0] + ny * V[a, 1] + nz * V[a, 2])
-            q0 += w * nx * nx
-            q1 += w * nx * ny
-            q2 += w * nx * nz
-            q3 += w * ny * ny
-            q4 += w * ny * nz
-            q5 += w * nz * nz
-            q6 += w * nx * d
-            q7 += w * ny * d
-            q8 += w * nz * d
-            q9 += w * d * d
-            q10 += w
-        Q[i, 0] = q0
-        Q[i, 1] = q1
-        Q[i, 2] = q2
-        Q[i, 3] = q3
-        Q[i, 4] = q4
-        Q[i, 5] = q5
-        Q[i, 6] = q6
-        Q[i, 7] = q7
-        Q[i, 8] = q8
-        Q[i, 9] = q9
-        Q[i, 10] = q10
-
-
 @njit(cache=True, inline="always")
 def add_border_plane(V, F, Q, f, k, weight, i):
     """Constraint plane through edge k of face f (corner k to corner k + 1),
@@ -527,26 +481,66 @@ def count_edge_faces(F, head, nxt, falive, a, b):
 
 
 @njit(cache=True, inline="always")
-def classify_vertex(V, F, pid, head, nxt, falive, Q, lock_border, border_weight, gsize,
-                    partner, cnt, kind, ib, i):  # fmt: skip
-    """Kind and index-border flag of vertex i, its border constraint planes added to
-    its quadric row (see :func:`classify`); ``cnt`` is zero on entry and on return."""
+def setup_vertex(V, F, pid, head, nxt, falive, Q, lock_border, border_weight, gsize,
+                 partner, cnt, kind, ib, i):  # fmt: skip
+    """Quadric row, kind and index-border flag of vertex i (see :func:`setup_vertices`):
+    one walk of its corner list sums its faces' planes (in list order, so the sums
+    do not depend on the thread count) and counts its neighbours, a second finds
+    its border edges and adds their constraint planes. ``cnt`` (N,) int64 holds
+    ``vertex << 32 | count`` (a count is valid only under the vertex's own stamp,
+    so nothing needs resetting); every entry must start below 0."""
+    q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = q8 = q9 = q10 = 0.0
+    own = np.int64(i) << 32
+    c = head[i]
+    while c != -1:
+        f = c // 3
+        k = c % 3
+        c = nxt[c]
+        a = F[f, 0]
+        b = F[f, 1]
+        cc = F[f, 2]
+        for o in (F[f, (k + 1) % 3], F[f, (k + 2) % 3]):
+            x = cnt[o]
+            cnt[o] = (x + 1) if (x >> 32) == i else (own | 1)
+        nx, ny, nz, ln = face_cross(V, a, b, cc)
+        if ln == 0.0:
+            continue
+        w = 0.5 * ln
+        nx /= ln
+        ny /= ln
+        nz /= ln
+        d = -(nx * V[a, 0] + ny * V[a, 1] + nz * V[a, 2])
+        q0 += w * nx * nx
+        q1 += w * nx * ny
+        q2 += w * nx * nz
+        q3 += w * ny * ny
+        q4 += w * ny * nz
+        q5 += w * nz * nz
+        q6 += w * nx * d
+        q7 += w * ny * d
+        q8 += w * nz * d
+        q9 += w * d * d
+        q10 += w
+    Q[i, 0] = q0
+    Q[i, 1] = q1
+    Q[i, 2] = q2
+    Q[i, 3] = q3
+    Q[i, 4] = q4
+    Q[i, 5] = q5
+    Q[i, 6] = q6
+    Q[i, 7] = q7
+    Q[i, 8] = q8
+    Q[i, 9] = q9
+    Q[i, 10] = q10
     nb = 0
     bad = False
     c = head[i]
     while c != -1:
         f = c // 3
         k = c % 3
-        cnt[F[f, (k + 1) % 3]] += 1
-        cnt[F[f, (k + 2) % 3]] += 1
-        c = nxt[c]
-    c = head[i]
-    while c != -1:
-        f = c // 3
-        k = c % 3
         for side in range(2):
             o = F[f, (k + 1 + side) % 3]
-            m = cnt[o]
+            m = cnt[o] & 0xFFFFFFFF
             if m == 1:
                 nb += 1
                 if gsize[pid[i]] == 2:
@@ -559,13 +553,6 @@ def classify_vertex(V, F, pid, head, nxt, falive, Q, lock_border, border_weight,
                     add_border_plane(V, F, Q, f, k if side == 0 else (k + 2) % 3, border_weight, i)
             elif m > 2:
                 bad = True
-        c = nxt[c]
-    c = head[i]
-    while c != -1:
-        f = c // 3
-        k = c % 3
-        cnt[F[f, (k + 1) % 3]] = 0
-        cnt[F[f, (k + 2) % 3]] = 0
         c = nxt[c]
     # a border edge has one face, so i sees it exactly once (as next or previous)
     g = gsize[pid[i]]
@@ -589,9 +576,10 @@ def classify_vertex(V, F, pid, head, nxt, falive, Q, lock_border, border_weight,
 
 
 @njit(cache=True, parallel=True)
-def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight, lanes=1):
-    """Vertex kinds (INTERIOR, BORDER, SEAM, LOCKED), the index-border flag, the seam
-    partner of each vertex (-1 if none), and border constraint planes added to Q.
+def setup_vertices(V, F, pid, head, nxt, falive, lock_border, border_weight, lanes=1):
+    """``(Q, kind, ib, partner)``: every vertex's quadric (N, 11) (the area-weighted
+    planes of its faces, plus border constraint planes), its kind (INTERIOR, BORDER,
+    SEAM, LOCKED), index-border flag and seam partner (-1 if none).
 
     ``pid`` maps each vertex to its position group (vertices at bit-identical
     positions). A group of one vertex is INTERIOR (no border edge), BORDER (two
@@ -621,6 +609,7 @@ def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight, lanes=
             partner[j] = i
     kind = np.zeros(n, np.uint8)
     ib = np.zeros(n, np.uint8)
+    Q = np.empty((n, 11))  # every row written
     # border edges: a directed edge a->b of a face with no face holding b->a or a->b;
     # cnt[o] counts the faces around i that hold o (o is next or previous of i there).
     # Parallel in lanes of consecutive vertices, each with its own counts; a vertex
@@ -628,10 +617,10 @@ def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight, lanes=
     lanes = max(1, min(lanes, 16))
     size = (n + lanes - 1) // lanes
     for lane in prange(lanes):
-        cnt = np.zeros(n, np.int32)
+        cnt = np.full(n, -1, np.int64)
         for i in range(lane * size, min(n, (lane + 1) * size)):
-            classify_vertex(V, F, pid, head, nxt, falive, Q, lock_border, border_weight,
-                            gsize, partner, cnt, kind, ib, i)  # fmt: skip
+            setup_vertex(V, F, pid, head, nxt, falive, Q, lock_border, border_weight,
+                         gsize, partner, cnt, kind, ib, i)  # fmt: skip
     # a seam vertex whose partner is not a seam vertex is locked too
     for i in range(n):
         if kind[i] == SEAM and kind[partner[i]] != SEAM:
@@ -639,7 +628,7 @@ def classify(V, F, pid, head, nxt, falive, Q, lock_border, border_weight, lanes=
     for i in range(n):
         if kind[i] == SEAM and kind[partner[i]] != SEAM:
             kind[i] = LOCKED
-    return kind, ib, partner
+    return Q, kind, ib, partner
 
 
 # ---------------------------------------------------------------- planning

@@ -10,8 +10,6 @@ from twin.mesh._result import MeshResult
 from twin.mesh._simplify_kernels import (
     bounds,
     build_corner_lists,
-    build_quadrics,
-    classify,
     exact_max,
     face_normals,
     measured_error,
@@ -20,6 +18,7 @@ from twin.mesh._simplify_kernels import (
     position_groups,
     radix_argsort,
     resolve_into,
+    setup_vertices,
     simplify_kernel,
     sort_faces_by_min,
 )
@@ -303,20 +302,9 @@ def _prepare(v_in, f_in, attrs, lock_border: bool) -> _Prepared:
     p.V = pos  # working copy, centred for precise quadrics
     p.N0 = face_normals(p.V, p.F)
     p.head, p.nxt = build_corner_lists(p.F, n)
-    p.Q = np.empty((n, 11))  # every row written
-    build_quadrics(p.V, p.F, p.Q, p.head, p.nxt)
     falive = np.ones(p.F.shape[0], np.uint8)
-    p.kind, p.ib, p.partner = classify(
-        p.V,
-        p.F,
-        pid,
-        p.head,
-        p.nxt,
-        falive,
-        p.Q,
-        lock_border,
-        BORDER_WEIGHT,
-        numba.get_num_threads(),
+    p.Q, p.kind, p.ib, p.partner = setup_vertices(
+        p.V, p.F, pid, p.head, p.nxt, falive, lock_border, BORDER_WEIGHT, numba.get_num_threads()
     )
     p.attrs = attrs[p.perm] if attrs is not None else np.zeros((n, 0))
     return p
