@@ -1808,6 +1808,81 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
     return forig, valive, e2max, state[1], into
 
 
+# ---------------------------------------------------------------- output
+
+
+OUTPUT_CHUNK = 65536  # rows per chunk of the output's parallel compactions
+
+
+@njit(cache=True, parallel=True)
+def output_mesh(v_in, V, F, falive, perm, centre):
+    """The finished mesh in input terms: ``(vertices (N', 3) float64, faces (M', 3)
+    uint32, kept (N',) int64, src (N',) int64)``: the vertices still used by a live
+    face, in input order (``src`` their input indices, ``kept`` their internal
+    ones), the live faces in their order renumbered to them. A vertex that never
+    moved keeps its input bits; a moved one is its working position plus
+    ``centre``. Parallel (chunked counts, then each chunk writes at its offset)."""
+    n = V.shape[0]
+    m = F.shape[0]
+    used = np.zeros(n, np.uint8)
+    for f in prange(m):
+        if falive[f]:
+            used[F[f, 0]] = 1  # the same value from every face: no race on the result
+            used[F[f, 1]] = 1
+            used[F[f, 2]] = 1
+    inv = np.empty(n, np.int64)
+    for i in prange(n):
+        inv[perm[i]] = i
+    chunk = OUTPUT_CHUNK
+    nv = (n + chunk - 1) // chunk
+    vcount = np.zeros(nv + 1, np.int64)
+    for c in prange(nv):
+        k = 0
+        for j in range(c * chunk, min(n, (c + 1) * chunk)):
+            k += used[inv[j]]
+        vcount[c + 1] = k
+    for c in range(nv):
+        vcount[c + 1] += vcount[c]
+    nout = vcount[nv]
+    new = np.empty(n, np.int64)
+    kept = np.empty(nout, np.int64)
+    src = np.empty(nout, np.int64)
+    out_v = np.empty((nout, 3))
+    for c in prange(nv):
+        k = vcount[c]
+        for j in range(c * chunk, min(n, (c + 1) * chunk)):
+            i = inv[j]
+            if used[i]:
+                new[i] = k
+                kept[k] = i
+                src[k] = j
+                moved = False
+                for a in range(3):
+                    if V[i, a] != v_in[j, a] - centre[a]:
+                        moved = True
+                for a in range(3):
+                    out_v[k, a] = V[i, a] + centre[a] if moved else v_in[j, a]
+                k += 1
+    nf = (m + chunk - 1) // chunk
+    fcount = np.zeros(nf + 1, np.int64)
+    for c in prange(nf):
+        k = 0
+        for f in range(c * chunk, min(m, (c + 1) * chunk)):
+            k += falive[f] != 0
+        fcount[c + 1] = k
+    for c in range(nf):
+        fcount[c + 1] += fcount[c]
+    out_f = np.empty((fcount[nf], 3), np.uint32)
+    for c in prange(nf):
+        k = fcount[c]
+        for f in range(c * chunk, min(m, (c + 1) * chunk)):
+            if falive[f]:
+                for a in range(3):
+                    out_f[k, a] = new[F[f, a]]
+                k += 1
+    return out_v, out_f, kept, src
+
+
 # ---------------------------------------------------------------- measured error
 #
 # The returned error is measured, not estimated: after the collapses every input
@@ -1884,46 +1959,59 @@ def point_triangle_dist2(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
     return qx * qx + qy * qy + qz * qz
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def resolve_into(into):
-    """The output vertex each vertex ended in (``into`` chains followed, compressed):
-    int32 (N,), ``rep[i] == i`` for survivors."""
+    """The output vertex each vertex ended in (``into`` chains followed): int32 (N,),
+    ``rep[i] == i`` for survivors. Parallel (``into`` is only read)."""
     n = into.shape[0]
     rep = np.empty(n, np.int32)
-    for i in range(n):
-        r = i
-        while into[r] != -1:
-            r = into[r]
+    for i in prange(n):
+        r = np.int64(i)
+        nx = np.int64(into[r])
+        while nx != -1:
+            r = nx
+            nx = np.int64(into[r])
         rep[i] = r
-        j = i
-        while into[j] != -1:  # path compression
-            nj = into[j]
-            into[j] = r
-            j = nj
-        # survivors keep into == -1
     return rep
 
 
-@njit(cache=True)
+CSR_LANES = 2  # lanes of the parallel vertex -> item lists (any number: same lists)
+
+
+@njit(cache=True, parallel=True)
 def _csr(F, alive, n):
-    """Vertex -> face lists of the faces with ``alive[f]``: ``(start (n+1,), faces)``."""
+    """Vertex -> item lists of the rows ``f`` of ``F`` (M, K) with ``alive[f]`` (each
+    row listed under each of its K vertices, rows in increasing order):
+    ``(start (n+1,), items int32)``. Counted and filled by ``CSR_LANES`` ranges of
+    rows in parallel, each at its own offsets within every vertex's list."""
     m = F.shape[0]
-    start = np.zeros(n + 1, np.int64)
-    for f in range(m):
-        if alive[f]:
-            for k in range(3):
-                start[F[f, k] + 1] += 1
-    for i in range(n):
-        start[i + 1] += start[i]
-    fill = start[:-1].copy()
-    flist = np.empty(start[n], np.int32)
-    for f in range(m):
-        if alive[f]:
-            for k in range(3):
-                a = F[f, k]
-                flist[fill[a]] = f
-                fill[a] += 1
-    return start, flist
+    w = F.shape[1]
+    lanes = CSR_LANES
+    size = (m + lanes - 1) // lanes
+    cnt = np.zeros((lanes, n), np.int64)
+    for lane in prange(lanes):
+        for f in range(lane * size, min(m, (lane + 1) * size)):
+            if alive[f]:
+                for k in range(w):
+                    cnt[lane, F[f, k]] += 1
+    start = np.empty(n + 1, np.int64)
+    total = 0
+    for v in range(n):
+        start[v] = total
+        for lane in range(lanes):
+            c = cnt[lane, v]
+            cnt[lane, v] = total
+            total += c
+    start[n] = total
+    items = np.empty(total, np.int32)
+    for lane in prange(lanes):
+        for f in range(lane * size, min(m, (lane + 1) * size)):
+            if alive[f]:
+                for k in range(w):
+                    a = F[f, k]
+                    items[cnt[lane, a]] = f
+                    cnt[lane, a] += 1
+    return start, items
 
 
 @njit(cache=True)
@@ -1970,23 +2058,13 @@ def measured_error(P0, V, F, falive, F0, rep, descent=DESCENT_VERTICES):
     n = V.shape[0]
     start, flist = _csr(F, falive, n)
     start0, flist0 = _csr(F0, np.ones(F0.shape[0], np.uint8), n)
-    moved = np.zeros(n, np.uint8)
-    for i in range(n):
-        if V[i, 0] != P0[i, 0] or V[i, 1] != P0[i, 1] or V[i, 2] != P0[i, 2]:
-            moved[i] = 1
+    moved = np.empty(n, np.uint8)
+    for i in prange(n):
+        moved[i] = V[i, 0] != P0[i, 0] or V[i, 1] != P0[i, 1] or V[i, 2] != P0[i, 2]
     chunk = 4096
     nchunks = (n + chunk - 1) // chunk
     # members of each output vertex's cluster (the input vertices that went into it)
-    mstart = np.zeros(n + 1, np.int64)
-    for i in range(n):
-        mstart[rep[i] + 1] += 1
-    for i in range(n):
-        mstart[i + 1] += mstart[i]
-    mfill = mstart[:-1].copy()
-    members = np.empty(n, np.int32)
-    for i in range(n):
-        members[mfill[rep[i]]] = i
-        mfill[rep[i]] += 1
+    mstart, members = _csr(rep.reshape(n, 1), np.ones(n, np.uint8), n)
     out2 = np.zeros(nchunks)
     for ci in prange(nchunks):
         best = 0.0

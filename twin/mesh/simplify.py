@@ -14,6 +14,7 @@ from twin.mesh._simplify_kernels import (
     face_normals,
     measured_error,
     morton_codes,
+    output_mesh,
     permute_mesh,
     position_groups,
     radix_argsort,
@@ -313,22 +314,6 @@ def _prepare(v_in, f_in, attrs, lock_border: bool) -> _Prepared:
 def _output(v_in, prep: _Prepared, falive, has_attrs: bool, error: float) -> SimplifyResult:
     """Compact the surviving faces and vertices (output vertices in input order);
     vertices that never moved keep their input bits."""
-    f = prep.F[falive.astype(bool)]
-    n = prep.V.shape[0]
-    used = np.zeros(n, bool)
-    used[f.ravel()] = True
-    kept = np.flatnonzero(used)  # internal indices
-    src = prep.perm[kept]  # input indices
-    order = np.argsort(src, kind="stable")
-    kept = kept[order]
-    src = src[order]
-    new = np.full(n, -1, np.int64)
-    new[kept] = np.arange(kept.size)
-    out_f = new[f].astype(np.uint32).reshape(-1, 3)
-    work = prep.V[kept]
-    orig = v_in[src]
-    moved = np.any(work != orig - prep.centre, axis=1)
-    out_v = orig.copy()
-    out_v[moved] = work[moved] + prep.centre
+    out_v, out_f, kept, src = output_mesh(v_in, prep.V, prep.F, falive, prep.perm, prep.centre)
     out_a = prep.attrs[kept] if has_attrs else None
-    return SimplifyResult(out_v, out_f, error, out_a, src.astype(np.int64))
+    return SimplifyResult(out_v, out_f, error, out_a, src)
