@@ -136,7 +136,7 @@ def test_passes_keep_exact_keys_and_refusals_on_a_city():
     mark, nbuf, emit = np.zeros(n, np.int32), np.empty(n, np.int32), np.zeros(n, np.uint8)
     into, plock = np.full(n, -1, np.int32), np.zeros(n, np.int32)
     args = (p.F, p.head, p.nxt, falive, valive, p.kind, mark)
-    cap, stamp = K.collect_edges(*args, 2, np.empty(0, np.uint64), nbuf, False)
+    cap, stamp = 3 * m, 2
     euv, ek = np.empty(cap, np.uint64), np.empty(cap, np.uint32)
     suv, sk = np.empty(cap, np.uint64), np.empty(cap, np.uint32)
     state = np.array([m, 0, stamp, 0, 0, 0], np.int64)
@@ -144,7 +144,7 @@ def test_passes_keep_exact_keys_and_refusals_on_a_city():
     while state[0] > target:
         state[3] += 1
         if state[3] == 1:
-            count, state[2] = K.collect_edges(*args, state[2], euv, nbuf, True)
+            count, state[2] = K.collect_edges(*args, state[2], euv, suv, 2)
             K.rank_edges(p.V, p.F, p.Q, p.head, p.nxt, falive, p.kind, p.partner, p.attrs, w,
                          euv, ek, count)  # fmt: skip
             ncand = K.sort_candidates(ek, euv, count, sk, suv)
@@ -154,10 +154,10 @@ def test_passes_keep_exact_keys_and_refusals_on_a_city():
                 plock, state[3] - 1, emit, mark, state[2], nbuf, euv, ek, sk, suv, ncand, 2,
             )  # fmt: skip
             # the full re-ranking on copies
-            head, nxt, mk = p.head.copy(), p.nxt.copy(), mark.copy()
+            head, nxt, mk = p.head.copy(), p.nxt.copy(), np.zeros(n, np.int32)
             e2, k2, s2, u2 = (np.empty(cap, np.uint64), np.empty(cap, np.uint32),
                               np.empty(cap, np.uint64), np.empty(cap, np.uint32))  # fmt: skip
-            c, _ = K.collect_edges(p.F, head, nxt, falive, valive, p.kind, mk, 2, e2, nbuf, True)
+            c, _ = K.collect_edges(p.F, head, nxt, falive, valive, p.kind, mk, 2, e2, s2, 1)
             K.rank_edges(p.V, p.F, p.Q, head, nxt, falive, p.kind, p.partner, p.attrs, w,
                          e2, k2, c)  # fmt: skip
             nc = K.sort_candidates(k2, e2, c, u2, s2)
@@ -196,12 +196,12 @@ def test_pass_in_two_parts_collapses_each_half_then_the_seam_between():
     crossing = np.unique(p.F[side.min(axis=1) != side.max(axis=1)])
     w = np.ones(0)
     falive, valive = np.ones(m, np.uint8), np.ones(n, np.uint8)
-    mark, nbuf, emit = np.zeros(n, np.int32), np.empty(n, np.int32), np.zeros(n, np.uint8)
+    mark, emit = np.zeros(n, np.int32), np.zeros(n, np.uint8)
     into, plock = np.full(n, -1, np.int32), np.zeros(n, np.int32)
     euv, ek = np.empty(3 * m, np.uint64), np.empty(3 * m, np.uint32)
     suv, sk = np.empty(3 * m, np.uint64), np.empty(3 * m, np.uint32)
     count, stamp = K.collect_edges(p.F, p.head, p.nxt, falive, valive, p.kind, mark, 2, euv,
-                                   nbuf, True)  # fmt: skip
+                                   suv, 2)  # fmt: skip
     K.rank_edges(p.V, p.F, p.Q, p.head, p.nxt, falive, p.kind, p.partner, p.attrs, w, euv, ek,
                  count)  # fmt: skip
     ncand = K.sort_candidates(ek, euv, count, sk, suv)

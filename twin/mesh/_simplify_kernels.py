@@ -901,53 +901,80 @@ KEY_BITS = np.uint32(0x7FFFFFFF)  # a key's float32 bits (keys are >= 0)
 REFUSED = np.uint32(0x80000000)  # flag on a sorted candidate: its collapse was refused
 
 
-@njit(cache=True)
-def collect_edges(F, head, nxt, falive, valive, kind, mark, stamp, euv, nbuf, store):
-    """Live edges ``a << 32 | b``, ``a < b``, into ``euv`` in (a, b) order, leaving
-    out edges whose ends are both LOCKED (only counted unless ``store``). Returns
-    ``(count, stamp)``. On the way, corners of dead faces are unlinked from every
-    list walked (the live corners keep their order), so later walks stay short."""
-    n = head.shape[0]
-    count = 0
-    for a in range(n):
-        if not valive[a] or head[a] == -1:
-            continue
-        stamp += 1
-        k = 0
-        prev = -1
-        c = head[a]
-        while c != -1:
-            f = c // 3
-            nc = nxt[c]
-            if not falive[f]:
-                if prev == -1:
-                    head[a] = nc
-                else:
-                    nxt[prev] = nc
-                c = nc
-                continue
-            prev = c
-            for j in range(3):
-                b = F[f, j]
-                if b > a and mark[b] != stamp:
-                    mark[b] = stamp
-                    if kind[a] != LOCKED or kind[b] != LOCKED:
-                        # insertion into the sorted neighbour buffer
-                        i = k if store else 0
-                        while i > 0 and nbuf[i - 1] > b:
-                            nbuf[i] = nbuf[i - 1]
-                            i -= 1
-                        nbuf[i] = b
-                        k += 1
+@njit(cache=True, inline="always")
+def vertex_edges(F, head, nxt, falive, kind, mark, stamp, nbuf, a):
+    """The edges a -> b with b > a of vertex ``a`` (not both ends LOCKED) into
+    ``nbuf`` in increasing b (``mark`` stamped with ``stamp``; ``nbuf`` is replaced
+    by a longer copy when full); the corners of dead faces are unlinked from a's
+    list on the way (the live ones keep their order). Returns ``(count, nbuf)``."""
+    k = 0
+    prev = -1
+    c = head[a]
+    while c != -1:
+        f = c // 3
+        nc = nxt[c]
+        if not falive[f]:
+            if prev == -1:
+                head[a] = nc
+            else:
+                nxt[prev] = nc
             c = nc
-        if store:
+            continue
+        prev = c
+        for j in range(3):
+            b = F[f, j]
+            if b > a and mark[b] != stamp:
+                mark[b] = stamp
+                if kind[a] != LOCKED or kind[b] != LOCKED:
+                    if k == nbuf.shape[0]:
+                        grown = np.empty(2 * k, np.int32)
+                        grown[:k] = nbuf
+                        nbuf = grown
+                    # insertion into the sorted neighbour buffer
+                    i = k
+                    while i > 0 and nbuf[i - 1] > b:
+                        nbuf[i] = nbuf[i - 1]
+                        i -= 1
+                    nbuf[i] = b
+                    k += 1
+        c = nc
+    return k, nbuf
+
+
+@njit(cache=True, parallel=True)
+def collect_edges(F, head, nxt, falive, valive, kind, mark, stamp, euv, tmp, lanes=1):
+    """Live edges ``a << 32 | b``, ``a < b``, into ``euv`` in (a, b) order, leaving
+    out edges whose ends are both LOCKED. Returns ``(count, stamp)``. On the way,
+    corners of dead faces are unlinked from every list walked (the live corners
+    keep their order), so later walks stay short. With ``lanes`` > 1 the two halves
+    of the vertices are listed at once, the second into ``tmp`` (as long as
+    ``euv``) with marks of its own, then appended: the same list. ``mark`` is int32
+    (N,) scratch."""
+    n = head.shape[0]
+    lanes = 2 if lanes >= 2 else 1
+    size = (n + lanes - 1) // lanes
+    counts = np.zeros(2, np.int64)
+    stamps = np.zeros(2, np.int64)
+    mark2 = np.zeros(n if lanes > 1 else 0, np.int32)
+    for lane in prange(lanes):
+        mk = mark if lane == 0 else mark2
+        row = euv if lane == 0 else tmp
+        st = stamp if lane == 0 else 0
+        nbuf = np.empty(64, np.int32)
+        count = 0
+        for a in range(lane * size, min(n, (lane + 1) * size)):
+            if not valive[a] or head[a] == -1:
+                continue
+            st += 1
+            k, nbuf = vertex_edges(F, head, nxt, falive, kind, mk, st, nbuf, a)
             hi = np.uint64(a) << np.uint64(32)
             for i in range(k):
-                euv[count] = hi | np.uint64(nbuf[i])
-                count += 1
-        else:
+                row[count + i] = hi | np.uint64(nbuf[i])
             count += k
-    return count, stamp
+        counts[lane] = count
+        stamps[lane] = st
+    euv[counts[0] : counts[0] + counts[1]] = tmp[: counts[1]]
+    return counts[0] + counts[1], stamps[0]
 
 
 @njit(cache=True, parallel=True)
@@ -1784,7 +1811,7 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
         state[3] += 1
         if state[3] == 1:
             count, state[2] = collect_edges(
-                F, head, nxt, falive, valive, kind, mark, state[2], euv, nbuf, True
+                F, head, nxt, falive, valive, kind, mark, state[2], euv, suv, lanes
             )
             rank_edges(V, F, Q, head, nxt, falive, kind, partner, attrs, weights, euv, ek, count)
             ncand = sort_candidates(ek, euv, count, sk, suv)
