@@ -262,6 +262,44 @@ def test_parallel_keep_clean_equals_the_serial_one():
     np.testing.assert_array_equal(a_uv[:na], b_uv[:nb])
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_edge_listing_matches_the_unique_edges_of_the_faces(lanes):
+    # every live edge once, (a, b) order, LOCKED-LOCKED edges left out; a fan of 700
+    # triangles puts 700 neighbours on one vertex (more than the usual buffer)
+    K = sys.modules["twin.mesh._simplify_kernels"]
+    g = rng(3)
+    ring = 700
+    t = np.linspace(0, 2 * np.pi, ring, endpoint=False)
+    fan_v = np.c_[np.cos(t), np.sin(t), np.zeros(ring)]
+    fan_f = np.c_[np.full(ring, ring), np.arange(ring), (np.arange(ring) + 1) % ring]
+    v, f = grid(30, 20, height=hills)
+    v = np.vstack([v, fan_v + [100, 0, 0], [[100, 0, 0]]])
+    f = np.vstack([f, fan_f + len(v) - ring - 1])
+    va, fa = S.check_mesh(v, f)
+    p = S._prepare(va, fa, None, False)
+    n, m = len(p.V), len(p.F)
+    falive = (g.random(m) > 0.1).astype(np.uint8)  # dead faces are unlinked on the way
+    kind = p.kind.copy()
+    kind[g.random(n) < 0.3] = LOCKED
+    euv, tmp = np.empty(3 * m, np.uint64), np.empty(3 * m, np.uint64)
+    count, _ = K.collect_edges(p.F, p.head, p.nxt, falive, np.ones(n, np.uint8), kind,
+                               np.zeros(n, np.int32), 2, euv, tmp, lanes)  # fmt: skip
+    live = p.F[falive == 1].astype(np.int64)
+    e = np.sort(np.vstack([live[:, [0, 1]], live[:, [1, 2]], live[:, [2, 0]]]), axis=1)
+    e = np.unique(e, axis=0)
+    e = e[(kind[e[:, 0]] != LOCKED) | (kind[e[:, 1]] != LOCKED)]
+    want = (e[:, 0].astype(np.uint64) << np.uint64(32)) | e[:, 1].astype(np.uint64)
+    assert np.bincount(p.F.ravel()).max() > K.EDGE_BUFFER
+    np.testing.assert_array_equal(euv[:count], want)
+    # the lists walked lost their dead corners and kept the live ones in order
+    for a in range(n):
+        c, seen = p.head[a], []
+        while c != -1:
+            seen.append(c)
+            c = p.nxt[c]
+        assert all(falive[x // 3] for x in seen) and seen == sorted(seen)
+
+
 def test_morton_radix_order_and_position_groups():
     K = sys.modules["twin.mesh._simplify_kernels"]
     g = rng(4)

@@ -904,9 +904,9 @@ REFUSED = np.uint32(0x80000000)  # flag on a sorted candidate: its collapse was 
 @njit(cache=True, inline="always")
 def vertex_edges(F, head, nxt, falive, kind, mark, stamp, nbuf, a):
     """The edges a -> b with b > a of vertex ``a`` (not both ends LOCKED) into
-    ``nbuf`` in increasing b (``mark`` stamped with ``stamp``; ``nbuf`` is replaced
-    by a longer copy when full); the corners of dead faces are unlinked from a's
-    list on the way (the live ones keep their order). Returns ``(count, nbuf)``."""
+    ``nbuf`` in increasing b (``mark`` stamped with ``stamp``); the corners of dead
+    faces are unlinked from a's list on the way (the live ones keep their order).
+    Returns how many, or -1 if they do not fit in ``nbuf``."""
     k = 0
     prev = -1
     c = head[a]
@@ -927,9 +927,7 @@ def vertex_edges(F, head, nxt, falive, kind, mark, stamp, nbuf, a):
                 mark[b] = stamp
                 if kind[a] != LOCKED or kind[b] != LOCKED:
                     if k == nbuf.shape[0]:
-                        grown = np.empty(2 * k, np.int32)
-                        grown[:k] = nbuf
-                        nbuf = grown
+                        return -1
                     # insertion into the sorted neighbour buffer
                     i = k
                     while i > 0 and nbuf[i - 1] > b:
@@ -938,7 +936,24 @@ def vertex_edges(F, head, nxt, falive, kind, mark, stamp, nbuf, a):
                     nbuf[i] = b
                     k += 1
         c = nc
-    return k, nbuf
+    return k
+
+
+@njit(cache=True)
+def wide_vertex_edges(F, head, nxt, falive, kind, mark, stamp, a):
+    """:func:`vertex_edges` for a vertex with more edges than the usual buffer holds:
+    the sorted neighbours in a buffer of their own (as long as two per corner)."""
+    deg = 0
+    c = head[a]
+    while c != -1:
+        deg += 1
+        c = nxt[c]
+    nbuf = np.empty(2 * deg, np.int32)
+    k = vertex_edges(F, head, nxt, falive, kind, mark, stamp, nbuf, a)
+    return nbuf[:k]
+
+
+EDGE_BUFFER = 256  # neighbours a vertex may list in the usual buffer
 
 
 @njit(cache=True, parallel=True)
@@ -960,16 +975,23 @@ def collect_edges(F, head, nxt, falive, valive, kind, mark, stamp, euv, tmp, lan
         mk = mark if lane == 0 else mark2
         row = euv if lane == 0 else tmp
         st = stamp if lane == 0 else 0
-        nbuf = np.empty(64, np.int32)
+        nbuf = np.empty(EDGE_BUFFER, np.int32)
         count = 0
         for a in range(lane * size, min(n, (lane + 1) * size)):
             if not valive[a] or head[a] == -1:
                 continue
             st += 1
-            k, nbuf = vertex_edges(F, head, nxt, falive, kind, mk, st, nbuf, a)
             hi = np.uint64(a) << np.uint64(32)
-            for i in range(k):
-                row[count + i] = hi | np.uint64(nbuf[i])
+            k = vertex_edges(F, head, nxt, falive, kind, mk, st, nbuf, a)
+            if k >= 0:
+                for i in range(k):
+                    row[count + i] = hi | np.uint64(nbuf[i])
+            else:
+                st += 1
+                wide = wide_vertex_edges(F, head, nxt, falive, kind, mk, st, a)
+                k = wide.shape[0]
+                for i in range(k):
+                    row[count + i] = hi | np.uint64(wide[i])
             count += k
         counts[lane] = count
         stamps[lane] = st
