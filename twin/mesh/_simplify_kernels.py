@@ -2218,26 +2218,39 @@ def point_mesh_dist(px, py, pz, V, F, falive):
     return np.sqrt(best.min())
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def face_grid(V, F, falive):
     """A uniform grid of cubic cells over the live faces for exact nearest-face
     queries: about one cell per face, the cells per axis following the bounding box
     (a flat city gets a single layer); each face listed in the cells its bounding
     box overlaps, or, when that is more than 64 cells, in an overflow list every
     query checks. Returns ``(lo (3,), h, dims (3,), cstart, cfaces, overflow)``.
-    Memory: 8 bytes per cell plus 4 per (face, cell) entry."""
+    Memory: 8 bytes per cell plus 4 per (face, cell) entry (and, while it is built,
+    32 per live face)."""
     m = F.shape[0]
-    lo = np.full(3, np.inf)
-    hi = np.full(3, -np.inf)
     live = 0
     for f in range(m):
+        live += falive[f] != 0
+    faces = np.empty(live, np.int64)
+    k = 0
+    for f in range(m):
         if falive[f]:
-            live += 1
-            for k in range(3):
-                for a in range(3):
-                    x = V[F[f, k], a]
-                    lo[a] = min(lo[a], x)
-                    hi[a] = max(hi[a], x)
+            faces[k] = f
+            k += 1
+    lx = ly = lz = np.inf
+    hx = hy = hz = -np.inf
+    for t in range(live):
+        f = faces[t]
+        for j in range(3):
+            w = F[f, j]
+            lx = min(lx, V[w, 0])
+            hx = max(hx, V[w, 0])
+            ly = min(ly, V[w, 1])
+            hy = max(hy, V[w, 1])
+            lz = min(lz, V[w, 2])
+            hz = max(hz, V[w, 2])
+    lo = np.array([lx, ly, lz])
+    hi = np.array([hx, hy, hz])
     if live == 0:
         lo[:] = 0.0
         hi[:] = 0.0
@@ -2270,13 +2283,23 @@ def face_grid(V, F, falive):
     for a in range(3):
         dims[a] = max(1, min(4096, int(ext[a] / h) + 1))
     ncell = dims[0] * dims[1] * dims[2]
+    # each live face's range of cells (its bounding box), in parallel
+    box = np.empty((live, 6), np.int32)
+    for t in prange(live):
+        f = faces[t]
+        for a in range(3):
+            x0 = V[F[f, 0], a]
+            x1 = V[F[f, 1], a]
+            x2 = V[F[f, 2], a]
+            mn = min(x0, x1, x2)
+            mx = max(x0, x1, x2)
+            box[t, a] = min(dims[a] - 1, max(0, int((mn - lo[a]) / h)))
+            box[t, 3 + a] = min(dims[a] - 1, max(0, int((mx - lo[a]) / h)))
     cstart = np.zeros(ncell + 1, np.int64)
     nover = 0
     fill = np.empty(0, np.int64)
     cfaces = np.empty(0, np.int32)
     overflow = np.empty(0, np.int32)
-    i0 = np.empty(3, np.int64)
-    i1 = np.empty(3, np.int64)
     for rnd in range(2):
         if rnd == 1:
             for c in range(ncell):
@@ -2285,23 +2308,21 @@ def face_grid(V, F, falive):
             cfaces = np.empty(cstart[ncell], np.int32)
             overflow = np.empty(nover, np.int32)
             nover = 0
-        for f in range(m):
-            if not falive[f]:
-                continue
-            for a in range(3):
-                mn = min(V[F[f, 0], a], V[F[f, 1], a], V[F[f, 2], a])
-                mx = max(V[F[f, 0], a], V[F[f, 1], a], V[F[f, 2], a])
-                i0[a] = min(dims[a] - 1, max(0, int((mn - lo[a]) / h)))
-                i1[a] = min(dims[a] - 1, max(0, int((mx - lo[a]) / h)))
-            cells = (i1[0] - i0[0] + 1) * (i1[1] - i0[1] + 1) * (i1[2] - i0[2] + 1)
+        for t in range(live):
+            f = faces[t]
+            cells = (
+                (box[t, 3] - box[t, 0] + 1)
+                * (box[t, 4] - box[t, 1] + 1)
+                * (box[t, 5] - box[t, 2] + 1)
+            )
             if cells > 64:
                 if rnd == 1:
                     overflow[nover] = f
                 nover += 1
                 continue
-            for x in range(i0[0], i1[0] + 1):
-                for y in range(i0[1], i1[1] + 1):
-                    for z in range(i0[2], i1[2] + 1):
+            for x in range(box[t, 0], box[t, 3] + 1):
+                for y in range(box[t, 1], box[t, 4] + 1):
+                    for z in range(box[t, 2], box[t, 5] + 1):
                         c = (x * dims[1] + y) * dims[2] + z
                         if rnd == 0:
                             cstart[c + 1] += 1
