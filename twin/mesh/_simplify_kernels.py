@@ -1122,31 +1122,35 @@ def sort_candidates(ek, euv, count, sk, suv):
     return k  # three passes: the result is in sk/suv
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def mark_dirty(F, head, nxt, falive, valive, plock, partner, npass, emit):
     """After pass ``npass``: the vertices it touched (``plock == npass``) and their seam
     partners (whose seam edges' keys read the partner's quadric) become dirty
     (``plock`` set to ``npass``). Every live dirty vertex and each vertex sharing a
     live face with one has ``emit`` set (their lists are walked next): the
     collapses marked the fans of the vertices they touched, this marks the fans of
-    the partners."""
+    the partners. Parallel by chunks with the serial result: a pair whose two ends
+    were touched is skipped from either side; one where only t was is marked from
+    t's side and skipped from the other's whether or not that sees t's mark yet."""
     n = plock.shape[0]
-    for t in range(n):
-        d = partner[t]
-        if plock[t] != npass or d == -1 or plock[d] == npass:
-            continue
-        plock[d] = npass
-        if not valive[d]:
-            continue
-        emit[d] = 1
-        c = head[d]
-        while c != -1:
-            f = c // 3
-            if falive[f]:
-                emit[F[f, 0]] = 1
-                emit[F[f, 1]] = 1
-                emit[F[f, 2]] = 1
-            c = nxt[c]
+    chunk = 16384
+    for ci in prange((n + chunk - 1) // chunk):
+        for t in range(ci * chunk, min(n, (ci + 1) * chunk)):
+            d = partner[t]
+            if plock[t] != npass or d == -1 or plock[d] == npass:
+                continue
+            plock[d] = npass
+            if not valive[d]:
+                continue
+            emit[d] = 1
+            c = head[d]
+            while c != -1:
+                f = c // 3
+                if falive[f]:
+                    emit[F[f, 0]] = 1
+                    emit[F[f, 1]] = 1
+                    emit[F[f, 2]] = 1
+                c = nxt[c]
 
 
 EDGE_DIGIT = 11  # bits per digit of the radix sort of dirty edge ends (short lists)
@@ -1736,7 +1740,10 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
 COMPACT_DEAD = 4  # faces are compacted once 1 / COMPACT_DEAD of those stored are dead
 
 
-@njit(cache=True)
+COMPACT_CHUNK = 65536  # faces per chunk of the parallel compaction
+
+
+@njit(cache=True, parallel=True)
 def compact_faces(F, N0, fal, forig, head, nxt, mc):
     """Drop the dead faces from the first ``mc`` stored ones (stable, in place in F,
     N0, ``fal``) and rebuild the corner lists over the live ones (each list in
@@ -1744,23 +1751,49 @@ def compact_faces(F, N0, fal, forig, head, nxt, mc):
     numbering) records which original faces were stored at the last compaction:
     they take their current flags (the k-th stored face is the k-th original face
     with ``forig`` set). Returns the new count. Neither the order of the faces nor
-    that of a list changes any decision."""
-    j = 0
-    for f in range(forig.shape[0]):
-        if forig[f]:
-            forig[f] = fal[j]
-            j += 1
+    that of a list changes any decision. The flags and the compaction run by chunks
+    in parallel (each chunk compacts within itself, then the chunks move down in
+    order); the lists are rebuilt serially."""
+    chunk = COMPACT_CHUNK
+    mo = forig.shape[0]
+    no = (mo + chunk - 1) // chunk
+    cnt = np.zeros(no + 1, np.int64)
+    for c in prange(no):
+        t = 0
+        for g in range(c * chunk, min(mo, (c + 1) * chunk)):
+            t += forig[g] != 0
+        cnt[c + 1] = t
+    for c in range(no):
+        cnt[c + 1] += cnt[c]
+    for c in prange(no):
+        at = cnt[c]
+        for g in range(c * chunk, min(mo, (c + 1) * chunk)):
+            if forig[g]:
+                forig[g] = fal[at]
+                at += 1
+    ns = (mc + chunk - 1) // chunk
+    kept = np.zeros(ns + 1, np.int64)
+    for c in prange(ns):
+        dst = c * chunk
+        for row in range(c * chunk, min(mc, (c + 1) * chunk)):
+            if fal[row]:
+                if dst != row:
+                    for ax in range(3):
+                        F[dst, ax] = F[row, ax]
+                        N0[dst, ax] = N0[row, ax]
+                dst += 1
+        kept[c + 1] = dst - c * chunk
     k = 0
-    for j in range(mc):
-        if fal[j]:
-            if k != j:
+    for c in range(ns):  # chunks move down in order (never onto rows still to move)
+        src = c * chunk
+        if k != src:
+            for j in range(kept[c + 1]):
                 for a in range(3):
-                    F[k, a] = F[j, a]
-                    N0[k, a] = N0[j, a]
-                fal[k] = 1
-            k += 1
-    for j in range(k, mc):
-        fal[j] = 0
+                    F[k + j, a] = F[src + j, a]
+                    N0[k + j, a] = N0[src + j, a]
+        k += kept[c + 1]
+    for r in prange(mc):
+        fal[r] = 1 if r < k else 0
     head[:] = -1
     for c in range(3 * k - 1, -1, -1):
         v = F[c // 3, c % 3]
