@@ -53,15 +53,15 @@ def check_vertices(vertices, *, path: PathLike = None, what: str = "vertices") -
             path=path,
         )
     arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if np.isfinite(arr).all():  # one flat pass; rows are only looked at on failure
+        return arr
     finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
-        raise InputError(
-            f"{what} row {bad} is not finite ({arr[bad].tolist()}); "
-            f"{int((~finite).sum())} rows have NaN or infinite coordinates",
-            path=path,
-        )
-    return arr
+    bad = int(np.flatnonzero(~finite)[0])
+    raise InputError(
+        f"{what} row {bad} is not finite ({arr[bad].tolist()}); "
+        f"{int((~finite).sum())} rows have NaN or infinite coordinates",
+        path=path,
+    )
 
 
 def check_faces(
@@ -146,6 +146,8 @@ def check_attributes(
             f"{what} has {arr.shape[0]} rows but the mesh has {n_vertices} vertices", path=path
         )
     arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if np.isfinite(arr).all():  # one flat pass; rows are only looked at on failure
+        return arr
     finite = np.isfinite(arr).all(axis=1)
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
