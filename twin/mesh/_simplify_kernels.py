@@ -1744,7 +1744,7 @@ COMPACT_CHUNK = 65536  # faces per chunk of the parallel compaction
 
 
 @njit(cache=True, parallel=True)
-def compact_faces(F, N0, fal, forig, head, nxt, mc):
+def compact_faces(F, N0, fal, forig, head, nxt, mc, tail, head2):
     """Drop the dead faces from the first ``mc`` stored ones (stable, in place in F,
     N0, ``fal``) and rebuild the corner lists over the live ones (each list in
     increasing corner order), so walks touch dense memory. ``forig`` (original face
@@ -1753,7 +1753,9 @@ def compact_faces(F, N0, fal, forig, head, nxt, mc):
     with ``forig`` set). Returns the new count. Neither the order of the faces nor
     that of a list changes any decision. The flags and the compaction run by chunks
     in parallel (each chunk compacts within itself, then the chunks move down in
-    order); the lists are rebuilt serially."""
+    order), the lists in two halves joined per vertex. ``tail`` and ``head2`` are
+    int32 (N,) scratch (the collapse checks' marks, reset to 0 here, and the edge
+    listing's buffer)."""
     chunk = COMPACT_CHUNK
     mo = forig.shape[0]
     no = (mo + chunk - 1) // chunk
@@ -1794,11 +1796,30 @@ def compact_faces(F, N0, fal, forig, head, nxt, mc):
         k += kept[c + 1]
     for r in prange(mc):
         fal[r] = 1 if r < k else 0
-    head[:] = -1
-    for c in range(3 * k - 1, -1, -1):
-        v = F[c // 3, c % 3]
-        nxt[c] = head[v]
-        head[v] = c
+    # the lists in two lanes: each links the corners of its half, descending, into
+    # heads of its own (the first's tail of each list kept), then the halves join
+    n = head.shape[0]
+    for v in prange(n):
+        head[v] = -1
+        head2[v] = -1
+    half = (3 * k) // 2
+    for lane in prange(2):
+        hd = head if lane == 0 else head2
+        lo = 0 if lane == 0 else half
+        hi = half if lane == 0 else 3 * k
+        for c in range(hi - 1, lo - 1, -1):
+            v = F[c // 3, c % 3]
+            if lane == 0 and hd[v] == -1:
+                tail[v] = c
+            nxt[c] = hd[v]
+            hd[v] = c
+    for v in prange(n):
+        if head2[v] != -1:
+            if head[v] == -1:
+                head[v] = head2[v]
+            else:
+                nxt[tail[v]] = head2[v]
+        tail[v] = 0  # below every stamp: ``tail`` is the collapse checks' marks
     return k
 
 
@@ -1872,7 +1893,7 @@ def simplify_kernel(V, F, N0, Q, head, nxt, kind, ib, partner, attrs, weights,
             ncand = sort_candidates(ek, euv, count, sk, suv)
         else:
             if COMPACT_DEAD * (mc - state[0]) >= mc:
-                mc = compact_faces(F, N0, falive, forig, head, nxt, mc)
+                mc = compact_faces(F, N0, falive, forig, head, nxt, mc, mark, nbuf)
             ncand, state[2] = rerank(
                 V, F, Q, head, nxt, falive, valive, kind, partner, attrs, weights, plock,
                 state[3] - 1, emit, mark, state[2], nbuf, euv, ek, sk, suv, ncand, lanes,
