@@ -2156,8 +2156,9 @@ def measured_error(P0, V, F, falive, F0, rep, descent=DESCENT_VERTICES):
     below ``to_input``), an output vertex's search at the first input face within
     its chunk's running maximum; the maxima and every bound above ``to_input``
     are as a full search gives them.
-    Memory: 12 bytes per input and per output face (vertex -> face lists) plus 29
-    bytes per vertex."""
+    Memory: 12 bytes per input and per output face (vertex -> face lists) plus 37
+    bytes per vertex (list starts, cluster members, flags, bounds), and 16 more
+    while a list is counted (:func:`_csr`'s two lanes)."""
     n = V.shape[0]
     start, flist = _csr(F, falive, n)
     start0, flist0 = _csr(F0, np.ones(F0.shape[0], np.uint8), n)
