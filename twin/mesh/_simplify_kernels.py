@@ -375,21 +375,7 @@ def radix_argsort(code):
     for d in range(nd):
         if not differ[:, d].any():
             continue
-        shift = np.uint64(d * SORT_DIGIT)
-        for c in prange(p):
-            for bk in range(nb):
-                hist[c, bk] = 0
-            for i in range(c * size, min(n, (c + 1) * size)):
-                hist[c, (src_k[i] >> shift) & mask] += 1
-        exclusive_scan_slices(hist)
-        for c in prange(p):
-            for i in range(c * size, min(n, (c + 1) * size)):
-                y = src_k[i]
-                bk = (y >> shift) & mask
-                j = hist[c, bk]
-                hist[c, bk] = j + 1
-                dst_k[j] = y
-                dst_i[j] = src_i[i]
+        radix_pass_parallel(src_k, dst_k, n, d * SORT_DIGIT, SORT_DIGIT, hist, src_i, dst_i)
         if first:  # the codes passed in stay as they are
             src_k = dst_k
             dst_k = buf_k
@@ -1158,15 +1144,17 @@ EDGE_DIGIT_WIDE = 16  # the widest digit, for lists of at least 2**16 edges
 
 
 @njit(cache=True, parallel=True)
-def radix_pass_parallel(src, dst, count, shift, width, hist):
+def radix_pass_parallel(src, dst, count, shift, width, hist, src_i, dst_i):
     """One stable LSD radix pass of ``src[:count]`` (uint64) into ``dst`` on the digit
     ``(x >> shift) & (2**width - 1)``, by ``hist.shape[0]`` slices in parallel (each
-    slice scatters to its own offsets within each bucket: the same stable order)."""
+    slice scatters to its own offsets within each bucket: the same stable order).
+    ``src_i``/``dst_i``: a payload moved along (empty arrays: none)."""
     p = hist.shape[0]
     nb = 1 << width
     mask = np.uint64(nb - 1)
     sh = np.uint64(shift)
     size = (count + p - 1) // p
+    payload = src_i.shape[0] > 0
     for c in prange(p):
         for b in range(nb):
             hist[c, b] = 0
@@ -1179,6 +1167,8 @@ def radix_pass_parallel(src, dst, count, shift, width, hist):
             b = (x >> sh) & mask
             j = hist[c, b]
             dst[j] = x
+            if payload:
+                dst_i[j] = src_i[i]
             hist[c, b] = j + 1
 
 
@@ -1202,8 +1192,9 @@ def sort_edge_ends(e, count, bits, tmp):
     src, dst = e, tmp
     if parallel:
         hist2 = np.zeros((SORT_CHUNKS, nb), np.int64)
+        none = np.empty(0, np.int64)
         for shift in range(0, 2 * bits, width):
-            radix_pass_parallel(src, dst, count, shift, width, hist2)
+            radix_pass_parallel(src, dst, count, shift, width, hist2, none, none)
             src, dst = dst, src
     else:
         hist = np.zeros(nb, np.int64)
