@@ -1731,6 +1731,22 @@ def run_pass(V, F, N0, Q, head, nxt, falive, valive, kind, ib, partner, attrs, w
 COMPACT_DEAD = 4  # faces are compacted once 1 / COMPACT_DEAD of those stored are dead
 
 
+@njit(cache=True, parallel=True)
+def chunk_starts(flags, n, chunk):
+    """Where each chunk of ``chunk`` entries of ``flags[:n]`` starts among the set
+    ones: (chunks + 1,) int64, the last entry their total (counted in parallel)."""
+    nc = (n + chunk - 1) // chunk
+    starts = np.zeros(nc + 1, np.int64)
+    for c in prange(nc):
+        t = 0
+        for g in range(c * chunk, min(n, (c + 1) * chunk)):
+            t += flags[g] != 0
+        starts[c + 1] = t
+    for c in range(nc):
+        starts[c + 1] += starts[c]
+    return starts
+
+
 COMPACT_CHUNK = 65536  # faces per chunk of the parallel compaction
 
 
@@ -1750,14 +1766,7 @@ def compact_faces(F, N0, fal, forig, head, nxt, mc, tail, head2):
     chunk = COMPACT_CHUNK
     mo = forig.shape[0]
     no = (mo + chunk - 1) // chunk
-    cnt = np.zeros(no + 1, np.int64)
-    for c in prange(no):
-        t = 0
-        for g in range(c * chunk, min(mo, (c + 1) * chunk)):
-            t += forig[g] != 0
-        cnt[c + 1] = t
-    for c in range(no):
-        cnt[c + 1] += cnt[c]
+    cnt = chunk_starts(forig, mo, chunk)
     for c in prange(no):
         at = cnt[c]
         for g in range(c * chunk, min(mo, (c + 1) * chunk)):
@@ -1958,14 +1967,7 @@ def output_mesh(v_in, V, F, falive, perm, centre):
                     out_v[k, a] = V[i, a] + centre[a] if moved else v_in[j, a]
                 k += 1
     nf = (m + chunk - 1) // chunk
-    fcount = np.zeros(nf + 1, np.int64)
-    for c in prange(nf):
-        k = 0
-        for f in range(c * chunk, min(m, (c + 1) * chunk)):
-            k += falive[f] != 0
-        fcount[c + 1] = k
-    for c in range(nf):
-        fcount[c + 1] += fcount[c]
+    fcount = chunk_starts(falive, m, chunk)
     out_f = np.empty((fcount[nf], 3), np.uint32)
     for c in prange(nf):
         k = fcount[c]
